@@ -1,0 +1,409 @@
+#!/usr/bin/env python
+"""Benchmark: mixforge's vectorised filter rules vs datatrove's, same corpus, 2 workers each, one run.
+
+    PYTHONPATH=. python benchmarks/bench_filter.py --datatrove-python /tmp/dt-venv/bin/python  # ~200 MB
+    PYTHONPATH=. python benchmarks/bench_filter.py --target-mb 5 --datatrove-python ...        # quick
+
+The corpus is ../shared/corpus/*.jsonl.zst (when present) scaled up to --target-mb of text by
+repeating documents with a light perturbation (one word of one line duplicated), else synthetic.
+It is cut into shards; each side processes the shards with a pool of 2 processes. datatrove runs in
+its own venv (benchmarks/requirements-datatrove.txt) as a subprocess of this script
+(`--datatrove-worker`), reading the same shards (JSONL) and writing per-document verdicts as JSONL.
+
+Both sides evaluate every rule set on every document (so keep/drop verdicts can be compared rule
+by rule), thresholds = the published defaults on both sides: gopher_repetition, gopher_quality,
+fineweb_quality, c4 (in that order per document, C4 last since it edits text), url (documents with
+a URL; block-list = the most frequent domains of the corpus), and separately language ID
+(lid.176.ftz on both sides, keep any language with score > 0.65). Throughput = documents / (summed
+per-shard compute seconds / 2 workers); I/O (reading shards, writing verdicts) is excluded on both
+sides and the pool wall-clock is reported too.
+
+Systematic disagreements (explained; see the report printed at the end for the figures):
+- Word splitting. datatrove splits words with spaCy's English tokenizer; we use one regex
+  (mixforge.filters.text.TOKEN_PATTERN) that reproduces its main behaviour (punctuation, ellipses,
+  URLs, "'s"/"n't" suffixes, hyphens) but not its exception tables (e.g. "Mr." and "U.S." stay one
+  token in spaCy; "O'Neil", emoticons, some "_" and "--" cases). Word counts therefore differ by a
+  fraction of a percent, which flips documents only very near the gopher_quality thresholds
+  (word_count, symbol_word_ratio, alpha_words) and the FineWeb list_ratio.
+- CJK/Thai: spaCy's *English* tokenizer (what datatrove uses with its default language) keeps a
+  run of Han/Kana characters as one "word"; we split them into characters. Documents in those
+  scripts get different word counts, mean word lengths and n-gram statistics (debian-reference
+  zh/ja chapters).
+- C4 sentence counting: datatrove runs spaCy's sentencizer; we count boundaries with a regex
+  (c4.SENTENCE_BOUNDARY) and an abbreviation list. Documents whose kept lines hold about 5
+  sentences can flip c4.too_few_sentences.
+- URL: datatrove matches block-listed domains against the registered domain (public suffix list)
+  and the full host; we match the host and all its parents. With registered domains in the list
+  (as here) both agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+RULES = ("gopher_repetition", "gopher_quality", "fineweb_quality", "c4")
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+def _read_corpus(corpus_dir: Path) -> list[dict]:
+    import zstandard
+
+    docs = []
+    for path in sorted(corpus_dir.glob("*.jsonl.zst")):
+        with open(path, "rb") as f:
+            data = zstandard.ZstdDecompressor().decompressobj().decompress(f.read())
+        for line in data.decode("utf-8").split("\n"):
+            if line.strip():
+                row = json.loads(line)
+                if isinstance(row.get("text"), str):
+                    docs.append({"text": row["text"], "url": row.get("url") or None, "source": path.name.split(".")[0]})
+    return docs
+
+
+def _synthetic(n: int, rng: random.Random) -> list[dict]:
+    vocab = "the be to of and that have with data model text quality filter word line page site news report".split()
+    docs = []
+    for i in range(n):
+        lines = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 20))).capitalize() + rng.choice([".", "", "!", "..."]) for _ in range(rng.randint(1, 40))]
+        docs.append({"text": "\n".join(lines), "url": f"https://site{i % 50}.example.com/p/{i}", "source": "synthetic"})
+    return docs
+
+
+def _perturb(text: str, rng: random.Random) -> str:
+    lines = text.split("\n")
+    i = rng.randrange(len(lines))
+    words = lines[i].split(" ")
+    if len(words) >= 2:
+        j = rng.randrange(len(words))
+        words.insert(j, words[j])
+        lines[i] = " ".join(words)
+    return "\n".join(lines)
+
+
+def build_corpus(args) -> tuple[list[Path], list[Path], int, list[str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(args.out_dir) / "shards"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("shard-*"):
+        old.unlink()
+    rng = random.Random(0)
+    corpus_dir = Path(args.corpus_dir)
+    base = _read_corpus(corpus_dir) if corpus_dir.is_dir() else _synthetic(5000, rng)
+    target = int(args.target_mb * 1e6)
+    shard_bytes = int(args.shard_mb * 1e6)
+    parquet_paths, jsonl_paths = [], []
+    buf: list[dict] = []
+    size = total = n_docs = 0
+    copy = 0
+
+    def flush():
+        nonlocal buf, size
+        if not buf:
+            return
+        k = len(parquet_paths)
+        pq_path, js_path = out / f"shard-{k:05d}.parquet", out / f"shard-{k:05d}.jsonl"
+        pq.write_table(pa.table({"id": [d["id"] for d in buf], "text": [d["text"] for d in buf], "url": [d["url"] for d in buf]}), pq_path)
+        with open(js_path, "w", encoding="utf-8") as f:
+            for d in buf:
+                f.write(json.dumps(d, ensure_ascii=False) + "\n")
+        parquet_paths.append(pq_path)
+        jsonl_paths.append(js_path)
+        buf, size = [], 0
+
+    while total < target:
+        for i, doc in enumerate(base):
+            text = doc["text"] if copy == 0 else _perturb(doc["text"], rng)
+            nbytes = len(text.encode("utf-8"))
+            buf.append({"id": f"{doc['source']}-{i}-{copy}", "text": text, "url": doc["url"]})
+            size += nbytes
+            total += nbytes
+            n_docs += 1
+            if size >= shard_bytes:
+                flush()
+            if total >= target:
+                break
+        copy += 1
+    flush()
+    hosts = Counter()
+    for d in base:
+        if d["url"]:
+            host = d["url"].split("://", 1)[-1].split("/", 1)[0].split(":")[0].lower()
+            parts = host.split(".")
+            if len(parts) >= 2 and not parts[-1].isdigit():
+                hosts[".".join(parts[-2:])] += 1
+    blocked = [h for h, _ in hosts.most_common(5) if not h.endswith(("co.uk", "com.au"))]
+    return parquet_paths, jsonl_paths, n_docs, blocked
+
+
+# ----------------------------------------------------------------------------- our side
+
+
+def _ours_shard(task):
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
+    path, verdict_path, blocked_file, with_lid = task
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mixforge.filters import FilterConfig, LanguageIDConfig, TextBatch
+    from mixforge.filters.config import C4Config, FineWebQualityConfig, GopherQualityConfig, GopherRepetitionConfig, URLFilterConfig
+    from mixforge.filters.language import LanguageID
+    from mixforge.stage import ShardContext
+    from mixforge.stages.filter import Filter
+
+    global _STAGES
+    if "_STAGES" not in globals():
+        annotate = FilterConfig(
+            language_id=LanguageIDConfig(enabled=False),
+            rules=(GopherRepetitionConfig(mode="annotate"), GopherQualityConfig(mode="annotate"), FineWebQualityConfig(mode="annotate"), C4Config(mode="annotate")),
+        )
+        url_only = FilterConfig(language_id=LanguageIDConfig(enabled=False), rules=(URLFilterConfig(mode="annotate", blocked_domains=blocked_file),))
+        _STAGES = {"heuristics": Filter(annotate, write_features=False), "url": Filter(url_only, write_features=False), "lid": LanguageID(LanguageIDConfig()), "pipeline": Filter(FilterConfig(language_id=LanguageIDConfig(enabled=False)))}
+        for s in _STAGES.values():
+            s.setup()
+    table = pq.read_table(path)
+    ctx = ShardContext(str(path), 0)
+    t0 = time.perf_counter()
+    heur = _STAGES["heuristics"].process(table, ctx).kept
+    t1 = time.perf_counter()
+    with_url = table.filter(pa.compute.is_valid(table.column("url")))
+    url = _STAGES["url"].process(with_url, ctx).kept
+    t2 = time.perf_counter()
+    lid_ev = _STAGES["lid"].evaluate_batch(TextBatch(table.column("text"))) if with_lid else None
+    t3 = time.perf_counter()
+    _STAGES["pipeline"].process(table, ctx)
+    t4 = time.perf_counter()
+    url_fail = dict(zip(url.column("id").to_pylist(), url.column("fail_url").to_pylist()))
+    cols = {r: heur.column(f"fail_{r}").to_pylist() for r in RULES}
+    with open(verdict_path, "w") as f:
+        for i, doc_id in enumerate(heur.column("id").to_pylist()):
+            row = {"id": doc_id, **{r: cols[r][i] for r in RULES}}
+            if doc_id in url_fail:
+                row["url"] = url_fail[doc_id]
+            if lid_ev is not None:
+                row["lang"] = lid_ev.features["lang"][i]
+                row["lang_fail"] = bool(lid_ev.fails["lang"][i])
+            f.write(json.dumps(row) + "\n")
+    return {"docs": table.num_rows, "heuristics_s": t1 - t0, "url_s": t2 - t1, "lid_s": t3 - t2, "pipeline_s": t4 - t3, "url_docs": with_url.num_rows}
+
+
+def run_ours(parquet_paths, out_dir: Path, blocked_file: str, workers: int, with_lid: bool) -> dict:
+    import multiprocessing as mp
+
+    vdir = out_dir / "verdicts-ours"
+    vdir.mkdir(parents=True, exist_ok=True)
+    tasks = [(str(p), str(vdir / (p.stem + ".jsonl")), blocked_file, with_lid) for p in parquet_paths]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(workers) as pool:
+        results = pool.map(_ours_shard, tasks, chunksize=1)
+    wall = time.perf_counter() - t0
+    agg = {k: sum(r[k] for r in results) for k in results[0]}
+    agg["wall_s"] = wall
+    return agg
+
+
+# ----------------------------------------------------------------------------- datatrove side
+
+
+def _dt_shard(task):
+    path, verdict_path, blocked, lid_model, with_lid = task
+    global _DT
+    from datatrove.data import Document
+
+    if "_DT" not in globals():
+        import datatrove.utils._import_utils as import_utils
+
+        # datatrove insists on the distribution "fasttext-numpy2-wheel"; "fasttext-numpy2" provides
+        # the same `fasttext` module (the one mixforge uses).
+        _is_dist = import_utils._is_distribution_available
+        import_utils._is_distribution_available = lambda name: name == "fasttext-numpy2-wheel" or _is_dist(name)
+        from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter, LanguageFilter, URLFilter
+        from fasttext.FastText import _FastText
+
+        lid = LanguageFilter(language_threshold=0.65)
+        lid.model._model = _FastText(model_path=lid_model)  # same lid.176.ftz as ours (no download)
+        url = URLFilter(use_integrated_lists=False, extra_domains=blocked)
+        _DT = {"filters": [("gopher_repetition", GopherRepetitionFilter()), ("gopher_quality", GopherQualityFilter()), ("fineweb_quality", FineWebQualityFilter()), ("c4", C4QualityFilter())], "url": url, "lid": lid}
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            docs.append(Document(text=row["text"], id=row["id"], metadata={"url": row["url"]} if row["url"] else {}))
+    verdicts = [{"id": d.id} for d in docs]
+    timing = Counter()
+    t_all = time.perf_counter()
+    for doc, v in zip(docs, verdicts):
+        for name, flt in _DT["filters"]:
+            t = time.perf_counter()
+            try:
+                res = flt.filter(doc)
+            except ZeroDivisionError:
+                res = (False, "ZeroDivisionError")
+            timing[name] += time.perf_counter() - t
+            ok, reason = (res, None) if not isinstance(res, tuple) else res
+            v[name] = None if ok else (reason or "dropped")
+    heur = time.perf_counter() - t_all
+    t0 = time.perf_counter()
+    n_url = 0
+    for doc, v in zip(docs, verdicts):
+        if doc.metadata.get("url"):
+            n_url += 1
+            res = _DT["url"].filter(doc)
+            v["url"] = None if res is True else res[1]
+    t1 = time.perf_counter()
+    lid_s = 0.0
+    if with_lid:
+        # C4 edited doc.text above: give language ID the original text, as on our side.
+        with open(path, encoding="utf-8") as f:
+            originals = [json.loads(line)["text"] for line in f]
+        t = time.perf_counter()
+        for doc, text, v in zip(docs, originals, verdicts):
+            doc.text = text
+            keep = _DT["lid"].filter(doc)
+            v["lang"] = doc.metadata["language"]
+            v["lang_fail"] = not keep
+        lid_s = time.perf_counter() - t
+    with open(verdict_path, "w") as f:
+        for v in verdicts:
+            f.write(json.dumps(v) + "\n")
+    return {"docs": len(docs), "heuristics_s": heur, "url_s": t1 - t0, "lid_s": lid_s, "url_docs": n_url, **{f"{k}_s": v for k, v in timing.items()}}
+
+
+def datatrove_worker_main(args) -> None:
+    import multiprocessing as mp
+
+    spec = json.loads(Path(args.datatrove_worker).read_text())
+    vdir = Path(spec["out_dir"]) / "verdicts-datatrove"
+    vdir.mkdir(parents=True, exist_ok=True)
+    tasks = [(p, str(vdir / (Path(p).stem + ".jsonl")), spec["blocked"], spec["lid_model"], spec["with_lid"]) for p in spec["shards"]]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(spec["workers"]) as pool:
+        results = pool.map(_dt_shard, tasks, chunksize=1)
+    agg = {k: sum(r.get(k, 0) for r in results) for k in results[0]}
+    agg["wall_s"] = time.perf_counter() - t0
+    Path(spec["result"]).write_text(json.dumps(agg))
+
+
+def run_datatrove(python: str, jsonl_paths, out_dir: Path, blocked, workers: int, with_lid: bool) -> dict:
+    from mixforge.filters.language import default_lid_model_path
+
+    spec = {"shards": [str(p) for p in jsonl_paths], "out_dir": str(out_dir), "blocked": blocked, "lid_model": str(default_lid_model_path()), "workers": workers, "with_lid": with_lid, "result": str(out_dir / "datatrove-result.json")}
+    spec_path = out_dir / "datatrove-spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["HF_HUB_OFFLINE"] = "1"
+    subprocess.run([python, str(Path(__file__).resolve()), "--datatrove-worker", str(spec_path)], check=True, env=env)
+    return json.loads(Path(spec["result"]).read_text())
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def compare(out_dir: Path) -> dict:
+    ours, theirs = {}, {}
+    for name, target in (("verdicts-ours", ours), ("verdicts-datatrove", theirs)):
+        for path in sorted((out_dir / name).glob("*.jsonl")):
+            with open(path) as f:
+                for line in f:
+                    row = json.loads(line)
+                    target[row["id"]] = row
+    report = {}
+    examples = {}
+    for rule in (*RULES, "url", "lang"):
+        key = "lang_fail" if rule == "lang" else rule
+        n = agree = ours_only = dt_only = 0
+        reasons = Counter()
+        for doc_id, o in ours.items():
+            t = theirs.get(doc_id)
+            if t is None or key not in o or key not in t:
+                continue
+            od = bool(o[key]) if rule != "lang" else o[key]
+            td = bool(t[key]) if rule != "lang" else t[key]
+            n += 1
+            if od == td:
+                agree += 1
+            elif od:
+                ours_only += 1
+                reasons[f"ours:{o[key]}"] += 1
+                examples.setdefault(rule, []).append(doc_id)
+            else:
+                dt_only += 1
+                reasons[f"datatrove:{t[key]}"] += 1
+                examples.setdefault(rule, []).append(doc_id)
+        if n:
+            report[rule] = {"docs": n, "agreement": agree / n, "dropped_by_ours_only": ours_only, "dropped_by_datatrove_only": dt_only, "disagreement_reasons": dict(reasons.most_common(8)), "examples": examples.get(rule, [])[:10]}
+    labels = [(o.get("lang"), theirs[i].get("lang")) for i, o in ours.items() if i in theirs and "lang" in o and "lang" in theirs[i]]
+    if labels:
+        report["lang_label"] = {"docs": len(labels), "agreement": sum(a == b for a, b in labels) / len(labels)}
+    return report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus-dir", default=str(REPO.parent / "shared" / "corpus"))
+    p.add_argument("--target-mb", type=float, default=200.0, help="MB of text in the scaled corpus")
+    p.add_argument("--shard-mb", type=float, default=4.0)
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "out" / "filter"))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--datatrove-python", default=None, help="python of a venv with benchmarks/requirements-datatrove.txt")
+    p.add_argument("--no-lid", action="store_true", help="skip language ID on both sides")
+    p.add_argument("--datatrove-worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.datatrove_worker:
+        return datatrove_worker_main(args)
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    parquet_paths, jsonl_paths, n_docs, blocked = build_corpus(args)
+    mb = sum(p.stat().st_size for p in jsonl_paths) / 1e6
+    print(f"corpus: {n_docs} docs, {len(parquet_paths)} shards, ~{mb:.0f} MB JSONL, built in {time.perf_counter() - t:.0f}s; url block-list {blocked}", file=sys.stderr)
+    blocked_file = out_dir / "blocked-domains.txt"
+    blocked_file.write_text("\n".join(blocked) + "\n")
+    with_lid = not args.no_lid
+    ours = run_ours(parquet_paths, out_dir, str(blocked_file), args.workers, with_lid)
+    print(f"ours: {json.dumps(ours)}", file=sys.stderr)
+    result = {"docs": n_docs, "corpus_mb_jsonl": mb, "workers": args.workers, "ours": ours}
+    if args.datatrove_python:
+        dt = run_datatrove(args.datatrove_python, jsonl_paths, out_dir, blocked, args.workers, with_lid)
+        print(f"datatrove: {json.dumps(dt)}", file=sys.stderr)
+        result["datatrove"] = dt
+        result["agreement"] = compare(out_dir)
+    w = args.workers
+
+    def rate(side, keys):
+        secs = sum(side.get(k, 0.0) for k in keys) / w
+        return side["docs"] / secs if secs else float("nan")
+
+    rows = [("heuristic rules (4 rule sets)", ["heuristics_s"]), ("heuristics + LID", ["heuristics_s", "lid_s"]), ("LID only", ["lid_s"])]
+    result["docs_per_s"] = {}
+    print(f"\n{'':34s}{'ours docs/s':>14s}{'datatrove docs/s':>18s}{'speed-up':>10s}")
+    for label, keys in rows:
+        o = rate(ours, keys)
+        d = rate(result["datatrove"], keys) if "datatrove" in result else float("nan")
+        result["docs_per_s"][label] = {"ours": o, "datatrove": d, "speedup": o / d if d == d and d else None}
+        print(f"{label:34s}{o:14.0f}{d:18.0f}{(o / d if d == d and d else float('nan')):10.1f}")
+    print(f"{'ours, default pipeline (drop mode)':34s}{rate(ours, ['pipeline_s']):14.0f}")
+    if "agreement" in result:
+        print(f"\n{'rule':20s}{'docs':>8s}{'agree':>9s}{'ours-only drop':>16s}{'dt-only drop':>14s}")
+        for rule, a in result["agreement"].items():
+            print(f"{rule:20s}{a['docs']:8d}{100 * a['agreement']:8.2f}%{a.get('dropped_by_ours_only', 0):16d}{a.get('dropped_by_datatrove_only', 0):14d}")
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nJSON: {out_dir / 'result.json'}")
+
+
+if __name__ == "__main__":
+    main()

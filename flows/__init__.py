@@ -1,0 +1,1 @@
+"""Prefect flows: the DAG only (what runs after what, with which parameters)."""

@@ -1,0 +1,101 @@
+"""Config models: YAML files are validated by these, and the same models are the flows'
+parameters (the Prefect UI renders a form from them). Unknown keys and bad values are
+errors naming the field's path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReadConfig(StrictModel):
+    """How raw input rows are read into the document contract."""
+
+    text_field: str = Field("text", description="Input field holding the document text.")
+    id_field: str = Field("id", description="Input field holding a unique id; derived when absent.")
+    source: str | None = Field(None, description="Source name for rows without a `source` field (default: the shard's file name).")
+    batch_rows: int = Field(4096, ge=1, description="Rows per Arrow batch.")
+    batch_bytes: int = Field(32 << 20, ge=1 << 10, description="Approximate bytes per Arrow batch.")
+    max_doc_bytes: int = Field(8 << 20, ge=1, description="Documents larger than this (UTF-8 bytes) are dropped as `oversized`.")
+
+
+class NormalizeConfig(StrictModel):
+    unicode_form: Literal["NFC", "NFKC"] | None = Field("NFC", description="Unicode normalisation form (null: none).")
+    fix_mojibake: bool = Field(True, description="Repair UTF-8 decoded as Latin-1/cp1252 where detectable (ftfy).")
+    strip_control_chars: bool = Field(True, description="Remove control characters (NUL included) except tab and newline.")
+    normalize_newlines: bool = Field(True, description="CRLF and CR become LF.")
+    drop_empty: bool = Field(True, description="Drop documents that are empty or whitespace-only after normalisation.")
+
+
+class RayConfig(StrictModel):
+    address: str | None = Field(None, description="Ray cluster to join (e.g. ray://head:10001 or auto); default: $RAY_ADDRESS, else a local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
+    max_shards_in_flight: int | None = Field(None, ge=1, description="Bound on shards scheduled at once (default: 2x cluster CPUs).")
+    max_retries: int = Field(3, ge=0, description="Retries of a shard whose worker died or raised.")
+    object_store_memory_mb: int = Field(512, ge=64, description="Object store size of a local Ray.")
+
+
+class StorageConfig(StrictModel):
+    options: dict[str, Any] = Field(default_factory=dict, description="fsspec storage options, e.g. {endpoint_url: ..., key: ..., secret: ...} for S3; default: AWS environment.")
+
+
+class CurateConfig(StrictModel):
+    """Everything `curate` and the stage commands take besides input, output and run id."""
+
+    read: ReadConfig = ReadConfig()
+    normalize: NormalizeConfig = NormalizeConfig()
+    ray: RayConfig = RayConfig()
+    storage: StorageConfig = StorageConfig()
+
+    def run_fingerprint(self) -> dict[str, Any]:
+        """The part of the config that determines outputs (goes into the run id).
+
+        Where and how it runs (Ray, credentials) does not change the data, so it is left out:
+        the same run can resume on a cluster after starting on a laptop.
+        """
+        return self.model_dump(mode="json", exclude={"ray", "storage"})
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _format_errors(origin: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        got = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        lines.append(f"{origin}: {loc}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def load_model(model: type[BaseModel], data: dict[str, Any] | None, origin: str) -> Any:
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(origin, e)) from None
+
+
+def load_yaml(path: str | os.PathLike | None, model: type[BaseModel] = CurateConfig) -> Any:
+    """Load and validate a YAML config file (None: all defaults)."""
+    if path is None:
+        return model()
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return load_model(model, data, str(path))

@@ -1,0 +1,111 @@
+"""C4 quality heuristics, vectorised (semantics of datatrove's `C4QualityFilter`, split on lines).
+
+Per line (Python `splitlines`, each stripped), in datatrove's order: a word longer than
+`max_word_length` removes the line; citations are deleted; a line not ending in terminal
+punctuation, or with fewer than `min_words_per_line` words, is removed; then on the surviving
+lines: "lorem ipsum" fails the document, "javascript" removes the line, "{" fails the document,
+policy/cookie phrases remove the line. The kept lines' sentences are counted.
+
+Sub-rules, in order (drop_reason `c4.<sub_rule>`): `lorem_ipsum`, `curly_bracket`,
+`too_few_sentences`. Features: `c4.n_sentences`, `c4.lines_removed` (non-blank lines removed),
+`c4.chars_removed`. The edited text is "\\n".join(kept lines).strip(), as in datatrove.
+
+Sentences are counted with a regex approximating spaCy's sentencizer (which datatrove uses): a
+boundary is a '.', '!' or '?' (or a CJK full stop) ending a token, followed by whitespace and a
+non-punctuation token; common abbreviations ("Mr.", "e.g.", single initials) are not boundaries.
+
+Languages: line rules are script-agnostic (the keyword lists are English); terminal punctuation is
+C4's ASCII set, so CJK text (。！？) loses most lines: use annotate mode or disable for such languages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from mixforge.filters.base import Evaluation, RuleSet
+from mixforge.filters.config import C4Config
+from mixforge.filters.text import TextBatch
+
+CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
+POLICY_SUBSTRINGS = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
+_CLOSERS = r"[\"'”’)\]»]*"
+SENTENCE_BOUNDARY = rf"(?:[^.\s]\.|[!?。！？]){_CLOSERS}\s+[\s\p{{P}}]*[^\p{{P}}\s]"
+_ABBREVIATIONS = r"Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|vs|etc|Inc|Ltd|Co|Corp|No|Vol|e\.g|i\.e|a\.m|p\.m|U\.S|[A-Za-z]"
+ABBREVIATION_BOUNDARY = rf"(?:^|[\s(\[\"'])(?:{_ABBREVIATIONS})\.{_CLOSERS}\s+[\s\p{{P}}]*[^\p{{P}}\s]"
+
+
+class C4Quality(RuleSet):
+    name = "c4"
+
+    def __init__(self, config: C4Config | None = None) -> None:
+        self.config = config or C4Config()
+
+    def evaluate_batch(self, batch: TextBatch) -> Evaluation:
+        c, name = self.config, self.name
+        n_docs = batch.n_docs
+        ev = Evaluation(n_docs)
+        lines = batch.lines
+        raw = lines.values
+        line = raw.str.strip_chars()
+        n_lines = len(line)
+        alive = np.ones(n_lines, dtype=bool)
+        if c.max_word_length is not None and c.max_word_length >= 0 and n_lines:
+            long_line = (line.str.len_chars() > c.max_word_length).to_numpy()
+            if long_line.any():
+                idx = np.flatnonzero(long_line)
+                longest = line.gather(idx).str.extract_all(r"\S+").list.eval(pl.element().str.len_chars()).list.max()
+                alive[idx[(longest.fill_null(0).to_numpy() > c.max_word_length)]] = False
+        n_words = line.str.count_matches(r"\S+").to_numpy()
+        if c.remove_citations and n_lines:
+            line = line.str.replace_all(CITATION, "")
+        if c.filter_no_terminal_punct and n_lines:
+            alive &= line.str.contains(r"[.?!\"']$").to_numpy() & ~line.str.ends_with("...").to_numpy()
+        if c.min_words_per_line is not None and c.min_words_per_line >= 0:
+            alive &= n_words >= c.min_words_per_line
+        lower = line.str.to_lowercase()
+        lorem = alive & lower.str.contains("lorem ipsum", literal=True).to_numpy() if c.filter_lorem_ipsum else np.zeros(n_lines, bool)
+        alive &= ~lorem
+        if c.filter_javascript:
+            alive &= ~lower.str.contains("javascript", literal=True).to_numpy()
+        curly = alive & line.str.contains("{", literal=True).to_numpy() if c.filter_curly_bracket else np.zeros(n_lines, bool)
+        alive &= ~curly
+        if c.filter_policy and n_lines:
+            alive &= ~lower.str.contains_any(POLICY_SUBSTRINGS).to_numpy()
+
+        kept = alive
+        sentences = np.zeros(n_lines, dtype=np.int64)
+        if kept.any():
+            kept_idx = np.flatnonzero(kept)
+            kl = line.gather(kept_idx)
+            sentences[kept_idx] = 1 + kl.str.count_matches(SENTENCE_BOUNDARY).to_numpy() - kl.str.count_matches(ABBREVIATION_BOUNDARY).to_numpy()
+        n_sentences = lines.per_doc_sum(sentences)
+
+        ev.add_rule(f"{name}.lorem_ipsum", lines.per_doc_count(lorem) > 0)
+        ev.add_rule(f"{name}.curly_bracket", lines.per_doc_count(curly) > 0)
+        if c.min_num_sentences is not None and c.min_num_sentences >= 0:
+            ev.add_rule(f"{name}.too_few_sentences", n_sentences < c.min_num_sentences)
+        else:
+            ev.add_rule(f"{name}.too_few_sentences", np.zeros(n_docs, dtype=bool))
+
+        edited = self._join_kept(line, lines.doc, kept, n_docs)
+        nonblank = (raw.str.strip_chars().str.len_bytes() > 0).to_numpy() if n_lines else np.zeros(0, bool)
+        lines_removed = lines.per_doc_count(nonblank & ~kept)
+        chars_removed = batch.char_len - pl.Series(edited).str.len_chars().to_numpy()
+        ev.text = edited
+        ev.lines_removed = lines_removed
+        ev.chars_removed = chars_removed
+        ev.add_feature(f"{name}.n_sentences", n_sentences)
+        ev.add_feature(f"{name}.lines_removed", lines_removed)
+        ev.add_feature(f"{name}.chars_removed", chars_removed)
+        return ev
+
+    @staticmethod
+    def _join_kept(line: pl.Series, doc: np.ndarray, kept: np.ndarray, n_docs: int) -> pa.Array:
+        out = pl.Series("text", [""] * n_docs, dtype=pl.String)
+        if kept.any():
+            frame = pl.DataFrame({"d": doc[kept], "line": line.filter(pl.Series(kept))})
+            joined = frame.group_by("d", maintain_order=True).agg(pl.col("line").str.join("\n").str.strip_chars())
+            out = out.scatter(joined["d"].to_numpy(), joined["line"])
+        return out.to_arrow().cast(pa.large_string())

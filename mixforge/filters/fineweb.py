@@ -1,0 +1,60 @@
+"""FineWeb quality heuristics, vectorised (semantics of datatrove's `FineWebQualityFilter`).
+
+Lines are `text.split("\\n")` without blank ones. Sub-rules, in order (drop_reason
+`fineweb_quality.<sub_rule>`): `empty` (no non-blank line), `line_punct_ratio`, `short_line_ratio`,
+`char_dup_ratio`, `list_ratio`. Features: `fineweb_quality.line_punct_ratio`, `.short_line_ratio`,
+`.char_dup_ratio`, `.list_ratio`.
+
+Languages: terminal punctuation covers many scripts (datatrove's table); words as in
+`mixforge.filters.text` (CJK/Thai: characters).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mixforge.filters._punctuation import TERMINAL_PUNCTUATION
+from mixforge.filters.base import Evaluation, RuleSet, safe_div
+from mixforge.filters.config import FineWebQualityConfig
+from mixforge.filters.text import TextBatch
+
+_TERMINAL = sorted(TERMINAL_PUNCTUATION)
+
+
+class FineWebQuality(RuleSet):
+    name = "fineweb_quality"
+
+    def __init__(self, config: FineWebQualityConfig | None = None) -> None:
+        self.config = config or FineWebQualityConfig()
+
+    def evaluate_batch(self, batch: TextBatch) -> Evaluation:
+        c, name = self.config, self.name
+        ev = Evaluation(batch.n_docs)
+        all_lines = batch.newline_lines
+        lines = all_lines.filter((all_lines.values.str.strip_chars().str.len_bytes() > 0).to_numpy())
+        n_lines = lines.counts.astype(np.float64)
+        ev.add_rule(f"{name}.empty", n_lines == 0)
+
+        ends_punct = lines.values.str.slice(-1).is_in(_TERMINAL).to_numpy()
+        punct_ratio = safe_div(lines.per_doc_count(ends_punct), n_lines)
+        fail = np.zeros(batch.n_docs, dtype=bool)
+        if c.line_punct_thr is not None:
+            fail = punct_ratio < c.line_punct_thr
+            if c.line_punct_exclude_zero:
+                fail &= punct_ratio != 0
+        ev.add_rule(f"{name}.line_punct_ratio", fail)
+
+        short = (lines.values.str.len_chars() <= c.short_line_length).to_numpy()
+        short_ratio = safe_div(lines.per_doc_count(short), n_lines)
+        ev.add_rule(f"{name}.short_line_ratio", short_ratio > c.short_line_thr if c.short_line_thr is not None else np.zeros(batch.n_docs, bool))
+
+        _, dup_chars = lines.duplicates()
+        dup_ratio = safe_div(dup_chars, batch.char_len - batch.newline_count)
+        ev.add_rule(f"{name}.char_dup_ratio", dup_ratio > c.char_duplicates_ratio if c.char_duplicates_ratio is not None else np.zeros(batch.n_docs, bool))
+
+        list_ratio = safe_div(batch.newline_count, batch.words.counts)
+        ev.add_rule(f"{name}.list_ratio", list_ratio > c.new_line_ratio if c.new_line_ratio is not None else np.zeros(batch.n_docs, bool))
+
+        for key, val in (("line_punct_ratio", punct_ratio), ("short_line_ratio", short_ratio), ("char_dup_ratio", dup_ratio), ("list_ratio", list_ratio)):
+            ev.add_feature(f"{name}.{key}", val)
+        return ev

@@ -1,0 +1,117 @@
+"""Run ids and the run layout in the store (DESIGN.md, "Storage layout").
+
+    <root>/runs/<run_id>/_run.json                      inputs, config, code version (create-only)
+    <root>/runs/<run_id>/<stage>/part-00000.parquet     kept documents, 1:1 with input shards
+    <root>/runs/<run_id>/<stage>/_removed/part-00000.parquet
+    <root>/runs/<run_id>/<stage>/_done/part-00000.json  per-shard stats; its presence = shard finished
+    <root>/runs/<run_id>/<stage>/_quarantine/part-00000.json
+    <root>/runs/<run_id>/<stage>/_stats.json            the stage's aggregated stats
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mixforge import __version__, storage
+from mixforge.storage import InputShard
+
+
+class RunConfigMismatch(Exception):
+    """An explicit run id was reused with a different config or different inputs."""
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def compute_run_id(inputs: Sequence[InputShard], config: Mapping[str, Any], code_version: str = __version__) -> str:
+    """Hash of the inputs (URIs and sizes), the config and the code version."""
+    h = hashlib.sha256()
+    h.update(canonical_json({"inputs": [[s.uri, s.size] for s in inputs], "config": config, "code": code_version}).encode())
+    return "run-" + h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    dir: str
+
+    def part(self, index: int) -> str:
+        return storage.join(self.dir, f"part-{index:05d}.parquet")
+
+    def removed(self, index: int) -> str:
+        return storage.join(self.dir, "_removed", f"part-{index:05d}.parquet")
+
+    def done(self, index: int) -> str:
+        return storage.join(self.dir, "_done", f"part-{index:05d}.json")
+
+    def quarantine(self, index: int) -> str:
+        return storage.join(self.dir, "_quarantine", f"part-{index:05d}.json")
+
+    @property
+    def stats(self) -> str:
+        return storage.join(self.dir, "_stats.json")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: str
+    run_id: str
+
+    @property
+    def dir(self) -> str:
+        return storage.join(self.root, "runs", self.run_id)
+
+    @property
+    def manifest(self) -> str:
+        return storage.join(self.dir, "_run.json")
+
+    def stage(self, name: str) -> StageLayout:
+        return StageLayout(storage.join(self.dir, name))
+
+
+def open_run(root: str, inputs: Sequence[InputShard], config: Mapping[str, Any], run_id: str | None = None,
+             storage_options: Mapping[str, Any] | None = None) -> tuple[RunLayout, bool]:
+    """Create the run (or resume it). Returns (layout, resumed).
+
+    Rerunning a run id resumes it; an explicit run id whose recorded config or inputs differ
+    is refused, naming what changed, so a resumed run never mixes two configurations.
+    """
+    run_id = run_id or compute_run_id(inputs, config)
+    layout = RunLayout(root, run_id)
+    manifest = {
+        "run_id": run_id,
+        "code_version": __version__,
+        "config": config,
+        "config_hash": hashlib.sha256(canonical_json(config).encode()).hexdigest(),
+        "inputs": [{"uri": s.uri, "size": s.size} for s in inputs],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if storage.create_only(layout.manifest, json.dumps(manifest, indent=2, sort_keys=True).encode(), storage_options):
+        return layout, False
+    existing = storage.read_json(layout.manifest, storage_options)
+    problems = []
+    if existing.get("config_hash") != manifest["config_hash"]:
+        changed = sorted(_diff_paths(existing.get("config", {}), config))
+        problems.append("config differs at " + ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else ""))
+    if existing.get("inputs") != manifest["inputs"]:
+        problems.append("inputs differ")
+    if problems:
+        raise RunConfigMismatch(
+            f"run {run_id!r} already exists at {layout.dir} with a different setup: {'; '.join(problems)}. "
+            "Use a new --run-id, or omit it to get one derived from inputs and config."
+        )
+    return layout, True
+
+
+def _diff_paths(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_paths(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return set() if a == b else {prefix or "<root>"}

@@ -1,0 +1,80 @@
+"""The one interface every stage implements, with stats built into the base.
+
+A stage is a plain object over Arrow tables: `process(batch)` returns the kept rows and the
+rows it drops, each dropped row labelled with a `drop_reason`. Counting (docs and chars in,
+kept, dropped by reason), timing and the `_removed/` audit are done by the shard runner for
+every stage alike, so a new filter is one short class. Stage-specific counters go through
+`ShardContext.count`.
+
+Stages declare what they need (CPUs, GPUs) and what they read and write, as NeMo Curator's do.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mixforge import schema as S
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class ShardContext:
+    """What a stage knows about the shard it is processing, and where it records counters."""
+
+    shard_uri: str
+    shard_index: int
+    counters: Counter = field(default_factory=Counter)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] += int(n)
+
+
+@dataclass
+class StageResult:
+    kept: pa.Table
+    removed: pa.Table | None = None  # input columns + drop_reason (+ optional drop_detail)
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    reads_raw: ClassVar[bool] = False  # True: input is raw shards (any schema), read via shards.read_raw
+    resources: ClassVar[Resources] = Resources()
+    reads: ClassVar[tuple[str, ...]] = (S.TEXT,)
+    writes: ClassVar[tuple[str, ...]] = ()
+
+    def setup(self) -> None:
+        """Load models or other heavy state; called once per worker process, not per batch."""
+
+    @abstractmethod
+    def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult: ...
+
+
+def split_by_reason(batch: pa.Table, reason: pa.Array) -> StageResult:
+    """Rows whose `reason` is null are kept; the others are removed, labelled with it."""
+    reason = reason.combine_chunks() if isinstance(reason, pa.ChunkedArray) else reason
+    dropped = pc.is_valid(reason)
+    if not pc.any(dropped).as_py():
+        return StageResult(batch, None)
+    removed = batch.filter(dropped).append_column(S.DROP_REASON, reason.filter(dropped).cast(pa.string()))
+    return StageResult(batch.filter(pc.invert(dropped)), removed)
+
+
+class PassThrough(Stage):
+    """Read -> write, nothing else: used to measure what orchestration and I/O cost."""
+
+    name = "passthrough"
+    reads = ()
+
+    def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
+        return StageResult(batch)

@@ -1,0 +1,1 @@
+"""Stage implementations. Each is a `mixforge.stage.Stage` over Arrow tables."""

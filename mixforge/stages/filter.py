@@ -1,0 +1,133 @@
+"""filter: language ID, then the heuristic rule sets, in configured order (issue #3).
+
+Score, then select. Every rule set evaluates the documents still alive when its turn comes and
+records its verdict; for a rule set in `drop` mode, the first failing sub-rule drops the document
+with `drop_reason` = that sub-rule's name (`lang`, `gopher_quality.word_count`, `c4.curly_bracket`,
+... see `mixforge.filters`); an `annotate` rule set only writes columns. The shard runner counts
+documents and characters dropped per reason, which in rule order is the funnel.
+
+Columns written (stable names):
+- `lang` (string), `lang_score` (float64): when language ID is enabled.
+- `fail_lang`, `fail_<rule_set>` (string): the first failing sub-rule of that rule set (or of
+  language ID), null when it passed or was not evaluated (document dropped before it). Written for
+  annotate-mode rule sets only (for drop mode the verdict is the `drop_reason`).
+- `<rule_set>_<feature>` (float64), e.g. `gopher_quality_mean_word_length`,
+  `gopher_repetition_dup_5_gram`, `c4_n_sentences`, `fineweb_quality_list_ratio`: the measured
+  values, when `write_features`; null where the rule set did not evaluate the document.
+
+C4 in drop mode edits the text of the documents it keeps (removed lines), and later rule sets see
+the edited text, as in datatrove's pipeline. Counters: `c4.lines_removed`, `c4.chars_removed`
+(over kept documents; blank lines are not counted).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mixforge import schema as S
+from mixforge.filters import FilterConfig, LanguageID, TextBatch, build_rule_set
+from mixforge.filters.text import as_string_array
+from mixforge.stage import ShardContext, Stage, StageResult, split_by_reason
+
+LANG, LANG_SCORE = "lang", "lang_score"
+
+
+class Filter(Stage):
+    name = "filter"
+    reads = (S.TEXT, S.URL)
+    writes = (S.TEXT, LANG, LANG_SCORE)
+
+    def __init__(self, config: FilterConfig | None = None, write_features: bool = True) -> None:
+        self.config = config or FilterConfig()
+        self.write_features = write_features
+        self.language_id = LanguageID(self.config.language_id) if self.config.language_id.enabled else None
+        self.rule_sets = [build_rule_set(rc, self.config.default_language) for rc in self.config.rules]
+        self._ready = False
+
+    def setup(self) -> None:
+        if self.language_id is not None:
+            self.language_id.setup()
+        for rs in self.rule_sets:
+            rs.setup()
+        self._ready = True
+
+    def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
+        if not self._ready:
+            self.setup()
+        n = batch.num_rows
+        original_text = batch.column(S.TEXT).combine_chunks() if n else pa.array([], pa.string())
+        text = as_string_array(original_text)
+        url = batch.column(S.URL) if S.URL in batch.column_names else None
+        reason = np.full(n, None, dtype=object)
+        alive = np.ones(n, dtype=bool)
+        edited = np.zeros(n, dtype=bool)
+        new_columns: dict[str, pa.Array] = {}
+
+        lang = None
+        if self.language_id is not None:
+            ev = self.language_id.evaluate_batch(TextBatch(text))
+            lang = pa.array(ev.features["lang"].tolist(), pa.string())
+            new_columns[LANG] = lang
+            new_columns[LANG_SCORE] = pa.array(ev.features["lang_score"], pa.float64())
+            fails = ev.fails["lang"]
+            if self.config.language_id.mode == "drop":
+                reason[fails] = "lang"
+                alive &= ~fails
+            else:
+                new_columns["fail_lang"] = pa.array(np.where(fails, "lang", None).tolist(), pa.string())
+        elif LANG in batch.column_names:
+            lang = batch.column(LANG).combine_chunks()
+
+        for rs, rc in zip(self.rule_sets, self.config.rules):
+            idx = np.flatnonzero(alive)
+            sub = TextBatch(
+                text.take(pa.array(idx)),
+                lang=None if lang is None else lang.take(pa.array(idx)),
+                url=None if url is None else url.take(pa.array(idx)),
+            )
+            ev = rs.evaluate_batch(sub)
+            first = ev.first_failure()
+            failing = first != None  # noqa: E711 (elementwise)
+            if rc.mode == "drop":
+                reason[idx[failing]] = first[failing]
+                alive[idx[failing]] = False
+                if ev.text is not None and getattr(rc, "remove_lines", False):
+                    text, changed = self._apply_edits(text, idx, ~failing, ev, ctx, rs.name)
+                    edited[changed] = True
+            else:
+                col = np.full(n, None, dtype=object)
+                col[idx] = first
+                new_columns[f"fail_{rs.name}"] = pa.array(col.tolist(), pa.string())
+            if self.write_features:
+                for key, values in ev.features.items():
+                    full = np.zeros(n, dtype=np.float64)
+                    full[idx] = values
+                    mask = np.ones(n, dtype=bool)
+                    mask[idx] = False
+                    new_columns[key.replace(".", "_")] = pa.array(full, pa.float64(), mask=mask)
+
+        if edited.any():
+            out_text = pc.if_else(pa.array(edited), text.cast(original_text.type), original_text)
+            batch = batch.set_column(batch.column_names.index(S.TEXT), S.TEXT, out_text)
+        for name, values in new_columns.items():
+            if name in batch.column_names:
+                batch = batch.set_column(batch.column_names.index(name), name, values)
+            else:
+                batch = batch.append_column(name, values)
+        return split_by_reason(batch, pa.array(reason.tolist(), pa.string()))
+
+    @staticmethod
+    def _apply_edits(text: pa.Array, idx: np.ndarray, kept_local: np.ndarray, ev, ctx: ShardContext, name: str):
+        rows = idx[kept_local]
+        changed_local = kept_local & (ev.chars_removed != 0)
+        ctx.count(f"{name}.lines_removed", int(ev.lines_removed[kept_local].sum()))
+        ctx.count(f"{name}.chars_removed", int(ev.chars_removed[kept_local].sum()))
+        if not changed_local.any():
+            return text, rows[:0]
+        changed_rows = idx[changed_local]
+        mask = np.zeros(len(text), dtype=bool)
+        mask[changed_rows] = True
+        replacement = ev.text.filter(pa.array(changed_local))
+        return pc.replace_with_mask(text, pa.array(mask), replacement), changed_rows

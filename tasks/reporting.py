@@ -1,0 +1,45 @@
+"""Run summaries as Prefect artifacts: a table of per-stage counts and a markdown summary."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+
+def stage_rows(summary: dict) -> list[dict]:
+    rows = []
+    for s in summary["stages"]:
+        rows.append({
+            "stage": s["name"],
+            "docs_in": s["docs_in"],
+            "docs_kept": s["docs_kept"],
+            "docs_dropped": sum(s["docs_dropped"].values()),
+            "dropped_by_reason": ", ".join(f"{k}={v}" for k, v in s["docs_dropped"].items()) or "-",
+            "shards_quarantined": len(s["quarantined"]),
+            "seconds": s["seconds"],
+        })
+    return rows
+
+
+def markdown_summary(summary: dict) -> str:
+    lines = [f"# Run `{summary['run_id']}`", "", f"Final output: `{summary['output']}`", ""]
+    lines += ["| stage | docs in | kept | dropped | quarantined shards | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    for r in stage_rows(summary):
+        lines.append(f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} | {r['seconds']:.1f} |")
+    for s in summary["stages"]:
+        if s["docs_dropped"]:
+            lines += ["", f"## {s['name']}: dropped by reason", "", "| reason | docs | chars |", "|---|---:|---:|"]
+            for reason, n in s["docs_dropped"].items():
+                lines.append(f"| `{reason}` | {n:,} | {s['chars_dropped'].get(reason, 0):,} |")
+        if s["quarantined"]:
+            lines += ["", f"## {s['name']}: quarantined shards", ""]
+            lines += [f"- `{q['shard']}`: {q['error']}" for q in s["quarantined"]]
+    return "\n".join(lines) + "\n"
+
+
+@task(name="publish-run-artifacts", cache_policy=NO_CACHE)
+def publish_run_artifacts(flow_name: str, summary: dict) -> None:
+    key = f"{flow_name}-{summary['run_id']}".lower()
+    create_table_artifact(key=key, table=stage_rows(summary), description=f"{flow_name} {summary['run_id']}: per-stage counts")
+    create_markdown_artifact(key=f"{key}-summary", markdown=markdown_summary(summary), description=f"{flow_name} run summary")

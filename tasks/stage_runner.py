@@ -1,0 +1,102 @@
+"""Run one stage over many shards on Ray: bounded shards in flight, retries, resume, stats.
+
+Shared by every stage task. Finished shards (a `_done` marker) are not scheduled again, so a
+rerun of a run id recomputes only what is missing. A shard whose task still fails after its
+retries makes the stage fail once every other shard is finished; a rerun then retries it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from mixforge import progress, storage
+from mixforge.config import RayConfig
+from mixforge.runner import ShardJob, format_traceback, run_shard, summarize_stage
+from mixforge.runs import StageLayout
+from mixforge.shards import ReadOptions
+from mixforge.stage import Stage
+
+from tasks import ray_runtime
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+# Worker-side cache: one stage instance (and its loaded models) per worker process.
+_WORKER_STAGES: dict[str, Stage] = {}
+
+
+def _run_shard_on_worker(token: str, stage: Stage, job: ShardJob, read_options: ReadOptions,
+                         storage_options: Mapping[str, Any] | None) -> dict:
+    cached = _WORKER_STAGES.setdefault(token, stage)
+    # One worker = one CPU slot: keep Arrow's own thread pool from oversubscribing the node.
+    pa.set_cpu_count(max(1, int(cached.resources.cpus)))
+    return run_shard(cached, job, read_options, storage_options)
+
+
+_remote_run_shard = ray.remote(_run_shard_on_worker)
+
+
+def finished_shards(layout: StageLayout, storage_options: Mapping[str, Any] | None) -> dict[int, dict]:
+    """Stats of the shards already done in this stage, by index (one listing)."""
+    return {s["index"]: {**s, "skipped": True} for s in storage.list_json(storage.join(layout.dir, "_done"), storage_options)}
+
+
+def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str]], ray_config: RayConfig,
+              read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None) -> dict:
+    """Process every (index, input URI) with `stage`; returns the stage summary, also written as `_stats.json`."""
+    started = time.perf_counter()
+    done = finished_shards(layout, storage_options)
+    todo = [ShardJob(i, uri, layout) for i, uri in inputs if i not in done]
+    results: list[dict] = [done[i] for i, _ in inputs if i in done]
+    failures: list[tuple[ShardJob, str]] = []
+    reporter = progress.get()
+    reporter.stage_started(stage.name, len(inputs), len(results))
+
+    if todo:
+        ray_runtime.connect(ray_config)
+        limit = ray_config.max_shards_in_flight or 2 * ray_runtime.cluster_cpus()
+        stage_ref = ray.put(stage)
+        token = uuid.uuid4().hex
+        options = dict(num_cpus=stage.resources.cpus, num_gpus=stage.resources.gpus,
+                       max_retries=ray_config.max_retries, retry_exceptions=True)
+        pending: dict[ray.ObjectRef, ShardJob] = {}
+        queue = list(reversed(todo))
+        while queue or pending:
+            while queue and len(pending) < limit:
+                job = queue.pop()
+                ref = _remote_run_shard.options(**options).remote(token, stage_ref, job, read_options, storage_options)
+                pending[ref] = job
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    stats = ray.get(ref)
+                except Exception as e:  # the task failed after all its retries
+                    failures.append((job, format_traceback(e)))
+                    continue
+                results.append(stats)
+                reporter.shard_finished(stage.name, stats)
+
+    results.sort(key=lambda s: s["index"])
+    summary = summarize_stage(stage.name, layout.dir, results, time.perf_counter() - started)
+    if failures:
+        lines = "\n".join(f"  shard {j.index} ({j.input_uri}): {err}" for j, err in failures)
+        raise StageFailed(f"stage {stage.name!r}: {len(failures)} shard(s) failed after {ray_config.max_retries} retries "
+                          f"(rerun the same run id to retry only these):\n{lines}")
+    summary["shard_results"] = [{k: s.get(k) for k in ("index", "input", "quarantined", "docs_in", "docs_kept", "skipped")} for s in results]
+    storage.write_json(layout.stats, summary, storage_options)
+    reporter.stage_finished(stage.name, summary)
+    return summary
+
+
+def completed_outputs(layout: StageLayout, summary: dict) -> list[tuple[int, str]]:
+    """(index, kept-shard URI) of every shard this stage finished: the next stage's inputs."""
+    return [(s["index"], layout.part(s["index"])) for s in summary["shard_results"] if not s.get("quarantined")]
