@@ -7,6 +7,7 @@ atomically, so a crash at any point leaves either a finished shard or one that i
 
 from __future__ import annotations
 
+import resource
 import time
 import traceback
 from collections import Counter
@@ -125,6 +126,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "chars_dropped": dict(sorted(tally.chars_dropped.items())),
         "counters": dict(sorted(ctx.counters.items())),
         "seconds": round(time.perf_counter() - started, 4),
+        "peak_rss_mb": peak_rss_mb(),
     }
     _check_reconciles(stats)
     storage.write_json(layout.done(job.index), stats, storage_options)
@@ -132,6 +134,11 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         fs, path = storage.filesystem(layout.quarantine(job.index), storage_options)
         fs.rm(path)
     return stats
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this (worker) process so far, in MiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _check_reconciles(stats: dict) -> None:
@@ -177,6 +184,7 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "counters": dict(sorted(counters.items())),
         "seconds": round(seconds, 3),
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),
+        "worker_peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in done), default=0.0),
     }
 
 

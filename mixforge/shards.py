@@ -26,11 +26,14 @@ import pyarrow.parquet as pq
 import zstandard
 
 from mixforge import schema as S
-from mixforge.storage import atomic_open, filesystem
+from mixforge.storage import atomic_open, filesystem, is_local
 
 PARQUET_COMPRESSION = "zstd"
 REJECT_PREVIEW_CHARS = 4096  # text kept in the audit for rows that could not be used
 REJECT_SCHEMA = pa.schema(list(S.CORE_SCHEMA) + [pa.field(S.DROP_REASON, pa.string()), pa.field(S.DROP_DETAIL, pa.string())])
+
+
+_MISSING = object()
 
 
 class ShardUnreadable(Exception):
@@ -105,8 +108,10 @@ def _open_shard(uri: str, storage_options: Mapping[str, Any] | None):
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
             with io.BufferedReader(reader, buffer_size=1 << 20) as f:
                 yield f
-        else:
+        elif is_local(fs):
             yield raw
+        else:  # fsspec's remote files have no readline(size): buffer them
+            yield io.BufferedReader(raw, buffer_size=1 << 20)
 
 
 def _wrap_read_errors(uri: str, it: Iterator) -> Iterator:
@@ -198,9 +203,10 @@ def _read_raw_jsonl(uri: str, opt: ReadOptions, default_source: str, storage_opt
             if not isinstance(obj, dict):
                 reject("invalid_json", f"expected a JSON object, got {type(obj).__name__}", decoded, line)
                 continue
-            text = obj.pop(opt.text_field, None)
-            if text is None:
-                reject("missing_text", f"no {opt.text_field!r} field", decoded, line)
+            text = obj.pop(opt.text_field, _MISSING)
+            if text is _MISSING or text is None:
+                what = f"no {opt.text_field!r} field" if text is _MISSING else f"{opt.text_field!r} is null"
+                reject("missing_text", what, decoded, line)
                 continue
             if not isinstance(text, str):
                 reject("text_not_string", f"field {opt.text_field!r} is {type(text).__name__}, not a string", decoded, line)
@@ -415,9 +421,12 @@ class ShardWriter:
         self._ctx.__exit__(None, None, None)
 
     def abort(self) -> None:
+        """Discard everything written: the target never appears."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
         if self._ctx is not None:
-            err = RuntimeError("shard write aborted")
-            try:
-                self._ctx.__exit__(RuntimeError, err, None)
-            except RuntimeError:
-                pass
+            with contextlib.suppress(RuntimeError):
+                self._ctx.__exit__(RuntimeError, RuntimeError("shard write aborted"), None)
+            self._ctx = None

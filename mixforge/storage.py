@@ -111,6 +111,7 @@ def atomic_open(uri: str, storage_options: Mapping[str, Any] | None = None) -> I
             yield f
         except BaseException:
             f.discard()  # abort the upload: closing would publish a partial object
+            f.closed = True  # and never let __del__ close (= publish) it
             raise
         f.close()
 

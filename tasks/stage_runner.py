@@ -7,6 +7,7 @@ retries makes the stage fail once every other shard is finished; a rerun then re
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,9 @@ from mixforge.shards import ReadOptions
 from mixforge.stage import Stage
 
 from tasks import ray_runtime
+
+
+log = logging.getLogger("mixforge")
 
 
 class StageFailed(RuntimeError):
@@ -80,7 +84,8 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
                 try:
                     stats = ray.get(ref)
                 except Exception as e:  # the task failed after all its retries
-                    failures.append((job, format_traceback(e)))
+                    log.error("shard %d (%s) failed: %s", job.index, job.input_uri, e)  # full remote traceback
+                    failures.append((job, format_traceback(getattr(e, "cause", None) or e)))
                     continue
                 results.append(stats)
                 reporter.shard_finished(stage.name, stats)

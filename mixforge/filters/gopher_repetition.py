@@ -10,9 +10,10 @@ combination of its words' hashes computed for all positions at once with numpy, 
 counts come from Polars group-bys keyed by (document, n-gram hash). The duplicated-n-gram rule is
 datatrove's greedy scan (a repeated n-gram is counted and skipped over), which is sequential: we
 compute a vectorised upper bound (characters of words covered by any repeated n-gram) and run the
-exact scan, on integer hashes, only for documents whose bound exceeds the threshold. Verdicts are
-exact; the `dup_<n>_gram` feature is exact where it matters for the verdict and otherwise the upper
-bound (which is then at or below the threshold), unless `exact_dup_n_gram_features` is set.
+exact scan, on integer hashes, only for documents whose bound exceeds the threshold, stopping as soon
+as the threshold is exceeded. Verdicts are exact; the `dup_<n>_gram` feature is exact when set
+`exact_dup_n_gram_features`; otherwise, at or below the threshold it is an upper bound of the
+exact value, and above the threshold a lower bound (still above the threshold).
 
 Languages: any script (words as in `mixforge.filters.text`; CJK/Thai: characters).
 """
@@ -28,21 +29,27 @@ from mixforge.filters.config import GopherRepetitionConfig
 from mixforge.filters.text import Segments, TextBatch, _segments_from_lists
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_DOC_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 def _segments_regex_split(text_arrow, pattern: str, n_docs: int) -> Segments:
     return _segments_from_lists(pl.Series(pc.split_pattern_regex(text_arrow, pattern)), n_docs)
 
 
-def greedy_duplicate_chars(keys: np.ndarray, lens: np.ndarray, n: int) -> int:
-    """datatrove's `find_all_duplicate` over one document's n-gram keys (one per start position)."""
+def greedy_duplicate_chars(keys: np.ndarray, lens: np.ndarray, n: int, stop_above: float = float("inf")) -> int:
+    """datatrove's `find_all_duplicate` over one document's n-gram keys (one per start position).
+
+    Stops early, returning the partial count, once it exceeds `stop_above`."""
     keys = keys.tolist()
+    lens = lens.tolist()
     seen: set = set()
     total, idx, m = 0, 0, len(keys)
     while idx < m:
         k = keys[idx]
         if k in seen:
-            total += int(lens[idx])
+            total += lens[idx]
+            if total > stop_above:
+                return total
             idx += n
         else:
             seen.add(k)
@@ -106,7 +113,9 @@ class GopherRepetition(RuleSet):
                 continue
             valid = d[:m] == d[n - 1 : n - 1 + m] if m > 0 else np.zeros(0, dtype=bool)
             pos = np.flatnonzero(valid)
-            frame = pl.DataFrame({"d": d[:m][valid] if m > 0 else d[:0], "g": g[valid], "p": pos, "l": glen[valid]})
+            dv = d[:m][valid] if m > 0 else d[:0]
+            key = g[valid] ^ (dv.astype(np.uint64) * _DOC_MIX)  # one 64-bit key per (document, n-gram)
+            frame = pl.DataFrame({"d": dv, "g": key, "p": pos, "l": glen[valid]})
             if n in c.top_n_grams:
                 top[n] = safe_div(self._top_chars(frame, n, batch.n_docs), text_len)
             if n in c.dup_n_grams:
@@ -119,20 +128,27 @@ class GopherRepetition(RuleSet):
         out = np.zeros(n_docs)
         if frame.height == 0:
             return out
-        best = (
-            frame.group_by("d", "g")
-            .agg(pl.len().alias("c"), pl.col("p").min(), pl.col("l").first())
-            .sort(["d", "c", "p"], descending=[False, True, False])
-            .unique(subset="d", keep="first")
-        )
-        out[best["d"].to_numpy()] = best["c"].to_numpy() * (best["l"].to_numpy() + (n - 1))
+        groups = frame.group_by("g").agg(pl.len().alias("c"), pl.col("d").first(), pl.col("p").min(), pl.col("l").first())
+        gd, gc = groups["d"].to_numpy(), groups["c"].to_numpy()
+        max_c = np.zeros(n_docs, dtype=np.int64)
+        np.maximum.at(max_c, gd, gc)
+        # No repeated n-gram: Counter.most_common(1) returns the first n-gram of the document.
+        fd, fl = frame["d"].to_numpy(), frame["l"].to_numpy()
+        first = np.searchsorted(fd, np.arange(n_docs), side="left")
+        has = (first < len(fd)) & (fd[np.minimum(first, len(fd) - 1)] == np.arange(n_docs))
+        out[has] = fl[first[has]] + (n - 1)
+        # Otherwise: among the most frequent, the one seen first.
+        top = (gc == max_c[gd]) & (gc > 1)
+        if top.any():
+            best = groups.filter(pl.Series(top)).sort("p").unique(subset="d", keep="first")
+            out[best["d"].to_numpy()] = best["c"].to_numpy() * (best["l"].to_numpy() + (n - 1))
         return out
 
     def _dup_fraction(self, frame, n, wl, d, m, valid, text_len, threshold) -> np.ndarray:
         n_docs = len(text_len)
         if frame.height == 0:
             return np.zeros(n_docs)
-        repeat_valid = ~frame.select(pl.struct("d", "g").is_first_distinct()).to_series().to_numpy()
+        repeat_valid = ~frame["g"].is_first_distinct().to_numpy()
         if not repeat_valid.any():
             return np.zeros(n_docs)
         repeat = np.zeros(m, dtype=bool)
@@ -154,6 +170,8 @@ class GopherRepetition(RuleSet):
         fl = frame["l"].to_numpy()
         starts = np.searchsorted(fd, exact_docs, side="left")
         ends = np.searchsorted(fd, exact_docs, side="right")
+        exact = self.config.exact_dup_n_gram_features
         for doc, s, e in zip(exact_docs.tolist(), starts.tolist(), ends.tolist()):
-            result[doc] = greedy_duplicate_chars(fg[s:e], fl[s:e], n) / text_len[doc]
+            stop = float("inf") if exact else threshold * text_len[doc]
+            result[doc] = greedy_duplicate_chars(fg[s:e], fl[s:e], n, stop) / text_len[doc]
         return result

@@ -28,7 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}\x{3005}\x{30FC}"
-_WORD_CHAR = rf"[\p{{L}}\p{{M}}\p{{N}}_--[{_UNSPACED}]]"
+# Letters, marks, digits, plus what spaCy never splits off a word: "@", modifier symbols and
+# control/format/private-use characters (e.g. the C1 bytes of mojibake), but never whitespace.
+_WORD_CHAR = rf"[[\p{{L}}\p{{M}}\p{{N}}_@\p{{Cc}}\p{{Cf}}\p{{Co}}\p{{Cn}}\p{{Sk}}]--[{_UNSPACED}\s^`]]"
 
 TOKEN_PATTERN = (
     r"(?:https?|ftp)://[^\s<>\"']*[^\s<>\"'.,;:!?)\]]"  # URL kept whole, trailing punctuation split off

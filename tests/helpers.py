@@ -1,0 +1,52 @@
+"""Small fixtures written by the tests themselves (tests never read ../shared)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+PROSE = [
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+    "In the beginning God created the heaven and the earth. And the earth was without form, and void.",
+    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse.",
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness.",
+    "Happy families are all alike; every unhappy family is unhappy in its own way.",
+]
+
+
+def docs(n: int, prefix: str = "d", words: int = 40) -> list[dict]:
+    out = []
+    for i in range(n):
+        body = " ".join(PROSE[(i + k) % len(PROSE)] for k in range(max(1, words // 20)))
+        out.append({"id": f"{prefix}-{i}", "text": f"Document {prefix} {i}. {body}", "source": "fixture", "url": f"https://example.org/{prefix}/{i}"})
+    return out
+
+
+def jsonl_bytes(rows: list) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+def write_shard(path: str, rows: list, fs=None) -> str:
+    """Write rows (dicts, or raw bytes lines for JSONL) in the format the path's suffix names."""
+    if path.endswith(".parquet"):
+        buf = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows), buf, compression="zstd")
+        data = buf.getvalue().to_pybytes()
+    else:
+        data = jsonl_bytes(rows)
+        if path.endswith(".gz"):
+            data = gzip.compress(data)
+        elif path.endswith(".zst"):
+            data = zstandard.ZstdCompressor().compress(data)
+    if fs is None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    else:
+        fs.pipe_file(path, data)
+    return path

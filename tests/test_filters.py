@@ -1,0 +1,472 @@
+"""Filter rules and language ID (issue #3): hand-made documents with known verdicts, thresholds
+at their boundaries, real fastText model, drop versus annotate, funnel, bad input."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from mixforge.filters import (
+    C4Config,
+    C4Quality,
+    FilterConfig,
+    FineWebQuality,
+    FineWebQualityConfig,
+    GopherQuality,
+    GopherQualityConfig,
+    GopherRepetition,
+    GopherRepetitionConfig,
+    LanguageID,
+    LanguageIDConfig,
+    TextBatch,
+    URLFilter,
+    URLFilterConfig,
+    default_lid_model_path,
+)
+from mixforge.filters.text import TOKEN_PATTERN
+from mixforge.stage import ShardContext
+from mixforge.stages.filter import Filter
+
+NO_LID = LanguageIDConfig(enabled=False)
+
+
+def fails(rule_set, docs, sub, lang=None, url=None):
+    ev = rule_set.evaluate(docs, lang=lang, url=url)
+    return ev.fails[f"{rule_set.name}.{sub}"].tolist()
+
+
+def words(n, word="house"):
+    """n distinct-enough words: 'the', 'and', then `word` variants."""
+    return " ".join(["the", "and"] + [word] * (n - 2))
+
+
+# ----------------------------------------------------------------------------- words
+
+
+def test_word_splitting_scripts():
+    tb = TextBatch(["Hello, world! It's well-known.", "Привет, мир! Καλημέρα κόσμε.", "日本語のテキスト", "สวัสดี"])
+    w = tb.words
+    per_doc = [w.values.to_list()[a:b] for a, b in zip(w.offsets[:-1], w.offsets[1:])]
+    assert per_doc[0] == ["Hello", ",", "world", "!", "It", "'s", "well", "-", "known", "."]
+    assert per_doc[1] == ["Привет", ",", "мир", "!", "Καλημέρα", "κόσμε", "."]
+    assert per_doc[2] == list("日本語のテキスト")
+    assert len(per_doc[3]) == len("สวัสดี")
+    assert TOKEN_PATTERN
+
+
+# ----------------------------------------------------------------------------- gopher quality
+
+
+def test_gopher_word_count_boundaries():
+    g = GopherQuality()
+    assert fails(g, [words(50), words(49), words(100_000), words(100_001)], "word_count") == [False, True, False, True]
+    # symbol-only tokens are not words
+    assert fails(g, [words(49) + " ## !!"], "word_count") == [True]
+
+
+def test_gopher_mean_word_length_boundaries():
+    g = GopherQuality()
+    exactly_3 = " ".join(["the", "and"] + ["abc"] * 48)
+    below_3 = " ".join(["the", "and"] + ["abc"] * 47 + ["ab"])
+    exactly_10 = " ".join(["the", "and"] + ["abcdefghij"] * 47 + ["x" * 24])
+    above_10 = " ".join(["the", "and"] + ["abcdefghij"] * 47 + ["x" * 25])
+    assert fails(g, [exactly_3, below_3, exactly_10, above_10], "mean_word_length") == [False, True, False, True]
+
+
+def test_gopher_symbol_ratio_boundaries():
+    g = GopherQuality()
+    base = words(90)
+    assert fails(g, [base + " #" * 10, base + " #" * 11], "symbol_word_ratio") == [False, True]
+    assert fails(g, [base + " …" * 10, base + " …" * 11], "symbol_word_ratio") == [False, True]
+
+
+def test_gopher_bullet_and_ellipsis_lines_boundaries():
+    g = GopherQuality()
+    line = "the and some words here"
+    nine_bullets = "\n".join(["- " + line] * 9 + [line])
+    ten_bullets = "\n".join(["  • " + line] * 10)
+    assert fails(g, [nine_bullets, ten_bullets], "bullet_lines") == [False, True]
+    three = "\n".join([line + "..."] * 3 + [line] * 7)
+    four = "\n".join([line + " …  "] * 4 + [line] * 6)
+    assert fails(g, [three, four], "ellipsis_lines") == [False, True]
+
+
+def test_gopher_alpha_words_boundaries():
+    g = GopherQuality()
+    ok = " ".join(["the", "and"] + ["word"] * 78 + ["123"] * 20)
+    bad = " ".join(["the", "and"] + ["word"] * 77 + ["123"] * 21)
+    assert fails(g, [ok, bad], "alpha_words") == [False, True]
+
+
+def test_gopher_stop_words_per_language():
+    g = GopherQuality()
+    en_ok, en_bad, en_case = words(60), " ".join(["the"] + ["word"] * 59), " ".join(["The", "And"] + ["word"] * 58)
+    assert fails(g, [en_ok, en_bad, en_case], "stop_words") == [False, True, True]
+    de = " ".join(["der", "und"] + ["Haus"] * 58)
+    assert fails(g, [de, de], "stop_words", lang=["de", "en"]) == [False, True]
+    # no list for Russian: passes
+    assert fails(g, ["слово " * 60], "stop_words", lang=["ru"]) == [False]
+
+
+def test_gopher_quality_passes_real_prose():
+    text = (
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. "
+        "However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so "
+        "well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of "
+        "their daughters. And so we have to deal with that, as was said."
+    )
+    assert GopherQuality().evaluate([text]).first_failure().tolist() == [None]
+
+
+# ----------------------------------------------------------------------------- gopher repetition
+
+
+def rep(**kw):
+    base = dict(dup_para_frac=None, dup_para_char_frac=None, dup_line_frac=None, dup_line_char_frac=None, top_n_grams={}, dup_n_grams={})
+    base.update(kw)
+    return GopherRepetition(GopherRepetitionConfig(**base))
+
+
+def test_repetition_line_fraction_boundaries():
+    uniq = [f"line number {i} is unique" for i in range(10)]
+    three = "\n".join(uniq[:7] + uniq[:3])
+    four = "\n".join(uniq[:6] + uniq[:4])
+    assert fails(rep(dup_line_frac=0.3), [three, four], "dup_line_frac") == [False, True]
+    # paragraphs: split on 2+ newlines
+    assert fails(rep(dup_para_frac=0.3), [three.replace("\n", "\n\n"), four.replace("\n", "\n\n\n")], "dup_para_frac") == [False, True]
+
+
+def test_repetition_char_fraction_boundaries():
+    a = "a" * 10
+    ok, bad = f"{a}\n{a}\n" + "c" * 28, f"{a}\n{a}\n" + "c" * 27  # 10 / 50 = 0.2 ; 10 / 49 > 0.2
+    assert fails(rep(dup_line_char_frac=0.2), [ok, bad], "dup_line_char_frac") == [False, True]
+    ok_p, bad_p = f"{a}\n\n{a}\n\n" + "c" * 26, f"{a}\n\n{a}\n\n" + "c" * 25
+    assert fails(rep(dup_para_char_frac=0.2), [ok_p, bad_p], "dup_para_char_frac") == [False, True]
+
+
+def test_repetition_top_ngram_boundary():
+    text = "aa bb aa bb cc dd ee ff gg hh"  # "aa bb" twice: 2 * 5 chars / 29
+    value = 10 / 29
+    assert fails(rep(top_n_grams={2: value}), [text], "top_2_gram") == [False]
+    assert fails(rep(top_n_grams={2: value - 1e-9}), [text], "top_2_gram") == [True]
+    # no repeated n-gram: the first one counts (Counter.most_common tie-break)
+    ev = rep(top_n_grams={2: 0.2}).evaluate(["xx yy"])
+    assert ev.features["gopher_repetition.top_2_gram"][0] == pytest.approx(5 / 5)
+
+
+def test_repetition_dup_ngram_greedy_boundary():
+    text = "a b c d e a b c d e f"  # greedy: "abcde" repeated once -> 5 chars / 21
+    value = 5 / 21
+    assert fails(rep(dup_n_grams={5: value}), [text], "dup_5_gram") == [False]
+    assert fails(rep(dup_n_grams={5: value - 1e-9}), [text], "dup_5_gram") == [True]
+
+
+def _reference_repetition(tokens: list[str], text_len: int, n: int) -> tuple[float, float]:
+    """datatrove's find_top_duplicate / find_all_duplicate, verbatim, over our tokens."""
+    grams = [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    top = 0.0
+    if grams:
+        g, c = Counter(grams).most_common(1)[0]
+        top = len(g) * c / text_len
+    unique, total, idx = set(), 0, 0
+    while idx < len(tokens) - n + 1:
+        g = "".join(tokens[idx : idx + n])
+        if g in unique:
+            total += len(g)
+            idx += n
+        else:
+            unique.add(g)
+            idx += 1
+    return top, total / text_len
+
+
+def test_repetition_ngrams_match_reference_on_random_documents():
+    rng = random.Random(7)
+    vocab = ["alpha", "be", "c", "delta", "echo", "fox", "go", "h"]
+    docs = [" ".join(rng.choice(vocab[: rng.randint(2, 8)]) for _ in range(rng.randint(0, 80))) for _ in range(60)]
+    cfg = GopherRepetitionConfig(top_n_grams={2: 0.2, 3: 0.18, 4: 0.16}, dup_n_grams={5: 0.15, 7: 0.13, 10: 0.1}, exact_dup_n_gram_features=True)
+    ev = GopherRepetition(cfg).evaluate(docs)
+    for i, doc in enumerate(docs):
+        tokens = doc.split()
+        for n in (2, 3, 4):
+            expected = _reference_repetition(tokens, len(doc), n)[0] if doc else 0.0
+            assert ev.features[f"gopher_repetition.top_{n}_gram"][i] == pytest.approx(expected), (doc, n)
+        for n in (5, 7, 10):
+            expected = _reference_repetition(tokens, len(doc), n)[1] if doc else 0.0
+            assert ev.features[f"gopher_repetition.dup_{n}_gram"][i] == pytest.approx(expected), (doc, n)
+    # default (non-exact features) gives the same verdicts
+    ev2 = GopherRepetition(GopherRepetitionConfig(**{**cfg.model_dump(), "exact_dup_n_gram_features": False})).evaluate(docs)
+    for name in ev.fails:
+        assert ev.fails[name].tolist() == ev2.fails[name].tolist()
+
+
+# ----------------------------------------------------------------------------- C4
+
+
+SENT = "This is a perfectly fine sentence number {}."
+
+
+def test_c4_line_removal_and_counts():
+    doc = "\n".join(
+        [
+            SENT.format(1),
+            "No terminal punctuation here",
+            "Two words.",
+            "Please enable JavaScript to view this page.",
+            "We use cookies to improve your experience.",
+            "A sentence with a citation.[1]",
+            "Another sentence that ends well [edit].",
+            "Ends with an ellipsis, so it goes...",
+            "",
+            SENT.format(2) + " And a second one! And a third?",
+        ]
+    )
+    ev = C4Quality().evaluate([doc])
+    assert ev.text.to_pylist() == [
+        "\n".join([SENT.format(1), "A sentence with a citation.", "Another sentence that ends well .", SENT.format(2) + " And a second one! And a third?"])
+    ]
+    assert ev.lines_removed.tolist() == [5]  # the blank line is not counted
+    assert ev.chars_removed.tolist() == [len(doc) - len(ev.text[0].as_py())]
+    assert ev.features["c4.n_sentences"].tolist() == [6]
+    assert ev.first_failure().tolist() == [None]
+
+
+def test_c4_sentence_count_boundary():
+    five = "\n".join(SENT.format(i) for i in range(5))
+    four = "\n".join(SENT.format(i) for i in range(4))
+    one_line_five = " ".join(SENT.format(i) for i in range(5))
+    abbreviations = "Mr. Smith met Dr. Jones at 5 p.m. on Main St. in the U.S. today."
+    c4 = C4Quality()
+    assert fails(c4, [five, four, one_line_five, abbreviations], "too_few_sentences") == [False, True, False, True]
+    assert c4.evaluate([abbreviations]).features["c4.n_sentences"].tolist() == [1]
+
+
+def test_c4_document_rules():
+    five = "\n".join(SENT.format(i) for i in range(5))
+    c4 = C4Quality()
+    docs = [
+        five + "\nLorem ipsum dolor sit amet.",
+        five + "\nlorem ipsum in a line without end punctuation",
+        five + "\nA line with a {curly} bracket.",
+        five + "\nA javascript line with a {curly} bracket.",
+        five + "\n{x}",
+    ]
+    assert fails(c4, docs, "lorem_ipsum") == [True, False, False, False, False]
+    assert fails(c4, docs, "curly_bracket") == [False, False, True, False, False]
+
+
+def test_c4_max_word_length_boundary():
+    five = "\n".join(SENT.format(i) for i in range(5))
+    ev = C4Quality().evaluate([five + "\nA " + "w" * 1000 + " word.", five + "\nA " + "w" * 1001 + " word."])
+    assert ev.lines_removed.tolist() == [0, 1]
+
+
+# ----------------------------------------------------------------------------- FineWeb
+
+
+def test_fineweb_line_punct_boundary():
+    lines = [f"this is a reasonably long line number {i:03d}" for i in range(25)]
+    three = "\n".join([ln + "." for ln in lines[:3]] + lines[3:])
+    two = "\n".join([ln + "." for ln in lines[:2]] + lines[2:])
+    assert fails(FineWebQuality(), [three, two], "line_punct_ratio") == [False, True]
+    assert fails(FineWebQuality(FineWebQualityConfig(line_punct_exclude_zero=True)), ["\n".join(lines)], "line_punct_ratio") == [False]
+
+
+def test_fineweb_short_lines_boundary():
+    long_ = [f"this is a reasonably long line number {i:03d}." for i in range(100)]
+    short = [f"short {i}." for i in range(100)]
+    ok = "\n".join(short[:67] + long_[:33])
+    bad = "\n".join(short[:68] + long_[:32])
+    assert fails(FineWebQuality(), [ok, bad], "short_line_ratio") == [False, True]
+
+
+def test_fineweb_char_dup_boundary():
+    a = "a" * 10
+    ok = f"{a}\n{a}\n" + "b" * 980  # 10 / 1000 = 0.01
+    bad = f"{a}\n{a}\n" + "b" * 979
+    assert fails(FineWebQuality(), [ok, bad], "char_dup_ratio") == [False, True]
+
+
+def test_fineweb_list_ratio_and_empty():
+    ok = "one two three\nfour five six\nseven eight\nnine ten"  # 3 newlines / 10 words
+    bad = "one two three\nfour five six\nseven eight\nnine\nten"
+    assert fails(FineWebQuality(), [ok, bad], "list_ratio") == [False, True]
+    assert fails(FineWebQuality(), ["", " \n\t\n"], "empty") == [True, True]
+
+
+# ----------------------------------------------------------------------------- URL
+
+
+def test_url_filter_lists(tmp_path):
+    (tmp_path / "domains").write_text("# comment\nbad.example\nsub.other.org\n")
+    (tmp_path / "urls").write_text("https://fine.com/exact/page\n")
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/lists/banned", b"casino\n")
+    fs.pipe("/lists/soft", b"free\nmoney\nwin\n")
+    fs.pipe("/lists/sub", b"xxx\n")
+    cfg = URLFilterConfig(
+        blocked_domains=str(tmp_path / "domains"), blocked_urls=f"file://{tmp_path / 'urls'}", banned_words="memory://lists/banned",
+        soft_banned_words="memory://lists/soft", banned_subwords="memory://lists/sub",
+    )
+    urls = [
+        "https://bad.example/page", "http://www.bad.example:8080/x", "https://deep.sub.other.org/", "https://other.org/",
+        "https://fine.com/exact/page", "https://fine.com/casino/page", "https://fine.com/free-money", "https://fine.com/free",
+        "https://fine.com/a-x-x-x", None, "https://notbad.example/",
+    ]
+    ev = URLFilter(cfg).evaluate(["t"] * len(urls), url=urls)
+    assert ev.first_failure().tolist() == [
+        "url.domain", "url.domain", "url.domain", None, "url.url", "url.banned_word", "url.soft_banned_words", None,
+        "url.banned_subword", None, None,
+    ]
+
+
+# ----------------------------------------------------------------------------- language ID
+
+
+@pytest.fixture(scope="module")
+def lid():
+    model = LanguageID(LanguageIDConfig())
+    model.setup()
+    return model
+
+
+def test_bundled_model_exists():
+    assert default_lid_model_path().stat().st_size > 500_000
+
+
+def test_language_id_several_languages(lid):
+    sentences = {
+        "en": "The weather is lovely today and we are going for a walk in the park.",
+        "de": "Das Wetter ist heute schön und wir gehen im Park spazieren.",
+        "fr": "Il fait beau aujourd'hui et nous allons nous promener dans le parc.",
+        "es": "Hoy hace buen tiempo y vamos a pasear por el parque.",
+        "ru": "Сегодня прекрасная погода, и мы идём гулять в парк.",
+        "el": "Ο καιρός είναι υπέροχος σήμερα και πάμε βόλτα στο πάρκο.",
+        "zh": "今天天气很好，我们要去公园散步。",
+        "ja": "今日は天気がいいので、公園を散歩しに行きます。",
+        "ar": "الطقس جميل اليوم وسنذهب في نزهة في الحديقة.",
+    }
+    ev = lid.evaluate(list(sentences.values()))
+    assert ev.features["lang"].tolist() == list(sentences)
+    assert (ev.features["lang_score"] > 0.5).all()
+
+
+def test_language_keep_list_and_thresholds(lid):
+    texts = ["The weather is lovely today and we are going for a walk.", "Das Wetter ist heute schön und wir gehen spazieren.", "asdf qwer"]
+    keep_en = LanguageID(LanguageIDConfig(keep=("en",)))
+    keep_en.model = lid.model
+    assert keep_en.evaluate(texts).fails["lang"].tolist() == [False, True, True]
+    strict_de = LanguageID(LanguageIDConfig(keep=("en", "de"), thresholds={"de": 1.01}))
+    strict_de.model = lid.model
+    assert strict_de.evaluate(texts).fails["lang"].tolist() == [False, True, True]
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+GOOD = "\n".join(
+    [
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+        "However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of their daughters.",
+        "\"My dear Mr. Bennet,\" said his lady to him one day, \"have you heard that Netherfield Park is let at last?\"",
+        "Mr. Bennet replied that he had not.",
+        "\"But it is,\" returned she; \"for Mrs. Long has just been here, and she told me all about it.\"",
+        "Mr. Bennet made no answer, and his wife grew impatient with the silence.",
+        "\"Do you not want to know who has taken it?\" cried his wife impatiently.",
+        "\"You want to tell me, and I have no objection to hearing it.\"",
+    ]
+)
+
+
+def table(texts, urls=None):
+    return pa.table({"id": [str(i) for i in range(len(texts))], "text": texts, "url": urls or [None] * len(texts)})
+
+
+def test_filter_stage_drop_and_funnel():
+    docs = [GOOD, "", GOOD.split("\n")[1], GOOD.replace("\n", "\n\n") + "\n" + "\n".join(["repeat this line"] * 40), GOOD + "\nLorem ipsum dolor sit amet, consectetur."]
+    ctx = ShardContext("mem://shard", 0)
+    res = Filter(FilterConfig(language_id=NO_LID)).process(table(docs), ctx)
+    assert res.kept.column("id").to_pylist() == ["0"]
+    reasons = dict(zip(res.removed.column("id").to_pylist(), res.removed.column("drop_reason").to_pylist()))
+    assert reasons == {"1": "gopher_repetition.empty", "2": "gopher_quality.word_count", "3": "gopher_repetition.dup_line_frac", "4": "c4.lorem_ipsum"}
+    # funnel: rule order = config order; earlier rules take the document
+    assert res.kept.column("gopher_quality_n_words")[0].as_py() > 50
+    assert res.removed.column("c4_n_sentences").to_pylist()[:2] == [None, None]  # not evaluated after an earlier drop
+
+
+def test_filter_stage_annotate_mode_keeps_and_writes_columns():
+    cfg = FilterConfig(language_id=LanguageIDConfig(mode="annotate", keep=("de",)), rules=(GopherQualityConfig(mode="annotate"), C4Config(mode="annotate")))
+    res = Filter(cfg).process(table([GOOD, "too short."]), ShardContext("s", 0))
+    assert res.removed is None
+    assert res.kept.column("fail_lang").to_pylist() == ["lang", "lang"]
+    assert res.kept.column("fail_gopher_quality").to_pylist() == [None, "gopher_quality.word_count"]
+    assert res.kept.column("fail_c4").to_pylist() == [None, "c4.too_few_sentences"]
+    assert res.kept.column("text").to_pylist() == [GOOD, "too short."]  # annotate never edits
+    assert res.kept.column("lang").to_pylist() == ["en", "en"]
+
+
+def test_filter_stage_c4_edits_and_counters():
+    doc = GOOD + "\nClick here\nPlease enable javascript now."
+    ctx = ShardContext("s", 0)
+    res = Filter(FilterConfig(language_id=NO_LID, rules=(C4Config(),))).process(table([doc]), ctx)
+    assert res.kept.column("text").to_pylist() == [GOOD]
+    assert ctx.counters["c4.lines_removed"] == 2
+    assert ctx.counters["c4.chars_removed"] == len(doc) - len(GOOD)
+
+
+def test_filter_stage_lid_drop_reason():
+    cfg = FilterConfig(language_id=LanguageIDConfig(keep=("en",)), rules=())
+    res = Filter(cfg).process(table([GOOD, "Das Wetter ist heute schön und wir gehen im Park spazieren."]), ShardContext("s", 0))
+    assert res.kept.column("id").to_pylist() == ["0"]
+    assert res.removed.column("drop_reason").to_pylist() == ["lang"]
+    assert res.removed.column("lang").to_pylist() == ["de"]
+
+
+def test_bad_input_gets_definite_verdicts():
+    docs = ["", "   \n\t  ", "x" * 10_000_000, "12345 67890 !!! ??? ... ### 3.14", "Hello мир κόσμος 世界 مرحبا 🎉 — mixed.", None]
+    t = pa.table({"id": [str(i) for i in range(len(docs))], "text": pa.array(docs, pa.string()), "url": [None] * len(docs)})
+    res = Filter(FilterConfig()).process(t, ShardContext("s", 0))
+    kept = res.kept.column("id").to_pylist()
+    removed = dict(zip(res.removed.column("id").to_pylist(), res.removed.column("drop_reason").to_pylist()))
+    assert sorted(kept + list(removed)) == [str(i) for i in range(len(docs))]
+    assert all(isinstance(r, str) and r for r in removed.values())
+    assert set(removed) == {str(i) for i in range(len(docs))}  # none of these is good text
+    # each rule set on its own: no crash, a verdict for every document
+    text = [d or "" for d in docs]
+    failed = np.zeros(len(docs), dtype=bool)
+    for rs in (GopherQuality(), GopherRepetition(), C4Quality(), FineWebQuality()):
+        ev = rs.evaluate(text)
+        assert all(len(v) == len(docs) for v in ev.fails.values())
+        failed |= ev.any_fail()
+    assert failed.all()
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_defaults_are_published_and_strict():
+    cfg = FilterConfig()
+    assert [r.name for r in cfg.rules] == ["gopher_repetition", "gopher_quality", "c4", "fineweb_quality"]
+    gq = GopherQualityConfig()
+    assert (gq.min_doc_words, gq.max_doc_words, gq.min_avg_word_length, gq.max_avg_word_length) == (50, 100_000, 3, 10)
+    assert GopherRepetitionConfig().dup_n_grams[10] == 0.10 and FineWebQualityConfig().line_punct_thr == 0.12
+    assert cfg.language_id.threshold == 0.65
+    with pytest.raises(ValidationError):
+        FilterConfig.model_validate({"rules": [{"name": "c4", "bogus": 1}]})
+    with pytest.raises(ValidationError):
+        FilterConfig.model_validate({"rules": [{"name": "nope"}]})
+    parsed = FilterConfig.model_validate({"rules": [{"name": "gopher_quality", "mode": "annotate", "min_doc_words": 10}]})
+    assert parsed.rules[0].mode == "annotate" and parsed.rules[0].min_doc_words == 10
+    for model in (FilterConfig, LanguageIDConfig, GopherQualityConfig, GopherRepetitionConfig, C4Config, FineWebQualityConfig, URLFilterConfig):
+        assert all(f.description for f in model.model_fields.values()), model
+
+
+def test_features_are_numeric_arrays():
+    ev = GopherQuality().evaluate([GOOD, ""])
+    assert all(np.asarray(v).dtype.kind == "f" for v in ev.features.values())
