@@ -1,27 +1,34 @@
-"""curate: raw shards -> curated pool (normalize -> filter -> classify -> dedup, as they land)."""
+"""curate: raw shards -> curated pool (normalize -> filter -> classify -> dedup, as configured)."""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
 from mixforge.config import CurateConfig
+from tasks.filter import filter_documents
 from tasks.normalize import normalize
 from tasks.planning import plan_run
 from tasks.reporting import publish_run_artifacts
+from tasks.stage_runner import completed_outputs
+
+STAGE_TASKS = {"normalize": normalize, "filter": filter_documents}
 
 
 @flow(name="curate", validate_parameters=True)
 def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_id: str | None = None) -> dict:
-    """Curate raw shards at `input` (glob, prefix or file URI) into `<output>/runs/<run_id>/`."""
+    """Curate raw shards at `input` (glob, prefix or file URI) into `<output>/runs/<run_id>/<stage>/`."""
     logger = get_run_logger()
-    run, shards, resumed = plan_run(input, output, config, run_id)
-    logger.info("%s run %s over %d shards -> %s", "resuming" if resumed else "starting", run.run_id, len(shards), run.dir)
+    plan = plan_run(input, output, config, run_id)
+    logger.info("%s run %s: %s over %d shards -> %s", "resuming" if plan.resumed else "starting",
+                plan.run.run_id, " -> ".join(plan.stages), len(plan.shards), plan.run.dir)
 
-    normalized = normalize(run, shards, config)
+    shards, summaries = plan.shards, []
+    for name in plan.stages:
+        summary = STAGE_TASKS[name](plan.run, shards, config)
+        summaries.append(summary)
+        shards = completed_outputs(plan.run.stage(name), summary)
 
-    stages = [normalized]
-    summary = {"run_id": run.run_id, "output": stages[-1]["output"], "resumed": resumed,
-               "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in stages]}
-    publish_run_artifacts("curate", summary)
-    return summary
-
+    result = {"run_id": plan.run.run_id, "output": summaries[-1]["output"], "resumed": plan.resumed,
+              "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in summaries]}
+    publish_run_artifacts("curate", result)
+    return result

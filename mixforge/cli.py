@@ -76,6 +76,14 @@ def cmd_curate(args: argparse.Namespace) -> dict:
     return curate(input=args.input, output=args.output, config=config, run_id=args.run_id)
 
 
+def cmd_stage(args: argparse.Namespace) -> dict:
+    """A single curation stage (normalize is put in front automatically when the input is raw)."""
+    from flows.curate import curate
+
+    config = _load_curate_config(args.config).model_copy(update={"stages": (args.command,)})
+    return curate(input=args.input, output=args.output, config=config, run_id=args.run_id)
+
+
 def cmd_demo(args: argparse.Namespace) -> dict:
     from flows.curate import curate
 
@@ -104,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     stage_io(p)
     common(p)
     p.set_defaults(func=cmd_curate)
+
+    for name, help_text in [("filter", "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)")]:
+        p = sub.add_parser(name, help=help_text)
+        stage_io(p)
+        common(p)
+        p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("demo", help="curate the bundled sample corpus into ./data")
     p.add_argument("--output", default="data", metavar="ROOT_URI", help="store root (default: ./data)")

@@ -9,7 +9,13 @@ import os
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mixforge.filters.config import FilterConfig
+
+# Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup).
+STAGE_ORDER = ("normalize", "filter")
+StageName = Literal["normalize", "filter"]
 
 
 class StrictModel(BaseModel):
@@ -50,10 +56,21 @@ class StorageConfig(StrictModel):
 class CurateConfig(StrictModel):
     """Everything `curate` and the stage commands take besides input, output and run id."""
 
+    stages: tuple[StageName, ...] = Field(STAGE_ORDER, description="Stages to run, in pipeline order. A first stage other than normalize on raw (non-Parquet-contract) input gets normalize put in front.")
     read: ReadConfig = ReadConfig()
     normalize: NormalizeConfig = NormalizeConfig()
+    filter: FilterConfig = FilterConfig()
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_in_order(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
+        if not stages:
+            raise ValueError("at least one stage")
+        if len(set(stages)) != len(stages) or list(stages) != sorted(stages, key=STAGE_ORDER.index):
+            raise ValueError(f"stages must be distinct and in pipeline order {list(STAGE_ORDER)}")
+        return stages
 
     def run_fingerprint(self) -> dict[str, Any]:
         """The part of the config that determines outputs (goes into the run id).
@@ -61,7 +78,8 @@ class CurateConfig(StrictModel):
         Where and how it runs (Ray, credentials) does not change the data, so it is left out:
         the same run can resume on a cluster after starting on a laptop.
         """
-        return self.model_dump(mode="json", exclude={"ray", "storage"})
+        used = set(self.stages) | {"read", "stages"}
+        return self.model_dump(mode="json", include=used)
 
 
 class ConfigError(ValueError):

@@ -17,9 +17,10 @@ import pyarrow as pa
 import ray
 
 from mixforge import progress, storage
-from mixforge.config import RayConfig
+from mixforge import stages
+from mixforge.config import CurateConfig, RayConfig
 from mixforge.runner import ShardJob, format_traceback, run_shard, summarize_stage
-from mixforge.runs import StageLayout
+from mixforge.runs import RunLayout, StageLayout
 from mixforge.shards import ReadOptions
 from mixforge.stage import Stage
 
@@ -105,3 +106,15 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
 def completed_outputs(layout: StageLayout, summary: dict) -> list[tuple[int, str]]:
     """(index, kept-shard URI) of every shard this stage finished: the next stage's inputs."""
     return [(s["index"], layout.part(s["index"])) for s in summary["shard_results"] if not s.get("quarantined")]
+
+
+def read_options(config: CurateConfig) -> ReadOptions:
+    r = config.read
+    return ReadOptions(text_field=r.text_field, id_field=r.id_field, batch_rows=r.batch_rows,
+                       batch_bytes=r.batch_bytes, max_doc_bytes=r.max_doc_bytes, default_source=r.source)
+
+
+def run_configured_stage(name: str, run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig) -> dict:
+    """Build stage `name` from the curate config and run it into `run`'s folder for that stage."""
+    return run_stage(stages.build(name, config), run.stage(name), inputs, config.ray,
+                     read_options(config), config.storage.options)

@@ -19,6 +19,32 @@ PROSE = [
 ]
 
 
+_ADJ = "quiet bright ancient gentle narrow sudden distant careful hollow silver broken patient golden bitter steady".split()
+_NOUN = ("river garden village letter window harbour mountain teacher market evening winter candle forest "
+         "bridge sailor kitchen meadow lantern journey orchard").split()
+_VERB = "crossed remembered followed described carried watched opened painted visited answered borrowed".split()
+_ADV = "slowly quietly early again together carefully often".split()
+
+
+def prose(seed: int, sentences: int = 12) -> str:
+    """Varied English-like prose (no repeated n-grams to speak of) that passes the quality filters."""
+    import random
+
+    rnd = random.Random(seed)
+    content = _ADJ + _NOUN + _VERB + _ADV
+    function = "the of and to that with have be in a".split()
+    out = []
+    for _ in range(sentences):
+        words = [rnd.choice(function) if rnd.random() < 0.4 else rnd.choice(content) for _ in range(rnd.randint(9, 16))]
+        out.append(" ".join(words).capitalize() + ".")
+    return " ".join(out)
+
+
+def prose_docs(n: int, prefix: str = "p", sentences: int = 12) -> list[dict]:
+    return [{"id": f"{prefix}-{i}", "text": prose(i * 7919 + sum(map(ord, prefix)), sentences),
+             "source": "fixture", "url": f"https://example.org/{prefix}/{i}"} for i in range(n)]
+
+
 def docs(n: int, prefix: str = "d", words: int = 40) -> list[dict]:
     out = []
     for i in range(n):

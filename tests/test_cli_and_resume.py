@@ -66,7 +66,7 @@ def test_kill_and_resume_gives_identical_outputs(tmp_path):
         rows = docs(1500, f"s{i}") + [{"text": "   "}, b"{bad json"]
         write_shard(str(tmp_path / "raw" / f"shard-{i:02d}.jsonl"), rows)
     cfg = tmp_path / "slow.yaml"
-    cfg.write_text("ray:\n  num_cpus: 1\n  max_shards_in_flight: 1\n")
+    cfg.write_text("stages: [normalize]\nray:\n  num_cpus: 1\n  max_shards_in_flight: 1\n")
     args = ["curate", "--input", str(tmp_path / "raw"), "--config", str(cfg), "--run-id", "killed", "--json", "-q"]
 
     # Start a run and kill its whole process group (driver, Ray workers) once a few shards are done.

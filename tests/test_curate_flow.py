@@ -13,7 +13,7 @@ from mixforge import schema as S
 from mixforge.config import CurateConfig, RayConfig
 from mixforge.runs import RunLayout
 from mixforge.stage import ShardContext, Stage, StageResult
-from tests.helpers import docs, write_shard
+from tests.helpers import docs, prose_docs, write_shard
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_harness")
 
@@ -42,8 +42,8 @@ def artifacts_for(key: str):
 
 
 def check_summary(summary: dict, expected: dict, corrupt_name: str) -> dict:
-    (stage,) = summary["stages"]
-    assert stage["name"] == "normalize"
+    assert [s["name"] for s in summary["stages"]] == ["normalize"]
+    stage = summary["stages"][0]
     assert stage["docs_in"] == expected["docs_in"] and stage["docs_kept"] == expected["docs_kept"]
     assert stage["docs_dropped"] == {"empty_text": 1, "invalid_json": 1}
     assert stage["docs_in"] == stage["docs_kept"] + sum(stage["docs_dropped"].values())  # counts reconcile
@@ -59,7 +59,8 @@ def test_curate_local_with_stats_audit_and_artifacts(tmp_path):
     inputs = tmp_path / "raw"
     inputs.mkdir()
     expected = make_inputs(str(inputs))
-    summary = curate(input=str(inputs), output=str(tmp_path / "store"), config=CurateConfig(ray=RayConfig(max_shards_in_flight=2)))
+    config = CurateConfig(stages=["normalize"], ray=RayConfig(max_shards_in_flight=2))
+    summary = curate(input=str(inputs), output=str(tmp_path / "store"), config=config)
     stage = check_summary(summary, expected, "f.jsonl.zst")
 
     out = tmp_path / "store" / "runs" / summary["run_id"] / "normalize"
@@ -85,7 +86,7 @@ def test_curate_local_with_stats_audit_and_artifacts(tmp_path):
 
     # Rerunning resumes: every shard already done is skipped, nothing is rewritten.
     before = {p: os.stat(out / p).st_mtime_ns for p in parts}
-    again = curate(input=str(inputs), output=str(tmp_path / "store"), config=CurateConfig())
+    again = curate(input=str(inputs), output=str(tmp_path / "store"), config=config)
     assert again["run_id"] == summary["run_id"] and again["resumed"] is True
     assert again["stages"][0]["shards_skipped"] == 5
     assert {p: os.stat(out / p).st_mtime_ns for p in parts} == before
@@ -99,7 +100,7 @@ def test_curate_on_s3(s3_bucket):
     root, opts = s3_bucket
     fs = s3fs.S3FileSystem(**opts)
     expected = make_inputs(f"{root}/raw".removeprefix("s3://"), fs)
-    config = CurateConfig(storage={"options": opts})
+    config = CurateConfig(stages=["normalize"], storage={"options": opts})
     summary = curate(input=f"{root}/raw/", output=f"{root}/store", config=config)
     check_summary(summary, expected, "f.jsonl.zst")
     assert summary["output"] == f"{root}/store/runs/{summary['run_id']}/normalize"
@@ -147,3 +148,31 @@ def test_failed_shard_fails_the_stage_then_a_rerun_retries_only_it(tmp_path):
     assert summary["shards_skipped"] == 2
     assert summary["docs_in"] == summary["docs_kept"] == 30  # the retried shard is counted once
     assert summary["counters"]["batches"] >= 3
+
+
+def test_curate_runs_normalize_then_filter_and_reconciles(tmp_path):
+    from flows.curate import curate
+
+    prose = prose_docs(6)
+    junk = [{"text": "buy now!!! $$$ 50% off {click} here"}, {"text": "1 2 3 4 5 6 7 8 9 10 " * 20},
+            {"text": "Dies ist ein deutscher Satz über das Wetter, und er ist ganz sicher nicht englisch. " * 10}]
+    write_shard(str(tmp_path / "raw" / "a.jsonl"), prose[:3] + junk)
+    write_shard(str(tmp_path / "raw" / "b.parquet"), prose[3:])
+    config = CurateConfig(filter={"language_id": {"keep": ["en"]}})
+    summary = curate(input=str(tmp_path / "raw"), output=str(tmp_path / "store"), config=config)
+    normalize, filt = summary["stages"]
+    assert (normalize["name"], filt["name"]) == ("normalize", "filter")
+    assert summary["output"] == filt["output"] and filt["output"].endswith("/filter")
+    assert filt["docs_in"] == normalize["docs_kept"] == 9
+    assert filt["docs_kept"] == 6
+    assert filt["docs_in"] == filt["docs_kept"] + sum(filt["docs_dropped"].values())
+    assert filt["docs_dropped"]["lang"] >= 1  # the German document (and numbers: no language)
+    kept = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "store" / "runs" / summary["run_id"] / "filter").glob("part-*.parquet"))])
+    assert set(kept.column("lang").to_pylist()) == {"en"}
+    assert "gopher_quality_alpha_words_ratio" in kept.column_names  # scores are kept as columns
+    removed = pq.read_table(tmp_path / "store" / "runs" / summary["run_id"] / "filter" / "_removed" / "part-00000.parquet")
+    assert sorted(removed.column(S.DROP_REASON).to_pylist()) == sorted(k for k, v in filt["docs_dropped"].items() for _ in range(v))
+
+    # A stage on its own, over the curated output (contract Parquet): no normalize in front.
+    only = curate(input=normalize["output"], output=str(tmp_path / "store2"), config=CurateConfig(stages=["filter"]))
+    assert [s["name"] for s in only["stages"]] == ["filter"] and only["stages"][0]["docs_kept"] == 6
