@@ -5,13 +5,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from mixforge.config import CurateConfig
+from tasks.dedup import deduplicate
 from tasks.filter import filter_documents
 from tasks.normalize import normalize
 from tasks.planning import plan_run
 from tasks.reporting import publish_run_artifacts
 from tasks.stage_runner import completed_outputs
 
-STAGE_TASKS = {"normalize": normalize, "filter": filter_documents}
+STAGE_TASKS = {"normalize": normalize, "filter": filter_documents, "dedup": deduplicate}
 
 
 @flow(name="curate", validate_parameters=True)

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_curate)
 
-    for name, help_text in [("filter", "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)")]:
+    for name, help_text in [("filter", "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)"),
+                            ("dedup", "exact and MinHash-LSH fuzzy deduplication, keeping dup_cluster/dup_count")]:
         p = sub.add_parser(name, help=help_text)
         stage_io(p)
         common(p)

@@ -11,11 +11,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
 
 # Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup).
-STAGE_ORDER = ("normalize", "filter")
-StageName = Literal["normalize", "filter"]
+STAGE_ORDER = ("normalize", "filter", "dedup")
+StageName = Literal["normalize", "filter", "dedup"]
 
 
 class StrictModel(BaseModel):
@@ -60,6 +61,7 @@ class CurateConfig(StrictModel):
     read: ReadConfig = ReadConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     filter: FilterConfig = FilterConfig()
+    dedup: DedupConfig = DedupConfig()
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()
 

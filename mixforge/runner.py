@@ -90,6 +90,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
             tally.docs_in += docs.num_rows
             tally.chars_in += _chars(docs)
             result = stage.process(docs, ctx)
+            ctx.row_offset += docs.num_rows
             kept_writer.write(result.kept)
             tally.docs_kept += result.kept.num_rows
             tally.chars_kept += _chars(result.kept)

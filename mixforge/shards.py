@@ -387,10 +387,10 @@ class ShardWriter:
         self._schema: pa.Schema | None = None
 
     def write(self, table: pa.Table) -> None:
+        if self._schema is None:
+            self._schema = table.schema  # an empty batch still fixes the schema of an empty shard
         if table.num_rows == 0:
             return
-        if self._schema is None:
-            self._schema = table.schema
         elif table.schema != self._schema:
             table = table.cast(self._schema)
         self._pending.append(table)
@@ -399,24 +399,23 @@ class ShardWriter:
         if self._pending_bytes >= self._row_group_bytes:
             self._flush()
 
+    def _open(self, schema: pa.Schema) -> None:
+        self._ctx = atomic_open(self.uri, self._storage_options)
+        self._writer = pq.ParquetWriter(self._ctx.__enter__(), schema, compression=PARQUET_COMPRESSION)
+
     def _flush(self) -> None:
         if not self._pending:
             return
         if self._writer is None:
-            self._ctx = atomic_open(self.uri, self._storage_options)
-            sink = self._ctx.__enter__()
-            self._writer = pq.ParquetWriter(sink, self._schema, compression=PARQUET_COMPRESSION)
+            self._open(self._schema)
         table = pa.concat_tables(self._pending)
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self._pending, self._pending_bytes = [], 0
 
     def close(self) -> None:
-        if self._schema is None:
-            self._schema = self._empty_schema
-            self._ctx = atomic_open(self.uri, self._storage_options)
-            sink = self._ctx.__enter__()
-            self._writer = pq.ParquetWriter(sink, self._schema, compression=PARQUET_COMPRESSION)
         self._flush()
+        if self._writer is None:  # no rows: still a valid (empty) shard with the right schema
+            self._open(self._schema or self._empty_schema)
         self._writer.close()
         self._ctx.__exit__(None, None, None)
 

@@ -34,6 +34,7 @@ class ShardContext:
 
     shard_uri: str
     shard_index: int
+    row_offset: int = 0  # row number, within the shard, of the current batch's first row
     counters: Counter = field(default_factory=Counter)
 
     def count(self, key: str, n: int = 1) -> None:

@@ -49,6 +49,30 @@ def _run_shard_on_worker(token: str, stage: Stage, job: ShardJob, read_options: 
 _remote_run_shard = ray.remote(_run_shard_on_worker)
 
 
+def ray_map(remote_fn, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig, cpus: float = 1.0, gpus: float = 0.0):
+    """Run `remote_fn(*args)` for each (label, args) on Ray with a bound on tasks in flight.
+
+    Yields (label, result, None) as tasks finish, or (label, None, error) for a task that still
+    failed after `ray_config.max_retries` retries (worker death and exceptions alike).
+    """
+    ray_runtime.connect(ray_config)
+    limit = ray_config.max_shards_in_flight or 2 * ray_runtime.cluster_cpus()
+    options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=ray_config.max_retries, retry_exceptions=True)
+    pending: dict[ray.ObjectRef, Any] = {}
+    queue = list(reversed(calls))
+    while queue or pending:
+        while queue and len(pending) < limit:
+            label, args = queue.pop()
+            pending[remote_fn.options(**options).remote(*args)] = label
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            label = pending.pop(ref)
+            try:
+                yield label, ray.get(ref), None
+            except Exception as e:
+                yield label, None, format_traceback(getattr(e, "cause", None) or e)
+
+
 def finished_shards(layout: StageLayout, storage_options: Mapping[str, Any] | None) -> dict[int, dict]:
     """Stats of the shards already done in this stage, by index (one listing)."""
     return {s["index"]: {**s, "skipped": True} for s in storage.list_json(storage.join(layout.dir, "_done"), storage_options)}
@@ -67,29 +91,16 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
 
     if todo:
         ray_runtime.connect(ray_config)
-        limit = ray_config.max_shards_in_flight or 2 * ray_runtime.cluster_cpus()
         stage_ref = ray.put(stage)
         token = uuid.uuid4().hex
-        options = dict(num_cpus=stage.resources.cpus, num_gpus=stage.resources.gpus,
-                       max_retries=ray_config.max_retries, retry_exceptions=True)
-        pending: dict[ray.ObjectRef, ShardJob] = {}
-        queue = list(reversed(todo))
-        while queue or pending:
-            while queue and len(pending) < limit:
-                job = queue.pop()
-                ref = _remote_run_shard.options(**options).remote(token, stage_ref, job, read_options, storage_options)
-                pending[ref] = job
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                job = pending.pop(ref)
-                try:
-                    stats = ray.get(ref)
-                except Exception as e:  # the task failed after all its retries
-                    log.error("shard %d (%s) failed: %s", job.index, job.input_uri, e)  # full remote traceback
-                    failures.append((job, format_traceback(getattr(e, "cause", None) or e)))
-                    continue
-                results.append(stats)
-                reporter.shard_finished(stage.name, stats)
+        calls = [(job, (token, stage_ref, job, read_options, storage_options)) for job in todo]
+        for job, stats, error in ray_map(_remote_run_shard, calls, ray_config, stage.resources.cpus, stage.resources.gpus):
+            if error is not None:
+                log.error("shard %d (%s) failed: %s", job.index, job.input_uri, error)
+                failures.append((job, error))
+                continue
+            results.append(stats)
+            reporter.shard_finished(stage.name, stats)
 
     results.sort(key=lambda s: s["index"])
     summary = summarize_stage(stage.name, layout.dir, results, time.perf_counter() - started)

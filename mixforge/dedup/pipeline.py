@@ -1,0 +1,333 @@
+"""Corpus-scale dedup as plain per-shard and per-partition steps (the Ray layer maps them).
+
+    1. signatures (per shard)   -> band buckets partitioned by band_hash % P, node keys, signatures
+    2. edges (per partition)    -> candidate pairs sharing an LSH band or an exact hash
+    3. verify (per shard)       -> pairs whose estimated Jaccard passes the threshold (optional)
+    4. clusters (one step)      -> connected components over edges only, one keeper per cluster,
+                                   assignments written per shard
+    5. apply (per shard, stage) -> kept rows get dup_cluster/dup_count, the rest go to _removed
+
+No step holds all documents or all signatures: steps 1, 3 and 5 see one shard (plus the
+partner rows they need), step 2 one partition of band rows, step 4 only edges and the keys of
+documents that have a duplicate. Every output is written atomically and doubles as the step's
+completion marker, so a retried step overwrites, never double-counts.
+
+Document keys are (shard index << 32) | row index within the shard (uint64).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mixforge import schema as S
+from mixforge import storage
+from mixforge.dedup.clusters import candidate_edges, choose_keepers, connected_components, verify_edges
+from mixforge.dedup.config import DedupConfig
+from mixforge.dedup.hashing import exact_hashes
+from mixforge.dedup.minhash import MinHasher
+from mixforge.shards import read_documents
+from mixforge.stage import ShardContext, Stage, StageResult
+
+EXACT_BAND = np.uint16(0xFFFF)  # bucket rows of the exact hash share the LSH shuffle
+DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF = "dup_cluster", "dup_count", "duplicate_of"
+
+BUCKET_SCHEMA = pa.schema([("band", pa.uint16()), ("band_hash", pa.uint64()), ("doc", pa.uint64())])
+EDGE_SCHEMA = pa.schema([("src", pa.uint64()), ("dst", pa.uint64()), ("exact", pa.bool_())])
+ASSIGN_SCHEMA = pa.schema([("row", pa.uint32()), ("dup_cluster", pa.string()), ("dup_count", pa.int64()),
+                           ("is_kept", pa.bool_()), ("duplicate_of", pa.string()), ("reason", pa.string())])
+
+
+def doc_keys(shard_index: int, first_row: int, n: int) -> np.ndarray:
+    return (np.uint64(shard_index) << np.uint64(32)) | np.arange(first_row, first_row + n, dtype=np.uint64)
+
+
+def key_shard(keys: np.ndarray) -> np.ndarray:
+    return (np.asarray(keys, np.uint64) >> np.uint64(32)).astype(np.int64)
+
+
+def key_row(keys: np.ndarray) -> np.ndarray:
+    return (np.asarray(keys, np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+@dataclass(frozen=True)
+class DedupLayout:
+    """Working files of one dedup run, under `<stage dir>/_work/`."""
+
+    stage_dir: str
+
+    def _p(self, *parts: str) -> str:
+        return storage.join(self.stage_dir, "_work", *parts)
+
+    def buckets(self, partition: int, shard: int) -> str:
+        return self._p("buckets", f"p-{partition:04d}", f"s-{shard:05d}.parquet")
+
+    def bucket_dir(self, partition: int) -> str:
+        return self._p("buckets", f"p-{partition:04d}")
+
+    def nodes(self, shard: int) -> str:
+        return self._p("nodes", f"s-{shard:05d}.parquet")
+
+    def signatures(self, shard: int) -> str:
+        return self._p("signatures", f"s-{shard:05d}.parquet")
+
+    def signed(self, shard: int) -> str:
+        return self._p("signed", f"s-{shard:05d}.json")
+
+    def edges(self, partition: int) -> str:
+        return self._p("edges", f"p-{partition:04d}.parquet")
+
+    def verified(self, shard: int) -> str:
+        return self._p("verified", f"s-{shard:05d}.parquet")
+
+    def assignment(self, shard: int) -> str:
+        return self._p("assign", f"s-{shard:05d}.parquet")
+
+    @property
+    def clustered(self) -> str:
+        return self._p("assign", "_clusters.json")
+
+
+def _write_table(uri: str, table: pa.Table, storage_options) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    storage.write_bytes(uri, buf.getvalue(), storage_options)
+
+
+def _read_table(uri: str, storage_options, columns: list[str] | None = None) -> pa.Table:
+    fs, path = storage.filesystem(uri, storage_options)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def _keep_value(table: pa.Table, cfg: DedupConfig) -> pa.Array:
+    rule, column = cfg.keep.rule, cfg.keep.column
+    if rule == "longest":
+        return pc.utf8_length(table.column(S.TEXT)).cast(pa.float64())
+    if rule in ("highest", "earliest"):
+        if column not in table.column_names:
+            raise KeyError(f"keep rule {rule!r} reads column {column!r}, which the input does not have "
+                           f"(columns: {', '.join(table.column_names)})")
+        values = table.column(column)
+        return values.cast(pa.float64()) if not pa.types.is_timestamp(values.type) else values.cast(pa.int64()).cast(pa.float64())
+    return pa.nulls(table.num_rows, pa.float64())
+
+
+# ---------------------------------------------------------------------------- step 1
+
+
+def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batch_rows: int = 8192,
+               storage_options: Mapping[str, Any] | None = None) -> dict:
+    """Signatures, band buckets (partitioned) and node keys of one shard."""
+    if storage.exists(layout.signed(shard), storage_options):
+        return storage.read_json(layout.signed(shard), storage_options)
+    hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
+    buckets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    nodes, sigs = [], []
+    row = 0
+    for batch in read_documents(uri, batch_rows=batch_rows, storage_options=storage_options):
+        n = batch.num_rows
+        keys = doc_keys(shard, row, n)
+        text = batch.column(S.TEXT)
+        exact = exact_hashes(text, cfg.exact)
+        nodes.append(pa.table({"doc": keys, "id": batch.column(S.ID), "exact": exact, "value": _keep_value(batch, cfg)}))
+        if cfg.exact.enabled:
+            nonempty = pc.fill_null(pc.greater(pc.utf8_length(text), 0), False).to_numpy(zero_copy_only=False)
+            buckets.append((np.full(int(nonempty.sum()), EXACT_BAND, np.uint16), exact[nonempty], keys[nonempty]))
+        if hasher is not None:
+            sig = hasher.signatures(text)
+            band, band_hash, doc = hasher.bucket_entries(sig, keys)
+            buckets.append((band.astype(np.uint16), band_hash, doc))
+            if cfg.minhash.verify:
+                sigs.append(pa.table({"doc": keys, "sig": pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(sig.shape[1] * 8), n, [None, pa.py_buffer(np.ascontiguousarray(sig).tobytes())])}))
+        row += n
+    band = np.concatenate([b[0] for b in buckets]) if buckets else np.zeros(0, np.uint16)
+    band_hash = np.concatenate([b[1] for b in buckets]) if buckets else np.zeros(0, np.uint64)
+    doc = np.concatenate([b[2] for b in buckets]) if buckets else np.zeros(0, np.uint64)
+    part = (band_hash % np.uint64(cfg.partitions)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(cfg.partitions + 1))
+    for p in range(cfg.partitions):
+        sel = order[bounds[p]:bounds[p + 1]]
+        _write_table(layout.buckets(p, shard), pa.table({"band": band[sel], "band_hash": band_hash[sel], "doc": doc[sel]}, schema=BUCKET_SCHEMA), storage_options)
+    node_table = pa.concat_tables(nodes) if nodes else pa.table({"doc": pa.array([], pa.uint64()), "id": pa.array([], pa.string()),
+                                                                 "exact": pa.array([], pa.uint64()), "value": pa.array([], pa.float64())})
+    _write_table(layout.nodes(shard), node_table, storage_options)
+    if sigs:
+        _write_table(layout.signatures(shard), pa.concat_tables(sigs), storage_options)
+    stats = {"shard": shard, "docs": row, "bucket_rows": int(len(doc))}
+    storage.write_json(layout.signed(shard), stats, storage_options)
+    return stats
+
+
+# ---------------------------------------------------------------------------- step 2
+
+
+def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, storage_options=None) -> dict:
+    """Candidate pairs of one partition: documents sharing a band bucket or an exact hash."""
+    out = layout.edges(partition)
+    if storage.exists(out, storage_options):
+        t = _read_table(out, storage_options)
+        return {"partition": partition, "edges": t.num_rows}
+    tables = [_read_table(layout.buckets(partition, s), storage_options) for s in shards]
+    rows = pa.concat_tables(tables) if tables else BUCKET_SCHEMA.empty_table()
+    band = rows.column("band").to_numpy()
+    band_hash = rows.column("band_hash").to_numpy()
+    doc = rows.column("doc").to_numpy()
+    is_exact = band == EXACT_BAND
+    src_e, dst_e = candidate_edges(band[is_exact], band_hash[is_exact], doc[is_exact])
+    src_m, dst_m = candidate_edges(band[~is_exact], band_hash[~is_exact], doc[~is_exact])
+    edges = pa.table({"src": np.concatenate([src_e, src_m]), "dst": np.concatenate([dst_e, dst_m]),
+                      "exact": np.concatenate([np.ones(len(src_e), bool), np.zeros(len(src_m), bool)])}, schema=EDGE_SCHEMA)
+    _write_table(out, edges, storage_options)
+    return {"partition": partition, "edges": edges.num_rows}
+
+
+def read_edges(layout: DedupLayout, partitions: int, storage_options=None, verified_shards: Sequence[int] | None = None) -> pa.Table:
+    if verified_shards is not None:
+        tables = [_read_table(layout.verified(s), storage_options) for s in verified_shards]
+    else:
+        tables = [_read_table(layout.edges(p), storage_options) for p in range(partitions)]
+    return pa.concat_tables(tables) if tables else EDGE_SCHEMA.empty_table()
+
+
+# ---------------------------------------------------------------------------- step 3
+
+
+def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, threshold: float, storage_options=None) -> dict:
+    """Keep the MinHash edges whose source is in `shard` and whose estimated Jaccard passes.
+
+    `edges` are the candidate edges with src in this shard (exact edges pass as they are).
+    Reads this shard's signatures and only the partner rows of other shards.
+    """
+    out = layout.verified(shard)
+    if storage.exists(out, storage_options):
+        return {"shard": shard, "verified": _read_table(out, storage_options).num_rows, "skipped": True}
+    exact = edges.filter(edges.column("exact"))
+    fuzzy = edges.filter(pc.invert(edges.column("exact")))
+    kept = [exact]
+    if fuzzy.num_rows:
+        src = fuzzy.column("src").to_numpy()
+        dst = fuzzy.column("dst").to_numpy()
+        needed = np.unique(np.concatenate([src, dst]))
+        keys, sigs = [], []
+        for s in np.unique(key_shard(needed)):
+            t = _read_table(layout.signatures(int(s)), storage_options)
+            doc = t.column("doc").to_numpy()
+            mask = np.isin(doc, needed)
+            keys.append(doc[mask])
+            raw = t.column("sig").combine_chunks().filter(pa.array(mask))
+            width = raw.type.byte_width // 8
+            sigs.append(np.frombuffer(raw.buffers()[1], dtype=np.uint64, count=len(raw) * width,
+                                      offset=raw.offset * raw.type.byte_width).reshape(len(raw), width))
+        ok = verify_edges(src, dst, np.concatenate(keys), np.concatenate(sigs), threshold)
+        kept.append(fuzzy.filter(pa.array(ok)))
+    result = pa.concat_tables(kept)
+    _write_table(out, result, storage_options)
+    return {"shard": shard, "candidates": fuzzy.num_rows, "verified": result.num_rows - exact.num_rows}
+
+
+# ---------------------------------------------------------------------------- step 4
+
+
+def cluster(edges: pa.Table, shards: Sequence[int], layout: DedupLayout, cfg: DedupConfig, storage_options=None) -> dict:
+    """Connected components over the edges, one keeper per cluster, assignments per shard."""
+    if storage.exists(layout.clustered, storage_options):
+        return storage.read_json(layout.clustered, storage_options)
+    nodes, roots = connected_components(edges.column("src").to_numpy(), edges.column("dst").to_numpy())
+    # Keys of only the documents that have a duplicate, shard by shard.
+    ids, exact, value = [], [], []
+    node_shard = key_shard(nodes)
+    for s in shards:
+        sel = nodes[node_shard == s]
+        t = _read_table(layout.nodes(s), storage_options)
+        doc = t.column("doc").to_numpy()
+        pos = np.searchsorted(doc, sel)  # node files are in row order, hence sorted by key
+        ids.append(t.column("id").take(pa.array(pos)))
+        exact.append(t.column("exact").to_numpy()[pos])
+        value.append(t.column("value").take(pa.array(pos)))
+    ids_arr = pa.concat_arrays([a.combine_chunks() for a in ids]) if ids else pa.array([], pa.string())
+    exact_arr = np.concatenate(exact) if exact else np.zeros(0, np.uint64)
+    value_arr = pa.concat_arrays([a.combine_chunks() for a in value]) if value else pa.array([], pa.float64())
+    # Nodes were visited shard by shard; restore the sorted-node order they came in.
+    order = np.argsort(np.concatenate([nodes[node_shard == s] for s in shards]) if len(nodes) else nodes, kind="stable")
+    if len(nodes):
+        ids_arr, exact_arr, value_arr = ids_arr.take(pa.array(order)), exact_arr[order], value_arr.take(pa.array(order))
+    rule = cfg.keep.rule
+    assign = choose_keepers(nodes, roots, rule, None if rule == "smallest_id" else value_arr, ids_arr)
+    kept_pos = np.searchsorted(nodes, assign.kept)
+    kept_id = ids_arr.take(pa.array(kept_pos))
+    exact_dup = exact_arr == exact_arr[kept_pos]
+    reason = np.where(assign.is_kept, None, np.where(exact_dup, "exact_duplicate", "near_duplicate"))
+    for s in shards:
+        sel = node_shard == s
+        table = pa.table({"row": key_row(nodes[sel]), "dup_cluster": kept_id.filter(pa.array(sel)),
+                          "dup_count": assign.size[sel], "is_kept": assign.is_kept[sel],
+                          "duplicate_of": pc.if_else(pa.array(assign.is_kept[sel]), pa.scalar(None, pa.string()), kept_id.filter(pa.array(sel))),
+                          "reason": pa.array(reason[sel].tolist(), pa.string())}, schema=ASSIGN_SCHEMA)
+        _write_table(layout.assignment(s), table, storage_options)
+    sizes = np.bincount(np.unique(roots, return_counts=True)[1]) if len(roots) else np.zeros(0, np.int64)
+    histogram = {str(size): int(count) for size, count in enumerate(sizes) if count}
+    stats = {"clusters": int(len(np.unique(roots))), "docs_in_clusters": int(len(nodes)), "edges": int(edges.num_rows),
+             "cluster_size_histogram": histogram, "largest_cluster": int(max(map(int, histogram), default=0))}
+    storage.write_json(layout.clustered, stats, storage_options)
+    return stats
+
+
+# ---------------------------------------------------------------------------- step 5
+
+
+class ApplyDedup(Stage):
+    """Per shard: keep one document per cluster with its `dup_cluster` / `dup_count`; drop the rest.
+
+    Documents without a duplicate get `dup_cluster` = their own id and `dup_count` = 1.
+    """
+
+    name = "dedup"
+    reads = (S.ID,)
+    writes = (DUP_CLUSTER, DUP_COUNT)
+
+    def __init__(self, layout: DedupLayout, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.layout = layout
+        self.storage_options = storage_options
+        self._loaded: tuple[int, pa.Table] | None = None
+
+    def _assignment(self, shard: int) -> pa.Table:
+        if self._loaded is None or self._loaded[0] != shard:
+            self._loaded = (shard, _read_table(self.layout.assignment(shard), self.storage_options))
+        return self._loaded[1]
+
+    def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
+        n = batch.num_rows
+        assign = self._assignment(ctx.shard_index)
+        rows = assign.column("row").to_numpy().astype(np.int64) - ctx.row_offset
+        inside = (rows >= 0) & (rows < n)
+        local = rows[inside]
+        sub = assign.filter(pa.array(inside))
+        cluster = batch.column(S.ID).combine_chunks()
+        count = np.ones(n, np.int64)
+        mask = np.zeros(n, bool)
+        mask[local] = True
+        if len(local):
+            order = np.argsort(local)
+            cluster = pc.replace_with_mask(cluster, pa.array(mask), sub.column("dup_cluster").take(pa.array(order)).combine_chunks())
+            count[local] = sub.column("dup_count").to_numpy()
+        removed_mask = np.zeros(n, bool)
+        removed_mask[local] = ~sub.column("is_kept").to_numpy()
+        out = batch
+        for name, values in ((DUP_CLUSTER, cluster), (DUP_COUNT, pa.array(count))):
+            out = out.set_column(out.column_names.index(name), name, values) if name in out.column_names else out.append_column(name, values)
+        if not removed_mask.any():
+            return StageResult(out)
+        gone = sub.filter(pc.invert(sub.column("is_kept")))  # in row order, like the removed rows
+        removed = out.filter(pa.array(removed_mask))
+        removed = removed.append_column(DUPLICATE_OF, gone.column("duplicate_of")).append_column(S.DROP_REASON, gone.column("reason"))
+        return StageResult(out.filter(pa.array(~removed_mask)), removed)
