@@ -21,8 +21,9 @@ def _setup_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Prefect's console logs must not mix with --json on stdout.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    # Library progress and stage logs also reach the flow run's log in the Prefect UI.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mixforge")
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -2,7 +2,8 @@
 
 A composite stage built from plain steps (mixforge.dedup.pipeline): signatures per shard ->
 candidate edges per partition -> verification per shard -> clustering over edges only ->
-the apply step, which is an ordinary stage (stats, `_removed/` audit, resume markers).
+the apply step, an ordinary stage (stats, `_removed/` audit, resume markers) -> with a
+persistent index, appending this run's kept documents to it.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ from mixforge.dedup import pipeline as dd
 from mixforge.runs import RunLayout
 from tasks.stage_runner import StageFailed, ray_map, read_options, run_stage
 
-_sign = ray.remote(dd.sign_shard)
-_edges = ray.remote(dd.partition_edges)
-_verify = ray.remote(dd.verify_shard_edges)
-_cluster = ray.remote(dd.cluster)
+_REMOTES = {name: ray.remote(fn) for name, fn in {
+    "signatures": dd.sign_shard, "edges": dd.partition_edges, "verify": dd.verify_shard_edges,
+    "clusters": dd.cluster, "index-shards": dd.index_shard, "index-buckets": dd.index_partition}.items()}
 
 
 def _collect(step: str, calls, config: CurateConfig) -> list:
+    """Run one step's calls on Ray; fail the stage (naming the units) if any unit keeps failing."""
     reporter = progress.get()
     reporter.stage_started(f"dedup:{step}", len(calls), 0)
     results, failures = [], []
-    for label, result, error in ray_map(calls=calls, remote_fn=_REMOTES[step], ray_config=config.ray):
+    for label, result, error in ray_map(_REMOTES[step], calls, config.ray):
         if error is not None:
             failures.append(f"  {step} {label}: {error}")
             continue
@@ -43,9 +44,6 @@ def _collect(step: str, calls, config: CurateConfig) -> list:
     return results
 
 
-_REMOTES = {"signatures": _sign, "edges": _edges, "verify": _verify, "clusters": _cluster}
-
-
 @task(name="dedup", cache_policy=NO_CACHE)
 def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig) -> dict:
     started = time.perf_counter()
@@ -53,29 +51,48 @@ def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Curat
     stage_layout = run.stage("dedup")
     work = dd.DedupLayout(stage_layout.dir)
     shards = [i for i, _ in inputs]
-    batch_rows = config.read.batch_rows
+    index = dd.IndexLayout(cfg.index) if cfg.index else None
+    segments = dd.check_index(index, cfg, opts) if index else []
 
-    _collect("signatures", [(i, (i, uri, work, cfg, batch_rows, opts)) for i, uri in inputs], config)
-    partitions = _collect("edges", [(p, (p, shards, work, opts)) for p in range(cfg.partitions)], config)
+    _collect("signatures", [(i, (i, uri, work, cfg, config.read.batch_rows, opts)) for i, uri in inputs], config)
+    partitions = _collect("edges", [(p, (p, shards, work, opts, index, segments)) for p in range(cfg.partitions)], config)
     candidates = dd.read_edges(work, cfg.partitions, opts)  # edges only: a small fraction of documents
-    verified_shards = None
+    verify_stats = None
     if cfg.minhash.enabled and cfg.minhash.verify:
-        src_shard = dd.key_shard(candidates.column("src").to_numpy())
-        calls = [(s, (s, candidates.filter(pa.array(src_shard == s)), work, cfg.minhash.threshold, opts)) for s in shards]
+        # `dst` is the smaller key of an edge, always a document of this run (indexed keys are larger).
+        owner = dd.key_shard(candidates.column("dst").to_numpy())
+        calls = [(s, (s, candidates.filter(pa.array(owner == s)), work, cfg.minhash.threshold, opts, index)) for s in shards]
         verify_stats = _collect("verify", calls, config)
-        verified_shards = shards
-    edges = dd.read_edges(work, cfg.partitions, opts, verified_shards)
-    (cluster_stats,) = _collect("clusters", [("all", (edges, shards, work, cfg, opts))], config)
+    edges = dd.read_edges(work, cfg.partitions, opts, shards if verify_stats is not None else None)
+    (cluster_stats,) = _collect("clusters", [("all", (edges, shards, work, cfg, opts, index))], config)
 
     summary = run_stage(dd.ApplyDedup(work, opts), stage_layout, inputs, config.ray, read_options(config), opts)
+
+    if index is not None and cfg.update_index:
+        summary["index"] = _append_to_index(index, work, run.run_id, shards, cfg.partitions, config)
     summary["dedup"] = {
         **cluster_stats,
         "candidate_edges": sum(p["edges"] for p in partitions),
         "fuzzy_candidates": int((~candidates.column("exact").to_numpy()).sum()) if candidates.num_rows else 0,
-        "fuzzy_verified": sum(v.get("verified", 0) for v in verify_stats) if verified_shards is not None else None,
+        "fuzzy_verified": sum(v.get("verified", 0) for v in verify_stats) if verify_stats is not None else None,
+        "index_segments_used": len(segments),
         "seconds_total": round(time.perf_counter() - started, 3),
     }
     summary["seconds"] = summary["dedup"]["seconds_total"]
     storage.write_json(stage_layout.stats, summary, opts)  # _stats.json with the dedup figures
     return summary
 
+
+def _append_to_index(index: dd.IndexLayout, work: dd.DedupLayout, run_id: str, shards: list[int], partitions: int,
+                     config: CurateConfig) -> dict:
+    opts = config.storage.options
+    done = storage.join(work.stage_dir, "_work", "indexed.json")
+    if storage.exists(done, opts):
+        return storage.read_json(done, opts)
+    seg = dd.claim_segment(index, work, run_id, opts)
+    docs = sum(r["docs"] for r in _collect("index-shards", [(s, (seg, s, work, index, opts)) for s in shards], config))
+    _collect("index-buckets", [(p, (seg, p, shards, work, index, opts)) for p in range(partitions)], config)
+    dd.commit_segment(seg, run_id, docs, index, opts)
+    result = {"uri": index.uri, "segment": seg, "docs_added": docs}
+    storage.write_json(done, result, opts)
+    return result

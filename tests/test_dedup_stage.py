@@ -132,3 +132,39 @@ def test_failed_partition_is_retried_without_double_counting(tmp_path):
     stage = again["stages"][-1]
     assert stage["docs_in"] == 10 and stage["docs_kept"] == 5  # counted once
     assert kept2.sort_by("id").equals(kept.sort_by("id"))
+
+
+def test_incremental_dedup_against_a_persistent_index(tmp_path, s3_bucket):
+    """Night 1 builds the index; night 2 deduplicates only new shards against it (on S3)."""
+    import s3fs
+
+    from flows.curate import curate
+
+    root, opts = s3_bucket
+    fs = s3fs.S3FileSystem(**opts)
+    old = prose(21, 30)
+    night1 = [[{"id": "n1-a", "text": old}, {"id": "n1-b", "text": prose(22, 30)}],
+              [{"id": "n1-c", "text": prose(23, 30)}, {"id": "n1-a-copy", "text": old}]]
+    night2 = [[{"id": "n2-x", "text": replace_words(old, [5, 50, 95], "z")},      # near-dup of the pool
+               {"id": "n2-y", "text": prose(24, 30)}],
+              [{"id": "n2-y-copy", "text": prose(24, 30)}, {"id": "n2-z", "text": prose(25, 30).upper()}]]
+    config = CurateConfig(stages=["dedup"], storage={"options": opts}, dedup={"index": f"{root}/dedup-index"})
+    summaries = []
+    for night, rows in (("night1", night1), ("night2", night2)):
+        for i, shard in enumerate(rows):
+            write_shard(f"{root}/{night}/s{i}.jsonl".removeprefix("s3://"), shard, fs)
+        summaries.append(curate(input=f"{root}/{night}/", output=f"{root}/store", config=config))
+    first, second = (s["stages"][-1] for s in summaries)
+    assert (first["docs_in"], first["docs_kept"]) == (4, 3)
+    assert first["index"]["segment"] == 1 and first["index"]["docs_added"] == 3
+    assert (second["docs_in"], second["docs_kept"]) == (4, 2)
+    assert second["dedup"]["index_segments_used"] == 1 and second["dedup"]["duplicates_of_indexed"] == 1
+    fs.invalidate_cache()
+    removed = pa.concat_tables([pq.ParquetFile(fs.open(p)).read() for p in fs.glob(f"{second['output']}/_removed/*.parquet")])
+    dup_of = dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist()))
+    assert dup_of == {"n2-x": "n1-a", "n2-y-copy": "n2-y"}  # the pool's document wins over a new one
+    assert second["index"]["segment"] == 2 and second["index"]["docs_added"] == 2
+    # An index refuses runs with settings its signatures are not comparable with.
+    other = config.model_copy(update={"dedup": config.dedup.model_copy(update={"partitions": 4})})
+    with pytest.raises(ValueError, match="other settings"):
+        curate(input=f"{root}/night2/", output=f"{root}/store2", config=other)

@@ -106,6 +106,7 @@ def choose_keepers(
     rule: KeepRule = "smallest_id",
     value: np.ndarray | pa.Array | None = None,
     ids: pa.Array | list[str] | None = None,
+    prefer: np.ndarray | None = None,
 ) -> ClusterAssignment:
     """One kept document per cluster, deterministically.
 
@@ -113,13 +114,17 @@ def choose_keepers(
     a quality score), 'earliest' the smallest (e.g. a timestamp), 'longest' the largest (the
     caller passes text lengths); 'smallest_id' ignores it. Null/NaN values rank last under
     every rule. Ties (and 'smallest_id') go to the smallest `ids` string (when given), then
-    to the smallest node key -- never to input or worker order.
+    to the smallest node key -- never to input or worker order. Nodes where `prefer` is True
+    win over all others in their cluster.
     """
     nodes = np.asarray(nodes, dtype=np.uint64)
     roots = np.asarray(roots, dtype=np.uint64)
     n = len(nodes)
     cols: dict[str, pa.Array] = {"root": pa.array(roots)}
     keys: list[tuple[str, str, str]] = [("root", "ascending", "at_end")]
+    if prefer is not None:  # e.g. documents already in the pool: they win whatever the rule says
+        cols["prefer"] = pa.array(np.asarray(prefer, bool))
+        keys.append(("prefer", "descending", "at_end"))
     if rule != "smallest_id":
         if value is None:
             raise ValueError(f"keep rule {rule!r} needs `value`")

@@ -102,3 +102,7 @@ class DedupConfig(_Strict):
     keep: KeepConfig = Field(default_factory=KeepConfig, description="Which document of each cluster is kept.")
     partitions: int = Field(16, ge=1, le=65536, description="Partitions of the band-bucket shuffle (bucket = band_hash % partitions).")
     boilerplate: BoilerplateConfig = Field(default_factory=BoilerplateConfig, description="Boilerplate line removal.")
+    index: str | None = Field(None, description="URI of the pool's persistent dedup index (e.g. s3://pool/dedup-index). When set, "
+                              "new documents are deduplicated against every document already indexed (those always win), "
+                              "without recomputing them, and this run's kept documents are appended to it.")
+    update_index: bool = Field(True, description="Append this run's kept documents to `index` once the run is done.")

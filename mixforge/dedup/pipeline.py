@@ -18,6 +18,7 @@ Document keys are (shard index << 32) | row index within the shard (uint64).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,10 @@ ASSIGN_SCHEMA = pa.schema([("row", pa.uint32()), ("dup_cluster", pa.string()), (
                            ("is_kept", pa.bool_()), ("duplicate_of", pa.string()), ("reason", pa.string())])
 
 
+INDEX_FLAG = np.uint64(1 << 63)  # keys of documents already in the pool's index
+MAX_INDEX_SHARDS, MAX_INDEX_ROWS, MAX_SEGMENTS = 1 << 16, 1 << 24, 1 << 23
+
+
 def doc_keys(shard_index: int, first_row: int, n: int) -> np.ndarray:
     return (np.uint64(shard_index) << np.uint64(32)) | np.arange(first_row, first_row + n, dtype=np.uint64)
 
@@ -55,6 +60,24 @@ def key_shard(keys: np.ndarray) -> np.ndarray:
 
 def key_row(keys: np.ndarray) -> np.ndarray:
     return (np.asarray(keys, np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def is_index_key(keys: np.ndarray) -> np.ndarray:
+    return (np.asarray(keys, np.uint64) & INDEX_FLAG) != 0
+
+
+def index_keys(segment: int, run_keys: np.ndarray) -> np.ndarray:
+    """Run keys (shard << 32 | row) -> index keys (flag | segment << 40 | shard << 24 | row)."""
+    shard, row = key_shard(run_keys), key_row(run_keys).astype(np.uint64)
+    if len(run_keys) and (shard.max() >= MAX_INDEX_SHARDS or row.max() >= MAX_INDEX_ROWS):
+        raise ValueError(f"the dedup index holds at most {MAX_INDEX_SHARDS} shards of {MAX_INDEX_ROWS} rows per run")
+    return INDEX_FLAG | (np.uint64(segment) << np.uint64(40)) | (shard.astype(np.uint64) << np.uint64(24)) | row
+
+
+def key_group(keys: np.ndarray) -> np.ndarray:
+    """The file group a key's node and signature rows live in: a run shard, or an index segment's shard."""
+    keys = np.asarray(keys, np.uint64)
+    return np.where(is_index_key(keys), keys >> np.uint64(24), keys >> np.uint64(32)).astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,85 @@ class DedupLayout:
     @property
     def clustered(self) -> str:
         return self._p("assign", "_clusters.json")
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """A pool's persistent dedup index: one segment per run that added documents.
+
+        <index>/_index.json                       settings every segment was built with
+        <index>/segments/s-000001.json            commit marker of a segment (written last)
+        <index>/buckets/p-0003/s-000001.parquet   band rows of the segment's documents, by partition
+        <index>/nodes/s-000001/00004.parquet      keys, ids, exact hashes, keep values
+        <index>/signatures/s-000001/00004.parquet MinHash signatures (for verification)
+    """
+
+    uri: str
+
+    @property
+    def settings(self) -> str:
+        return storage.join(self.uri, "_index.json")
+
+    def claim(self, seg: int) -> str:
+        return storage.join(self.uri, "segments", f"s-{seg:06d}.claim")
+
+    def committed(self, seg: int) -> str:
+        return storage.join(self.uri, "segments", f"s-{seg:06d}.json")
+
+    def buckets(self, partition: int, seg: int) -> str:
+        return storage.join(self.uri, "buckets", f"p-{partition:04d}", f"s-{seg:06d}.parquet")
+
+    def nodes(self, seg: int, shard: int) -> str:
+        return storage.join(self.uri, "nodes", f"s-{seg:06d}", f"{shard:05d}.parquet")
+
+    def signatures(self, seg: int, shard: int) -> str:
+        return storage.join(self.uri, "signatures", f"s-{seg:06d}", f"{shard:05d}.parquet")
+
+    def segments(self, storage_options=None) -> list[int]:
+        """Committed segments, sorted."""
+        return sorted(int(m["segment"]) for m in storage.list_json(storage.join(self.uri, "segments"), storage_options))
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the node and signature rows of any key live: this run's work files or the index."""
+
+    layout: DedupLayout
+    index: IndexLayout | None = None
+
+    def _split(self, group: int) -> tuple[int, int] | None:
+        if group >= (1 << 39):  # index group: flag | segment << 16 | shard
+            return (group >> 16) & (MAX_SEGMENTS - 1), group & (MAX_INDEX_SHARDS - 1)
+        return None
+
+    def nodes(self, group: int) -> str:
+        seg = self._split(group)
+        return self.index.nodes(*seg) if seg else self.layout.nodes(group)
+
+    def signatures(self, group: int) -> str:
+        seg = self._split(group)
+        return self.index.signatures(*seg) if seg else self.layout.signatures(group)
+
+
+def settings_fingerprint(cfg: DedupConfig) -> dict:
+    """What must match for index and run signatures/hashes to be comparable."""
+    return {"partitions": cfg.partitions, "exact": cfg.exact.model_dump(mode="json"),
+            "minhash": cfg.minhash.model_dump(mode="json", exclude={"threshold", "verify"})}
+
+
+def check_index(index: IndexLayout, cfg: DedupConfig, storage_options=None) -> list[int]:
+    """Create the index settings on first use, refuse a mismatch; returns the committed segments."""
+    wanted = settings_fingerprint(cfg)
+    if not storage.create_only(index.settings, json.dumps(wanted, indent=2, sort_keys=True).encode(), storage_options):
+        have = storage.read_json(index.settings, storage_options)
+        if have != wanted:
+            raise ValueError(f"dedup index {index.uri} was built with other settings ({_diff(have, wanted)}); "
+                             "use a new index, or the settings it was built with")
+    return index.segments(storage_options)
+
+
+def _diff(a: dict, b: dict) -> str:
+    return ", ".join(f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
 def _write_table(uri: str, table: pa.Table, storage_options) -> None:
@@ -171,13 +273,19 @@ def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batc
 # ---------------------------------------------------------------------------- step 2
 
 
-def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, storage_options=None) -> dict:
-    """Candidate pairs of one partition: documents sharing a band bucket or an exact hash."""
+def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, storage_options=None,
+                    index: IndexLayout | None = None, segments: Sequence[int] = ()) -> dict:
+    """Candidate pairs of one partition: documents sharing a band bucket or an exact hash.
+
+    With an index, its segments' band rows of this partition join in; pairs of two indexed
+    documents are left out (they were settled when indexed).
+    """
     out = layout.edges(partition)
     if storage.exists(out, storage_options):
         t = _read_table(out, storage_options)
         return {"partition": partition, "edges": t.num_rows}
     tables = [_read_table(layout.buckets(partition, s), storage_options) for s in shards]
+    tables += [_read_table(index.buckets(partition, g), storage_options) for g in segments]
     rows = pa.concat_tables(tables) if tables else BUCKET_SCHEMA.empty_table()
     band = rows.column("band").to_numpy()
     band_hash = rows.column("band_hash").to_numpy()
@@ -185,8 +293,10 @@ def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, 
     is_exact = band == EXACT_BAND
     src_e, dst_e = candidate_edges(band[is_exact], band_hash[is_exact], doc[is_exact])
     src_m, dst_m = candidate_edges(band[~is_exact], band_hash[~is_exact], doc[~is_exact])
-    edges = pa.table({"src": np.concatenate([src_e, src_m]), "dst": np.concatenate([dst_e, dst_m]),
-                      "exact": np.concatenate([np.ones(len(src_e), bool), np.zeros(len(src_m), bool)])}, schema=EDGE_SCHEMA)
+    src, dst = np.concatenate([src_e, src_m]), np.concatenate([dst_e, dst_m])
+    exact = np.concatenate([np.ones(len(src_e), bool), np.zeros(len(src_m), bool)])
+    new = ~(is_index_key(src) & is_index_key(dst))
+    edges = pa.table({"src": src[new], "dst": dst[new], "exact": exact[new]}, schema=EDGE_SCHEMA)
     _write_table(out, edges, storage_options)
     return {"partition": partition, "edges": edges.num_rows}
 
@@ -202,12 +312,13 @@ def read_edges(layout: DedupLayout, partitions: int, storage_options=None, verif
 # ---------------------------------------------------------------------------- step 3
 
 
-def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, threshold: float, storage_options=None) -> dict:
-    """Keep the MinHash edges whose source is in `shard` and whose estimated Jaccard passes.
-
-    `edges` are the candidate edges with src in this shard (exact edges pass as they are).
-    Reads this shard's signatures and only the partner rows of other shards.
+def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, threshold: float, storage_options=None,
+                       index: IndexLayout | None = None) -> dict:
+    """Keep the MinHash edges whose estimated Jaccard passes, for the edges whose smaller key
+    (`dst`, always a document of this run) is in `shard`. Exact edges pass as they are.
+    Reads this shard's signatures and only the partner rows of other shards or the index.
     """
+    sources = Sources(layout, index)
     out = layout.verified(shard)
     if storage.exists(out, storage_options):
         return {"shard": shard, "verified": _read_table(out, storage_options).num_rows, "skipped": True}
@@ -219,8 +330,8 @@ def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, thresho
         dst = fuzzy.column("dst").to_numpy()
         needed = np.unique(np.concatenate([src, dst]))
         keys, sigs = [], []
-        for s in np.unique(key_shard(needed)):
-            t = _read_table(layout.signatures(int(s)), storage_options)
+        for g in np.unique(key_group(needed)):
+            t = _read_table(sources.signatures(int(g)), storage_options)
             doc = t.column("doc").to_numpy()
             mask = np.isin(doc, needed)
             keys.append(doc[mask])
@@ -238,31 +349,35 @@ def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, thresho
 # ---------------------------------------------------------------------------- step 4
 
 
-def cluster(edges: pa.Table, shards: Sequence[int], layout: DedupLayout, cfg: DedupConfig, storage_options=None) -> dict:
-    """Connected components over the edges, one keeper per cluster, assignments per shard."""
+def cluster(edges: pa.Table, shards: Sequence[int], layout: DedupLayout, cfg: DedupConfig, storage_options=None,
+            index: IndexLayout | None = None) -> dict:
+    """Connected components over the edges, one keeper per cluster, assignments per shard.
+
+    Documents already in the index always win their cluster (they are published in the pool).
+    """
     if storage.exists(layout.clustered, storage_options):
         return storage.read_json(layout.clustered, storage_options)
     nodes, roots = connected_components(edges.column("src").to_numpy(), edges.column("dst").to_numpy())
-    # Keys of only the documents that have a duplicate, shard by shard.
-    ids, exact, value = [], [], []
+    # Ids and keep values of only the documents that have a duplicate, file group by file group.
+    sources = Sources(layout, index)
+    groups = key_group(nodes)
+    ids_arr = pa.nulls(len(nodes), pa.string())
+    exact_arr = np.zeros(len(nodes), np.uint64)
+    value_arr = pa.nulls(len(nodes), pa.float64())
+    for g in np.unique(groups):
+        where = np.flatnonzero(groups == g)
+        t = _read_table(sources.nodes(int(g)), storage_options)
+        pos = pa.array(np.searchsorted(t.column("doc").to_numpy(), nodes[where]))  # node files are sorted by key
+        mask = np.zeros(len(nodes), bool)
+        mask[where] = True
+        ids_arr = pc.replace_with_mask(ids_arr, pa.array(mask), t.column("id").take(pos).combine_chunks())
+        exact_arr[where] = t.column("exact").to_numpy()[pos.to_numpy()]
+        value_arr = pc.replace_with_mask(value_arr, pa.array(mask), t.column("value").take(pos).combine_chunks().cast(pa.float64()))
     node_shard = key_shard(nodes)
-    for s in shards:
-        sel = nodes[node_shard == s]
-        t = _read_table(layout.nodes(s), storage_options)
-        doc = t.column("doc").to_numpy()
-        pos = np.searchsorted(doc, sel)  # node files are in row order, hence sorted by key
-        ids.append(t.column("id").take(pa.array(pos)))
-        exact.append(t.column("exact").to_numpy()[pos])
-        value.append(t.column("value").take(pa.array(pos)))
-    ids_arr = pa.concat_arrays([a.combine_chunks() for a in ids]) if ids else pa.array([], pa.string())
-    exact_arr = np.concatenate(exact) if exact else np.zeros(0, np.uint64)
-    value_arr = pa.concat_arrays([a.combine_chunks() for a in value]) if value else pa.array([], pa.float64())
-    # Nodes were visited shard by shard; restore the sorted-node order they came in.
-    order = np.argsort(np.concatenate([nodes[node_shard == s] for s in shards]) if len(nodes) else nodes, kind="stable")
-    if len(nodes):
-        ids_arr, exact_arr, value_arr = ids_arr.take(pa.array(order)), exact_arr[order], value_arr.take(pa.array(order))
     rule = cfg.keep.rule
-    assign = choose_keepers(nodes, roots, rule, None if rule == "smallest_id" else value_arr, ids_arr)
+    in_pool = is_index_key(nodes)
+    assign = choose_keepers(nodes, roots, rule, None if rule == "smallest_id" else value_arr, ids_arr,
+                            prefer=in_pool if in_pool.any() else None)
     kept_pos = np.searchsorted(nodes, assign.kept)
     kept_id = ids_arr.take(pa.array(kept_pos))
     exact_dup = exact_arr == exact_arr[kept_pos]
@@ -277,9 +392,72 @@ def cluster(edges: pa.Table, shards: Sequence[int], layout: DedupLayout, cfg: De
     sizes = np.bincount(np.unique(roots, return_counts=True)[1]) if len(roots) else np.zeros(0, np.int64)
     histogram = {str(size): int(count) for size, count in enumerate(sizes) if count}
     stats = {"clusters": int(len(np.unique(roots))), "docs_in_clusters": int(len(nodes)), "edges": int(edges.num_rows),
+             "duplicates_of_indexed": int((~assign.is_kept & ~in_pool & is_index_key(assign.kept)).sum()),
              "cluster_size_histogram": histogram, "largest_cluster": int(max(map(int, histogram), default=0))}
     storage.write_json(layout.clustered, stats, storage_options)
     return stats
+
+
+# ---------------------------------------------------------------------------- index append
+
+
+def claim_segment(index: IndexLayout, layout: DedupLayout, run_id: str, storage_options=None) -> int:
+    """This run's segment number in the index: claimed once (create-only), reused on resume."""
+    mine = storage.join(layout.stage_dir, "_work", "index_segment.json")
+    if storage.exists(mine, storage_options):
+        return int(storage.read_json(mine, storage_options)["segment"])
+    fs, path = storage.filesystem(storage.join(index.uri, "segments"), storage_options)
+    try:
+        names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        names = []
+    seg = max((int(n[2:8]) for n in names if n.startswith("s-")), default=0) + 1
+    while not storage.create_only(index.claim(seg), run_id.encode(), storage_options):
+        seg += 1  # another run claimed it first
+    if seg >= MAX_SEGMENTS:
+        raise ValueError(f"dedup index {index.uri} is full ({MAX_SEGMENTS} segments)")
+    storage.write_json(mine, {"segment": seg}, storage_options)
+    return seg
+
+
+def _removed_rows(layout: DedupLayout, shard: int, storage_options) -> np.ndarray:
+    assign = _read_table(layout.assignment(shard), storage_options, columns=["row", "is_kept"])
+    return assign.column("row").to_numpy()[~assign.column("is_kept").to_numpy()]
+
+
+def index_shard(seg: int, shard: int, layout: DedupLayout, index: IndexLayout, storage_options=None) -> dict:
+    """Node keys and signatures of the shard's kept documents, under their index keys."""
+    removed = _removed_rows(layout, shard, storage_options)
+    nodes = _read_table(layout.nodes(shard), storage_options)
+    keep = ~np.isin(key_row(nodes.column("doc").to_numpy()), removed)
+    nodes = nodes.filter(pa.array(keep))
+    nodes = nodes.set_column(0, "doc", pa.array(index_keys(seg, nodes.column("doc").to_numpy())))
+    _write_table(index.nodes(seg, shard), nodes, storage_options)
+    if storage.exists(layout.signatures(shard), storage_options):
+        sigs = _read_table(layout.signatures(shard), storage_options)
+        sigs = sigs.filter(pa.array(~np.isin(key_row(sigs.column("doc").to_numpy()), removed)))
+        sigs = sigs.set_column(0, "doc", pa.array(index_keys(seg, sigs.column("doc").to_numpy())))
+        _write_table(index.signatures(seg, shard), sigs, storage_options)
+    return {"shard": shard, "docs": nodes.num_rows}
+
+
+def index_partition(seg: int, partition: int, shards: Sequence[int], layout: DedupLayout, index: IndexLayout,
+                    storage_options=None) -> dict:
+    """Band rows of one partition for the run's kept documents, under their index keys."""
+    parts = []
+    for shard in shards:
+        rows = _read_table(layout.buckets(partition, shard), storage_options)
+        doc = rows.column("doc").to_numpy()
+        rows = rows.filter(pa.array(~np.isin(key_row(doc), _removed_rows(layout, shard, storage_options))))
+        parts.append(rows.set_column(2, "doc", pa.array(index_keys(seg, rows.column("doc").to_numpy()))))
+    table = pa.concat_tables(parts) if parts else BUCKET_SCHEMA.empty_table()
+    _write_table(index.buckets(partition, seg), table, storage_options)
+    return {"partition": partition, "rows": table.num_rows}
+
+
+def commit_segment(seg: int, run_id: str, docs: int, index: IndexLayout, storage_options=None) -> None:
+    """Written last: from now on, runs deduplicate against this segment."""
+    storage.write_json(index.committed(seg), {"segment": seg, "run_id": run_id, "docs": docs}, storage_options)
 
 
 # ---------------------------------------------------------------------------- step 5
