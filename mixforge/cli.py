@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = _install_progress(args)
     try:
-        summary = args.func(args)
+        with _local_prefect_settings():
+            summary = args.func(args)
     except (ConfigError, RunConfigMismatch, FileNotFoundError) as e:
         _close(bar)
         print(f"mixforge: error: {e}", file=sys.stderr)
@@ -149,6 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     _close(bar)
     _print_summary(summary, args.json)
     return 0
+
+
+def _local_prefect_settings():
+    """Without a Prefect server (ephemeral API) nothing watches for crashed runs, so flow-run
+    heartbeats only cost time: a sync flow run waits up to a second for its heartbeat thread."""
+    import contextlib
+
+    if os.environ.get("PREFECT_API_URL"):
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _close(bar: Any) -> None:

@@ -47,11 +47,12 @@ class _Tally:
     def removed(self, table: pa.Table) -> None:
         if table is None or table.num_rows == 0:
             return
-        reasons = table.column(S.DROP_REASON).to_pylist()
-        lengths = pc.fill_null(pc.utf8_length(table.column(S.TEXT)), 0).to_pylist()
-        for r, n in zip(reasons, lengths):
-            self.dropped[r] += 1
-            self.chars_dropped[r] += n
+        lengths = pc.fill_null(pc.utf8_length(table.column(S.TEXT)), 0)
+        per_reason = pa.table({"reason": table.column(S.DROP_REASON), "chars": lengths}).group_by("reason").aggregate(
+            [("chars", "count"), ("chars", "sum")])
+        for reason, docs, chars in zip(*(per_reason.column(c).to_pylist() for c in ("reason", "chars_count", "chars_sum"))):
+            self.dropped[reason] += docs
+            self.chars_dropped[reason] += chars
 
 
 def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options) -> Iterator[tuple[pa.Table, pa.Table | None]]:
@@ -87,13 +88,14 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
                 tally.chars_in += _chars(rejects)
                 tally.removed(rejects)
                 removed_writer.write(rejects)
+            chars = _chars(docs)
             tally.docs_in += docs.num_rows
-            tally.chars_in += _chars(docs)
+            tally.chars_in += chars
             result = stage.process(docs, ctx)
             ctx.row_offset += docs.num_rows
             kept_writer.write(result.kept)
             tally.docs_kept += result.kept.num_rows
-            tally.chars_kept += _chars(result.kept)
+            tally.chars_kept += chars if result.kept is docs else _chars(result.kept)
             if result.removed is not None and result.removed.num_rows:
                 removed = result.removed
                 if S.DROP_DETAIL not in removed.column_names:

@@ -374,7 +374,7 @@ class ShardWriter:
     """
 
     def __init__(self, uri: str, empty_schema: pa.Schema = S.CORE_SCHEMA, storage_options: Mapping[str, Any] | None = None,
-                 row_group_bytes: int = 64 << 20) -> None:
+                 row_group_bytes: int = 32 << 20) -> None:
         self.uri = uri
         self.rows = 0
         self._empty_schema = empty_schema

@@ -23,7 +23,7 @@ from mixforge.runs import RunLayout
 from tasks.stage_runner import StageFailed, ray_map, read_options, run_stage
 
 _REMOTES = {name: ray.remote(fn) for name, fn in {
-    "signatures": dd.sign_shard, "edges": dd.partition_edges, "verify": dd.verify_shard_edges,
+    "lines": dd.count_shard_lines, "boilerplate": dd.boilerplate_partition, "signatures": dd.sign_shard, "edges": dd.partition_edges, "verify": dd.verify_shard_edges,
     "clusters": dd.cluster, "index-shards": dd.index_shard, "index-buckets": dd.index_partition}.items()}
 
 
@@ -54,7 +54,12 @@ def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Curat
     index = dd.IndexLayout(cfg.index) if cfg.index else None
     segments = dd.check_index(index, cfg, opts) if index else []
 
-    _collect("signatures", [(i, (i, uri, work, cfg, config.read.batch_rows, opts)) for i, uri in inputs], config)
+    boilerplate = None
+    if cfg.boilerplate.enabled:
+        _collect("lines", [(i, (i, uri, work, cfg, config.read.batch_rows, opts)) for i, uri in inputs], config)
+        _collect("boilerplate", [(p, (p, shards, work, cfg, opts)) for p in range(cfg.partitions)], config)
+        boilerplate = dd.read_boilerplate(work, cfg.partitions, opts)
+    _collect("signatures", [(i, (i, uri, work, cfg, config.read.batch_rows, opts, boilerplate)) for i, uri in inputs], config)
     partitions = _collect("edges", [(p, (p, shards, work, opts, index, segments)) for p in range(cfg.partitions)], config)
     candidates = dd.read_edges(work, cfg.partitions, opts)  # edges only: a small fraction of documents
     verify_stats = None
@@ -66,7 +71,7 @@ def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Curat
     edges = dd.read_edges(work, cfg.partitions, opts, shards if verify_stats is not None else None)
     (cluster_stats,) = _collect("clusters", [("all", (edges, shards, work, cfg, opts, index))], config)
 
-    summary = run_stage(dd.ApplyDedup(work, opts), stage_layout, inputs, config.ray, read_options(config), opts)
+    summary = run_stage(dd.ApplyDedup(work, opts, boilerplate, cfg), stage_layout, inputs, config.ray, read_options(config), opts)
 
     if index is not None and cfg.update_index:
         summary["index"] = _append_to_index(index, work, run.run_id, shards, cfg.partitions, config)
@@ -76,6 +81,7 @@ def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Curat
         "fuzzy_candidates": int((~candidates.column("exact").to_numpy()).sum()) if candidates.num_rows else 0,
         "fuzzy_verified": sum(v.get("verified", 0) for v in verify_stats) if verify_stats is not None else None,
         "index_segments_used": len(segments),
+        "boilerplate_lines": None if boilerplate is None else int(len(boilerplate)),
         "seconds_total": round(time.perf_counter() - started, 3),
     }
     summary["seconds"] = summary["dedup"]["seconds_total"]

@@ -50,7 +50,8 @@ def run_dedup(tmp_path, name: str, config: CurateConfig, rows=None):
     summary = curate(input=str(tmp_path / f"raw-{name}"), output=str(tmp_path / f"store-{name}"), config=config)
     out = tmp_path / f"store-{name}" / "runs" / summary["run_id"] / "dedup"
     kept = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))])
-    removed = pa.concat_tables([pq.read_table(p) for p in sorted((out / "_removed").glob("*.parquet"))])
+    removed_files = sorted((out / "_removed").glob("*.parquet"))
+    removed = pa.concat_tables([pq.read_table(p) for p in removed_files]) if removed_files else pa.table({"id": pa.array([], pa.string())})
     return summary, kept, removed, out
 
 
@@ -168,3 +169,16 @@ def test_incremental_dedup_against_a_persistent_index(tmp_path, s3_bucket):
     other = config.model_copy(update={"dedup": config.dedup.model_copy(update={"partitions": 4})})
     with pytest.raises(ValueError, match="other settings"):
         curate(input=f"{root}/night2/", output=f"{root}/store2", config=other)
+
+
+def test_boilerplate_lines_are_removed_not_the_documents(tmp_path):
+    footer = "Copyright 2026 Example Media Group. All rights reserved. Terms of use apply."
+    rows = [[{"id": f"page-{i}", "text": f"{prose(100 + i, 20)}\n{footer}"} for i in range(6)],
+            [{"id": "no-footer", "text": prose(200, 20)}]]
+    config = CurateConfig(stages=["dedup"], dedup={"boilerplate": {"enabled": True, "min_docs": 5}})
+    summary, kept, removed, out = run_dedup(tmp_path, "boiler", config, rows)
+    stage = summary["stages"][-1]
+    assert stage["docs_kept"] == 7 and removed.num_rows == 0  # no document removed
+    assert all(footer not in t for t in kept.column("text").to_pylist())
+    assert stage["counters"]["boilerplate.lines_removed"] == 6 and stage["counters"]["boilerplate.docs_edited"] == 6
+    assert stage["dedup"]["boilerplate_lines"] == 1

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
+from mixforge.dedup.boilerplate import boilerplate_hashes, count_line_docs, line_hashes, merge_line_counts, remove_lines
 from mixforge.dedup.clusters import candidate_edges, choose_keepers, connected_components, verify_edges
 from mixforge.dedup.config import DedupConfig
 from mixforge.dedup.hashing import exact_hashes
@@ -116,6 +117,12 @@ class DedupLayout:
     @property
     def clustered(self) -> str:
         return self._p("assign", "_clusters.json")
+
+    def line_counts(self, partition: int, shard: int) -> str:
+        return self._p("lines", f"p-{partition:04d}", f"s-{shard:05d}.parquet")
+
+    def boilerplate(self, partition: int) -> str:
+        return self._p("boilerplate", f"p-{partition:04d}.parquet")
 
 
 @dataclass(frozen=True)
@@ -222,12 +229,49 @@ def _keep_value(table: pa.Table, cfg: DedupConfig) -> pa.Array:
     return pa.nulls(table.num_rows, pa.float64())
 
 
+# ---------------------------------------------------------------------------- step 0: boilerplate lines (optional)
+
+
+def count_shard_lines(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batch_rows: int = 8192,
+                      storage_options=None) -> dict:
+    """For every eligible line hash of one shard, the number of its documents holding it (partitioned)."""
+    parts = []
+    for batch in read_documents(uri, batch_rows=batch_rows, columns=[S.TEXT], storage_options=storage_options):
+        _, h = line_hashes(batch.column(S.TEXT), cfg.boilerplate)
+        parts.append(count_line_docs(h))
+    hashes, counts = merge_line_counts(parts)
+    part = (hashes % np.uint64(cfg.partitions)).astype(np.int64)
+    for p in range(cfg.partitions):
+        sel = part == p
+        _write_table(layout.line_counts(p, shard), pa.table({"hash": hashes[sel], "docs": counts[sel]}), storage_options)
+    return {"shard": shard, "distinct_lines": int(len(hashes))}
+
+
+def boilerplate_partition(partition: int, shards: Sequence[int], layout: DedupLayout, cfg: DedupConfig, storage_options=None) -> dict:
+    """Line hashes of one partition held by at least `min_docs` documents across the run."""
+    parts = []
+    for s in shards:
+        t = _read_table(layout.line_counts(partition, s), storage_options)
+        parts.append((t.column("hash").to_numpy(), t.column("docs").to_numpy()))
+    hashes, counts = merge_line_counts(parts)
+    found = boilerplate_hashes(hashes, counts, cfg.boilerplate)
+    _write_table(layout.boilerplate(partition), pa.table({"hash": found}), storage_options)
+    return {"partition": partition, "boilerplate_lines": int(len(found))}
+
+
+def read_boilerplate(layout: DedupLayout, partitions: int, storage_options=None) -> np.ndarray:
+    """The run's boilerplate line hashes (sorted): few, by construction (each is in many documents)."""
+    found = [_read_table(layout.boilerplate(p), storage_options).column("hash").to_numpy() for p in range(partitions)]
+    return np.sort(np.concatenate(found)) if found else np.zeros(0, np.uint64)
+
+
 # ---------------------------------------------------------------------------- step 1
 
 
 def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batch_rows: int = 8192,
-               storage_options: Mapping[str, Any] | None = None) -> dict:
-    """Signatures, band buckets (partitioned) and node keys of one shard."""
+               storage_options: Mapping[str, Any] | None = None, boilerplate: np.ndarray | None = None) -> dict:
+    """Signatures, band buckets (partitioned) and node keys of one shard (of the text without
+    its boilerplate lines, when given)."""
     if storage.exists(layout.signed(shard), storage_options):
         return storage.read_json(layout.signed(shard), storage_options)
     hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
@@ -238,6 +282,8 @@ def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batc
         n = batch.num_rows
         keys = doc_keys(shard, row, n)
         text = batch.column(S.TEXT)
+        if boilerplate is not None and len(boilerplate):
+            text, _ = remove_lines(text, boilerplate, cfg.boilerplate)
         exact = exact_hashes(text, cfg.exact)
         nodes.append(pa.table({"doc": keys, "id": batch.column(S.ID), "exact": exact, "value": _keep_value(batch, cfg)}))
         if cfg.exact.enabled:
@@ -473,9 +519,12 @@ class ApplyDedup(Stage):
     reads = (S.ID,)
     writes = (DUP_CLUSTER, DUP_COUNT)
 
-    def __init__(self, layout: DedupLayout, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, layout: DedupLayout, storage_options: Mapping[str, Any] | None = None,
+                 boilerplate: np.ndarray | None = None, cfg: DedupConfig | None = None) -> None:
         self.layout = layout
         self.storage_options = storage_options
+        self.boilerplate = boilerplate if boilerplate is not None and len(boilerplate) else None
+        self.cfg = cfg or DedupConfig()
         self._loaded: tuple[int, pa.Table] | None = None
 
     def _assignment(self, shard: int) -> pa.Table:
@@ -501,6 +550,13 @@ class ApplyDedup(Stage):
         removed_mask = np.zeros(n, bool)
         removed_mask[local] = ~sub.column("is_kept").to_numpy()
         out = batch
+        if self.boilerplate is not None:
+            text = batch.column(S.TEXT)
+            edited, lines = remove_lines(text, self.boilerplate, self.cfg.boilerplate)
+            ctx.count("boilerplate.lines_removed", int(lines.sum()))
+            ctx.count("boilerplate.chars_removed", int(pc.sum(pc.utf8_length(text)).as_py() or 0) - int(pc.sum(pc.utf8_length(edited)).as_py() or 0))
+            ctx.count("boilerplate.docs_edited", int((lines > 0).sum()))
+            out = out.set_column(out.column_names.index(S.TEXT), S.TEXT, edited)
         for name, values in ((DUP_CLUSTER, cluster), (DUP_COUNT, pa.array(count))):
             out = out.set_column(out.column_names.index(name), name, values) if name in out.column_names else out.append_column(name, values)
         if not removed_mask.any():
