@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = _install_progress(args)
     try:
-        with _local_prefect_settings():
+        with local_prefect_settings():
             summary = args.func(args)
     except (ConfigError, RunConfigMismatch, FileNotFoundError) as e:
         _close(bar)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _local_prefect_settings():
+def local_prefect_settings():
     """Without a Prefect server (ephemeral API) nothing watches for crashed runs, so flow-run
     heartbeats only cost time: a sync flow run waits up to a second for its heartbeat thread."""
     import contextlib
