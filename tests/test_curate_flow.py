@@ -158,7 +158,7 @@ def test_curate_runs_normalize_then_filter_and_reconciles(tmp_path):
             {"text": "Dies ist ein deutscher Satz über das Wetter, und er ist ganz sicher nicht englisch. " * 10}]
     write_shard(str(tmp_path / "raw" / "a.jsonl"), prose[:3] + junk)
     write_shard(str(tmp_path / "raw" / "b.parquet"), prose[3:])
-    config = CurateConfig(filter={"language_id": {"keep": ["en"]}})
+    config = CurateConfig(stages=["normalize", "filter"], filter={"language_id": {"keep": ["en"]}})
     summary = curate(input=str(tmp_path / "raw"), output=str(tmp_path / "store"), config=config)
     normalize, filt = summary["stages"]
     assert (normalize["name"], filt["name"]) == ("normalize", "filter")
