@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from mixforge.config import CurateConfig
+from tasks.classify import classify_documents
 from tasks.dedup import deduplicate
 from tasks.filter import filter_documents
 from tasks.normalize import normalize
@@ -12,7 +13,7 @@ from tasks.planning import plan_run
 from tasks.reporting import publish_run_artifacts
 from tasks.stage_runner import completed_outputs
 
-STAGE_TASKS = {"normalize": normalize, "filter": filter_documents, "dedup": deduplicate}
+STAGE_TASKS = {"normalize": normalize, "filter": filter_documents, "classify": classify_documents, "dedup": deduplicate}
 
 
 @flow(name="curate", validate_parameters=True)

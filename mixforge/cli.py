@@ -20,6 +20,8 @@ EXIT_USAGE, EXIT_FAILED = 2, 1
 def _setup_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary (ephemeral) API server can take a while to start on a loaded machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # Library progress and stage logs also reach the flow run's log in the Prefect UI.
@@ -62,6 +64,11 @@ def _print_summary(summary: dict, as_json: bool) -> None:
             print(f"    quarantined {q['shard']}: {q['error']}")
         print(f"             output {s['output']}  (stats: {s['output'].rstrip('/')}/_stats.json)")
     print(f"curated shards: {summary['output']}")
+    if summary.get("mixture"):
+        from mixforge.mixtures.cli_commands import print_mix
+
+        print()
+        print_mix(summary["mixture"], as_json=False)
 
 
 def _load_curate_config(path: str | None):
@@ -85,13 +92,61 @@ def cmd_stage(args: argparse.Namespace) -> dict:
     return curate(input=args.input, output=args.output, config=config, run_id=args.run_id)
 
 
+DEMO_LICENSES = {"janeaustenr": "public domain", "kjv-bible": "public domain", "jargon-file": "public domain",
+                 "gitenberg": "public domain (Project Gutenberg texts)", "messy": "CC0 (hand-made test rows)",
+                 "*": "undeclared"}
+
+
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from flows.curate import curate
+    """The whole pipeline on the bundled corpus: curate, then a mixture version with its data card."""
+    from flows.pipeline import pipeline
+    from mixforge.mixtures.spec import MixSpec
 
     config = _load_curate_config(args.config)
     output = os.path.abspath(args.output)
-    summary = curate(input=demo_corpus_path(), output=output, config=config, run_id=args.run_id)
-    return summary
+    mixture = MixSpec.model_validate({
+        "name": "demo", "pool": [output], "store": output, "seed": 0, "budget_fraction": 0.5, "licenses": DEMO_LICENSES,
+        "groups": [{"name": "books", "where": {"source": ["janeaustenr", "gitenberg"]}, "weight": 0.5, "max_epochs": 2},
+                   {"name": "bible", "where": {"source": ["kjv-bible"]}, "weight": 0.3, "max_epochs": 2},
+                   {"name": "other", "where": {}, "weight": 0.2, "max_epochs": 2}],
+    })
+    return pipeline(input=demo_corpus_path(), output=output, config=config, mixture=mixture, run_id=args.run_id)
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> dict:
+    from flows.train_classifier import train_classifier
+    from mixforge.classify.config import TrainClassifierConfig, validate_model_name
+    from mixforge.config import ConfigError, load_yaml
+
+    validate_model_name(args.name)  # before any flow run starts
+    if bool(args.positive or args.negative) == bool(args.input or args.label_column):
+        raise ConfigError("give --positive and --negative, or --input with --label-column")
+    config = load_yaml(args.config, TrainClassifierConfig)
+    return train_classifier(name=args.name, output=args.output, positive=args.positive, negative=args.negative,
+                            input=args.input, label_column=args.label_column, config=config)
+
+
+def _print_model(summary: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        return
+    m = summary["metrics"]
+    print(f"model {summary['name']} {summary['version']}: {summary['model']}")
+    print("  held-out: " + "  ".join(f"{k}={m[k]:.4f}" for k in ("auc", "precision", "recall", "accuracy") if isinstance(m.get(k), float)))
+
+
+def cmd_mix(args: argparse.Namespace) -> dict:
+    from flows.mix import mix
+    from mixforge.mixtures.spec import load_spec
+
+    return mix(spec=load_spec(args.spec))
+
+
+def cmd_mixtures_takedown(args: argparse.Namespace) -> dict:
+    from flows.mix import mix_takedown
+    from mixforge.mixtures.cli_commands import takedown_arguments
+
+    return mix_takedown(**takedown_arguments(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,16 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_curate)
 
     for name, help_text in [("filter", "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)"),
+                            ("classify", "apply the configured fastText classifiers and embedding clusters (scores only: quality_*, domain, cluster_id)"),
                             ("dedup", "exact and MinHash-LSH fuzzy deduplication, keeping dup_cluster/dup_count")]:
         p = sub.add_parser(name, help=help_text)
         stage_io(p)
         common(p)
         p.set_defaults(func=cmd_stage)
 
-    p = sub.add_parser("demo", help="curate the bundled sample corpus into ./data")
+    p = sub.add_parser("train-classifier", help="train a fastText quality/domain classifier into ROOT/models/<name>/vNNNN/")
+    p.add_argument("--positive", action="append", metavar="URI", help="positive (e.g. high-quality) documents: a glob, prefix or file; repeatable")
+    p.add_argument("--negative", action="append", metavar="URI", help="negative (e.g. random web) documents; repeatable")
+    p.add_argument("--input", action="append", metavar="URI", help="labelled documents (with --label-column); repeatable")
+    p.add_argument("--label-column", metavar="COL", help="input field holding each document's label")
+    p.add_argument("--name", required=True, help="model name: lowercase letters, digits, dashes")
+    p.add_argument("--output", required=True, metavar="ROOT_URI", help="store root; the model goes to ROOT/models/<name>/vNNNN/")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
+    p.add_argument("--config", metavar="FILE", help="YAML TrainClassifierConfig (fasttext params, preprocess, split, storage_options)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_train_classifier, printer=_print_model)
+
+    p = sub.add_parser("demo", help="curate the bundled sample corpus into ./data and build a mixture from it")
     p.add_argument("--output", default="data", metavar="ROOT_URI", help="store root (default: ./data)")
     common(p)
     p.set_defaults(func=cmd_demo)
+
+    from mixforge.mixtures import cli_commands
+
+    cli_commands.register(sub, cmd_mix=cmd_mix, cmd_takedown=cmd_mixtures_takedown)
     return parser
 
 
@@ -132,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_environment()
     _setup_logging(args.verbose)
+    from mixforge.classify.config import InvalidModelName
+    from mixforge.classify.train import TrainingDataError
     from mixforge.config import ConfigError
     from mixforge.runs import RunConfigMismatch
 
@@ -139,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with local_prefect_settings():
             summary = args.func(args)
-    except (ConfigError, RunConfigMismatch, FileNotFoundError) as e:
+    except (ConfigError, RunConfigMismatch, FileNotFoundError, InvalidModelName, TrainingDataError) as e:
         _close(bar)
         print(f"mixforge: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -148,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixforge: {args.command} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
     _close(bar)
-    _print_summary(summary, args.json)
+    getattr(args, "printer", _print_summary)(summary, args.json)
     return 0
 
 

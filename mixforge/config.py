@@ -11,12 +11,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mixforge.classify.config import ClassifyConfig
 from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
 
 # Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup).
-STAGE_ORDER = ("normalize", "filter", "dedup")
-StageName = Literal["normalize", "filter", "dedup"]
+STAGE_ORDER = ("normalize", "filter", "classify", "dedup")
+StageName = Literal["normalize", "filter", "classify", "dedup"]
 
 
 class StrictModel(BaseModel):
@@ -61,6 +62,7 @@ class CurateConfig(StrictModel):
     read: ReadConfig = ReadConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     filter: FilterConfig = FilterConfig()
+    classify: ClassifyConfig = ClassifyConfig()
     dedup: DedupConfig = DedupConfig()
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()

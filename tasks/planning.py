@@ -46,6 +46,8 @@ def plan_run(input: str, output: str, config: CurateConfig, run_id: str | None) 
     if not shards:
         raise FileNotFoundError(f"no shards (.parquet, .jsonl, .jsonl.gz, .jsonl.zst) found at {input!r}")
     stages = tuple(config.stages)
+    if "classify" in stages and len(stages) > 1 and not config.classify.enabled:
+        stages = tuple(s for s in stages if s != "classify")  # classify runs when classifiers are configured
     if stages[0] != "normalize" and not is_contract_shard(shards[0].uri, options):
         log.info("input %s is raw (not contract Parquet): running normalize first", shards[0].uri)
         stages = ("normalize", *stages)

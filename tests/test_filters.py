@@ -29,7 +29,7 @@ from mixforge.filters import (
     URLFilterConfig,
     default_lid_model_path,
 )
-from mixforge.filters.text import TOKEN_PATTERN
+from mixforge.filters.spacy_tokenizer import tokenize as spacy_reference_tokenize
 from mixforge.stage import ShardContext
 from mixforge.stages.filter import Filter
 
@@ -49,15 +49,79 @@ def words(n, word="house"):
 # ----------------------------------------------------------------------------- words
 
 
+def _per_doc_words(texts):
+    w = TextBatch(texts).words
+    vals = w.values.to_list()
+    return [vals[a:b] for a, b in zip(w.offsets[:-1], w.offsets[1:])]
+
+
 def test_word_splitting_scripts():
-    tb = TextBatch(["Hello, world! It's well-known.", "Привет, мир! Καλημέρα κόσμε.", "日本語のテキスト", "สวัสดี"])
-    w = tb.words
-    per_doc = [w.values.to_list()[a:b] for a, b in zip(w.offsets[:-1], w.offsets[1:])]
+    per_doc = _per_doc_words(["Hello, world! It's well-known.", "Привет, мир! Καλημέρα κόσμε.", "日本語のテキスト", "สวัสดี", ""])
     assert per_doc[0] == ["Hello", ",", "world", "!", "It", "'s", "well", "-", "known", "."]
     assert per_doc[1] == ["Привет", ",", "мир", "!", "Καλημέρα", "κόσμε", "."]
-    assert per_doc[2] == list("日本語のテキスト")
-    assert len(per_doc[3]) == len("สวัสดี")
-    assert TOKEN_PATTERN
+    # as datatrove with its default (English) tokenizer: a run without spaces is one word
+    assert per_doc[2] == ["日本語のテキスト"]
+    assert per_doc[3] == ["สวัสดี"]
+    assert per_doc[4] == []
+
+
+# Token lists produced by spaCy 3.8.7 `spacy.blank("en")` (datatrove's split_into_words) for these
+# strings, recorded from /tmp/dt-venv.
+SPACY_CASES = {
+    "Emma could not forgive her;--but as neither provocation nor resentment\nwere discerned by Mr. Knightley, "
+    "she said \"Yes\" -- well-known 3.5% (e.g. U.S.) don't x--y 1,000.50 $30 Inc. A. Smith's ... end.": [
+        "Emma", "could", "not", "forgive", "her;--but", "as", "neither", "provocation", "nor", "resentment",
+        "were", "discerned", "by", "Mr.", "Knightley", ",", "she", "said", '"', "Yes", '"', "--", "well", "-",
+        "known", "3.5", "%", "(", "e.g.", "U.S.", ")", "do", "n't", "x", "--", "y", "1,000.50", "$", "30",
+        "Inc.", "A.", "Smith", "'s", "...", "end", "."],
+    "word--word chapter--\"Oh \"Mr. Knightley\" says,--\"I": [
+        "word", "--", "word", "chapter--\"Oh", '"', "Mr.", "Knightley", '"', 'says,--"I'],
+    "BSL-1.0 GPL-2+ and/or /usr/bin a/b foo@bar.com http://x.com/a.b, (c) 2020-2021 *emph* _under_ #tag 10am 5km 10:30 x86_64": [
+        "BSL-1.0", "GPL-2", "+", "and/or", "/usr", "/", "bin", "a", "/", "b", "foo@bar.com", "http://x.com/a.b", ",",
+        "(", "c", ")", "2020", "-", "2021", "*", "emph", "*", "_", "under", "_", "#", "tag", "10", "am", "5", "km",
+        "10:30", "x86_64"],
+    # special cases re-joined across affixes (spaCy's special matcher)
+    "Dr. T.Vasudevan Inc., (Minn.) girl ;)) x): km/h. 1-8) cannot gonna": [
+        "Dr.", "T.Vasudevan", "Inc.", ",", "(", "Minn.", ")", "girl", ";)", ")", "x", "):", "km", "/", "h.", "1",
+        "-", "8)", "can", "not", "gon", "na"],
+}
+
+
+def test_words_match_spacy_english_tokenizer():
+    texts = list(SPACY_CASES)
+    for text, words in zip(texts, _per_doc_words(texts)):
+        assert words == SPACY_CASES[text]
+        assert spacy_reference_tokenize(text) == SPACY_CASES[text]
+
+
+def test_vectorised_words_equal_reference_tokenizer():
+    rng = random.Random(3)
+    pieces = ["word", "Word", "WORD", "x", "3", "42", "3.5", ",", ".", ";", ":", "!", "?", "'", '"', "(", ")", "-", "--",
+              "'s", "n't", "Mr.", "e.g.", "U.S.", "...", "…", "/", "http://a.b/c", "$", "%", "km", "cannot", "日本", "é"]
+    docs = []
+    for _ in range(300):
+        out = []
+        for _ in range(rng.randint(0, 30)):
+            out.append("".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))))
+            out.append(rng.choice([" ", " ", "\n", "  ", "\t", "\n\n"]))
+        docs.append("".join(out))
+    for doc, words in zip(docs, _per_doc_words(docs)):
+        assert words == spacy_reference_tokenize(doc), doc
+
+
+def test_prose_with_dashes_passes_alpha_words():
+    # Jane Austen, Emma: spaCy keeps "her;--but" as one word, so this is not mostly punctuation.
+    text = (
+        "Emma could not forgive her;--but as neither provocation nor resentment\nwere discerned by Mr. Knightley, "
+        "who had been of the party, and had seen only proper attention and pleasing behaviour on each side, "
+        "he was expressing the next morning, being at Hartfield again on business with Mr. Woodhouse, his "
+        "approbation of the whole;--not so openly as he might have done had her father been out of the room,--"
+        "but speaking plain enough to be very intelligible to Emma. \"Yes,\" said he, \"it was very well;--"
+        "I am sure she was pleased.\"--\"Mr. Elton,\"--\"Miss Fairfax,\" \"Oh!\"--\"the Campbells,\"--"
+    )
+    ev = GopherQuality().evaluate([text])
+    assert ev.features["gopher_quality.alpha_words_ratio"][0] >= 0.8
+    assert not ev.fails["gopher_quality.alpha_words"][0]
 
 
 # ----------------------------------------------------------------------------- gopher quality
@@ -470,3 +534,40 @@ def test_config_defaults_are_published_and_strict():
 def test_features_are_numeric_arrays():
     ev = GopherQuality().evaluate([GOOD, ""])
     assert all(np.asarray(v).dtype.kind == "f" for v in ev.features.values())
+
+
+def test_c4_sentence_count_matches_spacy_sentencizer():
+    import polars as pl
+
+    from mixforge.filters.c4 import count_sentences
+
+    # len(datatrove.utils.text.split_into_sentences(line)) with spaCy 3.8.7, recorded
+    expected = {
+        "Mr. Smith went to Washington. He said hello.": 2,
+        "e.g. this is one. And two! Three? yes": 4,
+        "Hello.  ) end": 2,
+        "He left...  Then he came back.": 1,
+        "A. B. C. D.": 1,
+        "The U.S. economy grew 3.5%. Prices rose.": 2,
+        '"Yes," she said. "No." Then silence.': 3,
+        ". Leading period here.": 2,
+        "Tab\tseparated. Words here.": 2,
+        "No boundary here at all": 1,
+    }
+    assert count_sentences(pl.Series(list(expected))).tolist() == list(expected.values())
+
+
+def test_benchmark_url_block_list_uses_registered_domains():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_filter.py"
+    spec = importlib.util.spec_from_file_location("bench_filter", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rd = bench.registered_domain
+    assert rd("https://www.folha.com.br/x") == "folha.com.br"  # never the public suffix com.br
+    assert rd("http://news.bbc.co.uk:80/a") == "bbc.co.uk"
+    assert rd("https://www.example.com/") == "example.com"
+    assert rd("http://10.0.0.1/x") is None
+    assert rd("https://com.br/") is None

@@ -6,13 +6,14 @@ edited text. The `filter` stage (`mixforge.stages.filter.Filter`) applies langua
 sets in configured order, and turns the first failing sub-rule of a drop-mode rule set into the
 document's `drop_reason`.
 
-Which rules support which languages (words: `mixforge.filters.text`, script-aware):
+Which rules support which languages (words: `mixforge.filters.text`, spaCy's English tokenizer as
+in datatrove, for every script: a whitespace-free run of CJK/Thai text is one word):
 
 | rule set | Latin / Cyrillic / Greek (spaced scripts) | CJK / Thai (unspaced) |
 |---|---|---|
 | language ID (lid.176) | 176 languages | yes |
-| gopher_quality | all sub-rules; stop words for en, de, fr, es, it, pt, nl (others pass) | words = characters: `mean_word_length` fails them, annotate or disable |
-| gopher_repetition | yes | yes (character n-grams) |
+| gopher_quality | all sub-rules; stop words for en, de, fr, es, it, pt, nl (others pass) | a word is a run between spaces: `mean_word_length` (max 10) fails them, annotate or disable |
+| gopher_repetition | yes | coarse (n-grams of space-separated runs) |
 | c4 | yes (English keyword lists; ASCII terminal punctuation) | lines ending in 。！？ are removed: annotate or disable |
 | fineweb_quality | yes | yes (terminal punctuation of many scripts) |
 | url | language-independent | language-independent |

@@ -10,9 +10,9 @@ Sub-rules, in order (drop_reason `c4.<sub_rule>`): `lorem_ipsum`, `curly_bracket
 `too_few_sentences`. Features: `c4.n_sentences`, `c4.lines_removed` (non-blank lines removed),
 `c4.chars_removed`. The edited text is "\\n".join(kept lines).strip(), as in datatrove.
 
-Sentences are counted with a regex approximating spaCy's sentencizer (which datatrove uses): a
-boundary is a '.', '!' or '?' (or a CJK full stop) ending a token, followed by whitespace and a
-non-punctuation token; common abbreviations ("Mr.", "e.g.", single initials) are not boundaries.
+Sentences are counted as datatrove does, with spaCy's sentencizer over spaCy's English tokens
+(`count_sentences`, on the words of `mixforge.filters.text.split_words`): "Mr." or "e.g." are one
+token, hence not boundaries.
 
 Languages: line rules are script-agnostic (the keyword lists are English); terminal punctuation is
 C4's ASCII set, so CJK text (。！？) loses most lines: use annotate mode or disable for such languages.
@@ -26,14 +26,41 @@ import pyarrow as pa
 
 from mixforge.filters.base import Evaluation, RuleSet
 from mixforge.filters.config import C4Config
-from mixforge.filters.text import TextBatch
+from mixforge.filters.spacy_tokenizer import sentencizer_punct_chars
+from mixforge.filters.text import TextBatch, split_words
 
 CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 POLICY_SUBSTRINGS = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
-_CLOSERS = r"[\"'”’)\]»]*"
-SENTENCE_BOUNDARY = rf"(?:[^.\s]\.|[!?。！？]){_CLOSERS}\s+[\s\p{{P}}]*[^\p{{P}}\s]"
-_ABBREVIATIONS = r"Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|vs|etc|Inc|Ltd|Co|Corp|No|Vol|e\.g|i\.e|a\.m|p\.m|U\.S|[A-Za-z]"
-ABBREVIATION_BOUNDARY = rf"(?:^|[\s(\[\"'])(?:{_ABBREVIATIONS})\.{_CLOSERS}\s+[\s\p{{P}}]*[^\p{{P}}\s]"
+
+
+def count_sentences(lines: pl.Series) -> np.ndarray:
+    """Sentences per line as spaCy's Sentencizer over spaCy English tokens (datatrove's
+    `split_into_sentences`): a sentence starts at the first token after a sentence-final
+    punctuation token ("." "!" "?" ...) that is neither such a token nor all punctuation. A run of
+    whitespace other than one space is a token of its own in spaCy (it can start a sentence):
+    it is stood for by a NUL token here."""
+    n = len(lines)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    marked = lines.str.replace_all(r"\s{2,}|[^\S ]", " \x00 ")
+    words, counts = split_words(marked)
+    out = (counts > 0).astype(np.int64)
+    if len(words) == 0:
+        return out
+    final = words.is_in(sentencizer_punct_chars()).to_numpy()
+    starter = ~final & ~words.str.contains(r"^\p{P}+$").to_numpy()
+    line_of = np.repeat(np.arange(n, dtype=np.int64), counts)
+    seen = np.cumsum(final)  # sentence-final tokens up to and including each token
+    before_line = np.concatenate([[0], np.cumsum(np.bincount(line_of, weights=final, minlength=n))[:-1]]).astype(np.int64)
+    idx = np.flatnonzero(starter)
+    prev = np.empty(len(idx), dtype=np.int64)
+    if len(idx):
+        prev[0] = before_line[line_of[idx[0]]]
+        prev[1:] = seen[idx[:-1]]
+        first_in_line = np.r_[True, line_of[idx[1:]] != line_of[idx[:-1]]]
+        prev[first_in_line] = before_line[line_of[idx[first_in_line]]]
+    new_start = seen[idx] - prev > 0
+    return out + np.bincount(line_of[idx[new_start]], minlength=n)
 
 
 class C4Quality(RuleSet):
@@ -79,7 +106,7 @@ class C4Quality(RuleSet):
         if kept.any():
             kept_idx = np.flatnonzero(kept)
             kl = line.gather(kept_idx)
-            sentences[kept_idx] = 1 + kl.str.count_matches(SENTENCE_BOUNDARY).to_numpy() - kl.str.count_matches(ABBREVIATION_BOUNDARY).to_numpy()
+            sentences[kept_idx] = count_sentences(kl)
         n_sentences = lines.per_doc_sum(sentences)
 
         ev.add_rule(f"{name}.lorem_ipsum", lines.per_doc_count(lorem) > 0)

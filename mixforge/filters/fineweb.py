@@ -6,7 +6,7 @@ Lines are `text.split("\\n")` without blank ones. Sub-rules, in order (drop_reas
 `.char_dup_ratio`, `.list_ratio`.
 
 Languages: terminal punctuation covers many scripts (datatrove's table); words as in
-`mixforge.filters.text` (CJK/Thai: characters).
+`mixforge.filters.text` (spaCy English tokens, as datatrove).
 """
 
 from __future__ import annotations

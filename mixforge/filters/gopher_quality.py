@@ -7,8 +7,9 @@ Sub-rules, in check order (drop_reason `gopher_quality.<sub_rule>`): `word_count
 
 Languages: all rules work on any script (see `mixforge.filters.text`); stop words are checked with the
 document's language list (`lang` column, else the configured default) and pass for languages
-without a list (defaults: en, de, fr, es, it, pt, nl). In CJK/Thai text every character is a word, so
-`mean_word_length` (min 3) fails such documents: disable it, or annotate, for those languages.
+without a list (defaults: en, de, fr, es, it, pt, nl). Words are spaCy English tokens as in datatrove, so
+in CJK/Thai text a whole run between spaces is one word and `mean_word_length` (max 10) fails such
+documents: disable it, or annotate, for those languages.
 """
 
 from __future__ import annotations

@@ -6,16 +6,20 @@ Sub-rules, in check order (drop_reason `gopher_repetition.<sub_rule>`): `empty`,
 (`gopher_repetition.dup_para_frac`, ..., `gopher_repetition.top_2_gram`, ..., `gopher_repetition.dup_5_gram`).
 
 Word n-grams are hashed: every word gets a 64-bit hash (Polars), an n-gram's hash is a polynomial
-combination of its words' hashes computed for all positions at once with numpy, and per-document
-counts come from Polars group-bys keyed by (document, n-gram hash). The duplicated-n-gram rule is
-datatrove's greedy scan (a repeated n-gram is counted and skipped over), which is sequential: we
-compute a vectorised upper bound (characters of words covered by any repeated n-gram) and run the
-exact scan, on integer hashes, only for documents whose bound exceeds the threshold, stopping as soon
-as the threshold is exceeded. Verdicts are exact; the `dup_<n>_gram` feature is exact when set
+(rolling) combination of its words' hashes computed for all positions at once with numpy, mixed
+with the document index. An n-gram can only repeat in a document if both its (n-1)-grams do, so at
+each n only the positions whose two (n-1)-grams are repeated are counted (hash-based Polars
+`is_duplicated` / `is_first_distinct` / counts over one flat array per n): in natural text that
+is a small fraction of the words from n = 3 on. The duplicated-n-gram rule is datatrove's greedy scan
+(a repeated n-gram is counted and skipped over), which is sequential: we compute a vectorised upper
+bound (characters of words covered by any repeated n-gram) and run the exact scan only for
+documents whose bound exceeds the threshold, over their repeated n-grams only (the others can never
+count), stopping as soon as the threshold is exceeded. Verdicts are exact; the `dup_<n>_gram` feature is exact when set
 `exact_dup_n_gram_features`; otherwise, at or below the threshold it is an upper bound of the
 exact value, and above the threshold a lower bound (still above the threshold).
 
-Languages: any script (words as in `mixforge.filters.text`; CJK/Thai: characters).
+Languages: any script (words as in `mixforge.filters.text`: spaCy English tokens, as datatrove;
+in CJK/Thai text, runs between spaces).
 """
 
 from __future__ import annotations
@@ -36,25 +40,40 @@ def _segments_regex_split(text_arrow, pattern: str, n_docs: int) -> Segments:
     return _segments_from_lists(pl.Series(pc.split_pattern_regex(text_arrow, pattern)), n_docs)
 
 
-def greedy_duplicate_chars(keys: np.ndarray, lens: np.ndarray, n: int, stop_above: float = float("inf")) -> int:
-    """datatrove's `find_all_duplicate` over one document's n-gram keys (one per start position).
+def greedy_duplicate_chars(pos: np.ndarray, keys: np.ndarray, lens: np.ndarray, n: int, stop_above: float = float("inf")) -> int:
+    """datatrove's `find_all_duplicate` for one document, given only its *repeated* n-grams
+    (positions in increasing order, a key per distinct n-gram, their character lengths).
 
-    Stops early, returning the partial count, once it exceeds `stop_above`."""
-    keys = keys.tolist()
-    lens = lens.tolist()
+    The scan visits every start position except the n - 1 after a hit; a visited n-gram seen before
+    is a hit. An n-gram that occurs once in the document can never be a hit and adding it to the
+    seen set changes nothing, so iterating over the repeated positions alone (skipping those
+    inside the window of the last hit) gives the same total. Stops early, returning the partial
+    count, once it exceeds `stop_above`."""
     seen: set = set()
-    total, idx, m = 0, 0, len(keys)
-    while idx < m:
-        k = keys[idx]
+    total, next_idx = 0, -1
+    for p, k, length in zip(pos.tolist(), keys.tolist(), lens.tolist()):
+        if p < next_idx:
+            continue
         if k in seen:
-            total += lens[idx]
+            total += length
             if total > stop_above:
                 return total
-            idx += n
+            next_idx = p + n
         else:
             seen.add(k)
-            idx += 1
     return total
+
+
+def _group(keys: np.ndarray, counts: bool = False, first: bool = False):
+    """For keys listed in position order (hash-based, Polars): whether each key occurs more than
+    once; optionally how many times, and whether it is the first occurrence of its key."""
+    k = pl.Series("k", keys)
+    if counts:
+        cnt = pl.DataFrame([k]).select(pl.len().over("k"))[:, 0].to_numpy()
+        repeated = cnt > 1
+    else:
+        cnt, repeated = None, k.is_duplicated().to_numpy()
+    return repeated, cnt, (k.is_first_distinct().to_numpy() if first else None)
 
 
 class GopherRepetition(RuleSet):
@@ -92,86 +111,92 @@ class GopherRepetition(RuleSet):
         ev.add_rule(f"{self.name}.{sub}", value > threshold if threshold else np.zeros(ev.n_docs, dtype=bool))
 
     def _n_gram_stats(self, batch: TextBatch, text_len: np.ndarray):
+        """top_<n>_gram and dup_<n>_gram values for all documents, over hashed word ids.
+
+        An n-gram can only occur twice in a document if both its (n-1)-grams do, so the n-grams
+        counted at each n are only those at positions whose two (n-1)-grams are repeated: after
+        n = 2 or 3 that is a small fraction of the words in natural text. Counting is a stable
+        argsort of 64-bit keys (n-gram hash mixed with the document index)."""
         c = self.config
-        words = batch.words
-        h, wl, d = batch.word_hash, batch.word_len, words.doc
-        n_total = len(h)
+        n_docs = batch.n_docs
         top: dict[int, np.ndarray] = {}
         dup: dict[int, np.ndarray] = {}
         wanted = set(c.top_n_grams) | set(c.dup_n_grams)
         if not wanted:
             return top, dup
+        h, wl, d = batch.word_hash, batch.word_len, batch.words.doc
+        n_total = len(h)
+        dmix = d.astype(np.uint64) * _DOC_MIX
         g, glen = h.copy(), wl.copy()
+        rep = _group(g ^ dmix)[0]  # per start position: the (n-1)-gram there occurs more than once in its document
         for n in range(2, max(wanted) + 1):
             m = n_total - n + 1
             if m <= 0:
-                g, glen = g[:0], glen[:0]
-            else:
+                for n_ in range(n, max(wanted) + 1):
+                    if n_ in c.top_n_grams:
+                        top[n_] = np.zeros(n_docs)
+                    if n_ in c.dup_n_grams:
+                        dup[n_] = np.zeros(n_docs)
+                break
+            with np.errstate(over="ignore"):
                 g = g[:m] * _MIX + h[n - 1 :]
-                glen = glen[:m] + wl[n - 1 :]
-            if n not in wanted:
-                continue
-            valid = d[:m] == d[n - 1 : n - 1 + m] if m > 0 else np.zeros(0, dtype=bool)
-            pos = np.flatnonzero(valid)
-            dv = d[:m][valid] if m > 0 else d[:0]
-            key = g[valid] ^ (dv.astype(np.uint64) * _DOC_MIX)  # one 64-bit key per (document, n-gram)
-            frame = pl.DataFrame({"d": dv, "g": key, "p": pos, "l": glen[valid]})
+            glen = glen[:m] + wl[n - 1 :]
+            valid = d[:m] == d[n - 1 :]
+            pos = np.flatnonzero(valid & rep[:m] & rep[1 : m + 1])
+            key = g[pos] ^ dmix[pos]
+            repeated, cnt, first = _group(key, counts=n in c.top_n_grams, first=True)
+            rep = np.zeros(m, dtype=bool)
+            rep[pos[repeated]] = True
             if n in c.top_n_grams:
-                top[n] = safe_div(self._top_chars(frame, n, batch.n_docs), text_len)
+                top[n] = safe_div(self._top_chars(n, d, valid, glen, pos, cnt, first, n_docs), text_len)
             if n in c.dup_n_grams:
-                dup[n] = self._dup_fraction(frame, n, wl, d, m, valid, text_len, c.dup_n_grams[n])
+                keep = repeated
+                dup[n] = self._dup_fraction(n, wl, d, m, pos[keep], key[keep], ~first[keep], glen, text_len, c.dup_n_grams[n])
         return top, dup
 
     @staticmethod
-    def _top_chars(frame: pl.DataFrame, n: int, n_docs: int) -> np.ndarray:
-        """Characters of the most frequent n-gram (" ".join) times its count; ties: first seen."""
+    def _top_chars(n, d, valid, glen, pos, cnt, first, n_docs) -> np.ndarray:
+        """Characters of the most frequent n-gram (" ".join) times its count; ties: first seen;
+        no repeated n-gram: the document's first n-gram (Counter.most_common(1))."""
         out = np.zeros(n_docs)
-        if frame.height == 0:
-            return out
-        groups = frame.group_by("g").agg(pl.len().alias("c"), pl.col("d").first(), pl.col("p").min(), pl.col("l").first())
-        gd, gc = groups["d"].to_numpy(), groups["c"].to_numpy()
-        max_c = np.zeros(n_docs, dtype=np.int64)
-        np.maximum.at(max_c, gd, gc)
-        # No repeated n-gram: Counter.most_common(1) returns the first n-gram of the document.
-        fd, fl = frame["d"].to_numpy(), frame["l"].to_numpy()
-        first = np.searchsorted(fd, np.arange(n_docs), side="left")
-        has = (first < len(fd)) & (fd[np.minimum(first, len(fd) - 1)] == np.arange(n_docs))
-        out[has] = fl[first[has]] + (n - 1)
-        # Otherwise: among the most frequent, the one seen first.
-        top = (gc == max_c[gd]) & (gc > 1)
-        if top.any():
-            best = groups.filter(pl.Series(top)).sort("p").unique(subset="d", keep="first")
-            out[best["d"].to_numpy()] = best["c"].to_numpy() * (best["l"].to_numpy() + (n - 1))
+        vpos = np.flatnonzero(valid)
+        if len(vpos):
+            vd = d[vpos]
+            is_first = np.r_[True, vd[1:] != vd[:-1]]
+            out[vd[is_first]] = glen[vpos[is_first]] + (n - 1)
+        sel = first & (cnt > 1)  # one entry per repeated n-gram, at its first position
+        if sel.any():
+            p, c_ = pos[sel], cnt[sel]
+            pd = d[p]
+            order = np.lexsort((p, -c_, pd))  # per document: highest count, then earliest
+            p, c_, pd = p[order], c_[order], pd[order]
+            best = np.r_[True, pd[1:] != pd[:-1]]
+            out[pd[best]] = c_[best] * (glen[p[best]] + (n - 1))
         return out
 
-    def _dup_fraction(self, frame, n, wl, d, m, valid, text_len, threshold) -> np.ndarray:
+    def _dup_fraction(self, n, wl, d, m, rpos, rgid, is_repeat, glen, text_len, threshold) -> np.ndarray:
+        """`rpos`: positions (increasing) of n-grams occurring more than once in their document,
+        `rgid`: their n-gram keys, `is_repeat`: not the first occurrence."""
         n_docs = len(text_len)
-        if frame.height == 0:
+        if not is_repeat.any():
             return np.zeros(n_docs)
-        repeat_valid = ~frame["g"].is_first_distinct().to_numpy()
-        if not repeat_valid.any():
-            return np.zeros(n_docs)
-        repeat = np.zeros(m, dtype=bool)
-        repeat[valid] = repeat_valid
-        # Upper bound: characters of words covered by some repeated n-gram window.
-        cs = np.concatenate([[0], np.cumsum(repeat)])
-        j = np.arange(len(wl))
-        hi = np.minimum(j, m - 1) + 1
-        lo = np.maximum(0, j - n + 1)
-        covered = (cs[np.clip(hi, 0, m)] - cs[np.clip(lo, 0, m)]) > 0
+        # Upper bound: characters of words covered by some non-first occurrence window.
+        starts = rpos[is_repeat]
+        cover = np.zeros(len(wl) + 1, dtype=np.int64)
+        np.add.at(cover, starts, 1)
+        np.add.at(cover, starts + n, -1)
+        covered = np.cumsum(cover[:-1]) > 0
         bound = safe_div(np.bincount(d, weights=np.where(covered, wl, 0), minlength=n_docs), text_len)
-        exact_docs = np.flatnonzero(bound > 0) if self.config.exact_dup_n_gram_features else np.flatnonzero(bound > threshold)
+        exact = self.config.exact_dup_n_gram_features
+        exact_docs = np.flatnonzero(bound > 0) if exact else np.flatnonzero(bound > threshold)
         if len(exact_docs) == 0:
             return bound
-        # Exact greedy scan for those documents, over their valid n-gram positions (contiguous).
         result = bound.copy()
-        fd = frame["d"].to_numpy()
-        fg = frame["g"].to_numpy()
-        fl = frame["l"].to_numpy()
-        starts = np.searchsorted(fd, exact_docs, side="left")
-        ends = np.searchsorted(fd, exact_docs, side="right")
-        exact = self.config.exact_dup_n_gram_features
-        for doc, s, e in zip(exact_docs.tolist(), starts.tolist(), ends.tolist()):
+        rd = d[rpos]
+        lo = np.searchsorted(rd, exact_docs, side="left")
+        hi = np.searchsorted(rd, exact_docs, side="right")
+        rlen = glen[rpos]
+        for doc, s, e in zip(exact_docs.tolist(), lo.tolist(), hi.tolist()):
             stop = float("inf") if exact else threshold * text_len[doc]
-            result[doc] = greedy_duplicate_chars(fg[s:e], fl[s:e], n, stop) / text_len[doc]
+            result[doc] = greedy_duplicate_chars(rpos[s:e], rgid[s:e], rlen[s:e], n, stop) / text_len[doc]
         return result

@@ -5,41 +5,109 @@ rules need (words, lines, paragraphs) as *flat* Polars series plus a numpy array
 indices. Per-document statistics are then `numpy.bincount` over those indices: no Python loop
 per document.
 
-Word splitting (`TOKEN_PATTERN`) approximates spaCy's rule-based tokenizer, which datatrove uses
-for `split_into_words`: whitespace-separated pieces, with punctuation split off as one-character
-tokens, an ellipsis as one token, URLs kept whole, apostrophe suffixes ("'s", "'t") split off and
-dotted forms ("3.5", "e.g") kept whole. It is script-aware rather than language-aware:
-
-* Latin, Cyrillic, Greek, Armenian, Georgian, Arabic, Hebrew, Devanagari ... (scripts that separate
-  words with spaces): a word is a run of letters, marks, digits and underscores.
-* Han, Hiragana, Katakana, Hangul-free CJK, Thai, Lao, Khmer, Myanmar, Tibetan (scripts written
-  without spaces): every character is one word (character-based fallback). Hangul is spaced and
-  is treated as the first group.
+Words are exactly datatrove's `split_into_words` for English, i.e. spaCy's rule-based English
+tokenizer with whitespace tokens dropped (see `mixforge.filters.spacy_tokenizer`): the text is cut
+into whitespace-separated chunks (vectorised); chunks that are a plain run of letters or of ASCII
+digits (most of them) are one word; the distinct remaining chunks of the batch ("her;--but",
+"Mr.", "don't", "(e.g.", "3.5%", URLs ...) go through the ported spaCy algorithm once each, with a
+cache shared across batches. Like datatrove with its default language, this applies to every
+script: a run of Han/Kana/Thai characters without spaces is one word.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}\x{3005}\x{30FC}"
-# Letters, marks, digits, plus what spaCy never splits off a word: "@", modifier symbols and
-# control/format/private-use characters (e.g. the C1 bytes of mojibake), but never whitespace.
-_WORD_CHAR = rf"[[\p{{L}}\p{{M}}\p{{N}}_@\p{{Cc}}\p{{Cf}}\p{{Co}}\p{{Cn}}\p{{Sk}}]--[{_UNSPACED}\s^`]]"
+from mixforge.filters.spacy_tokenizer import special_case_keys, tokenize_chunk
 
-TOKEN_PATTERN = (
-    r"(?:https?|ftp)://[^\s<>\"']*[^\s<>\"'.,;:!?)\]]"  # URL kept whole, trailing punctuation split off
-    r"|\.\.+|…"  # ellipsis
-    rf"|[{_UNSPACED}]"  # one character per word where words are not space-separated
-    rf"|{_WORD_CHAR}+(?:\.{_WORD_CHAR}+)*"  # word, or dotted form: 3.5, e.g, www.example.com
-    r"|['’]\p{L}+"  # apostrophe suffix: 's, 're, 't
-    r"|\S"  # any other non-space character is a one-character token
-)
+# Whitespace as Python's str.isspace() (Unicode White_Space plus the separators \x1c-\x1f).
+CHUNK_PATTERN = r"[^\s\x{1C}-\x{1F}]+"
+# Chunks that spaCy keeps as one token unless they are a special case ("cannot", "gonna").
+SIMPLE_CHUNK = r"^(?:\p{L}+|[0-9]+)$"
+# Chunks that spaCy splits into (letters, final punctuation), unless the chunk or its letters are a
+# special case: "word," "word;" "word!" and, after a lowercase ASCII letter, "word.".
+FAST_CHUNK = r"^(?:\p{L}+[,;:!?]|[A-Za-z]*[a-z]\.)$"
+_TOKEN_CACHE: dict[str, list[str]] = {}
+_TOKEN_CACHE_MAX = 200_000  # distinct complex chunks kept across batches (~50 MB)
+
+
+@lru_cache(maxsize=1)
+def _simple_specials() -> list[str]:
+    keys = pl.Series(sorted(special_case_keys()), dtype=pl.String)
+    return keys.filter(keys.str.contains(SIMPLE_CHUNK)).to_list()
+
+
+@lru_cache(maxsize=1)
+def _all_specials() -> list[str]:
+    return sorted(special_case_keys())
+
+
+def _tokens_of(chunks: list[str]) -> tuple[list[str], np.ndarray]:
+    """Tokens of each chunk, flattened, and the number of tokens per chunk."""
+    cache = _TOKEN_CACHE
+    if len(cache) > _TOKEN_CACHE_MAX:
+        cache.clear()
+    flat: list[str] = []
+    counts = np.empty(len(chunks), dtype=np.int64)
+    for i, c in enumerate(chunks):
+        t = cache.get(c)
+        if t is None:
+            t = cache[c] = tokenize_chunk(c)
+        flat.extend(t)
+        counts[i] = len(t)
+    return flat, counts
+
+
+def split_words(text: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """spaCy English words of each document: (flat words, words per document)."""
+    n_docs = len(text)
+    chunks = text.str.extract_all(CHUNK_PATTERN)
+    chunk_counts = chunks.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = chunks.explode(empty_as_null=False, keep_nulls=False).rename("words")
+    if len(flat) == 0:
+        return flat, np.zeros(n_docs, dtype=np.int64)
+    specials = _simple_specials()
+    simple = (flat.str.contains(SIMPLE_CHUNK) & ~flat.is_in(specials)).to_numpy()
+    if simple.all():
+        return flat, chunk_counts
+    # An output word is a simple chunk (index into `flat`), one of the two parts of a "fast" chunk
+    # (vectorised split), or a token of a complex chunk (distinct chunks tokenized in Python,
+    # cached): indices into the concatenation [flat, fast parts, complex tokens].
+    rest = np.flatnonzero(~simple)
+    rest_chunks = flat.gather(rest)
+    head = rest_chunks.str.slice(0, rest_chunks.str.len_chars() - 1)
+    fast_mask = (rest_chunks.str.contains(FAST_CHUNK) & ~head.is_in(specials) & ~rest_chunks.is_in(_all_specials())).to_numpy()
+    fast_idx, complex_idx = rest[fast_mask], rest[~fast_mask]
+    fast_chunks = rest_chunks.filter(pl.Series(fast_mask))
+    fast_parts = pl.DataFrame({"a": head.filter(pl.Series(fast_mask)), "b": fast_chunks.str.slice(-1)}).select(pl.concat_list("a", "b").alias("p"))["p"].explode()
+    frame = pl.DataFrame({"c": flat.gather(complex_idx)}).with_columns(u=pl.col("c").rank("dense").cast(pl.Int64) - 1)
+    u = frame["u"].to_numpy()
+    uniq = frame.unique("u").sort("u")["c"]
+    tok_flat, tok_counts = _tokens_of(uniq.to_list())
+    tok_off = np.concatenate([[0], np.cumsum(tok_counts)])
+    n_tok = np.ones(len(flat), dtype=np.int64)
+    n_tok[fast_idx] = 2
+    n_tok[complex_idx] = tok_counts[u]
+    base = np.arange(len(flat), dtype=np.int64)
+    base[fast_idx] = len(flat) + 2 * np.arange(len(fast_idx), dtype=np.int64)
+    base[complex_idx] = len(flat) + len(fast_parts) + tok_off[u]
+    out_off = np.concatenate([[0], np.cumsum(n_tok)])
+    total = int(out_off[-1])
+    step = np.zeros(len(flat), dtype=np.int64)
+    step[rest] = 1
+    within = np.arange(total, dtype=np.int64) - np.repeat(out_off[:-1], n_tok)
+    idx = np.repeat(base, n_tok) + within * np.repeat(step, n_tok)
+    words = pl.concat([flat, fast_parts.rename("words"), pl.Series("words", tok_flat, dtype=pl.String)]).gather(idx)
+    chunk_doc = np.repeat(np.arange(n_docs, dtype=np.int64), chunk_counts)
+    counts = np.bincount(chunk_doc, weights=n_tok, minlength=n_docs).astype(np.int64)
+    return words, counts
+
 
 # Python's str.splitlines() boundaries.
 SPLITLINES_PATTERN = r"\r\n|[\n\r\x{0B}\x{0C}\x{1C}\x{1D}\x{1E}\x{85}\x{2028}\x{2029}]"
@@ -130,7 +198,8 @@ class TextBatch:
 
     @cached_property
     def words(self) -> Segments:
-        return _segments_from_lists(self.text.str.extract_all(TOKEN_PATTERN), self.n_docs)
+        values, counts = split_words(self.text)
+        return Segments(values, np.repeat(np.arange(self.n_docs, dtype=np.int64), counts), counts, self.n_docs)
 
     @cached_property
     def word_len(self) -> np.ndarray:

@@ -9,12 +9,14 @@ from collections.abc import Callable
 
 from mixforge.config import CurateConfig
 from mixforge.stage import Stage
+from mixforge.stages.classify import ClassifyStage
 from mixforge.stages.filter import Filter
 from mixforge.stages.normalize import Normalize
 
 BUILDERS: dict[str, Callable[[CurateConfig], Stage]] = {
     "normalize": lambda config: Normalize(config.normalize),
     "filter": lambda config: Filter(config.filter),
+    "classify": lambda config: ClassifyStage(config.classify, config.storage.options),
 }
 
 

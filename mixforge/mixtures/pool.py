@@ -1,0 +1,155 @@
+"""The curated pool a mixture samples from: its shards, their fingerprints, and annotation columns.
+
+Planning reads only annotation columns (source, the predicate and sampling columns, quality
+scores for the data card) and the cached token counts; text is read only when writing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mixforge import schema as S
+from mixforge import storage
+from mixforge.mixtures import tokens as T
+from mixforge.mixtures.spec import PARENT_ID, SYNTHETIC, MixSpec, Range
+
+N_TOKENS = "n_tokens"
+MIX_GROUP = "mix_group"
+SHARD_COL, ROW_COL = "_shard", "_row"
+_RUN_ID = re.compile(r"/runs/([^/]+)/")
+
+
+class PoolError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PoolShard:
+    index: int
+    uri: str
+    rows: int
+    bytes: int
+    sha256: str
+    run_id: str | None
+    schema: pa.Schema = field(repr=False, compare=False)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"uri": self.uri, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256,
+                "hash_of": "size + parquet footer", "run_id": self.run_id}
+
+
+def resolve_pool(patterns: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> list[PoolShard]:
+    """Every Parquet shard of the pool (sorted, deduplicated) with its fingerprint and schema."""
+    uris: set[str] = set()
+    for pattern in patterns:
+        for shard in storage.discover_shards(pattern, storage_options):
+            if not shard.uri.endswith(".parquet"):
+                raise PoolError(f"pool shard {shard.uri} is not Parquet: a mixture samples a curated pool (contract Parquet)")
+            uris.add(shard.uri)
+    if not uris:
+        raise PoolError(f"no pool shards found at {list(patterns)}")
+
+    def describe(item: tuple[int, str]) -> PoolShard:
+        index, uri = item
+        fp = T.shard_fingerprint(uri, storage_options)
+        fs, path = storage.filesystem(uri, storage_options)
+        with fs.open(path, "rb") as f:
+            schema = pq.ParquetFile(f).schema_arrow
+        match = _RUN_ID.search(uri)
+        return PoolShard(index, uri, fp["rows"], fp["bytes"], fp["sha256"], match.group(1) if match else None, schema)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(describe, enumerate(sorted(uris))))
+
+
+def output_schema(shards: Sequence[PoolShard]) -> pa.Schema:
+    """Schema of mixture shards: the pool's columns (unified), then n_tokens and mix_group."""
+    unified = pa.unify_schemas([s.schema.remove_metadata() for s in shards], promote_options="permissive")
+    fields = [f for f in unified if f.name not in (N_TOKENS, MIX_GROUP)]
+    return pa.schema(fields + [pa.field(N_TOKENS, pa.int64()), pa.field(MIX_GROUP, pa.string())])
+
+
+def predicate_columns(spec: MixSpec) -> set[str]:
+    cols = set()
+    for g in spec.groups:
+        for col in g.where:
+            cols.add(PARENT_ID if col == SYNTHETIC else col)
+        if g.sampling.method == "quality":
+            cols.add(g.sampling.column)
+        elif g.sampling.method == "rehydrate":
+            cols.add(g.sampling.dup_column)
+    return cols
+
+
+def load_annotations(spec: MixSpec, shards: Sequence[PoolShard], token_counts: Sequence[np.ndarray]) -> pl.DataFrame:
+    """One row per pool document: _shard, _row, n_tokens and the annotation columns planning needs."""
+    available = set().union(*(s.schema.names for s in shards))
+    wanted = predicate_columns(spec) | {S.SOURCE}
+    missing = sorted(c for c in wanted if c not in available and c != PARENT_ID)
+    if missing:
+        raise PoolError(f"the spec uses columns {missing} that no pool shard has (pool columns: {sorted(available)})")
+    card_cols = {c for c in available if c.startswith("quality_")}
+    columns = sorted((wanted | card_cols) & available)
+    storage_options = spec.storage_options
+
+    def read(item: tuple[PoolShard, np.ndarray]) -> pl.DataFrame:
+        shard, counts = item
+        fs, path = storage.filesystem(shard.uri, storage_options)
+        present = [c for c in columns if c in shard.schema.names]
+        with fs.open(path, "rb") as f:
+            table = pq.ParquetFile(f).read(columns=present, use_threads=False)
+        df = pl.from_arrow(table) if present else pl.DataFrame()
+        if len(counts) != shard.rows:
+            raise PoolError(f"{shard.uri}: {shard.rows} rows but {len(counts)} token counts")
+        df = df.with_columns(pl.lit(shard.index, pl.UInt32).alias(SHARD_COL),
+                             pl.Series(ROW_COL, np.arange(shard.rows, dtype=np.uint32)),
+                             pl.Series(N_TOKENS, counts.astype(np.int64)))
+        return df
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        frames = list(pool.map(read, zip(shards, token_counts)))
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    for col in columns:  # a column only some shards have: nulls for the others
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None).alias(col))
+    return frame
+
+
+def _condition(frame: pl.DataFrame, column: str, cond: Any) -> pl.Expr:
+    if column == SYNTHETIC:
+        has_parent = pl.col(PARENT_ID).is_not_null() if PARENT_ID in frame.columns else pl.lit(False)
+        return has_parent if bool(cond) else ~has_parent
+    dtype = frame.schema[column]
+    col = pl.col(column)
+    if isinstance(cond, Range):
+        expr = pl.lit(True)
+        if cond.min is not None:
+            expr = expr & (col >= cond.min)
+        if cond.max is not None:
+            expr = expr & (col < cond.max)
+        return expr.fill_null(False)
+    values = cond if isinstance(cond, list) else [cond]
+    if dtype == pl.String:
+        values = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+    return col.is_in(pl.Series(values).cast(dtype, strict=False).drop_nulls()).fill_null(False)
+
+
+def assign_groups(spec: MixSpec, frame: pl.DataFrame) -> np.ndarray:
+    """Group index of each document (-1: none); the first matching group in spec order wins."""
+    expr = pl.lit(-1, pl.Int16)
+    for index in reversed(range(len(spec.groups))):  # built inside-out so the first group wins
+        group = spec.groups[index]
+        pred = pl.lit(True)
+        for column, cond in group.where.items():
+            pred = pred & _condition(frame, column, cond)
+        expr = pl.when(pred).then(pl.lit(index, pl.Int16)).otherwise(expr)
+    return frame.select(expr.alias("g")).to_series().to_numpy().astype(np.int16)

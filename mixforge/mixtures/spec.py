@@ -1,0 +1,198 @@
+"""The mixture spec: what to take from the curated pool, how much, and how (YAML + pydantic).
+
+A spec names its pool and its store, defines groups by predicates over pool columns, and gives
+each group a target share of a token budget. Groups are disjoint: a document belongs to the first
+group (in spec order) whose predicates it matches; documents matching no group are not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from mixforge.config import RayConfig, StorageConfig, StrictModel, load_yaml
+
+NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+SYNTHETIC = "synthetic"  # predicate key: true = rephrased rows (parent_id set), false = original rows
+PARENT_ID = "parent_id"
+
+Scalar = Union[bool, int, float, str]
+
+
+class Range(StrictModel):
+    """A numeric range: `min <= value < max` (either end may be left open)."""
+
+    min: float | None = Field(None, description="Inclusive lower bound.")
+    max: float | None = Field(None, description="Exclusive upper bound.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs min or max")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+Condition = Union[Range, list[Scalar], Scalar]
+
+
+class RepeatRule(StrictModel):
+    min_dup: int = Field(..., ge=1, description="Applies to documents whose duplicate count is at least this.")
+    times: int = Field(..., ge=0, description="Copies of such a document in one pass over the group.")
+
+
+# Loosely after FineWeb2's rehydration: content seen a few times is a quality signal and is
+# repeated more; very large clusters (boilerplate, spam) fall back to one copy.
+DEFAULT_REPEATS = (RepeatRule(min_dup=1, times=1), RepeatRule(min_dup=2, times=2), RepeatRule(min_dup=5, times=3),
+                   RepeatRule(min_dup=100, times=2), RepeatRule(min_dup=1000, times=1))
+
+
+class Sampling(StrictModel):
+    """How documents are chosen within a group for its last, partial pass."""
+
+    method: Literal["uniform", "quality", "rehydrate"] = Field(
+        "uniform", description="uniform; quality: weighted by a score column (Efraimidis-Spirakis, without replacement); "
+                               "rehydrate: each document repeated by its duplicate count (rules in `repeats`).")
+    column: str | None = Field(None, description="quality: the score column (e.g. quality_fineweb).")
+    temperature: float = Field(1.0, gt=0, description="quality: weights exp(score/T) (or score^(1/T) with weighting=power); lower T favours high scores more.")
+    weighting: Literal["exp", "power"] = Field("exp", description="quality: exp(score/T), or score^(1/T) for non-negative scores.")
+    dup_column: str = Field("dup_count", description="rehydrate: the duplicate-count column (null counts as 1).")
+    repeats: tuple[RepeatRule, ...] = Field(DEFAULT_REPEATS, description="rehydrate: copies per pass by duplicate count (the rule with the largest min_dup <= count applies).")
+
+    @model_validator(mode="after")
+    def _needs_column(self) -> "Sampling":
+        if self.method == "quality" and not self.column:
+            raise ValueError("quality sampling needs `column` (the score column)")
+        if self.method == "rehydrate":
+            mins = [r.min_dup for r in self.repeats]
+            if not mins or mins != sorted(set(mins)) or mins[0] != 1:
+                raise ValueError("repeats: min_dup values must be distinct, ascending and start at 1")
+        return self
+
+
+class GroupSpec(StrictModel):
+    name: str = Field(..., pattern=NAME_PATTERN, description="Group name (lowercase letters, digits, dashes).")
+    where: dict[str, Condition] = Field(
+        default_factory=dict,
+        description="Predicates over pool columns, all of which must hold: a value, a list of values, or a range "
+                    "{min, max}; `synthetic: true|false` selects rephrased rows or originals. Empty: every document.")
+    weight: float | None = Field(None, ge=0, description="Target share of the budget (weights are normalised over a phase's groups).")
+    max_epochs: float = Field(1.0, gt=0, description="Cap: tokens taken <= max_epochs x the group's tokens (per phase); a document is taken at most ceil(max_epochs) times (x its repeats when rehydrating).")
+    sampling: Sampling = Sampling()
+
+
+class PhaseSpec(StrictModel):
+    name: str = Field(..., pattern=NAME_PATTERN, description="Phase name, e.g. main or anneal; its data goes to its own folder.")
+    budget_tokens: int | None = Field(None, ge=1, description="Tokens in this phase.")
+    budget_fraction: float | None = Field(None, gt=0, description="Or: this fraction of the tokens available in the phase's groups.")
+    weights: dict[str, float] | None = Field(None, description="Group name -> weight for this phase (default: the groups' own weights). Groups left out are not used.")
+    temperature: float | None = Field(None, gt=0, description="Temperature sampling across groups: share proportional to weight x (natural token share)^(1/T), weight defaulting to 1.")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "PhaseSpec":
+        if (self.budget_tokens is None) == (self.budget_fraction is None):
+            raise ValueError("give exactly one of budget_tokens and budget_fraction")
+        return self
+
+
+class TokenizerSpec(StrictModel):
+    kind: Literal["tiktoken", "huggingface"] = Field("tiktoken", description="tiktoken encoding, or a Hugging Face tokenizer (needs the `tokenizers` package).")
+    name: str = Field("cl100k_base", description="tiktoken encoding name, or the path of a tokenizer.json (or a folder holding one).")
+    batch_docs: int = Field(1024, ge=1, description="Documents per encode batch.")
+
+
+class OutputSpec(StrictModel):
+    shard_tokens: int = Field(50_000_000, ge=1, description="Tokens per output shard (the last shard of a phase may be smaller).")
+    row_group_rows: int = Field(16_384, ge=1, description="Rows per Parquet row group in output shards.")
+
+
+class MixSpec(StrictModel):
+    """A mixture: pool, groups with target weights, budget, sampling and seed."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, description="Mixture name (lowercase letters, digits, dashes); versions go to <store>/mixtures/<name>/vNNNN/.")
+    pool: list[str] = Field(..., min_length=1, description="Curated pool: globs, prefixes or files of contract Parquet (e.g. <root>/runs/<run_id>/dedup/).")
+    store: str = Field(..., description="Store root URI; the mixture is written under <store>/mixtures/<name>/.")
+    seed: int = Field(0, ge=0, description="Seed of every random choice: same pool + spec + seed = byte-identical data.")
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    budget_tokens: int | None = Field(None, ge=1, description="Total tokens (without phases).")
+    budget_fraction: float | None = Field(None, gt=0, description="Or: this fraction of the tokens available in the groups (without phases).")
+    temperature: float | None = Field(None, gt=0, description="Temperature sampling across groups (without phases); see PhaseSpec.temperature.")
+    on_short: Literal["redistribute", "fail"] = Field("redistribute", description="A group whose capped tokens cannot meet its target: give the shortfall to the other groups in proportion to their shares, or fail.")
+    tolerance_pp: float = Field(0.5, gt=0, description="Allowed gap between planned and realised token share, in percentage points (reported when exceeded).")
+    groups: list[GroupSpec] = Field(..., min_length=1)
+    phases: list[PhaseSpec] = Field(default_factory=list, description="Optional phases (e.g. main, anneal), each with its own weights and budget. Without phases there is one phase, `main`.")
+    licenses: dict[str, str] = Field(default_factory=dict, description="Source name -> licence, shown in the data card (and `*` for the rest).")
+    output: OutputSpec = OutputSpec()
+    ray: RayConfig = RayConfig()
+    storage: StorageConfig = StorageConfig()
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MixSpec":
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"group names must be distinct: {names}")
+        if self.phases:
+            if self.budget_tokens is not None or self.budget_fraction is not None or self.temperature is not None:
+                raise ValueError("with phases, give budget and temperature per phase, not at the top level")
+            pnames = [p.name for p in self.phases]
+            if len(set(pnames)) != len(pnames):
+                raise ValueError(f"phase names must be distinct: {pnames}")
+        elif (self.budget_tokens is None) == (self.budget_fraction is None):
+            raise ValueError("give exactly one of budget_tokens and budget_fraction (or phases)")
+        for phase in self.effective_phases():
+            weights = self.phase_weights(phase)
+            unknown = sorted(set(weights) - set(names))
+            if unknown:
+                raise ValueError(f"phase {phase.name!r}: weights name unknown groups {unknown}")
+            if phase.temperature is None:
+                missing = [g for g, w in weights.items() if w is None]
+                if missing:
+                    raise ValueError(f"phase {phase.name!r}: groups {missing} have no weight (give weights, or a temperature)")
+            if not any((w is None or w > 0) for w in weights.values()):
+                raise ValueError(f"phase {phase.name!r}: no group has a positive weight")
+        return self
+
+    def effective_phases(self) -> list[PhaseSpec]:
+        if self.phases:
+            return list(self.phases)
+        return [PhaseSpec.model_construct(name="main", budget_tokens=self.budget_tokens, budget_fraction=self.budget_fraction,
+                                          weights=None, temperature=self.temperature)]
+
+    def phase_weights(self, phase: PhaseSpec) -> dict[str, float | None]:
+        """Group name -> weight (None: to be set by temperature sampling) for the groups in `phase`."""
+        if phase.weights is not None:
+            return dict(phase.weights)
+        return {g.name: g.weight for g in self.groups if g.weight is None or g.weight > 0}
+
+    def group(self, name: str) -> GroupSpec:
+        return next(g for g in self.groups if g.name == name)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The part of the spec that determines the data (where and how it runs is left out)."""
+        return self.model_dump(mode="json", exclude={"ray", "storage"})
+
+    def spec_hash(self) -> str:
+        return sha256_json(self.fingerprint())
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return dict(self.storage.options)
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def load_spec(path: str | os.PathLike) -> MixSpec:
+    """Load and validate a mixture spec YAML (ConfigError naming the field's path on bad input)."""
+    return load_yaml(path, MixSpec)

@@ -1,0 +1,205 @@
+"""Mixture versions in the store: layout, atomic allocation, reading, listing, diffs.
+
+    <store>/mixtures/<name>/v0001/manifest.json   the version: spec, pool, groups, every data file
+    <store>/mixtures/<name>/v0001/README.md       data card (+ PNG plots beside it)
+    <store>/mixtures/<name>/_data/<key>/<phase>/part-00000.parquet   data files, listed by manifests
+    <store>/mixtures/<name>/_builds/<build id>/   scratch of one build (removed when it finishes)
+
+A version exists once its manifest is committed with a create-only write; a build that loses the
+race for a number takes the next one. Data files are written before the manifest, under a prefix
+keyed by everything that determines their bytes (spec, pool fingerprints, code version): builds
+that share a prefix write identical bytes, so a concurrent identical build can never change what
+an existing version's files hold, and readers only ever reach files through a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mixforge import storage
+
+VERSION_RE = re.compile(r"^v(\d{4,})$")
+MANIFEST_FORMAT = "mixforge.mixture/1"
+
+
+class VersionNotFound(FileNotFoundError):
+    pass
+
+
+def format_version(n: int) -> str:
+    return f"v{n:04d}"
+
+
+def parse_version(v: str) -> int:
+    m = VERSION_RE.match(v)
+    if not m:
+        raise ValueError(f"not a version: {v!r} (expected v0001, v0002, ...)")
+    return int(m.group(1))
+
+
+@dataclass(frozen=True)
+class MixtureLayout:
+    store: str
+    name: str
+
+    @property
+    def dir(self) -> str:
+        return storage.join(self.store, "mixtures", self.name)
+
+    def version_dir(self, version: str) -> str:
+        return storage.join(self.dir, version)
+
+    def manifest(self, version: str) -> str:
+        return storage.join(self.version_dir(version), "manifest.json")
+
+    def readme(self, version: str) -> str:
+        return storage.join(self.version_dir(version), "README.md")
+
+    def data_prefix(self, key: str) -> str:
+        return storage.join(self.dir, "_data", key)
+
+    def scratch(self, build_id: str) -> str:
+        return storage.join(self.dir, "_builds", build_id)
+
+
+def _ls_names(uri: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    fs, path = storage.filesystem(uri, storage_options)
+    fs.invalidate_cache(path)  # listings are cached by s3fs: a racing build's commit must be seen
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return [e.rstrip("/").rsplit("/", 1)[-1] for e in entries]
+
+
+def list_versions(layout: MixtureLayout, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    return sorted((n for n in _ls_names(layout.dir, storage_options) if VERSION_RE.match(n)), key=parse_version)
+
+
+def list_mixtures(store: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    return sorted(n for n in _ls_names(storage.join(store, "mixtures"), storage_options) if not n.startswith(("_", ".")))
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
+
+
+def commit_version(layout: MixtureLayout, make_manifest: Callable[[str], dict[str, Any]],
+                   storage_options: Mapping[str, Any] | None = None, max_attempts: int = 1000) -> tuple[str, dict[str, Any]]:
+    """Allocate the next version number and commit its manifest create-only; (version, manifest).
+
+    `make_manifest(version)` builds the manifest for a candidate number; a lost race moves on
+    to the next number (the data files stay valid: they are listed by whichever manifest wins).
+    """
+    existing = list_versions(layout, storage_options)
+    n = parse_version(existing[-1]) + 1 if existing else 1
+    for _ in range(max_attempts):
+        version = format_version(n)
+        manifest = make_manifest(version)
+        if storage.create_only(layout.manifest(version), manifest_bytes(manifest), storage_options):
+            return version, manifest
+        n += 1
+    raise RuntimeError(f"could not allocate a version of {layout.name!r} after {max_attempts} attempts")
+
+
+def resolve_version(layout: MixtureLayout, version: str | None, storage_options: Mapping[str, Any] | None = None) -> str:
+    versions = list_versions(layout, storage_options)
+    if not versions:
+        raise VersionNotFound(f"mixture {layout.name!r} has no versions in {layout.store}")
+    if version in (None, "latest"):
+        return versions[-1]
+    if re.fullmatch(r"\d+", version):
+        version = format_version(int(version))
+    if version not in versions:
+        raise VersionNotFound(f"mixture {layout.name!r} has no version {version} (versions: {', '.join(versions)})")
+    return version
+
+
+def read_manifest(store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    layout = MixtureLayout(store, name)
+    version = resolve_version(layout, version, storage_options)
+    return storage.read_json(layout.manifest(version), storage_options)
+
+
+def data_files(manifest: dict[str, Any]) -> list[str]:
+    """URIs of every data file of a version (what training code loads)."""
+    return [f["uri"] for f in manifest["files"]]
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def summary(manifest: dict[str, Any], store: str) -> dict[str, Any]:
+    """The `mix` JSON summary of a version (DESIGN.md), from its manifest."""
+    layout = MixtureLayout(store, manifest["name"])
+    version = manifest["version"]
+    groups = []
+    for phase in manifest["phases"]:
+        for g in phase["groups"]:
+            groups.append({"name": g["name"], "phase": phase["name"], "target_share": round(g["target_share"], 6),
+                           "realised_share": round(g["realised_share"], 6), "requested_share": round(g["requested_share"], 6),
+                           "docs": g["realised_docs"], "unique_docs": g["unique_docs"], "tokens": g["realised_tokens"],
+                           "epochs": round(g["epochs"], 4), "max_epochs": g["max_epochs"], "short": g["short"]})
+    return {"name": manifest["name"], "version": version, "uri": layout.version_dir(version),
+            "manifest": layout.manifest(version), "card": layout.readme(version), "groups": groups,
+            "tokens": sum(f["tokens"] for f in manifest["files"]), "docs": sum(f["rows"] for f in manifest["files"]),
+            "files": len(manifest["files"]), "derived_from": manifest.get("derived_from"), "notes": manifest.get("notes", [])}
+
+
+def version_rows(store: str, name: str | None = None, storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per version (of one mixture, or of all): what `mixtures list` prints."""
+    rows = []
+    for mixture in ([name] if name else list_mixtures(store, storage_options)):
+        layout = MixtureLayout(store, mixture)
+        for version in list_versions(layout, storage_options):
+            m = storage.read_json(layout.manifest(version), storage_options)
+            rows.append({"name": mixture, "version": version, "created_at": m["timestamps"]["committed"],
+                         "tokens": sum(f["tokens"] for f in m["files"]), "docs": sum(f["rows"] for f in m["files"]),
+                         "files": len(m["files"]), "spec_hash": m["spec_hash"][:12],
+                         "derived_from": (m.get("derived_from") or {}).get("version"), "manifest": layout.manifest(version)})
+    return rows
+
+
+def _ids(manifest: dict[str, Any], storage_options: Mapping[str, Any] | None) -> set[str]:
+    import pyarrow.parquet as pq
+
+    ids: set[str] = set()
+    for uri in data_files(manifest):
+        fs, path = storage.filesystem(uri, storage_options)
+        with fs.open(path, "rb") as f:
+            ids.update(pq.read_table(f, columns=["id"]).column(0).to_pylist())
+    return ids
+
+
+def diff(store: str, name: str, a: str, b: str, storage_options: Mapping[str, Any] | None = None,
+         sample: int = 20) -> dict[str, Any]:
+    """What changed between two versions: group weights, tokens, documents added and removed."""
+    ma = read_manifest(store, name, a, storage_options)
+    mb = read_manifest(store, name, b, storage_options)
+
+    def by_key(m: dict) -> dict[tuple[str, str], dict]:
+        return {(p["name"], g["name"]): g for p in m["phases"] for g in p["groups"]}
+
+    ga, gb = by_key(ma), by_key(mb)
+    groups = []
+    for key in sorted(set(ga) | set(gb)):
+        x, y = ga.get(key, {}), gb.get(key, {})
+        groups.append({"phase": key[0], "name": key[1],
+                       "share_a": x.get("realised_share", 0.0), "share_b": y.get("realised_share", 0.0),
+                       "share_change_pp": round((y.get("realised_share", 0.0) - x.get("realised_share", 0.0)) * 100, 4),
+                       "tokens_a": x.get("realised_tokens", 0), "tokens_b": y.get("realised_tokens", 0),
+                       "docs_a": x.get("realised_docs", 0), "docs_b": y.get("realised_docs", 0)})
+    ids_a, ids_b = _ids(ma, storage_options), _ids(mb, storage_options)
+    added, removed = sorted(ids_b - ids_a), sorted(ids_a - ids_b)
+    tokens_a, tokens_b = (sum(f["tokens"] for f in m["files"]) for m in (ma, mb))
+    return {"name": name, "a": ma["version"], "b": mb["version"],
+            "spec_changed": ma["spec_hash"] != mb["spec_hash"],
+            "tokens_a": tokens_a, "tokens_b": tokens_b, "tokens_change": tokens_b - tokens_a,
+            "docs_a": sum(f["rows"] for f in ma["files"]), "docs_b": sum(f["rows"] for f in mb["files"]),
+            "unique_docs_a": len(ids_a), "unique_docs_b": len(ids_b),
+            "docs_added": len(added), "docs_removed": len(removed),
+            "added_sample": added[:sample], "removed_sample": removed[:sample], "groups": groups}

@@ -1,0 +1,147 @@
+"""Prefect task for the classify stage: fastText classifiers and embedding clusters, on Ray.
+
+Steps: (embedding clusters, unless fitted centroids are given) embed a sample of the input shards
+on Ray and fit k-means -> a centroids model version, recorded in `<stage dir>/_work/clusters.json`
+so a resumed run reuses it; then the stage itself (models loaded once per worker); then the report:
+per-shard histograms and distributions (only the needed columns are read) merged here, PNG plots
+in `<stage dir>/_plots/`, `_report.md`, and the figures' numbers in `_stats.json` under `classify`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import ray
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mixforge import storage
+from mixforge.classify import clusters as cl
+from mixforge.classify import report as rp
+from mixforge.classify.config import ClassifyConfig
+from mixforge.config import CurateConfig, RayConfig
+from mixforge.runs import RunLayout, StageLayout
+from mixforge.shards import ReadOptions
+from mixforge.stages.classify import ClassifyStage, output_columns
+from tasks import ray_runtime
+from tasks.stage_runner import StageFailed, completed_outputs, ray_map, read_options, run_stage
+
+log = logging.getLogger("mixforge")
+
+_remote_embed_sample = ray.remote(cl.embed_sample)
+_remote_shard_report = ray.remote(rp.shard_report)
+
+
+def embedding_gpus(config: ClassifyConfig, ray_config: RayConfig) -> float:
+    """GPUs per worker for embedding: on GPUs when asked, or with `auto` when the cluster has any."""
+    emb = config.embedding_clusters
+    if not emb.enabled or emb.device == "cpu":
+        return 0.0
+    ray_runtime.connect(ray_config)
+    available = ray.cluster_resources().get("GPU", 0)
+    if emb.device == "cuda" and not available:
+        raise RuntimeError("embedding_clusters.device is 'cuda' but the Ray cluster has no GPU")
+    return emb.gpus_per_worker if available else 0.0
+
+
+def fit_clusters(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], config: ClassifyConfig,
+                 ray_config: RayConfig, storage_options: Mapping[str, Any] | None, gpus: float = 0.0) -> str:
+    """Fit k-means on a sample of `inputs` (embedded on Ray) once per run; returns the centroids version URI."""
+    marker = storage.join(layout.dir, "_work", "clusters.json")
+    if storage.exists(marker, storage_options):
+        return storage.read_json(marker, storage_options)["centroids"]
+    cfg = config.embedding_clusters
+    per_shard = max(1, math.ceil(cfg.sample_size / max(1, len(inputs))))
+    calls = [(i, (uri, per_shard, cfg, storage_options, 1)) for i, uri in inputs]
+    parts, failures = {}, []
+    for index, result, error in ray_map(_remote_embed_sample, calls, ray_config, cpus=1.0, gpus=gpus):
+        if error is not None:
+            failures.append(f"  shard {index}: {error}")
+        else:
+            parts[index] = result
+    if failures:
+        raise StageFailed("classify: embedding the k-means sample failed for:\n" + "\n".join(failures))
+    texts = [t for i in sorted(parts) for t in parts[i][0]]
+    vectors = np.concatenate([parts[i][1] for i in sorted(parts)]) if parts else np.zeros((0, 1), np.float32)
+    info = next(iter(parts.values()))[2] if parts else {}
+    sample = {"docs": len(texts), "shards": len(inputs), "per_shard": per_shard, "method": "first documents of every shard",
+              "inputs": [uri for _, uri in inputs][:100]}
+    version = cl.fit_and_publish(root, texts, vectors, cfg, info, sample, storage_options)
+    log.info("fitted %d clusters on %d sampled documents -> %s", version.card["k"], len(texts), version.uri)
+    if not storage.create_only(marker, json.dumps({"centroids": version.uri}).encode(), storage_options):
+        return storage.read_json(marker, storage_options)["centroids"]  # a concurrent attempt won: use its centroids
+    return version.uri
+
+
+def run_classify(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], config: ClassifyConfig,
+                 ray_config: RayConfig, read_opts: ReadOptions = ReadOptions(),
+                 storage_options: Mapping[str, Any] | None = None) -> dict:
+    """Fit clusters (if needed), run the stage on Ray, write the report; returns the stage summary."""
+    if not config.enabled:
+        raise ValueError("classify: no classifiers configured and embedding_clusters disabled (set classify.classifiers)")
+    gpus = embedding_gpus(config, ray_config)
+    centroids = None
+    if config.embedding_clusters.enabled and config.embedding_clusters.centroids is None:
+        centroids = fit_clusters(root, layout, inputs, config, ray_config, storage_options, gpus)
+    stage = ClassifyStage(config, storage_options, centroids=centroids, gpus=gpus)
+    summary = run_stage(stage, layout, inputs, ray_config, read_opts, storage_options)
+    summary["classify"] = build_report(stage, layout, summary, config, ray_config, storage_options)
+    storage.write_json(layout.stats, summary, storage_options)
+    return summary
+
+
+def build_report(stage: ClassifyStage, layout: StageLayout, summary: dict, config: ClassifyConfig, ray_config: RayConfig,
+                 storage_options: Mapping[str, Any] | None) -> dict:
+    cols = output_columns(config)
+    outputs = completed_outputs(layout, summary)
+    calls = [(i, (uri, cols["scores"], cols["labels"], config.histogram_bins, storage_options)) for i, uri in outputs]
+    parts = []
+    for index, result, error in ray_map(_remote_shard_report, calls, ray_config):
+        if error is not None:
+            raise StageFailed(f"classify report: shard {index} could not be read back: {error}")
+        parts.append(result)
+    report = rp.merge_reports(parts, cols["scores"], cols["labels"], config.histogram_bins, config.report_max_sources)
+    terms = {c["id"]: c["top_terms"] for c in stage.clusters.card["clusters"]} if stage.clusters is not None else None
+    plots = []
+    if config.plots:
+        try:
+            plots = rp.write_plots(report, storage.join(layout.dir, "_plots"), storage_options, terms)
+        except ImportError:
+            log.warning("classify: matplotlib is not installed, no PNG plots written")
+    markdown = rp.markdown_report(report, stage.models_used(), plots, terms)
+    storage.write_bytes(storage.join(layout.dir, "_report.md"), markdown.encode(), storage_options)
+    return {"models": stage.models_used(), "columns": cols, "report": report, "plots": plots,
+            "clusters": None if terms is None else {"model": stage.clusters.uri, "top_terms": {str(k): v for k, v in terms.items()}},
+            "markdown": storage.join(layout.dir, "_report.md")}
+
+
+@task(name="classify", cache_policy=NO_CACHE)
+def classify_documents(run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig) -> dict:
+    layout = run.stage("classify")
+    summary = run_classify(run.root, layout, inputs, config.classify, config.ray, read_options(config), config.storage.options)
+    publish_classify_artifacts(run.run_id, summary, storage_options=config.storage.options)
+    return summary
+
+
+def publish_classify_artifacts(run_id: str, summary: dict, storage_options: Mapping[str, Any] | None = None) -> None:
+    """The report as a markdown artifact (figures' numbers; plot URIs listed)."""
+    info = summary.get("classify") or {}
+    if not info:
+        return
+    fs, path = storage.filesystem(info["markdown"], storage_options)
+    with fs.open(path, "rb") as f:
+        text = f.read().decode()
+    create_markdown_artifact(key=artifact_key("classify", run_id), markdown=text,
+                             description=f"classify {run_id}: score histograms per source, domain/cluster distribution")
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys are lowercase letters, digits and dashes."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")

