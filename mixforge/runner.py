@@ -128,6 +128,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "chars_kept": tally.chars_kept,
         "chars_dropped": dict(sorted(tally.chars_dropped.items())),
         "counters": dict(sorted(ctx.counters.items())),
+        "drop_order": stage.drop_order(),
         "seconds": round(time.perf_counter() - started, 4),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -171,6 +172,16 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         dropped.update(s["docs_dropped"])
         chars_dropped.update(s["chars_dropped"])
         counters.update(s.get("counters", {}))
+    order: list[str] = []
+    for s in done:
+        order.extend(r for r in s.get("drop_order", []) if r not in order)
+    # The funnel: reasons in the order the stage checks them, then the rest (e.g. unreadable rows).
+    ranked = [r for r in order if r in dropped] + sorted(r for r in dropped if r not in order)
+    remaining = sum(s["docs_in"] for s in done)
+    funnel = []
+    for reason in ranked:
+        remaining -= dropped[reason]
+        funnel.append({"reason": reason, "docs": dropped[reason], "chars": chars_dropped[reason], "docs_remaining": remaining})
     return {
         "name": name,
         "output": output,
@@ -185,6 +196,7 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "chars_kept": sum(s["chars_kept"] for s in done),
         "chars_dropped": dict(sorted(chars_dropped.items())),
         "counters": dict(sorted(counters.items())),
+        "funnel": funnel,
         "seconds": round(seconds, 3),
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),
         "worker_peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in done), default=0.0),

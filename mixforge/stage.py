@@ -60,6 +60,10 @@ class Stage(ABC):
     @abstractmethod
     def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult: ...
 
+    def drop_order(self) -> list[str]:
+        """Drop reasons in the order the stage checks them (the funnel); [] when order means nothing."""
+        return []
+
 
 def split_by_reason(batch: pa.Table, reason: pa.Array) -> StageResult:
     """Rows whose `reason` is null are kept; the others are removed, labelled with it."""

@@ -64,8 +64,7 @@ def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Curat
     candidates = dd.read_edges(work, cfg.partitions, opts)  # edges only: a small fraction of documents
     verify_stats = None
     if cfg.minhash.enabled and cfg.minhash.verify:
-        # `dst` is the smaller key of an edge, always a document of this run (indexed keys are larger).
-        owner = dd.key_shard(candidates.column("dst").to_numpy())
+        owner = dd.edge_owner(candidates.column("src").to_numpy(), candidates.column("dst").to_numpy())
         calls = [(s, (s, candidates.filter(pa.array(owner == s)), work, cfg.minhash.threshold, opts, index)) for s in shards]
         verify_stats = _collect("verify", calls, config)
     edges = dd.read_edges(work, cfg.partitions, opts, shards if verify_stats is not None else None)

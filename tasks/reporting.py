@@ -29,9 +29,10 @@ def markdown_summary(summary: dict) -> str:
         lines.append(f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} | {r['seconds']:.1f} |")
     for s in summary["stages"]:
         if s["docs_dropped"]:
-            lines += ["", f"## {s['name']}: dropped by reason", "", "| reason | docs | chars |", "|---|---:|---:|"]
-            for reason, n in s["docs_dropped"].items():
-                lines.append(f"| `{reason}` | {n:,} | {s['chars_dropped'].get(reason, 0):,} |")
+            lines += ["", f"## {s['name']}: dropped by reason, in check order (the funnel)", "",
+                      "| reason | docs | chars | docs remaining |", "|---|---:|---:|---:|"]
+            for step in s.get("funnel", []):
+                lines.append(f"| `{step['reason']}` | {step['docs']:,} | {step['chars']:,} | {step['docs_remaining']:,} |")
         if s["quarantined"]:
             lines += ["", f"## {s['name']}: quarantined shards", ""]
             lines += [f"- `{q['shard']}`: {q['error']}" for q in s["quarantined"]]

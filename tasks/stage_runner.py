@@ -41,12 +41,22 @@ _WORKER_STAGES: dict[str, Stage] = {}
 def _run_shard_on_worker(token: str, stage: Stage, job: ShardJob, read_options: ReadOptions,
                          storage_options: Mapping[str, Any] | None) -> dict:
     cached = _WORKER_STAGES.setdefault(token, stage)
+    reset_peak_rss()  # so the shard's peak_rss_mb is this task's, not the worker's lifetime peak
     # One worker = one CPU slot: keep Arrow's own thread pool from oversubscribing the node.
     pa.set_cpu_count(max(1, int(cached.resources.cpus)))
     return run_shard(cached, job, read_options, storage_options)
 
 
 _remote_run_shard = ray.remote(_run_shard_on_worker)
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's peak-RSS counter (Linux; a no-op elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def ray_map(remote_fn, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig, cpus: float = 1.0, gpus: float = 0.0):

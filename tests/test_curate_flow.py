@@ -167,6 +167,11 @@ def test_curate_runs_normalize_then_filter_and_reconciles(tmp_path):
     assert filt["docs_kept"] == 6
     assert filt["docs_in"] == filt["docs_kept"] + sum(filt["docs_dropped"].values())
     assert filt["docs_dropped"]["lang"] >= 1  # the German document (and numbers: no language)
+    # The funnel lists drops in check order: language ID, then the rule sets as configured.
+    families = [step["reason"].split(".")[0] for step in filt["funnel"]]
+    config_order = ["lang", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality"]
+    assert families == sorted(families, key=config_order.index)
+    assert [step["docs_remaining"] for step in filt["funnel"]][-1] == filt["docs_kept"]
     kept = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "store" / "runs" / summary["run_id"] / "filter").glob("part-*.parquet"))])
     assert set(kept.column("lang").to_pylist()) == {"en"}
     assert "gopher_quality_alpha_words_ratio" in kept.column_names  # scores are kept as columns

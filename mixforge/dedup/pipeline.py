@@ -347,6 +347,20 @@ def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, 
     return {"partition": partition, "edges": edges.num_rows}
 
 
+def edge_owner(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The run shard whose verify task checks each edge.
+
+    Every bucket links its members to its smallest key, so owning edges by `dst` would pile
+    most of them on shard 0; `src` spreads them like the documents. An indexed `src` (keys
+    above every run key) hands the edge to `dst`, which is always a document of this run.
+    """
+    src, dst = np.asarray(src, np.uint64), np.asarray(dst, np.uint64)
+    return np.where(is_index_key(src), key_shard(dst), key_shard(src))
+
+
+VERIFY_CHUNK = 32_768  # edges per signature comparison: bounded memory whatever the skew
+
+
 def read_edges(layout: DedupLayout, partitions: int, storage_options=None, verified_shards: Sequence[int] | None = None) -> pa.Table:
     if verified_shards is not None:
         tables = [_read_table(layout.verified(s), storage_options) for s in verified_shards]
@@ -360,9 +374,9 @@ def read_edges(layout: DedupLayout, partitions: int, storage_options=None, verif
 
 def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, threshold: float, storage_options=None,
                        index: IndexLayout | None = None) -> dict:
-    """Keep the MinHash edges whose estimated Jaccard passes, for the edges whose smaller key
-    (`dst`, always a document of this run) is in `shard`. Exact edges pass as they are.
-    Reads this shard's signatures and only the partner rows of other shards or the index.
+    """Keep the MinHash edges (those `edge_owner` gives this shard) whose estimated Jaccard
+    passes; exact edges pass as they are. Reads only the signature rows of the edges'
+    endpoints, from this run's shards or the index.
     """
     sources = Sources(layout, index)
     out = layout.verified(shard)
@@ -385,7 +399,9 @@ def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, thresho
             width = raw.type.byte_width // 8
             sigs.append(np.frombuffer(raw.buffers()[1], dtype=np.uint64, count=len(raw) * width,
                                       offset=raw.offset * raw.type.byte_width).reshape(len(raw), width))
-        ok = verify_edges(src, dst, np.concatenate(keys), np.concatenate(sigs), threshold)
+        keys, sigs = np.concatenate(keys), np.concatenate(sigs)
+        ok = np.concatenate([verify_edges(src[i:i + VERIFY_CHUNK], dst[i:i + VERIFY_CHUNK], keys, sigs, threshold)
+                             for i in range(0, len(src), VERIFY_CHUNK)])
         kept.append(fuzzy.filter(pa.array(ok)))
     result = pa.concat_tables(kept)
     _write_table(out, result, storage_options)

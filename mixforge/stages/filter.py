@@ -45,6 +45,10 @@ class Filter(Stage):
         self.language_id = LanguageID(self.config.language_id) if self.config.language_id.enabled else None
         self.rule_sets = [build_rule_set(rc, self.config.default_language) for rc in self.config.rules]
         self._ready = False
+        self._order: list[str] = ["lang"] if self.language_id is not None and self.config.language_id.mode == "drop" else []
+
+    def drop_order(self) -> list[str]:
+        return list(self._order)
 
     def setup(self) -> None:
         if self.language_id is not None:
@@ -88,6 +92,8 @@ class Filter(Stage):
                 url=None if url is None else url.take(pa.array(idx)),
             )
             ev = rs.evaluate_batch(sub)
+            if rc.mode == "drop":
+                self._order.extend(name for name in ev.fails if name not in self._order)
             first = ev.first_failure()
             failing = first != None  # noqa: E711 (elementwise)
             if rc.mode == "drop":
