@@ -4,6 +4,7 @@ at their boundaries, real fastText model, drop versus annotate, funnel, bad inpu
 from __future__ import annotations
 
 import random
+import unicodedata
 from collections import Counter
 
 import fsspec
@@ -63,6 +64,107 @@ def test_word_splitting_scripts():
     assert per_doc[2] == ["日本語のテキスト"]
     assert per_doc[3] == ["สวัสดี"]
     assert per_doc[4] == []
+
+
+def _per_doc_words_lang(texts, lang, **kw):
+    w = TextBatch(texts, lang=lang, **kw).words
+    vals = w.values.to_list()
+    return [vals[a:b] for a, b in zip(w.offsets[:-1], w.offsets[1:])]
+
+
+def test_unspaced_languages_split_per_character():
+    zh, ja, th = "今天天气很好，我们去公园散步。", "日本語のテキストです。", "สวัสดีครับ"
+    per_doc = _per_doc_words_lang([zh, ja, th, "我用Python写代码", "コーヒー 3杯 ๑๒๓"], ["zh", "ja", "th", "zh", "ja"])
+    assert per_doc[0] == list(zh)  # 15 characters, punctuation included: 15 words
+    assert len(per_doc[0]) == 15
+    assert per_doc[1] == list(ja) and len(per_doc[1]) == 11
+    # a Thai character keeps its combining marks (vowel signs, tone marks)
+    assert per_doc[2] == ["ส", "วั", "ส", "ดี", "ค", "รั", "บ"]
+    # runs of other characters inside a chunk stay whole
+    assert per_doc[3] == ["我", "用", "Python", "写", "代", "码"]
+    # prolonged sound mark splits like a kana; digits (ASCII or Thai) are not split
+    assert per_doc[4] == ["コ", "ー", "ヒ", "ー", "3", "杯", "๑๒๓"]
+    # the characters are all kept, in order
+    assert all("".join(w) == t.replace(" ", "") for w, t in zip(per_doc, [zh, ja, th, "我用Python写代码", "コーヒー 3杯 ๑๒๓"]))
+
+
+def test_unspaced_split_keeps_english_tokenization_around():
+    text = "我用Python写代码(e.g. don't)，Mr. Smith说：「好的」。"
+    # the Latin runs are tokenized on their own: "(e.g." "don't)" "Mr." as spaCy splits them
+    assert _per_doc_words_lang([text], ["zh"])[0] == [
+        "我", "用", "Python", "写", "代", "码", "(", "e.g.", "do", "n't", ")", "，", "Mr.", "Smith", "说", "：", "「", "好", "的", "」", "。"]
+    # (the same chunk without a language is spaCy's, as datatrove: CJK punctuation is not an affix)
+    assert _per_doc_words([text])[0][:3] == ["我用Python写代码(e.g", ".", "don't)，Mr"]
+
+
+def test_unspaced_split_only_for_those_languages():
+    english = list(SPACY_CASES)[0]
+    cjk = "日本語のテキスト 我用Python写代码"
+    langs = ["en", "zh", "ja", None, "", "ko", "zh-Hant", "zho_Hans", "de"]
+    docs = [english, english, cjk, cjk, cjk, "한국어 텍스트 漢字", cjk, cjk, cjk]
+    per_doc = _per_doc_words_lang(docs, langs)
+    # English text is unchanged whatever the language label (it has no unspaced-script character)
+    assert per_doc[0] == per_doc[1] == SPACY_CASES[english]
+    assert per_doc[2] == per_doc[6] == per_doc[7] == ["日", "本", "語", "の", "テ", "キ", "ス", "ト", "我", "用", "Python", "写", "代", "码"]
+    # no language, or a spaced-script language: as datatrove, a run without spaces is one word
+    assert per_doc[3] == per_doc[4] == per_doc[8] == ["日本語のテキスト", "我用Python写代码"]
+    # Korean: Hangul is spaced and stays whole, Hanja are split
+    assert per_doc[5] == ["한국어", "텍스트", "漢", "字"]
+    # no lang column at all, or the fallback switched off: English tokenization everywhere
+    assert _per_doc_words([cjk]) == [["日本語のテキスト", "我用Python写代码"]]
+    assert _per_doc_words_lang([cjk], ["zh"], unspaced_languages=())[0] == ["日本語のテキスト", "我用Python写代码"]
+    assert _per_doc_words_lang([cjk], ["xx"], unspaced_languages={"XX"})[0] == per_doc[2]
+
+
+_UNSPACED_RANGES = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x3005, 0x3007), (0x3041, 0x309F), (0x30A1, 0x30FF), (0xFF66, 0xFF9D),
+                    (0x0E01, 0x0E5B), (0x0E80, 0x0EFF), (0x1780, 0x17FF), (0x1000, 0x109F)]
+
+
+def _reference_unspaced_words(doc, unspaced):
+    """Plain-Python statement of the fallback: per whitespace chunk, each unspaced-script (or CJK
+    punctuation) character with its combining marks is a word; the runs in between are spaCy-tokenized."""
+
+    def unit(ch):
+        cat, o = unicodedata.category(ch), ord(ch)
+        in_script = any(lo <= o <= hi for lo, hi in _UNSPACED_RANGES)
+        cjk_punct = cat[0] in "PS" and (0x3000 <= o <= 0x303F or 0xFF00 <= o <= 0xFFEF)
+        return (in_script or cjk_punct) and cat != "Nd"
+
+    out = []
+    for chunk in doc.split():
+        if not unspaced:
+            out += spacy_reference_tokenize(chunk)
+            continue
+        pieces, run, prev_unit = [], "", False
+        for ch in chunk:
+            if prev_unit and unicodedata.category(ch).startswith("M"):
+                pieces[-1] = (True, pieces[-1][1] + ch)
+            elif unit(ch):
+                if run:
+                    pieces.append((False, run))
+                    run = ""
+                pieces.append((True, ch))
+                prev_unit = True
+            else:
+                run += ch
+                prev_unit = False
+        if run:
+            pieces.append((False, run))
+        for is_unit, piece in pieces:
+            out += [piece] if is_unit else spacy_reference_tokenize(piece)
+    return out
+
+
+def test_unspaced_split_mixed_batch_matches_reference():
+    rng = random.Random(5)
+    pieces = ["word", "Mr.", "don't", "3.5%", "(e.g.", ")", "日本", "中文字", "テキスト", "ー", "สวัสดี", "ພາສາລາວ", "ភាសាខ្មែរ", "မြန်မာ",
+              "한국어", ",", "。", "，", "「", "」", "：", "๑๒", "42", "ＡＢＣ１２", "e\u0301"]
+    docs = ["".join(rng.choice(pieces) + rng.choice(["", "", " ", "\n"]) for _ in range(rng.randint(0, 12))) for _ in range(300)]
+    langs = [rng.choice(["en", "zh", "ja", "th", "lo", "km", "my", "", None]) for _ in docs]
+    for doc, lang, got in zip(docs, langs, _per_doc_words_lang(docs, langs)):
+        assert got == _reference_unspaced_words(doc, lang in ("zh", "ja", "th", "lo", "km", "my")), (doc, lang)
+    # an all-English batch with lang set is the plain English tokenization
+    assert _per_doc_words_lang(docs, ["en"] * len(docs)) == _per_doc_words(docs)
 
 
 # Token lists produced by spaCy 3.8.7 `spacy.blank("en")` (datatrove's split_into_words) for these
@@ -186,6 +288,44 @@ def test_gopher_quality_passes_real_prose():
         "their daughters. And so we have to deal with that, as was said."
     )
     assert GopherQuality().evaluate([text]).first_failure().tolist() == [None]
+
+
+ZH_PARAGRAPH = (
+    "北京是中华人民共和国的首都，也是全国的政治中心和文化中心。这座城市有三千多年的建城史，"
+    "留下了故宫、天坛和长城等许多名胜古迹。每年都有数以百万计的游客从世界各地来到这里参观。"
+    "近几十年来，北京的经济发展非常迅速，高楼大厦越来越多，地铁线路也不断延长。"
+    "与此同时，政府也在努力保护老城区的胡同和四合院，希望在现代化的过程中保留城市的历史记忆。"
+)
+
+
+def test_gopher_quality_chinese_paragraph_with_lang():
+    # Without a language: one word for the whole paragraph (datatrove's behaviour): word_count fails.
+    assert GopherQuality().evaluate([ZH_PARAGRAPH]).first_failure().tolist() == ["gopher_quality.word_count"]
+    ev = GopherQuality().evaluate([ZH_PARAGRAPH], lang=["zh"])
+    n_chars = sum(not ch.isspace() for ch in ZH_PARAGRAPH)
+    n_punct = sum(ch in "，。、" for ch in ZH_PARAGRAPH)
+    assert ev.features["gopher_quality.n_words"][0] == n_chars - n_punct  # one non-symbol word per Han character
+    assert ev.features["gopher_quality.mean_word_length"][0] == 1.0
+    # the mean_word_length bounds (3..10) are English-specific: not applied to per-character words,
+    # so the paragraph passes every sub-rule with the default config
+    assert ev.first_failure().tolist() == [None]
+    assert not any(f[0] for f in ev.fails.values())
+    # so does the repetition rule set (character n-grams)
+    assert GopherRepetition().evaluate([ZH_PARAGRAPH], lang=["zh"]).first_failure().tolist() == [None]
+
+
+def test_unspaced_fallback_in_filter_stage_uses_lang_column():
+    english = (
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. "
+        "However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so "
+        "well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of "
+        "their daughters. And so we have to deal with that, as was said."
+    )
+    cfg = FilterConfig(language_id=NO_LID, rules=[GopherQualityConfig()])
+    batch = pa.table({"id": ["0", "1", "2"], "text": [ZH_PARAGRAPH, ZH_PARAGRAPH, english], "lang": ["zh", None, "en"]})
+    res = Filter(cfg).process(batch, ShardContext("s", 0))
+    assert res.kept.column("id").to_pylist() == ["0", "2"]
+    assert res.removed.column("drop_reason").to_pylist() == ["gopher_quality.word_count"]  # no lang: one word
 
 
 # ----------------------------------------------------------------------------- gopher repetition

@@ -7,15 +7,19 @@ sets in configured order, and turns the first failing sub-rule of a drop-mode ru
 document's `drop_reason`.
 
 Which rules support which languages (words: `mixforge.filters.text`, spaCy's English tokenizer as
-in datatrove, for every script: a whitespace-free run of CJK/Thai text is one word):
+in datatrove; in documents whose `lang` is an unspaced-script language (zh, ja, th, ko, yue, wuu,
+lo, km, my: `TextBatch.unspaced_languages`) each Han / Hiragana / Katakana / Thai / Lao / Khmer /
+Myanmar character, and each CJK / fullwidth punctuation mark, is a word of its own, the runs of
+other characters in between keep the English tokenization; without a `lang`, a whitespace-free
+CJK/Thai run is one word, as in datatrove):
 
-| rule set | Latin / Cyrillic / Greek (spaced scripts) | CJK / Thai (unspaced) |
+| rule set | Latin / Cyrillic / Greek (spaced scripts) | CJK / Thai / Lao / Khmer / Myanmar (unspaced, `lang` set) |
 |---|---|---|
 | language ID (lid.176) | 176 languages | yes |
-| gopher_quality | all sub-rules; stop words for en, de, fr, es, it, pt, nl (others pass) | a word is a run between spaces: `mean_word_length` (max 10) fails them, annotate or disable |
-| gopher_repetition | yes | coarse (n-grams of space-separated runs) |
-| c4 | yes (English keyword lists; ASCII terminal punctuation) | lines ending in 。！？ are removed: annotate or disable |
-| fineweb_quality | yes | yes (terminal punctuation of many scripts) |
+| gopher_quality | all sub-rules; stop words for en, de, fr, es, it, pt, nl (others pass) | per-character words: `word_count`, `symbol_word_ratio`, `bullet_lines`, `ellipsis_lines`, `alpha_words`, `stop_words` (no list: pass) work; `mean_word_length` (English 3..10 bounds) is not applied to them |
+| gopher_repetition | yes | coarse (character n-grams, English thresholds) |
+| c4 | yes (English keyword lists; ASCII terminal punctuation) | lines ending in 。！？ or without spaces are removed: annotate or disable |
+| fineweb_quality | yes | yes (terminal punctuation of many scripts; `list_ratio` counts per-character words); Thai, written without sentence-final punctuation, can fail `line_punct_ratio` |
 | url | language-independent | language-independent |
 """
 

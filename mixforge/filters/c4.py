@@ -15,7 +15,10 @@ Sentences are counted as datatrove does, with spaCy's sentencizer over spaCy's E
 token, hence not boundaries.
 
 Languages: line rules are script-agnostic (the keyword lists are English); terminal punctuation is
-C4's ASCII set, so CJK text (。！？) loses most lines: use annotate mode or disable for such languages.
+C4's ASCII set, and words per line are whitespace-separated runs (as datatrove; the character
+fallback of `mixforge.filters.text` for unspaced scripts does not apply here), so CJK/Thai text
+(lines ending in 。！？, without spaces: fewer than `min_words_per_line`) loses most lines: use
+annotate mode or disable for such languages.
 """
 
 from __future__ import annotations

@@ -7,9 +7,13 @@ Sub-rules, in check order (drop_reason `gopher_quality.<sub_rule>`): `word_count
 
 Languages: all rules work on any script (see `mixforge.filters.text`); stop words are checked with the
 document's language list (`lang` column, else the configured default) and pass for languages
-without a list (defaults: en, de, fr, es, it, pt, nl). Words are spaCy English tokens as in datatrove, so
-in CJK/Thai text a whole run between spaces is one word and `mean_word_length` (max 10) fails such
-documents: disable it, or annotate, for those languages.
+without a list (defaults: en, de, fr, es, it, pt, nl). Words are spaCy English tokens as in datatrove;
+in documents of an unspaced-script language (`lang` zh, ja, th, ko, ... : `TextBatch.unspaced_languages`)
+each Han/Kana/Thai/Lao/Khmer/Myanmar character is a word (`mixforge.filters.text`). `word_count`,
+`symbol_word_ratio`, `alpha_words` and `stop_words` (no list for these languages: pass) then work
+for them; the `mean_word_length` bounds (3..10) are English-specific and are not applied to these
+documents (per-character words have a mean length of about 1). Without a `lang`, a whole CJK/Thai run between spaces is one word, as in datatrove, and
+such documents fail `word_count` or `mean_word_length` (max 10).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class GopherQuality(RuleSet):
             fail |= mean_len < c.min_avg_word_length
         if c.max_avg_word_length:
             fail |= mean_len > c.max_avg_word_length
+        if batch.unspaced is not None:  # per-character words: the English 3..10 bounds do not apply
+            fail &= ~np.asarray(batch.unspaced, dtype=bool)
         ev.add_rule(f"{n}.mean_word_length", fail)
 
         hash_ratio = safe_div(batch.count_literal("#"), n_words)

@@ -18,8 +18,10 @@ count), stopping as soon as the threshold is exceeded. Verdicts are exact; the `
 `exact_dup_n_gram_features`; otherwise, at or below the threshold it is an upper bound of the
 exact value, and above the threshold a lower bound (still above the threshold).
 
-Languages: any script (words as in `mixforge.filters.text`: spaCy English tokens, as datatrove;
-in CJK/Thai text, runs between spaces).
+Languages: any script (words as in `mixforge.filters.text`: spaCy English tokens, as datatrove).
+In documents of an unspaced-script language (`lang` zh, ja, th, ...) each Han/Kana/Thai/Lao/Khmer/
+Myanmar character is a word, so the n-gram rules see character n-grams there (thresholds are
+the English ones: a coarse check); without a `lang`, a CJK/Thai run between spaces is one word.
 """
 
 from __future__ import annotations

@@ -11,7 +11,21 @@ into whitespace-separated chunks (vectorised); chunks that are a plain run of le
 digits (most of them) are one word; the distinct remaining chunks of the batch ("her;--but",
 "Mr.", "don't", "(e.g.", "3.5%", URLs ...) go through the ported spaCy algorithm once each, with a
 cache shared across batches. Like datatrove with its default language, this applies to every
-script: a run of Han/Kana/Thai characters without spaces is one word.
+script: without a language, a run of Han/Kana/Thai characters without spaces is one word.
+
+Character-based fallback for unspaced scripts: in documents whose `lang` label is in
+`TextBatch.unspaced_languages` (default `UNSPACED_LANGUAGES`: zh, ja, th, ko, yue, wuu, lo, km,
+my and their ISO 639-3 codes; a label such as "zh-Hant" or "zho_Hans" counts by its part before
+"-"/"_"), each whitespace-separated chunk that contains a Han, Hiragana, Katakana (with the
+prolonged sound mark ー), Thai, Lao, Khmer or Myanmar character, or a CJK / fullwidth punctuation
+mark or symbol (，。「」：！？), is cut first: each such character, with the combining marks that
+follow it, is a word of its own ("วั", "ខ្", "မြ"), and each run of other characters between them
+is tokenized as above, on its own. So "我用Python写代码(e.g. don't)。" gives 我 用 Python 写 代 码
+( e.g. do n't ) 。. Digits (ASCII, fullwidth, Thai ๑๒๓) are not cut. Korean Hangul is written with
+spaces and is not cut (only Hanja in Korean text are). The cut is one Polars regex `extract_all`
+over the chunks of those documents that contain such characters, re-indexed with numpy; the words
+of documents in other languages, or without a language (or with `unspaced_languages` empty), are
+exactly the English ones above.
 """
 
 from __future__ import annotations
@@ -33,6 +47,20 @@ SIMPLE_CHUNK = r"^(?:\p{L}+|[0-9]+)$"
 # Chunks that spaCy splits into (letters, final punctuation), unless the chunk or its letters are a
 # special case: "word," "word;" "word!" and, after a lowercase ASCII letter, "word.".
 FAST_CHUNK = r"^(?:\p{L}+[,;:!?]|[A-Za-z]*[a-z]\.)$"
+# Languages written without spaces between words (LID labels, lowercase; ISO 639-1 and 639-3).
+UNSPACED_LANGUAGES = frozenset({
+    "zh", "ja", "th", "ko", "yue", "wuu", "lo", "km", "my",
+    "zho", "cmn", "jpn", "tha", "kor", "lao", "khm", "mya",
+})
+# One character of an unspaced script (not a digit), or a CJK / fullwidth punctuation mark or symbol
+# (，。「」：！？): each is a word in those languages' documents.
+_UNSPACED_CHAR = (
+    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\x{30FC}\x{FF70}"
+    r"[[\p{P}\p{S}]&&[\x{3000}-\x{303F}\x{FF00}-\x{FFEF}]]]--\p{Nd}"
+)
+UNSPACED_CHAR = "[" + _UNSPACED_CHAR + "]"
+# A word of such a document: one such character with its combining marks, or a run of others.
+UNSPACED_WORD_PART = UNSPACED_CHAR + r"\p{M}*|[^" + _UNSPACED_CHAR + "]+"
 _TOKEN_CACHE: dict[str, list[str]] = {}
 _TOKEN_CACHE_MAX = 200_000  # distinct complex chunks kept across batches (~50 MB)
 
@@ -64,16 +92,61 @@ def _tokens_of(chunks: list[str]) -> tuple[list[str], np.ndarray]:
     return flat, counts
 
 
-def split_words(text: pl.Series) -> tuple[pl.Series, np.ndarray]:
-    """spaCy English words of each document: (flat words, words per document)."""
+def split_words(text: pl.Series, unspaced=None) -> tuple[pl.Series, np.ndarray]:
+    """Words of each document: (flat words, words per document). spaCy English words; in the
+    documents where the boolean array `unspaced` is true, unspaced-script characters are words
+    of their own first (see the module docstring)."""
     n_docs = len(text)
     chunks = text.str.extract_all(CHUNK_PATTERN)
     chunk_counts = chunks.list.len().fill_null(0).to_numpy().astype(np.int64)
     flat = chunks.explode(empty_as_null=False, keep_nulls=False).rename("words")
     if len(flat) == 0:
         return flat, np.zeros(n_docs, dtype=np.int64)
+    whole = None
+    if unspaced is not None and np.asarray(unspaced, dtype=bool).any():
+        flat, chunk_counts, whole = _split_unspaced(flat, chunk_counts, np.asarray(unspaced, dtype=bool))
+    return _tokenize_chunks(flat, chunk_counts, whole)
+
+
+def _split_unspaced(chunks: pl.Series, counts: np.ndarray, unspaced: np.ndarray) -> tuple[pl.Series, np.ndarray, np.ndarray | None]:
+    """Cut the chunks of the `unspaced` documents that contain an unspaced-script character into
+    such characters (with their combining marks) and the runs of other characters between them:
+    (new flat chunks, chunks per document, which new chunks are such characters, kept whole)."""
+    n_docs = len(counts)
+    chunk_doc = np.repeat(np.arange(n_docs, dtype=np.int64), counts)
+    cand = np.flatnonzero(unspaced[chunk_doc])
+    if len(cand):
+        cand = cand[chunks.gather(cand).str.contains(UNSPACED_CHAR).to_numpy()]
+    if len(cand) == 0:
+        return chunks, counts, None
+    parts = chunks.gather(cand).str.extract_all(UNSPACED_WORD_PART)
+    n_parts = parts.list.len().to_numpy().astype(np.int64)
+    flat_parts = parts.explode().rename(chunks.name)
+    # New chunk j is chunks[i] for an uncut chunk i, else part k of a cut chunk: indices into
+    # the concatenation [chunks, flat parts].
+    n_out = np.ones(len(chunks), dtype=np.int64)
+    n_out[cand] = n_parts
+    base = np.arange(len(chunks), dtype=np.int64)
+    base[cand] = len(chunks) + np.concatenate([[0], np.cumsum(n_parts)[:-1]])
+    step = np.zeros(len(chunks), dtype=np.int64)
+    step[cand] = 1
+    out_off = np.concatenate([[0], np.cumsum(n_out)])
+    within = np.arange(int(out_off[-1]), dtype=np.int64) - np.repeat(out_off[:-1], n_out)
+    idx = np.repeat(base, n_out) + within * np.repeat(step, n_out)
+    out = pl.concat([chunks, flat_parts]).gather(idx)
+    whole = np.zeros(len(out), dtype=bool)
+    whole[idx >= len(chunks)] = flat_parts.str.contains(UNSPACED_CHAR).to_numpy()[idx[idx >= len(chunks)] - len(chunks)]
+    return out, np.bincount(chunk_doc, weights=n_out, minlength=n_docs).astype(np.int64), whole
+
+
+def _tokenize_chunks(flat: pl.Series, chunk_counts: np.ndarray, whole: np.ndarray | None) -> tuple[pl.Series, np.ndarray]:
+    """spaCy English words of whitespace-free chunks (`whole`: chunks kept as one word), grouped
+    per document by `chunk_counts`: (flat words, words per document)."""
+    n_docs = len(chunk_counts)
     specials = _simple_specials()
     simple = (flat.str.contains(SIMPLE_CHUNK) & ~flat.is_in(specials)).to_numpy()
+    if whole is not None:
+        simple |= whole
     if simple.all():
         return flat, chunk_counts
     # An output word is a simple chunk (index into `flat`), one of the two parts of a "fast" chunk
@@ -174,14 +247,17 @@ def as_string_array(values) -> pa.Array:
 class TextBatch:
     """Documents of one batch with their lazily computed segmentations.
 
-    `lang` (ISO 639-1 codes, or null) and `url` are optional per-document columns.
+    `lang` (LID labels such as ISO 639-1 codes, or null) and `url` are optional per-document
+    columns. Documents whose `lang` is in `unspaced_languages` get the character-based word
+    fallback for unspaced scripts (module docstring); pass an empty set to turn it off.
     """
 
-    def __init__(self, text, lang=None, url=None) -> None:
+    def __init__(self, text, lang=None, url=None, unspaced_languages=UNSPACED_LANGUAGES) -> None:
         self.text_arrow = as_string_array(text)
         self.text = pl.Series("text", self.text_arrow)
         self.n_docs = len(self.text)
         self.lang = None if lang is None else pl.Series("lang", as_string_array(lang))
+        self.unspaced_languages = frozenset(x.lower() for x in unspaced_languages)
         self.url = None
         if url is not None:
             url = url.to_arrow() if isinstance(url, pl.Series) else url
@@ -197,8 +273,17 @@ class TextBatch:
         return self.text.str.count_matches(needle, literal=True).to_numpy().astype(np.int64)
 
     @cached_property
+    def unspaced(self) -> np.ndarray | None:
+        """Per document: whether its language is written without spaces (None: no `lang`)."""
+        if self.lang is None or not self.unspaced_languages:
+            return None
+        lang = self.lang.str.to_lowercase()
+        known = sorted(self.unspaced_languages)
+        return (lang.is_in(known) | lang.str.extract(r"^([^-_]+)[-_]", 1).is_in(known).fill_null(False)).to_numpy()
+
+    @cached_property
     def words(self) -> Segments:
-        values, counts = split_words(self.text)
+        values, counts = split_words(self.text, self.unspaced)
         return Segments(values, np.repeat(np.arange(self.n_docs, dtype=np.int64), counts), counts, self.n_docs)
 
     @cached_property
