@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import ray
 
@@ -19,6 +20,32 @@ log = logging.getLogger("mixforge")
 def resolve_address(cfg: RayConfig) -> str | None:
     address = cfg.address or os.environ.get("RAY_ADDRESS") or None
     return None if address in (None, "", "local") else address
+
+
+class RayClusterUnreachable(ConnectionError):
+    pass
+
+
+def check_reachable(address: str, timeout_s: float | None = None) -> None:
+    """Fail fast when nothing listens at a cluster address.
+
+    `ray.init(address=...)` on an address with nothing behind it retries for many minutes
+    before giving up; a run that asked for a cluster must fail clearly instead (and never fall
+    back to a local Ray). `auto` needs no check: ray.init fails at once without a local cluster.
+    """
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r}: expected host:port, ray://host:port or auto")
+    timeout_s = timeout_s if timeout_s is not None else float(os.environ.get("MIXFORGE_RAY_CONNECT_TIMEOUT_S", "10"))
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayClusterUnreachable(
+            f"Ray cluster at {address} is not reachable ({e.strerror or e}); not starting a local Ray. "
+            "Check RAY_ADDRESS / ray.address, or unset both to run on a local Ray.") from None
 
 
 def connect(cfg: RayConfig) -> None:
@@ -35,6 +62,7 @@ def connect(cfg: RayConfig) -> None:
                  configure_logging=False)
         log.info("started a local Ray with %s CPUs", int(ray.cluster_resources().get("CPU", 0)))
     else:
+        check_reachable(address)
         ray.init(address=address, configure_logging=False)
         log.info("joined Ray cluster at %s (%s CPUs)", address, int(ray.cluster_resources().get("CPU", 0)))
 

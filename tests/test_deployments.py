@@ -1,0 +1,227 @@
+"""Deployments with real parts: a `prefect server start` subprocess (SQLite), the deployments of
+deployments/prefect.yaml deployed with `prefect deploy` into a process work pool, a `prefect worker`
+subprocess, and a run triggered the way CI does (deployments/trigger.py, parameters as JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.conftest import free_port
+from tests.helpers import docs, prose_docs, write_shard
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
+# Flows being written elsewhere: their deployments are checked once their files land.
+PENDING_FLOWS = {"flows/pipeline.py", "flows/rephrase.py"}
+
+
+def prefect_deployments() -> list[dict]:
+    return yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
+
+
+def base_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "RAY_ADDRESS"}
+    env.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", RAY_AUTH_MODE="disabled",
+               PREFECT_HOME=str(home), PREFECT_CLI_PROMPT="false", PYTHONPATH=str(REPO))
+    return env
+
+
+# --------------------------------------------------------------------------- static checks
+
+def test_every_deployment_names_a_flow_and_its_parameters_fit_it():
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    deployments = prefect_deployments()
+    assert {d["name"] for d in deployments} == {"nightly", "curate", "mix", "train-classifier", "gpu"}
+    missing = set()
+    for d in deployments:
+        path, func = d["entrypoint"].split(":")
+        assert path == f"flows/{func}.py", d["entrypoint"]
+        assert d["work_pool"]["name"] in {"mixforge", "mixforge-gpu"}
+        if not (REPO / path).is_file():
+            missing.add(path)
+            continue
+        flow = load_flow_from_entrypoint(f"{REPO / path}:{func}")
+        params = parameter_schema(flow.fn).model_dump()["properties"]
+        assert set(d.get("parameters") or {}) <= set(params), f"{d['name']}: parameters not in {func}'s signature"
+    assert missing <= PENDING_FLOWS, f"deployments point at flows that do not exist: {missing - PENDING_FLOWS}"
+
+    by_name = {d["name"]: d for d in deployments}
+    nightly = by_name["nightly"]
+    assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]
+    assert nightly["parameters"]["input"] == "{{ $MIXFORGE_NIGHTLY_INPUT }}"
+    assert nightly["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
+    assert by_name["gpu"]["work_pool"]["name"] == "mixforge-gpu" and "gpu" in by_name["gpu"]["tags"]
+    assert all(not d.get("schedules") for d in deployments if d["name"] != "nightly")
+
+
+def test_deploy_helper_refuses_what_it_cannot_deploy(tmp_path):
+    env = base_env(tmp_path / "home")
+    env.pop("MIXFORGE_NIGHTLY_INPUT", None)
+
+    def deploy(*names):
+        return subprocess.run([sys.executable, "deployments/deploy.py", *names], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    proc = deploy("nope")
+    assert proc.returncode == 2 and "no such deployment(s)" in proc.stderr and "curate" in proc.stderr
+    if (REPO / "flows" / "pipeline.py").is_file():
+        proc = deploy("nightly")
+        assert proc.returncode == 2 and "MIXFORGE_NIGHTLY_INPUT" in proc.stderr
+    else:
+        proc = deploy("nightly")
+        assert proc.returncode == 2 and "flows/pipeline.py" in proc.stderr
+
+
+# --------------------------------------------------------------------------- a real server
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on a free loopback port with its own SQLite database."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = base_env(home / "home")
+    env.update(PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+               PREFECT_UI_ENABLED="false", PREFECT_SERVER_API_HOST="127.0.0.1")
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 150
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    (home / "incoming").mkdir()
+    client_env = {**base_env(home / "client-home"), "PREFECT_API_URL": api,
+                  "MIXFORGE_NIGHTLY_INPUT": str(home / "incoming"), "MIXFORGE_STORE": str(home / "store")}
+    yield {"api": api, "home": home, "env": client_env}
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def worker(prefect_server):
+    """The deployments deployed by deployments/deploy.py, and a process worker polling their pool."""
+    env = prefect_server["env"]
+    home = prefect_server["home"]
+    proc = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = open(home / "worker.log", "wb")
+    # The worker runs elsewhere than the checkout: the deployment's pull step finds the code.
+    wproc = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "mixforge", "--type", "process",
+                              "--limit", "1"], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    yield {"deploy_output": proc.stdout + proc.stderr, "log": home / "worker.log"}
+    os.killpg(wproc.pid, signal.SIGTERM)
+    try:
+        wproc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(wproc.pid, signal.SIGKILL)
+    log.close()
+
+
+def read_with_client(api: str, fn):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        with get_client(sync_client=True) as client:
+            return fn(client)
+
+
+def test_deployments_are_registered_with_forms_and_schedules(prefect_server, worker):
+    present = [d for d in prefect_deployments() if (REPO / d["entrypoint"].split(":")[0]).is_file()]
+    deployed = read_with_client(prefect_server["api"], lambda c: c.read_deployments())
+    flow_names = read_with_client(prefect_server["api"], lambda c: {f.id: f.name for f in c.read_flows()})
+    by_name = {f"{flow_names[d.flow_id]}/{d.name}": d for d in deployed}
+    assert {n.split("/")[1] for n in by_name} == {d["name"] for d in present}
+    for spec in present:
+        (full,) = [n for n in by_name if n.endswith("/" + spec["name"])]
+        d = by_name[full]
+        assert d.work_pool_name == spec["work_pool"]["name"] and d.entrypoint == spec["entrypoint"]
+        assert set(spec["tags"]) <= set(d.tags)
+        assert d.enforce_parameter_schema
+        assert [s.schedule.cron for s in d.schedules] == [s["cron"] for s in spec.get("schedules", [])]
+
+    # The curate form: typed fields from the flow signature, the config as nested sections.
+    schema = by_name["curate/curate"].parameter_openapi_schema
+    assert set(schema["properties"]) == {"input", "output", "config", "run_id"}
+    assert set(schema["required"]) == {"input", "output"}
+    config = schema["definitions"]["CurateConfig"]["properties"]
+    assert {"stages", "read", "normalize", "filter", "dedup", "ray", "storage"} <= set(config)
+    ray = schema["definitions"]["RayConfig"]["properties"]
+    assert "RAY_ADDRESS" in ray["address"]["description"] and ray["max_retries"]["default"] == 3
+    if "mix/mix" in by_name:
+        mix_schema = by_name["mix/mix"].parameter_openapi_schema
+        assert "spec" in mix_schema["required"] and "MixSpec" in mix_schema["definitions"]
+
+
+def test_ci_trigger_runs_curate_through_the_worker_with_artifacts(prefect_server, worker, tmp_path):
+    raw, store = tmp_path / "raw", tmp_path / "store"
+    write_shard(str(raw / "a.jsonl"), prose_docs(40, "a") + [{"text": ""}, b"{broken"])
+    write_shard(str(raw / "b.jsonl.gz"), prose_docs(30, "b") + prose_docs(5, "a"))  # 5 exact duplicates of a's
+    write_shard(str(raw / "c.parquet"), docs(10, "c"))
+    params = {"input": str(raw), "output": str(store), "run_id": "from-ci",
+              "config": {"ray": {"num_cpus": 1, "object_store_memory_mb": 128}, "stages": ["normalize", "dedup"]}}
+    proc = subprocess.run([sys.executable, "deployments/trigger.py", "curate/curate", "--params", json.dumps(params),
+                           "--timeout", "300", "--poll-interval", "1"],
+                          cwd=REPO, env=prefect_server["env"], capture_output=True, text=True, timeout=360)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], worker["log"].read_text()[-4000:])
+    run = json.loads(proc.stdout)
+    assert run["state"] == "COMPLETED" and run["deployment"] == "curate/curate"
+    assert {a["key"] for a in run["artifacts"]} == {"curate-from-ci", "curate-from-ci-summary"}
+
+    # It ran on the worker of the process pool, with the parameters as given.
+    flow_run = read_with_client(prefect_server["api"], lambda c: c.read_flow_run(run["flow_run_id"]))
+    assert flow_run.work_pool_name == "mixforge"
+    assert flow_run.parameters["config"]["stages"] == ["normalize", "dedup"]
+    assert f"Completed submission of flow run '{run['flow_run_id']}'" in worker["log"].read_text() \
+        or run["flow_run_id"] in worker["log"].read_text()
+
+    # The artifacts hold the run's counts, and the data is where they say.
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    (table,) = read_with_client(prefect_server["api"], lambda c: c.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-from-ci"]))))
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [r["stage"] for r in rows] == ["normalize", "dedup"]
+    assert rows[0]["docs_in"] == 87 and rows[0]["docs_kept"] == 85
+    assert rows[1]["docs_in"] == 85 and rows[1]["docs_dropped"] >= 5
+    parts = sorted((store / "runs" / "from-ci" / "dedup").glob("part-*.parquet"))
+    assert len(parts) == 3
+    assert sum(pq.read_metadata(p).num_rows for p in parts) == rows[1]["docs_kept"]
+
+
+def test_ci_trigger_reports_a_failed_run(prefect_server, worker, tmp_path):
+    params = {"input": str(tmp_path / "nothing-here" / "*.jsonl"), "output": str(tmp_path / "store")}
+    proc = subprocess.run([sys.executable, "deployments/trigger.py", "curate/curate", "--params", json.dumps(params),
+                           "--timeout", "300", "--poll-interval", "1"],
+                          cwd=REPO, env=prefect_server["env"], capture_output=True, text=True, timeout=360)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    run = json.loads(proc.stdout)
+    assert run["state"] == "FAILED" and "no shards" in (run["message"] or "") + proc.stderr
