@@ -137,18 +137,18 @@ def fetch(version: ModelVersion, fname: str, storage_options: Mapping[str, Any] 
     src = version.file(fname)
     fs, path = storage.filesystem(src, storage_options)
     if storage.is_local(fs):
-        if expected and _sha256_file(path) != expected:
+        if expected and sha256_file(path) != expected:
             raise ValueError(f"{src}: sha256 does not match its model card")
         return path
     cache = Path(os.environ.get("MIXFORGE_MODEL_CACHE", Path(tempfile.gettempdir()) / "mixforge-models"))
     target = cache / (expected or hashlib.sha256(src.encode()).hexdigest()) / fname
-    if target.is_file() and (not expected or _sha256_file(str(target)) == expected):
+    if target.is_file() and (not expected or sha256_file(str(target)) == expected):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{fname}.{os.getpid()}.{uuid.uuid4().hex}.part")
     try:
         fs.get_file(path, str(tmp))
-        if expected and _sha256_file(str(tmp)) != expected:
+        if expected and sha256_file(str(tmp)) != expected:
             raise ValueError(f"{src}: sha256 does not match its model card")
         os.replace(tmp, target)
     finally:
@@ -157,7 +157,7 @@ def fetch(version: ModelVersion, fname: str, storage_options: Mapping[str, Any] 
     return str(target)
 
 
-def _sha256_file(path: str) -> str:
+def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -152,14 +152,6 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_examples(path: str) -> tuple[list[str], list[str]]:
     labels, texts = [], []
     with open(path, encoding="utf-8") as f:
@@ -253,8 +245,8 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
                             "docs_used": sum(s["docs_used"] for s in r.shards)} for r in records],
                 "docs_per_label": {label: {"train": split.counts["train"][label], "test": split.counts["test"][label]} for label in labels},
                 "docs_skipped": dict(split.skipped),
-                "train_file_sha256": _sha256_file(split.train_path),
-                "test_file_sha256": _sha256_file(split.test_path),
+                "train_file_sha256": store.sha256_file(split.train_path),
+                "test_file_sha256": store.sha256_file(split.test_path),
             },
         }
         version = store.publish(root, name, {MODEL_FILE: model_path}, card, so)
