@@ -9,7 +9,7 @@ from tasks.classify import classify_documents
 from tasks.dedup import deduplicate
 from tasks.filter import filter_documents
 from tasks.normalize import normalize
-from tasks.planning import plan_run
+from tasks.planning import mark_run_complete, plan_run
 from tasks.reporting import publish_run_artifacts
 from tasks.stage_runner import completed_outputs
 
@@ -17,20 +17,34 @@ STAGE_TASKS = {"normalize": normalize, "filter": filter_documents, "classify": c
 
 
 @flow(name="curate", validate_parameters=True)
-def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_id: str | None = None) -> dict:
-    """Curate raw shards at `input` (glob, prefix or file URI) into `<output>/runs/<run_id>/<stage>/`."""
+def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_id: str | None = None,
+           incremental: bool = False) -> dict:
+    """Curate raw shards at `input` (glob, prefix or file URI) into `<output>/runs/<run_id>/<stage>/`.
+
+    `incremental`: curate only the input shards that no completed run of the store's pool has
+    curated (same URI and size), deduplicated against the pool's dedup index (`dedup.index`,
+    default `<output>/index/dedup`). With nothing new, nothing runs: the summary's `run_id` and
+    `output` are null and `incremental.new_shards` is 0.
+    """
     logger = get_run_logger()
-    plan = plan_run(input, output, config, run_id)
+    plan = plan_run(input, output, config, run_id, incremental)
+    if plan.run is None:
+        logger.info("incremental: nothing new to curate at %s (%d shard(s), all curated already)",
+                    input, plan.incremental["input_shards"])
+        return {"run_id": None, "output": None, "resumed": False, "stages": [], "incremental": plan.incremental}
     logger.info("%s run %s: %s over %d shards -> %s", "resuming" if plan.resumed else "starting",
                 plan.run.run_id, " -> ".join(plan.stages), len(plan.shards), plan.run.dir)
 
     shards, summaries = plan.shards, []
     for name in plan.stages:
-        summary = STAGE_TASKS[name](plan.run, shards, config)
+        summary = STAGE_TASKS[name](plan.run, shards, plan.config)
         summaries.append(summary)
         shards = completed_outputs(plan.run.stage(name), summary)
 
     result = {"run_id": plan.run.run_id, "output": summaries[-1]["output"], "resumed": plan.resumed,
               "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in summaries]}
+    if plan.incremental is not None:
+        result["incremental"] = plan.incremental
+    mark_run_complete(plan.run, result, config.storage.options)
     publish_run_artifacts("curate", result)
     return result

@@ -8,22 +8,41 @@ from flows.curate import curate
 from flows.mix import mix, spec_for_pool
 from mixforge.config import CurateConfig
 from mixforge.mixtures.spec import MixSpec
+from tasks.planning import curated_pool, latest_mixture_of_pool, spec_with_pool
 
 
 @flow(name="pipeline", validate_parameters=True)
 def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mixture: MixSpec | None = None,
-             mixture_name: str = "default", run_id: str | None = None) -> dict:
+             mixture_name: str = "default", run_id: str | None = None, incremental: bool = False) -> dict:
     """Curate `input` into `<output>/runs/<run_id>/`, then sample the curated pool into a new
     version of a mixture under `<output>/mixtures/`.
 
-    `mixture` is a mixture spec whose pool is replaced by this run's curated output; without
-    one, every source is a group at its natural share (`mixture_name` names it).
+    `mixture` is a mixture spec whose pool is replaced by the curated pool; without one, every
+    source is a group at its natural share (`mixture_name` names it).
+
+    `incremental` (the nightly): curate only the input shards no completed run of the pool has
+    curated, deduplicated against the pool's dedup index (`dedup.index`, default
+    `<output>/index/dedup`), and mix over every completed run of the pool. When nothing is new
+    and the mixture's latest version was built over that same pool, the night is a no-op: no run,
+    no new version; the summary says `"noop": true` and gives that latest version.
     """
-    curated = curate(input=input, output=output, config=config, run_id=run_id)
-    if mixture is None:
-        spec = spec_for_pool(curated["output"], output, name=mixture_name, storage_options=config.storage.options)
-    else:
-        spec = mixture.model_copy(update={"pool": [curated["output"]]})
+    logger = get_run_logger()
+    options = config.storage.options
+    name, store = (mixture.name, mixture.store) if mixture else (mixture_name, output)
+
+    curated = curate(input=input, output=output, config=config, run_id=run_id, incremental=incremental)
+    pool = curated_pool(output, curated, options)
+    if curated["run_id"] is None:  # incremental, and nothing new under the input
+        current = latest_mixture_of_pool(store, name, pool, mixture, options) if pool else None
+        if current is not None or not pool:
+            message = (f"nothing new under {input}; mixture {name} {current['version']} already covers the pool "
+                       f"({len(pool)} run(s))" if current else f"nothing new under {input} and nothing curated yet")
+            logger.info("no-op: %s", message)
+            return {**curated, "noop": True, "message": message, "pool": pool,
+                    "mixture": None if current is None else {**current, "built": False}}
+        logger.info("nothing new under %s, but mixture %s has no version over the current pool: building one", input, name)
+
+    spec = spec_with_pool(mixture, pool) if mixture else spec_for_pool(pool, output, name=name, storage_options=options)
     mixed = mix(spec=spec)
-    get_run_logger().info("mixture %s %s: data card %s", mixed["name"], mixed["version"], mixed["card"])
-    return {**curated, "mixture": mixed}
+    logger.info("mixture %s %s over %d curated run(s): data card %s", mixed["name"], mixed["version"], len(pool), mixed["card"])
+    return {**curated, "noop": False, "pool": pool, "mixture": {**mixed, "built": True}}

@@ -1,0 +1,117 @@
+"""The nightly pipeline, incremental, with real parts (Prefect harness, a local Ray, local dirs):
+night 1 curates shard A; night 2 curates only the new shard B, whose planted copies of A's
+documents the pool's dedup index removes, and mixes over both runs; night 3, with nothing new,
+is a no-op."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mixforge.config import CurateConfig, RayConfig
+from mixforge.mixtures.versions import MixtureLayout, list_versions
+from mixforge.storage import InputShard
+from tasks.planning import PoolRun, incremental_config, new_shards
+from tests.helpers import prose, write_shard
+
+CONFIG = CurateConfig(stages=["normalize", "dedup"], ray=RayConfig(max_shards_in_flight=2), dedup={"partitions": 4})
+
+
+def replace_words(text: str, positions: list[int], tag: str) -> str:
+    words = text.split(" ")
+    for p in positions:
+        words[p] = f"{tag}{p}"
+    return " ".join(words)
+
+
+def doc(id: str, text: str) -> dict:
+    return {"id": id, "text": text, "source": "fixture"}
+
+
+def read_dir(folder, sub: str = "") -> pa.Table:
+    files = sorted((folder / sub).glob("part-*.parquet")) if sub else sorted(folder.glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+
+
+@pytest.mark.usefixtures("ray_local", "prefect_harness")
+def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mixes_all_runs(tmp_path):
+    from flows.pipeline import pipeline
+
+    incoming, store = tmp_path / "incoming", tmp_path / "store"
+    a_docs = [doc(f"a-{i}", prose(100 + i, 30)) for i in range(6)]
+    write_shard(str(incoming / "a.jsonl"), a_docs)
+
+    def night():
+        return pipeline(input=str(incoming), output=str(store), config=CONFIG, mixture_name="nightly", incremental=True)
+
+    # Night 1: everything is new.
+    first = night()
+    assert first["noop"] is False and first["incremental"]["new_shards"] == 1
+    assert first["incremental"]["index"] == str(store / "index" / "dedup")  # the default index, under the store
+    assert first["stages"][-1]["docs_kept"] == 6
+    assert (store / "runs" / first["run_id"] / "_complete.json").is_file()
+    assert first["mixture"]["version"] == "v0001" and first["pool"] == [first["output"]]
+
+    # Night 2: B arrives, holding an exact and a near copy of A's documents.
+    b_docs = [doc(f"b-{i}", prose(200 + i, 30)) for i in range(4)]
+    b_docs += [doc("b-copy-of-a1", a_docs[1]["text"]), doc("b-near-a2", replace_words(a_docs[2]["text"], [5, 60, 120], "z"))]
+    write_shard(str(incoming / "b.jsonl"), b_docs)
+    second = night()
+    assert second["noop"] is False and second["run_id"] != first["run_id"]
+    assert (second["incremental"]["input_shards"], second["incremental"]["already_curated"], second["incremental"]["new_shards"]) == (2, 1, 1)
+    run2 = json.loads((store / "runs" / second["run_id"] / "_run.json").read_text())
+    assert [os.path.basename(s["uri"]) for s in run2["inputs"]] == ["b.jsonl"]  # only B was curated
+    assert run2["config"]["dedup"]["index"] == str(store / "index" / "dedup")
+    dedup = second["stages"][-1]
+    assert (dedup["docs_in"], dedup["docs_kept"]) == (6, 4)
+    assert dedup["dedup"]["index_segments_used"] == 1
+    removed = read_dir(store / "runs" / second["run_id"] / "dedup", "_removed")
+    assert dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist())) == \
+        {"b-copy-of-a1": "a-1", "b-near-a2": "a-2"}  # the pool's documents win
+
+    # The mixture spans both runs, and never the removed copies.
+    mixture = second["mixture"]
+    assert mixture["version"] == "v0002"
+    assert second["pool"] == sorted([first["output"], second["output"]])
+    manifest = json.loads(open(mixture["manifest"]).read())
+    assert sorted(manifest["pool"]["inputs"]) == second["pool"]
+    assert set(manifest["pool"]["run_ids"]) == {first["run_id"], second["run_id"]}
+    ids = set(pa.concat_tables([pq.read_table(f["uri"], columns=["id"]) for f in manifest["files"]]).column("id").to_pylist())
+    assert ids and not ids & {"b-copy-of-a1", "b-near-a2"}
+
+    # Night 3: nothing new: no run, no new mixture version; the summary says so.
+    runs_before = sorted(p.name for p in (store / "runs").iterdir())
+    third = night()
+    assert third["noop"] is True and third["run_id"] is None and third["stages"] == []
+    assert third["incremental"]["new_shards"] == 0 and "nothing new" in third["message"]
+    assert third["mixture"]["version"] == "v0002" and third["mixture"]["built"] is False
+    assert sorted(p.name for p in (store / "runs").iterdir()) == runs_before
+    assert list_versions(MixtureLayout(str(store), "nightly")) == ["v0001", "v0002"]
+
+    # A run that finished (its documents are in the index) but died before its completion
+    # marker still counts as curated: its shard must not be curated again.
+    (store / "runs" / second["run_id"] / "_complete.json").unlink()
+    fourth = night()
+    assert fourth["noop"] is True and fourth["incremental"]["already_curated"] == 2
+    assert json.loads((store / "runs" / second["run_id"] / "_complete.json").read_text())["repaired"] is True
+
+
+def test_a_shard_is_new_unless_a_pool_run_curated_the_same_uri_and_size():
+    runs = [PoolRun("run-1", "/store/runs/run-1/dedup", frozenset({("/in/a.jsonl", 100), ("/in/b.jsonl", 50)}))]
+    found = [InputShard("/in/a.jsonl", 100), InputShard("/in/b.jsonl", 51), InputShard("/in/c.jsonl", 10)]
+    assert [s.uri for s in new_shards(found, runs)] == ["/in/b.jsonl", "/in/c.jsonl"]  # b was rewritten
+    assert new_shards(found, []) == found
+
+
+def test_incremental_needs_dedup_feeding_the_index_and_defaults_the_index_into_the_store():
+    assert incremental_config(CONFIG, "s3://pool").dedup.index == "s3://pool/index/dedup"
+    explicit = CONFIG.model_copy(update={"dedup": CONFIG.dedup.model_copy(update={"index": "s3://other/idx"})})
+    assert incremental_config(explicit, "s3://pool").dedup.index == "s3://other/idx"
+    with pytest.raises(ValueError, match="add 'dedup' to config.stages"):
+        incremental_config(CurateConfig(stages=["normalize", "filter"]), "s3://pool")
+    with pytest.raises(ValueError, match="update_index"):
+        incremental_config(CurateConfig(dedup={"update_index": False}), "s3://pool")
