@@ -22,8 +22,8 @@ def mix(spec: MixSpec) -> dict:
     logger = get_run_logger()
     started = now()
     shards = resolve_pool(spec)
-    counts = count_tokens(spec, shards)
-    plan = plan_mixture(spec, shards, counts)
+    sidecars = count_tokens(spec, shards)
+    plan = plan_mixture(spec, shards, sidecars)
     for note in plan.notes:
         logger.warning(note)
     files = write_mixture(plan)

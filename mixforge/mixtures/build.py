@@ -1,8 +1,9 @@
-"""Building a mixture version: count tokens -> plan -> draw and write -> commit -> data card.
+"""Building a mixture version: count tokens -> plan -> draw and write -> data card -> commit.
 
-Each step is a plain function; the per-shard work (token counting, scatter, gather) goes through a
-`map_fn(fn, [args, ...]) -> [result, ...]` so the Prefect tasks can fan it out on Ray while tests
-and benchmarks run it in-process.
+Each step is a plain function; the per-shard work (token counting, planning aggregates, scatter,
+gather) goes through a `map_fn(fn, [args, ...], fold=None)` so the Prefect tasks can fan it out
+on Ray while tests and benchmarks run it in-process. The driver only ever receives per-shard
+aggregates, never pool rows.
 """
 
 from __future__ import annotations
@@ -11,25 +12,22 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from mixforge import __version__, storage
 from mixforge.mixtures import card, tokens
-from mixforge.mixtures.plan import MixPlan, jobs_by_pool_shard, plan_mixture
-from mixforge.mixtures.pool import PoolShard, load_annotations, output_schema, resolve_pool
+from mixforge.mixtures import shardwork as W
+from mixforge.mixtures.plan import MapFn, MixPlan, SearchLimits, plan_mixture, serial_map
+from mixforge.mixtures.pool import PoolShard, output_schema, resolve_pool
 from mixforge.mixtures.spec import MixSpec, sha256_json
 from mixforge.mixtures.versions import MANIFEST_FORMAT, MixtureLayout, commit_version, summary
-from mixforge.mixtures.write import ScatterJob, gather, gather_jobs, remove_scratch, scatter
+from mixforge.mixtures.write import MAX_BUCKETS, GatherJob, files_per_bucket, gather, remove_scratch
 
 log = logging.getLogger("mixforge")
-MapFn = Callable[[Callable, Sequence[tuple]], list]
 
-
-def serial_map(fn: Callable, calls: Sequence[tuple]) -> list:
-    return [fn(*args) for args in calls]
+__all__ = ["MapFn", "serial_map", "count_tokens", "plan", "write_data", "manifest_body", "commit", "build_mixture",
+           "spec_for_pool", "resolve_pool"]
 
 
 def now() -> str:
@@ -39,23 +37,18 @@ def now() -> str:
 # ----------------------------------------------------------------------------- steps
 
 
-def count_tokens(spec: MixSpec, shards: Sequence[PoolShard], map_fn: MapFn = serial_map) -> list[np.ndarray]:
-    """Token counts of every pool document, per shard (from the sidecar cache where present)."""
+def count_tokens(spec: MixSpec, shards: Sequence[PoolShard], map_fn: MapFn = serial_map) -> list[str]:
+    """Count tokens of every pool document into per-shard sidecars (cached); their URIs."""
     calls = [(s.uri, spec.tokenizer, spec.storage_options, {"rows": s.rows, "sha256": s.sha256}) for s in shards]
-    results = map_fn(count_shard_counts, calls)
+    results = map_fn(tokens.count_shard, calls)
     fresh = sum(not r["cached"] for r in results)
     log.info("token counts: %d pool shards (%d counted now, %d cached)", len(results), fresh, len(results) - fresh)
-    return [r["counts"] for r in results]
+    return [r["sidecar"] for r in results]
 
 
-def count_shard_counts(uri: str, spec, storage_options, fingerprint) -> dict[str, Any]:
-    result = tokens.count_shard(uri, spec, storage_options, fingerprint)
-    counts = tokens.read_sidecar(result["sidecar"], fingerprint["sha256"], fingerprint["rows"], storage_options)
-    return {**result, "counts": counts}
-
-
-def plan(spec: MixSpec, shards: Sequence[PoolShard], counts: Sequence[np.ndarray]) -> MixPlan:
-    return plan_mixture(spec, list(shards), load_annotations(spec, shards, counts))
+def plan(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], map_fn: MapFn = serial_map,
+         limits: SearchLimits = SearchLimits()) -> MixPlan:
+    return plan_mixture(spec, list(shards), list(sidecars), map_fn, limits)
 
 
 def data_key(spec: MixSpec, shards: Sequence[PoolShard]) -> str:
@@ -64,30 +57,62 @@ def data_key(spec: MixSpec, shards: Sequence[PoolShard]) -> str:
                         "code": __version__, "format": MANIFEST_FORMAT})[:20]
 
 
-def write_data(plan: MixPlan, map_fn: MapFn = serial_map, build_id: str | None = None) -> list[dict[str, Any]]:
-    """Draw the planned rows from the pool and write the output shards; their manifest entries."""
+def _merge_scatter(acc: dict | None, r: dict) -> dict:
+    acc = acc or {"buckets": {}, "stats": {}, "rows": 0}
+    acc["rows"] += r["rows"]
+    for b in r["buckets"]:
+        acc["buckets"].setdefault(b, []).append(r["shard"])
+    for key, st in r["stats"].items():
+        a = acc["stats"].setdefault(key, {"tokens": 0, "docs": 0, "unique_docs": 0, "max_doc_repeats": 0})
+        for k in ("tokens", "docs", "unique_docs"):
+            a[k] += st[k]
+        a["max_doc_repeats"] = max(a["max_doc_repeats"], st["max_doc_repeats"])
+    return acc
+
+
+def write_data(plan: MixPlan, map_fn: MapFn = serial_map, build_id: str | None = None,
+               max_buckets: int = MAX_BUCKETS) -> list[dict[str, Any]]:
+    """Draw the planned rows from the pool and write the output shards; their manifest entries.
+    Also sets each group plan's unique_docs and max_doc_repeats from the draw."""
     spec = plan.spec
+    opts = spec.storage_options
     layout = MixtureLayout(spec.store, spec.name)
     prefix = layout.data_prefix(data_key(spec, plan.shards))
     scratch = layout.scratch(build_id or uuid.uuid4().hex)
     files = plan.files()
     uris = [storage.join(prefix, phase, f"part-{part:05d}.parquet") for phase, part in files]
     schema = output_schema(plan.shards)
-    names = tuple(g.name for g in spec.groups)
-    jobs = [ScatterJob(s, plan.shards[s].uri, j["row"], j["n_tokens"], j["file"], j["pos"], j["group"], names, schema, scratch)
-            for s, j in sorted(jobs_by_pool_shard(plan).items())]
+    per_bucket = files_per_bucket(len(files), max_buckets)
+    phases, offset = [], 0
+    for p in plan.phases:
+        phases.append({"name": p.name, "file_offset": offset, "n_files": p.n_files, "selections": p.selections})
+        offset += p.n_files
+    jobs = [W.DrawJob(ref, plan.ctx, tuple(phases), per_bucket, schema, scratch) for ref in plan.refs]
     try:
-        scattered = map_fn(scatter, [(job, spec.storage_options) for job in jobs])
-        gathered = map_fn(gather, [(job, spec.storage_options) for job in gather_jobs(uris, scattered, schema, spec.output.row_group_rows)])
+        drawn = map_fn(W.scatter, [(job, opts) for job in jobs], fold=_merge_scatter) or {"buckets": {}, "stats": {}, "rows": 0}
+        gathers = []
+        for b in range(-(-len(files) // per_bucket)):
+            members = tuple((i, uris[i]) for i in range(b * per_bucket, min((b + 1) * per_bucket, len(files))))
+            pieces = tuple(W.piece_uri(scratch, b, s) for s in sorted(drawn["buckets"].get(b, [])))
+            gathers.append(GatherJob(b, members, pieces, schema, spec.output.row_group_rows))
+        gathered = [e for entries in map_fn(gather, [(job, opts) for job in gathers]) for e in entries]
     finally:
-        remove_scratch(scratch, spec.storage_options)
+        remove_scratch(scratch, opts)
     gathered.sort(key=lambda e: e["file_index"])
+    group_index = {g.name: gi for gi, g in enumerate(spec.groups)}
+    for p in plan.phases:
+        for g in p.groups:
+            st = drawn["stats"].get(f"{p.name}/{group_index[g.name]}", {"tokens": 0, "docs": 0, "unique_docs": 0, "max_doc_repeats": 0})
+            if (st["tokens"], st["docs"]) != (g.realised_tokens, g.realised_docs):  # the plan and the draw must agree
+                raise RuntimeError(f"phase {p.name!r}, group {g.name!r}: drew {st['tokens']:,} tokens in {st['docs']:,} rows "
+                                   f"but planned {g.realised_tokens:,} in {g.realised_docs:,}")
+            g.unique_docs, g.max_doc_repeats = st["unique_docs"], st["max_doc_repeats"]
     return [{"uri": e["uri"], "phase": phase, "part": part, "rows": e["rows"], "tokens": e["tokens"],
              "bytes": e["bytes"], "sha256": e["sha256"]} for (phase, part), e in zip(files, gathered)]
 
 
 def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> dict[str, Any]:
-    """Everything in the manifest except `version` and the commit time."""
+    """Everything in the manifest except `version`, the commit time and the data card."""
     spec = plan.spec
     phases = []
     for p in plan.phases:
@@ -100,14 +125,17 @@ def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> d
             "tokenizer": {"kind": spec.tokenizer.kind, "name": spec.tokenizer.name, "cache_key": tokens.tokenizer_key(spec.tokenizer)},
             "pool": {"inputs": list(spec.pool), "run_ids": sorted({s.run_id for s in plan.shards if s.run_id}),
                      "shards": [s.manifest_entry() for s in plan.shards],
-                     "docs": int(plan.frame.height), "tokens": int(plan.frame.get_column("n_tokens").sum())},
+                     "docs": plan.pool_docs, "tokens": plan.pool_tokens},
             "phases": phases, "files": files, "notes": plan.notes,
             "derived_from": None, "takedown": None, "timestamps": {"started": started}}
 
 
 def commit(store: str, name: str, body: dict[str, Any], storage_options=None) -> tuple[str, dict[str, Any]]:
-    """Allocate a version, commit its manifest create-only, then write the data card beside it."""
+    """Prepare the data card under the data prefix (its statistics go into the manifest, its plots
+    beside the data), commit the manifest create-only, then write the card beside it. A crash
+    after the commit leaves a version whose card `card.ensure_card` rebuilds from the manifest alone."""
     layout = MixtureLayout(store, name)
+    body = {**body, "card": card.prepare_card(body, layout.data_prefix(body["data_key"]), storage_options)}
 
     def make(version: str) -> dict[str, Any]:
         return {**body, "version": version, "timestamps": {**body["timestamps"], "committed": now()}}
@@ -124,9 +152,9 @@ def build_mixture(spec: MixSpec, map_fn: MapFn = serial_map) -> dict[str, Any]:
     """Build a new version of `spec`'s mixture; returns the `mix` summary (plus timings)."""
     started, t0 = now(), time.perf_counter()
     shards = resolve_pool(spec.pool, spec.storage_options)
-    counts = count_tokens(spec, shards, map_fn)
+    sidecars = count_tokens(spec, shards, map_fn)
     t1 = time.perf_counter()
-    mix_plan = plan(spec, shards, counts)
+    mix_plan = plan(spec, shards, sidecars, map_fn)
     t2 = time.perf_counter()
     files = write_data(mix_plan, map_fn)
     t3 = time.perf_counter()

@@ -2,6 +2,11 @@
 
 Statistics are read from the version's data files (annotation columns only, at most
 `SAMPLE_ROWS` rows per file), so a card always describes exactly what the manifest lists.
+They are taken *before* the manifest is committed: the card's figures go into the manifest
+(`card.stats`) and its plots under the build's data prefix (`card.plots`), so a committed version
+always has its card: README.md beside the manifest is a rendering of the manifest alone, and
+`ensure_card` rebuilds it (and copies the plots) when a build stopped between the commit and
+writing it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mixforge import schema as S
@@ -33,13 +40,12 @@ def file_stats(manifest: dict[str, Any], storage_options: Mapping[str, Any] | No
             table = pf.read(columns=cols, use_threads=False)
         p = phases.setdefault(entry["phase"], {"sources": {}, "lengths": [], "quality": {}})
         if S.SOURCE in table.column_names:
-            src = np.asarray(table.column(S.SOURCE).fill_null("(none)").to_pylist(), dtype=object)
-            tok = table.column(N_TOKENS).to_numpy()
-            for s in np.unique(src):
+            by_source = pa.table({"s": pc.fill_null(table.column(S.SOURCE).cast(pa.string()), "(none)"),
+                                  "t": table.column(N_TOKENS)}).group_by("s").aggregate([("t", "sum"), ("t", "count")])
+            for s, t, n in zip(*(by_source.column(c).to_pylist() for c in ("s", "t_sum", "t_count"))):
                 d = p["sources"].setdefault(str(s), {"tokens": 0, "docs": 0})
-                mask = src == s
-                d["tokens"] += int(tok[mask].sum())
-                d["docs"] += int(mask.sum())
+                d["tokens"] += int(t or 0)
+                d["docs"] += int(n)
         stride = max(1, table.num_rows // SAMPLE_ROWS)
         p["lengths"].append(table.column(N_TOKENS).to_numpy()[::stride])
         for c in table.column_names:
@@ -125,7 +131,32 @@ def licence_of(source: str, licenses: Mapping[str, str]) -> str:
     return licenses.get(source) or licenses.get("*") or "undeclared"
 
 
-def markdown(manifest: dict[str, Any], stats: dict[str, Any], plots: bool = True, image_base: str = "") -> str:
+def summary_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """The figures the card prints (JSON-safe, small): per phase, tokens and docs by source and
+    document length percentiles."""
+    out = {}
+    for name, p in stats.items():
+        lengths = [round(float(x), 3) for x in np.percentile(p["lengths"], [10, 50, 90])] if len(p["lengths"]) else None
+        out[name] = {"sources": {s: dict(d) for s, d in sorted(p["sources"].items())}, "length_p10_p50_p90": lengths}
+    return out
+
+
+def prepare_card(body: dict[str, Any], data_prefix: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Before the commit: the card's statistics (for the manifest) and its plots, written under
+    the data prefix; returns the manifest's `card` entry."""
+    stats = file_stats(body, storage_options)
+    plots = {}
+    for name, png in render_plots(body, stats).items():
+        uri = storage.join(data_prefix, "_card", name)
+        storage.write_bytes(uri, png, storage_options)
+        plots[name] = uri
+    return {"stats": summary_stats(stats), "plots": plots}
+
+
+def markdown(manifest: dict[str, Any], stats: dict[str, Any] | None = None, plots: bool = True, image_base: str = "") -> str:
+    """The card's markdown from the manifest (`stats`: summary_stats, default the manifest's own)."""
+    if stats is None:
+        stats = manifest["card"]["stats"]
     spec = manifest["spec"]
     total_tokens = sum(f["tokens"] for f in manifest["files"])
     total_rows = sum(f["rows"] for f in manifest["files"])
@@ -157,8 +188,8 @@ def markdown(manifest: dict[str, Any], stats: dict[str, Any], plots: bool = True
     for s, d in sorted(sources.items(), key=lambda kv: -kv[1]["tokens"]):
         lines.append(f"| {s} | {d['tokens']:,} | {d['tokens'] / max(total_tokens, 1):.2%} | {d['docs']:,} | {licence_of(s, spec.get('licenses', {}))} |")
     for name, p in stats.items():
-        if len(p["lengths"]):
-            q = np.percentile(p["lengths"], [10, 50, 90])
+        if p["length_p10_p50_p90"]:
+            q = p["length_p10_p50_p90"]
             lines += ["", f"Phase `{name}` document length (tokens): p10 {q[0]:,.0f}, median {q[1]:,.0f}, p90 {q[2]:,.0f}."]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p[:-4]}]({image_base}{p})" for p in PLOTS]
@@ -174,9 +205,33 @@ def markdown(manifest: dict[str, Any], stats: dict[str, Any], plots: bool = True
 
 def write_card(manifest: dict[str, Any], version_dir: str, storage_options: Mapping[str, Any] | None = None) -> str:
     """Write README.md and its plots into the version folder; returns the card's markdown."""
-    stats = file_stats(manifest, storage_options)
-    text = markdown(manifest, stats)
-    for name, png in render_plots(manifest, stats).items():
+    if "card" in manifest:
+        text = markdown(manifest)
+        plots = {}
+        for name, uri in manifest["card"]["plots"].items():
+            fs, path = storage.filesystem(uri, storage_options)
+            with fs.open(path, "rb") as f:
+                plots[name] = f.read()
+    else:  # a manifest from before cards were committed with it: read the data files
+        stats = file_stats(manifest, storage_options)
+        text = markdown(manifest, summary_stats(stats))
+        plots = render_plots(manifest, stats)
+    for name, png in plots.items():
         storage.write_bytes(storage.join(version_dir, name), png, storage_options)
     storage.write_bytes(storage.join(version_dir, "README.md"), text.encode(), storage_options)
     return text
+
+
+def ensure_card(store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The version's README.md, rebuilt from its manifest first if it is missing; returns its markdown."""
+    from mixforge.mixtures.versions import MixtureLayout, read_manifest
+
+    manifest = read_manifest(store, name, version, storage_options)
+    layout = MixtureLayout(store, name)
+    readme = layout.readme(manifest["version"])
+    fs, path = storage.filesystem(readme, storage_options)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read().decode()
+    except FileNotFoundError:
+        return write_card(manifest, layout.version_dir(manifest["version"]), storage_options)

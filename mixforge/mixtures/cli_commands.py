@@ -97,11 +97,13 @@ def cmd_list(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_show(args: argparse.Namespace) -> dict:
+    from mixforge.mixtures.card import ensure_card
     from mixforge.mixtures.versions import data_files, read_manifest, summary
 
     manifest = read_manifest(args.store, args.name, args.version, _storage_options(args))
     if args.files:
         return {"name": manifest["name"], "version": manifest["version"], "files_only": data_files(manifest)}
+    ensure_card(args.store, args.name, manifest["version"], _storage_options(args))  # a build stopped before writing it
     return summary(manifest, args.store)
 
 

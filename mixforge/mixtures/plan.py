@@ -1,29 +1,38 @@
-"""Planning a mixture exactly, in tokens, and drawing it deterministically.
+"""Planning a mixture exactly, in tokens, without holding the pool in one process.
 
 For each phase and group: target tokens = share x budget. A group is taken in full passes plus
-one seeded partial pass: the partial pass orders the group's documents (uniformly, by
-Efraimidis-Spirakis keys for quality weighting, or over rehydrated copies) and takes the prefix
-whose tokens reach the remainder, then fills the last gap with the next documents that fit. So the
-realised tokens of a group miss its target by less than one document. A group whose cap
-(max_epochs x its tokens) is below its target is short: its shortfall is redistributed over the
-other groups in proportion to their shares, or the build fails, as the spec says.
+one seeded partial pass. The partial pass orders the group's copies by seeded keys (shardwork.py:
+uniform, Efraimidis-Spirakis for quality weighting, over rehydrated copies) and takes the longest
+key-ordered prefix whose tokens fit the remainder, then fills the last gap greedily from the next
+`FILL_WINDOW` copies in key order. So a group's realised tokens miss its target by less than one
+document. A group whose cap (max_epochs x its tokens, per phase) is below its target is short: its
+shortfall is redistributed over the other groups in proportion to their shares, or the build
+fails, as the spec says.
 
-All randomness comes from numpy Generators seeded with the spec seed and a stable hash of the
-phase and group names, so the same pool + spec + seed gives the same draw.
+Where the driver works from aggregates only (per-shard tasks send them):
+1. shard stats: per group documents, tokens, tokens of a pass, score range;
+2. the threshold search: token histograms of the keys per group (`bins` bins), each round narrowing
+   the key interval that holds the group's threshold, until the copies around it are few;
+3. those copies themselves (key, tokens, shard, row, copy): the driver sorts them and sets the cut.
+The driver holds O(groups x bins + copies near the thresholds), never a pool row. The search
+settings (`SearchLimits`) change how much is fetched, not what is drawn.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import polars as pl
 
-from mixforge.mixtures.pool import N_TOKENS, ROW_COL, SHARD_COL, PoolShard, assign_groups
-from mixforge.mixtures.spec import GroupSpec, MixSpec, PhaseSpec
+from mixforge.mixtures import shardwork as W
+from mixforge.mixtures.pool import PoolError, PoolShard, predicate_columns
+from mixforge.mixtures.spec import PARENT_ID, MixSpec, PhaseSpec
+from mixforge import schema as S
+
+FILL_WINDOW = 128  # copies after a threshold tried as gap fillers: part of the draw (changing it changes data)
 
 
 class ShortGroupError(ValueError):
@@ -34,14 +43,26 @@ class PlanError(ValueError):
     pass
 
 
-def stable_seed(seed: int, *names: str) -> np.random.SeedSequence:
-    """A SeedSequence from the spec seed and names, stable across processes (not Python's hash())."""
-    digest = hashlib.blake2b("\x1f".join(names).encode(), digest_size=8).digest()
-    return np.random.SeedSequence([seed, int.from_bytes(digest, "little")])
+@dataclass(frozen=True)
+class SearchLimits:
+    """How the threshold search talks to the shards; results do not depend on these."""
+
+    bins: int = 256
+    max_window: int = 4096  # copies fetched around one threshold (more: another histogram round)
+    max_rounds: int = 40
 
 
-def rng_for(seed: int, *names: str) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(stable_seed(seed, *names)))
+# map_fn(fn, calls, fold=None): results in call order, or fold(acc, result) over them (acc starts None)
+MapFn = Callable[..., Any]
+
+
+def serial_map(fn: Callable, calls: Sequence[tuple], fold: Callable | None = None) -> Any:
+    if fold is None:
+        return [fn(*args) for args in calls]
+    acc = None
+    for args in calls:
+        acc = fold(acc, fn(*args))
+    return acc
 
 
 @dataclass
@@ -57,10 +78,11 @@ class GroupPlan:
     available_tokens: int
     pass_tokens: int  # tokens of one pass (rehydrated: counting repeats)
     cap_tokens: int
+    full_passes: int = 0
     realised_tokens: int = 0
     realised_docs: int = 0  # rows written, repeats included
-    unique_docs: int = 0
-    max_doc_repeats: int = 0
+    unique_docs: int = 0  # set from the draw
+    max_doc_repeats: int = 0  # set from the draw
     short: bool = False
     realised_share: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -80,10 +102,8 @@ class PhasePlan:
     name: str
     budget_tokens: int
     groups: list[GroupPlan]
-    draws: np.ndarray  # frame row of each output row, in output order (globally shuffled)
-    draw_group: np.ndarray  # group index (spec order) of each output row
-    draw_part: np.ndarray  # output shard number of each output row
-    n_parts: int
+    selections: dict[int, dict]  # group index -> {full, cut, extras}: what each shard takes
+    n_files: int
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -95,8 +115,10 @@ class PhasePlan:
 class MixPlan:
     spec: MixSpec
     shards: list[PoolShard]
-    frame: pl.DataFrame  # annotations: _shard, _row, n_tokens, source, predicate/quality columns
-    group_of_doc: np.ndarray
+    refs: list[W.ShardRef]
+    ctx: W.Context
+    pool_docs: int
+    pool_tokens: int
     phases: list[PhasePlan]
 
     @property
@@ -105,7 +127,7 @@ class MixPlan:
 
     def files(self) -> list[tuple[str, int]]:
         """(phase, part) of every output file, in manifest order."""
-        return [(p.name, part) for p in self.phases for part in range(p.n_parts)]
+        return [(p.name, part) for p in self.phases for part in range(p.n_files)]
 
 
 # ----------------------------------------------------------------------------- shares
@@ -159,172 +181,188 @@ def redistribute(shares: dict[str, float], caps: dict[str, int], budget: int, on
     return targets, capped, notes
 
 
-# ----------------------------------------------------------------------------- one group
+# ----------------------------------------------------------------------------- pool-wide facts
 
 
-def repeats_for(group: GroupSpec, frame: pl.DataFrame, idx: np.ndarray) -> np.ndarray:
-    if group.sampling.method != "rehydrate":
-        return np.ones(len(idx), np.int64)
-    dup = frame.get_column(group.sampling.dup_column).fill_null(1).cast(pl.Int64).to_numpy()[idx]
-    mins = np.array([r.min_dup for r in group.sampling.repeats], np.int64)
-    times = np.array([r.times for r in group.sampling.repeats], np.int64)
-    return times[np.clip(np.searchsorted(mins, np.maximum(dup, 1), side="right") - 1, 0, None)]
+def annotation_columns(spec: MixSpec, shards: Sequence[PoolShard]) -> tuple[str, ...]:
+    available = set().union(*(s.schema.names for s in shards))
+    wanted = predicate_columns(spec) | {S.SOURCE}
+    missing = sorted(c for c in wanted if c not in available and c != PARENT_ID)
+    if missing:
+        raise PoolError(f"the spec uses columns {missing} that no pool shard has (pool columns: {sorted(available)})")
+    return tuple(sorted(wanted))
 
 
-def quality_weights(group: GroupSpec, frame: pl.DataFrame, idx: np.ndarray) -> np.ndarray:
-    q = frame.get_column(group.sampling.column).cast(pl.Float64).to_numpy()[idx]
-    if np.isnan(q).all():
-        return np.ones(len(idx))
-    q = np.where(np.isnan(q), np.nanmin(q), q)
-    t = group.sampling.temperature
-    if group.sampling.weighting == "power":
-        return np.power(np.clip(q, 0, None), 1.0 / t)
-    return np.exp((q - q.max()) / t)
+def group_norms(spec: MixSpec, stats: dict) -> dict[str, W.GroupNorm]:
+    norms = {}
+    for gi, g in enumerate(spec.groups):
+        if g.sampling.method != "quality":
+            continue
+        st = stats["groups"][gi]
+        if st["q_min"] is None:
+            norms[g.name] = W.GroupNorm(None)
+            continue
+        zero = math.log(st["q_min_pos"]) / g.sampling.temperature - W.ZERO_WEIGHT_OFFSET if st["q_min_pos"] else 0.0
+        norms[g.name] = W.GroupNorm(st["q_min"], zero)
+    return norms
 
 
-def partial_pass_order(group: GroupSpec, frame: pl.DataFrame, idx: np.ndarray, copy_doc: np.ndarray,
-                       rng: np.random.Generator) -> np.ndarray:
-    """Positions into `copy_doc` in the order the partial pass takes them."""
-    if group.sampling.method == "quality":
-        w = quality_weights(group, frame, idx)[copy_doc]
-        u = rng.random(len(copy_doc))
-        with np.errstate(divide="ignore"):
-            keys = np.where(w > 0, np.log1p(-u) / np.where(w > 0, w, 1), -np.inf)  # log(u')/w, u' in (0, 1]
-        return np.argsort(-keys, kind="stable")
-    return rng.permutation(len(copy_doc))
-
-
-def take_tokens(order_tokens: np.ndarray, remainder: int, max_fill: int = 64) -> np.ndarray:
-    """Positions (into the order) to take so their tokens add up to `remainder`, from below:
-    the longest prefix that fits, then the next ones in order that still fit the gap."""
-    cum = np.cumsum(order_tokens)
-    p = int(np.searchsorted(cum, remainder, side="right"))
-    taken = [np.arange(p)]
-    gap = remainder - (int(cum[p - 1]) if p else 0)
-    start = p
-    for _ in range(max_fill):
-        if gap <= 0 or start >= len(order_tokens):
-            break
-        fits = np.flatnonzero(order_tokens[start:] <= gap)
-        if not len(fits):
-            break
-        j = start + int(fits[0])
-        taken.append(np.array([j]))
-        gap -= int(order_tokens[j])
-        start = j + 1
-    return np.concatenate(taken)
-
-
-def draw_group(group: GroupSpec, frame: pl.DataFrame, idx: np.ndarray, tok: np.ndarray, reps: np.ndarray,
-               target: int, rng: np.random.Generator) -> np.ndarray:
-    """How many times each document of the group (positions of `idx`) is taken."""
-    pass_tokens = int((tok * reps).sum())
-    counts = np.zeros(len(idx), np.int64)
-    if target <= 0 or pass_tokens == 0:
-        return counts
-    full = target // pass_tokens
-    counts += full * reps
-    remainder = target - full * pass_tokens
-    if remainder > 0:
-        copy_doc = np.arange(len(idx)) if (reps == 1).all() else np.repeat(np.arange(len(idx)), reps)
-        order = partial_pass_order(group, frame, idx, copy_doc, rng)
-        chosen = order[take_tokens(tok[copy_doc[order]], remainder)]
-        counts += np.bincount(copy_doc[chosen], minlength=len(idx))
-    return counts
+def key_bracket(spec: MixSpec, norms: Mapping[str, W.GroupNorm], gi: int, st: dict) -> tuple[float, float]:
+    """An interval [lo, hi) holding every key of the group."""
+    g = spec.groups[gi]
+    if g.sampling.method != "quality":
+        return 0.0, 1.0
+    norm, t = norms[g.name], g.sampling.temperature
+    if norm.q_fill is None:
+        lw_lo = lw_hi = 0.0
+    elif g.sampling.weighting == "exp":
+        lw_lo, lw_hi = st["q_min"] / t, st["q_max"] / t
+    else:
+        lw_of = lambda q: math.log(q) / t if q > 0 else norm.zero_logw  # noqa: E731
+        lw_lo, lw_hi = lw_of(st["q_min"]), lw_of(st["q_max"])
+    return W.LOG_E_MIN - lw_hi - 1.0, W.LOG_E_MAX - lw_lo + 1.0
 
 
 # ----------------------------------------------------------------------------- the plan
 
 
-def plan_mixture(spec: MixSpec, shards: list[PoolShard], frame: pl.DataFrame) -> MixPlan:
-    group_of_doc = assign_groups(spec, frame)
-    n_tokens = frame.get_column(N_TOKENS).to_numpy().astype(np.int64)
-    members = {g.name: np.flatnonzero(group_of_doc == i) for i, g in enumerate(spec.groups)}
-    available = {name: int(n_tokens[idx].sum()) for name, idx in members.items()}
-    phases = [_plan_phase(spec, phase, frame, n_tokens, members, available) for phase in spec.effective_phases()]
-    return MixPlan(spec, list(shards), frame, group_of_doc, phases)
+def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], map_fn: MapFn = serial_map,
+                 limits: SearchLimits = SearchLimits()) -> MixPlan:
+    opts = spec.storage_options
+    refs = [W.ShardRef(s.index, s.uri, s.rows, sc) for s, sc in zip(shards, sidecars)]
+    columns = annotation_columns(spec, shards)
+    stats = map_fn(W.shard_stats, [(W.Context(spec, columns), ref, opts) for ref in refs], fold=W.merge_stats)
+    ctx = W.Context(spec, columns, group_norms(spec, stats))
+    gstats = {g.name: stats["groups"][gi] for gi, g in enumerate(spec.groups)}
+    available = {name: st["tokens"] for name, st in gstats.items()}
+    group_index = {g.name: gi for gi, g in enumerate(spec.groups)}
+
+    phases, searches = [], {}
+    for phase in spec.effective_phases():
+        shares = phase_shares(spec, phase, available)
+        in_phase = list(shares)
+        budget = phase.budget_tokens if phase.budget_tokens is not None else int(phase.budget_fraction * sum(available[g] for g in in_phase))
+        if budget <= 0:
+            raise PlanError(f"phase {phase.name!r}: its groups have no tokens (budget_fraction of an empty pool)")
+        caps = {g: int(math.floor(spec.group(g).max_epochs * gstats[g]["pass_tokens"])) for g in in_phase}
+        targets, short, notes = redistribute(shares, caps, budget, spec.on_short, phase.name, available,
+                                             {g: spec.group(g).max_epochs for g in in_phase})
+        plans, selections = [], {}
+        for g in in_phase:
+            gs, st, gi = spec.group(g), gstats[g], group_index[g]
+            target = int(round(targets[g]))
+            full = target // st["pass_tokens"] if st["pass_tokens"] and target > 0 else 0
+            remainder = target - full * st["pass_tokens"] if st["pass_tokens"] else 0
+            plan = GroupPlan(phase=phase.name, name=g, sampling=gs.sampling.method, max_epochs=gs.max_epochs,
+                             requested_share=shares[g], target_share=targets[g] / budget, target_tokens=target,
+                             available_docs=st["docs"], available_tokens=st["tokens"], pass_tokens=st["pass_tokens"],
+                             cap_tokens=caps[g], full_passes=full, realised_tokens=full * st["pass_tokens"],
+                             realised_docs=full * st["copies"], short=g in short)
+            plans.append(plan)
+            selections[gi] = {"full": full, "cut": None, "extras": {}}
+            if remainder > 0:
+                lo, hi = key_bracket(spec, ctx.norms, gi, st)
+                searches[f"{phase.name}/{gi}"] = {"phase": phase.name, "group": gi, "remainder": remainder, "lo": lo, "hi": hi,
+                                                  "plan": plan, "selection": selections[gi]}
+        phases.append(PhasePlan(phase.name, budget, plans, selections, 0, notes))
+
+    find_thresholds(ctx, refs, searches, map_fn, limits, opts)
+
+    for phase in phases:
+        total = sum(p.realised_tokens for p in phase.groups)
+        planned_total = sum(p.target_tokens for p in phase.groups) or 1
+        for p in phase.groups:
+            p.realised_share = p.realised_tokens / total if total else 0.0
+            p.target_share = p.target_tokens / planned_total
+            gap_pp = abs(p.realised_share - p.target_share) * 100
+            if gap_pp > spec.tolerance_pp:
+                biggest = gstats[p.name]["max_tokens"]
+                p.notes.append(f"realised share {p.realised_share:.2%} is {gap_pp:.2f} pp from its target {p.target_share:.2%}: "
+                               f"the group's documents are too long for the budget (largest {biggest:,} tokens vs a target of "
+                               f"{p.target_tokens:,})")
+                phase.notes.append(f"phase {phase.name!r}, group {p.name!r}: {p.notes[-1]}")
+        phase.n_files = -(-total // spec.output.shard_tokens) if total else 0
+    return MixPlan(spec, list(shards), refs, ctx, stats["docs"], stats["tokens"], phases)
 
 
-def _plan_phase(spec: MixSpec, phase: PhaseSpec, frame: pl.DataFrame, n_tokens: np.ndarray,
-                members: dict[str, np.ndarray], available: dict[str, int]) -> PhasePlan:
-    shares = phase_shares(spec, phase, available)
-    in_phase = list(shares)
-    budget = phase.budget_tokens if phase.budget_tokens is not None else int(phase.budget_fraction * sum(available[g] for g in in_phase))
-    if budget <= 0:
-        raise PlanError(f"phase {phase.name!r}: its groups have no tokens (budget_fraction of an empty pool)")
-    reps = {g: repeats_for(spec.group(g), frame, members[g]) for g in in_phase}
-    pass_tokens = {g: int((n_tokens[members[g]] * reps[g]).sum()) for g in in_phase}
-    caps = {g: int(math.floor(spec.group(g).max_epochs * pass_tokens[g])) for g in in_phase}
-    targets, short, notes = redistribute(shares, caps, budget, spec.on_short, phase.name, available,
-                                         {g: spec.group(g).max_epochs for g in in_phase})
-
-    draws, draw_groups, plans = [], [], []
-    group_index = {g.name: i for i, g in enumerate(spec.groups)}
-    for g in in_phase:
-        gs, idx = spec.group(g), members[g]
-        target = int(round(targets[g]))
-        counts = draw_group(gs, frame, idx, n_tokens[idx], reps[g], target, rng_for(spec.seed, "draw", phase.name, g))
-        plan = GroupPlan(phase=phase.name, name=g, sampling=gs.sampling.method, max_epochs=gs.max_epochs,
-                         requested_share=shares[g], target_share=targets[g] / budget, target_tokens=target,
-                         available_docs=len(idx), available_tokens=available[g], pass_tokens=pass_tokens[g],
-                         cap_tokens=caps[g], realised_tokens=int((counts * n_tokens[idx]).sum()),
-                         realised_docs=int(counts.sum()), unique_docs=int((counts > 0).sum()),
-                         max_doc_repeats=int(counts.max()) if len(counts) else 0, short=g in short)
-        plans.append(plan)
-        draws.append(np.repeat(idx, counts))
-        draw_groups.append(np.full(int(counts.sum()), group_index[g], np.int16))
-
-    total = sum(p.realised_tokens for p in plans)
-    planned_total = sum(p.target_tokens for p in plans) or 1
-    for p in plans:
-        p.realised_share = p.realised_tokens / total if total else 0.0
-        p.target_share = p.target_tokens / planned_total
-        gap_pp = abs(p.realised_share - p.target_share) * 100
-        if gap_pp > spec.tolerance_pp:
-            idx = members[p.name]
-            biggest = int(n_tokens[idx].max()) if len(idx) else 0
-            p.notes.append(f"realised share {p.realised_share:.2%} is {gap_pp:.2f} pp from its target {p.target_share:.2%}: "
-                           f"the group's documents are too long for the budget (largest {biggest:,} tokens vs a target of "
-                           f"{p.target_tokens:,})")
-            notes.append(f"phase {phase.name!r}, group {p.name!r}: {p.notes[-1]}")
-
-    order = np.concatenate(draws) if draws else np.zeros(0, np.int64)
-    groups_of_draw = np.concatenate(draw_groups) if draw_groups else np.zeros(0, np.int16)
-    perm = rng_for(spec.seed, "shuffle", phase.name).permutation(len(order))
-    order, groups_of_draw = order[perm], groups_of_draw[perm]
-    tok = n_tokens[order]
-    starts = np.cumsum(tok) - tok
-    part = (starts // spec.output.shard_tokens).astype(np.int64)
-    n_parts = int(part.max()) + 1 if len(part) else 0
-    return PhasePlan(phase.name, budget, plans, order, groups_of_draw, part, n_parts, notes)
+def _request(search_id: str, s: dict) -> dict:
+    return {"id": search_id, "phase": s["phase"], "group": s["group"], "lo": s["lo"], "hi": s["hi"]}
 
 
-# ----------------------------------------------------------------------------- work for the writers
+def find_thresholds(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], map_fn: MapFn,
+                    limits: SearchLimits, storage_options) -> None:
+    """Set each search's selection (cut and gap fillers) and its plan's realised figures."""
+    active, rounds = dict(searches), 0
+    while active:
+        rounds += 1
+        requests = [_request(i, s) for i, s in active.items()]
+        hist = map_fn(W.shard_histograms, [(ctx, ref, requests, limits.bins, storage_options) for ref in refs],
+                      fold=W.merge_histograms)
+        ready = {}
+        for i, s in active.items():
+            h = hist[i]
+            cum = h["below_tokens"] + np.cumsum(h["tokens"])
+            j = int(np.searchsorted(cum, s["remainder"], side="right"))  # the bin of the copy that crosses the remainder
+            if j >= limits.bins:
+                raise PlanError(f"internal: threshold of group {ctx.spec.groups[s['group']].name!r} not inside its key interval")
+            after = np.cumsum(h["copies"][j + 1:])
+            k = min(j + 1 + int(np.searchsorted(after, FILL_WINDOW)), limits.bins - 1)  # enough copies after it to fill the gap
+            edges = W.bin_edges(s["lo"], s["hi"], limits.bins)
+            lo, hi = float(edges[j]), float(edges[k + 1])
+            window = int(h["copies"][j:k + 1].sum())
+            if window <= limits.max_window or rounds >= limits.max_rounds or (lo, hi) == (s["lo"], s["hi"]):
+                ready[i] = s
+            s["lo"], s["hi"] = lo, hi
+        for i in ready:
+            del active[i]
+        if ready:
+            settle(ctx, refs, ready, map_fn, storage_options)
 
 
-def jobs_by_pool_shard(plan: MixPlan) -> dict[int, dict[str, np.ndarray]]:
-    """For each pool shard: which of its rows go where (output file, position), in row order."""
-    files = {key: i for i, key in enumerate(plan.files())}
-    shard_col = plan.frame.get_column(SHARD_COL).to_numpy()
-    row_col = plan.frame.get_column(ROW_COL).to_numpy()
-    n_tokens = plan.frame.get_column(N_TOKENS).to_numpy()
-    parts = []
-    for phase in plan.phases:
-        file_index = np.array([files[(phase.name, p)] for p in range(phase.n_parts)], np.int32)
-        parts.append(dict(doc=phase.draws, file=file_index[phase.draw_part] if phase.n_parts else np.zeros(0, np.int32),
-                          pos=np.arange(len(phase.draws), dtype=np.int64), group=phase.draw_group))
-    doc = np.concatenate([p["doc"] for p in parts]).astype(np.int64)
-    cols = {k: np.concatenate([p[k] for p in parts]) for k in ("file", "pos", "group")}
-    shard = shard_col[doc]
-    order = np.lexsort((row_col[doc], shard))
-    doc, shard = doc[order], shard[order]
-    cols = {k: v[order] for k, v in cols.items()}
-    bounds = np.searchsorted(shard, np.arange(len(plan.shards) + 1))
-    out = {}
-    for s in range(len(plan.shards)):
-        lo, hi = bounds[s], bounds[s + 1]
-        if lo == hi:
-            continue
-        out[s] = {"row": row_col[doc[lo:hi]].astype(np.int64), "n_tokens": n_tokens[doc[lo:hi]].astype(np.int64),
-                  **{k: v[lo:hi] for k, v in cols.items()}}
-    return out
+def merge_windows(acc: dict | None, w: dict) -> dict:
+    """Fold of shard_window results: sums of the counts below, lists of the copies (sorted later)."""
+    acc = acc or {}
+    for i, v in w.items():
+        a = acc.setdefault(i, {"below_tokens": 0, "below_copies": 0, "parts": []})
+        a["below_tokens"] += v["below_tokens"]
+        a["below_copies"] += v["below_copies"]
+        a["parts"].append(v)
+    return acc
+
+
+def settle(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], map_fn: MapFn, storage_options) -> None:
+    requests = [_request(i, s) for i, s in searches.items()]
+    windows = map_fn(W.shard_window, [(ctx, ref, requests, storage_options) for ref in refs], fold=merge_windows)
+    for i, s in searches.items():
+        w = windows[i]
+        parts = w["parts"]
+        key = np.concatenate([p["key"] for p in parts])
+        tok = np.concatenate([p["tokens"] for p in parts])
+        row = np.concatenate([p["row"] for p in parts])
+        cpy = np.concatenate([p["copy"] for p in parts])
+        shard = np.concatenate([np.full(len(p["key"]), p["shard"], np.int64) for p in parts])
+        order = np.lexsort((cpy, row, shard, key))  # the global order of the copies: key, then shard, row, copy
+        key, tok, row, cpy, shard = key[order], tok[order], row[order], cpy[order], shard[order]
+        cum = w["below_tokens"] + np.cumsum(tok)
+        remainder = s["remainder"]
+        p = int(np.searchsorted(cum, remainder, side="right"))  # copies [0, p) of the window fit
+        gap = remainder - (int(cum[p - 1]) if p else w["below_tokens"])
+        if p < len(key):
+            cut = (float(key[p]), int(shard[p]), int(row[p]), int(cpy[p]))
+        else:
+            cut = (s["hi"], -1, -1, -1)
+        extras: dict[int, list[tuple[int, int]]] = {}
+        n_extra = 0
+        for x in range(p + 1, min(p + 1 + FILL_WINDOW, len(key))):  # at most FILL_WINDOW copies: a short loop
+            if gap <= 0:
+                break
+            if tok[x] <= gap:
+                extras.setdefault(int(shard[x]), []).append((int(row[x]), int(cpy[x])))
+                gap -= int(tok[x])
+                n_extra += 1
+        sel = s["selection"]
+        sel["cut"] = cut
+        sel["extras"] = {sh: np.array(v, np.int64).reshape(-1, 2) for sh, v in extras.items()}
+        plan: GroupPlan = s["plan"]
+        plan.realised_tokens += remainder - gap
+        plan.realised_docs += w["below_copies"] + p + n_extra

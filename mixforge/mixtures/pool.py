@@ -1,7 +1,7 @@
 """The curated pool a mixture samples from: its shards, their fingerprints, and annotation columns.
 
-Planning reads only annotation columns (source, the predicate and sampling columns, quality
-scores for the data card) and the cached token counts; text is read only when writing.
+Planning reads only annotation columns (source, the predicate and sampling columns) and the
+cached token counts, one shard at a time (shardwork.py); text is read only when writing.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mixforge import schema as S
 from mixforge import storage
 from mixforge.mixtures import tokens as T
 from mixforge.mixtures.spec import PARENT_ID, SYNTHETIC, MixSpec, Range
 
 N_TOKENS = "n_tokens"
 MIX_GROUP = "mix_group"
-SHARD_COL, ROW_COL = "_shard", "_row"
 _RUN_ID = re.compile(r"/runs/([^/]+)/")
 
 
@@ -88,40 +86,6 @@ def predicate_columns(spec: MixSpec) -> set[str]:
         elif g.sampling.method == "rehydrate":
             cols.add(g.sampling.dup_column)
     return cols
-
-
-def load_annotations(spec: MixSpec, shards: Sequence[PoolShard], token_counts: Sequence[np.ndarray]) -> pl.DataFrame:
-    """One row per pool document: _shard, _row, n_tokens and the annotation columns planning needs."""
-    available = set().union(*(s.schema.names for s in shards))
-    wanted = predicate_columns(spec) | {S.SOURCE}
-    missing = sorted(c for c in wanted if c not in available and c != PARENT_ID)
-    if missing:
-        raise PoolError(f"the spec uses columns {missing} that no pool shard has (pool columns: {sorted(available)})")
-    card_cols = {c for c in available if c.startswith("quality_")}
-    columns = sorted((wanted | card_cols) & available)
-    storage_options = spec.storage_options
-
-    def read(item: tuple[PoolShard, np.ndarray]) -> pl.DataFrame:
-        shard, counts = item
-        fs, path = storage.filesystem(shard.uri, storage_options)
-        present = [c for c in columns if c in shard.schema.names]
-        with fs.open(path, "rb") as f:
-            table = pq.ParquetFile(f).read(columns=present, use_threads=False)
-        df = pl.from_arrow(table) if present else pl.DataFrame()
-        if len(counts) != shard.rows:
-            raise PoolError(f"{shard.uri}: {shard.rows} rows but {len(counts)} token counts")
-        df = df.with_columns(pl.lit(shard.index, pl.UInt32).alias(SHARD_COL),
-                             pl.Series(ROW_COL, np.arange(shard.rows, dtype=np.uint32)),
-                             pl.Series(N_TOKENS, counts.astype(np.int64)))
-        return df
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        frames = list(pool.map(read, zip(shards, token_counts)))
-    frame = pl.concat(frames, how="diagonal_relaxed")
-    for col in columns:  # a column only some shards have: nulls for the others
-        if col not in frame.columns:
-            frame = frame.with_columns(pl.lit(None).alias(col))
-    return frame
 
 
 def _condition(frame: pl.DataFrame, column: str, cond: Any) -> pl.Expr:

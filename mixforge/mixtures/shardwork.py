@@ -1,0 +1,353 @@
+"""Per-shard work of planning and drawing a mixture.
+
+Every function here reads one pool shard (annotation columns and its token-count sidecar) and
+returns small aggregates, so the driver never holds pool rows: planning memory stays flat as the
+pool grows (DESIGN.md). They run as Ray tasks in the flow and in-process in tests.
+
+Selection is by seeded keys. A group's partial pass orders its *copies* (a document once, or its
+repeat count when rehydrating) by a key, smallest first:
+- uniform / rehydrate: u ~ U[0, 1);
+- quality: log(E) - log(w) with E ~ Exp(1) and w the document's weight, i.e. the Efraimidis-Spirakis
+  order (largest u^(1/w) first) in log space, so no weight underflows.
+Keys come from a numpy Generator seeded by (seed, phase, group, shard index), so every round of the
+search and the final draw see the same keys. Order ties (equal keys) break by (shard, row, copy).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mixforge import schema as S
+from mixforge import storage
+from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, PoolError, assign_groups
+from mixforge.mixtures.seeds import rng_for
+from mixforge.mixtures.spec import GroupSpec, MixSpec
+
+LOG_E_MIN = float(np.log(1e-300))  # log(E) is clipped here (E = 0 only when u == 0)
+LOG_E_MAX = float(np.log(-np.log1p(-(1.0 - 2.0 ** -53)))) + 1e-9
+ZERO_WEIGHT_OFFSET = 1000.0  # zero-weight documents (power weighting, score <= 0): after every weighted one
+
+# helper columns of the scratch pieces (dropped when the final shards are written)
+FILE, SHUFFLE, SHARD, ROW, REP = "_file", "_shuffle", "_shard", "_row", "_rep"
+SCRATCH_COMPRESSION = "lz4"
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    index: int
+    uri: str
+    rows: int
+    sidecar: str  # token counts of the shard's rows (tokens.py)
+
+
+@dataclass(frozen=True)
+class GroupNorm:
+    """Pool-wide facts about a quality-sampled group that every shard needs for the same keys."""
+
+    q_fill: float | None  # a missing score counts as the group's lowest; None: no scores at all (uniform)
+    zero_logw: float = 0.0  # log-weight given to zero-weight documents (power weighting)
+
+
+@dataclass(frozen=True)
+class Context:
+    spec: MixSpec
+    columns: tuple[str, ...]  # annotation columns to read
+    norms: Mapping[str, GroupNorm] = field(default_factory=dict)
+
+
+@dataclass
+class ShardData:
+    frame: pl.DataFrame
+    tokens: np.ndarray  # int64 per row
+    group: np.ndarray  # int16 per row: group index in spec order, -1 for none
+
+
+def load(ctx: Context, ref: ShardRef, storage_options: Mapping[str, Any] | None = None) -> ShardData:
+    fs, path = storage.filesystem(ref.uri, storage_options)
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        present = [c for c in ctx.columns if c in pf.schema_arrow.names]
+        table = pf.read(columns=present, use_threads=False)
+    frame = pl.from_arrow(table) if present else pl.DataFrame()
+    if not isinstance(frame, pl.DataFrame):
+        frame = frame.to_frame()
+    for col in ctx.columns:  # a column only some shards have: nulls here
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None).alias(col))
+    fs, path = storage.filesystem(ref.sidecar, storage_options)
+    with fs.open(path, "rb") as f:
+        tokens = pq.ParquetFile(f).read(columns=[N_TOKENS]).column(0).to_numpy().astype(np.int64)
+    if len(tokens) != ref.rows or frame.height != ref.rows:
+        raise PoolError(f"{ref.uri}: {ref.rows} rows but {len(tokens)} token counts in {ref.sidecar}")
+    return ShardData(frame, tokens, assign_groups(ctx.spec, frame))
+
+
+def repeats_for(group: GroupSpec, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Copies of each document in one pass over the group (1 unless rehydrating)."""
+    if group.sampling.method != "rehydrate":
+        return np.ones(len(rows), np.int64)
+    dup = frame.get_column(group.sampling.dup_column).fill_null(1).cast(pl.Int64).to_numpy()[rows]
+    mins = np.array([r.min_dup for r in group.sampling.repeats], np.int64)
+    times = np.array([r.times for r in group.sampling.repeats], np.int64)
+    return times[np.clip(np.searchsorted(mins, np.maximum(dup, 1), side="right") - 1, 0, None)]
+
+
+def scores(group: GroupSpec, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
+    return frame.get_column(group.sampling.column).cast(pl.Float64).fill_null(np.nan).to_numpy()[rows]
+
+
+def log_weights(group: GroupSpec, norm: GroupNorm, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
+    if norm.q_fill is None:
+        return np.zeros(len(rows))
+    q = scores(group, frame, rows)
+    q = np.where(np.isnan(q), norm.q_fill, q)
+    t = group.sampling.temperature
+    if group.sampling.weighting == "power":
+        positive = q > 0
+        return np.where(positive, np.log(np.where(positive, q, 1.0)) / t, norm.zero_logw)
+    return q / t
+
+
+@dataclass
+class Copies:
+    key: np.ndarray  # float64, smallest taken first
+    tokens: np.ndarray
+    row: np.ndarray  # row within the shard
+    copy: np.ndarray  # copy number of that row in the pass
+
+
+def copies(ctx: Context, data: ShardData, shard_index: int, phase: str, gi: int) -> Copies:
+    """The group's copies in this shard with their keys for `phase` (same on every call)."""
+    group = ctx.spec.groups[gi]
+    rows = np.flatnonzero(data.group == gi)
+    reps = repeats_for(group, data.frame, rows)
+    n = int(reps.sum())
+    member = np.repeat(np.arange(len(rows)), reps)
+    copy_no = np.arange(n) - np.repeat(np.cumsum(reps) - reps, reps)
+    u = rng_for(ctx.spec.seed, "draw", phase, group.name, f"shard-{shard_index}").random(n)
+    if group.sampling.method == "quality":
+        with np.errstate(divide="ignore"):
+            log_e = np.maximum(np.log(-np.log1p(-u)), LOG_E_MIN)
+        key = log_e - log_weights(group, ctx.norms[group.name], data.frame, rows)[member]
+    else:
+        key = u
+    return Copies(key, data.tokens[rows][member], rows[member], copy_no)
+
+
+def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """Histogram edges; computed by this one function on both sides so bins agree exactly."""
+    return np.linspace(lo, hi, bins + 1)
+
+
+# ----------------------------------------------------------------------------- planning rounds
+
+
+def shard_stats(ctx: Context, ref: ShardRef, storage_options=None) -> dict[str, Any]:
+    """Per group: documents, tokens, tokens of one (rehydrated) pass, copies, longest document, score range."""
+    data = load(ctx, ref, storage_options)
+    groups = {}
+    for gi, group in enumerate(ctx.spec.groups):
+        rows = np.flatnonzero(data.group == gi)
+        tok = data.tokens[rows]
+        reps = repeats_for(group, data.frame, rows)
+        g = {"docs": len(rows), "tokens": int(tok.sum()), "pass_tokens": int((tok * reps).sum()),
+             "copies": int(reps.sum()), "max_tokens": int(tok.max()) if len(rows) else 0}
+        if group.sampling.method == "quality":
+            q = scores(group, data.frame, rows)
+            q = q[~np.isnan(q)]
+            pos = q[q > 0]
+            g.update(q_min=float(q.min()) if len(q) else None, q_max=float(q.max()) if len(q) else None,
+                     q_min_pos=float(pos.min()) if len(pos) else None)
+        groups[gi] = g
+    return {"shards": 1, "docs": ref.rows, "tokens": int(data.tokens.sum()), "groups": groups}
+
+
+def _opt(fn, a, b):
+    return b if a is None else a if b is None else fn(a, b)
+
+
+def merge_stats(acc: dict | None, s: dict) -> dict:
+    """Fold of shard_stats results (sums, mins and maxes: the same whatever the arrival order)."""
+    if acc is None:
+        return s
+    out = {k: acc[k] + s[k] for k in ("shards", "docs", "tokens")}
+    groups = {}
+    for gi in acc["groups"]:
+        a, b = acc["groups"][gi], s["groups"][gi]
+        g = {k: a[k] + b[k] for k in ("docs", "tokens", "pass_tokens", "copies")}
+        g["max_tokens"] = max(a["max_tokens"], b["max_tokens"])
+        if "q_min" in a:
+            g.update(q_min=_opt(min, a["q_min"], b["q_min"]), q_max=_opt(max, a["q_max"], b["q_max"]),
+                     q_min_pos=_opt(min, a["q_min_pos"], b["q_min_pos"]))
+        groups[gi] = g
+    return {**out, "groups": groups}
+
+
+def shard_histograms(ctx: Context, ref: ShardRef, requests: Sequence[dict], bins: int, storage_options=None) -> dict:
+    """For each request {phase, group, lo, hi}: tokens and copies with key < lo, and token / copy
+    histograms over [lo, hi) in `bins` equal bins."""
+    data = load(ctx, ref, storage_options)
+    out = {}
+    for r in requests:
+        c = copies(ctx, data, ref.index, r["phase"], r["group"])
+        b = np.searchsorted(bin_edges(r["lo"], r["hi"], bins), c.key, side="right") - 1
+        below, inside = b < 0, (b >= 0) & (b < bins)
+        out[r["id"]] = {"below_tokens": int(c.tokens[below].sum()), "below_copies": int(below.sum()),
+                        "tokens": np.bincount(b[inside], weights=c.tokens[inside], minlength=bins).round().astype(np.int64),
+                        "copies": np.bincount(b[inside], minlength=bins).astype(np.int64)}
+    return out
+
+
+def merge_histograms(acc: dict | None, h: dict) -> dict:
+    if acc is None:
+        return h
+    return {k: {f: acc[k][f] + v[f] for f in v} for k, v in h.items()}
+
+
+def shard_window(ctx: Context, ref: ShardRef, requests: Sequence[dict], storage_options=None) -> dict:
+    """For each request {phase, group, lo, hi}: tokens and copies with key < lo, and the copies with
+    lo <= key < hi themselves (key, tokens, row, copy): the rows near a group's threshold."""
+    data = load(ctx, ref, storage_options)
+    out = {}
+    for r in requests:
+        c = copies(ctx, data, ref.index, r["phase"], r["group"])
+        below = c.key < r["lo"]
+        inside = ~below & (c.key < r["hi"])
+        out[r["id"]] = {"below_tokens": int(c.tokens[below].sum()), "below_copies": int(below.sum()),
+                        "shard": ref.index, "key": c.key[inside], "tokens": c.tokens[inside],
+                        "row": c.row[inside].astype(np.int64), "copy": c.copy[inside].astype(np.int64)}
+    return out
+
+
+# ----------------------------------------------------------------------------- the draw
+
+
+def taken(c: Copies, shard_index: int, sel: dict) -> np.ndarray:
+    """Which copies the partial pass takes: those before the cut in (key, shard, row, copy) order,
+    plus the gap fillers named by the driver."""
+    ck, cs, cr, cc = sel["cut"]
+    before = (c.key < ck) | ((c.key == ck) & ((shard_index < cs) | ((shard_index == cs) & ((c.row < cr) | ((c.row == cr) & (c.copy < cc))))))
+    extra = sel["extras"].get(shard_index)
+    if extra is not None and len(extra):
+        width = int(c.copy.max()) + 1 if len(c.copy) else 1
+        before |= np.isin(c.row * width + c.copy, extra[:, 0] * width + extra[:, 1])
+    return before
+
+
+def draw_counts(ctx: Context, data: ShardData, shard_index: int, phase: str, selections: Mapping[int, dict]) -> np.ndarray:
+    """How many times each row of the shard is taken in `phase` (0 for rows not taken)."""
+    counts = np.zeros(len(data.tokens), np.int64)
+    for gi, sel in selections.items():
+        group = ctx.spec.groups[gi]
+        rows = np.flatnonzero(data.group == gi)
+        if sel["full"]:
+            counts[rows] += sel["full"] * repeats_for(group, data.frame, rows)
+        if sel["cut"] is not None:
+            c = copies(ctx, data, shard_index, phase, gi)
+            counts += np.bincount(c.row[taken(c, shard_index, sel)], minlength=len(counts))
+    return counts
+
+
+@dataclass(frozen=True)
+class DrawJob:
+    ref: ShardRef
+    ctx: Context
+    phases: tuple[dict, ...]  # {name, file_offset, n_files, selections: {group index: selection}}
+    files_per_bucket: int
+    schema: pa.Schema  # output schema
+    scratch: str
+
+
+def drawn_rows(job: DrawJob, data: ShardData) -> dict[str, np.ndarray]:
+    """Every row drawn from this shard in every phase (repeats included) with its output file and
+    shuffle key; plus per (phase, group) realised figures."""
+    parts, stats = [], {}
+    for ph in job.phases:
+        counts = draw_counts(job.ctx, data, job.ref.index, ph["name"], ph["selections"])
+        for gi in ph["selections"]:
+            member = data.group == gi
+            cg = counts[member]
+            stats[f"{ph['name']}/{gi}"] = {"tokens": int((cg * data.tokens[member]).sum()), "docs": int(cg.sum()),
+                                           "unique_docs": int((cg > 0).sum()), "max_doc_repeats": int(cg.max()) if len(cg) else 0}
+        n = int(counts.sum())
+        if not n:
+            continue
+        row = np.repeat(np.arange(len(counts)), counts)
+        rep = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+        # global shuffle: a uniform key per drawn row; a phase's files are equal slices of the key
+        # range, each sorted by the key, so any shard can place its rows without the others
+        shuffle = rng_for(job.ctx.spec.seed, "shuffle", ph["name"], f"shard-{job.ref.index}").random(n)
+        part = np.minimum((shuffle * ph["n_files"]).astype(np.int64), ph["n_files"] - 1)
+        parts.append({"row": row, "rep": rep, "shuffle": shuffle, "file": ph["file_offset"] + part,
+                      "group": data.group[row].astype(np.int64)})
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return {"row": empty, "rep": empty, "shuffle": np.zeros(0), "file": empty, "group": empty, "stats": stats}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} | {"stats": stats}
+
+
+def scatter(job: DrawJob, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Draw this shard's rows and write them, with their text, into one scratch piece per bucket
+    of output files (one row group per output file inside a piece); returns the buckets written
+    and the realised figures per (phase, group)."""
+    data = load(job.ctx, job.ref, storage_options)
+    d = drawn_rows(job, data)
+    base_fields = [f for f in job.schema if f.name not in (N_TOKENS, MIX_GROUP)]
+    by_row = np.lexsort((d["rep"], d["row"]))  # read in pool row order
+    rows_sorted = d["row"][by_row]
+    pieces_by_rg: list[pa.Table] = []
+    if len(rows_sorted):
+        fs, path = storage.filesystem(job.ref.uri, storage_options)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            columns = [c for c in pf.schema_arrow.names if c in {fl.name for fl in base_fields}]
+            starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)])
+            bounds = np.searchsorted(rows_sorted, starts)
+            for rg in range(pf.metadata.num_row_groups):
+                lo, hi = bounds[rg], bounds[rg + 1]
+                if lo < hi:
+                    table = pf.read_row_group(rg, columns=columns, use_threads=False)
+                    pieces_by_rg.append(table.take(pa.array(rows_sorted[lo:hi] - starts[rg])))
+    table = pa.concat_tables(pieces_by_rg, promote_options="permissive") if pieces_by_rg else pa.schema(base_fields).empty_table()
+    table = S.align_to_schema(table, pa.schema(base_fields))
+    # into (file, shuffle key) order
+    order = np.lexsort((d["rep"], d["row"], d["shuffle"], d["file"]))
+    position = np.empty(len(by_row), np.int64)
+    position[by_row] = np.arange(len(by_row))
+    table = table.take(pa.array(position[order]))
+    names = np.array([g.name for g in job.ctx.spec.groups], dtype=object)
+    cols = {k: d[k][order] for k in ("row", "rep", "shuffle", "file", "group")}
+    table = (table.append_column(N_TOKENS, pa.array(data.tokens[cols["row"]], pa.int64()))
+             .append_column(MIX_GROUP, pa.array(names[cols["group"]] if len(order) else [], pa.string()))
+             .append_column(FILE, pa.array(cols["file"], pa.int64()))
+             .append_column(SHUFFLE, pa.array(cols["shuffle"], pa.float64()))
+             .append_column(SHARD, pa.array(np.full(len(order), job.ref.index), pa.int64()))
+             .append_column(ROW, pa.array(cols["row"], pa.int64()))
+             .append_column(REP, pa.array(cols["rep"], pa.int64())))
+    buckets = cols["file"] // job.files_per_bucket
+    written = []
+    edges = np.flatnonzero(np.diff(buckets)) + 1
+    for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(buckets)]) if len(buckets) else ():
+        bucket = int(buckets[lo])
+        files = cols["file"][lo:hi]
+        buf = io.BytesIO()
+        piece = table.slice(lo, hi - lo)
+        with pq.ParquetWriter(buf, piece.schema, compression=SCRATCH_COMPRESSION) as writer:
+            fedges = np.flatnonzero(np.diff(files)) + 1
+            for a, b in zip(np.r_[0, fedges], np.r_[fedges, len(files)]):  # one output file per row group
+                writer.write_table(piece.slice(a, b - a), row_group_size=max(1, b - a))
+        storage.write_bytes(piece_uri(job.scratch, bucket, job.ref.index), buf.getvalue(), storage_options)
+        written.append(bucket)
+    return {"shard": job.ref.index, "rows": int(len(order)), "buckets": written, "stats": d["stats"]}
+
+
+def piece_uri(scratch: str, bucket: int, shard_index: int) -> str:
+    return storage.join(scratch, f"bucket-{bucket:05d}", f"from-{shard_index:05d}.parquet")
