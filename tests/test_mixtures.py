@@ -261,6 +261,109 @@ def test_phases_have_their_own_weights_budgets_and_folders(pool, tmp_path):
     assert set(read_rows(manifest, phase="anneal").column("mix_group").to_pylist()) == {"books", "code-good"}
 
 
+def test_epoch_cap_holds_per_phase(pool, tmp_path):
+    # max_epochs caps repetition within a phase: anneal may take books again in full (as OLMo 2's
+    # Dolmino mix re-reads its high-quality sources), but never more than max_epochs in a phase
+    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=None,
+                     groups=[{"name": "web", "where": {"source": "web"}, "weight": 0.5},
+                             {"name": "books", "where": {"source": "books"}, "weight": 0.5, "max_epochs": 1}],
+                     phases=[{"name": "main", "budget_tokens": 50_000},
+                             {"name": "anneal", "budget_tokens": 60_000, "weights": {"books": 1}}])
+    summary = B.build_mixture(spec)
+    manifest = json.load(open(summary["manifest"]))
+    books = {p["name"]: next(g for g in p["groups"] if g["name"] == "books") for p in manifest["phases"]}
+    assert books["anneal"]["short"] and books["anneal"]["realised_tokens"] == books["anneal"]["cap_tokens"] == books["anneal"]["available_tokens"]
+    assert not books["main"]["short"] and 0.5 < books["main"]["epochs"] <= 1
+    per_phase = {ph: collections.Counter(i for i, g in zip(*(read_rows(manifest, ("id", "mix_group"), ph).column(c).to_pylist()
+                                                              for c in ("id", "mix_group"))) if g == "books")
+                 for ph in ("main", "anneal")}
+    assert max(per_phase["main"].values()) == max(per_phase["anneal"].values()) == 1
+    assert set(per_phase["main"]) < set(per_phase["anneal"])  # main's books are read again in anneal
+    assert any("'books' is short" in n for n in summary["notes"])
+
+
+def recording(map_fn, received: list):
+    """A map_fn that keeps everything the shard tasks send back to the driver, then folds as asked."""
+    def run(fn, calls, fold=None):
+        results = map_fn(fn, calls)
+        received.extend((fn.__name__, r) for r in results)
+        if fold is None:
+            return results
+        acc = None
+        for r in results:
+            acc = fold(acc, r)
+        return acc
+    return run
+
+
+def elements(obj) -> int:
+    if isinstance(obj, np.ndarray):
+        return obj.size
+    if isinstance(obj, dict):
+        return sum(elements(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(elements(v) for v in obj)
+    return 1
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_planning_on_ray_sends_the_driver_aggregates_only(tmp_path):
+    from mixforge.mixtures.plan import SearchLimits
+    from tasks.mix import ray_map_fn
+
+    groups = [{"name": "web", "where": {"source": "web"}, "weight": 0.5,
+               "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.3}},
+              {"name": "books", "where": {"source": "books"}, "weight": 0.3, "sampling": {"method": "rehydrate"}, "max_epochs": 2},
+              {"name": "code", "where": {"source": "code"}, "weight": 0.2}]
+    limits = SearchLimits(bins=32, max_window=150)
+    received_elements, outcomes = {}, {}
+    for scale in (1, 4):
+        pool = write_pool(str(tmp_path / f"pool-{scale}"), shards=3, per_shard=400 * scale)
+        spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=None, budget_fraction=0.7, groups=groups)
+        received: list = []
+        plan = _plan(spec, recording(ray_map_fn(spec.ray), received), limits=limits)  # every per-shard step on Ray
+        assert {name for name, _ in received} == {"shard_stats", "shard_histograms", "shard_window"}
+        for name, result in received:
+            if name == "shard_histograms":
+                assert all(len(h["tokens"]) == len(h["copies"]) == limits.bins for h in result.values())
+        windows: dict = collections.Counter()
+        for name, result in received:
+            if name == "shard_window":
+                for key, w in result.items():
+                    windows[key] += len(w["key"])
+        assert windows and max(windows.values()) <= limits.max_window  # only the copies near each threshold
+        received_elements[scale] = sum(elements(r) for _, r in received)
+        # the search settings change what is fetched, not what is drawn
+        reference = _plan(spec)
+        assert [[(g.realised_tokens, g.realised_docs) for g in p.groups] for p in plan.phases] == \
+               [[(g.realised_tokens, g.realised_docs) for g in p.groups] for p in reference.phases]
+        for a, b in zip(plan.phases, reference.phases):
+            for gi in a.selections:
+                sa, sb = a.selections[gi], b.selections[gi]
+                assert (sa["full"], sa["cut"]) == (sb["full"], sb["cut"])
+                assert {k: v.tolist() for k, v in sa["extras"].items()} == {k: v.tolist() for k, v in sb["extras"].items()}
+        outcomes[scale] = plan
+        for p in plan.phases:
+            for g in p.groups:
+                assert abs(g.realised_share - g.target_share) < TOL
+    # four times the pool, about the same traffic to the driver, well below one number per pool row
+    assert received_elements[4] < 1.5 * received_elements[1], received_elements
+    assert received_elements[4] < 3 * 400 * 4 / 2, received_elements
+
+
+def test_bucketed_scatter_bounds_scratch_pieces_and_keeps_bytes(pool, tmp_path):
+    spec = make_spec(pool, str(tmp_path / "store"), output={"shard_tokens": 2_000, "row_group_rows": 50})
+    plan = _plan(spec)
+    received: list = []
+    few = B.write_data(plan, recording(B.serial_map, received), max_buckets=3)
+    pieces = sum(len(r["buckets"]) for name, r in received if name == "scatter")
+    assert len(few) == plan.phases[0].n_files >= 20
+    assert pieces <= 3 * 3 < len(few)  # pool shards x buckets, not pool shards x output files
+    many = B.write_data(plan)  # one file per bucket
+    assert [f["sha256"] for f in few] == [f["sha256"] for f in many]
+    assert sum(f["tokens"] for f in few) == sum(g.realised_tokens for g in plan.phases[0].groups)
+
+
 # ----------------------------------------------------------------------------- versions
 
 
@@ -374,6 +477,29 @@ def test_takedown_derives_a_version_without_resampling(pool, tmp_path):
     assert d["docs_removed"] == len(private | {victim}) and d["docs_added"] == 0
     assert d["tokens_change"] == -m2["takedown"]["removed_tokens"]
     assert {g["name"] for g in d["groups"]} == {"web", "books", "code-good"}
+
+
+def test_committed_version_always_has_its_card(pool, tmp_path, capsys):
+    from mixforge.mixtures import card
+
+    store = str(tmp_path / "store")
+    summary = B.build_mixture(make_spec(pool, store))
+    manifest = json.load(open(summary["manifest"]))
+    # the card's figures are in the manifest, its plots beside the data: both there before the commit
+    assert manifest["card"]["stats"]["main"]["sources"]["web"]["tokens"] > 0
+    assert set(manifest["card"]["plots"]) == set(card.PLOTS)
+    for uri in manifest["card"]["plots"].values():
+        assert "/_data/" in uri and open(uri, "rb").read(4) == b"\x89PNG"
+    beside = ["README.md", *card.PLOTS]
+    original = {n: open(os.path.join(summary["uri"], n), "rb").read() for n in beside}
+
+    # a build that stopped right after committing its manifest: no README.md nor plots beside it
+    for n in beside:
+        os.remove(os.path.join(summary["uri"], n))
+    shown = cli(["mixtures", "show", "test-mix", "--store", store], capsys)
+    assert "v0001" in shown
+    assert {n: open(os.path.join(summary["uri"], n), "rb").read() for n in beside} == original  # rebuilt as it was
+    assert "| web |" in original["README.md"].decode() and "ODC-By-1.0" in original["README.md"].decode()
 
 
 # ----------------------------------------------------------------------------- spec
