@@ -1,22 +1,27 @@
 """Mixture planning and drawing over a pool of >= 1M documents, against a plain read + write.
 
     .venv/bin/python benchmarks/bench_mix.py                      # 1M documents in 8 shards
-    .venv/bin/python benchmarks/bench_mix.py --docs 200000 --json-out /tmp/mix.json
+    .venv/bin/python benchmarks/bench_mix.py --docs 250000 --json-out /tmp/mix.json
 
-In one process run it:
+It:
 1. generates a synthetic curated pool (contract Parquet with source, lang, domain, quality_score,
-   dup_count; short texts) once, cached in --work-dir;
+   dup_count; short texts) once, cached in --work-dir (in a child process);
 2. counts tokens (tiktoken cl100k_base, cached as sidecars: reported separately, first and cached run);
-3. times plan + draw (pool fingerprints, annotation columns only, exact token plan, seeded draw,
-   global shuffle: no text is read);
-4. times writing the mixture (scatter/gather of the drawn rows, text read only here);
+3. times planning: per-shard aggregates (group stats, key histograms, the rows near each
+   threshold) computed by --workers worker processes, the exact token plan in the driver; no text
+   is read and the driver never holds pool rows;
+4. times writing the mixture (draw + scatter per pool shard, gather per bucket of output files;
+   text read only here), then the commit with its data card;
 5. times the baseline: a plain read of every pool shard and a write of the same selected rows
-   (no shuffle, no repeats bookkeeping), with pyarrow.
+   (no shuffle, no repeats bookkeeping), with pyarrow, in the driver;
+6. reports the driver's peak RSS after planning and after writing (worker processes excluded):
+   run it at two --docs to see that it stays flat as the pool grows.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -74,21 +79,55 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def process_map(workers: int, calls_log: collections.Counter):
+    """A map_fn over worker processes (results in order, or folded as they finish), so what the
+    driver holds is measured apart from the per-shard work."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from mixforge.mixtures.plan import serial_map
+
+    if workers <= 0:
+        def serial(fn, calls, fold=None):
+            calls_log[fn.__name__] += 1
+            return serial_map(fn, calls, fold)
+        return serial, None
+    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+
+    def run(fn, calls, fold=None):
+        calls_log[fn.__name__] += 1
+        futures = [ex.submit(fn, *args) for args in calls]
+        if fold is None:
+            return [f.result() for f in futures]
+        acc = None
+        for f in cf.as_completed(futures):
+            acc = fold(acc, f.result())
+        return acc
+    return run, ex
+
+
 def baseline(plan, out_dir: Path) -> dict:
-    """Plain read of each pool shard + write of the rows the plan selected from it (no shuffle)."""
-    from mixforge.mixtures.plan import jobs_by_pool_shard
+    """Plain read of each pool shard + write of the rows the plan draws from it (no shuffle)."""
+    from mixforge.mixtures import shardwork as W
+    from mixforge.mixtures.pool import output_schema
 
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    jobs = jobs_by_pool_shard(plan)
+    phases, offset = [], 0
+    for p in plan.phases:
+        phases.append({"name": p.name, "file_offset": offset, "n_files": p.n_files, "selections": p.selections})
+        offset += p.n_files
+    selected = {}
+    for ref in plan.refs:  # which rows (not timed: the plan's business)
+        job = W.DrawJob(ref, plan.ctx, tuple(phases), 1, output_schema(plan.shards), "")
+        selected[ref.index] = np.sort(W.drawn_rows(job, W.load(plan.ctx, ref))["row"])
     t = time.perf_counter()
     rows = 0
     for s, shard in enumerate(plan.shards):
         table = pq.read_table(shard.uri)
-        if s in jobs:
-            picked = table.take(pa.array(jobs[s]["row"]))
-            pq.write_table(picked, out_dir / f"part-{s:05d}.parquet", compression="zstd")
-            rows += picked.num_rows
+        picked = table.take(pa.array(selected[s]))
+        pq.write_table(picked, out_dir / f"part-{s:05d}.parquet", compression="zstd")
+        rows += picked.num_rows
     return {"seconds": time.perf_counter() - t, "rows": rows}
 
 
@@ -99,6 +138,7 @@ def main() -> None:
     p.add_argument("--fraction", type=float, default=0.5, help="budget as a fraction of the pool's tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default="/tmp/mixforge-bench-mix")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for the per-shard work (0: in the driver)")
     p.add_argument("--json-out")
     args = p.parse_args()
 
@@ -107,7 +147,11 @@ def main() -> None:
 
     work = Path(args.work_dir)
     t = time.perf_counter()
-    pool = make_pool(work / "pool", args.docs, args.shards, args.seed)
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as gen:  # keeps the driver's RSS clean
+        pool = gen.submit(make_pool, work / "pool", args.docs, args.shards, args.seed).result()
     gen_s = time.perf_counter() - t
     store = work / "store"
     shutil.rmtree(store, ignore_errors=True)
@@ -120,43 +164,62 @@ def main() -> None:
             {"name": "web-other", "where": {"source": "web"}, "weight": 0.2, "sampling": {"method": "rehydrate"}, "max_epochs": 2},
             {"name": "books", "where": {"source": "books"}, "weight": 0.25, "max_epochs": 2},
             {"name": "rest", "where": {}, "weight": 0.15}]})
+    calls: collections.Counter = collections.Counter()
+    map_fn, executor = process_map(args.workers, calls)
+    rss_start = peak_rss_mb()
 
     t = time.perf_counter()
     shards = B.resolve_pool(spec.pool)
-    B.count_tokens(spec, shards)
+    B.count_tokens(spec, shards, map_fn)
     count_first = time.perf_counter() - t
+    if executor is not None:  # warm the workers' imports, so planning is timed without them
+        map_fn(W_warm, [() for _ in range(args.workers)])
 
-    # the measured run: plan + draw (annotations only), then write
+    # the measured run: plan (aggregates only), then draw + write
+    calls.clear()
     t0 = time.perf_counter()
     shards = B.resolve_pool(spec.pool)
-    counts = B.count_tokens(spec, shards)  # cached sidecars
+    sidecars = B.count_tokens(spec, shards, map_fn)  # cached sidecars
     t1 = time.perf_counter()
-    plan = B.plan(spec, shards, counts)
+    plan = B.plan(spec, shards, sidecars, map_fn)
     t2 = time.perf_counter()
-    files = B.write_data(plan)
+    rss_plan = peak_rss_mb()
+    plan_calls = {k: v for k, v in calls.items() if k != "count_shard"}
+    files = B.write_data(plan, map_fn)
     t3 = time.perf_counter()
     version, _ = B.commit(spec.store, spec.name, B.manifest_body(plan, files, B.now()), None)
     t4 = time.perf_counter()
+    rss_write = peak_rss_mb()
+    if executor is not None:
+        executor.shutdown()
     base = baseline(plan, work / "baseline")
 
     groups = [{"group": g.name, "target_share": round(g.target_share, 5), "realised_share": round(g.realised_share, 5),
                "tokens": g.realised_tokens, "docs": g.realised_docs, "epochs": round(g.epochs, 3)} for g in plan.phases[0].groups]
     rows = sum(f["rows"] for f in files)
     report = {
-        "pool_docs": plan.frame.height, "pool_shards": len(shards), "pool_tokens": int(plan.frame.get_column("n_tokens").sum()),
+        "pool_docs": plan.pool_docs, "pool_shards": len(shards), "pool_tokens": plan.pool_tokens, "workers": args.workers,
         "mixture_rows": rows, "mixture_tokens": sum(f["tokens"] for f in files), "mixture_files": len(files),
         "seconds": {"generate_pool": round(gen_s, 2), "count_tokens_first": round(count_first, 2),
-                    "resolve_and_cached_counts": round(t1 - t0, 2), "plan_and_draw": round(t2 - t1, 2),
-                    "plan_and_draw_incl_resolve": round(t2 - t0, 2), "write_mixture": round(t3 - t2, 2),
+                    "resolve_and_cached_counts": round(t1 - t0, 2), "plan": round(t2 - t1, 2),
+                    "plan_incl_resolve": round(t2 - t0, 2), "draw_and_write_mixture": round(t3 - t2, 2),
                     "commit_and_card": round(t4 - t3, 2), "baseline_read_write_selected": round(base["seconds"], 2)},
-        "ratio_plan_and_draw_vs_baseline": round((t2 - t0) / base["seconds"], 3),
+        "planning_rounds": plan_calls,
+        "ratio_plan_vs_baseline": round((t2 - t0) / base["seconds"], 3),
         "ratio_write_vs_baseline": round((t3 - t2) / base["seconds"], 3),
-        "peak_rss_mb": round(peak_rss_mb()), "groups": groups, "version": version,
+        "driver_peak_rss_mb": {"after_imports": round(rss_start), "after_plan": round(rss_plan), "after_write_and_commit": round(rss_write),
+                               "after_baseline_in_driver": round(peak_rss_mb())},
+        "groups": groups, "version": version,
         "max_share_gap_pp": round(max(abs(g["realised_share"] - g["target_share"]) for g in groups) * 100, 4),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(report, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
+
+
+def W_warm() -> None:
+    import mixforge.mixtures.shardwork  # noqa: F401
 
 
 if __name__ == "__main__":

@@ -82,7 +82,10 @@ class GroupSpec(StrictModel):
         description="Predicates over pool columns, all of which must hold: a value, a list of values, or a range "
                     "{min, max}; `synthetic: true|false` selects rephrased rows or originals. Empty: every document.")
     weight: float | None = Field(None, ge=0, description="Target share of the budget (weights are normalised over a phase's groups).")
-    max_epochs: float = Field(1.0, gt=0, description="Cap: tokens taken <= max_epochs x the group's tokens (per phase); a document is taken at most ceil(max_epochs) times (x its repeats when rehydrating).")
+    # Per phase on purpose: phases are separate stages of training, and a later phase (an anneal)
+    # re-reading the best sources already seen in the main phase is the point of having it (OLMo 2's
+    # Dolmino mix). The manifest reports each phase's epochs, so the total is visible.
+    max_epochs: float = Field(1.0, gt=0, description="Cap within each phase: tokens taken in a phase <= max_epochs x the group's tokens; a document is taken at most ceil(max_epochs) times in a phase (x its repeats when rehydrating). Another phase may take the same documents again.")
     sampling: Sampling = Sampling()
 
 
@@ -107,7 +110,7 @@ class TokenizerSpec(StrictModel):
 
 
 class OutputSpec(StrictModel):
-    shard_tokens: int = Field(50_000_000, ge=1, description="Tokens per output shard (the last shard of a phase may be smaller).")
+    shard_tokens: int = Field(50_000_000, ge=1, description="Tokens per output shard, about: a phase of T tokens gets ceil(T / shard_tokens) shards of near-equal size (equal slices of the global shuffle).")
     row_group_rows: int = Field(16_384, ge=1, description="Rows per Parquet row group in output shards.")
 
 
