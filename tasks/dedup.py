@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import pyarrow as pa
 import ray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -47,13 +46,16 @@ def _collect(step: str, calls, config: CurateConfig) -> list:
 @task(name="dedup", cache_policy=NO_CACHE)
 def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig) -> dict:
     started = time.perf_counter()
-    cfg, opts = config.dedup, config.storage.options
+    opts = config.storage.options
     stage_layout = run.stage("dedup")
     work = dd.DedupLayout(stage_layout.dir)
     shards = [i for i, _ in inputs]
-    index = dd.IndexLayout(cfg.index) if cfg.index else None
+    index = dd.IndexLayout(config.dedup.index) if config.dedup.index else None
+    cfg = dd.resolve_partitions(config.dedup, [uri for _, uri in inputs], index, opts)
     segments = dd.check_index(index, cfg, opts) if index else []
 
+    # The driver only hands out work and sums small stats: signatures, buckets and edges go
+    # from step to step through the store, partitioned, never through this process.
     boilerplate = None
     if cfg.boilerplate.enabled:
         _collect("lines", [(i, (i, uri, work, cfg, config.read.batch_rows, opts)) for i, uri in inputs], config)
@@ -61,14 +63,11 @@ def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Curat
         boilerplate = dd.read_boilerplate(work, cfg.partitions, opts)
     _collect("signatures", [(i, (i, uri, work, cfg, config.read.batch_rows, opts, boilerplate)) for i, uri in inputs], config)
     partitions = _collect("edges", [(p, (p, shards, work, opts, index, segments)) for p in range(cfg.partitions)], config)
-    candidates = dd.read_edges(work, cfg.partitions, opts)  # edges only: a small fraction of documents
     verify_stats = None
-    if cfg.minhash.enabled and cfg.minhash.verify:
-        owner = dd.edge_owner(candidates.column("src").to_numpy(), candidates.column("dst").to_numpy())
-        calls = [(s, (s, candidates.filter(pa.array(owner == s)), work, cfg.minhash.threshold, opts, index)) for s in shards]
-        verify_stats = _collect("verify", calls, config)
-    edges = dd.read_edges(work, cfg.partitions, opts, shards if verify_stats is not None else None)
-    (cluster_stats,) = _collect("clusters", [("all", (edges, shards, work, cfg, opts, index))], config)
+    verify = cfg.minhash.enabled and cfg.minhash.verify
+    if verify:
+        verify_stats = _collect("verify", [(s, (s, cfg.partitions, work, cfg.minhash, opts, index)) for s in shards], config)
+    (cluster_stats,) = _collect("clusters", [("all", (shards, cfg.partitions, work, cfg, opts, index, verify))], config)
 
     summary = run_stage(dd.ApplyDedup(work, opts, boilerplate, cfg), stage_layout, inputs, config.ray, read_options(config), opts)
 
@@ -76,9 +75,12 @@ def deduplicate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Curat
         summary["index"] = _append_to_index(index, work, run.run_id, shards, cfg.partitions, config)
     summary["dedup"] = {
         **cluster_stats,
-        "candidate_edges": sum(p["edges"] for p in partitions),
-        "fuzzy_candidates": int((~candidates.column("exact").to_numpy()).sum()) if candidates.num_rows else 0,
-        "fuzzy_verified": sum(v.get("verified", 0) for v in verify_stats) if verify_stats is not None else None,
+        "partitions": cfg.partitions,
+        "candidate_edges": sum(p["edges"] for p in partitions),  # per partition: a pair found in two partitions counts twice
+        "fuzzy_candidates": (sum(v["candidates"] for v in verify_stats) if verify_stats is not None
+                             else sum(p.get("fuzzy", 0) for p in partitions)),
+        "fuzzy_verified": sum(v["verified"] for v in verify_stats) if verify_stats is not None else None,
+        "verify_threshold": round(cfg.minhash.verify_threshold, 4) if verify else None,
         "index_segments_used": len(segments),
         "boilerplate_lines": None if boilerplate is None else int(len(boilerplate)),
         "seconds_total": round(time.perf_counter() - started, 3),

@@ -56,7 +56,7 @@ def pipeline(texts: list[str], cfg: MinHashConfig = MinHashConfig(), verify: boo
 def test_config_models():
     cfg = DedupConfig()
     assert cfg.minhash.num_perm == 112 and cfg.minhash.bands == 14 and cfg.minhash.rows == 8
-    assert cfg.partitions == 16 and cfg.exact.lowercase and not cfg.exact.strip_punctuation
+    assert cfg.partitions is None and cfg.exact.lowercase and not cfg.exact.strip_punctuation
     with pytest.raises(ValidationError):
         MinHashConfig(bogus=1)
     with pytest.raises(ValidationError):

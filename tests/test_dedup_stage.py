@@ -127,7 +127,9 @@ def test_failed_partition_is_retried_without_double_counting(tmp_path):
         p.unlink()
     for p in (out / "_done").glob("*.json"):
         p.unlink()
-    os.remove(DedupLayout(str(out)).edges(0))
+    os.remove(DedupLayout(str(out)).edges_done(0))
+    os.remove(DedupLayout(str(out)).edges(0, 1))
+    os.remove(DedupLayout(str(out)).verified_done(1))
     os.remove(DedupLayout(str(out)).clustered)
     again, kept2, removed2, _ = run_dedup(tmp_path, "resume", CurateConfig(stages=["dedup"]))
     stage = again["stages"][-1]

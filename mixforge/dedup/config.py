@@ -42,8 +42,15 @@ class MinHashConfig(_Strict):
     bands: int = Field(14, ge=1, le=255, description="LSH bands; a pair becomes a candidate when all rows of at least one band agree.")
     rows: int = Field(8, ge=1, le=64, description="Signature rows per band; num_perm = bands * rows.")
     seed: int = Field(1, ge=0, lt=2**63, description="Seed of the permutation family; signatures are only comparable under the same seed and shingling.")
-    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Verification: keep a candidate pair when the estimated Jaccard of its full signatures is at least this.")
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Verification: the Jaccard similarity from which a candidate pair is a duplicate.")
     verify: bool = Field(True, description="Verify candidate pairs by estimated Jaccard before clustering (drops LSH false positives).")
+    verify_margin: float = Field(
+        2.5, ge=0.0, le=10.0,
+        description="Verification allows for the noise of the signature estimate: a pair passes when its estimated Jaccard is at least "
+        "threshold - verify_margin * sqrt(threshold * (1 - threshold) / num_perm), the estimate's standard error at the threshold "
+        "(0.8 - 2.5 * 0.038 = 0.705 with 112 permutations). 0 compares with the bare threshold, which drops about half of the pairs "
+        "whose true Jaccard is exactly the threshold.",
+    )
     lowercase: bool = Field(True, description="Lowercase the text before shingling.")
     strip_punctuation: bool = Field(True, description="Delete Unicode punctuation (category P) before shingling.")
     short_doc_words: int = Field(200, ge=0, description="Documents with fewer words than this (after normalisation) follow `short_doc_strategy`; 0 disables it.")
@@ -59,6 +66,12 @@ class MinHashConfig(_Strict):
     def num_perm(self) -> int:
         """Signature length: bands * rows."""
         return self.bands * self.rows
+
+    @property
+    def verify_threshold(self) -> float:
+        """What an estimated Jaccard is compared with when verifying (see `verify_margin`)."""
+        t = self.threshold
+        return max(0.0, t - self.verify_margin * (t * (1.0 - t) / self.num_perm) ** 0.5)
 
     @model_validator(mode="after")
     def _check(self) -> "MinHashConfig":
@@ -100,7 +113,9 @@ class DedupConfig(_Strict):
     exact: ExactConfig = Field(default_factory=ExactConfig, description="Exact duplicates.")
     minhash: MinHashConfig = Field(default_factory=MinHashConfig, description="Fuzzy (MinHash LSH) duplicates.")
     keep: KeepConfig = Field(default_factory=KeepConfig, description="Which document of each cluster is kept.")
-    partitions: int = Field(16, ge=1, le=65536, description="Partitions of the band-bucket shuffle (bucket = band_hash % partitions).")
+    partitions: int | None = Field(None, ge=1, le=65536, description="Partitions of the band-bucket shuffle (bucket = band_hash % partitions). "
+                                   "Default (null): the index's setting when `index` exists, else one per 64 MiB of input shards (16 to 4096). "
+                                   "Changes speed and memory per task, never the result.")
     boilerplate: BoilerplateConfig = Field(default_factory=BoilerplateConfig, description="Boilerplate line removal.")
     index: str | None = Field(None, description="URI of the pool's persistent dedup index (e.g. s3://pool/dedup-index). When set, "
                               "new documents are deduplicated against every document already indexed (those always win), "

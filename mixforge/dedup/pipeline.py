@@ -1,16 +1,19 @@
 """Corpus-scale dedup as plain per-shard and per-partition steps (the Ray layer maps them).
 
     1. signatures (per shard)   -> band buckets partitioned by band_hash % P, node keys, signatures
-    2. edges (per partition)    -> candidate pairs sharing an LSH band or an exact hash
-    3. verify (per shard)       -> pairs whose estimated Jaccard passes the threshold (optional)
+    2. edges (per partition)    -> candidate pairs sharing an LSH band or an exact hash, written
+                                   partitioned by the shard that owns them (`edge_owner`)
+    3. verify (per shard)       -> its own edges whose estimated Jaccard passes (optional)
     4. clusters (one step)      -> connected components over edges only, one keeper per cluster,
                                    assignments written per shard
     5. apply (per shard, stage) -> kept rows get dup_cluster/dup_count, the rest go to _removed
 
-No step holds all documents or all signatures: steps 1, 3 and 5 see one shard (plus the
-partner rows they need), step 2 one partition of band rows, step 4 only edges and the keys of
-documents that have a duplicate. Every output is written atomically and doubles as the step's
-completion marker, so a retried step overwrites, never double-counts.
+No step holds all documents or all signatures: steps 1 and 5 see one shard, step 3 one shard's
+edges and signatures plus its partners' signature rows (one file at a time), step 2 one
+partition of band rows, step 4 only edges and the ids of documents that have a duplicate. The
+driver holds none of these: every hand-over goes through the store. Every output is written
+atomically and doubles as the step's completion marker (multi-file outputs get a marker
+written last), so a retried step overwrites, never double-counts.
 
 Document keys are (shard index << 32) | row index within the shard (uint64).
 """
@@ -31,10 +34,10 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.dedup.boilerplate import boilerplate_hashes, count_line_docs, line_hashes, merge_line_counts, remove_lines
-from mixforge.dedup.clusters import candidate_edges, choose_keepers, connected_components, verify_edges
-from mixforge.dedup.config import DedupConfig
+from mixforge.dedup.clusters import candidate_edges, choose_keepers, connected_components
+from mixforge.dedup.config import DedupConfig, MinHashConfig
 from mixforge.dedup.hashing import exact_hashes
-from mixforge.dedup.minhash import MinHasher
+from mixforge.dedup.minhash import MinHasher, estimated_jaccard
 from mixforge.shards import read_documents
 from mixforge.stage import ShardContext, Stage, StageResult
 
@@ -105,11 +108,18 @@ class DedupLayout:
     def signed(self, shard: int) -> str:
         return self._p("signed", f"s-{shard:05d}.json")
 
-    def edges(self, partition: int) -> str:
-        return self._p("edges", f"p-{partition:04d}.parquet")
+    def edges(self, partition: int, shard: int) -> str:
+        """Candidate edges of one partition owned by one shard (`edge_owner`)."""
+        return self._p("edges", f"p-{partition:04d}", f"s-{shard:05d}.parquet")
+
+    def edges_done(self, partition: int) -> str:
+        return self._p("edges", f"p-{partition:04d}", "_done.json")
 
     def verified(self, shard: int) -> str:
         return self._p("verified", f"s-{shard:05d}.parquet")
+
+    def verified_done(self, shard: int) -> str:
+        return self._p("verified", f"s-{shard:05d}.json")
 
     def assignment(self, shard: int) -> str:
         return self._p("assign", f"s-{shard:05d}.parquet")
@@ -186,11 +196,47 @@ class Sources:
 def settings_fingerprint(cfg: DedupConfig) -> dict:
     """What must match for index and run signatures/hashes to be comparable."""
     return {"partitions": cfg.partitions, "exact": cfg.exact.model_dump(mode="json"),
-            "minhash": cfg.minhash.model_dump(mode="json", exclude={"threshold", "verify"})}
+            "minhash": cfg.minhash.model_dump(mode="json", exclude={"threshold", "verify", "verify_margin"})}
+
+
+PARTITION_INPUT_BYTES = 64 << 20  # input bytes per shuffle partition when `partitions` is auto
+MIN_PARTITIONS, MAX_AUTO_PARTITIONS = 16, 4096
+
+
+def auto_partitions(input_bytes: int) -> int:
+    """Partitions for `input_bytes` of input shards: one per 64 MiB (16 to 4096).
+
+    A partition's band rows grow with the documents behind it, so a fixed count lets the
+    edges step's memory grow with the corpus; this keeps it about constant. The count
+    changes only speed and memory, never results: a bucket lives in exactly one partition.
+    """
+    return int(min(MAX_AUTO_PARTITIONS, max(MIN_PARTITIONS, -(-int(input_bytes) // PARTITION_INPUT_BYTES))))
+
+
+def input_bytes(uris: Sequence[str], storage_options=None) -> int:
+    total = 0
+    for uri in uris:
+        fs, path = storage.filesystem(uri, storage_options)
+        total += int(fs.size(path) or 0)
+    return total
+
+
+def resolve_partitions(cfg: DedupConfig, uris: Sequence[str], index: IndexLayout | None = None, storage_options=None) -> DedupConfig:
+    """`cfg` with `partitions` set: the explicit value, else an existing index's, else auto from
+    the input size. (An explicit value that differs from the index's is refused by `check_index`.)"""
+    if cfg.partitions is not None:
+        return cfg
+    if index is not None and storage.exists(index.settings, storage_options):
+        have = storage.read_json(index.settings, storage_options).get("partitions")
+        if have:
+            return cfg.model_copy(update={"partitions": int(have)})
+    return cfg.model_copy(update={"partitions": auto_partitions(input_bytes(uris, storage_options))})
 
 
 def check_index(index: IndexLayout, cfg: DedupConfig, storage_options=None) -> list[int]:
     """Create the index settings on first use, refuse a mismatch; returns the committed segments."""
+    if cfg.partitions is None:
+        raise ValueError("check_index needs resolved partitions (resolve_partitions)")
     wanted = settings_fingerprint(cfg)
     if not storage.create_only(index.settings, json.dumps(wanted, indent=2, sort_keys=True).encode(), storage_options):
         have = storage.read_json(index.settings, storage_options)
@@ -268,6 +314,19 @@ def read_boilerplate(layout: DedupLayout, partitions: int, storage_options=None)
 # ---------------------------------------------------------------------------- step 1
 
 
+def _sign_columns(uri: str, cfg: DedupConfig, storage_options) -> list[str]:
+    """The columns signing reads: id, text and the keep rule's column (shards can be wide)."""
+    if cfg.keep.rule not in ("highest", "earliest"):
+        return [S.ID, S.TEXT]
+    fs, path = storage.filesystem(uri, storage_options)
+    with fs.open(path, "rb") as f:
+        names = pq.read_schema(f).names
+    if cfg.keep.column not in names:
+        raise KeyError(f"keep rule {cfg.keep.rule!r} reads column {cfg.keep.column!r}, which {uri} does not have "
+                       f"(columns: {', '.join(names)})")
+    return [S.ID, S.TEXT] + ([cfg.keep.column] if cfg.keep.column not in (S.ID, S.TEXT) else [])
+
+
 def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batch_rows: int = 8192,
                storage_options: Mapping[str, Any] | None = None, boilerplate: np.ndarray | None = None) -> dict:
     """Signatures, band buckets (partitioned) and node keys of one shard (of the text without
@@ -278,7 +337,7 @@ def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batc
     buckets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     nodes, sigs = [], []
     row = 0
-    for batch in read_documents(uri, batch_rows=batch_rows, storage_options=storage_options):
+    for batch in read_documents(uri, batch_rows=batch_rows, columns=_sign_columns(uri, cfg, storage_options), storage_options=storage_options):
         n = batch.num_rows
         keys = doc_keys(shard, row, n)
         text = batch.column(S.TEXT)
@@ -323,28 +382,41 @@ def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, 
                     index: IndexLayout | None = None, segments: Sequence[int] = ()) -> dict:
     """Candidate pairs of one partition: documents sharing a band bucket or an exact hash.
 
-    With an index, its segments' band rows of this partition join in; pairs of two indexed
-    documents are left out (they were settled when indexed).
+    Written as one file per owner shard (`edge_owner`), so each verify task reads only the
+    edges it owns and no process (the driver included) ever gathers all of them. With an
+    index, its segments' band rows of this partition join in; pairs of two indexed documents
+    are left out (they were settled when indexed). The `_done.json` marker goes last.
     """
-    out = layout.edges(partition)
-    if storage.exists(out, storage_options):
-        t = _read_table(out, storage_options)
-        return {"partition": partition, "edges": t.num_rows}
+    done = layout.edges_done(partition)
+    if storage.exists(done, storage_options):
+        return storage.read_json(done, storage_options)
     tables = [_read_table(layout.buckets(partition, s), storage_options) for s in shards]
     tables += [_read_table(index.buckets(partition, g), storage_options) for g in segments]
     rows = pa.concat_tables(tables) if tables else BUCKET_SCHEMA.empty_table()
     band = rows.column("band").to_numpy()
     band_hash = rows.column("band_hash").to_numpy()
     doc = rows.column("doc").to_numpy()
+    del rows, tables
     is_exact = band == EXACT_BAND
     src_e, dst_e = candidate_edges(band[is_exact], band_hash[is_exact], doc[is_exact])
     src_m, dst_m = candidate_edges(band[~is_exact], band_hash[~is_exact], doc[~is_exact])
     src, dst = np.concatenate([src_e, src_m]), np.concatenate([dst_e, dst_m])
     exact = np.concatenate([np.ones(len(src_e), bool), np.zeros(len(src_m), bool)])
     new = ~(is_index_key(src) & is_index_key(dst))
-    edges = pa.table({"src": src[new], "dst": dst[new], "exact": exact[new]}, schema=EDGE_SCHEMA)
-    _write_table(out, edges, storage_options)
-    return {"partition": partition, "edges": edges.num_rows}
+    src, dst, exact = src[new], dst[new], exact[new]
+    owner = edge_owner(src, dst)
+    order = np.argsort(owner, kind="stable")
+    owner_sorted = owner[order]
+    strangers = np.setdiff1d(np.unique(owner_sorted), np.asarray(list(shards), np.int64))
+    if len(strangers):
+        raise ValueError(f"partition {partition}: edges owned by shards outside this run: {strangers[:5].tolist()}")
+    for s in shards:  # every owner gets a file, empty or not: a missing file is then an error, never "no edges"
+        sel = order[np.searchsorted(owner_sorted, s, "left"):np.searchsorted(owner_sorted, s, "right")]
+        _write_table(layout.edges(partition, s), pa.table({"src": src[sel], "dst": dst[sel], "exact": exact[sel]}, schema=EDGE_SCHEMA),
+                     storage_options)
+    stats = {"partition": partition, "edges": int(len(src)), "fuzzy": int((~exact).sum())}
+    storage.write_json(done, stats, storage_options)
+    return stats
 
 
 def edge_owner(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -358,84 +430,126 @@ def edge_owner(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.where(is_index_key(src), key_shard(dst), key_shard(src))
 
 
+def shard_edges(shard: int, partitions: int, layout: DedupLayout, storage_options=None) -> pa.Table:
+    """The candidate edges `shard` owns, from every partition: unique (src, dst), sorted;
+    `exact` is set when any partition found the pair through the exact hash (a pair shares
+    buckets in several bands, which may live in different partitions)."""
+    t = pa.concat_tables([_read_table(layout.edges(p, shard), storage_options) for p in range(partitions)])
+    if t.num_rows == 0:
+        return EDGE_SCHEMA.empty_table()
+    src, dst = t.column("src").to_numpy(), t.column("dst").to_numpy()
+    exact = t.column("exact").to_numpy(zero_copy_only=False)
+    order = np.lexsort((~exact, dst, src))  # the exact copy of a pair first
+    src, dst, exact = src[order], dst[order], exact[order]
+    first = np.ones(len(src), bool)
+    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+    return pa.table({"src": src[first], "dst": dst[first], "exact": exact[first]}, schema=EDGE_SCHEMA)
+
+
 VERIFY_CHUNK = 32_768  # edges per signature comparison: bounded memory whatever the skew
 
 
-def read_edges(layout: DedupLayout, partitions: int, storage_options=None, verified_shards: Sequence[int] | None = None) -> pa.Table:
-    if verified_shards is not None:
-        tables = [_read_table(layout.verified(s), storage_options) for s in verified_shards]
-    else:
-        tables = [_read_table(layout.edges(p), storage_options) for p in range(partitions)]
-    return pa.concat_tables(tables) if tables else EDGE_SCHEMA.empty_table()
+def _signature_rows(uri: str, wanted: np.ndarray, storage_options) -> tuple[np.ndarray, np.ndarray]:
+    """(keys ascending, signatures) of the `wanted` documents of one signature file."""
+    t = _read_table(uri, storage_options)
+    doc = t.column("doc").to_numpy()
+    mask = np.isin(doc, wanted)
+    raw = t.column("sig").combine_chunks().filter(pa.array(mask))
+    width = raw.type.byte_width // 8
+    sigs = np.frombuffer(raw.buffers()[1], dtype=np.uint64, count=len(raw) * width,
+                         offset=raw.offset * raw.type.byte_width).reshape(len(raw), width)
+    keys = doc[mask]
+    order = np.argsort(keys, kind="stable")  # files are written in key order; this only guards it
+    return keys[order], sigs[order]
 
 
-# ---------------------------------------------------------------------------- step 3
+def _rows(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    i = np.searchsorted(keys, q)
+    if len(q) and (np.any(i >= len(keys)) or np.any(keys[np.minimum(i, len(keys) - 1)] != q)):
+        raise KeyError("verify: an edge endpoint has no signature (its signature file is incomplete)")
+    return i
 
 
-def verify_shard_edges(shard: int, edges: pa.Table, layout: DedupLayout, threshold: float, storage_options=None,
+def verify_shard_edges(shard: int, partitions: int, layout: DedupLayout, minhash: MinHashConfig, storage_options=None,
                        index: IndexLayout | None = None) -> dict:
-    """Keep the MinHash edges (those `edge_owner` gives this shard) whose estimated Jaccard
-    passes; exact edges pass as they are. Reads only the signature rows of the edges'
-    endpoints, from this run's shards or the index.
+    """Keep the MinHash edges this shard owns whose estimated Jaccard passes
+    `minhash.verify_threshold`; exact edges pass as they are.
+
+    One endpoint of every owned edge is a document of this shard (`edge_owner`); the partners'
+    signatures are read one file (run shard or index shard) at a time, keeping only the rows
+    needed, so memory is about two shards' signatures whatever the corpus size.
     """
+    done = layout.verified_done(shard)
+    if storage.exists(done, storage_options):
+        return {**storage.read_json(done, storage_options), "skipped": True}
     sources = Sources(layout, index)
-    out = layout.verified(shard)
-    if storage.exists(out, storage_options):
-        return {"shard": shard, "verified": _read_table(out, storage_options).num_rows, "skipped": True}
-    exact = edges.filter(edges.column("exact"))
-    fuzzy = edges.filter(pc.invert(edges.column("exact")))
-    kept = [exact]
-    if fuzzy.num_rows:
-        src = fuzzy.column("src").to_numpy()
-        dst = fuzzy.column("dst").to_numpy()
-        needed = np.unique(np.concatenate([src, dst]))
-        keys, sigs = [], []
-        for g in np.unique(key_group(needed)):
-            t = _read_table(sources.signatures(int(g)), storage_options)
-            doc = t.column("doc").to_numpy()
-            mask = np.isin(doc, needed)
-            keys.append(doc[mask])
-            raw = t.column("sig").combine_chunks().filter(pa.array(mask))
-            width = raw.type.byte_width // 8
-            sigs.append(np.frombuffer(raw.buffers()[1], dtype=np.uint64, count=len(raw) * width,
-                                      offset=raw.offset * raw.type.byte_width).reshape(len(raw), width))
-        keys, sigs = np.concatenate(keys), np.concatenate(sigs)
-        ok = np.concatenate([verify_edges(src[i:i + VERIFY_CHUNK], dst[i:i + VERIFY_CHUNK], keys, sigs, threshold)
-                             for i in range(0, len(src), VERIFY_CHUNK)])
-        kept.append(fuzzy.filter(pa.array(ok)))
-    result = pa.concat_tables(kept)
-    _write_table(out, result, storage_options)
-    return {"shard": shard, "candidates": fuzzy.num_rows, "verified": result.num_rows - exact.num_rows}
+    edges = shard_edges(shard, partitions, layout, storage_options)
+    exact = edges.column("exact").to_numpy(zero_copy_only=False)
+    keep = exact.copy()
+    fuzzy = np.flatnonzero(~exact)
+    if len(fuzzy):
+        threshold = minhash.verify_threshold
+        src, dst = edges.column("src").to_numpy()[fuzzy], edges.column("dst").to_numpy()[fuzzy]
+        ours = ~is_index_key(src)
+        local, partner = np.where(ours, src, dst), np.where(ours, dst, src)
+        group = key_group(partner)
+        own_keys, own_sigs = _signature_rows(sources.signatures(shard), np.unique(np.concatenate([local, partner[group == shard]])),
+                                             storage_options)
+        ok = np.zeros(len(fuzzy), bool)
+        order = np.argsort(group, kind="stable")
+        uniq, starts = np.unique(group[order], return_index=True)
+        for g, a, b in zip(uniq.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]):
+            sel = order[a:b]
+            keys, sigs = (own_keys, own_sigs) if g == shard else _signature_rows(sources.signatures(g), np.unique(partner[sel]), storage_options)
+            for i in range(0, len(sel), VERIFY_CHUNK):
+                c = sel[i:i + VERIFY_CHUNK]
+                ok[c] = estimated_jaccard(own_sigs[_rows(own_keys, local[c])], sigs[_rows(keys, partner[c])]) >= threshold
+            del keys, sigs
+        keep[fuzzy] = ok
+    result = edges.filter(pa.array(keep))
+    _write_table(layout.verified(shard), result, storage_options)
+    stats = {"shard": shard, "candidates": int(len(fuzzy)), "verified": int(keep[fuzzy].sum()), "exact": int(exact.sum())}
+    storage.write_json(done, stats, storage_options)
+    return stats
 
 
 # ---------------------------------------------------------------------------- step 4
 
 
-def cluster(edges: pa.Table, shards: Sequence[int], layout: DedupLayout, cfg: DedupConfig, storage_options=None,
-            index: IndexLayout | None = None) -> dict:
+def cluster(shards: Sequence[int], partitions: int, layout: DedupLayout, cfg: DedupConfig, storage_options=None,
+            index: IndexLayout | None = None, verified: bool = True) -> dict:
     """Connected components over the edges, one keeper per cluster, assignments per shard.
 
-    Documents already in the index always win their cluster (they are published in the pool).
+    Reads the verified edges of every shard (or, without verification, the candidate edges):
+    this step holds all edges and the ids of the documents that have a duplicate -- never
+    signatures, never documents without a duplicate. Documents already in the index always
+    win their cluster (they are published in the pool).
     """
     if storage.exists(layout.clustered, storage_options):
         return storage.read_json(layout.clustered, storage_options)
+    parts = [_read_table(layout.verified(s), storage_options) if verified else shard_edges(s, partitions, layout, storage_options)
+             for s in shards]
+    edges = pa.concat_tables(parts) if parts else EDGE_SCHEMA.empty_table()
+    n_edges = edges.num_rows
     nodes, roots = connected_components(edges.column("src").to_numpy(), edges.column("dst").to_numpy())
+    del parts, edges
     # Ids and keep values of only the documents that have a duplicate, file group by file group.
+    # Nodes are sorted, and so are their groups (run shard, then index segment/shard): each group is one slice.
     sources = Sources(layout, index)
     groups = key_group(nodes)
-    ids_arr = pa.nulls(len(nodes), pa.string())
+    uniq, starts = np.unique(groups, return_index=True)
+    bounds = [*starts.tolist(), len(nodes)]
+    id_parts, value_parts = [], []
     exact_arr = np.zeros(len(nodes), np.uint64)
-    value_arr = pa.nulls(len(nodes), pa.float64())
-    for g in np.unique(groups):
-        where = np.flatnonzero(groups == g)
-        t = _read_table(sources.nodes(int(g)), storage_options)
-        pos = pa.array(np.searchsorted(t.column("doc").to_numpy(), nodes[where]))  # node files are sorted by key
-        mask = np.zeros(len(nodes), bool)
-        mask[where] = True
-        ids_arr = pc.replace_with_mask(ids_arr, pa.array(mask), t.column("id").take(pos).combine_chunks())
-        exact_arr[where] = t.column("exact").to_numpy()[pos.to_numpy()]
-        value_arr = pc.replace_with_mask(value_arr, pa.array(mask), t.column("value").take(pos).combine_chunks().cast(pa.float64()))
-    node_shard = key_shard(nodes)
+    for j, g in enumerate(uniq.tolist()):
+        a, b = bounds[j], bounds[j + 1]
+        t = _read_table(sources.nodes(g), storage_options)
+        pos = np.searchsorted(t.column("doc").to_numpy(), nodes[a:b])  # node files are sorted by key
+        id_parts.append(t.column("id").take(pa.array(pos)).combine_chunks())
+        value_parts.append(t.column("value").take(pa.array(pos)).combine_chunks().cast(pa.float64()))
+        exact_arr[a:b] = t.column("exact").to_numpy()[pos]
+    ids_arr = pa.concat_arrays(id_parts) if id_parts else pa.array([], pa.string())
+    value_arr = pa.concat_arrays(value_parts) if value_parts else pa.array([], pa.float64())
     rule = cfg.keep.rule
     in_pool = is_index_key(nodes)
     assign = choose_keepers(nodes, roots, rule, None if rule == "smallest_id" else value_arr, ids_arr,
@@ -443,17 +557,19 @@ def cluster(edges: pa.Table, shards: Sequence[int], layout: DedupLayout, cfg: De
     kept_pos = np.searchsorted(nodes, assign.kept)
     kept_id = ids_arr.take(pa.array(kept_pos))
     exact_dup = exact_arr == exact_arr[kept_pos]
-    reason = np.where(assign.is_kept, None, np.where(exact_dup, "exact_duplicate", "near_duplicate"))
+    node_shard = key_shard(nodes)  # non-decreasing: index keys sort after every run shard
+    no_reason = pa.scalar(None, pa.string())
     for s in shards:
-        sel = node_shard == s
-        table = pa.table({"row": key_row(nodes[sel]), "dup_cluster": kept_id.filter(pa.array(sel)),
-                          "dup_count": assign.size[sel], "is_kept": assign.is_kept[sel],
-                          "duplicate_of": pc.if_else(pa.array(assign.is_kept[sel]), pa.scalar(None, pa.string()), kept_id.filter(pa.array(sel))),
-                          "reason": pa.array(reason[sel].tolist(), pa.string())}, schema=ASSIGN_SCHEMA)
+        a, b = int(np.searchsorted(node_shard, s, "left")), int(np.searchsorted(node_shard, s, "right"))
+        is_kept, cluster_id = pa.array(assign.is_kept[a:b]), kept_id.slice(a, b - a)
+        reason = pc.if_else(pa.array(exact_dup[a:b]), "exact_duplicate", "near_duplicate")
+        table = pa.table({"row": key_row(nodes[a:b]), "dup_cluster": cluster_id, "dup_count": assign.size[a:b], "is_kept": is_kept,
+                          "duplicate_of": pc.if_else(is_kept, no_reason, cluster_id),
+                          "reason": pc.if_else(is_kept, no_reason, reason)}, schema=ASSIGN_SCHEMA)
         _write_table(layout.assignment(s), table, storage_options)
     sizes = np.bincount(np.unique(roots, return_counts=True)[1]) if len(roots) else np.zeros(0, np.int64)
     histogram = {str(size): int(count) for size, count in enumerate(sizes) if count}
-    stats = {"clusters": int(len(np.unique(roots))), "docs_in_clusters": int(len(nodes)), "edges": int(edges.num_rows),
+    stats = {"clusters": int(len(np.unique(roots))), "docs_in_clusters": int(len(nodes)), "edges": int(n_edges),
              "duplicates_of_indexed": int((~assign.is_kept & ~in_pool & is_index_key(assign.kept)).sum()),
              "cluster_size_histogram": histogram, "largest_cluster": int(max(map(int, histogram), default=0))}
     storage.write_json(layout.clustered, stats, storage_options)
