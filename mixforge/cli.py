@@ -92,6 +92,16 @@ def cmd_stage(args: argparse.Namespace) -> dict:
     return curate(input=args.input, output=args.output, config=config, run_id=args.run_id)
 
 
+def cmd_rephrase(args: argparse.Namespace) -> dict:
+    from flows.rephrase import rephrase
+    from mixforge.config import ConfigError, load_yaml
+    from mixforge.rephrase.config import RephraseRunConfig
+
+    if not args.config:
+        raise ConfigError("rephrase needs --config FILE naming at least rephrase.engine.model (see configs/rephrase.example.yaml)")
+    return rephrase(input=args.input, output=args.output, config=load_yaml(args.config, RephraseRunConfig), run_id=args.run_id)
+
+
 DEMO_LICENSES = {"janeaustenr": "public domain", "kjv-bible": "public domain", "jargon-file": "public domain",
                  "gitenberg": "public domain (Project Gutenberg texts)", "messy": "CC0 (hand-made test rows)",
                  "*": "undeclared"}
@@ -176,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         stage_io(p)
         common(p)
         p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("rephrase", help="synthetic rephrasings of selected documents with an LLM (vLLM), with provenance")
+    stage_io(p)
+    common(p)
+    p.set_defaults(func=cmd_rephrase)
 
     p = sub.add_parser("train-classifier", help="train a fastText quality/domain classifier into ROOT/models/<name>/vNNNN/")
     p.add_argument("--positive", action="append", metavar="URI", help="positive (e.g. high-quality) documents: a glob, prefix or file; repeatable")

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -39,10 +39,23 @@ def _chars(table: pa.Table) -> int:
 
 
 class _Tally:
-    def __init__(self) -> None:
-        self.docs_in = self.docs_kept = self.chars_in = self.chars_kept = 0
-        self.dropped: Counter = Counter()
-        self.chars_dropped: Counter = Counter()
+    """A shard's running counts; its state is also what a batch checkpoint saves."""
+
+    def __init__(self, state: Mapping[str, Any] | None = None) -> None:
+        state = state or {}
+        self.docs_in = state.get("docs_in", 0)
+        self.docs_kept = state.get("docs_kept", 0)
+        self.docs_used = state.get("docs_used", 0)
+        self.chars_in = state.get("chars_in", 0)
+        self.chars_kept = state.get("chars_kept", 0)
+        self.dropped: Counter = Counter(state.get("dropped", {}))
+        self.chars_dropped: Counter = Counter(state.get("chars_dropped", {}))
+        self.skipped: Counter = Counter(state.get("skipped", {}))
+
+    def state(self) -> dict:
+        return {"docs_in": self.docs_in, "docs_kept": self.docs_kept, "docs_used": self.docs_used,
+                "chars_in": self.chars_in, "chars_kept": self.chars_kept, "dropped": dict(self.dropped),
+                "chars_dropped": dict(self.chars_dropped), "skipped": dict(self.skipped)}
 
     def removed(self, table: pa.Table) -> None:
         if table is None or table.num_rows == 0:
@@ -55,7 +68,28 @@ class _Tally:
             self.chars_dropped[reason] += chars
 
 
+class _Outputs:
+    """The kept and removed files one run of batches writes (a shard's, or one checkpointed batch's)."""
+
+    def __init__(self, kept_uri: str, removed_uri: str, storage_options) -> None:
+        self.kept = ShardWriter(kept_uri, storage_options=storage_options)
+        self.removed = ShardWriter(removed_uri, empty_schema=REJECT_SCHEMA, storage_options=storage_options)
+
+    def close(self) -> None:
+        self.kept.close()
+        if self.removed.rows:
+            self.removed.close()
+        else:
+            self.removed.abort()
+
+    def abort(self) -> None:
+        self.kept.abort()
+        self.removed.abort()
+
+
 def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options) -> Iterator[tuple[pa.Table, pa.Table | None]]:
+    if stage.batch_rows is not None:
+        read_options = replace(read_options, batch_rows=stage.batch_rows)
     if stage.reads_raw:
         for raw in read_raw(job.input_uri, read_options, storage_options):
             yield raw.docs, raw.rejects
@@ -64,58 +98,116 @@ def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_opt
             yield table, None
 
 
+def _process_batch(stage: Stage, docs: pa.Table, rejects: pa.Table | None, ctx: ShardContext, tally: _Tally,
+                   out: _Outputs) -> None:
+    if rejects is not None and rejects.num_rows:
+        tally.docs_in += rejects.num_rows
+        tally.chars_in += _chars(rejects)
+        tally.removed(rejects)
+        out.removed.write(rejects)
+    chars = _chars(docs)
+    tally.docs_in += docs.num_rows
+    tally.chars_in += chars
+    _ensure_setup(stage)  # lazily: a resumed shard whose batches are all checkpointed loads no model
+    result = stage.process(docs, ctx)
+    ctx.row_offset += docs.num_rows
+    out.kept.write(result.kept)
+    tally.docs_kept += result.kept.num_rows
+    tally.chars_kept += chars if result.kept is docs else _chars(result.kept)
+    if stage.generates:
+        tally.docs_used += result.used or 0
+        tally.skipped.update(result.skipped or {})
+    elif result.skipped or result.used is not None:
+        raise TypeError(f"stage {stage.name!r} returned used/skipped counts but is not a generating stage")
+    if result.removed is not None and result.removed.num_rows:
+        removed = result.removed
+        if S.DROP_DETAIL not in removed.column_names:
+            removed = removed.append_column(S.DROP_DETAIL, pa.nulls(removed.num_rows, pa.string()))
+        tally.removed(removed)
+        out.removed.write(removed)
+
+
+def _run_batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext,
+                 tally: _Tally) -> None:
+    out = _Outputs(job.layout.part(job.index), job.layout.removed(job.index), storage_options)
+    try:
+        for docs, rejects in _batches(stage, job, read_options, storage_options):
+            _process_batch(stage, docs, rejects, ctx, tally, out)
+    except BaseException:
+        out.abort()
+        raise
+    out.close()
+
+
+def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext,
+                      tally: _Tally) -> None:
+    """Like `_run_batches`, but every batch's outputs and counts are saved as it finishes.
+
+    A rerun restores the saved batches (a prefix of the shard: batches run in order) instead of
+    recomputing them, and computes from the first batch without a checkpoint. The shard's files
+    are then assembled from the pieces.
+    """
+    layout, index = job.layout, job.index
+    saved = {c["batch"]: c for c in storage.list_json(layout.pieces(index), storage_options)}
+    restoring, rows_read, batch = True, 0, -1
+    for batch, (docs, rejects) in enumerate(_batches(stage, job, read_options, storage_options)):
+        rows = docs.num_rows + (rejects.num_rows if rejects is not None else 0)
+        point = saved.get(batch)
+        if restoring and point is not None and point["rows_before"] == rows_read and point["rows"] == rows:
+            tally.__init__(point["tally"])
+            ctx.counters = Counter(point["counters"])
+            ctx.row_offset += docs.num_rows
+            rows_read += rows
+            continue
+        restoring = False  # from here on, every batch is computed (and a stale checkpoint overwritten)
+        out = _Outputs(layout.piece(index, batch, "kept"), layout.piece(index, batch, "removed"), storage_options)
+        try:
+            _process_batch(stage, docs, rejects, ctx, tally, out)
+        except BaseException:
+            out.abort()
+            raise
+        out.close()
+        storage.write_json(layout.piece(index, batch, "done"),
+                           {"batch": batch, "rows_before": rows_read, "rows": rows, "removed_rows": out.removed.rows,
+                            "tally": tally.state(), "counters": dict(ctx.counters)}, storage_options)
+        saved[batch] = {"removed_rows": out.removed.rows}
+        rows_read += rows
+    merged = _Outputs(layout.part(index), layout.removed(index), storage_options)
+    try:
+        for b in range(batch + 1):
+            pieces = [(merged.kept, "kept")] + ([(merged.removed, "removed")] if saved[b]["removed_rows"] else [])
+            for writer, kind in pieces:
+                for table in read_documents(layout.piece(index, b, kind), storage_options=storage_options):
+                    writer.write(table)
+    except BaseException:
+        merged.abort()
+        raise
+    merged.close()
+
+
 def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptions(),
               storage_options: Mapping[str, Any] | None = None) -> dict:
     """Process one shard; returns its stats (also written as the `_done` marker).
 
     A shard already marked done is skipped and its recorded stats returned. A shard that
     cannot be read is quarantined: its partial outputs are discarded and a `_quarantine`
-    marker names the error; a later rerun tries it again.
+    marker names the error; a later rerun tries it again. A stage that checkpoints batches
+    resumes a shard from its last finished batch.
     """
     layout = job.layout
     if storage.exists(layout.done(job.index), storage_options):
         return {**storage.read_json(layout.done(job.index), storage_options), "skipped": True}
-    _ensure_setup(stage)
     started = time.perf_counter()
     ctx = ShardContext(job.input_uri, job.index)
     tally = _Tally()
-    kept_writer = ShardWriter(layout.part(job.index), storage_options=storage_options)
-    removed_writer = ShardWriter(layout.removed(job.index), empty_schema=REJECT_SCHEMA, storage_options=storage_options)
+    run_batches = _run_checkpointed if stage.checkpoint_batches else _run_batches
     try:
-        for docs, rejects in _batches(stage, job, read_options, storage_options):
-            if rejects is not None and rejects.num_rows:
-                tally.docs_in += rejects.num_rows
-                tally.chars_in += _chars(rejects)
-                tally.removed(rejects)
-                removed_writer.write(rejects)
-            chars = _chars(docs)
-            tally.docs_in += docs.num_rows
-            tally.chars_in += chars
-            result = stage.process(docs, ctx)
-            ctx.row_offset += docs.num_rows
-            kept_writer.write(result.kept)
-            tally.docs_kept += result.kept.num_rows
-            tally.chars_kept += chars if result.kept is docs else _chars(result.kept)
-            if result.removed is not None and result.removed.num_rows:
-                removed = result.removed
-                if S.DROP_DETAIL not in removed.column_names:
-                    removed = removed.append_column(S.DROP_DETAIL, pa.nulls(removed.num_rows, pa.string()))
-                tally.removed(removed)
-                removed_writer.write(removed)
+        run_batches(stage, job, read_options, storage_options, ctx, tally)
     except ShardUnreadable as e:
-        kept_writer.abort()
-        removed_writer.abort()
         record = {"shard": job.input_uri, "index": job.index, "error": str(e), "stage": stage.name}
         storage.write_json(layout.quarantine(job.index), record, storage_options)
         return {"index": job.index, "input": job.input_uri, "quarantined": True, "error": str(e),
                 "seconds": round(time.perf_counter() - started, 4)}
-    except BaseException:
-        kept_writer.abort()
-        removed_writer.abort()
-        raise
-    kept_writer.close()
-    if removed_writer.rows:
-        removed_writer.close()
     stats = {
         "index": job.index,
         "input": job.input_uri,
@@ -124,6 +216,8 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "docs_in": tally.docs_in,
         "docs_kept": tally.docs_kept,
         "docs_dropped": dict(sorted(tally.dropped.items())),
+        "docs_skipped": dict(sorted(tally.skipped.items())),
+        **({"docs_used": tally.docs_used} if stage.generates else {}),
         "chars_in": tally.chars_in,
         "chars_kept": tally.chars_kept,
         "chars_dropped": dict(sorted(tally.chars_dropped.items())),
@@ -134,9 +228,10 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
     }
     _check_reconciles(stats)
     storage.write_json(layout.done(job.index), stats, storage_options)
-    if storage.exists(layout.quarantine(job.index), storage_options):
-        fs, path = storage.filesystem(layout.quarantine(job.index), storage_options)
-        fs.rm(path)
+    for leftover in (layout.quarantine(job.index), layout.pieces(job.index)):
+        if storage.exists(leftover, storage_options):
+            fs, path = storage.filesystem(leftover, storage_options)
+            fs.rm(path, recursive=True)
     return stats
 
 
@@ -146,9 +241,13 @@ def peak_rss_mb() -> float:
 
 
 def _check_reconciles(stats: dict) -> None:
+    """Every input row has exactly one outcome: kept (or, generating, used), skipped or dropped."""
     dropped = sum(stats["docs_dropped"].values())
-    if stats["docs_in"] != stats["docs_kept"] + dropped:
-        raise AssertionError(f"{stats['input']}: counts do not reconcile: in={stats['docs_in']} kept={stats['docs_kept']} dropped={dropped}")
+    skipped = sum(stats["docs_skipped"].values())
+    outcome, n = ("used", stats["docs_used"]) if "docs_used" in stats else ("kept", stats["docs_kept"])
+    if stats["docs_in"] != n + skipped + dropped:
+        raise AssertionError(f"{stats['input']}: counts do not reconcile: in={stats['docs_in']} {outcome}={n} "
+                             f"skipped={skipped} dropped={dropped}")
 
 
 _SETUP_DONE: set[int] = set()
@@ -167,21 +266,27 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
     quarantined = [s for s in shard_stats if s.get("quarantined")]
     dropped: Counter = Counter()
     chars_dropped: Counter = Counter()
+    skipped: Counter = Counter()
     counters: Counter = Counter()
     for s in done:
         dropped.update(s["docs_dropped"])
         chars_dropped.update(s["chars_dropped"])
+        skipped.update(s.get("docs_skipped", {}))
         counters.update(s.get("counters", {}))
     order: list[str] = []
     for s in done:
         order.extend(r for r in s.get("drop_order", []) if r not in order)
-    # The funnel: reasons in the order the stage checks them, then the rest (e.g. unreadable rows).
-    ranked = [r for r in order if r in dropped] + sorted(r for r in dropped if r not in order)
+    # The funnel: reasons (drops, and a generating stage's skips) in the order the stage checks
+    # them, then the rest (e.g. unreadable rows).
+    outcomes = dropped + skipped
+    ranked = [r for r in order if r in outcomes] + sorted(r for r in outcomes if r not in order)
     remaining = sum(s["docs_in"] for s in done)
     funnel = []
     for reason in ranked:
-        remaining -= dropped[reason]
-        funnel.append({"reason": reason, "docs": dropped[reason], "chars": chars_dropped[reason], "docs_remaining": remaining})
+        remaining -= outcomes[reason]
+        funnel.append({"reason": reason, "docs": outcomes[reason], "chars": chars_dropped.get(reason, 0),
+                       "docs_remaining": remaining, **({"skipped": True} if reason in skipped else {})})
+    generated = [s for s in done if "docs_used" in s]
     return {
         "name": name,
         "output": output,
@@ -190,6 +295,8 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "docs_in": sum(s["docs_in"] for s in done),
         "docs_kept": sum(s["docs_kept"] for s in done),
         "docs_dropped": dict(sorted(dropped.items())),
+        "docs_skipped": dict(sorted(skipped.items())),
+        **({"docs_used": sum(s["docs_used"] for s in generated)} if generated else {}),
         "docs_quarantined": 0 if not quarantined else None,  # a shard that cannot be read has no count
         "quarantined": [{"shard": s["input"], "error": s["error"]} for s in quarantined],
         "chars_in": sum(s["chars_in"] for s in done),

@@ -5,6 +5,7 @@
     <root>/runs/<run_id>/<stage>/_removed/part-00000.parquet
     <root>/runs/<run_id>/<stage>/_done/part-00000.json  per-shard stats; its presence = shard finished
     <root>/runs/<run_id>/<stage>/_quarantine/part-00000.json
+    <root>/runs/<run_id>/<stage>/_pieces/part-00000/    batch checkpoints of a shard in progress
     <root>/runs/<run_id>/<stage>/_stats.json            the stage's aggregated stats
 """
 
@@ -51,6 +52,16 @@ class StageLayout:
 
     def quarantine(self, index: int) -> str:
         return storage.join(self.dir, "_quarantine", f"part-{index:05d}.json")
+
+    # Batch checkpoints of a shard in progress (Stage.checkpoint_batches); merged into the
+    # shard's part and removed files, then deleted, once the shard is done.
+    def pieces(self, index: int) -> str:
+        return storage.join(self.dir, "_pieces", f"part-{index:05d}")
+
+    def piece(self, index: int, batch: int, kind: str) -> str:
+        """kind: "kept" / "removed" (Parquet) or "done" (the batch's checkpoint, JSON)."""
+        suffix = "json" if kind == "done" else "parquet"
+        return storage.join(self.pieces(index), f"b-{batch:06d}.{kind}.{suffix}")
 
     @property
     def stats(self) -> str:

@@ -43,8 +43,18 @@ class ShardContext:
 
 @dataclass
 class StageResult:
+    """What a stage made of one batch.
+
+    A filtering stage returns some of its input rows as `kept` and the others as `removed`.
+    A generating stage (`Stage.generates`) returns new rows as `kept` and accounts for every
+    input row as `used` (it produced output), `skipped` (deliberately passed over: a count per
+    reason, no rows written, the row stays where it is) or `removed` (dropped with a reason).
+    """
+
     kept: pa.Table
     removed: pa.Table | None = None  # input columns + drop_reason (+ optional drop_detail)
+    used: int | None = None  # generating stages: input rows that produced output
+    skipped: dict[str, int] | None = None  # generating stages: input rows passed over, by reason
 
 
 class Stage(ABC):
@@ -53,6 +63,15 @@ class Stage(ABC):
     resources: ClassVar[Resources] = Resources()
     reads: ClassVar[tuple[str, ...]] = (S.TEXT,)
     writes: ClassVar[tuple[str, ...]] = ()
+    # A generating stage writes new rows (e.g. rephrasings), not a subset of its input; its counts
+    # reconcile as docs_in = used + skipped + dropped (StageResult).
+    generates: ClassVar[bool] = False
+    # Checkpoint every batch (costly stages such as LLM generation): a crash loses at most the
+    # batch in flight, not the shard. `batch_rows` then fixes the batch size (None: the read options').
+    checkpoint_batches: ClassVar[bool] = False
+    batch_rows: int | None = None
+    # Ray runtime_env for the workers running this stage (e.g. {"py_executable": ...}); None: the driver's.
+    runtime_env: dict | None = None
 
     def setup(self) -> None:
         """Load models or other heavy state; called once per worker process, not per batch."""

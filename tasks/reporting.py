@@ -16,6 +16,8 @@ def stage_rows(summary: dict) -> list[dict]:
             "docs_kept": s["docs_kept"],
             "docs_dropped": sum(s["docs_dropped"].values()),
             "dropped_by_reason": ", ".join(f"{k}={v}" for k, v in s["docs_dropped"].items()) or "-",
+            # a generating stage (rephrase) passes some inputs over without dropping them
+            "skipped_by_reason": ", ".join(f"{k}={v}" for k, v in s.get("docs_skipped", {}).items()) or "-",
             "shards_quarantined": len(s["quarantined"]),
             "seconds": s["seconds"],
         })
@@ -28,11 +30,12 @@ def markdown_summary(summary: dict) -> str:
     for r in stage_rows(summary):
         lines.append(f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} | {r['seconds']:.1f} |")
     for s in summary["stages"]:
-        if s["docs_dropped"]:
-            lines += ["", f"## {s['name']}: dropped by reason, in check order (the funnel)", "",
+        if s["docs_dropped"] or s.get("docs_skipped"):
+            lines += ["", f"## {s['name']}: dropped (or skipped) by reason, in check order (the funnel)", "",
                       "| reason | docs | chars | docs remaining |", "|---|---:|---:|---:|"]
             for step in s.get("funnel", []):
-                lines.append(f"| `{step['reason']}` | {step['docs']:,} | {step['chars']:,} | {step['docs_remaining']:,} |")
+                reason = f"`{step['reason']}`" + (" (skipped)" if step.get("skipped") else "")
+                lines.append(f"| {reason} | {step['docs']:,} | {step['chars']:,} | {step['docs_remaining']:,} |")
         if s["quarantined"]:
             lines += ["", f"## {s['name']}: quarantined shards", ""]
             lines += [f"- `{q['shard']}`: {q['error']}" for q in s["quarantined"]]

@@ -59,7 +59,8 @@ def reset_peak_rss() -> None:
         pass
 
 
-def ray_map(remote_fn, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig, cpus: float = 1.0, gpus: float = 0.0):
+def ray_map(remote_fn, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig, cpus: float = 1.0, gpus: float = 0.0,
+            runtime_env: dict | None = None):
     """Run `remote_fn(*args)` for each (label, args) on Ray with a bound on tasks in flight.
 
     Yields (label, result, None) as tasks finish, or (label, None, error) for a task that still
@@ -68,6 +69,8 @@ def ray_map(remote_fn, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig
     ray_runtime.connect(ray_config)
     limit = ray_config.max_shards_in_flight or 2 * ray_runtime.cluster_cpus()
     options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=ray_config.max_retries, retry_exceptions=True)
+    if runtime_env:
+        options["runtime_env"] = runtime_env
     pending: dict[ray.ObjectRef, Any] = {}
     queue = list(reversed(calls))
     while queue or pending:
@@ -104,7 +107,8 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
         stage_ref = ray.put(stage)
         token = uuid.uuid4().hex
         calls = [(job, (token, stage_ref, job, read_options, storage_options)) for job in todo]
-        for job, stats, error in ray_map(_remote_run_shard, calls, ray_config, stage.resources.cpus, stage.resources.gpus):
+        for job, stats, error in ray_map(_remote_run_shard, calls, ray_config, stage.resources.cpus, stage.resources.gpus,
+                                          stage.runtime_env):
             if error is not None:
                 log.error("shard %d (%s) failed: %s", job.index, job.input_uri, error)
                 failures.append((job, error))

@@ -72,8 +72,8 @@ def test_stage_writes_synthetic_rows_with_provenance(tiny_model, tmp_path):
 
     out = pq.read_table(layout.part(0)).to_pylist()
     assert stats["docs_in"] == 6
-    assert stats["docs_dropped"] == {"not_selected": 2}
-    assert stats["docs_kept"] == len(out) == 4
+    assert stats["docs_skipped"] == {"not_selected": 2} and stats["docs_dropped"] == {}
+    assert stats["docs_used"] == stats["docs_kept"] == len(out) == 4
     assert {r["parent_id"] for r in out} == {"doc-2", "doc-3", "doc-4", "doc-5"}
     for r in out:
         assert r["id"] == f"{r['parent_id']}#rephrase-{r['rephrase_style']}"
@@ -86,8 +86,7 @@ def test_stage_writes_synthetic_rows_with_provenance(tiny_model, tmp_path):
     assert next(r for r in out if r["parent_id"] == "doc-5")["rephrase_chunks"] > 1  # the long document was chunked
     c = stats["counters"]
     assert c["rephrase_docs_generated"] == 4 and c["rephrase_generated_tokens"] == sum(r["rephrase_tokens"] for r in out)
-    removed = pq.read_table(layout.removed(0)).to_pylist()
-    assert {r["id"] for r in removed} == {"doc-0", "doc-1"} and all(r["text"] is None for r in removed)
+    assert not os.path.exists(layout.removed(0))  # skipped documents stay in the pool; nothing is copied
 
     # Deterministic: seeds derive from the document, not the batch, so a second run reproduces the texts.
     again, layout2 = run(RephraseStage(config.model_copy(update={"batch_docs": 1})), tmp_path / "again", shard)
@@ -112,8 +111,82 @@ def test_cap_limits_documents(tiny_model, tmp_path):
     from mixforge.stages.rephrase import RephraseStage
 
     shard = write_contract_shard(tmp_path / "in.parquet", 5)
-    stats, _ = run(RephraseStage(make_config(tiny_model, cap={"docs": 4}), shards=2), tmp_path, shard)
-    assert stats["docs_kept"] == 2 and stats["docs_dropped"] == {"over_cap": 3}
+    stats, _ = run(RephraseStage(make_config(tiny_model, cap={"docs": 4}, batch_docs=1), shards=2), tmp_path, shard)
+    # 4 docs over 2 shards: 2 here; the cap holds across checkpointed batches (1 doc each).
+    assert stats["docs_kept"] == 2 and stats["docs_skipped"] == {"over_cap": 3}
+
+
+def test_every_style_per_document(tiny_model, tmp_path):
+    from mixforge.stages.rephrase import RephraseStage
+
+    shard = write_contract_shard(tmp_path / "in.parquet", 3)
+    stats, layout = run(RephraseStage(make_config(tiny_model, styles_per_doc=2)), tmp_path, shard)
+    out = pq.read_table(layout.part(0)).to_pylist()
+    assert stats["docs_used"] == 3 and stats["docs_kept"] == 6
+    assert sorted((r["parent_id"], r["rephrase_style"]) for r in out) == [
+        (f"doc-{i}", s) for i in range(3) for s in ("qa", "wikipedia")]
+    by_parent = {}
+    for r in out:
+        by_parent.setdefault(r["parent_id"], []).append(r["text"])
+    assert all(len(set(texts)) == 2 for texts in by_parent.values())  # each style has its own prompt and seed
+
+
+KILL_SCRIPT = """
+import os, sys
+os.environ.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", OMP_NUM_THREADS="1")
+from mixforge.rephrase.config import RephraseConfig
+from mixforge.runner import ShardJob, run_shard
+from mixforge.runs import StageLayout
+from mixforge.stages.rephrase import RephraseStage
+config = RephraseConfig.model_validate_json(sys.argv[1])
+run_shard(RephraseStage(config), ShardJob(0, sys.argv[2], StageLayout(sys.argv[3])))
+"""
+
+
+def test_killed_shard_resumes_from_its_last_checkpointed_batch(tiny_model, tmp_path):
+    """SIGKILL a worker mid-shard: the rerun keeps the finished batches and regenerates only the rest;
+    the output equals an uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mixforge.stages.rephrase import RephraseStage
+
+    shard = write_contract_shard(tmp_path / "in.parquet", 8)
+    config = make_config(tiny_model, batch_docs=2)
+    clean, clean_layout = run(RephraseStage(config), tmp_path / "clean", shard)
+
+    layout_dir = str(tmp_path / "killed" / "out" / "rephrase")
+    from mixforge.runs import StageLayout
+
+    layout = StageLayout(layout_dir)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, config.model_dump_json(), shard, layout_dir],
+                            cwd=os.path.dirname(os.path.dirname(__file__)), env={**os.environ, "PYTHONPATH": "."})
+    second_batch = layout.piece(0, 1, "done")
+    deadline = time.monotonic() + 240
+    while not os.path.exists(second_batch) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(second_batch), "the worker never checkpointed its second batch"
+    assert not os.path.exists(layout.done(0))
+    finished_before_kill = len([n for n in os.listdir(layout.pieces(0)) if n.endswith(".done.json")])
+    assert 2 <= finished_before_kill < 4
+
+    stage = RephraseStage(config)
+    resumed = run_shard_with(stage, shard, layout)
+    generated_now = resumed["counters"]["rephrase_docs_generated"]  # cumulative, restored from the checkpoints
+    assert generated_now == clean["counters"]["rephrase_docs_generated"] == 8
+    assert stage.batches_generated == 4 - finished_before_kill  # only the unfinished batches ran the engine
+    assert pq.read_table(layout.part(0)).equals(pq.read_table(clean_layout.part(0)))
+    assert not os.path.exists(layout.pieces(0))
+
+
+def run_shard_with(stage, shard, layout):
+    from mixforge.runner import ShardJob, run_shard
+
+    return run_shard(stage, ShardJob(0, shard, layout))
 
 
 def test_rerun_skips_finished_shards(tiny_model, tmp_path):

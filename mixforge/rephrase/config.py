@@ -109,6 +109,9 @@ class EngineConfig(StrictModel):
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     kv_cache_memory_bytes: int | None = Field(None, ge=1 << 20, description="Fixed KV-cache size (CPU: default 64 MiB).")
     enforce_eager: bool = Field(False, description="No CUDA graphs / torch.compile (always on for cpu).")
+    python: str | None = Field(None, description="Python executable for the Ray workers that run the engine (an "
+                                                 "environment with vLLM), when the flow's own has none; on a cluster "
+                                                 "the GPU nodes' image usually provides it instead.")
 
     @property
     def label(self) -> str:
@@ -122,15 +125,18 @@ class RephraseConfig(StrictModel):
     select: tuple[Condition, ...] = Field((), description="All must hold for a document to be rephrased; empty: all.")
     cap: Cap = Cap()
     styles: tuple[str, ...] = Field(("wikipedia",), min_length=1,
-                                    description="Each selected document gets one style, chosen by a hash of its id "
-                                                "(stable across reruns), weighted by style_weights.")
+                                    description="Styles to rephrase in; each selected document gets styles_per_doc of "
+                                                "them, drawn by a hash of its id (stable across reruns), weighted by style_weights.")
     style_weights: tuple[float, ...] | None = Field(None, description="One weight per style; default: equal.")
+    styles_per_doc: int = Field(1, ge=1, description="Distinct styles (synthetic rows) per selected document, "
+                                                     "e.g. len(styles) for every style (WRAP).")
     templates: dict[str, PromptTemplate] = Field(default_factory=dict, description="User styles (override built-ins).")
     sampling: SamplingConfig = SamplingConfig()
     chunk: ChunkConfig = ChunkConfig()
     guards: GuardConfig = GuardConfig()
     source_name: str = Field("{source}-rephrase-{style}", description="Synthetic rows' source; {source} and {style} are filled in.")
-    batch_docs: int = Field(256, ge=1, description="Documents per engine call (the engine batches max_num_seqs of them).")
+    batch_docs: int = Field(256, ge=1, description="Documents per engine call and per checkpoint: a crash loses at most "
+                                                   "one batch (the engine keeps max_num_seqs sequences in flight).")
 
     @model_validator(mode="after")
     def _styles_known(self) -> "RephraseConfig":
@@ -139,6 +145,8 @@ class RephraseConfig(StrictModel):
             raise ValueError(f"unknown styles {unknown}: use {sorted(BUILTIN_TEMPLATES)} or define them under templates")
         if len(set(self.styles)) != len(self.styles):
             raise ValueError("styles must be distinct")
+        if self.styles_per_doc > len(self.styles):
+            raise ValueError(f"styles_per_doc ({self.styles_per_doc}) exceeds the number of styles ({len(self.styles)})")
         if self.style_weights is not None and (len(self.style_weights) != len(self.styles) or min(self.style_weights) < 0
                                                or sum(self.style_weights) <= 0):
             raise ValueError("style_weights: one non-negative weight per style, not all zero")
@@ -159,4 +167,5 @@ class RephraseRunConfig(StrictModel):
     storage: StorageConfig = StorageConfig()
 
     def run_fingerprint(self) -> dict[str, Any]:
-        return {"stage": "rephrase", "rephrase": self.rephrase.model_dump(mode="json")}
+        # Where the engine's Python lives does not change the data: not part of the run id.
+        return {"stage": "rephrase", "rephrase": self.rephrase.model_dump(mode="json", exclude={"engine": {"python"}})}

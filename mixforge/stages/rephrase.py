@@ -1,17 +1,19 @@
 """rephrase: synthetic rewrites of selected documents by an LLM (vLLM), with provenance (issue #6).
 
-The stage's kept output is the synthetic rows, not its inputs (the pool stays where it is).
-Every input row has exactly one outcome, so counts reconcile: a synthetic row, or a drop reason:
-- `not_selected`: fails the `select` predicate; `over_cap`: past the run's doc/token cap. These go
-  to `_removed/` with `text` nulled - they are not dropped from the pool, and copying the pool
-  into the audit would double it; id, source and meta still name them.
-- `rephrase_empty`, `rephrase_truncated`, `rephrase_echo`: a guard rejected an output (of any
-  chunk, for a chunked document). The rejected output is quoted in `drop_detail`. Counters
-  `guard_<reason>` count chunks.
+A generating stage: its output is the synthetic rows, not its inputs (the pool stays where it
+is). Every input row has exactly one outcome, so counts reconcile (docs_in = used + skipped + dropped):
+- used: at least one of its rephrasings passed the guards and was written;
+- skipped, counted by reason, no rows written: `not_selected` (fails the `select` predicate) or
+  `over_cap` (past the run's doc/token cap);
+- dropped to `_removed/` with the input text: every rephrasing was rejected by a guard
+  (`rephrase_empty`, `rephrase_truncated`, `rephrase_echo`; a chunked document's output is
+  rejected when any chunk is). The rejected output is quoted in `drop_detail`. Counters
+  `guard_<reason>` count rejected chunks, `outputs_rejected` rejected rephrasings.
 
-Each selected document gets one style, chosen by a hash of its id (stable on rerun); each
-request has a seed derived from the base seed and the document id, so outputs do not depend on
-batching or scheduling. The engine is loaded in `setup()`, once per worker.
+Each selected document gets `styles_per_doc` distinct styles, drawn by a hash of its id and the
+style weights (stable on rerun); each request has a seed derived from the base seed, the document
+id and the style, so outputs do not depend on batching or scheduling. The engine is loaded once
+per worker. Batches are checkpointed: a crash loses at most the batch in flight.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import json
 import math
 import time
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,19 +81,23 @@ class RephraseStage(Stage):
     name = "rephrase"
     reads = (S.ID, S.TEXT, S.SOURCE)
     writes = (PARENT_ID, STYLE, MODEL, PROMPT_HASH, SAMPLING, CHUNKS, TOKENS)
+    generates = True
+    checkpoint_batches = True
 
     def __init__(self, config: RephraseConfig, shards: int = 1) -> None:
         """`shards`: input shards in the run; the run's cap is split evenly over them."""
         self.config = config
         engine = config.engine
         self.resources = Resources(cpus=1.0, gpus=0.0 if engine.device == "cpu" else float(engine.tensor_parallel_size))
+        self.batch_rows = config.batch_docs  # one engine call per checkpointed batch
+        # Ray workers run the engine with this interpreter (an environment with vLLM), when set.
+        self.runtime_env = {"py_executable": engine.python} if engine.python else None
         cap = config.cap
         self.docs_cap = None if cap.docs is None else math.ceil(cap.docs / shards)
         self.tokens_cap = None if cap.tokens is None else math.ceil(cap.tokens / shards)
-        weights = config.style_weights or (1.0,) * len(config.styles)
-        total = sum(weights)
-        self._style_edges = [sum(weights[:i + 1]) / total for i in range(len(weights))]
+        self._style_weights = config.style_weights or (1.0,) * len(config.styles)
         self._engine = None
+        self.batches_generated = 0  # engine calls made by this object in this process (resume shows in it)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_engine": None}  # shipped to workers without the engine
@@ -103,24 +110,25 @@ class RephraseStage(Stage):
     def drop_order(self) -> list[str]:
         return [NOT_SELECTED, OVER_CAP, *G.GUARD_ORDER]
 
-    def style_for(self, doc_id: str) -> str:
-        u = _unit("style", doc_id)
-        return next((s for s, edge in zip(self.config.styles, self._style_edges) if u < edge), self.config.styles[-1])
+    def styles_for(self, doc_id: str) -> list[str]:
+        """`styles_per_doc` distinct styles, a weighted draw without replacement keyed by the id
+        (Efraimidis-Spirakis: the largest u ** (1 / weight))."""
+        keys = [(_unit("style", doc_id, s) ** (1.0 / w), s) for s, w in zip(self.config.styles, self._style_weights) if w > 0]
+        return [s for _, s in sorted(keys, reverse=True)[:self.config.styles_per_doc]]
 
     def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
         if self._engine is None:
             self.setup()
         cfg, tok = self.config, self._engine.tokenizer
         n = batch.num_rows
-        reasons: list[str | None] = [None] * n
-        details: list[str | None] = [None] * n
+        skipped: Counter = Counter()
         selected = selection_mask(batch, cfg.select).to_pylist()
         ids, texts = batch.column(S.ID).to_pylist(), batch.column(S.TEXT).to_pylist()
 
-        jobs = []  # (row, style, chunks, prompts, instructions)
+        jobs = []  # one per (row, style): (row, style, prompts, instructions)
         for row in range(n):
             if not selected[row] or not texts[row]:
-                reasons[row] = NOT_SELECTED
+                skipped[NOT_SELECTED] += 1
                 continue
             chunks = chunk_text(tok, texts[row], cfg.chunk.max_tokens)
             tokens = sum(len(tok.encode(c, add_special_tokens=False)) for c in chunks)
@@ -128,67 +136,65 @@ class RephraseStage(Stage):
             over_tokens = self.tokens_cap is not None and ctx.counters["rephrase_tokens_selected"] + tokens > self.tokens_cap
             if over_docs or over_tokens or ctx.counters["rephrase_cap_reached"]:
                 ctx.counters["rephrase_cap_reached"] = 1  # first-come: once the cap is hit, the rest of the shard is over it
-                reasons[row] = OVER_CAP
+                skipped[OVER_CAP] += 1
                 continue
             ctx.count("rephrase_docs_selected")
             ctx.count("rephrase_tokens_selected", tokens)
-            style = self.style_for(ids[row])
-            template = cfg.template(style)
-            prompts = [render_prompt(tok, template, c) for c in chunks]
-            instructions = [(template.system or "") + "\n" + template.user.replace("{text}", c) for c in chunks]
-            jobs.append((row, style, chunks, prompts, instructions))
+            for style in self.styles_for(ids[row]):
+                template = cfg.template(style)
+                prompts = [render_prompt(tok, template, c) for c in chunks]
+                instructions = [(template.system or "") + "\n" + template.user.replace("{text}", c) for c in chunks]
+                jobs.append((row, style, prompts, instructions))
 
-        synthetic = []
-        for start in range(0, len(jobs), cfg.batch_docs):
-            part = jobs[start:start + cfg.batch_docs]
-            flat = [(row, i, p) for row, _, _, prompts, _ in part for i, p in enumerate(prompts)]
-            started = time.perf_counter()
-            outs = self._engine.generate([p for _, _, p in flat], cfg.sampling,
-                                         [_seed(cfg.sampling.seed, ids[row], i) for row, i, _ in flat])
-            ctx.count("rephrase_generate_ms", int(1000 * (time.perf_counter() - started)))
-            k = 0
-            for row, style, chunks, prompts, instructions in part:
-                gens, k = outs[k:k + len(prompts)], k + len(prompts)
-                ctx.count("rephrase_chunks", len(gens))
-                ctx.count("rephrase_prompt_tokens", sum(g.prompt_tokens for g in gens))
-                ctx.count("rephrase_generated_tokens", sum(g.tokens for g in gens))
-                failed = None
-                for g, instr in zip(gens, instructions):
-                    reason = G.check(g.text, g.finish_reason, instr, cfg.guards)
-                    if reason is not None:
-                        ctx.count(f"guard_{reason}")
-                        if failed is None:
-                            failed = (reason, g)
-                if failed is not None:
-                    reasons[row] = failed[0]
-                    details[row] = (f"{ctx.shard_uri} row {ctx.row_offset + row}: style {style}, "
-                                    f"{failed[1].tokens} tokens, finish {failed[1].finish_reason}: {failed[1].text[:300]!r}")
-                    continue
-                synthetic.append({
-                    S.ID: f"{ids[row]}#rephrase-{style}", S.TEXT: reassemble([g.text for g in gens], cfg.chunk.joiner),
-                    S.SOURCE: cfg.source_name.format(source=self._value(batch, S.SOURCE, row) or "unknown", style=style),
-                    S.URL: self._value(batch, S.URL, row), S.META: self._value(batch, S.META, row),
-                    PARENT_ID: ids[row], STYLE: style, MODEL: cfg.engine.label, PROMPT_HASH: prompt_hash(prompts),
-                    SAMPLING: cfg.sampling.as_json(), CHUNKS: len(gens), TOKENS: sum(g.tokens for g in gens),
-                })
+        flat = [(row, style, i, p) for row, style, prompts, _ in jobs for i, p in enumerate(prompts)]
+        self.batches_generated += 1
+        started = time.perf_counter()
+        outs = self._engine.generate([p for *_, p in flat], cfg.sampling,
+                                     [_seed(cfg.sampling.seed, f"{ids[row]}#{style}", i) for row, style, i, _ in flat])
+        ctx.count("rephrase_generate_ms", int(1000 * (time.perf_counter() - started)))
+
+        synthetic, used, failures = [], set(), {}
+        k = 0
+        for row, style, prompts, instructions in jobs:
+            gens, k = outs[k:k + len(prompts)], k + len(prompts)
+            ctx.count("rephrase_chunks", len(gens))
+            ctx.count("rephrase_prompt_tokens", sum(g.prompt_tokens for g in gens))
+            ctx.count("rephrase_generated_tokens", sum(g.tokens for g in gens))
+            failed = None
+            for g, instr in zip(gens, instructions):
+                reason = G.check(g.text, g.finish_reason, instr, cfg.guards)
+                if reason is not None:
+                    ctx.count(f"guard_{reason}")
+                    failed = failed or (reason, g)
+            if failed is not None:
+                ctx.count("outputs_rejected")
+                failures.setdefault(row, (style, *failed))
+                continue
+            used.add(row)
+            synthetic.append({
+                S.ID: f"{ids[row]}#rephrase-{style}", S.TEXT: reassemble([g.text for g in gens], cfg.chunk.joiner),
+                S.SOURCE: cfg.source_name.format(source=self._value(batch, S.SOURCE, row) or "unknown", style=style),
+                S.URL: self._value(batch, S.URL, row), S.META: self._value(batch, S.META, row),
+                PARENT_ID: ids[row], STYLE: style, MODEL: cfg.engine.label, PROMPT_HASH: prompt_hash(prompts),
+                SAMPLING: cfg.sampling.as_json(), CHUNKS: len(gens), TOKENS: sum(g.tokens for g in gens),
+            })
         ctx.count("rephrase_docs_generated", len(synthetic))
+        # A document is dropped only when none of its rephrasings survived the guards.
+        dropped = {row: f for row, f in failures.items() if row not in used}
         kept = pa.Table.from_pylist(synthetic, schema=SYNTHETIC_SCHEMA)
-        return StageResult(kept, self._removed(batch, reasons, details))
+        return StageResult(kept, self._removed(batch, dropped, ctx), used=len(used), skipped=dict(skipped))
 
     @staticmethod
     def _value(batch: pa.Table, column: str, row: int):
         return batch.column(column)[row].as_py() if column in batch.column_names else None
 
     @staticmethod
-    def _removed(batch: pa.Table, reasons: list[str | None], details: list[str | None]) -> pa.Table | None:
-        rows = [i for i, r in enumerate(reasons) if r is not None]
-        if not rows:
+    def _removed(batch: pa.Table, dropped: dict, ctx: ShardContext) -> pa.Table | None:
+        if not dropped:
             return None
+        rows = sorted(dropped)
         removed = batch.take(pa.array(rows, pa.int64()))
-        reason = [reasons[i] for i in rows]
-        # Not selected / over the cap: still in the pool; the audit names them without copying the text.
-        omit = pa.array([r in (NOT_SELECTED, OVER_CAP) for r in reason])
-        text = pc.if_else(omit, pa.nulls(len(rows), pa.string()), removed.column(S.TEXT).combine_chunks().cast(pa.string()))
-        removed = removed.set_column(removed.column_names.index(S.TEXT), S.TEXT, text)
-        removed = removed.append_column(S.DROP_REASON, pa.array(reason, pa.string()))
-        return removed.append_column(S.DROP_DETAIL, pa.array([details[i] for i in rows], pa.string()))
+        removed = removed.append_column(S.DROP_REASON, pa.array([dropped[r][1] for r in rows], pa.string()))
+        details = [f"{ctx.shard_uri} row {ctx.row_offset + r}: style {dropped[r][0]}, {dropped[r][2].tokens} tokens, "
+                   f"finish {dropped[r][2].finish_reason}: {dropped[r][2].text[:300]!r}" for r in rows]
+        return removed.append_column(S.DROP_DETAIL, pa.array(details, pa.string()))
