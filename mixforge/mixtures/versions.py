@@ -1,8 +1,9 @@
 """Mixture versions in the store: layout, atomic allocation, reading, listing, diffs.
 
     <store>/mixtures/<name>/v0001/manifest.json   the version: spec, pool, groups, every data file
-    <store>/mixtures/<name>/v0001/README.md       data card (+ PNG plots beside it)
+    <store>/mixtures/<name>/v0001/README.md       data card (+ PNG plots beside it), rendered from the manifest
     <store>/mixtures/<name>/_data/<key>/<phase>/part-00000.parquet   data files, listed by manifests
+    <store>/mixtures/<name>/_data/<key>/_card/*.png   the card's plots, written before the commit
     <store>/mixtures/<name>/_builds/<build id>/   scratch of one build (removed when it finishes)
 
 A version exists once its manifest is committed with a create-only write; a build that loses the
@@ -23,7 +24,10 @@ from typing import Any
 from mixforge import storage
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
-MANIFEST_FORMAT = "mixforge.mixture/1"
+# Part of every data key: /2 draws by per-shard keys with a bucketed shuffle and commits the card
+# with the manifest. Its bytes differ from /1's for the same spec, so its data goes to new prefixes
+# and never overwrites files that /1 versions list.
+MANIFEST_FORMAT = "mixforge.mixture/2"
 
 
 class VersionNotFound(FileNotFoundError):
