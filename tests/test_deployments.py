@@ -62,6 +62,7 @@ def test_every_deployment_names_a_flow_and_its_parameters_fit_it():
     nightly = by_name["nightly"]
     assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]
     assert nightly["parameters"]["input"] == "{{ $MIXFORGE_NIGHTLY_INPUT }}"
+    assert nightly["parameters"]["incremental"] is True  # only new shards, deduplicated against the pool
     assert nightly["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
     assert by_name["gpu"]["work_pool"]["name"] == "mixforge-gpu" and "gpu" in by_name["gpu"]["tags"]
     assert all(not d.get("schedules") for d in deployments if d["name"] != "nightly")
@@ -170,7 +171,8 @@ def test_deployments_are_registered_with_forms_and_schedules(prefect_server, wor
 
     # The curate form: typed fields from the flow signature, the config as nested sections.
     schema = by_name["curate/curate"].parameter_openapi_schema
-    assert set(schema["properties"]) == {"input", "output", "config", "run_id"}
+    assert set(schema["properties"]) == {"input", "output", "config", "run_id", "incremental"}
+    assert schema["properties"]["incremental"]["default"] is False
     assert set(schema["required"]) == {"input", "output"}
     config = schema["definitions"]["CurateConfig"]["properties"]
     assert {"stages", "read", "normalize", "filter", "dedup", "ray", "storage"} <= set(config)
@@ -225,3 +227,30 @@ def test_ci_trigger_reports_a_failed_run(prefect_server, worker, tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     run = json.loads(proc.stdout)
     assert run["state"] == "FAILED" and "no shards" in (run["message"] or "") + proc.stderr
+
+
+def test_nightly_deployment_is_incremental(prefect_server, worker):
+    """Two nights through the real server and worker with the deployment's own parameters
+    (input and store from MIXFORGE_NIGHTLY_INPUT / MIXFORGE_STORE, incremental: true): the
+    second night, with nothing new, is a no-op: no run, no new mixture version."""
+    incoming, store = prefect_server["home"] / "incoming", prefect_server["home"] / "store"
+    write_shard(str(incoming / "a.jsonl"), prose_docs(30, "night"))
+    quick = {"config": {"stages": ["normalize", "dedup"], "dedup": {"partitions": 2},
+                        "ray": {"num_cpus": 1, "object_store_memory_mb": 128}}}
+
+    def night() -> dict:
+        proc = subprocess.run([sys.executable, "deployments/trigger.py", "pipeline/nightly", "--params", json.dumps(quick),
+                               "--timeout", "300", "--poll-interval", "1"],
+                              cwd=REPO, env=prefect_server["env"], capture_output=True, text=True, timeout=360)
+        assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], worker["log"].read_text()[-4000:])
+        return json.loads(proc.stdout)
+
+    assert night()["state"] == "COMPLETED"
+    (run_id,) = [p.name for p in (store / "runs").iterdir()]
+    assert (store / "runs" / run_id / "_complete.json").is_file()
+    assert (store / "index" / "dedup" / "_index.json").is_file()  # the default index of an incremental store
+    assert sorted(p.name for p in (store / "mixtures" / "nightly").glob("v*")) == ["v0001"]
+
+    assert night()["state"] == "COMPLETED"
+    assert [p.name for p in (store / "runs").iterdir()] == [run_id]
+    assert sorted(p.name for p in (store / "mixtures" / "nightly").glob("v*")) == ["v0001"]
