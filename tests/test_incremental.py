@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +16,7 @@ import pytest
 from mixforge.config import CurateConfig, RayConfig
 from mixforge.mixtures.versions import MixtureLayout, list_versions
 from mixforge.storage import InputShard
-from tasks.planning import PoolRun, incremental_config, new_shards
+from tasks.planning import PoolRun, incremental_config, new_shards, pool_runs
 from tests.helpers import prose, write_shard
 
 CONFIG = CurateConfig(stages=["normalize", "dedup"], ray=RayConfig(max_shards_in_flight=2), dedup={"partitions": 4})
@@ -98,6 +99,47 @@ def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mi
     fourth = night()
     assert fourth["noop"] is True and fourth["incremental"]["already_curated"] == 2
     assert json.loads((store / "runs" / second["run_id"] / "_complete.json").read_text())["repaired"] is True
+
+    # Nothing new, but no mixture version over the current pool (as when last night's mix failed
+    # after its curate run completed): the night builds one, without curating anything.
+    shutil.rmtree(store / "mixtures" / "nightly" / "v0002")
+    catch_up = night()
+    assert catch_up["noop"] is False and catch_up["run_id"] is None and catch_up["mixture"]["version"] == "v0002"
+    assert catch_up["pool"] == second["pool"]
+
+
+def test_the_pool_on_s3_is_the_completed_runs_of_its_index(s3_bucket):
+    """Run discovery on a real S3 endpoint: completed runs of the index count, unfinished ones and
+    runs of another index do not, and a finished run missing its marker is repaired."""
+    import s3fs
+
+    root, opts = s3_bucket
+    fs = s3fs.S3FileSystem(**opts)
+    index = f"{root}/index/dedup"
+
+    def run(run_id: str, inputs: list[str], index_uri: str | None, complete: bool, stats: bool = True):
+        base = f"{root}/runs/{run_id}".removeprefix("s3://")
+        config = {"stages": ["normalize", "dedup"], "dedup": {"index": index_uri}}
+        fs.pipe_file(f"{base}/_run.json", json.dumps({"run_id": run_id, "config": config,
+                                                      "inputs": [{"uri": u, "size": 10} for u in inputs]}).encode())
+        if stats:
+            fs.pipe_file(f"{base}/dedup/_stats.json", b"{}")
+        if complete:
+            fs.pipe_file(f"{base}/_complete.json", json.dumps({"run_id": run_id}).encode())
+
+    run("run-a", ["s3://in/a.jsonl"], index, complete=True)
+    run("run-b", ["s3://in/b.jsonl"], index, complete=False)                 # died before its index update
+    run("run-c", ["s3://in/c.jsonl"], f"{root}/other-index", complete=True)  # another pool
+    run("run-d", ["s3://in/d.jsonl"], index, complete=False)                 # died after its index update
+    fs.pipe_file(f"{index}/segments/s-000001.json".removeprefix("s3://"), json.dumps({"segment": 1, "run_id": "run-a"}).encode())
+    fs.pipe_file(f"{index}/segments/s-000002.json".removeprefix("s3://"), json.dumps({"segment": 2, "run_id": "run-d"}).encode())
+
+    runs = pool_runs(root, index, opts)
+    assert [(r.run_id, r.output) for r in runs] == [("run-a", f"{root}/runs/run-a/dedup"), ("run-d", f"{root}/runs/run-d/dedup")]
+    assert fs.exists(f"{root}/runs/run-d/_complete.json".removeprefix("s3://"))
+    found = [InputShard(f"s3://in/{n}.jsonl", 10) for n in "abcde"]
+    assert [s.uri.rsplit("/", 1)[1] for s in new_shards(found, runs)] == ["b.jsonl", "c.jsonl", "e.jsonl"]
+    assert pool_runs(f"{root}/empty-store", index, opts) == []
 
 
 def test_a_shard_is_new_unless_a_pool_run_curated_the_same_uri_and_size():
