@@ -49,6 +49,10 @@ class RayConfig(StrictModel):
     max_shards_in_flight: int | None = Field(None, ge=1, description="Bound on shards scheduled at once (default: 2x cluster CPUs).")
     max_retries: int = Field(3, ge=0, description="Retries of a shard whose worker died or raised.")
     object_store_memory_mb: int = Field(512, ge=64, description="Object store size of a local Ray.")
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray runtime_env of the job (passed to ray.init), e.g. {working_dir: '.', excludes: ['.venv', '.git', 'data']} "
+        "to ship this checkout's code to an existing cluster without rebuilding its image, or {env_vars: {...}}. "
+        "Does not change the data, so it is not part of the run id.")
 
 
 class StorageConfig(StrictModel):

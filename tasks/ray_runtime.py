@@ -59,12 +59,15 @@ def connect(cfg: RayConfig) -> None:
         os.environ.pop("RAY_ADDRESS", None)
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False,
                  object_store_memory=cfg.object_store_memory_mb << 20, log_to_driver=True,
-                 configure_logging=False)
+                 configure_logging=False, runtime_env=cfg.runtime_env)
         log.info("started a local Ray with %s CPUs", int(ray.cluster_resources().get("CPU", 0)))
     else:
         check_reachable(address)
-        ray.init(address=address, configure_logging=False)
+        # runtime_env (e.g. a working_dir) ships code to a cluster whose image predates it.
+        ray.init(address=address, configure_logging=False, runtime_env=cfg.runtime_env)
         log.info("joined Ray cluster at %s (%s CPUs)", address, int(ray.cluster_resources().get("CPU", 0)))
+    if cfg.runtime_env:
+        log.info("Ray job runtime_env: %s", sorted(cfg.runtime_env))
 
 
 def cluster_cpus() -> int:

@@ -254,3 +254,47 @@ def test_nightly_deployment_is_incremental(prefect_server, worker):
     assert night()["state"] == "COMPLETED"
     assert [p.name for p in (store / "runs").iterdir()] == [run_id]
     assert sorted(p.name for p in (store / "mixtures" / "nightly").glob("v*")) == ["v0001"]
+
+
+# --------------------------------------------------------------------------- code shipped to a cluster
+
+SHIP_SCRIPT = r"""
+import json, os, sys
+import ray
+from ray.cluster_utils import Cluster
+from mixforge.config import RayConfig
+from tasks import ray_runtime
+
+code = sys.argv[1]
+cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, object_store_memory=128 << 20, include_dashboard=False))
+
+@ray.remote
+def shipped():
+    import shipped_code  # only in `code`, never installed on the cluster
+    return shipped_code.VALUE
+
+out = {}
+for name, env in (("without", None), ("with", {"working_dir": code})):
+    ray_runtime.connect(RayConfig(address=cluster.address, runtime_env=env))
+    try:
+        out[name] = ray.get(shipped.remote())
+    except Exception as e:
+        out[name] = type(getattr(e, "cause", None) or e).__name__
+    ray.shutdown()
+cluster.shutdown()
+print(json.dumps(out))
+"""
+
+
+def test_ray_runtime_env_ships_code_to_an_existing_cluster(tmp_path):
+    """`ray.runtime_env` reaches ray.init: a module only in a local folder runs on a cluster whose
+    nodes were started without it (and does not without the runtime_env)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "shipped_code.py").write_text("VALUE = 'shipped at run time'\n")
+    env = base_env(tmp_path / "home")
+    proc = subprocess.run([sys.executable, "-c", SHIP_SCRIPT, str(code)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"without": "ModuleNotFoundError", "with": "shipped at run time"}
