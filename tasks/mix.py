@@ -1,4 +1,4 @@
-"""Prefect tasks of the mix flow: count tokens and write shards on Ray; plan, commit, publish in-process."""
+"""Prefect tasks of the mix flow: the per-shard work (token counts, planning aggregates, draw and write) on Ray; the plan itself, the commit and the artifacts in-process."""
 
 from __future__ import annotations
 
