@@ -351,6 +351,30 @@ def test_planning_on_ray_sends_the_driver_aggregates_only(tmp_path):
     assert received_elements[4] < 3 * 400 * 4 / 2, received_elements
 
 
+def test_threshold_search_settings_do_not_change_the_draw(pool, tmp_path):
+    from mixforge.mixtures.plan import SearchLimits
+
+    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=120_000,
+                     groups=[{"name": "web", "where": {"source": "web"}, "weight": 0.25,
+                              "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.2, "weighting": "power"}},
+                             {"name": "books", "where": {"source": "books"}, "weight": 0.6, "max_epochs": 3,
+                              "sampling": {"method": "rehydrate"}},
+                             {"name": "code", "where": {"source": "code"}, "weight": 0.15}])
+
+    def outcome(plan):
+        return [(g.realised_tokens, g.realised_docs, sel["full"], sel["cut"], {k: v.tolist() for k, v in sel["extras"].items()})
+                for p in plan.phases for g, sel in zip(p.groups, p.selections.values())]
+
+    received: list = []
+    coarse = _plan(spec, recording(B.serial_map, received), limits=SearchLimits(bins=4, max_window=20))
+    rounds = sum(name == "shard_histograms" for name, _ in received)
+    assert rounds > 3  # many narrowing rounds
+    assert outcome(coarse) == outcome(_plan(spec)) == outcome(_plan(spec, limits=SearchLimits(bins=4096, max_window=10**6)))
+    books = coarse.phases[0].groups[1]
+    assert books.full_passes == 1 and books.realised_tokens > books.pass_tokens  # a full pass and a partial one
+    assert all(abs(g.realised_share - g.target_share) < TOL for g in coarse.phases[0].groups)
+
+
 def test_bucketed_scatter_bounds_scratch_pieces_and_keeps_bytes(pool, tmp_path):
     spec = make_spec(pool, str(tmp_path / "store"), output={"shard_tokens": 2_000, "row_group_rows": 50})
     plan = _plan(spec)
