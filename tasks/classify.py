@@ -9,9 +9,9 @@ in `<stage dir>/_plots/`, `_report.md`, and the figures' numbers in `_stats.json
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import logging
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,15 +51,42 @@ def embedding_gpus(config: ClassifyConfig, ray_config: RayConfig) -> float:
     return emb.gpus_per_worker if available else 0.0
 
 
+def count_documents(inputs: Sequence[tuple[int, str]], storage_options: Mapping[str, Any] | None,
+                    threads: int = 16) -> tuple[dict[int, int], dict[int, str]]:
+    """Rows per input shard from the Parquet footers (a few KB each, read concurrently):
+    ({index: rows}, {index: error} for shards that cannot be read; the stage quarantines those)."""
+    rows, unreadable = {}, {}
+
+    def count(item):
+        index, uri = item
+        try:
+            return index, cl.shard_rows(uri, storage_options), None
+        except Exception as e:  # noqa: BLE001 - any unreadable shard is left out of the sample, not fatal here
+            return index, 0, f"{type(e).__name__}: {e}"
+
+    with cf.ThreadPoolExecutor(max(1, min(threads, len(inputs)))) as pool:
+        for index, n, error in pool.map(count, inputs):
+            rows[index] = n
+            if error is not None:
+                unreadable[index] = error
+    return rows, unreadable
+
+
 def fit_clusters(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], config: ClassifyConfig,
                  ray_config: RayConfig, storage_options: Mapping[str, Any] | None, gpus: float = 0.0) -> str:
-    """Fit k-means on a sample of `inputs` (embedded on Ray) once per run; returns the centroids version URI."""
+    """Fit k-means on a uniform sample of `inputs` (embedded on Ray) once per run; returns the centroids version URI.
+
+    Sampling (see mixforge.classify.clusters): the corpus size comes from the shards' footers, every
+    shard embeds its documents whose seeded id hash falls below the matching threshold, and the
+    `sample_size` smallest hashes are kept - the same sample for any number of workers or shards."""
     marker = storage.join(layout.dir, "_work", "clusters.json")
     if storage.exists(marker, storage_options):
         return storage.read_json(marker, storage_options)["centroids"]
     cfg = config.embedding_clusters
-    per_shard = max(1, math.ceil(cfg.sample_size / max(1, len(inputs))))
-    calls = [(i, (uri, per_shard, cfg, storage_options, 1)) for i, uri in inputs]
+    rows, unreadable = count_documents(inputs, storage_options)
+    total = sum(rows.values())
+    threshold = cl.sample_threshold(total, cfg.sample_size)
+    calls = [(i, (uri, threshold, cfg, storage_options, 1)) for i, uri in inputs if rows[i] > 0]
     parts, failures = {}, []
     for index, result, error in ray_map(_remote_embed_sample, calls, ray_config, cpus=1.0, gpus=gpus):
         if error is not None:
@@ -68,13 +95,17 @@ def fit_clusters(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str
             parts[index] = result
     if failures:
         raise StageFailed("classify: embedding the k-means sample failed for:\n" + "\n".join(failures))
-    texts = [t for i in sorted(parts) for t in parts[i][0]]
-    vectors = np.concatenate([parts[i][1] for i in sorted(parts)]) if parts else np.zeros((0, 1), np.float32)
-    info = next(iter(parts.values()))[2] if parts else {}
-    sample = {"docs": len(texts), "shards": len(inputs), "per_shard": per_shard, "method": "first documents of every shard",
+    keys, texts, vectors = cl.bottom_k([(k, t, v) for k, t, v, _ in parts.values()], cfg.sample_size)
+    info = next(iter(parts.values()))[3] if parts else {}
+    sample = {"docs": len(texts), "corpus_docs": total, "shards": len(inputs), "seed": cfg.seed,
+              "method": "uniform: the sample_size smallest seeded blake2b-64 hashes of the document ids",
+              "rate": round(len(texts) / total, 6) if total else 0.0,
+              "unreadable_shards": {str(i): e for i, e in sorted(unreadable.items())[:20]},
               "inputs": [uri for _, uri in inputs][:100]}
+    if not texts:
+        raise StageFailed(f"classify: no documents to fit clusters on ({len(inputs)} input shards, {len(unreadable)} unreadable)")
     version = cl.fit_and_publish(root, texts, vectors, cfg, info, sample, storage_options)
-    log.info("fitted %d clusters on %d sampled documents -> %s", version.card["k"], len(texts), version.uri)
+    log.info("fitted %d clusters on %d of %d documents (uniform sample) -> %s", version.card["k"], len(texts), total, version.uri)
     if not storage.create_only(marker, json.dumps({"centroids": version.uri}).encode(), storage_options):
         return storage.read_json(marker, storage_options)["centroids"]  # a concurrent attempt won: use its centroids
     return version.uri

