@@ -159,6 +159,12 @@ def _committed_index_runs(index: str, storage_options) -> set[str]:
     return {m.get("run_id") for m in storage.list_json(storage.join(index, "segments"), storage_options)}
 
 
+def _exists(uri: str, storage_options) -> bool:
+    fs, path = filesystem(uri, storage_options)
+    fs.invalidate_cache(path.rsplit("/", 1)[0])  # s3fs answers from cached listings otherwise
+    return fs.exists(path)
+
+
 def _read_optional(uri: str, storage_options) -> Any | None:
     try:
         return storage.read_json(uri, storage_options)
@@ -185,8 +191,8 @@ def pool_runs(root: str, index: str, storage_options: Mapping[str, Any] | None =
         if (config.get("dedup") or {}).get("index") != index or not stages:
             return None  # another pool's run, or one without dedup
         final = run.stage(stages[-1])
-        if not storage.exists(completion_marker(run), storage_options):
-            if run_id not in in_index or not storage.exists(final.stats, storage_options):
+        if not _exists(completion_marker(run), storage_options):
+            if run_id not in in_index or not _exists(final.stats, storage_options):
                 return None  # unfinished: its shards are still to be curated
             log.warning("run %s finished (its documents are in the dedup index %s) but was not marked complete: "
                         "marking it now", run_id, index)

@@ -1,4 +1,5 @@
-"""The nightly pipeline, incremental, with real parts (Prefect harness, a local Ray, local dirs):
+"""The nightly pipeline, incremental, with real parts (Prefect harness, a local Ray, a local
+directory and a moto S3 endpoint):
 night 1 curates shard A; night 2 curates only the new shard B, whose planted copies of A's
 documents the pool's dedup index removes, and mixes over both runs; night 3, with nothing new,
 is a no-op."""
@@ -6,14 +7,12 @@ is a no-op."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mixforge.config import CurateConfig, RayConfig
+from mixforge.config import CurateConfig, RayConfig, StorageConfig
 from mixforge.mixtures.versions import MixtureLayout, list_versions
 from mixforge.storage import InputShard
 from tasks.planning import PoolRun, incremental_config, new_shards, pool_runs
@@ -33,44 +32,70 @@ def doc(id: str, text: str) -> dict:
     return {"id": id, "text": text, "source": "fixture"}
 
 
-def read_dir(folder, sub: str = "") -> pa.Table:
-    files = sorted((folder / sub).glob("part-*.parquet")) if sub else sorted(folder.glob("part-*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path):
+    """(root URI, storage options, filesystem): a local directory, or a bucket on a real S3 endpoint."""
+    from fsspec.core import url_to_fs
+
+    if request.param == "local":
+        root, opts = str(tmp_path), {}
+    else:
+        root, opts = request.getfixturevalue("s3_bucket")
+    fs, _ = url_to_fs(root, **opts)
+    return root, opts, fs
+
+
+def names(fs, uri: str) -> list[str]:
+    fs.invalidate_cache()  # s3fs caches listings
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(uri, detail=False))
+
+
+def read_parts(fs, folder: str) -> pa.Table:
+    fs.invalidate_cache()
+    files = sorted(fs.glob(f"{folder}/part-*.parquet"))
+    return pa.concat_tables([pq.read_table(fs.open(f)) for f in files], promote_options="permissive")
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_harness")
-def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mixes_all_runs(tmp_path):
+def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mixes_all_runs(where):
     from flows.pipeline import pipeline
 
-    incoming, store = tmp_path / "incoming", tmp_path / "store"
+    root, opts, fs = where
+    incoming, store = f"{root}/incoming", f"{root}/store"
+    config = CONFIG.model_copy(update={"storage": StorageConfig(options=opts)})
+    shard_fs = fs if opts else None  # tests.helpers.write_shard: local paths, or a filesystem's paths
     a_docs = [doc(f"a-{i}", prose(100 + i, 30)) for i in range(6)]
-    write_shard(str(incoming / "a.jsonl"), a_docs)
+    write_shard(f"{incoming}/a.jsonl".removeprefix("s3://"), a_docs, shard_fs)
 
     def night():
-        return pipeline(input=str(incoming), output=str(store), config=CONFIG, mixture_name="nightly", incremental=True)
+        return pipeline(input=incoming, output=store, config=config, mixture_name="nightly", incremental=True)
+
+    def read_json(uri: str):
+        fs.invalidate_cache()
+        return json.loads(fs.cat_file(uri))
 
     # Night 1: everything is new.
     first = night()
     assert first["noop"] is False and first["incremental"]["new_shards"] == 1
-    assert first["incremental"]["index"] == str(store / "index" / "dedup")  # the default index, under the store
+    assert first["incremental"]["index"] == f"{store}/index/dedup"  # the default index, under the store
     assert first["stages"][-1]["docs_kept"] == 6
-    assert (store / "runs" / first["run_id"] / "_complete.json").is_file()
+    assert read_json(f"{store}/runs/{first['run_id']}/_complete.json")["run_id"] == first["run_id"]
     assert first["mixture"]["version"] == "v0001" and first["pool"] == [first["output"]]
 
     # Night 2: B arrives, holding an exact and a near copy of A's documents.
     b_docs = [doc(f"b-{i}", prose(200 + i, 30)) for i in range(4)]
     b_docs += [doc("b-copy-of-a1", a_docs[1]["text"]), doc("b-near-a2", replace_words(a_docs[2]["text"], [5, 60, 120], "z"))]
-    write_shard(str(incoming / "b.jsonl"), b_docs)
+    write_shard(f"{incoming}/b.jsonl".removeprefix("s3://"), b_docs, shard_fs)
     second = night()
     assert second["noop"] is False and second["run_id"] != first["run_id"]
     assert (second["incremental"]["input_shards"], second["incremental"]["already_curated"], second["incremental"]["new_shards"]) == (2, 1, 1)
-    run2 = json.loads((store / "runs" / second["run_id"] / "_run.json").read_text())
-    assert [os.path.basename(s["uri"]) for s in run2["inputs"]] == ["b.jsonl"]  # only B was curated
-    assert run2["config"]["dedup"]["index"] == str(store / "index" / "dedup")
+    run2 = read_json(f"{store}/runs/{second['run_id']}/_run.json")
+    assert [s["uri"].rsplit("/", 1)[1] for s in run2["inputs"]] == ["b.jsonl"]  # only B was curated
+    assert run2["config"]["dedup"]["index"] == f"{store}/index/dedup"
     dedup = second["stages"][-1]
     assert (dedup["docs_in"], dedup["docs_kept"]) == (6, 4)
     assert dedup["dedup"]["index_segments_used"] == 1
-    removed = read_dir(store / "runs" / second["run_id"] / "dedup", "_removed")
+    removed = read_parts(fs, f"{second['output']}/_removed")
     assert dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist())) == \
         {"b-copy-of-a1": "a-1", "b-near-a2": "a-2"}  # the pool's documents win
 
@@ -78,31 +103,31 @@ def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mi
     mixture = second["mixture"]
     assert mixture["version"] == "v0002"
     assert second["pool"] == sorted([first["output"], second["output"]])
-    manifest = json.loads(open(mixture["manifest"]).read())
+    manifest = read_json(mixture["manifest"])
     assert sorted(manifest["pool"]["inputs"]) == second["pool"]
     assert set(manifest["pool"]["run_ids"]) == {first["run_id"], second["run_id"]}
-    ids = set(pa.concat_tables([pq.read_table(f["uri"], columns=["id"]) for f in manifest["files"]]).column("id").to_pylist())
+    ids = set(pa.concat_tables([pq.read_table(fs.open(f["uri"]), columns=["id"]) for f in manifest["files"]]).column("id").to_pylist())
     assert ids and not ids & {"b-copy-of-a1", "b-near-a2"}
 
     # Night 3: nothing new: no run, no new mixture version; the summary says so.
-    runs_before = sorted(p.name for p in (store / "runs").iterdir())
+    runs_before = names(fs, f"{store}/runs")
     third = night()
     assert third["noop"] is True and third["run_id"] is None and third["stages"] == []
     assert third["incremental"]["new_shards"] == 0 and "nothing new" in third["message"]
     assert third["mixture"]["version"] == "v0002" and third["mixture"]["built"] is False
-    assert sorted(p.name for p in (store / "runs").iterdir()) == runs_before
-    assert list_versions(MixtureLayout(str(store), "nightly")) == ["v0001", "v0002"]
+    assert names(fs, f"{store}/runs") == runs_before
+    assert list_versions(MixtureLayout(store, "nightly"), opts) == ["v0001", "v0002"]
 
     # A run that finished (its documents are in the index) but died before its completion
     # marker still counts as curated: its shard must not be curated again.
-    (store / "runs" / second["run_id"] / "_complete.json").unlink()
+    fs.rm(f"{store}/runs/{second['run_id']}/_complete.json")
     fourth = night()
     assert fourth["noop"] is True and fourth["incremental"]["already_curated"] == 2
-    assert json.loads((store / "runs" / second["run_id"] / "_complete.json").read_text())["repaired"] is True
+    assert read_json(f"{store}/runs/{second['run_id']}/_complete.json")["repaired"] is True
 
     # Nothing new, but no mixture version over the current pool (as when last night's mix failed
     # after its curate run completed): the night builds one, without curating anything.
-    shutil.rmtree(store / "mixtures" / "nightly" / "v0002")
+    fs.rm(f"{store}/mixtures/nightly/v0002", recursive=True)
     catch_up = night()
     assert catch_up["noop"] is False and catch_up["run_id"] is None and catch_up["mixture"]["version"] == "v0002"
     assert catch_up["pool"] == second["pool"]
