@@ -519,6 +519,18 @@ def ray_worker_label(pid: int, cmd: str) -> str | None:
     return None
 
 
+def own_ray_worker_selector(root: int):
+    """Ray workers of this benchmark's own local Ray (descendants of `root`): other jobs' Ray
+    workers on a shared machine must not count."""
+    mine = descendants_selector(root)
+
+    def select(pid: int, cmd: str) -> str | None:
+        label = ray_worker_label(pid, cmd)
+        return label if label is not None and mine(pid, cmd) is not None else None
+
+    return select
+
+
 def descendants_selector(root: int):
     def select(pid: int, cmd: str) -> str | None:
         p = pid
@@ -552,7 +564,7 @@ def run_ours(orch: Orchestration, corpus: dict, out_root: Path, workers: int) ->
     reset_worker_peaks(workers)
     PeakRSS.reset()
     driver_before = current_rss_mb()
-    with ProcSampler(ray_worker_label) as sampler, timed() as t:
+    with ProcSampler(own_ray_worker_selector(os.getpid())) as sampler, timed() as t:
         summary = curate(input=in_dir, output=str(out_root), config=config)
     driver_peak = PeakRSS.mb()
     stage_dir = out_root / "runs" / summary["run_id"] / "dedup"
