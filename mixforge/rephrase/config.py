@@ -135,8 +135,11 @@ class RephraseConfig(StrictModel):
     chunk: ChunkConfig = ChunkConfig()
     guards: GuardConfig = GuardConfig()
     source_name: str = Field("{source}-rephrase-{style}", description="Synthetic rows' source; {source} and {style} are filled in.")
-    batch_docs: int = Field(256, ge=1, description="Documents per engine call and per checkpoint: a crash loses at most "
-                                                   "one batch (the engine keeps max_num_seqs sequences in flight).")
+    # The engine drains at the end of each call (its last wave runs part-empty), so a batch should
+    # be several times max_num_seqs; it is also the checkpoint unit, so not much more than that.
+    batch_docs: int = Field(512, ge=1, description="Documents per engine call and per checkpoint: a crash loses at most "
+                                                   "one batch. Keep it several times engine.max_num_seqs so continuous "
+                                                   "batching stays full.")
 
     @model_validator(mode="after")
     def _styles_known(self) -> "RephraseConfig":
