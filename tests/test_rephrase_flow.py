@@ -87,3 +87,14 @@ def test_rephrase_flow_on_s3_with_engine_in_its_own_environment(tiny_model, s3_b
 
     again = rephrase(input=f"{root}/pool/", output=f"{root}/store", config=config)
     assert again["run_id"] == summary["run_id"] and again["stages"][0]["shards_skipped"] == 2
+
+
+def test_cli_rephrase_needs_a_config(tmp_path, capsys):
+    from mixforge.cli import main
+
+    assert main(["rephrase", "--input", str(tmp_path), "--output", str(tmp_path / "store")]) == 2
+    assert "rephrase.engine.model" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"rephrase": {"engine": {"model": "m"}, "styles": ["poem"]}}))
+    assert main(["rephrase", "--input", str(tmp_path), "--output", str(tmp_path / "store"), "--config", str(bad)]) == 2
+    assert "unknown styles" in capsys.readouterr().err
