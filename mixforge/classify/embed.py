@@ -74,8 +74,8 @@ class TransformerEmbedder:
         self.pooling, self.normalize, self.max_length = _sentence_transformers_layout(root)
         self.tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(root), local_files_only=True).to(self.device).eval()
-        if self.device == "cuda":
-            self.model = self.model.half()
+        # fp16 on GPUs; float32 on CPU whatever dtype the weights are stored in (fp16 matmuls are slow there)
+        self.model = self.model.half() if self.device == "cuda" else self.model.float()
         self.dim = int(self.model.config.hidden_size)
         self.name = root.name if root.name != "model" else root.parent.name
         self._torch = torch
