@@ -33,7 +33,8 @@ def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mix
     curated = curate(input=input, output=output, config=config, run_id=run_id, incremental=incremental)
     pool = curated_pool(output, curated, options)
     if curated["run_id"] is None:  # incremental, and nothing new under the input
-        current = latest_mixture_of_pool(store, name, pool, mixture, options) if pool else None
+        mix_options = mixture.storage_options if mixture else options
+        current = latest_mixture_of_pool(store, name, pool, mixture, mix_options) if pool else None
         if current is not None or not pool:
             message = (f"nothing new under {input}; mixture {name} {current['version']} already covers the pool "
                        f"({len(pool)} run(s))" if current else f"nothing new under {input} and nothing curated yet")

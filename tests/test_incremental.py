@@ -133,6 +133,26 @@ def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mi
     assert catch_up["pool"] == second["pool"]
 
 
+@pytest.mark.usefixtures("ray_local", "prefect_harness")
+def test_a_given_mixture_spec_is_rebuilt_when_it_changes_even_with_nothing_new(tmp_path):
+    from flows.pipeline import pipeline
+    from mixforge.mixtures.spec import MixSpec
+
+    incoming, store = tmp_path / "incoming", str(tmp_path / "store")
+    write_shard(str(incoming / "a.jsonl"), [doc(f"a-{i}", prose(300 + i, 30)) for i in range(4)])
+    spec = MixSpec.model_validate({"name": "picked", "pool": [store], "store": store, "seed": 0, "budget_fraction": 0.5,
+                                   "groups": [{"name": "fixture", "where": {"source": ["fixture"]}, "weight": 1.0, "max_epochs": 2}]})
+
+    def night(mixture: MixSpec) -> dict:
+        return pipeline(input=str(incoming), output=store, config=CONFIG, mixture=mixture, incremental=True)
+
+    first = night(spec)
+    assert first["mixture"]["version"] == "v0001" and first["mixture"]["name"] == "picked"
+    assert night(spec)["noop"] is True  # same spec, same pool
+    changed = night(spec.model_copy(update={"seed": 1}))
+    assert changed["noop"] is False and changed["run_id"] is None and changed["mixture"]["version"] == "v0002"
+
+
 def test_the_pool_on_s3_is_the_completed_runs_of_its_index(s3_bucket):
     """Run discovery on a real S3 endpoint: completed runs of the index count, unfinished ones and
     runs of another index do not, and a finished run missing its marker is repaired."""
