@@ -23,8 +23,9 @@ def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mix
     `incremental` (the nightly): curate only the input shards no completed run of the pool has
     curated, deduplicated against the pool's dedup index (`dedup.index`, default
     `<output>/index/dedup`), and mix over every completed run of the pool. When nothing is new
-    and the mixture's latest version was built over that same pool, the night is a no-op: no run,
-    no new version; the summary says `"noop": true` and gives that latest version.
+    and the mixture's latest version was built over that same pool (from the same spec, when
+    `mixture` is given), the night is a no-op: no run, no new version; the summary says
+    `"noop": true` and gives that latest version.
     """
     logger = get_run_logger()
     options = config.storage.options
