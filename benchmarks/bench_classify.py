@@ -16,6 +16,8 @@ Variants (same Parquet zstd shards, each writing fresh zstd Parquet with one flo
              once per worker, stats, _done markers, atomic writes), then the report (histograms read
              back from the outputs, PNG plots, _report.md, the markdown artifact)
   stage-only ClassifyStage through tasks.stage_runner.run_stage alone (no report), for comparison
+  in-process ClassifyStage through mixforge.runner.run_shard in this process, one core, no Ray: the
+             stage and runner code alone (what Ray adds = stage-only against this)
 
 Repetitions are interleaved (baseline, ours, stage-only, baseline, ...) so that the load other
 processes put on the machine hits all variants alike. The goal compares documents/s **per core**:
@@ -197,6 +199,40 @@ def run_whole_stage(flow_fn, name: str, model_uri: str, inputs: list[str], root:
                                        "shard_cpu_share": round(work_cpu / summary["shard_seconds"], 3) if summary["shard_seconds"] else None})
 
 
+def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
+    """The stage and the shard runner (reads, stats, _done markers, atomic writes) with no Ray: one process, one core."""
+    import pyarrow as pa
+
+    from mixforge.runner import ShardJob, run_shard
+    from mixforge.runs import StageLayout
+
+    common.fresh_dir(out_dir)
+    cpu, io = pa.cpu_count(), pa.io_thread_count()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    docs, cpu_started = 0, time.process_time()
+    try:
+        with common.timed() as t:
+            for i, src in enumerate(inputs):
+                docs += run_shard(stage, ShardJob(i, src, StageLayout(out_dir)))["docs_in"]
+    finally:
+        pa.set_cpu_count(cpu)
+        pa.set_io_thread_count(io)
+    cpu_s = time.process_time() - cpu_started
+    return common.Measurement("in-process", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
+                              description="ClassifyStage via mixforge.runner.run_shard, 1 process, 1 core, no Ray",
+                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
+                              details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)})
+
+
+def idle_worker_cores(seconds: float = 3.0) -> float:
+    """CPU cores the idle Ray workers use anyway (their background threads): part of ours' work_cpu_seconds."""
+    pids = ray_worker_pids()
+    before = pids_cpu_seconds(pids)
+    time.sleep(seconds)
+    return round((pids_cpu_seconds(pids) - before) / seconds, 4)
+
+
 def with_worker_cpu(orch: common.Orchestration, name: str, stage, inputs: list[str], out_dir: str, text_bytes: int,
                     workers: int) -> common.Measurement:
     pids = ray_worker_pids()
@@ -264,9 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     out = work / "out-classify"
 
     runs: dict[str, list[common.Measurement]] = {}
-    stage = ClassifyStage(ClassifyConfig(classifiers=[ClassifierSpec(name="bench-quality", model=model_uri)]))
+    config = ClassifyConfig(classifiers=[ClassifierSpec(name="bench-quality", model=model_uri)])
+    stage = ClassifyStage(config)  # sent to Ray unloaded: each worker loads the model once
+    in_process_stage = ClassifyStage(config)
+    in_process_stage.setup()  # loaded once, untimed, as a worker does
     with common.Orchestration(args.workers) as orch:
         flow_fn = _classify_flow_factory()
+        idle_cores = idle_worker_cores()
+        log(f"idle Ray workers use {idle_cores} cores")
         for r in range(args.repeat):
             m = run_baseline(model_uri, corpus.shards, str(out / "baseline"), corpus.text_bytes)
             log(f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
@@ -279,22 +320,30 @@ def main(argv: list[str] | None = None) -> int:
             m.description = f"ClassifyStage via Prefect flow -> task -> run_stage on Ray, {args.workers} workers, no report"
             log(f"  stage-only run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
             runs.setdefault("stage-only", []).append(m)
+            m = run_in_process(in_process_stage, corpus.shards, str(out / "in-process"), corpus.text_bytes)
+            log(f"  in-process run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
+            runs.setdefault("in-process", []).append(m)
         startup = dict(orch.startup)
 
     baseline = common.best_of("baseline", runs["baseline"])
     ours = common.best_of("ours", runs["ours"])
     stage_only = common.best_of("stage-only", runs["stage-only"])
-    results = [baseline, ours, per_core(ours, args.workers), stage_only, per_core(stage_only, args.workers)]
+    in_process = common.best_of("in-process", runs["in-process"])
+    results = [baseline, ours, per_core(ours, args.workers), stage_only, per_core(stage_only, args.workers), in_process]
     # Every repetition, side by side (they ran interleaved, under the same load), and the ratio with the wait for a core taken out.
     repetitions = []
-    for b, o, so in zip(runs["baseline"], runs["ours"], runs["stage-only"]):
+    def per_cpu(m: common.Measurement, base: common.Measurement) -> float:
+        return round((m.docs / m.details["work_cpu_seconds"]) / (base.docs / base.details["work_cpu_seconds"]), 3)
+
+    for b, o, so, ip in zip(runs["baseline"], runs["ours"], runs["stage-only"], runs["in-process"]):
         repetitions.append({
             "per_core_ratio": round(o.docs_per_s / args.workers / b.docs_per_s, 3),
             "stage_only_per_core_ratio": round(so.docs_per_s / args.workers / b.docs_per_s, 3),
-            "per_cpu_second_ratio": round((o.docs / o.details["work_cpu_seconds"]) / (b.docs / b.details["work_cpu_seconds"]), 3),
+            "per_cpu_second_ratio": per_cpu(o, b), "stage_only_per_cpu_second_ratio": per_cpu(so, b),
+            "in_process_per_cpu_second_ratio": per_cpu(ip, b),
             "baseline_cpu_share": b.details["cpu_share"], "ours_cpu_share": o.details["cpu_share"],
             "ours_shard_cpu_share": o.details["shard_cpu_share"], "others_busy_cores": [b.others_busy_cores, o.others_busy_cores]})
-    extra = {"repetitions": repetitions, "loadavg": open("/proc/loadavg").read().split()[:3]}
+    extra = {"repetitions": repetitions, "idle_worker_cores": idle_cores, "loadavg": open("/proc/loadavg").read().split()[:3]}
     log(f"repetitions: {repetitions}")
     if args.embed_docs:
         log("embedding throughput ...")
