@@ -1,4 +1,4 @@
-"""pipeline: the whole DAG: curate -> (rephrase, once it lands) -> mix."""
+"""pipeline: the whole DAG: curate -> rephrase (when configured) -> mix."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ from prefect import flow, get_run_logger
 
 from flows.curate import curate
 from flows.mix import mix, spec_for_pool
+from flows.rephrase import rephrase as rephrase_flow
 from mixforge.config import CurateConfig
 from mixforge.mixtures.spec import MixSpec
+from mixforge.rephrase.config import RephraseConfig, RephraseRunConfig
 from tasks.planning import curated_pool, latest_mixture_of_pool, spec_with_pool
+from tasks.rephrase import finished_rephrase_outputs
 
 
 @flow(name="pipeline", validate_parameters=True)
 def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mixture: MixSpec | None = None,
-             mixture_name: str = "default", run_id: str | None = None, incremental: bool = False) -> dict:
+             mixture_name: str = "default", run_id: str | None = None, incremental: bool = False,
+             rephrase: RephraseConfig | None = None) -> dict:
     """Curate `input` into `<output>/runs/<run_id>/`, then sample the curated pool into a new
     version of a mixture under `<output>/mixtures/`.
 
@@ -33,7 +37,14 @@ def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mix
 
     curated = curate(input=input, output=output, config=config, run_id=run_id, incremental=incremental)
     pool = curated_pool(output, curated, options)
-    if curated["run_id"] is None:  # incremental, and nothing new under the input
+    rephrased: list[dict] = []
+    if rephrase is not None and pool:
+        rephrase_config = RephraseRunConfig(rephrase=rephrase, ray=config.ray, storage=config.storage)
+        todo, synthetic = finished_rephrase_outputs(pool, output, rephrase_config)
+        rephrased = [rephrase_flow(input=folder, output=output, config=rephrase_config) for folder in todo]
+        pool = sorted([*pool, *synthetic, *(r["output"] for r in rephrased)])
+    curated = {**curated, "rephrase": rephrased}
+    if curated["run_id"] is None and not rephrased:  # incremental, and nothing new under the input
         mix_options = mixture.storage_options if mixture else options
         current = latest_mixture_of_pool(store, name, pool, mixture, mix_options) if pool else None
         if current is not None or not pool:
@@ -46,5 +57,5 @@ def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mix
 
     spec = spec_with_pool(mixture, pool) if mixture else spec_for_pool(pool, output, name=name, storage_options=options)
     mixed = mix(spec=spec)
-    logger.info("mixture %s %s over %d curated run(s): data card %s", mixed["name"], mixed["version"], len(pool), mixed["card"])
+    logger.info("mixture %s %s over %d pool folder(s): data card %s", mixed["name"], mixed["version"], len(pool), mixed["card"])
     return {**curated, "noop": False, "pool": pool, "mixture": {**mixed, "built": True}}

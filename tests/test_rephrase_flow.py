@@ -48,6 +48,14 @@ def tiny_model(tmp_path_factory):
     return str(path)
 
 
+def rephrase_settings(model: str, **overrides) -> dict:
+    """The engine settings every test here shares, so Ray workers reuse one loaded engine."""
+    return {"engine": {"model": model, "model_name": "tiny-llama", "device": "cpu", "max_model_len": 1024,
+                       "dtype": "float32", "max_num_seqs": 16, "python": str(VLLM_PYTHON)},
+            "styles": ["wikipedia", "qa"], "sampling": {"max_tokens": 16, "seed": 3}, "chunk": {"max_tokens": 200},
+            "guards": {"drop_truncated": False}, "batch_docs": 2, **overrides}
+
+
 def test_rephrase_flow_on_s3_with_engine_in_its_own_environment(tiny_model, s3_bucket, ray_local, prefect_harness):
     import fsspec
 
@@ -63,12 +71,7 @@ def test_rephrase_flow_on_s3_with_engine_in_its_own_environment(tiny_model, s3_b
             pq.write_table(pa.Table.from_pylist(rows), f)
 
     config = RephraseRunConfig.model_validate({
-        "rephrase": {
-            "engine": {"model": tiny_model, "model_name": "tiny-llama", "device": "cpu", "max_model_len": 1024,
-                       "dtype": "float32", "max_num_seqs": 16, "python": str(VLLM_PYTHON)},
-            "select": [{"column": "quality", "op": ">=", "value": 0.5}],
-            "styles": ["wikipedia", "qa"], "sampling": {"max_tokens": 16, "seed": 3}, "chunk": {"max_tokens": 200},
-            "guards": {"drop_truncated": False}, "batch_docs": 2},
+        "rephrase": rephrase_settings(tiny_model, select=[{"column": "quality", "op": ">=", "value": 0.5}]),
         "ray": {"max_shards_in_flight": 2},
         "storage": {"options": options},
     })
@@ -98,3 +101,28 @@ def test_cli_rephrase_needs_a_config(tmp_path, capsys):
     bad.write_text(yaml.safe_dump({"rephrase": {"engine": {"model": "m"}, "styles": ["poem"]}}))
     assert main(["rephrase", "--input", str(tmp_path), "--output", str(tmp_path / "store"), "--config", str(bad)]) == 2
     assert "unknown styles" in capsys.readouterr().err
+
+
+def test_pipeline_curates_rephrases_and_mixes_synthetic_rows(tiny_model, tmp_path, ray_local, prefect_harness):
+    from flows.pipeline import pipeline
+    from mixforge.config import CurateConfig
+    from mixforge.rephrase.config import RephraseConfig
+    from tests.helpers import prose_docs, write_shard
+
+    write_shard(str(tmp_path / "raw" / "a.jsonl"), prose_docs(6, prefix="a"))
+    config = CurateConfig(stages=["normalize"], ray={"max_shards_in_flight": 2})
+    rephrase = RephraseConfig.model_validate(rephrase_settings(tiny_model, cap={"docs": 3}))
+    store = str(tmp_path / "store")
+
+    first = pipeline(input=str(tmp_path / "raw"), output=store, config=config, rephrase=rephrase, mixture_name="with-synthetic")
+    [rephrased] = first["rephrase"]
+    stage = rephrased["stages"][0]
+    assert stage["docs_in"] == 6 and stage["docs_skipped"] == {"over_cap": 3} and stage["docs_kept"] > 0
+    assert rephrased["output"] in first["pool"] and first["output"] in first["pool"]
+    groups = {g["name"]: g for g in first["mixture"]["groups"]}
+    synthetic = [name for name in groups if "rephrase" in name]
+    assert synthetic and any(groups[n]["docs"] > 0 for n in synthetic)  # tiny budget: not every group fits
+
+    again = pipeline(input=str(tmp_path / "raw"), output=store, config=config, rephrase=rephrase, mixture_name="with-synthetic")
+    assert again["rephrase"] == []  # the finished rephrase run is found and reused, not regenerated
+    assert again["pool"] == first["pool"]
