@@ -134,6 +134,14 @@ def test_exact_token_shares_manifest_card_and_cached_counts(pool, tmp_path):
     assert all(r["cached"] for r in results)
 
 
+def test_a_group_matching_everything(pool, tmp_path):
+    """`where: {}` is a catch-all; a spec made only of catch-alls must still assign every row."""
+    spec = make_spec(pool, str(tmp_path / "store"), groups=[{"name": "all", "where": {}, "weight": 1.0}])
+    summary = B.build_mixture(spec)
+    [group] = summary["groups"]
+    assert group["name"] == "all" and group["docs"] > 0 and abs(summary["tokens"] - 40_000) <= 400
+
+
 def test_epoch_cap_and_short_group_redistributed(pool, tmp_path):
     # books (max 2 epochs) cannot fill 70% of 120k tokens: capped, the rest goes to web and code
     spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=120_000,

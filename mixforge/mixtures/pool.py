@@ -116,4 +116,5 @@ def assign_groups(spec: MixSpec, frame: pl.DataFrame) -> np.ndarray:
         for column, cond in group.where.items():
             pred = pred & _condition(frame, column, cond)
         expr = pl.when(pred).then(pl.lit(index, pl.Int16)).otherwise(expr)
-    return frame.select(expr.alias("g")).to_series().to_numpy().astype(np.int16)
+    # with_columns, not select: a pure literal (every group `where: {}`) must broadcast to every row
+    return frame.with_columns(expr.alias("__group")).get_column("__group").to_numpy().astype(np.int16)
