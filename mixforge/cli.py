@@ -55,11 +55,16 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return
+    if summary.get("run_id") is None and "incremental" in summary:
+        print(f"nothing new to curate: all {summary['incremental'].get('input_shards', 0)} input shard(s) are in the pool already")
+        return
     print(f"run {summary['run_id']}{' (resumed)' if summary.get('resumed') else ''}")
     for s in summary["stages"]:
         dropped = ", ".join(f"{k}={v:,}" for k, v in s["docs_dropped"].items()) or "none"
+        skipped = ", ".join(f"{k}={v:,}" for k, v in s.get("docs_skipped", {}).items())
         print(f"  {s['name']:<10} {s['docs_in']:>9,} in  {s['docs_kept']:>9,} kept  dropped: {dropped}"
-              f"  quarantined shards: {len(s['quarantined'])}  {s['seconds']:.1f}s")
+              + (f"  skipped: {skipped}" if skipped else "")
+              + f"  quarantined shards: {len(s['quarantined'])}  {s['seconds']:.1f}s")
         for q in s["quarantined"]:
             print(f"    quarantined {q['shard']}: {q['error']}")
         print(f"             output {s['output']}  (stats: {s['output'].rstrip('/')}/_stats.json)")
@@ -81,7 +86,7 @@ def cmd_curate(args: argparse.Namespace) -> dict:
     from flows.curate import curate
 
     config = _load_curate_config(args.config)
-    return curate(input=args.input, output=args.output, config=config, run_id=args.run_id)
+    return curate(input=args.input, output=args.output, config=config, run_id=args.run_id, incremental=args.incremental)
 
 
 def cmd_stage(args: argparse.Namespace) -> dict:
@@ -177,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curate", help="raw shards -> curated pool (normalize, then the configured stages)")
     stage_io(p)
     common(p)
+    p.add_argument("--incremental", action="store_true",
+                   help="curate only input shards no completed run of the pool has curated, deduplicated against the "
+                        "pool's dedup index (default ROOT/index/dedup)")
     p.set_defaults(func=cmd_curate)
 
     for name, help_text in [("filter", "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)"),

@@ -202,3 +202,24 @@ def test_incremental_needs_dedup_feeding_the_index_and_defaults_the_index_into_t
         incremental_config(CurateConfig(stages=["normalize", "filter"]), "s3://pool")
     with pytest.raises(ValueError, match="update_index"):
         incremental_config(CurateConfig(dedup={"update_index": False}), "s3://pool")
+
+
+@pytest.mark.usefixtures("ray_local", "prefect_harness")
+def test_cli_curate_incremental_twice(tmp_path, capsys):
+    import yaml
+
+    from mixforge.cli import main
+
+    write_shard(str(tmp_path / "in" / "a.jsonl"), [doc(f"a-{i}", prose(i, 6)) for i in range(4)])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"stages": ["normalize", "dedup"], "dedup": {"partitions": 4}}))
+    argv = ["curate", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "store"), "--config", str(cfg),
+            "--incremental", "--json", "-q"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["run_id"] and first["incremental"]["new_shards"] == 1
+    assert main(argv) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["run_id"] is None and second["incremental"]["new_shards"] == 0
+    assert main(argv[:-2] + ["-q"]) == 0
+    assert "nothing new to curate" in capsys.readouterr().out
