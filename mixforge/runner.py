@@ -197,7 +197,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
     layout = job.layout
     if storage.exists(layout.done(job.index), storage_options):
         return {**storage.read_json(layout.done(job.index), storage_options), "skipped": True}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     ctx = ShardContext(job.input_uri, job.index)
     tally = _Tally()
     run_batches = _run_checkpointed if stage.checkpoint_batches else _run_batches
@@ -224,6 +224,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "counters": dict(sorted(ctx.counters.items())),
         "drop_order": stage.drop_order(),
         "seconds": round(time.perf_counter() - started, 4),
+        "cpu_seconds": round(time.process_time() - cpu_started, 4),  # this process, all its threads
         "peak_rss_mb": peak_rss_mb(),
     }
     _check_reconciles(stats)
@@ -306,6 +307,7 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "funnel": funnel,
         "seconds": round(seconds, 3),
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),
+        "shard_cpu_seconds": round(sum(s.get("cpu_seconds", 0.0) for s in shard_stats), 3),
         "worker_peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in done), default=0.0),
     }
 

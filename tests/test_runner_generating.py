@@ -79,11 +79,13 @@ def test_generating_stage_counts_reconcile_and_skips_are_not_removed(tmp_path, s
     removed = pq.read_table(layout.removed(0))
     assert sorted(removed.column(S.ID).to_pylist()) == ["g-15", "g-5"]  # skipped rows are counted, not copied
     assert not os.path.exists(layout.pieces(0))  # checkpoints are merged, then deleted
+    assert 0 < stats["cpu_seconds"] and stats["seconds"] > 0
 
     summary = summarize_stage("echoes", layout.dir, [stats], 1.0)
     assert summary["docs_used"] == 9 and summary["docs_skipped"] == {"odd": 7}
     assert [(f["reason"], f["docs"], f["docs_remaining"]) for f in summary["funnel"]] == [("ends_in_5", 2, 16), ("odd", 7, 9)]
     assert summary["funnel"][1]["skipped"] is True
+    assert summary["shard_cpu_seconds"] == round(stats["cpu_seconds"], 3)
 
 
 def test_checkpointed_shard_resumes_from_its_last_finished_batch(tmp_path, shard):
