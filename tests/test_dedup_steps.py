@@ -150,3 +150,19 @@ def test_verification_allows_for_the_estimate_noise():
     b[:28] += 1000
     est = float(dd.estimated_jaccard(a, b)[0])
     assert est == 0.75 and est >= cfg.verify_threshold and est < MinHashConfig(verify_margin=0).verify_threshold
+
+
+@pytest.mark.parametrize("flag", [0, 1 << 63])  # run keys, and index keys (top bit set: unsigned statistics)
+def test_partner_signatures_are_read_by_row_group(tmp_path, flag):
+    keys = np.uint64(flag) | np.arange(5000, dtype=np.uint64) * np.uint64(3)
+    sigs = np.stack([keys, keys + np.uint64(1)], axis=1)
+    table = pa.table({"doc": keys, "sig": pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(keys), [None, pa.py_buffer(sigs.tobytes())])})
+    uri = str(tmp_path / "sig.parquet")
+    dd._write_table(uri, table, None, dd.SIGNATURE_ROW_GROUP)
+    meta = pq.ParquetFile(uri).metadata
+    assert meta.num_row_groups == 5
+    wanted = np.sort(keys[[3000, 3001, 4999]])
+    assert dd._row_groups_holding(meta, wanted) == [2, 4]
+    assert dd._row_groups_holding(meta, np.zeros(0, np.uint64)) == []
+    got_keys, got_sigs = dd._signature_rows(uri, wanted, None)
+    assert got_keys.tolist() == wanted.tolist() and (got_sigs[:, 1] == wanted + np.uint64(1)).all()

@@ -250,9 +250,12 @@ def _diff(a: dict, b: dict) -> str:
     return ", ".join(f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
-def _write_table(uri: str, table: pa.Table, storage_options) -> None:
+SIGNATURE_ROW_GROUP = 1024  # rows per row group of signature files: verify reads only the groups it needs
+
+
+def _write_table(uri: str, table: pa.Table, storage_options, row_group_size: int | None = None) -> None:
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
     storage.write_bytes(uri, buf.getvalue(), storage_options)
 
 
@@ -369,7 +372,7 @@ def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batc
                                                                  "exact": pa.array([], pa.uint64()), "value": pa.array([], pa.float64())})
     _write_table(layout.nodes(shard), node_table, storage_options)
     if sigs:
-        _write_table(layout.signatures(shard), pa.concat_tables(sigs), storage_options)
+        _write_table(layout.signatures(shard), pa.concat_tables(sigs), storage_options, SIGNATURE_ROW_GROUP)
     stats = {"shard": shard, "docs": row, "bucket_rows": int(len(doc))}
     storage.write_json(layout.signed(shard), stats, storage_options)
     return stats
@@ -450,8 +453,14 @@ VERIFY_CHUNK = 32_768  # edges per signature comparison: bounded memory whatever
 
 
 def _signature_rows(uri: str, wanted: np.ndarray, storage_options) -> tuple[np.ndarray, np.ndarray]:
-    """(keys ascending, signatures) of the `wanted` documents of one signature file."""
-    t = _read_table(uri, storage_options)
+    """(keys ascending, signatures) of the `wanted` (sorted) documents of one signature file.
+
+    Reads only the row groups whose key range holds a wanted key: a shard's edges usually
+    need a few partners from each other shard, not all of its signatures."""
+    fs, path = storage.filesystem(uri, storage_options)
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        t = pf.read_row_groups(_row_groups_holding(pf.metadata, wanted), columns=["doc", "sig"])
     doc = t.column("doc").to_numpy()
     mask = np.isin(doc, wanted)
     raw = t.column("sig").combine_chunks().filter(pa.array(mask))
@@ -461,6 +470,21 @@ def _signature_rows(uri: str, wanted: np.ndarray, storage_options) -> tuple[np.n
     keys = doc[mask]
     order = np.argsort(keys, kind="stable")  # files are written in key order; this only guards it
     return keys[order], sigs[order]
+
+
+def _row_groups_holding(meta: pq.FileMetaData, wanted: np.ndarray) -> list[int]:
+    """Row groups whose `doc` min/max range contains a wanted key (all groups without statistics)."""
+    doc_col = meta.schema.to_arrow_schema().get_field_index("doc")
+    groups = []
+    for i in range(meta.num_row_groups):
+        st = meta.row_group(i).column(doc_col).statistics
+        if st is None or not st.has_min_max:
+            groups.append(i)
+            continue
+        lo, hi = np.uint64(st.min), np.uint64(st.max)
+        if np.searchsorted(wanted, lo, "left") < np.searchsorted(wanted, hi, "right"):
+            groups.append(i)
+    return groups
 
 
 def _rows(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -615,7 +639,7 @@ def index_shard(seg: int, shard: int, layout: DedupLayout, index: IndexLayout, s
         sigs = _read_table(layout.signatures(shard), storage_options)
         sigs = sigs.filter(pa.array(~np.isin(key_row(sigs.column("doc").to_numpy()), removed)))
         sigs = sigs.set_column(0, "doc", pa.array(index_keys(seg, sigs.column("doc").to_numpy())))
-        _write_table(index.signatures(seg, shard), sigs, storage_options)
+        _write_table(index.signatures(seg, shard), sigs, storage_options, SIGNATURE_ROW_GROUP)
     return {"shard": shard, "docs": nodes.num_rows}
 
 
