@@ -53,6 +53,14 @@ def ray_map_fn(ray_config: RayConfig) -> B.MapFn:
     return run
 
 
+@task(name="standing-takedowns", cache_policy=NO_CACHE)
+def standing_takedowns(spec: MixSpec) -> MixSpec:
+    """The spec with the mixture's earlier takedowns excluded (they never come back)."""
+    from mixforge.mixtures.takedown import with_standing_takedowns
+
+    return with_standing_takedowns(spec)
+
+
 @task(name="resolve-pool", cache_policy=NO_CACHE)
 def resolve_pool(spec: MixSpec) -> list[PoolShard]:
     return B.resolve_pool(spec.pool, spec.storage_options)

@@ -242,6 +242,10 @@ def latest_mixture_of_pool(store: str, name: str, pool: Sequence[str], spec=None
         return None
     if sorted(manifest["pool"]["inputs"]) != sorted(pool):
         return None
-    if spec is not None and manifest["spec_hash"] != spec_with_pool(spec, sorted(pool)).spec_hash():
-        return None
+    if spec is not None:
+        from mixforge.mixtures.takedown import with_standing_takedowns
+
+        expected = with_standing_takedowns(spec_with_pool(spec, sorted(pool)))  # what `mix` would build from it
+        if manifest["spec_hash"] != expected.spec_hash():
+            return None
     return versions.summary(manifest, store)

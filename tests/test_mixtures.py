@@ -510,6 +510,26 @@ def test_takedown_derives_a_version_without_resampling(pool, tmp_path):
     assert d["tokens_change"] == -m2["takedown"]["removed_tokens"]
     assert {g["name"] for g in d["groups"]} == {"web", "books", "code-good"}
 
+    # A later build of the same mixture (a resample, e.g. the nightly) never brings them back.
+    rebuilt = B.build_mixture(spec)
+    m3 = json.load(open(rebuilt["manifest"]))
+    assert rebuilt["version"] == "v0003" and victim in m3["spec"]["exclude"]["ids"]
+    assert m3["spec"]["exclude"]["url_patterns"] == ["https://*.example.org/private/*"]
+    rows3 = read_rows(m3, ("id", "url"))
+    assert not (set(rows3.column("id").to_pylist()) & (private | {victim}))
+    assert not any("/private/" in u for u in rows3.column("url").to_pylist() if u)
+    assert rows3.num_rows > 0 and abs(rebuilt["tokens"] - 40_000) <= 3 * 400
+
+
+def test_spec_exclusions_are_never_drawn(pool, tmp_path):
+    spec = make_spec(pool, str(tmp_path / "a"))
+    everything = read_rows(json.load(open(B.build_mixture(spec)["manifest"])), ("id", "url")).column("id").to_pylist()
+    banned = everything[:5]
+    excluded = make_spec(pool, str(tmp_path / "b"), exclude={"ids": banned, "url_patterns": ["*/private/*"]})
+    rows = read_rows(json.load(open(B.build_mixture(excluded)["manifest"])), ("id", "url"))
+    assert not set(banned) & set(rows.column("id").to_pylist())
+    assert not any("/private/" in (u or "") for u in rows.column("url").to_pylist())
+
 
 def test_committed_version_always_has_its_card(pool, tmp_path, capsys):
     from mixforge.mixtures import card

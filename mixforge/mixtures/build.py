@@ -150,7 +150,10 @@ def commit(store: str, name: str, body: dict[str, Any], storage_options=None) ->
 
 def build_mixture(spec: MixSpec, map_fn: MapFn = serial_map) -> dict[str, Any]:
     """Build a new version of `spec`'s mixture; returns the `mix` summary (plus timings)."""
+    from mixforge.mixtures.takedown import with_standing_takedowns
+
     started, t0 = now(), time.perf_counter()
+    spec = with_standing_takedowns(spec)
     shards = resolve_pool(spec.pool, spec.storage_options)
     sidecars = count_tokens(spec, shards, map_fn)
     t1 = time.perf_counter()

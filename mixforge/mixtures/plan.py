@@ -187,7 +187,7 @@ def redistribute(shares: dict[str, float], caps: dict[str, int], budget: int, on
 def annotation_columns(spec: MixSpec, shards: Sequence[PoolShard]) -> tuple[str, ...]:
     available = set().union(*(s.schema.names for s in shards))
     wanted = predicate_columns(spec) | {S.SOURCE}
-    missing = sorted(c for c in wanted if c not in available and c != PARENT_ID)
+    missing = sorted(c for c in wanted if c not in available and c not in (PARENT_ID, S.URL))  # optional columns
     if missing:
         raise PoolError(f"the spec uses columns {missing} that no pool shard has (pool columns: {sorted(available)})")
     return tuple(sorted(wanted))

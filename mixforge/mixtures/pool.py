@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mixforge import schema as S
 from mixforge import storage
 from mixforge.mixtures import tokens as T
 from mixforge.mixtures.spec import PARENT_ID, SYNTHETIC, MixSpec, Range
@@ -76,8 +77,31 @@ def output_schema(shards: Sequence[PoolShard]) -> pa.Schema:
     return pa.schema(fields + [pa.field(N_TOKENS, pa.int64()), pa.field(MIX_GROUP, pa.string())])
 
 
+def glob_to_regex(pattern: str) -> str:
+    """A URL glob (`*` any run of characters, `?` one character) as an anchored regex (RE2 / Rust regex)."""
+    out = []
+    for ch in pattern:
+        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return "^" + "".join(out) + "$"
+
+
+def excluded_expr(spec: MixSpec) -> pl.Expr | None:
+    """True for rows the spec's `exclude` names (by id or URL glob); None when it names none."""
+    ex = spec.exclude
+    if not ex:
+        return None
+    expr = pl.col(S.ID).is_in(sorted(set(ex.ids))) if ex.ids else pl.lit(False)
+    for pattern in ex.url_patterns:
+        expr = expr | pl.col(S.URL).cast(pl.Utf8).str.contains(glob_to_regex(pattern)).fill_null(False)
+    return expr
+
+
 def predicate_columns(spec: MixSpec) -> set[str]:
     cols = set()
+    if spec.exclude.ids:
+        cols.add(S.ID)
+    if spec.exclude.url_patterns:
+        cols.add(S.URL)
     for g in spec.groups:
         for col in g.where:
             cols.add(PARENT_ID if col == SYNTHETIC else col)
@@ -116,5 +140,8 @@ def assign_groups(spec: MixSpec, frame: pl.DataFrame) -> np.ndarray:
         for column, cond in group.where.items():
             pred = pred & _condition(frame, column, cond)
         expr = pl.when(pred).then(pl.lit(index, pl.Int16)).otherwise(expr)
+    excluded = excluded_expr(spec)
+    if excluded is not None:  # taken down: in no group, so never drawn
+        expr = pl.when(excluded).then(pl.lit(-1, pl.Int16)).otherwise(expr)
     # with_columns, not select: a pure literal (every group `where: {}`) must broadcast to every row
     return frame.with_columns(expr.alias("__group")).get_column("__group").to_numpy().astype(np.int16)

@@ -109,6 +109,17 @@ class TokenizerSpec(StrictModel):
     batch_docs: int = Field(1024, ge=1, description="Documents per encode batch.")
 
 
+class Exclusions(StrictModel):
+    """Documents a mixture never samples (takedowns). Every takedown of a mixture is added to its
+    next builds automatically, so a taken-down document does not come back with a resample."""
+
+    ids: list[str] = Field(default_factory=list, description="Document ids never to sample.")
+    url_patterns: list[str] = Field(default_factory=list, description="URL globs (`*`, `?`) never to sample.")
+
+    def __bool__(self) -> bool:
+        return bool(self.ids or self.url_patterns)
+
+
 class OutputSpec(StrictModel):
     shard_tokens: int = Field(50_000_000, ge=1, description="Tokens per output shard, about: a phase of T tokens gets ceil(T / shard_tokens) shards of near-equal size (equal slices of the global shuffle).")
     row_group_rows: int = Field(16_384, ge=1, description="Rows per Parquet row group in output shards.")
@@ -130,6 +141,7 @@ class MixSpec(StrictModel):
     groups: list[GroupSpec] = Field(..., min_length=1)
     phases: list[PhaseSpec] = Field(default_factory=list, description="Optional phases (e.g. main, anneal), each with its own weights and budget. Without phases there is one phase, `main`.")
     licenses: dict[str, str] = Field(default_factory=dict, description="Source name -> licence, shown in the data card (and `*` for the rest).")
+    exclude: Exclusions = Field(default_factory=Exclusions, description="Documents never sampled; the mixture's earlier takedowns are added when a version is built.")
     output: OutputSpec = OutputSpec()
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()

@@ -8,7 +8,6 @@ excluded, why, and how much each group lost.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,18 +19,25 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.mixtures import build as B
-from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS
-from mixforge.mixtures.spec import sha256_json
-from mixforge.mixtures.versions import MixtureLayout, read_manifest, summary
+from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, glob_to_regex
+from mixforge.mixtures.spec import Exclusions, MixSpec, sha256_json
+from mixforge.mixtures.versions import MixtureLayout, list_versions, read_manifest, summary
 from mixforge.mixtures.write import parquet_bytes
 
 
-def glob_to_regex(pattern: str) -> str:
-    """A URL glob (`*` any run of characters, `?` one character) as an anchored RE2 regex."""
-    out = []
-    for ch in pattern:
-        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
-    return "^" + "".join(out) + "$"
+def with_standing_takedowns(spec: MixSpec) -> MixSpec:
+    """`spec` with every earlier takedown of its mixture added to `exclude`, so that a new build
+    (a resample, e.g. the nightly) never brings a taken-down document back."""
+    layout = MixtureLayout(spec.store, spec.name)
+    ids, patterns = set(spec.exclude.ids), list(spec.exclude.url_patterns)
+    for version in list_versions(layout, spec.storage_options):
+        takedown = storage.read_json(layout.manifest(version), spec.storage_options).get("takedown")
+        if takedown:
+            ids.update(takedown["ids"])
+            patterns += [p for p in takedown["url_patterns"] if p not in patterns]
+    if ids == set(spec.exclude.ids) and patterns == list(spec.exclude.url_patterns):
+        return spec
+    return spec.model_copy(update={"exclude": Exclusions(ids=sorted(ids), url_patterns=patterns)})
 
 
 def excluded_mask(table: pa.Table, ids: set[str], url_patterns: Sequence[str]) -> np.ndarray:
