@@ -154,9 +154,9 @@ def list_run_ids(root: str, storage_options: Mapping[str, Any] | None = None) ->
 
 
 def _committed_index_runs(index: str, storage_options) -> set[str]:
-    # Segment commit markers (<index>/segments/s-NNNNNN.json, mixforge.dedup.pipeline.IndexLayout)
-    # name the run that added them.
-    return {m.get("run_id") for m in storage.list_json(storage.join(index, "segments"), storage_options)}
+    from mixforge.dedup.pipeline import IndexLayout
+
+    return IndexLayout(index).committed_runs(storage_options)
 
 
 def _exists(uri: str, storage_options) -> bool:

@@ -171,6 +171,10 @@ class IndexLayout:
         """Committed segments, sorted."""
         return sorted(int(m["segment"]) for m in storage.list_json(storage.join(self.uri, "segments"), storage_options))
 
+    def committed_runs(self, storage_options=None) -> set[str]:
+        """Run ids whose documents are in the index (each segment's commit marker names its run)."""
+        return {m.get("run_id") for m in storage.list_json(storage.join(self.uri, "segments"), storage_options)}
+
 
 @dataclass(frozen=True)
 class Sources:
