@@ -110,24 +110,19 @@ def split_document(text: str, max_chars: int) -> list[str]:
             if len(line) <= max_chars:
                 pieces.append(line)
                 continue
-            cur = ""
-            for word in line.split(" "):
-                if cur and len(cur) + 1 + len(word) > max_chars:
-                    pieces.append(cur)
-                    cur = word
-                else:
-                    cur = f"{cur} {word}" if cur else word
-            if cur:
-                pieces.append(cur)
+            pieces.extend(_pack(line.split(" "), " ", max_chars))
+    return _pack([p for p in pieces if p.strip()], "\n\n", max_chars)
+
+
+def _pack(parts: list[str], sep: str, max_chars: int) -> list[str]:
+    """Join consecutive parts with `sep` greedily into chunks of at most `max_chars` (a longer part stays whole)."""
     chunks, cur = [], ""
-    for p in pieces:
-        if not p.strip():
-            continue
-        if cur and len(cur) + 2 + len(p) > max_chars:
+    for part in parts:
+        if cur and len(cur) + len(sep) + len(part) > max_chars:
             chunks.append(cur)
-            cur = p
+            cur = part
         else:
-            cur = f"{cur}\n\n{p}" if cur else p
+            cur = f"{cur}{sep}{part}" if cur else part
     if cur:
         chunks.append(cur)
     return chunks

@@ -41,8 +41,10 @@ def _chars(table: pa.Table) -> int:
 class _Tally:
     """A shard's running counts; its state is also what a batch checkpoint saves."""
 
-    def __init__(self, state: Mapping[str, Any] | None = None) -> None:
-        state = state or {}
+    def __init__(self) -> None:
+        self.restore({})
+
+    def restore(self, state: Mapping[str, Any]) -> None:
         self.docs_in = state.get("docs_in", 0)
         self.docs_kept = state.get("docs_kept", 0)
         self.docs_used = state.get("docs_used", 0)
@@ -154,7 +156,7 @@ def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, st
         rows = docs.num_rows + (rejects.num_rows if rejects is not None else 0)
         point = saved.get(batch)
         if restoring and point is not None and point["rows_before"] == rows_read and point["rows"] == rows:
-            tally.__init__(point["tally"])
+            tally.restore(point["tally"])
             ctx.counters = Counter(point["counters"])
             ctx.row_offset += docs.num_rows
             rows_read += rows

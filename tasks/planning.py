@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.config import CurateConfig
+from mixforge.dedup.pipeline import IndexLayout
 from mixforge.runs import RunLayout, open_run
 from mixforge.storage import InputShard, discover_shards, filesystem
 
@@ -153,12 +154,6 @@ def list_run_ids(root: str, storage_options: Mapping[str, Any] | None = None) ->
     return sorted(n for n in names if not n.startswith(("_", ".")))
 
 
-def _committed_index_runs(index: str, storage_options) -> set[str]:
-    from mixforge.dedup.pipeline import IndexLayout
-
-    return IndexLayout(index).committed_runs(storage_options)
-
-
 def _exists(uri: str, storage_options) -> bool:
     fs, path = filesystem(uri, storage_options)
     fs.invalidate_cache(path.rsplit("/", 1)[0])  # s3fs answers from cached listings otherwise
@@ -179,7 +174,7 @@ def pool_runs(root: str, index: str, storage_options: Mapping[str, Any] | None =
     marker is counted as completed (and marked): its documents are in the index already, so
     curating its shards again would only drop them all as duplicates of themselves.
     """
-    in_index = _committed_index_runs(index, storage_options)
+    in_index = IndexLayout(index).committed_runs(storage_options)
 
     def load(run_id: str) -> PoolRun | None:
         run = RunLayout(root, run_id)

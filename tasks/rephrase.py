@@ -36,5 +36,8 @@ def finished_rephrase_outputs(pool: Sequence[str], output: str, config: Rephrase
     todo, done = [], []
     for folder in pool:
         run, finished = rephrase_run_of(folder, output, config)
-        (done.append(run.stage("rephrase").dir) if finished else todo.append(folder))
+        if finished:
+            done.append(run.stage("rephrase").dir)
+        else:
+            todo.append(folder)
     return todo, done
