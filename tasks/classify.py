@@ -16,7 +16,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import ray
 from prefect import task
 from prefect.artifacts import create_markdown_artifact

@@ -10,7 +10,6 @@ fastapi cannot share a lock); its Ray workers run the engine with the interprete
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 

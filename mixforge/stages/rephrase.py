@@ -19,7 +19,6 @@ per worker. Batches are checkpointed: a crash loses at most the batch in flight.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections import Counter
