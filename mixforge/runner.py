@@ -22,7 +22,7 @@ from mixforge import schema as S
 from mixforge import storage
 from mixforge.runs import StageLayout
 from mixforge.shards import REJECT_SCHEMA, ReadOptions, ShardUnreadable, ShardWriter, read_documents, read_raw
-from mixforge.stage import ShardContext, Stage
+from mixforge.stage import ShardContext, Stage, add_figures
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, st
         if restoring and point is not None and point["rows_before"] == rows_read and point["rows"] == rows:
             tally.restore(point["tally"])
             ctx.counters = Counter(point["counters"])
+            ctx.figures = point.get("figures", {})
             ctx.row_offset += docs.num_rows
             rows_read += rows
             continue
@@ -171,7 +172,7 @@ def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, st
         out.close()
         storage.write_json(layout.piece(index, batch, "done"),
                            {"batch": batch, "rows_before": rows_read, "rows": rows, "removed_rows": out.removed.rows,
-                            "tally": tally.state(), "counters": dict(ctx.counters)}, storage_options)
+                            "tally": tally.state(), "counters": dict(ctx.counters), "figures": ctx.figures}, storage_options)
         saved[batch] = {"removed_rows": out.removed.rows}
         rows_read += rows
     merged = _Outputs(layout.part(index), layout.removed(index), storage_options)
@@ -224,6 +225,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "chars_kept": tally.chars_kept,
         "chars_dropped": dict(sorted(tally.chars_dropped.items())),
         "counters": dict(sorted(ctx.counters.items())),
+        "figures": ctx.figures,
         "drop_order": stage.drop_order(),
         "seconds": round(time.perf_counter() - started, 4),
         "cpu_seconds": round(time.process_time() - cpu_started, 4),  # this process, all its threads
@@ -271,11 +273,13 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
     chars_dropped: Counter = Counter()
     skipped: Counter = Counter()
     counters: Counter = Counter()
+    figures: dict = {}
     for s in done:
         dropped.update(s["docs_dropped"])
         chars_dropped.update(s["chars_dropped"])
         skipped.update(s.get("docs_skipped", {}))
         counters.update(s.get("counters", {}))
+        figures = add_figures(figures, s.get("figures", {}))
     order: list[str] = []
     for s in done:
         order.extend(r for r in s.get("drop_order", []) if r not in order)
@@ -306,6 +310,8 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "chars_kept": sum(s["chars_kept"] for s in done),
         "chars_dropped": dict(sorted(chars_dropped.items())),
         "counters": dict(sorted(counters.items())),
+        # Shards done before figures were recorded (an older version's markers) are missing from them.
+        **({"figures": figures, "figures_shards": sum(1 for s in done if "figures" in s)} if figures else {}),
         "funnel": funnel,
         "seconds": round(seconds, 3),
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),

@@ -36,9 +36,33 @@ class ShardContext:
     shard_index: int
     row_offset: int = 0  # row number, within the shard, of the current batch's first row
     counters: Counter = field(default_factory=Counter)
+    # Stage-specific figures that add up (e.g. score histograms): nested dicts whose leaves are
+    # numbers or equal-length lists of numbers. Summed over batches here, over shards in the
+    # stage summary (`figures`), so a report needs no second pass over the output.
+    figures: dict = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += int(n)
+
+    def add_figures(self, figures: dict) -> None:
+        self.figures = add_figures(self.figures, figures)
+
+
+def add_figures(a: dict, b: dict) -> dict:
+    """The sum of two figure trees: leaves added (numbers, or lists element-wise), keys unioned."""
+    out = dict(a)
+    for key, value in b.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict):
+            out[key] = add_figures(out[key], value)
+        elif isinstance(value, list):
+            if len(value) != len(out[key]):
+                raise ValueError(f"figures {key!r}: cannot add lists of lengths {len(out[key])} and {len(value)}")
+            out[key] = [x + y for x, y in zip(out[key], value)]
+        else:
+            out[key] = out[key] + value
+    return out
 
 
 @dataclass

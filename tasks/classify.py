@@ -3,7 +3,7 @@
 Steps: (embedding clusters, unless fitted centroids are given) embed a sample of the input shards
 on Ray and fit k-means -> a centroids model version, recorded in `<stage dir>/_work/clusters.json`
 so a resumed run reuses it; then the stage itself (models loaded once per worker); then the report:
-per-shard histograms and distributions (only the needed columns are read) merged here, PNG plots
+the histograms and distributions the stage counted as it wrote its columns, PNG plots
 in `<stage dir>/_plots/`, `_report.md`, and the figures' numbers in `_stats.json` under `classify`.
 """
 
@@ -28,6 +28,7 @@ from mixforge.classify.config import ClassifyConfig
 from mixforge.config import CurateConfig, RayConfig
 from mixforge.runs import RunLayout, StageLayout
 from mixforge.shards import ReadOptions
+from mixforge.stage import add_figures
 from mixforge.stages.classify import ClassifyStage, output_columns
 from tasks import ray_runtime
 from tasks.stage_runner import StageFailed, completed_outputs, ray_map, read_options, run_stage
@@ -131,13 +132,17 @@ def build_report(stage: ClassifyStage, layout: StageLayout, summary: dict, confi
                  storage_options: Mapping[str, Any] | None) -> dict:
     cols = output_columns(config)
     outputs = completed_outputs(layout, summary)
-    calls = [(i, (uri, cols["scores"], cols["labels"], config.histogram_bins, storage_options)) for i, uri in outputs]
-    parts = []
-    for index, result, error in ray_map(_remote_shard_report, calls, ray_config):
-        if error is not None:
-            raise StageFailed(f"classify report: shard {index} could not be read back: {error}")
-        parts.append(result)
-    report = rp.merge_reports(parts, cols["scores"], cols["labels"], config.histogram_bins, config.report_max_sources)
+    figures = summary.pop("figures", {})
+    if summary.pop("figures_shards", 0) < len(outputs):
+        # Some shards were finished by a version that did not count figures: read every output back.
+        log.info("classify report: reading %d output shards back (some shards recorded no figures)", len(outputs))
+        calls = [(i, (uri, cols["scores"], cols["labels"], config.histogram_bins, storage_options)) for i, uri in outputs]
+        figures = {}
+        for index, result, error in ray_map(_remote_shard_report, calls, ray_config):
+            if error is not None:
+                raise StageFailed(f"classify report: shard {index} could not be read back: {error}")
+            figures = add_figures(figures, result)
+    report = rp.final_report(figures, cols["scores"], cols["labels"], config.histogram_bins, config.report_max_sources)
     terms = {c["id"]: c["top_terms"] for c in stage.clusters.card["clusters"]} if stage.clusters is not None else None
     plots = []
     if config.plots:

@@ -306,6 +306,47 @@ def test_classify_stage_on_s3_through_ray(labelled, s3_bucket, ray_local):
     # Resume: a rerun skips finished shards, and the models stay the versions resolved the first time.
     again = run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)
     assert again["shards_skipped"] == 3 and again["docs_kept"] == 160
+    # The report comes from the figures the stage counted while writing (kept in the _done markers):
+    # the same as reading every output back, on the first run and on the resumed one.
+    from mixforge.classify import report as rp
+    from mixforge.stage import add_figures
+
+    cols = {"scores": ["quality_prose_quality", "domain_score"], "labels": ["domain"]}
+    read_back = {}
+    for i, _ in inputs:
+        read_back = add_figures(read_back, rp.shard_report(layout.part(i), cols["scores"], cols["labels"], 10, opts))
+    expected = rp.final_report(read_back, cols["scores"], cols["labels"], 10, cfg.report_max_sources)
+    assert info["report"] == expected and again["classify"]["report"] == expected
+    assert "figures" not in stats and "figures" not in again  # consumed by the report, not left in _stats.json
+    # A shard finished by a version that counted no figures: the report reads the outputs back instead.
+    done = f"{layout.dir}/_done/part-00001.json".removeprefix("s3://")
+    marker = json.loads(fs.cat_file(done))
+    del marker["figures"]
+    fs.pipe_file(done, json.dumps(marker).encode())
+    assert run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)["classify"]["report"] == expected
+
+
+def test_report_figures_match_numpy_histograms_and_add_up():
+    from mixforge.classify import report as rp
+    from mixforge.stage import add_figures
+
+    scores = pa.array([0.0, 0.1, 0.1000001, 0.25, 0.5, 0.99, 1.0, None, float("nan"), 0.3], pa.float32())
+    table = pa.table({"source": ["a", "a", "b", None, "a", "b", "a", "b", "a", "b"], "q": scores,
+                      "cluster_id": pa.array([1, 2, 1, None, 1, 1, 2, 2, 1, 1], pa.int32())})
+    figures = rp.table_figures(table, ["q"], ["cluster_id"], bins=10)
+    values = np.array(scores.to_pylist(), dtype=object)
+    src = np.array(["" if s is None else s for s in table.column("source").to_pylist()])
+    for name in ("a", "b", ""):
+        v = np.array([x for x in values[src == name] if x is not None and x == x], dtype=np.float32).astype(np.float64)
+        assert figures["histograms"]["q"][name] == np.histogram(v, bins=np.linspace(0, 1, 11))[0].tolist()
+    assert figures["docs_by_source"] == {"a": 5, "b": 4, "": 1}
+    assert figures["distributions"]["cluster_id"] == {"1": 6, "2": 3, "None": 1}
+    # Two halves add up to the whole (what the runner does over batches and shards).
+    halves = add_figures(rp.table_figures(table.slice(0, 4), ["q"], ["cluster_id"], 10),
+                         rp.table_figures(table.slice(4), ["q"], ["cluster_id"], 10))
+    assert halves == figures
+    with pytest.raises(ValueError, match="lengths"):
+        add_figures({"h": [1, 2]}, {"h": [1, 2, 3]})
 
 
 def test_train_classifier_flow_and_task(labelled, tmp_path, prefect_harness):

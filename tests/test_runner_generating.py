@@ -56,6 +56,7 @@ class Echoes(Stage):
                     rows.append({S.ID: f"{doc_id}#{style}", S.TEXT: batch.column(S.TEXT)[i].as_py().upper(),
                                  S.SOURCE: "echo", S.URL: None, S.META: None})
         ctx.count("echo_rows", len(rows))
+        ctx.add_figures({"rows_by_style": {"a": len(rows) // 2, "b": len(rows) // 2}, "per_batch": [1, len(ids)]})
         dropped = batch.take(pa.array(removed, pa.int64()))
         dropped = dropped.append_column(S.DROP_REASON, pa.array(["ends_in_5"] * len(removed), pa.string()))
         kept = pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)
@@ -86,6 +87,9 @@ def test_generating_stage_counts_reconcile_and_skips_are_not_removed(tmp_path, s
     assert [(f["reason"], f["docs"], f["docs_remaining"]) for f in summary["funnel"]] == [("ends_in_5", 2, 16), ("odd", 7, 9)]
     assert summary["funnel"][1]["skipped"] is True
     assert summary["shard_cpu_seconds"] == round(stats["cpu_seconds"], 3)
+    # figures add up over shards too; a marker without them (an older version's) is counted apart
+    two = summarize_stage("echoes", layout.dir, [stats, {**stats, "index": 1}, {k: v for k, v in stats.items() if k != "figures"}], 1.0)
+    assert two["figures"] == {"rows_by_style": {"a": 18, "b": 18}, "per_batch": [10, 36]} and two["figures_shards"] == 2
 
 
 def test_checkpointed_shard_resumes_from_its_last_finished_batch(tmp_path, shard):
@@ -103,8 +107,9 @@ def test_checkpointed_shard_resumes_from_its_last_finished_batch(tmp_path, shard
     resumed_stage = Echoes()
     resumed = run_shard(resumed_stage, ShardJob(0, shard, layout))
     assert resumed_stage.batches_processed == [3, 4]  # batches 0-2 were restored, not recomputed
-    for key in ("docs_in", "docs_kept", "docs_used", "docs_dropped", "docs_skipped", "counters", "chars_kept"):
+    for key in ("docs_in", "docs_kept", "docs_used", "docs_dropped", "docs_skipped", "counters", "figures", "chars_kept"):
         assert resumed[key] == clean[key], key
+    assert clean["figures"] == {"rows_by_style": {"a": 9, "b": 9}, "per_batch": [5, 18]}  # summed over the 5 batches
     assert pq.read_table(layout.part(0)).equals(pq.read_table(clean_layout.part(0)))
     assert pq.read_table(layout.removed(0)).equals(pq.read_table(clean_layout.removed(0)))
     assert not os.path.exists(layout.pieces(0))

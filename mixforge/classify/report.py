@@ -1,83 +1,91 @@
 """The classify stage's report: score histograms per source, label / cluster distributions.
 
-Computed shard by shard from the stage's output, reading only the `source`, score and label
-columns (`shard_report`), merged on the driver (`merge_reports`), drawn as PNGs beside the
-stage's `_stats.json` (`<stage dir>/_plots/*.png`) and rendered as markdown with every figure's
-numbers (`markdown_report`). Prefect artifacts are made from it in tasks/classify.py.
+The figures are counted as the stage writes its columns (`table_figures`, summed by the runner
+over batches and shards: `ShardContext.figures`), so the report needs no second pass over the
+output; `shard_report` reads a finished shard's columns back, for shards whose stats predate
+that. `final_report` caps the sources shown, the PNGs go beside the stage's `_stats.json`
+(`<stage dir>/_plots/*.png`) and `markdown_report` renders every figure's numbers. Prefect
+artifacts are made from it in tasks/classify.py.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.shards import read_documents
+from mixforge.stage import add_figures
 
 OTHER = "(other)"
 
 
+def table_figures(table: pa.Table, scores: Sequence[str], labels: Sequence[str], bins: int) -> dict:
+    """One table's figures: documents per source, histogram counts (`bins` over [0, 1]) per source
+    for every score column, value counts for every label column. Additive (`add_figures`)."""
+    if table.num_rows == 0:
+        return {}
+    sources = pc.fill_null(table.column(S.SOURCE), "")
+    names = pc.unique(sources)
+    codes = pc.index_in(sources, value_set=names).to_numpy(zero_copy_only=False).astype(np.int64)
+    names = names.to_pylist()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    histograms = {}
+    for col in scores:
+        vals = pc.fill_null(table.column(col), float("nan")).to_numpy(zero_copy_only=False).astype(np.float64)
+        valid = ~np.isnan(vals)
+        # the bin np.histogram(edges) would use: edges[i] <= v < edges[i + 1], 1.0 in the last bin
+        which = np.clip(np.searchsorted(edges, np.clip(vals[valid], 0.0, 1.0), side="right") - 1, 0, bins - 1)
+        counts = np.bincount(codes[valid] * bins + which, minlength=len(names) * bins).reshape(len(names), bins)
+        histograms[col] = {name: counts[i].tolist() for i, name in enumerate(names)}
+    distributions = {}
+    for col in labels:
+        values = table.column(col)
+        if not pa.types.is_string(values.type):
+            values = values.cast(pa.string())
+        counted = pc.value_counts(pc.fill_null(values, "None"))
+        distributions[col] = dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()))
+    return {"docs_by_source": dict(zip(names, np.bincount(codes, minlength=len(names)).tolist())),
+            "histograms": histograms, "distributions": distributions}
+
+
 def shard_report(uri: str, scores: Sequence[str], labels: Sequence[str], bins: int,
                  storage_options: Mapping[str, Any] | None = None) -> dict:
-    """Histogram counts (bins over [0, 1]) per source for every score column; value counts per label column."""
-    docs: Counter = Counter()
-    hist: dict[str, dict[str, np.ndarray]] = {c: {} for c in scores}
-    values: dict[str, Counter] = {c: Counter() for c in labels}
-    edges = np.linspace(0.0, 1.0, bins + 1)
+    """The figures of a finished shard, from its `source`, score and label columns (read back)."""
+    figures: dict = {}
     for table in read_documents(uri, columns=[S.SOURCE, *scores, *labels], storage_options=storage_options):
-        if table.num_rows == 0:
-            continue
-        sources = pc.fill_null(table.column(S.SOURCE), "").to_numpy(zero_copy_only=False).astype(object)
-        unique = set(sources)
-        docs.update(Counter(sources.tolist()))
-        for col in scores:
-            vals = pc.fill_null(table.column(col), float("nan")).to_numpy(zero_copy_only=False).astype(np.float64)
-            for src in unique:
-                v = vals[sources == src]
-                counts, _ = np.histogram(np.clip(v[~np.isnan(v)], 0.0, 1.0), bins=edges)
-                hist[col][src] = hist[col].get(src, 0) + counts
-        for col in labels:
-            values[col].update(str(v) for v in table.column(col).to_pylist())
-    return {"bins": bins, "docs_by_source": dict(docs),
-            "histograms": {c: {s: h.tolist() for s, h in per.items()} for c, per in hist.items()},
-            "distributions": {c: dict(v) for c, v in values.items()}}
+        figures = add_figures(figures, table_figures(table, scores, labels, bins))
+    return figures
 
 
-def merge_reports(parts: Sequence[dict], scores: Sequence[str], labels: Sequence[str], bins: int, max_sources: int) -> dict:
-    """One report from per-shard ones; sources beyond the `max_sources` largest are grouped as `(other)`."""
-    docs: Counter = Counter()
-    hist = {c: {} for c in scores}
-    values = {c: Counter() for c in labels}
-    for part in parts:
-        docs.update(part["docs_by_source"])
-        for c in scores:
-            for src, counts in part["histograms"].get(c, {}).items():
-                hist[c][src] = hist[c].get(src, np.zeros(bins, dtype=np.int64)) + np.asarray(counts, dtype=np.int64)
-        for c in labels:
-            values[c].update(part["distributions"].get(c, {}))
+def final_report(figures: dict, scores: Sequence[str], labels: Sequence[str], bins: int, max_sources: int) -> dict:
+    """The report from the stage's summed figures; sources beyond the `max_sources` largest are grouped as `(other)`."""
+    docs = figures.get("docs_by_source", {})
     top = [s for s, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:max_sources]]
     shown = set(top)
     histograms = {}
     for c in scores:
-        per = {s: hist[c][s].tolist() for s in top if s in hist[c]}
-        rest = [h for s, h in hist[c].items() if s not in shown]
+        hist = {s: np.asarray(h, dtype=np.int64) for s, h in figures.get("histograms", {}).get(c, {}).items()}
+        per = {s: hist[s].tolist() for s in top if s in hist}
+        rest = [h for s, h in hist.items() if s not in shown]
         if rest:
             per[OTHER] = np.sum(rest, axis=0).tolist()
-        total = np.sum(list(hist[c].values()), axis=0) if hist[c] else np.zeros(bins, dtype=np.int64)
+        total = np.sum(list(hist.values()), axis=0) if hist else np.zeros(bins, dtype=np.int64)
         histograms[c] = {"all": total.tolist(), "by_source": per, "mean": _hist_mean(total, bins)}
     docs_by_source = {s: docs[s] for s in top}
     if len(docs) > len(top):
         docs_by_source[OTHER] = sum(n for s, n in docs.items() if s not in shown)
+    distributions = {c: figures.get("distributions", {}).get(c, {}) for c in labels}
     return {"bins": bins, "bin_edges": np.round(np.linspace(0, 1, bins + 1), 6).tolist(), "docs": sum(docs.values()),
             "docs_by_source": docs_by_source, "histograms": histograms,
-            "distributions": {c: dict(sorted(values[c].items(), key=lambda kv: (-kv[1], kv[0]))) for c in labels}}
+            "distributions": {c: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for c, v in distributions.items()}}
 
 
 def _hist_mean(counts: np.ndarray, bins: int) -> float | None:

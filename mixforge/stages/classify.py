@@ -9,6 +9,9 @@ Columns written (stable names; `<name>` is the classifier's name with dashes as 
 - `cluster_id` (int32), `cluster_distance` (float32, squared euclidean distance of the unit-length
   embedding to its centroid, = 2 - 2 cos): when `embedding_clusters` is enabled.
 
+Every batch also adds its report figures (score histograms per source, label counts) to the
+shard's `figures`, which the runner sums into the stage summary.
+
 Models are resolved to concrete versions when the stage is built (a run never mixes versions, and
 the versions are recorded in the stage summary), and loaded in `setup()`, once per worker. Each
 document is prepared once per distinct preprocessing setting, whatever the number of models.
@@ -24,6 +27,7 @@ import pyarrow as pa
 
 from mixforge import schema as S
 from mixforge.classify import clusters as cl
+from mixforge.classify import report as rp
 from mixforge.classify import store
 from mixforge.classify.config import ClassifierSpec, ClassifyConfig, PreprocessConfig
 from mixforge.classify.fasttext_model import FastTextClassifier
@@ -83,8 +87,8 @@ class ClassifyStage(Stage):
             self.clusters = store.resolve(uri, self.storage_options)
             if self.clusters.card.get("kind") != "embedding-clusters":
                 raise ValueError(f"{self.clusters.uri} is not an embedding-clusters model (kind {self.clusters.card.get('kind')!r})")
-        self.writes = tuple(output_columns(config)["scores"] + output_columns(config)["labels"]) + (
-            (CLUSTER_DISTANCE,) if emb.enabled else ())
+        self.columns = output_columns(config)
+        self.writes = tuple(self.columns["scores"] + self.columns["labels"]) + ((CLUSTER_DISTANCE,) if emb.enabled else ())
         self._models: list[FastTextClassifier] | None = None
         self._embedder = None
         self._centroids: np.ndarray | None = None
@@ -147,6 +151,8 @@ class ClassifyStage(Stage):
                 batch = batch.set_column(batch.column_names.index(name), name, values)
             else:
                 batch = batch.append_column(name, values)
+        # the report's histograms and distributions, counted here rather than by reading the output back
+        ctx.add_figures(rp.table_figures(batch, self.columns["scores"], self.columns["labels"], self.config.histogram_bins))
         return StageResult(batch)
 
 
