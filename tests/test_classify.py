@@ -24,7 +24,7 @@ import zstandard
 from mixforge.classify import clusters as cl
 from mixforge.classify import store
 from mixforge.classify.config import (ClassifierSpec, ClassifyConfig, EmbeddingClustersConfig, InvalidModelName,
-                                      TrainClassifierConfig)
+                                      PreprocessConfig, TrainClassifierConfig)
 from mixforge.classify.preprocess import preprocess, preprocess_one
 from mixforge.classify.train import TrainingDataError, train_classifier
 from tests.helpers import write_shard
@@ -148,6 +148,30 @@ def test_preprocessing_is_one_function_for_training_and_inference():
     assert preprocess_one("Hello, World!\n\nIt's  ÜBER-cool…\t2+2=4") == "hello , world ! it ' s über - cool … 2 + 2 = 4"
     out = preprocess(pa.array(["A\nB", None, "x" * 50]), TrainClassifierConfig(preprocess={"max_chars": 10}).preprocess)
     assert out.to_pylist() == ["a b", "", "x" * 10]
+
+
+def test_preprocessing_matches_its_reference_definition():
+    """The whitespace step matches fewer spans than "[\\s\\p{Z}]+ -> ' '" for speed: same output, and
+    its single-character class is exactly [\\s\\p{Z}] without " ", over every code point."""
+    import pyarrow.compute as pc
+
+    from mixforge.classify import preprocess as prep
+
+    every = pa.array([chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000])
+    space = pc.match_substring_regex(every, r"^[\s\p{Z}]$")
+    other = pc.match_substring_regex(every, rf"^[{prep._OTHER_SPACE}]$")
+    assert pc.sum(space).as_py() == 23
+    assert pc.equal(space, pc.or_(other, pc.equal(every, " "))).to_pylist() == [True] * len(every)
+
+    def reference(text: pa.Array) -> pa.Array:  # steps 2-4 as the module docstring defines them
+        text = pc.replace_substring_regex(pc.utf8_lower(text), r"([^\p{L}\p{N}\p{M}\s])", r" \1 ")
+        return pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"[\s\p{Z}]+", " "))
+
+    rng = random.Random(7)
+    pieces = ["a", "Wörd", "  ", " ", "\t", "\n\n", "\r\n", "\u00a0", "\u2003 ", "\u3000", "\u2028", "...", "!?", "'",
+              "\u200b", "\x0b", "\x85", "e\u0301", "٣", "—", ", ", " .", "\f"]
+    texts = pa.array(["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(3000)])
+    assert preprocess(texts, PreprocessConfig(max_chars=None)).equals(reference(texts))
 
 
 def test_model_names_are_validated():
