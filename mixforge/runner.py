@@ -7,7 +7,9 @@ atomically, so a crash at any point leaves either a finished shard or one that i
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import time
 import traceback
 from collections import Counter
@@ -36,6 +38,18 @@ def _chars(table: pa.Table) -> int:
     if S.TEXT not in table.column_names or table.num_rows == 0:
         return 0
     return int(pc.sum(pc.utf8_length(table.column(S.TEXT))).as_py() or 0)
+
+
+def _same_text(kept: pa.Table, docs: pa.Table) -> bool:
+    """True when `kept` holds `docs`' text column itself (same memory: e.g. only columns were added)."""
+    if kept is docs:
+        return True
+    if kept.num_rows != docs.num_rows or S.TEXT not in kept.column_names or S.TEXT not in docs.column_names:
+        return False
+    a, b = kept.column(S.TEXT), docs.column(S.TEXT)
+    return a.num_chunks == b.num_chunks and all(
+        x.offset == y.offset and len(x) == len(y) and [m and m.address for m in x.buffers()] == [m and m.address for m in y.buffers()]
+        for x, y in zip(a.chunks, b.chunks))
 
 
 class _Tally:
@@ -115,7 +129,7 @@ def _process_batch(stage: Stage, docs: pa.Table, rejects: pa.Table | None, ctx: 
     ctx.row_offset += docs.num_rows
     out.kept.write(result.kept)
     tally.docs_kept += result.kept.num_rows
-    tally.chars_kept += chars if result.kept is docs else _chars(result.kept)
+    tally.chars_kept += chars if _same_text(result.kept, docs) else _chars(result.kept)
     if stage.generates:
         tally.docs_used += result.used or 0
         tally.skipped.update(result.skipped or {})
@@ -200,7 +214,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
     layout = job.layout
     if storage.exists(layout.done(job.index), storage_options):
         return {**storage.read_json(layout.done(job.index), storage_options), "skipped": True}
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started, cpu_started, started_at = time.perf_counter(), time.process_time(), time.time()
     ctx = ShardContext(job.input_uri, job.index)
     tally = _Tally()
     run_batches = _run_checkpointed if stage.checkpoint_batches else _run_batches
@@ -230,6 +244,9 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "seconds": round(time.perf_counter() - started, 4),
         "cpu_seconds": round(time.process_time() - cpu_started, 4),  # this process, all its threads
         "peak_rss_mb": peak_rss_mb(),
+        # where and when: a stage's timeline (stragglers, idle workers) can be rebuilt from its markers
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "started_at": round(started_at, 3),
     }
     _check_reconciles(stats)
     storage.write_json(layout.done(job.index), stats, storage_options)

@@ -33,9 +33,10 @@ def preprocess(text: pa.Array | pa.ChunkedArray, config: PreprocessConfig = Prep
         text = text.combine_chunks()
     if not pa.types.is_string(text.type):
         text = text.cast(pa.string())
-    text = pc.fill_null(text, "")
-    if config.max_chars is not None:
-        text = pc.utf8_slice_codeunits(text, 0, config.max_chars)
+    if text.null_count:  # each of these steps copies the text: skip the ones with nothing to do
+        text = pc.fill_null(text, "")
+    if config.max_chars is not None and (pc.max(pc.binary_length(text)).as_py() or 0) > config.max_chars:
+        text = pc.utf8_slice_codeunits(text, 0, config.max_chars)  # (bytes <= max_chars: no text is longer)
     if config.lowercase:
         text = pc.utf8_lower(text)
     if config.split_punctuation:
