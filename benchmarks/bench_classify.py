@@ -25,7 +25,11 @@ Variants (same Parquet zstd shards, each writing fresh zstd Parquet with one flo
   in-process ClassifyStage through mixforge.runner.run_shard in this process, one core, no Ray: the
              stage and runner code alone (what Ray adds = stage-only against this)
 
-Repetitions are interleaved (baseline, ours, stage-only, baseline, ...) so that the load other
+  pool-reference  the baseline loop in --workers plain processes at once (multiprocessing, no Prefect,
+             no Ray): the machine's ceiling for the per-core figure, since two busy processes on shared
+             or hyper-threaded vCPUs each run slower than one alone
+
+Repetitions are interleaved (baseline, pool-reference, ours, stage-only, in-process, baseline, ...) so that the load other
 processes put on the machine hits all variants alike. The goal compares documents/s **per core**:
 ours/--workers against the baseline (one core); >= 0.85. Start-up (Prefect, Ray, worker
 processes) is excluded and reported separately.
@@ -78,47 +82,74 @@ def train_model(store: str, corpus: common.Corpus, train_docs: int) -> str:
     return version.uri
 
 
-def run_baseline(model_uri: str, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
-    """Plain loop, one core: read -> preprocess -> fastText predict -> write the scores."""
+class BaselineModel:
+    """What the plain loop needs, loaded once per process (untimed, like a Ray worker's setup)."""
+
+    def __init__(self, model_uri: str) -> None:
+        from mixforge.classify import store
+        from mixforge.classify.config import PreprocessConfig
+        from mixforge.classify.fasttext_model import MODEL_FILE, load_fasttext
+
+        version = store.resolve(model_uri)
+        self.model = load_fasttext(store.fetch(version, MODEL_FILE))
+        self.prep = PreprocessConfig(**version.card["preprocess"])
+        self.positive = "__label__" + version.card["positive_label"]
+
+
+_POOL_MODEL: BaselineModel | None = None
+
+
+def _pool_init(model_uri: str) -> None:
+    import pyarrow as pa
+
+    global _POOL_MODEL
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    _POOL_MODEL = BaselineModel(model_uri)
+
+
+def baseline_shard(src: str, out: str, m: BaselineModel | None = None) -> int:
+    """The plain loop over one shard: read -> preprocess -> fastText predict -> append the score -> write."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mixforge.classify import store
-    from mixforge.classify.fasttext_model import MODEL_FILE, load_fasttext
     from mixforge.classify.preprocess import preprocess
 
-    version = store.resolve(model_uri)
-    model = load_fasttext(store.fetch(version, MODEL_FILE))
-    prep = version.card["preprocess"]
-    from mixforge.classify.config import PreprocessConfig
+    m = m or _POOL_MODEL
+    writer, docs = None, 0
+    for batch in pq.ParquetFile(src).iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+        table = pa.Table.from_batches([batch])
+        labels, probs = m.model.predict(preprocess(table.column("text"), m.prep).to_pylist(), k=-1)
+        probs = np.asarray(probs, dtype=np.float32)
+        first = np.fromiter((lab[0] == m.positive for lab in labels), dtype=bool, count=len(labels))
+        table = table.append_column("quality_bench_quality", pa.array(np.where(first, probs[:, 0], probs[:, 1]), pa.float32()))
+        if writer is None:
+            writer = pq.ParquetWriter(out, table.schema, compression="zstd")
+        writer.write_table(table)
+        docs += table.num_rows
+    writer.close()
+    return docs
 
-    prep = PreprocessConfig(**prep)
-    positive = "__label__" + version.card["positive_label"]
+
+def _pool_shard(job: tuple[str, str]) -> int:
+    return baseline_shard(*job)
+
+
+def run_baseline(model_uri: str, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
+    """Plain loop, one core: read -> preprocess -> fastText predict -> write the scores."""
+    import pyarrow as pa
+
+    m = BaselineModel(model_uri)
     cpu, io = pa.cpu_count(), pa.io_thread_count()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     common.fresh_dir(out_dir)
     common.PeakRSS.reset()
-    docs = 0
     cpu_started = time.process_time()
     try:
         with common.timed() as t:
-            for i, src in enumerate(inputs):
-                pf = pq.ParquetFile(src)
-                writer = None
-                for batch in pf.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
-                    table = pa.Table.from_batches([batch])
-                    labels, probs = model.predict(preprocess(table.column("text"), prep).to_pylist(), k=-1)
-                    probs = np.asarray(probs, dtype=np.float32)
-                    first = np.fromiter((lab[0] == positive for lab in labels), dtype=bool, count=len(labels))
-                    score = np.where(first, probs[:, 0], probs[:, 1])
-                    table = table.append_column("quality_bench_quality", pa.array(score, pa.float32()))
-                    if writer is None:
-                        writer = pq.ParquetWriter(os.path.join(out_dir, f"part-{i:05d}.parquet"), table.schema, compression="zstd")
-                    writer.write_table(table)
-                    docs += table.num_rows
-                writer.close()
+            docs = sum(baseline_shard(src, os.path.join(out_dir, f"part-{i:05d}.parquet"), m) for i, src in enumerate(inputs))
     finally:
         pa.set_cpu_count(cpu)
         pa.set_io_thread_count(io)
@@ -127,6 +158,20 @@ def run_baseline(model_uri: str, inputs: list[str], out_dir: str, text_bytes: in
                               description="1 process, 1 core: read -> preprocess -> fastText predict -> write",
                               machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
                               details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)})
+
+
+def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int, workers: int) -> common.Measurement:
+    """The same plain loop in --workers processes at once, no orchestration: what this machine gives
+    two busy processes (on shared or hyper-threaded cores each runs slower than one alone)."""
+    common.fresh_dir(out_dir)
+    common.PeakRSS.reset()
+    jobs = [(src, os.path.join(out_dir, f"part-{i:05d}.parquet")) for i, src in enumerate(inputs)]
+    with common.timed() as t:
+        docs = sum(pool.imap_unordered(_pool_shard, jobs, chunksize=1))
+    return common.Measurement("pool-reference", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
+                              description=f"the baseline loop in {workers} plain processes at once (multiprocessing), no Prefect or Ray",
+                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
+                              details={"cpu_share": round(t["cpu_seconds"] / (t["seconds"] * workers), 3) if t["cpu_seconds"] else None})
 
 
 def pids_cpu_seconds(pids) -> float:
@@ -333,7 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     stage = ClassifyStage(config)  # sent to Ray unloaded: each worker loads the model once
     in_process_stage = ClassifyStage(config)
     in_process_stage.setup()  # loaded once, untimed, as a worker does
-    with common.Orchestration(args.workers) as orch:
+    import contextlib
+    import multiprocessing
+
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.workers, initializer=_pool_init, initargs=(model_uri,)))
+        pool.map(time.sleep, [0.2] * args.workers)  # started, imported and the model loaded before timing
+        orch = stack.enter_context(common.Orchestration(args.workers))
         flow_fn = _classify_flow_factory()
         idle_cores = idle_worker_cores()
         log(f"idle Ray workers use {idle_cores} cores")
@@ -344,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             m = run_baseline(model_uri, corpus.shards, str(out / "baseline"), corpus.text_bytes)
             log(f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
             runs.setdefault("baseline", []).append(m)
+            m = run_pool_reference(pool, corpus.shards, str(out / "pool-reference"), corpus.text_bytes, args.workers)
+            log(f"  pool-reference run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
+            runs.setdefault("pool-reference", []).append(m)
             m = run_whole_stage(flow_fn, "ours", model_uri, corpus.shards, str(out / "ours"), args.workers, corpus.text_bytes, r)
             m.description = f"classify task (stage + report) via Prefect flow on Ray, {args.workers} workers"
             log(f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
@@ -361,15 +415,19 @@ def main(argv: list[str] | None = None) -> int:
     ours = common.best_of("ours", runs["ours"])
     stage_only = common.best_of("stage-only", runs["stage-only"])
     in_process = common.best_of("in-process", runs["in-process"])
-    results = [baseline, ours, per_core(ours, args.workers), stage_only, per_core(stage_only, args.workers), in_process]
+    pool_ref = common.best_of("pool-reference", runs["pool-reference"])
+    results = [baseline, pool_ref, per_core(pool_ref, args.workers), ours, per_core(ours, args.workers), stage_only,
+               per_core(stage_only, args.workers), in_process]
     # Every repetition, side by side (they ran interleaved, under the same load), and the ratio with the wait for a core taken out.
     repetitions = []
     def per_cpu(m: common.Measurement, base: common.Measurement) -> float:
         return round((m.docs / m.details["work_cpu_seconds"]) / (base.docs / base.details["work_cpu_seconds"]), 3)
 
-    for b, o, so, ip in zip(runs["baseline"], runs["ours"], runs["stage-only"], runs["in-process"]):
+    for b, pr, o, so, ip in zip(runs["baseline"], runs["pool-reference"], runs["ours"], runs["stage-only"], runs["in-process"]):
         repetitions.append({
             "per_core_ratio": round(o.docs_per_s / args.workers / b.docs_per_s, 3),
+            "pool_reference_per_core_ratio": round(pr.docs_per_s / args.workers / b.docs_per_s, 3),
+            "ours_vs_pool_reference": round(o.docs_per_s / pr.docs_per_s, 3),
             "stage_only_per_core_ratio": round(so.docs_per_s / args.workers / b.docs_per_s, 3),
             "per_cpu_second_ratio": per_cpu(o, b), "stage_only_per_cpu_second_ratio": per_cpu(so, b),
             "in_process_per_cpu_second_ratio": per_cpu(ip, b),
@@ -379,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     # The interleaved pairs' ratio, robust to one variant's lucky run (the goal line uses best-of-each, like every benchmark here).
     paired = sorted(r["per_core_ratio"] for r in repetitions)
     extra = {"repetitions": repetitions, "median_paired_per_core_ratio": paired[len(paired) // 2],
+             "median_paired_ours_vs_pool_reference": sorted(r["ours_vs_pool_reference"] for r in repetitions)[len(repetitions) // 2],
              "idle_worker_cores": idle_cores, "loadavg": open("/proc/loadavg").read().split()[:3]}
     log(f"repetitions: {repetitions}")
     if args.embed_docs:
@@ -390,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                           "model": model_uri},
                   goals=[("ours:per-core", GOAL_PER_CORE)], extra=extra,
                   notes=["ours:per-core = ours docs/s / workers; the goal compares it with the one-core baseline",
+                         "pool-reference:per-core = the same plain loop in that many processes at once: the machine's own "
+                         "ceiling for the per-core figure (ours cannot beat plain processes); extra.median_paired_ours_vs_pool_reference "
+                         "is what orchestration costs on top of it",
                          "extra.repetitions: each interleaved repetition's ratios and CPU shares (see the module docstring)",
                          "both sides use the same preprocessing function and the same model; I/O included on both sides"],
                   json_out=args.json_out, print_json=args.json)
