@@ -334,7 +334,19 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),
         "shard_cpu_seconds": round(sum(s.get("cpu_seconds", 0.0) for s in shard_stats), 3),
         "worker_peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in done), default=0.0),
+        **_utilisation([s for s in shard_stats if not s.get("skipped") and "started_at" in s]),
     }
+
+
+def _utilisation(ran: list[dict]) -> dict:
+    """How busy the workers that ran shards in this run were, from the shards' start and wall times:
+    well under 1 means stragglers (uneven shards, a slow node) or workers waiting for work."""
+    if not ran:
+        return {}
+    workers = {s["worker"] for s in ran}
+    span = max(s["started_at"] + s["seconds"] for s in ran) - min(s["started_at"] for s in ran)
+    busy = sum(s["seconds"] for s in ran)
+    return {"workers": len(workers), "worker_busy_share": round(busy / (len(workers) * span), 3) if span > 0 else None}
 
 
 def format_traceback(e: BaseException) -> str:

@@ -302,6 +302,7 @@ def test_classify_stage_on_s3_through_ray(labelled, s3_bucket, ray_local):
     ray_config = RayConfig(max_shards_in_flight=3)
     summary = run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)
     assert summary["docs_in"] == summary["docs_kept"] == 160 and summary["docs_dropped"] == {}
+    assert 1 <= summary["workers"] <= 3 and 0 < summary["worker_busy_share"] <= 1.01
 
     out = pa.concat_tables([t for i, _ in inputs for t in read_documents(layout.part(i), storage_options=opts)])
     assert out.column_names[:5] == ["id", "text", "source", "url", "meta"]

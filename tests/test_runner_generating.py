@@ -87,6 +87,7 @@ def test_generating_stage_counts_reconcile_and_skips_are_not_removed(tmp_path, s
     assert [(f["reason"], f["docs"], f["docs_remaining"]) for f in summary["funnel"]] == [("ends_in_5", 2, 16), ("odd", 7, 9)]
     assert summary["funnel"][1]["skipped"] is True
     assert summary["shard_cpu_seconds"] == round(stats["cpu_seconds"], 3)
+    assert summary["workers"] == 1 and summary["worker_busy_share"] == 1.0 and stats["worker"].endswith(f":{os.getpid()}")
     # figures add up over shards too; a marker without them (an older version's) is counted apart
     two = summarize_stage("echoes", layout.dir, [stats, {**stats, "index": 1}, {k: v for k, v in stats.items() if k != "figures"}], 1.0)
     assert two["figures"] == {"rows_by_style": {"a": 18, "b": 18}, "per_batch": [10, 36]} and two["figures_shards"] == 2
