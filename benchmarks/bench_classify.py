@@ -230,7 +230,7 @@ def run_whole_stage(flow_fn, name: str, model_uri: str, inputs: list[str], root:
                     run: int) -> common.Measurement:
     """The production classify task (stage + report + artifact) in a flow; timed, start-up excluded."""
     config = {"classify": {"classifiers": [{"name": "bench-quality", "model": model_uri}]},
-              "ray": {"num_cpus": workers, "max_shards_in_flight": workers}}
+              "ray": {"num_cpus": workers}}  # shards in flight: the production default (2 per CPU: the next one is queued)
     common.fresh_dir(root)
     common.PeakRSS.reset()
     pids = ray_worker_pids()

@@ -20,15 +20,21 @@ def stage_rows(summary: dict) -> list[dict]:
             "skipped_by_reason": ", ".join(f"{k}={v}" for k, v in s.get("docs_skipped", {}).items()) or "-",
             "shards_quarantined": len(s["quarantined"]),
             "seconds": s["seconds"],
+            # the workers that ran shards this time and how busy they were (low: stragglers, uneven shards)
+            "workers": s.get("workers"),
+            "worker_busy_share": s.get("worker_busy_share"),
+            "worker_peak_rss_mb": s.get("worker_peak_rss_mb"),
         })
     return rows
 
 
 def markdown_summary(summary: dict) -> str:
     lines = [f"# Run `{summary['run_id']}`", "", f"Final output: `{summary['output']}`", ""]
-    lines += ["| stage | docs in | kept | dropped | quarantined shards | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines += ["| stage | docs in | kept | dropped | quarantined shards | seconds | workers busy |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in stage_rows(summary):
-        lines.append(f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} | {r['seconds']:.1f} |")
+        busy = "-" if r["worker_busy_share"] is None else f"{r['worker_busy_share']:.0%} of {r['workers']}"
+        lines.append(f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} "
+                     f"| {r['seconds']:.1f} | {busy} |")
     for s in summary["stages"]:
         if s["docs_dropped"] or s.get("docs_skipped"):
             lines += ["", f"## {s['name']}: dropped (or skipped) by reason, in check order (the funnel)", "",

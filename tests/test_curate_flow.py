@@ -81,8 +81,9 @@ def test_curate_local_with_stats_audit_and_artifacts(tmp_path):
     (table,) = artifacts_for(key)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert rows[0]["stage"] == "normalize" and rows[0]["docs_kept"] == expected["docs_kept"]
+    assert 1 <= rows[0]["workers"] <= 2 and 0 < rows[0]["worker_busy_share"] <= 1.01  # 5 readable shards, 2 in flight
     (md,) = artifacts_for(f"{key}-summary")
-    assert "f.jsonl.zst" in md.data and "invalid_json" in md.data
+    assert "f.jsonl.zst" in md.data and "invalid_json" in md.data and f"% of {rows[0]['workers']} |" in md.data
 
     # Rerunning resumes: every shard already done is skipped, nothing is rewritten.
     before = {p: os.stat(out / p).st_mtime_ns for p in parts}
