@@ -13,7 +13,7 @@ import os
 import posixpath
 import uuid
 from dataclasses import dataclass
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -81,6 +81,33 @@ def discover_shards(pattern: str, storage_options: Mapping[str, Any] | None = No
         and not is_metadata_name(p[len(root):] if p.startswith(root) else posixpath.basename(p))
     ]
     return sorted(shards, key=lambda s: s.uri)
+
+
+def file_sizes(uris: Sequence[str], storage_options: Mapping[str, Any] | None = None, max_listings: int = 64) -> dict[str, int]:
+    """{uri: bytes} from one listing per parent folder (at most `max_listings` folders; beyond that,
+    or for files that cannot be listed, sizes are left out: they only order work, never decide it)."""
+    if not uris:
+        return {}
+    fs, _ = filesystem(uris[0], storage_options)
+    by_parent: dict[str, dict[str, str]] = {}
+    for uri in uris:
+        path = filesystem(uri, storage_options)[1]
+        by_parent.setdefault(posixpath.dirname(path), {})[path] = uri
+    if len(by_parent) > max_listings:
+        return {}
+    sizes = {}
+    for parent, wanted in by_parent.items():
+        try:
+            listing = fs.ls(parent, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        finally:
+            fs.invalidate_cache(parent)  # a listing cached by a remote store must not hide later writes
+        for info in listing:
+            name = info["name"].rstrip("/")
+            if name in wanted and info.get("size") is not None:
+                sizes[wanted[name]] = int(info["size"])
+    return sizes
 
 
 @contextlib.contextmanager

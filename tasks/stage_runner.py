@@ -97,6 +97,10 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
     started = time.perf_counter()
     done = finished_shards(layout, storage_options)
     todo = [ShardJob(i, uri, layout) for i, uri in inputs if i not in done]
+    # Largest shards first: the stage then ends on small shards, not with every worker idle but
+    # one busy with a big shard (sizes from one listing per folder; unknown sizes go last).
+    sizes = storage.file_sizes([job.input_uri for job in todo], storage_options)
+    todo.sort(key=lambda job: -sizes.get(job.input_uri, -1))
     results: list[dict] = [done[i] for i, _ in inputs if i in done]
     failures: list[tuple[ShardJob, str]] = []
     reporter = progress.get()

@@ -151,6 +151,31 @@ def test_failed_shard_fails_the_stage_then_a_rerun_retries_only_it(tmp_path):
     assert summary["counters"]["batches"] >= 3
 
 
+def test_run_stage_schedules_the_largest_shards_first(tmp_path, s3_bucket):
+    import s3fs
+
+    from mixforge.stage import PassThrough
+    from tasks.stage_runner import run_stage
+
+    root, opts = s3_bucket
+    fs = s3fs.S3FileSystem(**opts)
+    counts = [3, 40, 1, 12, 25]
+    inputs = []
+    for i, n in enumerate(counts):
+        local = write_shard(str(tmp_path / f"in-{i}.parquet"), prose_docs(n, prefix=f"s{i}"))
+        uri = f"{root}/sizes/part-{i:05d}.parquet"
+        fs.put_file(local, uri.removeprefix("s3://"))
+        inputs.append((i, uri))
+    inputs.append((len(counts), f"{root}/elsewhere/missing.parquet"))  # no size: last (and quarantined)
+    layout = RunLayout(root, "sizes").stage("passthrough")
+    summary = run_stage(PassThrough(), layout, inputs, RayConfig(max_shards_in_flight=1), storage_options=opts)
+    fs.invalidate_cache()
+    done = [json.loads(fs.cat_file(p)) for p in fs.ls(f"{layout.dir}/_done".removeprefix("s3://"))]
+    order = [d["index"] for d in sorted(done, key=lambda d: d["started_at"])]
+    assert order == [1, 4, 3, 0, 2]  # by size, largest first; one shard in flight runs them in that order
+    assert summary["docs_in"] == sum(counts) and len(summary["quarantined"]) == 1
+
+
 def test_curate_runs_normalize_then_filter_and_reconciles(tmp_path):
     from flows.curate import curate
 
