@@ -133,6 +133,11 @@ def baseline_shard(src: str, out: str, m: BaselineModel | None = None) -> int:
     return docs
 
 
+def _pool_ready(_: int) -> int:
+    time.sleep(0.5)
+    return os.getpid()
+
+
 def _pool_shard(job: tuple[str, str]) -> int:
     return baseline_shard(*job)
 
@@ -385,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.workers, initializer=_pool_init, initargs=(model_uri,)))
-        pool.map(time.sleep, [0.2] * args.workers)  # started, imported and the model loaded before timing
+        while len(set(pool.map(_pool_ready, range(args.workers), chunksize=1))) < args.workers:
+            pass  # every process has run its initializer (imports, model load) before any timing
         orch = stack.enter_context(common.Orchestration(args.workers))
         flow_fn = _classify_flow_factory()
         idle_cores = idle_worker_cores()

@@ -172,7 +172,7 @@ def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, st
         if restoring and point is not None and point["rows_before"] == rows_read and point["rows"] == rows:
             tally.restore(point["tally"])
             ctx.counters = Counter(point["counters"])
-            ctx.figures = point.get("figures", {})
+            ctx.figures = point.get("figures")  # None from an older checkpoint: the marker then records no figures
             ctx.row_offset += docs.num_rows
             rows_read += rows
             continue
@@ -239,7 +239,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "chars_kept": tally.chars_kept,
         "chars_dropped": dict(sorted(tally.chars_dropped.items())),
         "counters": dict(sorted(ctx.counters.items())),
-        "figures": ctx.figures,
+        **({"figures": ctx.figures} if ctx.figures is not None else {}),
         "drop_order": stage.drop_order(),
         "seconds": round(time.perf_counter() - started, 4),
         "cpu_seconds": round(time.process_time() - cpu_started, 4),  # this process, all its threads
@@ -327,8 +327,9 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "chars_kept": sum(s["chars_kept"] for s in done),
         "chars_dropped": dict(sorted(chars_dropped.items())),
         "counters": dict(sorted(counters.items())),
-        # Shards done before figures were recorded (an older version's markers) are missing from them.
-        **({"figures": figures, "figures_shards": sum(1 for s in done if "figures" in s)} if figures else {}),
+        # figures_missing: shards done without figures (an older version's markers), not in the sums
+        **({"figures": figures, "figures_missing": [s["index"] for s in done if "figures" not in s]}
+           if any("figures" in s for s in done) else {}),
         "funnel": funnel,
         "seconds": round(seconds, 3),
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),
@@ -339,8 +340,9 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
 
 
 def _utilisation(ran: list[dict]) -> dict:
-    """How busy the workers that ran shards in this run were, from the shards' start and wall times:
-    well under 1 means stragglers (uneven shards, a slow node) or workers waiting for work."""
+    """How busy the worker processes that ran shards in this run were, from the shards' start and
+    wall times: well under 1 means stragglers (uneven shards, a slow node) or workers waiting for
+    work. Approximate: a restarted worker counts as another process, and clocks are per host."""
     if not ran:
         return {}
     workers = {s["worker"] for s in ran}

@@ -38,14 +38,16 @@ class ShardContext:
     counters: Counter = field(default_factory=Counter)
     # Stage-specific figures that add up (e.g. score histograms): nested dicts whose leaves are
     # numbers or equal-length lists of numbers. Summed over batches here, over shards in the
-    # stage summary (`figures`), so a report needs no second pass over the output.
-    figures: dict = field(default_factory=dict)
+    # stage summary (`figures`), so a report needs no second pass over the output. None: not
+    # known for the whole shard (restored from a checkpoint that predates figures).
+    figures: dict | None = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += int(n)
 
     def add_figures(self, figures: dict) -> None:
-        self.figures = add_figures(self.figures, figures)
+        if self.figures is not None:
+            self.figures = add_figures(self.figures, figures)
 
 
 def add_figures(a: dict, b: dict) -> dict:

@@ -97,12 +97,13 @@ def file_sizes(uris: Sequence[str], storage_options: Mapping[str, Any] | None = 
         return {}
     sizes = {}
     for parent, wanted in by_parent.items():
+        fs.invalidate_cache(parent)  # a fresh listing, and none left cached to hide later writes
         try:
             listing = fs.ls(parent, detail=True)
-        except (FileNotFoundError, NotADirectoryError):
+        except Exception:  # noqa: BLE001 - e.g. no list permission: sizes only order the work
             continue
         finally:
-            fs.invalidate_cache(parent)  # a listing cached by a remote store must not hide later writes
+            fs.invalidate_cache(parent)
         for info in listing:
             name = info["name"].rstrip("/")
             if name in wanted and info.get("size") is not None:

@@ -132,12 +132,13 @@ def build_report(stage: ClassifyStage, layout: StageLayout, summary: dict, confi
                  storage_options: Mapping[str, Any] | None) -> dict:
     cols = output_columns(config)
     outputs = completed_outputs(layout, summary)
-    figures = summary.pop("figures", {})
-    if summary.pop("figures_shards", 0) < len(outputs):
-        # Some shards were finished by a version that did not count figures: read every output back.
-        log.info("classify report: reading %d output shards back (some shards recorded no figures)", len(outputs))
-        calls = [(i, (uri, cols["scores"], cols["labels"], config.histogram_bins, storage_options)) for i, uri in outputs]
-        figures = {}
+    figures = summary.pop("figures", None)
+    missing = set(summary.pop("figures_missing", [])) if figures is not None else {i for i, _ in outputs}
+    figures = figures or {}
+    if missing:
+        # Shards finished by a version that did not count figures: read their outputs back.
+        log.info("classify report: reading %d output shard(s) back (finished without figures)", len(missing))
+        calls = [(i, (uri, cols["scores"], cols["labels"], config.histogram_bins, storage_options)) for i, uri in outputs if i in missing]
         for index, result, error in ray_map(_remote_shard_report, calls, ray_config):
             if error is not None:
                 raise StageFailed(f"classify report: shard {index} could not be read back: {error}")

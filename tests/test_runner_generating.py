@@ -7,6 +7,7 @@ stage on the real engine.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
@@ -89,8 +90,9 @@ def test_generating_stage_counts_reconcile_and_skips_are_not_removed(tmp_path, s
     assert summary["shard_cpu_seconds"] == round(stats["cpu_seconds"], 3)
     assert summary["workers"] == 1 and summary["worker_busy_share"] == 1.0 and stats["worker"].endswith(f":{os.getpid()}")
     # figures add up over shards too; a marker without them (an older version's) is counted apart
-    two = summarize_stage("echoes", layout.dir, [stats, {**stats, "index": 1}, {k: v for k, v in stats.items() if k != "figures"}], 1.0)
-    assert two["figures"] == {"rows_by_style": {"a": 18, "b": 18}, "per_batch": [10, 36]} and two["figures_shards"] == 2
+    older = {k: v for k, v in stats.items() if k != "figures"} | {"index": 2}
+    two = summarize_stage("echoes", layout.dir, [stats, {**stats, "index": 1}, older], 1.0)
+    assert two["figures"] == {"rows_by_style": {"a": 18, "b": 18}, "per_batch": [10, 36]} and two["figures_missing"] == [2]
 
 
 def test_checkpointed_shard_resumes_from_its_last_finished_batch(tmp_path, shard):
@@ -114,6 +116,19 @@ def test_checkpointed_shard_resumes_from_its_last_finished_batch(tmp_path, shard
     assert pq.read_table(layout.part(0)).equals(pq.read_table(clean_layout.part(0)))
     assert pq.read_table(layout.removed(0)).equals(pq.read_table(clean_layout.removed(0)))
     assert not os.path.exists(layout.pieces(0))
+
+    # Checkpoints written before figures existed: the shard's marker records none (its report
+    # then reads the shard back) rather than the figures of the recomputed batches alone.
+    old_layout = StageLayout(str(tmp_path / "old"))
+    with pytest.raises(Crash):
+        run_shard(Echoes(crash_on_batch=3), ShardJob(0, shard, old_layout))
+    for name in os.listdir(old_layout.pieces(0)):
+        if name.endswith(".done.json"):
+            path = os.path.join(old_layout.pieces(0), name)
+            point = json.load(open(path))
+            del point["figures"]
+            json.dump(point, open(path, "w"))
+    assert "figures" not in run_shard(Echoes(), ShardJob(0, shard, old_layout))
 
 
 def test_checkpoints_from_a_different_batching_are_recomputed(tmp_path, shard):

@@ -23,8 +23,8 @@ _PUNCT = r"[^\p{L}\p{N}\p{M}\s]"
 # Step 4 collapses runs of [\s\p{Z}] (RE2: \t \n \f \r and Unicode Z). Most matches after step 3
 # are a lone " " that would be replaced by itself, so only runs of two or more and single
 # characters other than " " are matched: the same output at about a third of the cost.
-_OTHER_SPACE = r"\t\n\f\r\p{Zl}\p{Zp}\x{A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}"  # [\s\p{Z}] but " "
-_SPACES = rf"[\s\p{{Z}}]{{2,}}|[{_OTHER_SPACE}]"
+_OTHER_SPACE = r"[\t\n\f\r\p{Zl}\p{Zp}]|[^\P{Zs} ]"  # one character of [\s\p{Z}], but not " "
+_SPACES = rf"[\s\p{{Z}}]{{2,}}|{_OTHER_SPACE}"
 
 
 def preprocess(text: pa.Array | pa.ChunkedArray, config: PreprocessConfig = PreprocessConfig()) -> pa.Array:

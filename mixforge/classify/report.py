@@ -32,7 +32,10 @@ def table_figures(table: pa.Table, scores: Sequence[str], labels: Sequence[str],
     for every score column, value counts for every label column. Additive (`add_figures`)."""
     if table.num_rows == 0:
         return {}
-    sources = pc.fill_null(table.column(S.SOURCE), "")
+    sources = table.column(S.SOURCE)
+    if not pa.types.is_string(sources.type):  # e.g. dictionary-encoded, as Parquet may return it
+        sources = sources.cast(pa.string())
+    sources = pc.fill_null(sources, "")
     names = pc.unique(sources)
     codes = pc.index_in(sources, value_set=names).to_numpy(zero_copy_only=False).astype(np.int64)
     names = names.to_pylist()
