@@ -329,7 +329,7 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "counters": dict(sorted(counters.items())),
         # figures_missing: shards done without figures (an older version's markers), not in the sums
         **({"figures": figures, "figures_missing": [s["index"] for s in done if "figures" not in s]}
-           if any("figures" in s for s in done) else {}),
+           if any(s.get("figures") for s in done) else {}),  # only stages that record figures
         "funnel": funnel,
         "seconds": round(seconds, 3),
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),

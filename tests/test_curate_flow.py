@@ -72,6 +72,7 @@ def test_curate_local_with_stats_audit_and_artifacts(tmp_path):
     assert pq.read_schema(out / "part-00000.parquet").names == list(S.CORE_COLUMNS)
     stats = json.loads((out / "_stats.json").read_text())
     assert stats["docs_kept"] == stage["docs_kept"] and stats["quarantined"] == stage["quarantined"]
+    assert "figures" not in stats  # only stages that record figures (classify) carry them
     removed = pq.read_table(out / "_removed" / "part-00000.parquet")
     assert sorted(removed.column(S.DROP_REASON).to_pylist()) == ["empty_text", "invalid_json"]
     assert json.loads((out / "_quarantine" / "part-00005.json").read_text())["shard"].endswith("f.jsonl.zst")
