@@ -142,28 +142,25 @@ def _pool_shard(job: tuple[str, str]) -> int:
     return baseline_shard(*job)
 
 
-def run_baseline(model_uri: str, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
-    """Plain loop, one core: read -> preprocess -> fastText predict -> write the scores."""
-    import pyarrow as pa
-
-    m = BaselineModel(model_uri)
-    cpu, io = pa.cpu_count(), pa.io_thread_count()
-    pa.set_cpu_count(1)
-    pa.set_io_thread_count(1)
+def one_core(name: str, description: str, work, out_dir: str, text_bytes: int) -> common.Measurement:
+    """Time `work()` (returns the documents it did) in this process, Arrow on one thread; its CPU
+    seconds and CPU share go into the details (see the module docstring)."""
     common.fresh_dir(out_dir)
     common.PeakRSS.reset()
     cpu_started = time.process_time()
-    try:
-        with common.timed() as t:
-            docs = sum(baseline_shard(src, os.path.join(out_dir, f"part-{i:05d}.parquet"), m) for i, src in enumerate(inputs))
-    finally:
-        pa.set_cpu_count(cpu)
-        pa.set_io_thread_count(io)
+    with common.one_arrow_thread(), common.timed() as t:
+        docs = work()
     cpu_s = time.process_time() - cpu_started
-    return common.Measurement("baseline", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
-                              description="1 process, 1 core: read -> preprocess -> fastText predict -> write",
+    return common.Measurement(name, docs, text_bytes, t["seconds"], common.PeakRSS.mb(), description=description,
                               machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
                               details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)})
+
+
+def run_baseline(model: BaselineModel, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
+    """Plain loop, one core: read -> preprocess -> fastText predict -> write the scores."""
+    return one_core("baseline", "1 process, 1 core: read -> preprocess -> fastText predict -> write",
+                    lambda: sum(baseline_shard(src, os.path.join(out_dir, f"part-{i:05d}.parquet"), model) for i, src in enumerate(inputs)),
+                    out_dir, text_bytes)
 
 
 def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int, workers: int) -> common.Measurement:
@@ -281,28 +278,12 @@ def worker_timeline(done_dir: Path, started: float, finished: float) -> dict:
 
 def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
     """The stage and the shard runner (reads, stats, _done markers, atomic writes) with no Ray: one process, one core."""
-    import pyarrow as pa
-
     from mixforge.runner import ShardJob, run_shard
     from mixforge.runs import StageLayout
 
-    common.fresh_dir(out_dir)
-    cpu, io = pa.cpu_count(), pa.io_thread_count()
-    pa.set_cpu_count(1)
-    pa.set_io_thread_count(1)
-    docs, cpu_started = 0, time.process_time()
-    try:
-        with common.timed() as t:
-            for i, src in enumerate(inputs):
-                docs += run_shard(stage, ShardJob(i, src, StageLayout(out_dir)))["docs_in"]
-    finally:
-        pa.set_cpu_count(cpu)
-        pa.set_io_thread_count(io)
-    cpu_s = time.process_time() - cpu_started
-    return common.Measurement("in-process", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
-                              description="ClassifyStage via mixforge.runner.run_shard, 1 process, 1 core, no Ray",
-                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
-                              details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)})
+    return one_core("in-process", "ClassifyStage via mixforge.runner.run_shard, 1 process, 1 core, no Ray",
+                    lambda: sum(run_shard(stage, ShardJob(i, src, StageLayout(out_dir)))["docs_in"] for i, src in enumerate(inputs)),
+                    out_dir, text_bytes)
 
 
 def idle_worker_cores(seconds: float = 3.0) -> float:
@@ -385,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     stage = ClassifyStage(config)  # sent to Ray unloaded: each worker loads the model once
     in_process_stage = ClassifyStage(config)
     in_process_stage.setup()  # loaded once, untimed, as a worker does
+    baseline_model = BaselineModel(model_uri)  # likewise
     import contextlib
     import multiprocessing
 
@@ -400,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         # once per process (the baseline's imports and model load are outside its timing too).
         run_whole_stage(flow_fn, "warm-up", model_uri, corpus.shards[:1], str(out / "warm-up"), args.workers, corpus.text_bytes, -1)
         for r in range(args.repeat):
-            m = run_baseline(model_uri, corpus.shards, str(out / "baseline"), corpus.text_bytes)
+            m = run_baseline(baseline_model, corpus.shards, str(out / "baseline"), corpus.text_bytes)
             log(f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
             runs.setdefault("baseline", []).append(m)
             m = run_pool_reference(pool, corpus.shards, str(out / "pool-reference"), corpus.text_bytes, args.workers)

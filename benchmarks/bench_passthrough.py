@@ -60,19 +60,10 @@ def _single_threaded_worker() -> None:
 
 
 def run_baseline(inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
-    import pyarrow as pa
-
-    cpu, io = pa.cpu_count(), pa.io_thread_count()
-    pa.set_cpu_count(1)
-    pa.set_io_thread_count(1)
     common.fresh_dir(out_dir)
     common.PeakRSS.reset()
-    try:
-        with common.timed() as t:
-            docs = sum(baseline_shard((src, os.path.join(out_dir, f"part-{i:05d}.parquet"), BATCH_ROWS)) for i, src in enumerate(inputs))
-    finally:
-        pa.set_cpu_count(cpu)
-        pa.set_io_thread_count(io)
+    with common.one_arrow_thread(), common.timed() as t:
+        docs = sum(baseline_shard((src, os.path.join(out_dir, f"part-{i:05d}.parquet"), BATCH_ROWS)) for i, src in enumerate(inputs))
     return common.Measurement("baseline", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
                               machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"])
 

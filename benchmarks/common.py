@@ -345,6 +345,21 @@ def own_tree_cpu_seconds() -> float | None:
 
 
 @contextlib.contextmanager
+def one_arrow_thread() -> Iterator[None]:
+    """Arrow's CPU and I/O thread pools at one thread (a one-core variant), restored afterwards."""
+    import pyarrow as pa
+
+    cpu, io = pa.cpu_count(), pa.io_thread_count()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    try:
+        yield
+    finally:
+        pa.set_cpu_count(cpu)
+        pa.set_io_thread_count(io)
+
+
+@contextlib.contextmanager
 def timed() -> Iterator[dict]:
     """`with timed() as t: ...` then t["seconds"]; t["cpu_seconds"], CPU used meanwhile by this process
     and its descendants (Ray workers and daemons, the Prefect server, pools); and two noise indicators: t["machine_busy_cores"],
