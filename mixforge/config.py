@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mixforge.classify.config import ClassifyConfig
+from mixforge.config_errors import ConfigError  # noqa: F401 - re-exported: mixforge.config.ConfigError
 from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
 
@@ -88,10 +89,6 @@ class CurateConfig(StrictModel):
         """
         used = set(self.stages) | {"read", "stages"}
         return self.model_dump(mode="json", include=used)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _format_errors(origin: str, err: ValidationError) -> str:
