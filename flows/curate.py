@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from mixforge import planning
 from mixforge.config import CurateConfig
 from tasks.classify import classify_documents
 from tasks.dedup import deduplicate
@@ -31,20 +32,23 @@ def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_i
     if plan.run is None:
         logger.info("incremental: nothing new to curate at %s (%d shard(s), all curated already)",
                     input, plan.incremental["input_shards"])
-        return {"run_id": None, "output": None, "resumed": False, "stages": [], "incremental": plan.incremental}
+        return {"run_id": None, "output": None, "resumed": False, "stages": [], "incremental": plan.incremental,
+                "inputs": plan.inputs}
     logger.info("%s run %s: %s over %d shards -> %s", "resuming" if plan.resumed else "starting",
                 plan.run.run_id, " -> ".join(plan.stages), len(plan.shards), plan.run.dir)
+    try:
+        shards, summaries = plan.shards, []
+        for name in plan.stages:
+            summary = STAGE_TASKS[name](plan.run, shards, plan.config)
+            summaries.append(summary)
+            shards = completed_outputs(plan.run.stage(name), summary)
 
-    shards, summaries = plan.shards, []
-    for name in plan.stages:
-        summary = STAGE_TASKS[name](plan.run, shards, plan.config)
-        summaries.append(summary)
-        shards = completed_outputs(plan.run.stage(name), summary)
-
-    result = {"run_id": plan.run.run_id, "output": summaries[-1]["output"], "resumed": plan.resumed,
-              "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in summaries]}
-    if plan.incremental is not None:
-        result["incremental"] = plan.incremental
-    mark_run_complete(plan.run, result, config.storage.options)
-    publish_run_artifacts("curate", result)
-    return result
+        result = {"run_id": plan.run.run_id, "output": summaries[-1]["output"], "resumed": plan.resumed,
+                  "inputs": plan.inputs, "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in summaries]}
+        if plan.incremental is not None:
+            result["incremental"] = plan.incremental
+        mark_run_complete(plan.run, result, config.storage.options)
+        publish_run_artifacts("curate", result)
+        return result
+    finally:
+        planning.finish_run(plan.run)

@@ -82,34 +82,63 @@ def _load_curate_config(path: str | None):
     return load_yaml(path, CurateConfig)
 
 
-def cmd_curate(args: argparse.Namespace) -> dict:
-    from flows.curate import curate
-
+def _curate_config(args: argparse.Namespace):
+    """The curate config of `curate` (the file's) or of a one-stage command (its stage only)."""
     config = _load_curate_config(args.config)
-    return curate(input=args.input, output=args.output, config=config, run_id=args.run_id, incremental=args.incremental)
+    return config if args.command == "curate" else config.model_copy(update={"stages": (args.command,)})
 
 
-def cmd_stage(args: argparse.Namespace) -> dict:
-    """A single curation stage (normalize is put in front automatically when the input is raw)."""
+# Pre-flight checks: everything that can be known before Prefect or Ray start (read-only; a
+# ConfigError is one line, exit 2). Each returns the run plan where there is one, so an
+# interrupted run can say what it finished and how to resume.
+
+def preflight_curate(args: argparse.Namespace):
+    from mixforge import planning
+
+    return planning.plan_curate(args.input, args.output, _curate_config(args), args.run_id,
+                                getattr(args, "incremental", False))
+
+
+def cmd_curate(args: argparse.Namespace) -> dict:
+    """`curate`, or a single curation stage (normalize is put in front when the input is raw)."""
     from flows.curate import curate
 
-    config = _load_curate_config(args.config).model_copy(update={"stages": (args.command,)})
-    return curate(input=args.input, output=args.output, config=config, run_id=args.run_id)
+    return curate(input=args.input, output=args.output, config=_curate_config(args), run_id=args.run_id,
+                  incremental=getattr(args, "incremental", False))
 
 
-def cmd_rephrase(args: argparse.Namespace) -> dict:
-    from flows.rephrase import rephrase
+def _rephrase_config(args: argparse.Namespace):
     from mixforge.config import ConfigError, load_yaml
     from mixforge.rephrase.config import RephraseRunConfig
 
     if not args.config:
         raise ConfigError("rephrase needs --config FILE naming at least rephrase.engine.model (see configs/rephrase.example.yaml)")
-    return rephrase(input=args.input, output=args.output, config=load_yaml(args.config, RephraseRunConfig), run_id=args.run_id)
+    return load_yaml(args.config, RephraseRunConfig)
+
+
+def preflight_rephrase(args: argparse.Namespace):
+    from mixforge import planning
+
+    return planning.plan_generating("rephrase", args.input, args.output, _rephrase_config(args), args.run_id)
+
+
+def cmd_rephrase(args: argparse.Namespace) -> dict:
+    from flows.rephrase import rephrase
+
+    return rephrase(input=args.input, output=args.output, config=_rephrase_config(args), run_id=args.run_id)
 
 
 DEMO_LICENSES = {"janeaustenr": "public domain", "kjv-bible": "public domain", "jargon-file": "public domain",
                  "gitenberg": "public domain (Project Gutenberg texts)", "messy": "CC0 (hand-made test rows)",
                  "*": "undeclared"}
+
+
+def preflight_demo(args: argparse.Namespace):
+    from mixforge import planning
+
+    planning.check_run_id(args.run_id)
+    planning.check_output(os.path.abspath(args.output))
+    _load_curate_config(args.config)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
@@ -128,14 +157,30 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return pipeline(input=demo_corpus_path(), output=output, config=config, mixture=mixture, run_id=args.run_id)
 
 
-def cmd_train_classifier(args: argparse.Namespace) -> dict:
-    from flows.train_classifier import train_classifier
-    from mixforge.classify.config import TrainClassifierConfig, validate_model_name
+def preflight_train_classifier(args: argparse.Namespace):
+    from mixforge import planning
+    from mixforge.classify.config import TrainClassifierConfig
     from mixforge.config import ConfigError, load_yaml
+    from mixforge.names import validate_name
 
-    validate_model_name(args.name)  # before any flow run starts
+    validate_name(args.name, "model name")
     if bool(args.positive or args.negative) == bool(args.input or args.label_column):
         raise ConfigError("give --positive and --negative, or --input with --label-column")
+    config = load_yaml(args.config, TrainClassifierConfig)
+    planning.check_output(args.output, config.storage_options)
+    for flag, uris in (("--positive", args.positive), ("--negative", args.negative), ("--input", args.input)):
+        for uri in uris or []:
+            try:
+                planning.discover(uri, config.storage_options)
+            except ConfigError as e:
+                raise ConfigError(str(e).replace("--input", flag, 1)) from None
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> dict:
+    from flows.train_classifier import train_classifier
+    from mixforge.classify.config import TrainClassifierConfig
+    from mixforge.config import load_yaml
+
     config = load_yaml(args.config, TrainClassifierConfig)
     return train_classifier(name=args.name, output=args.output, positive=args.positive, negative=args.negative,
                             input=args.input, label_column=args.label_column, config=config)
@@ -148,6 +193,13 @@ def _print_model(summary: dict, as_json: bool) -> None:
     m = summary["metrics"]
     print(f"model {summary['name']} {summary['version']}: {summary['model']}")
     print("  held-out: " + "  ".join(f"{k}={m[k]:.4f}" for k in ("auc", "precision", "recall", "accuracy") if isinstance(m.get(k), float)))
+
+
+def preflight_mix(args: argparse.Namespace):
+    from mixforge.mixtures.preflight import check_spec
+    from mixforge.mixtures.spec import load_spec
+
+    check_spec(load_spec(args.spec))
 
 
 def cmd_mix(args: argparse.Namespace) -> dict:
@@ -164,9 +216,56 @@ def cmd_mixtures_takedown(args: argparse.Namespace) -> dict:
     return mix_takedown(**takedown_arguments(args))
 
 
+def cmd_runs_unlock(args: argparse.Namespace) -> dict:
+    """Release a run's lease by hand (its holder is gone but its heartbeat has not yet expired)."""
+    from mixforge import lease
+    from mixforge.config import ConfigError
+    from mixforge.names import validate_name
+    from mixforge.runs import RunLayout
+
+    run = RunLayout(args.store, validate_name(args.run_id, "run id"))
+    options = _storage_options_arg(args)
+    if not storage_exists(run.manifest, options):
+        raise ConfigError(f"no run {args.run_id!r} under {args.store}")
+    released = lease.unlock(run.dir, options)
+    if released is None:
+        print(f"run {args.run_id} holds no lease", file=sys.stderr)
+    else:
+        print(f"released the lease of run {args.run_id} held by {lease.describe(released)}", file=sys.stderr)
+    return {"run_id": args.run_id, "released": released is not None, "holder": released}
+
+
+def storage_exists(uri: str, options: dict) -> bool:
+    from mixforge import storage
+
+    return storage.exists(uri, options)
+
+
+def _storage_options_arg(args: argparse.Namespace) -> dict:
+    from mixforge.mixtures.cli_commands import _storage_options
+
+    return _storage_options(args)
+
+
+def _print_plain(summary: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors raise instead of exiting, so `--json` still gets its one JSON object."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+
+
+class UsageError(Exception):
+    pass
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixforge", description="Raw text shards -> versioned pretraining-data mixtures.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="mixforge", description="Raw text shards -> versioned pretraining-data mixtures.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
@@ -185,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--incremental", action="store_true",
                    help="curate only input shards no completed run of the pool has curated, deduplicated against the "
                         "pool's dedup index (default ROOT/index/dedup)")
-    p.set_defaults(func=cmd_curate)
+    p.set_defaults(func=cmd_curate, preflight=preflight_curate)
 
     for name, help_text in [("filter", "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)"),
                             ("classify", "apply the configured fastText classifiers and embedding clusters (scores only: quality_*, domain, cluster_id)"),
@@ -193,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         stage_io(p)
         common(p)
-        p.set_defaults(func=cmd_stage)
+        p.set_defaults(func=cmd_curate, preflight=preflight_curate)
 
     p = sub.add_parser("rephrase", help="synthetic rephrasings of selected documents with an LLM (vLLM), with provenance")
     stage_io(p)
     common(p)
-    p.set_defaults(func=cmd_rephrase)
+    p.set_defaults(func=cmd_rephrase, preflight=preflight_rephrase)
 
     p = sub.add_parser("train-classifier", help="train a fastText quality/domain classifier into ROOT/models/<name>/vNNNN/")
     p.add_argument("--positive", action="append", metavar="URI", help="positive (e.g. high-quality) documents: a glob, prefix or file; repeatable")
@@ -211,12 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML TrainClassifierConfig (fasttext params, preprocess, split, storage_options)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_train_classifier, printer=_print_model)
+    p.set_defaults(func=cmd_train_classifier, printer=_print_model, preflight=preflight_train_classifier)
 
     p = sub.add_parser("demo", help="curate the bundled sample corpus into ./data and build a mixture from it")
     p.add_argument("--output", default="data", metavar="ROOT_URI", help="store root (default: ./data)")
     common(p)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, preflight=preflight_demo)
+
+    r = sub.add_parser("runs", help="runs in a store (unlock)")
+    rsub = r.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = rsub.add_parser("unlock", help="release a run's lease when the process holding it is gone")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
+    p.add_argument("--storage-options", metavar="JSON", help="fsspec storage options without credentials, e.g. '{\"endpoint_url\": ...}'")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_runs_unlock, printer=_print_plain)
 
     from mixforge.mixtures import cli_commands
 
@@ -224,30 +334,152 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stdout:
+    """With --json, stdout carries exactly one JSON object whatever happens: for the whole run, file
+    descriptor 1 points at stderr (so Ray's and Prefect's subprocesses, which inherit it, and any
+    stray print land there) and the JSON is written to the real stdout, saved aside, at the end.
+    When sys.stdout is not file descriptor 1 (the CLI called in-process, e.g. under a test's
+    capture), the JSON goes to that stream and the descriptors are left alone."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self._stream = sys.stdout
+        self._fd: int | None = None
+        if as_json and _is_fd1(sys.stdout):
+            sys.stdout.flush()
+            self._fd = os.dup(1)
+            os.dup2(2, 1)
+
+    def emit(self, printer, summary: Any) -> None:
+        if self._fd is None:
+            saved, sys.stdout = sys.stdout, self._stream
+            try:
+                printer(summary, self.as_json)
+                sys.stdout.flush()
+            finally:
+                sys.stdout = saved
+            return
+        sys.stdout.flush()
+        real = os.fdopen(os.dup(self._fd), "w", encoding="utf-8")
+        saved, sys.stdout = sys.stdout, real
+        try:
+            printer(summary, True)
+        finally:
+            sys.stdout = saved
+            real.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            sys.stdout.flush()
+            os.dup2(self._fd, 1)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _is_fd1(stream: Any) -> bool:
+    try:
+        return stream.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _failure(command: str | None, kind: str, message: str, exit_code: int, plan: Any = None, **extra: Any) -> dict:
+    run = getattr(plan, "run", None)
+    return {"command": command, "error": message, "error_kind": kind, "exit_code": exit_code,
+            **({"run_id": run.run_id, "run_dir": run.dir} if run is not None else {}), **extra}
+
+
+def _resume_hint(argv: list[str], plan: Any) -> str:
+    run = getattr(plan, "run", None)
+    if run is None:
+        return "rerun the same command to resume"
+    args = list(argv)
+    if "--run-id" not in args:
+        args += ["--run-id", run.run_id]
+    return "resume with: mixforge " + " ".join(args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = _Stdout("--json" in argv)
+    try:
+        return _main(argv, out)
+    finally:
+        out.close()
+
+
+def _main(argv: list[str], out: _Stdout) -> int:
+    from mixforge import interrupts
+    from mixforge.classify.train import TrainingDataError
+    from mixforge.config_errors import ConfigError
+
+    usage_errors = (ConfigError, TrainingDataError, FileNotFoundError)  # exit 2: fix the command, not the data
+
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        out.emit(_print_plain, _failure(None, "usage", str(e).splitlines()[0], EXIT_USAGE)) if out.as_json else None
+        return EXIT_USAGE
     _setup_environment()
     _setup_logging(args.verbose)
-    from mixforge.classify.config import InvalidModelName
-    from mixforge.classify.train import TrainingDataError
-    from mixforge.config import ConfigError
-    from mixforge.runs import RunConfigMismatch
-
-    bar = _install_progress(args)
+    interrupts.install()
+    plan, bar = None, None
     try:
+        if getattr(args, "preflight", None) is not None:
+            plan = args.preflight(args)  # before Prefect or Ray start; writes nothing
+        bar = _install_progress(args)
         with local_prefect_settings():
             summary = args.func(args)
-    except (ConfigError, RunConfigMismatch, FileNotFoundError, InvalidModelName, TrainingDataError) as e:
+    except interrupts.Interrupted as e:
+        interrupts.ignore_further()
+        _close(bar)
+        note = _interrupted_note(plan)
+        print(f"mixforge: {args.command} interrupted by {e.args[0]}: {note}; {_resume_hint(argv, plan)}", file=sys.stderr)
+        _shutdown_local_services()
+        if out.as_json:
+            out.emit(_print_plain, _failure(args.command, "interrupted", f"interrupted by {e.args[0]}", e.exit_code, plan,
+                                            progress=note))
+        return e.exit_code
+    except usage_errors as e:
         _close(bar)
         print(f"mixforge: error: {e}", file=sys.stderr)
+        if out.as_json:  # a config with several bad fields: one line each in `errors`, joined in `error`
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            out.emit(_print_plain, _failure(args.command, "usage", "; ".join(lines), EXIT_USAGE, plan, errors=lines))
         return EXIT_USAGE
     except Exception as e:
         _close(bar)
         print(f"mixforge: {args.command} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        if out.as_json:
+            out.emit(_print_plain, _failure(args.command, "failed", f"{type(e).__name__}: {e}", EXIT_FAILED, plan))
         return EXIT_FAILED
     _close(bar)
-    getattr(args, "printer", _print_summary)(summary, args.json)
+    out.emit(getattr(args, "printer", _print_summary), summary)
     return 0
+
+
+def _interrupted_note(plan: Any) -> str:
+    """What the interrupted run finished (from the store), or that nothing had started."""
+    from mixforge import planning
+
+    planning.release_all_leases()
+    run = getattr(plan, "run", None)
+    if run is None:
+        return "no run had started"
+    try:
+        return planning.progress_note(run, plan.config.storage.options)
+    except Exception as e:  # noqa: BLE001 - the note is a courtesy; the exit code says what happened
+        return f"(could not read the run's progress: {e})"
+
+
+def _shutdown_local_services() -> None:
+    """Stop the local Ray this process started (a cluster the user runs is only disconnected from)."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def local_prefect_settings():

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mixforge import __version__, storage
+from mixforge.config_errors import ConfigError
+from mixforge.names import validate_name
 from mixforge.storage import InputShard
 
 
-class RunConfigMismatch(Exception):
+class RunConfigMismatch(ConfigError):
     """An explicit run id was reused with a different config or different inputs."""
 
 
@@ -85,6 +87,47 @@ class RunLayout:
         return StageLayout(storage.join(self.dir, name))
 
 
+def _run_manifest(run_id: str, inputs: Sequence[InputShard], config: Mapping[str, Any]) -> dict:
+    return {
+        "run_id": run_id,
+        "code_version": __version__,
+        "config": config,
+        "config_hash": hashlib.sha256(canonical_json(config).encode()).hexdigest(),
+        "inputs": [{"uri": s.uri, "size": s.size} for s in inputs],
+    }
+
+
+def _refuse_if_different(layout: RunLayout, existing: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
+    problems = []
+    if existing.get("config_hash") != manifest["config_hash"]:
+        changed = sorted(_diff_paths(existing.get("config", {}), manifest["config"]))
+        problems.append("config differs at " + ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else ""))
+    if existing.get("inputs") != manifest["inputs"]:
+        problems.append("inputs differ")
+    if problems:
+        raise RunConfigMismatch(
+            f"run {layout.run_id!r} already exists at {layout.dir} with a different setup: {'; '.join(problems)}. "
+            "Use a new --run-id, or omit it to get one derived from inputs and config."
+        )
+
+
+def check_run(root: str, inputs: Sequence[InputShard], config: Mapping[str, Any], run_id: str | None = None,
+              storage_options: Mapping[str, Any] | None = None) -> tuple[RunLayout, bool]:
+    """(layout, exists) of the run these inputs and config make, writing nothing.
+
+    An explicit run id must be a valid name (it becomes a folder and an artifact key) and, when
+    the run exists, must have been made from the same config and inputs (RunConfigMismatch).
+    """
+    run_id = validate_name(run_id, "run id") if run_id is not None else compute_run_id(inputs, config)
+    layout = RunLayout(root, run_id)
+    try:
+        existing = storage.read_json(layout.manifest, storage_options)
+    except FileNotFoundError:
+        return layout, False
+    _refuse_if_different(layout, existing, _run_manifest(run_id, inputs, config))
+    return layout, True
+
+
 def open_run(root: str, inputs: Sequence[InputShard], config: Mapping[str, Any], run_id: str | None = None,
              storage_options: Mapping[str, Any] | None = None) -> tuple[RunLayout, bool]:
     """Create the run (or resume it). Returns (layout, resumed).
@@ -92,30 +135,13 @@ def open_run(root: str, inputs: Sequence[InputShard], config: Mapping[str, Any],
     Rerunning a run id resumes it; an explicit run id whose recorded config or inputs differ
     is refused, naming what changed, so a resumed run never mixes two configurations.
     """
-    run_id = run_id or compute_run_id(inputs, config)
+    run_id = validate_name(run_id, "run id") if run_id is not None else compute_run_id(inputs, config)
     layout = RunLayout(root, run_id)
-    manifest = {
-        "run_id": run_id,
-        "code_version": __version__,
-        "config": config,
-        "config_hash": hashlib.sha256(canonical_json(config).encode()).hexdigest(),
-        "inputs": [{"uri": s.uri, "size": s.size} for s in inputs],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if storage.create_only(layout.manifest, json.dumps(manifest, indent=2, sort_keys=True).encode(), storage_options):
+    manifest = _run_manifest(run_id, inputs, config)
+    body = {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if storage.create_only(layout.manifest, json.dumps(body, indent=2, sort_keys=True).encode(), storage_options):
         return layout, False
-    existing = storage.read_json(layout.manifest, storage_options)
-    problems = []
-    if existing.get("config_hash") != manifest["config_hash"]:
-        changed = sorted(_diff_paths(existing.get("config", {}), config))
-        problems.append("config differs at " + ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else ""))
-    if existing.get("inputs") != manifest["inputs"]:
-        problems.append("inputs differ")
-    if problems:
-        raise RunConfigMismatch(
-            f"run {run_id!r} already exists at {layout.dir} with a different setup: {'; '.join(problems)}. "
-            "Use a new --run-id, or omit it to get one derived from inputs and config."
-        )
+    _refuse_if_different(layout, storage.read_json(layout.manifest, storage_options), manifest)
     return layout, True
 
 

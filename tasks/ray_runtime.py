@@ -12,6 +12,7 @@ import socket
 
 import ray
 
+from mixforge import interrupts
 from mixforge.config import RayConfig
 
 log = logging.getLogger("mixforge")
@@ -66,6 +67,7 @@ def connect(cfg: RayConfig) -> None:
         # runtime_env (e.g. a working_dir) ships code to a cluster whose image predates it.
         ray.init(address=address, configure_logging=False, runtime_env=cfg.runtime_env)
         log.info("joined Ray cluster at %s (%s CPUs)", address, int(ray.cluster_resources().get("CPU", 0)))
+    interrupts.reinstall()  # ray.init replaced the SIGTERM handler: a signal must still end the run cleanly
     if cfg.runtime_env:
         log.info("Ray job runtime_env: %s", sorted(cfg.runtime_env))
 

@@ -30,14 +30,17 @@ def test_bad_config_fails_before_any_work(tmp_path):
     write_shard(str(tmp_path / "raw" / "a.jsonl"), docs(3))
     proc = run_cli("curate", "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "store"), "--config", str(cfg), "--json")
     assert proc.returncode == 2
-    assert proc.stdout == ""
+    failure = json.loads(proc.stdout)  # --json: exactly one JSON object, failures included
+    assert failure["error_kind"] == "usage" and failure["errors"] == [
+        f"{cfg}: normalize.unicode_form: Input should be 'NFC' or 'NFKC' (got 'NFX')",
+        f"{cfg}: ray.max_retries: Input should be greater than or equal to 0 (got -1)"]
     assert f"{cfg}: normalize.unicode_form" in proc.stderr and f"{cfg}: ray.max_retries" in proc.stderr
     assert not (tmp_path / "store").exists()
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
     proc = run_cli("curate", "--input", str(tmp_path / "nope" / "*.jsonl"), "--output", str(tmp_path / "store"))
-    assert proc.returncode == 2 and "no shards" in proc.stderr
+    assert proc.returncode == 2 and "no input found" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_harness")
