@@ -6,15 +6,18 @@ errors naming the field's path.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from mixforge.classify.config import ClassifyConfig
 from mixforge.config_errors import ConfigError  # noqa: F401 - re-exported: mixforge.config.ConfigError
 from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
+from mixforge.names import validate_name
+from mixforge.storage import SECRET_BLOCK_OPTION, StorageOptions
 
 # Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup).
 STAGE_ORDER = ("normalize", "filter", "classify", "dedup")
@@ -57,7 +60,58 @@ class RayConfig(StrictModel):
 
 
 class StorageConfig(StrictModel):
-    options: dict[str, Any] = Field(default_factory=dict, description="fsspec storage options, e.g. {endpoint_url: ..., key: ..., secret: ...} for S3; default: AWS environment.")
+    """Where the store is and how to reach it. Never credentials: this model is a flow parameter,
+    and Prefect keeps flow parameters in plain text in its database."""
+
+    options: StorageOptions = Field(
+        default_factory=dict,
+        description="fsspec storage options without credentials, e.g. {endpoint_url: http://minio:9000} or "
+        "{profile: NAME, client_kwargs: {region_name: eu-west-1}}. Keys that look like credentials are refused at any depth "
+        "(case, '-', '_' and camelCase ignored): any key containing secret, token, password, passwd, passphrase, "
+        "credential, access_key, api_key, account_key, private_key, sas_token, connection_string or authorization, "
+        "any word pwd or sas, and any key ending in key (key, secret_key, sse_customer_key; kms_key_id is allowed) - so "
+        "key, secret, token, session_token, security_token, aws_access_key_id, aws_secret_access_key, aws_session_token, "
+        "client_secret, credentials, private_key, api_key, account_key, sas_token, password; also URLs with a password. "
+        "gcsfs's token: anon|google_default|cloud|browser|cache is allowed. Credentials come from the environment "
+        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN), the fsspec/boto configuration (~/.aws/credentials, "
+        "profile: NAME), or the Prefect Secret block named by secret_block.")
+    secret_block: str | None = Field(
+        None, description="Name of a Prefect Secret block whose value is a JSON object of fsspec options holding the "
+        "credentials (e.g. {\"key\": ..., \"secret\": ...}). The flow run loads it when it first touches the store, keeps "
+        "it in memory only, merges it into the options and hands it to Ray workers as task arguments; it is never written "
+        "to parameters, artifacts, logs or files.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _block_reference(cls, data: Any) -> Any:
+        # The reference travels inside `options` (as `secret_block: NAME`), so every call that
+        # passes `config.storage.options` along resolves it through storage.filesystem().
+        if isinstance(data, Mapping) and isinstance(data.get("options"), Mapping):
+            block, in_options = data.get("secret_block"), data["options"].get(SECRET_BLOCK_OPTION)
+            if block is None and in_options is not None:
+                return {**data, "secret_block": in_options}
+            if block is not None and in_options is None:
+                return {**data, "options": {**data["options"], SECRET_BLOCK_OPTION: block}}
+        elif isinstance(data, Mapping) and data.get("secret_block") is not None and "options" not in data:
+            return {**data, "options": {SECRET_BLOCK_OPTION: data["secret_block"]}}
+        return data
+
+    @field_validator("secret_block")
+    @classmethod
+    def _block_name(cls, name: str | None) -> str | None:
+        return None if name is None else validate_name(name, "Prefect Secret block name")
+
+    @model_validator(mode="after")
+    def _one_block(self) -> "StorageConfig":
+        if self.options.get(SECRET_BLOCK_OPTION) != self.secret_block:
+            raise ValueError(f"secret_block {self.secret_block!r} and options.secret_block "
+                             f"{self.options.get(SECRET_BLOCK_OPTION)!r} differ: give the block once, as secret_block")
+        return self
+
+    @field_serializer("options")
+    def _options_without_reference(self, options: dict[str, Any]) -> dict[str, Any]:
+        # Parameters show the block once, as `secret_block` (it is folded back in on validation).
+        return {k: v for k, v in options.items() if k != SECRET_BLOCK_OPTION}
 
 
 class CurateConfig(StrictModel):
@@ -96,7 +150,8 @@ def _format_errors(origin: str, err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        got = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        # a refused credential is never echoed, not even redacted
+        got = "" if e["type"] in ("extra_forbidden", "secret_storage_option") else f" (got {e.get('input')!r})"
         lines.append(f"{origin}: {loc}: {msg}{got}")
     return "\n".join(lines)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from mixforge.classify import clusters as cl
 from mixforge.classify import report as rp
 from mixforge.classify.config import ClassifyConfig
 from mixforge.config import CurateConfig, RayConfig
+from mixforge.names import artifact_key
 from mixforge.runs import RunLayout, StageLayout
 from mixforge.shards import ReadOptions
 from mixforge.stage import add_figures
@@ -176,8 +176,3 @@ def publish_classify_artifacts(run_id: str, summary: dict, storage_options: Mapp
         text = f.read().decode()
     create_markdown_artifact(key=artifact_key("classify", run_id), markdown=text,
                              description=f"classify {run_id}: score histograms per source, domain/cluster distribution")
-
-
-def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys are lowercase letters, digits and dashes."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")

@@ -6,6 +6,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from mixforge.names import artifact_key
+
 
 def stage_rows(summary: dict) -> list[dict]:
     rows = []
@@ -45,11 +47,18 @@ def markdown_summary(summary: dict) -> str:
         if s["quarantined"]:
             lines += ["", f"## {s['name']}: quarantined shards", ""]
             lines += [f"- `{q['shard']}`: {q['error']}" for q in s["quarantined"]]
+    inputs = summary.get("inputs") or {}
+    if inputs.get("skipped"):
+        # what input discovery left out (storage.discover_inputs), so nothing is missing without a word
+        lines += ["", f"## Inputs skipped ({len(inputs['skipped'])})", "", "| input | reason |", "|---|---|"]
+        lines += [f"| `{s['uri']}` | {s['reason']} |" for s in inputs["skipped"][:200]]
+        if len(inputs["skipped"]) > 200:
+            lines.append(f"| ... | {len(inputs['skipped']) - 200} more |")
     return "\n".join(lines) + "\n"
 
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
 def publish_run_artifacts(flow_name: str, summary: dict) -> None:
-    key = f"{flow_name}-{summary['run_id']}".lower()
+    key = artifact_key(flow_name, summary["run_id"])
     create_table_artifact(key=key, table=stage_rows(summary), description=f"{flow_name} {summary['run_id']}: per-stage counts")
-    create_markdown_artifact(key=f"{key}-summary", markdown=markdown_summary(summary), description=f"{flow_name} run summary")
+    create_markdown_artifact(key=artifact_key(key, "summary"), markdown=markdown_summary(summary), description=f"{flow_name} run summary")

