@@ -212,3 +212,21 @@ def test_signal_ends_a_run_cleanly(tmp_path, sig, code):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     stage = json.loads(resumed.stdout)["stages"][0]
     assert stage["docs_kept"] == 12 * 3000 and stage["shards_skipped"] >= 1
+
+
+def test_s3_store_refuses_traversal_and_a_missing_bucket(s3_bucket, tmp_path, raw):
+    bucket, options = s3_bucket
+    cfg = tmp_path / "s3.yaml"
+    cfg.write_text(f"storage:\n  options:\n    endpoint_url: {options['endpoint_url']}\n")
+    env = {**ENV, **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mixforge.cli", *args, "--config", str(cfg), "--json"],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    assert_refused(cli("curate", "--input", str(raw), "--output", bucket, "--run-id", "../../escaped"), "invalid run id")
+    assert_refused(cli("curate", "--input", str(raw), "--output", "s3://no-such-bucket-here/pool"), "bucket 'no-such-bucket-here' does not exist")
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **options)
+    assert fs.find(bucket) == []  # nothing written anywhere in the bucket
