@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from mixforge.mixtures.build import now, spec_for_pool
 from mixforge.mixtures.spec import MixSpec
-from tasks.mix import (commit_mixture, count_tokens, derive_mixture, plan_mixture, publish_mixture_artifacts,
+from tasks.mix import (check_spec, commit_mixture, count_tokens, derive_mixture, plan_mixture, publish_mixture_artifacts,
                        resolve_pool, standing_takedowns, write_mixture)
 
 __all__ = ["mix", "mix_takedown", "spec_for_pool"]
@@ -21,6 +21,8 @@ def mix(spec: MixSpec) -> dict:
     `spec` may be a MixSpec or a dict of the same fields (validated into one)."""
     logger = get_run_logger()
     started = now()
+    for warning in check_spec(spec):  # unknown columns, impossible values, empty groups: before any work
+        logger.warning(warning)
     spec = standing_takedowns(spec)
     shards = resolve_pool(spec)
     sidecars = count_tokens(spec, shards)

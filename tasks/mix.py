@@ -12,6 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from mixforge.config import RayConfig
+from mixforge.names import artifact_key
 from mixforge.mixtures import build as B
 from mixforge.mixtures import takedown as TD
 from mixforge.mixtures.card import ensure_card
@@ -51,6 +52,16 @@ def ray_map_fn(ray_config: RayConfig) -> B.MapFn:
             raise MixStepFailed(f"{fn.__name__}: {len(errors)} of {len(calls)} calls failed after retries:\n" + "\n".join(errors))
         return acc if fold is not None else results
     return run
+
+
+@task(name="check-spec", cache_policy=NO_CACHE)
+def check_spec(spec: MixSpec) -> list[str]:
+    """Pre-flight: the spec against its pool's Parquet metadata, before any Ray work (a spec run
+    from the UI or a deployment gets the check the CLI makes). PreflightError lists every problem;
+    returns the warnings."""
+    from mixforge.mixtures.preflight import check_spec as check
+
+    return check(spec)
 
 
 @task(name="standing-takedowns", cache_policy=NO_CACHE)
@@ -116,10 +127,10 @@ def publish_mixture_artifacts(manifest: dict, store: str, storage_options: dict[
     mixture's name: each version adds to the same artifact histories in the Prefect UI."""
     name, version = manifest["name"], manifest["version"]
     layout = MixtureLayout(store, name)
-    create_table_artifact(key=f"mixture-{name}", table=weight_rows(manifest),
+    create_table_artifact(key=artifact_key("mixture", name), table=weight_rows(manifest),
                           description=f"mixture {name} {version}: realised weights ({layout.manifest(version)})")
     card = ensure_card(store, name, version, storage_options)
-    create_markdown_artifact(key=f"mixture-{name}-card", markdown=card, description=f"mixture {name} {version}: data card")
-    create_link_artifact(key=f"mixture-{name}-manifest", link=link_for(layout.manifest(version)),
+    create_markdown_artifact(key=artifact_key("mixture", name, "card"), markdown=card, description=f"mixture {name} {version}: data card")
+    create_link_artifact(key=artifact_key("mixture", name, "manifest"), link=link_for(layout.manifest(version)),
                          link_text=f"{name} {version} manifest.json", description=f"mixture {name} {version}: manifest")
     return version_summary(manifest, store)

@@ -150,9 +150,12 @@ def commit(store: str, name: str, body: dict[str, Any], storage_options=None) ->
 
 def build_mixture(spec: MixSpec, map_fn: MapFn = serial_map) -> dict[str, Any]:
     """Build a new version of `spec`'s mixture; returns the `mix` summary (plus timings)."""
+    from mixforge.mixtures.preflight import check_spec
     from mixforge.mixtures.takedown import with_standing_takedowns
 
     started, t0 = now(), time.perf_counter()
+    for warning in check_spec(spec):  # as the flow does: what metadata can tell fails here, before any work
+        log.warning(warning)
     spec = with_standing_takedowns(spec)
     shards = resolve_pool(spec.pool, spec.storage_options)
     sidecars = count_tokens(spec, shards, map_fn)
@@ -174,8 +177,10 @@ def build_mixture(spec: MixSpec, map_fn: MapFn = serial_map) -> dict[str, Any]:
 def _slug(value: Any) -> str:
     import re
 
+    from mixforge.names import MAX_NAME_CHARS
+
     slug = re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
-    return slug or "none"
+    return slug[:MAX_NAME_CHARS - 4].strip("-") or "none"  # room for a "-N" suffix within the name limit
 
 
 def spec_for_pool(pool: str | Sequence[str], store: str, name: str = "default", *, group_by: str = "source",

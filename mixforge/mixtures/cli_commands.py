@@ -114,7 +114,11 @@ def cmd_diff(args: argparse.Namespace) -> dict:
 
 
 def takedown_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of flows.mix.mix_takedown from the parsed command line."""
+    """Keyword arguments of flows.mix.mix_takedown from the parsed command line (the name is
+    checked here, before the flow starts)."""
+    from mixforge.names import validate_name
+
+    validate_name(args.name, "mixture name")
     ids = list(args.id or [])
     if args.ids_file:
         with open(args.ids_file, encoding="utf-8") as f:

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from mixforge import schema as S
+from mixforge.config_errors import ConfigError
 from mixforge.mixtures import shardwork as W
 from mixforge.mixtures.pool import PoolError, PoolShard, predicate_columns
-from mixforge.mixtures.spec import PARENT_ID, MixSpec, PhaseSpec
-from mixforge import schema as S
+from mixforge.mixtures.spec import PARENT_ID, MixSpec, PhaseSpec, describe_where
 
 FILL_WINDOW = 128  # copies after a threshold tried as gap fillers: part of the draw (changing it changes data)
 
@@ -41,6 +42,12 @@ class ShortGroupError(ValueError):
 
 class PlanError(ValueError):
     pass
+
+
+class EmptyGroupError(PlanError, ConfigError):
+    """A group matches no document of the pool and the spec does not say it may be empty. Found
+    from the per-shard totals, before anything of the version is written; a ConfigError, since
+    the spec (or the pool it names) is what has to change."""
 
 
 @dataclass(frozen=True)
@@ -133,15 +140,16 @@ class MixPlan:
 # ----------------------------------------------------------------------------- shares
 
 
-def phase_shares(spec: MixSpec, phase: PhaseSpec, available: dict[str, int]) -> dict[str, float]:
-    """Target share of each group in the phase (normalised weights, or temperature sampling)."""
+def phase_shares(spec: MixSpec, phase: PhaseSpec, available: dict[str, int], empty: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Target share of each group in the phase (normalised weights, or temperature sampling); the
+    groups in `empty` (empty, and allowed to be) get none, so the others share their weight."""
     weights = spec.phase_weights(phase)
     if phase.temperature is not None:
         total = sum(available[g] for g in weights) or 1
         raw = {g: (1.0 if w is None else w) * (available[g] / total) ** (1.0 / phase.temperature) if available[g] else 0.0
                for g, w in weights.items()}
     else:
-        raw = {g: float(w) for g, w in weights.items()}
+        raw = {g: 0.0 if g in empty else float(w) for g, w in weights.items()}
     norm = sum(raw.values())
     if norm <= 0:
         raise PlanError(f"phase {phase.name!r}: every group is empty or has zero weight")
@@ -193,6 +201,39 @@ def annotation_columns(spec: MixSpec, shards: Sequence[PoolShard]) -> tuple[str,
     return tuple(sorted(wanted))
 
 
+def why_empty(spec: MixSpec, gi: int, st: dict, stats: dict) -> str:
+    """Why group `gi` has no tokens, from the per-shard totals (st: its merged stats)."""
+    if st["docs"]:
+        return f"has {st['docs']:,} documents but they hold no tokens"
+    if not st["matched"]:
+        return f"matches no document of the pool ({stats['shards']:,} shards, {stats['docs']:,} documents)"
+    if not st["matched_kept"]:
+        return f"matches {st['matched']:,} documents of the pool, but every one is excluded (exclude, or an earlier takedown)"
+    earlier = [g.name for g in spec.groups[:gi]]
+    return (f"matches {st['matched_kept']:,} documents of the pool, but every one belongs to an earlier group "
+            f"({', '.join(map(repr, earlier))}): a document joins the first group it matches")
+
+
+def empty_groups(spec: MixSpec, stats: dict) -> tuple[frozenset[str], dict[str, str]]:
+    """The groups with no tokens: (those allowed to be empty, {name: note}). EmptyGroupError, one
+    line per group, when any is not allowed: checked right after the per-shard totals, so a build
+    stops before it draws or writes anything."""
+    errors, notes = [], {}
+    for gi, g in enumerate(spec.groups):
+        st = stats["groups"][gi]
+        if st["tokens"] > 0:
+            continue
+        what = f"group {g.name!r} (groups[{gi}]: {describe_where(g.where)}) {why_empty(spec, gi, st, stats)}"
+        if g.allow_empty:
+            notes[g.name] = f"{what}; allowed (allow_empty: true), its weight went to the other groups"
+        else:
+            errors.append(f"{what}; no version was written (fix the predicates, or set allow_empty: true on the group "
+                          "if it may be empty)")
+    if errors:
+        raise EmptyGroupError("\n".join(errors))
+    return frozenset(notes), notes
+
+
 def group_norms(spec: MixSpec, stats: dict) -> dict[str, W.GroupNorm]:
     norms = {}
     for gi, g in enumerate(spec.groups):
@@ -236,10 +277,11 @@ def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[
     gstats = {g.name: stats["groups"][gi] for gi, g in enumerate(spec.groups)}
     available = {name: st["tokens"] for name, st in gstats.items()}
     group_index = {g.name: gi for gi, g in enumerate(spec.groups)}
+    empty, empty_notes = empty_groups(spec, stats)
 
     phases, searches = [], {}
     for phase in spec.effective_phases():
-        shares = phase_shares(spec, phase, available)
+        shares = phase_shares(spec, phase, available, empty)
         in_phase = list(shares)
         budget = phase.budget_tokens if phase.budget_tokens is not None else int(phase.budget_fraction * sum(available[g] for g in in_phase))
         if budget <= 0:
@@ -264,6 +306,7 @@ def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[
                 lo, hi = key_bracket(spec, ctx.norms, gi, st)
                 searches[f"{phase.name}/{gi}"] = {"phase": phase.name, "group": gi, "remainder": remainder, "lo": lo, "hi": hi,
                                                   "plan": plan, "selection": selections[gi]}
+        notes = [f"phase {phase.name!r}: {empty_notes[g]}" for g in in_phase if g in empty_notes] + notes
         phases.append(PhasePlan(phase.name, budget, plans, selections, 0, notes))
 
     find_thresholds(ctx, refs, searches, map_fn, limits, opts)

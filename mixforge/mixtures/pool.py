@@ -112,6 +112,29 @@ def predicate_columns(spec: MixSpec) -> set[str]:
     return cols
 
 
+def literal_values(dtype: pl.DataType, values: Sequence[Any]) -> list[Any]:
+    """The spec's literal values as `dtype`, leaving out those that can never equal a value of it:
+    a plain cast would turn 2.5 into 2 on an integer column, or True into 1 (preflight reports them)."""
+    if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
+        values = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+        if dtype == pl.String:
+            return values
+    elif dtype == pl.Boolean:
+        return [v for v in values if isinstance(v, bool)]
+    elif dtype.is_numeric():
+        values = [v for v in values if not isinstance(v, bool)]
+        if dtype.is_integer():
+            values = [v for v in values if not (isinstance(v, float) and not v.is_integer())]
+    if dtype == pl.Null:
+        return []
+    out = []
+    for v in values:  # one at a time: a list of mixed types is no Series
+        cast = pl.Series([v]).cast(dtype, strict=False)
+        if cast.null_count() == 0:
+            out.append(cast[0])
+    return out
+
+
 def _condition(frame: pl.DataFrame, column: str, cond: Any) -> pl.Expr:
     if column == SYNTHETIC:
         has_parent = pl.col(PARENT_ID).is_not_null() if PARENT_ID in frame.columns else pl.lit(False)
@@ -125,23 +148,42 @@ def _condition(frame: pl.DataFrame, column: str, cond: Any) -> pl.Expr:
         if cond.max is not None:
             expr = expr & (col < cond.max)
         return expr.fill_null(False)
-    values = cond if isinstance(cond, list) else [cond]
-    if dtype == pl.String:
-        values = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
-    return col.is_in(pl.Series(values).cast(dtype, strict=False).drop_nulls()).fill_null(False)
+    values = literal_values(dtype, cond if isinstance(cond, list) else [cond])
+    if not values:
+        return pl.lit(False)
+    return col.is_in(pl.Series(values, dtype=dtype).implode()).fill_null(False)
+
+
+def group_predicate(frame: pl.DataFrame, group: Any) -> pl.Expr:
+    """True for rows matching every predicate of `group` (on their own: earlier groups aside)."""
+    pred = pl.lit(True)
+    for column, cond in group.where.items():
+        pred = pred & _condition(frame, column, cond)
+    return pred
 
 
 def assign_groups(spec: MixSpec, frame: pl.DataFrame) -> np.ndarray:
     """Group index of each document (-1: none); the first matching group in spec order wins."""
     expr = pl.lit(-1, pl.Int16)
     for index in reversed(range(len(spec.groups))):  # built inside-out so the first group wins
-        group = spec.groups[index]
-        pred = pl.lit(True)
-        for column, cond in group.where.items():
-            pred = pred & _condition(frame, column, cond)
-        expr = pl.when(pred).then(pl.lit(index, pl.Int16)).otherwise(expr)
+        expr = pl.when(group_predicate(frame, spec.groups[index])).then(pl.lit(index, pl.Int16)).otherwise(expr)
     excluded = excluded_expr(spec)
     if excluded is not None:  # taken down: in no group, so never drawn
         expr = pl.when(excluded).then(pl.lit(-1, pl.Int16)).otherwise(expr)
     # with_columns, not select: a pure literal (every group `where: {}`) must broadcast to every row
     return frame.with_columns(expr.alias("__group")).get_column("__group").to_numpy().astype(np.int16)
+
+
+def match_counts(spec: MixSpec, frame: pl.DataFrame) -> tuple[list[int], list[int]]:
+    """Per group: rows matching its predicates on their own, and those of them not excluded. They
+    explain an empty group: nothing matches, all its matches are taken down, or earlier groups took them."""
+    if frame.height == 0:
+        return [0] * len(spec.groups), [0] * len(spec.groups)
+    excluded = excluded_expr(spec)
+    kept = ~excluded if excluded is not None else pl.lit(True)
+    exprs = []
+    for gi, group in enumerate(spec.groups):
+        pred = group_predicate(frame, group)
+        exprs += [pred.sum().alias(f"m{gi}"), (pred & kept).sum().alias(f"k{gi}")]
+    row = frame.select(exprs).row(0)
+    return [int(v) for v in row[0::2]], [int(v) for v in row[1::2]]

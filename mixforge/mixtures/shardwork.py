@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
-from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, PoolError, assign_groups
+from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, PoolError, assign_groups, match_counts
 from mixforge.mixtures.seeds import rng_for
 from mixforge.mixtures.spec import GroupSpec, MixSpec
 
@@ -151,15 +151,19 @@ def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
 
 
 def shard_stats(ctx: Context, ref: ShardRef, storage_options=None) -> dict[str, Any]:
-    """Per group: documents, tokens, tokens of one (rehydrated) pass, copies, longest document, score range."""
+    """Per group: documents, tokens, tokens of one (rehydrated) pass, copies, longest document, score
+    range; and the rows matching its predicates on their own (all, and not excluded), which explain
+    a group left empty."""
     data = load(ctx, ref, storage_options)
+    matched, matched_kept = match_counts(ctx.spec, data.frame)
     groups = {}
     for gi, group in enumerate(ctx.spec.groups):
         rows = np.flatnonzero(data.group == gi)
         tok = data.tokens[rows]
         reps = repeats_for(group, data.frame, rows)
         g = {"docs": len(rows), "tokens": int(tok.sum()), "pass_tokens": int((tok * reps).sum()),
-             "copies": int(reps.sum()), "max_tokens": int(tok.max()) if len(rows) else 0}
+             "copies": int(reps.sum()), "max_tokens": int(tok.max()) if len(rows) else 0,
+             "matched": matched[gi], "matched_kept": matched_kept[gi]}
         if group.sampling.method == "quality":
             q = scores(group, data.frame, rows)
             q = q[~np.isnan(q)]
@@ -182,7 +186,7 @@ def merge_stats(acc: dict | None, s: dict) -> dict:
     groups = {}
     for gi in acc["groups"]:
         a, b = acc["groups"][gi], s["groups"][gi]
-        g = {k: a[k] + b[k] for k in ("docs", "tokens", "pass_tokens", "copies")}
+        g = {k: a[k] + b[k] for k in ("docs", "tokens", "pass_tokens", "copies", "matched", "matched_kept")}
         g["max_tokens"] = max(a["max_tokens"], b["max_tokens"])
         if "q_min" in a:
             g.update(q_min=_opt(min, a["q_min"], b["q_min"]), q_max=_opt(max, a["q_max"], b["q_max"]),

@@ -15,8 +15,11 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from mixforge.config import RayConfig, StorageConfig, StrictModel, load_yaml
+from mixforge.names import name_field
 
-NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+MixtureName = name_field("mixture name")
+GroupName = name_field("group name")
+PhaseName = name_field("phase name")
 SYNTHETIC = "synthetic"  # predicate key: true = rephrased rows (parent_id set), false = original rows
 PARENT_ID = "parent_id"
 
@@ -76,7 +79,7 @@ class Sampling(StrictModel):
 
 
 class GroupSpec(StrictModel):
-    name: str = Field(..., pattern=NAME_PATTERN, description="Group name (lowercase letters, digits, dashes).")
+    name: GroupName = Field(..., description="Group name (lowercase letters, digits, single dashes; at most 64).")
     where: dict[str, Condition] = Field(
         default_factory=dict,
         description="Predicates over pool columns, all of which must hold: a value, a list of values, or a range "
@@ -87,10 +90,30 @@ class GroupSpec(StrictModel):
     # Dolmino mix). The manifest reports each phase's epochs, so the total is visible.
     max_epochs: float = Field(1.0, gt=0, description="Cap within each phase: tokens taken in a phase <= max_epochs x the group's tokens; a document is taken at most ceil(max_epochs) times in a phase (x its repeats when rehydrating). Another phase may take the same documents again.")
     sampling: Sampling = Sampling()
+    allow_empty: bool = Field(
+        False, description="Set when matching no document is expected, e.g. a nightly mixture whose pool only sometimes "
+                           "holds rephrased rows or a given source: an empty group is then a warning and its weight goes "
+                           "to the other groups. Without it, a group that can match nothing (a misspelt value, a range "
+                           "outside the scores) fails the build before any work. Its columns must still exist.")
+
+
+def describe_condition(column: str, cond: Condition) -> str:
+    """A predicate as a user reads it: `source = 'web'`, `lang in ['en', 'fr']`, `0.5 <= quality < 0.9`."""
+    if isinstance(cond, Range):
+        low = f"{cond.min:g} <= " if cond.min is not None else ""
+        high = f" < {cond.max:g}" if cond.max is not None else ""
+        return f"{low}{column}{high}"
+    if isinstance(cond, list):
+        return f"{column} in {cond!r}"
+    return f"{column} = {str(cond).lower() if isinstance(cond, bool) else repr(cond)}"
+
+
+def describe_where(where: dict[str, Condition]) -> str:
+    return " and ".join(describe_condition(c, v) for c, v in where.items()) or "every document (where: {})"
 
 
 class PhaseSpec(StrictModel):
-    name: str = Field(..., pattern=NAME_PATTERN, description="Phase name, e.g. main or anneal; its data goes to its own folder.")
+    name: PhaseName = Field(..., description="Phase name, e.g. main or anneal; its data goes to its own folder.")
     budget_tokens: int | None = Field(None, ge=1, description="Tokens in this phase.")
     budget_fraction: float | None = Field(None, gt=0, description="Or: this fraction of the tokens available in the phase's groups.")
     weights: dict[str, float] | None = Field(None, description="Group name -> weight for this phase (default: the groups' own weights). Groups left out are not used.")
@@ -128,7 +151,7 @@ class OutputSpec(StrictModel):
 class MixSpec(StrictModel):
     """A mixture: pool, groups with target weights, budget, sampling and seed."""
 
-    name: str = Field(..., pattern=NAME_PATTERN, description="Mixture name (lowercase letters, digits, dashes); versions go to <store>/mixtures/<name>/vNNNN/.")
+    name: MixtureName = Field(..., description="Mixture name (lowercase letters, digits, single dashes; at most 64); versions go to <store>/mixtures/<name>/vNNNN/ and it keys the Prefect artifacts.")
     pool: list[str] = Field(..., min_length=1, description="Curated pool: globs, prefixes or files of contract Parquet (e.g. <root>/runs/<run_id>/dedup/).")
     store: str = Field(..., description="Store root URI; the mixture is written under <store>/mixtures/<name>/.")
     seed: int = Field(0, ge=0, description="Seed of every random choice: same pool + spec + seed = byte-identical data.")
@@ -193,8 +216,9 @@ class MixSpec(StrictModel):
         return next(g for g in self.groups if g.name == name)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The part of the spec that determines the data (where and how it runs is left out)."""
-        return self.model_dump(mode="json", exclude={"ray", "storage"})
+        """The part of the spec that determines the data (where and how it runs is left out, and
+        `allow_empty`, which decides whether a build may go ahead, never what it draws)."""
+        return self.model_dump(mode="json", exclude={"ray": True, "storage": True, "groups": {"__all__": {"allow_empty"}}})
 
     def spec_hash(self) -> str:
         return sha256_json(self.fingerprint())

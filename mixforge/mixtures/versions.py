@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mixforge import storage
+from mixforge.names import is_valid_name, validate_name
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 # Part of every data key: /2 draws by per-shard keys with a bucketed shuffle and commits the card
@@ -49,6 +50,11 @@ def parse_version(v: str) -> int:
 class MixtureLayout:
     store: str
     name: str
+
+    def __post_init__(self) -> None:
+        # every path of a mixture is built here: a name is checked before it is joined to the store
+        # (InvalidName, a ConfigError: `mixtures show ../x` is refused, never resolved)
+        validate_name(self.name, "mixture name")
 
     @property
     def dir(self) -> str:
@@ -85,7 +91,8 @@ def list_versions(layout: MixtureLayout, storage_options: Mapping[str, Any] | No
 
 
 def list_mixtures(store: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    return sorted(n for n in _ls_names(storage.join(store, "mixtures"), storage_options) if not n.startswith(("_", ".")))
+    # folders that are no valid mixture name were not made by mixforge: left out, not an error
+    return sorted(n for n in _ls_names(storage.join(store, "mixtures"), storage_options) if is_valid_name(n))
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
