@@ -39,7 +39,9 @@ def _write_inputs(raw: Path) -> None:
 
     for i in range(N_SHARDS):
         rows = prose_docs(DOCS_PER_SHARD, f"s{i}", sentences=6)
-        rows += [{"text": "   "}, dict(rows[0])] + [b"{bad json"]  # an empty doc, an exact duplicate, a broken line
+        # an empty doc, an exact copy of a text under its own id (for dedup: a reused id is dropped
+        # as duplicate_id before), a broken line
+        rows += [{"text": "   "}, {**rows[0], "id": f"{rows[0]['id']}-copy"}] + [b"{bad json"]
         write_shard(str(raw / f"shard-{i:02d}.jsonl"), rows)
 
 
@@ -161,10 +163,18 @@ def scenario(workdir: Path) -> dict:
 
 # --------------------------------------------------------------------------- the tests
 
-def _outputs(store: Path) -> dict[str, bytes]:
+def _outputs(store: Path) -> dict[str, bytes | list]:
+    """Kept shards as bytes; removed rows as rows with the store's own path written `<store>`
+    (their drop details name the shard they came from, and the two runs use two stores)."""
+    import pyarrow.parquet as pq
+
     run = store / "runs" / "scale-out"
-    files = sorted(run.glob("*/part-*.parquet")) + sorted(run.glob("*/_removed/part-*.parquet"))
-    return {str(p.relative_to(run)): p.read_bytes() for p in files}
+    out: dict[str, bytes | list] = {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.glob("*/part-*.parquet"))}
+    for p in sorted(run.glob("*/_removed/part-*.parquet")):
+        rows = pq.read_table(p).to_pylist()
+        out[str(p.relative_to(run))] = [{k: v.replace(str(store), "<store>") if isinstance(v, str) else v for k, v in r.items()}
+                                        for r in rows]
+    return out
 
 
 def _env() -> dict:
@@ -230,7 +240,8 @@ def test_unreachable_ray_address_fails_clearly_without_a_local_ray(tmp_path):
                            "--output", str(tmp_path / "store"), "--json", "-q"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode in (1, 2), proc.stderr[-3000:]  # failed (1) or refused as a config error (2)
-    assert proc.stdout == ""
+    failure = json.loads(proc.stdout)  # --json: exactly one JSON object on stdout, failures included
+    assert f"127.0.0.1:{port}" in failure["error"] and "not reachable" in failure["error"]
     assert f"127.0.0.1:{port}" in proc.stderr and "not reachable" in proc.stderr
     assert "started a local Ray" not in proc.stderr
     assert time.monotonic() - started < 90
