@@ -17,7 +17,7 @@ from mixforge.config_errors import ConfigError  # noqa: F401 - re-exported: mixf
 from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
 from mixforge.names import validate_name
-from mixforge.storage import SECRET_BLOCK_OPTION, StorageOptions
+from mixforge.storage import SECRET_BLOCK_OPTION, RuntimeEnv, StorageOptions
 
 # Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup).
 STAGE_ORDER = ("normalize", "filter", "classify", "dedup")
@@ -53,10 +53,11 @@ class RayConfig(StrictModel):
     max_shards_in_flight: int | None = Field(None, ge=1, description="Bound on shards scheduled at once (default: 2x cluster CPUs).")
     max_retries: int = Field(3, ge=0, description="Retries of a shard whose worker died or raised.")
     object_store_memory_mb: int = Field(512, ge=64, description="Object store size of a local Ray.")
-    runtime_env: dict[str, Any] | None = Field(
+    runtime_env: RuntimeEnv | None = Field(
         None, description="Ray runtime_env of the job (passed to ray.init), e.g. {working_dir: '.', excludes: ['.venv', '.git', 'data']} "
         "to ship this checkout's code to an existing cluster without rebuilding its image, or {env_vars: {...}}. "
-        "Does not change the data, so it is not part of the run id.")
+        "Does not change the data, so it is not part of the run id. Never credentials (secret-looking keys and env_vars such as "
+        "AWS_SECRET_ACCESS_KEY or HF_TOKEN are refused, as in storage.options): give those to the nodes' own environment.")
 
 
 class StorageConfig(StrictModel):

@@ -132,11 +132,13 @@ def refuse_secret_options(options: Mapping[str, Any] | None, where: str = "stora
     return dict(options or {})
 
 
-def _refuse_in_model(options: dict[str, Any]) -> dict[str, Any]:
+def _refuse_in_model(options: dict[str, Any], help: str = SECRET_HELP) -> dict[str, Any]:
     paths = secret_option_paths(options)
     if paths:
         # The error's own type lets config._format_errors leave the (redacted) input out.
-        raise PydanticCustomError("secret_storage_option", "{message}", {"message": secret_options_message(paths, None)})
+        named = ", ".join(paths)
+        raise PydanticCustomError("secret_storage_option", "{message}",
+                                  {"message": f"{named}: {'looks' if len(paths) == 1 else 'look'} like a credential; {help}"})
     if options.get(SECRET_BLOCK_OPTION) is not None:
         validate_name(options[SECRET_BLOCK_OPTION], "Prefect Secret block name")
     return options
@@ -145,6 +147,14 @@ def _refuse_in_model(options: dict[str, Any]) -> dict[str, Any]:
 # A pydantic type for fsspec options in config models: secret-looking keys are refused, and the
 # input is redacted *before* the check so that no ValidationError (Prefect prints them) echoes it.
 StorageOptions = Annotated[dict[str, Any], AfterValidator(_refuse_in_model), BeforeValidator(_redacted)]
+
+RUNTIME_ENV_HELP = (
+    "the Ray runtime_env is a flow parameter, which Prefect stores in plain text (and Ray records), so credentials "
+    "are refused there. Give them to the Ray nodes' own environment (the image, a Kubernetes Secret, an instance "
+    "role); for the store, see storage.secret_block")
+
+# The same rule for a Ray runtime_env (env_vars such as AWS_SECRET_ACCESS_KEY or HF_TOKEN, pip URLs with a password).
+RuntimeEnv = Annotated[dict[str, Any], AfterValidator(lambda v: _refuse_in_model(v, RUNTIME_ENV_HELP)), BeforeValidator(_redacted)]
 
 
 # Credentials from Prefect Secret blocks, by block name: this process's memory only.

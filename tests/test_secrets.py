@@ -94,6 +94,18 @@ def test_every_model_carrying_storage_options_refuses_them(tmp_path):
     assert NEVER_SHOWN not in str(err.value)
 
 
+def test_the_ray_runtime_env_refuses_credentials_too():
+    for runtime_env, named in [({"env_vars": {"AWS_SECRET_ACCESS_KEY": NEVER_SHOWN}}, "env_vars.AWS_SECRET_ACCESS_KEY"),
+                               ({"env_vars": {"HF_TOKEN": NEVER_SHOWN}}, "env_vars.HF_TOKEN"),
+                               ({"pip": [f"git+https://me:{NEVER_SHOWN}@git.example.org/x.git"]}, "pip[0] (a URL with a password)")]:
+        with pytest.raises(ConfigError) as err:
+            load_model(CurateConfig, {"ray": {"runtime_env": runtime_env}}, "c.yaml")
+        assert str(err.value).startswith(f"c.yaml: ray.runtime_env: {named}: looks like a credential; the Ray runtime_env is a flow parameter")
+        assert NEVER_SHOWN not in str(err.value)
+    fine = {"working_dir": ".", "excludes": [".venv", ".git"], "env_vars": {"OMP_NUM_THREADS": "1"}}
+    assert CurateConfig(ray={"runtime_env": fine}).ray.runtime_env == fine
+
+
 def test_options_that_are_not_credentials_pass():
     options = {"endpoint_url": "http://minio:9000", "profile": "analytics", "anon": False, "requester_pays": True,
                "client_kwargs": {"region_name": "eu-west-1", "verify": False},
