@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from mixforge.mixtures.build import now, spec_for_pool
 from mixforge.mixtures.spec import MixSpec
+from mixforge.storage import StorageOptions  # credentials refused: flow parameters are stored in plain text
 from tasks.mix import (check_spec, commit_mixture, count_tokens, derive_mixture, plan_mixture, publish_mixture_artifacts,
                        resolve_pool, standing_takedowns, write_mixture)
 
@@ -39,7 +38,7 @@ def mix(spec: MixSpec) -> dict:
 
 @flow(name="mix-takedown", validate_parameters=True)
 def mix_takedown(store: str, name: str, reason: str, ids: list[str] | None = None, url_patterns: list[str] | None = None,
-                 from_version: str | None = None, storage_options: dict[str, Any] | None = None) -> dict:
+                 from_version: str | None = None, storage_options: StorageOptions | None = None) -> dict:
     """A new version of mixture `name`: `from_version` (default: latest) minus `ids` and URLs
     matching `url_patterns` (globs), without resampling the rest."""
     manifest = derive_mixture(store, name, from_version, list(ids or []), list(url_patterns or []), reason, dict(storage_options or {}))

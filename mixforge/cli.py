@@ -199,7 +199,8 @@ def preflight_mix(args: argparse.Namespace):
     from mixforge.mixtures.preflight import check_spec
     from mixforge.mixtures.spec import load_spec
 
-    check_spec(load_spec(args.spec))
+    for warning in check_spec(load_spec(args.spec), origin=args.spec):
+        print(f"mixforge: warning: {warning}", file=sys.stderr)
 
 
 def cmd_mix(args: argparse.Namespace) -> dict:
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mixforge.mixtures import cli_commands
 
-    cli_commands.register(sub, cmd_mix=cmd_mix, cmd_takedown=cmd_mixtures_takedown)
+    cli_commands.register(sub, cmd_mix=cmd_mix, cmd_takedown=cmd_mixtures_takedown, preflight_mix=preflight_mix)
     return parser
 
 
@@ -443,7 +444,8 @@ def _main(argv: list[str], out: _Stdout) -> int:
         return e.exit_code
     except usage_errors as e:
         _close(bar)
-        print(f"mixforge: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"mixforge: error: {line}", file=sys.stderr)
         if out.as_json:  # a config with several bad fields: one line each in `errors`, joined in `error`
             lines = [line for line in str(e).splitlines() if line.strip()]
             out.emit(_print_plain, _failure(args.command, "usage", "; ".join(lines), EXIT_USAGE, plan, errors=lines))

@@ -15,15 +15,19 @@ from typing import Any
 
 
 def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--storage-options JSON; credentials are refused (they would travel as flow parameters)."""
+    from mixforge.config_errors import ConfigError
+    from mixforge.storage import refuse_secret_options
+
     if not getattr(args, "storage_options", None):
         return {}
     try:
         value = json.loads(args.storage_options)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--storage-options: not valid JSON: {e}") from None
+        raise ConfigError(f"--storage-options: not valid JSON: {e}") from None
     if not isinstance(value, dict):
-        raise ValueError("--storage-options: expected a JSON object")
-    return value
+        raise ConfigError("--storage-options: expected a JSON object")
+    return refuse_secret_options(value, "--storage-options")
 
 
 def _json(obj: Any) -> None:
@@ -128,8 +132,10 @@ def takedown_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(sub: argparse._SubParsersAction, cmd_mix: Callable[[argparse.Namespace], dict],
-             cmd_takedown: Callable[[argparse.Namespace], dict]) -> None:
-    """Add `mix` and `mixtures ...` to the `mixforge` parser."""
+             cmd_takedown: Callable[[argparse.Namespace], dict],
+             preflight_mix: Callable[[argparse.Namespace], Any] | None = None) -> None:
+    """Add `mix` and `mixtures ...` to the `mixforge` parser (`preflight_mix`: the check `mix` runs
+    before Prefect or Ray start)."""
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -142,7 +148,7 @@ def register(sub: argparse._SubParsersAction, cmd_mix: Callable[[argparse.Namesp
     p = sub.add_parser("mix", help="sample the curated pool into a new mixture version (spec: YAML, see configs/mixture.example.yaml)")
     p.add_argument("--spec", required=True, metavar="FILE", help="mixture spec YAML (names its pool and store)")
     common(p)
-    p.set_defaults(func=cmd_mix, printer=print_mix)
+    p.set_defaults(func=cmd_mix, printer=print_mix, preflight=preflight_mix)
 
     m = sub.add_parser("mixtures", help="list, show, diff and take down mixture versions")
     msub = m.add_subparsers(dest="action", required=True, metavar="ACTION")
