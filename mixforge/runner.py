@@ -24,7 +24,7 @@ from mixforge import schema as S
 from mixforge import storage
 from mixforge.runs import StageLayout
 from mixforge.shards import REJECT_SCHEMA, ReadOptions, ShardUnreadable, ShardWriter, read_documents, read_raw
-from mixforge.stage import ShardContext, Stage, add_figures
+from mixforge.stage import ShardContext, Stage, add_figures, locate_drops
 
 
 @dataclass(frozen=True)
@@ -103,19 +103,31 @@ class _Outputs:
         self.removed.abort()
 
 
-def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options) -> Iterator[tuple[pa.Table, pa.Table | None]]:
+@dataclass
+class _Batch:
+    docs: pa.Table
+    rejects: pa.Table | None = None  # rows the reader could not use (raw input)
+    positions: pa.Array | None = None  # where each row of `docs` is in the shard (raw input)
+    unit: str = "row"
+
+    @property
+    def rows(self) -> int:
+        return self.docs.num_rows + (self.rejects.num_rows if self.rejects is not None else 0)
+
+
+def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options) -> Iterator[_Batch]:
     if stage.batch_rows is not None:
         read_options = replace(read_options, batch_rows=stage.batch_rows)
     if stage.reads_raw:
         for raw in read_raw(job.input_uri, read_options, storage_options):
-            yield raw.docs, raw.rejects
+            yield _Batch(raw.docs, raw.rejects, raw.positions, raw.unit)
     else:
         for table in read_documents(job.input_uri, batch_rows=read_options.batch_rows, storage_options=storage_options):
-            yield table, None
+            yield _Batch(table)
 
 
-def _process_batch(stage: Stage, docs: pa.Table, rejects: pa.Table | None, ctx: ShardContext, tally: _Tally,
-                   out: _Outputs) -> None:
+def _process_batch(stage: Stage, batch: _Batch, ctx: ShardContext, tally: _Tally, out: _Outputs) -> None:
+    docs, rejects = batch.docs, batch.rejects
     if rejects is not None and rejects.num_rows:
         tally.docs_in += rejects.num_rows
         tally.chars_in += _chars(rejects)
@@ -125,7 +137,9 @@ def _process_batch(stage: Stage, docs: pa.Table, rejects: pa.Table | None, ctx: 
     tally.docs_in += docs.num_rows
     tally.chars_in += chars
     _ensure_setup(stage)  # lazily: a resumed shard whose batches are all checkpointed loads no model
+    ctx.positions, ctx.position_unit = batch.positions, batch.unit
     result = stage.process(docs, ctx)
+    removed = locate_drops(result, docs, ctx)  # every drop names shard and line/row
     ctx.row_offset += docs.num_rows
     out.kept.write(result.kept)
     tally.docs_kept += result.kept.num_rows
@@ -135,10 +149,7 @@ def _process_batch(stage: Stage, docs: pa.Table, rejects: pa.Table | None, ctx: 
         tally.skipped.update(result.skipped or {})
     elif result.skipped or result.used is not None:
         raise TypeError(f"stage {stage.name!r} returned used/skipped counts but is not a generating stage")
-    if result.removed is not None and result.removed.num_rows:
-        removed = result.removed
-        if S.DROP_DETAIL not in removed.column_names:
-            removed = removed.append_column(S.DROP_DETAIL, pa.nulls(removed.num_rows, pa.string()))
+    if removed is not None and removed.num_rows:
         tally.removed(removed)
         out.removed.write(removed)
 
@@ -147,8 +158,8 @@ def _run_batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage
                  tally: _Tally) -> None:
     out = _Outputs(job.layout.part(job.index), job.layout.removed(job.index), storage_options)
     try:
-        for docs, rejects in _batches(stage, job, read_options, storage_options):
-            _process_batch(stage, docs, rejects, ctx, tally, out)
+        for batch in _batches(stage, job, read_options, storage_options):
+            _process_batch(stage, batch, ctx, tally, out)
     except BaseException:
         out.abort()
         raise
@@ -166,20 +177,20 @@ def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, st
     layout, index = job.layout, job.index
     saved = {c["batch"]: c for c in storage.list_json(layout.pieces(index), storage_options)}
     restoring, rows_read, batch = True, 0, -1
-    for batch, (docs, rejects) in enumerate(_batches(stage, job, read_options, storage_options)):
-        rows = docs.num_rows + (rejects.num_rows if rejects is not None else 0)
+    for batch, read in enumerate(_batches(stage, job, read_options, storage_options)):
+        rows = read.rows
         point = saved.get(batch)
         if restoring and point is not None and point["rows_before"] == rows_read and point["rows"] == rows:
             tally.restore(point["tally"])
             ctx.counters = Counter(point["counters"])
             ctx.figures = point.get("figures")  # None from an older checkpoint: the marker then records no figures
-            ctx.row_offset += docs.num_rows
+            ctx.row_offset += read.docs.num_rows
             rows_read += rows
             continue
         restoring = False  # from here on, every batch is computed (and a stale checkpoint overwritten)
         out = _Outputs(layout.piece(index, batch, "kept"), layout.piece(index, batch, "removed"), storage_options)
         try:
-            _process_batch(stage, docs, rejects, ctx, tally, out)
+            _process_batch(stage, read, ctx, tally, out)
         except BaseException:
             out.abort()
             raise
@@ -221,9 +232,11 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
     try:
         run_batches(stage, job, read_options, storage_options, ctx, tally)
     except ShardUnreadable as e:
-        record = {"shard": job.input_uri, "index": job.index, "error": str(e), "stage": stage.name}
+        # The quarantine ledger: rows decoded before the error, rows the shard declares (if it says).
+        ledger = {"error": str(e), "rows_decoded": e.rows_decoded, "rows_declared": e.rows_declared}
+        record = {"shard": job.input_uri, "index": job.index, **ledger, "stage": stage.name}
         storage.write_json(layout.quarantine(job.index), record, storage_options)
-        return {"index": job.index, "input": job.input_uri, "quarantined": True, "error": str(e),
+        return {"index": job.index, "input": job.input_uri, "quarantined": True, **ledger,
                 "seconds": round(time.perf_counter() - started, 4)}
     stats = {
         "index": job.index,
@@ -321,8 +334,12 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "docs_dropped": dict(sorted(dropped.items())),
         "docs_skipped": dict(sorted(skipped.items())),
         **({"docs_used": sum(s["docs_used"] for s in generated)} if generated else {}),
-        "docs_quarantined": 0 if not quarantined else None,  # a shard that cannot be read has no count
-        "quarantined": [{"shard": s["input"], "error": s["error"]} for s in quarantined],
+        # The quarantine ledger: what the unreadable shards declare they hold (null when one does not
+        # say: a JSONL shard, a Parquet footer that cannot be read) and what was decoded before each error.
+        "docs_quarantined": _declared_total(quarantined),
+        "docs_quarantined_decoded": sum(s.get("rows_decoded") or 0 for s in quarantined),
+        "quarantined": [{"shard": s["input"], "error": s["error"], "rows_decoded": s.get("rows_decoded"),
+                         "rows_declared": s.get("rows_declared")} for s in quarantined],
         "chars_in": sum(s["chars_in"] for s in done),
         "chars_kept": sum(s["chars_kept"] for s in done),
         "chars_dropped": dict(sorted(chars_dropped.items())),
@@ -337,6 +354,11 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "worker_peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in done), default=0.0),
         **_utilisation([s for s in shard_stats if not s.get("skipped") and "started_at" in s]),
     }
+
+
+def _declared_total(quarantined: list[dict]) -> int | None:
+    declared = [s.get("rows_declared") for s in quarantined]
+    return None if any(d is None for d in declared) else sum(declared)
 
 
 def _utilisation(ran: list[dict]) -> dict:

@@ -34,13 +34,19 @@ def text_digest(raw: bytes) -> str:
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
-def derive_id(source: str, digest: str, occurrence: int) -> str:
-    """Id for an input row that has none: source, hash of raw text, occurrence in the shard.
+def shard_tag(uri: str) -> str:
+    """Stable 12-hex-digit tag of an input shard's URI: part of the ids derived for its rows."""
+    return hashlib.blake2b(uri.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
-    The occurrence number keeps exact duplicates within one shard distinct, so dedup
-    can still name which copy it kept.
+
+def derive_id(source: str, digest: str, occurrence: int, shard: str) -> str:
+    """Id for an input row that has none: source / shard tag / hash of raw text - occurrence.
+
+    The occurrence number (of that source and text within the shard) keeps exact duplicates
+    within one shard distinct, and the shard tag (`shard_tag` of the input URI) keeps them
+    distinct across shards, so dedup sees every copy and can name which one it kept.
     """
-    return f"{source}/{digest}-{occurrence}"
+    return f"{source}/{shard}/{digest}-{occurrence}"
 
 
 def align_to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:

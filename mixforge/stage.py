@@ -35,12 +35,25 @@ class ShardContext:
     shard_uri: str
     shard_index: int
     row_offset: int = 0  # row number, within the shard, of the current batch's first row
+    # Where each row of the current batch is in the shard, when not simply row_offset + i (raw
+    # input: JSONL line numbers, Parquet rows left after the reader's drops), in `position_unit`s.
+    positions: pa.Array | None = None
+    position_unit: str = "row"
     counters: Counter = field(default_factory=Counter)
     # Stage-specific figures that add up (e.g. score histograms): nested dicts whose leaves are
     # numbers or equal-length lists of numbers. Summed over batches here, over shards in the
     # stage summary (`figures`), so a report needs no second pass over the output. None: not
     # known for the whole shard (restored from a checkpoint that predates figures).
     figures: dict | None = field(default_factory=dict)
+
+    def where(self, rows) -> pa.Array:
+        """"<shard uri> line|row <n>" for the given row indices of the current batch (drop details)."""
+        if isinstance(rows, pa.ChunkedArray):
+            rows = rows.combine_chunks()
+        elif not isinstance(rows, pa.Array):
+            rows = pa.array(rows, pa.int64())
+        at = self.positions.take(rows) if self.positions is not None else pc.add(rows, self.row_offset)
+        return pc.binary_join_element_wise(f"{self.shard_uri} {self.position_unit} ", pc.cast(at, pa.string()), "")
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += int(n)
@@ -79,6 +92,9 @@ class StageResult:
 
     kept: pa.Table
     removed: pa.Table | None = None  # input columns + drop_reason (+ optional drop_detail)
+    # Row indices, within the batch, of the `removed` rows (in their order): the runner then names
+    # shard and line/row in every drop_detail the stage left null. None: found by id.
+    removed_rows: pa.Array | None = None
     used: int | None = None  # generating stages: input rows that produced output
     skipped: dict[str, int] | None = None  # generating stages: input rows passed over, by reason
 
@@ -110,14 +126,48 @@ class Stage(ABC):
         return []
 
 
-def split_by_reason(batch: pa.Table, reason: pa.Array) -> StageResult:
-    """Rows whose `reason` is null are kept; the others are removed, labelled with it."""
+def split_by_reason(batch: pa.Table, reason: pa.Array, ctx: ShardContext | None = None,
+                    detail: str | pa.Array | None = None) -> StageResult:
+    """Rows whose `reason` is null are kept; the others are removed, labelled with it.
+
+    `detail` (one text, or one per row) explains the drop; with `ctx` it is prefixed with the
+    shard and line/row. Without a detail, the runner names shard and line/row alone.
+    """
     reason = reason.combine_chunks() if isinstance(reason, pa.ChunkedArray) else reason
     dropped = pc.is_valid(reason)
     if not pc.any(dropped).as_py():
         return StageResult(batch, None)
+    rows = pc.indices_nonzero(dropped)
     removed = batch.filter(dropped).append_column(S.DROP_REASON, reason.filter(dropped).cast(pa.string()))
-    return StageResult(batch.filter(pc.invert(dropped)), removed)
+    if detail is not None and ctx is not None:
+        detail = detail.filter(dropped) if isinstance(detail, (pa.Array, pa.ChunkedArray)) else detail
+        removed = removed.append_column(S.DROP_DETAIL, pc.binary_join_element_wise(ctx.where(rows), detail, ": "))
+    return StageResult(batch.filter(pc.invert(dropped)), removed, removed_rows=rows)
+
+
+def locate_drops(result: StageResult, batch: pa.Table, ctx: ShardContext) -> pa.Table | None:
+    """`result.removed` with every null drop_detail filled with "<shard uri> line|row <n>".
+
+    The rows are `result.removed_rows`, or else found in `batch` by id (ids are unique within
+    a shard); a row found neither way is named by its id.
+    """
+    removed = result.removed
+    if removed is None or removed.num_rows == 0:
+        return removed
+    detail = (removed.column(S.DROP_DETAIL).combine_chunks() if S.DROP_DETAIL in removed.column_names
+              else pa.nulls(removed.num_rows, pa.string()))
+    if detail.null_count:
+        if result.removed_rows is not None:
+            where = ctx.where(result.removed_rows)
+        else:
+            rows = pc.index_in(removed.column(S.ID), value_set=batch.column(S.ID).combine_chunks())
+            found = pc.is_valid(rows)
+            where = pc.if_else(found, ctx.where(pc.fill_null(rows, 0)),
+                               pc.binary_join_element_wise(f"{ctx.shard_uri} id ", removed.column(S.ID).cast(pa.string()), ""))
+        detail = pc.coalesce(detail, where)
+    if S.DROP_DETAIL in removed.column_names:
+        return removed.set_column(removed.column_names.index(S.DROP_DETAIL), S.DROP_DETAIL, detail)
+    return removed.append_column(S.DROP_DETAIL, detail)
 
 
 class PassThrough(Stage):

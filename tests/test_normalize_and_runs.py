@@ -6,6 +6,7 @@ import json
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -13,7 +14,8 @@ from mixforge import schema as S
 from mixforge.config import ConfigError, CurateConfig, NormalizeConfig, load_yaml
 from mixforge.runner import ShardJob, run_shard
 from mixforge.runs import RunConfigMismatch, RunLayout, compute_run_id, open_run
-from mixforge.stage import ShardContext
+from mixforge.shards import ReadOptions
+from mixforge.stage import ShardContext, Stage, StageResult, split_by_reason
 from mixforge.stages.normalize import Normalize
 from mixforge.storage import InputShard
 from tests.helpers import docs, write_shard
@@ -138,3 +140,74 @@ def test_shipped_configs_validate():
         if name.startswith(("mixture", "rephrase")):
             continue  # mixture specs: test_mixtures.py; rephrase configs: test_rephrase_flow.py
         load_yaml(path)
+
+
+def test_every_drop_names_shard_and_line(tmp_path):
+    src = write_shard(str(tmp_path / "in" / "a.jsonl"), [{"text": "x"}, b"{bad", {"text": "  "}, {"text": "y"}, {"text": "\x00"}])
+    layout = RunLayout(str(tmp_path / "store"), "r1").stage("normalize")
+    run_shard(Normalize(), ShardJob(0, src, layout))
+    removed = pq.read_table(layout.removed(0)).to_pylist()
+    details = {r[S.DROP_REASON] + ":" + r[S.DROP_DETAIL].split(":")[0] for r in removed}
+    assert details == {f"invalid_json:{src} line 2", f"empty_text:{src} line 3", f"empty_text:{src} line 5"}
+    assert all(r[S.DROP_DETAIL].endswith("empty or whitespace-only after normalisation") for r in removed if r[S.DROP_REASON] == "empty_text")
+
+
+class DropOdd(Stage):
+    """Drops odd-numbered rows without a detail, either through split_by_reason or by hand."""
+
+    name = "drop-odd"
+
+    def __init__(self, by_hand: bool) -> None:
+        self.by_hand = by_hand
+
+    def process(self, batch, ctx):
+        odd = pa.array([(ctx.row_offset + i) % 2 == 1 for i in range(batch.num_rows)])
+        if self.by_hand:  # a stage that names no rows: the runner finds them by id
+            removed = batch.filter(odd).append_column(S.DROP_REASON, pa.array(["odd"] * pc.sum(odd).as_py(), pa.string()))
+            return StageResult(batch.filter(pc.invert(odd)), removed)
+        return split_by_reason(batch, pc.if_else(odd, "odd", pa.scalar(None, pa.string())))
+
+
+@pytest.mark.parametrize("by_hand", [False, True])
+def test_the_runner_names_shard_and_row_of_drops_without_detail(tmp_path, by_hand):
+    src = write_shard(str(tmp_path / "in" / "a.parquet"), docs(9))
+    layout = RunLayout(str(tmp_path / "store"), "r1").stage("drop-odd")
+    stats = run_shard(DropOdd(by_hand), ShardJob(0, src, layout), ReadOptions(batch_rows=4))
+    assert stats["docs_dropped"] == {"odd": 4}
+    removed = pq.read_table(layout.removed(0))
+    assert removed.column("id").to_pylist() == ["d-1", "d-3", "d-5", "d-7"]
+    assert removed.column(S.DROP_DETAIL).to_pylist() == [f"{src} row {n}" for n in (1, 3, 5, 7)]
+
+
+def test_quarantine_ledger_in_marker_stats_and_summary(tmp_path):
+    import zstandard
+
+    from mixforge.runner import summarize_stage
+
+    layout = RunLayout(str(tmp_path / "store"), "r1").stage("normalize")
+    good = write_shard(str(tmp_path / "in" / "good.jsonl"), docs(4))
+    packed = zstandard.ZstdCompressor().compress(b"".join(json.dumps(d).encode() + b"\n" for d in docs(500)))
+    cut = tmp_path / "in" / "cut.jsonl.zst"
+    cut.write_bytes(packed[: len(packed) // 2])
+    table_path = write_shard(str(tmp_path / "in" / "bad.parquet"), docs(30))
+    pf = pq.ParquetFile(table_path)
+    pq.write_table(pf.read(), table_path, row_group_size=10, write_page_checksum=True)
+    data = bytearray(open(table_path, "rb").read())
+    data[pq.ParquetFile(table_path).metadata.row_group(1).column(1).dictionary_page_offset + 64] ^= 0xFF
+    open(table_path, "wb").write(bytes(data))
+
+    results = [run_shard(Normalize(), ShardJob(i, uri, layout)) for i, uri in enumerate([good, str(cut), table_path])]
+    assert [r["quarantined"] for r in results] == [False, True, True]
+    marker = json.load(open(layout.quarantine(1)))
+    assert marker["shard"] == str(cut) and "truncated" in marker["error"] and marker["rows_declared"] is None
+    assert 0 <= marker["rows_decoded"] < 500
+    assert (results[2]["rows_decoded"], results[2]["rows_declared"]) == (10, 30)
+    assert not os.path.exists(layout.part(1)) and not os.path.exists(layout.part(2))  # no row goes downstream
+
+    summary = summarize_stage("normalize", layout.dir, results, 1.0)
+    assert summary["docs_in"] == 4 and summary["docs_quarantined"] is None  # the JSONL shard declares nothing
+    assert summary["docs_quarantined_decoded"] == marker["rows_decoded"] + 10
+    assert summary["quarantined"][1] == {"shard": table_path, "error": results[2]["error"], "rows_decoded": 10, "rows_declared": 30}
+    only_parquet = summarize_stage("normalize", layout.dir, [results[0], results[2]], 1.0)
+    assert only_parquet["docs_quarantined"] == 30 and only_parquet["docs_quarantined_decoded"] == 10
+    assert summarize_stage("normalize", layout.dir, results[:1], 1.0)["docs_quarantined"] == 0

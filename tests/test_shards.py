@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import resource
 
 import pyarrow as pa
@@ -44,18 +46,37 @@ def test_batches_are_bounded(tmp_path):
     assert max(sizes) <= 128 and sum(sizes) == 1000
 
 
-def test_ids_are_derived_from_source_text_hash_and_occurrence(tmp_path):
+def test_ids_are_derived_from_source_shard_text_hash_and_occurrence(tmp_path):
     rows = [{"text": "same"}, {"text": "same"}, {"text": "other"}, {"text": "same", "source": "web"}]
-    kept, _ = collect(write_shard(str(tmp_path / "crawl.jsonl"), rows))
+    path = write_shard(str(tmp_path / "crawl.jsonl"), rows)
+    kept, _ = collect(path)
     ids = kept.column("id").to_pylist()
-    digest = S.text_digest(b"same")
-    assert ids[0] == f"crawl/{digest}-0" and ids[1] == f"crawl/{digest}-1"  # exact duplicates stay distinct
-    assert ids[2].startswith("crawl/") and ids[2].endswith("-0")
-    assert ids[3] == f"web/{digest}-0"
+    digest, tag = S.text_digest(b"same"), S.shard_tag(path)
+    assert ids[0] == f"crawl/{tag}/{digest}-0" and ids[1] == f"crawl/{tag}/{digest}-1"  # exact duplicates stay distinct
+    assert ids[2].startswith(f"crawl/{tag}/") and ids[2].endswith("-0")
+    assert ids[3] == f"web/{tag}/{digest}-0"
     assert kept.column("source").to_pylist() == ["crawl", "crawl", "crawl", "web"]
-    # The same derivation for Parquet input.
-    kept_pq, _ = collect(write_shard(str(tmp_path / "crawl.parquet"), [{"text": "same"}, {"text": "same"}]))
-    assert kept_pq.column("id").to_pylist() == ids[:2]
+    # The same derivation for Parquet input; another shard with the same texts and source derives other ids.
+    pq_path = write_shard(str(tmp_path / "crawl.parquet"), [{"text": "same"}, {"text": "same"}])
+    kept_pq, _ = collect(pq_path)
+    assert kept_pq.column("id").to_pylist() == [f"crawl/{S.shard_tag(pq_path)}/{digest}-{i}" for i in (0, 1)]
+    copy = write_shard(str(tmp_path / "copy" / "crawl.jsonl"), rows)
+    assert set(collect(copy)[0].column("id").to_pylist()).isdisjoint(ids)
+
+
+def test_occurrences_count_across_batches(tmp_path):
+    rows = [{"text": f"t{i % 3}", "source": "s" if i % 2 else "u"} for i in range(40)]
+    path = write_shard(str(tmp_path / "x.parquet"), rows)
+    one = collect(path)[0].column("id").to_pylist()
+    for batch_rows in (1, 3, 7):
+        assert collect(path, ReadOptions(batch_rows=batch_rows))[0].column("id").to_pylist() == one
+    assert len(set(one)) == 40
+    expected, seen = [], {}
+    for r in rows:
+        key = (r["source"], r["text"])
+        expected.append(f"{r['source']}/{S.shard_tag(path)}/{S.text_digest(r['text'].encode())}-{seen.get(key, 0)}")
+        seen[key] = seen.get(key, 0) + 1
+    assert one == expected
 
 
 def test_source_from_config_when_absent(tmp_path):
@@ -203,3 +224,177 @@ def test_s3_round_trip_through_moto(s3_bucket):
     assert not storage.exists(f"{root}/out/part-00001.parquet", opts)
     assert storage.create_only(f"{root}/v/manifest.json", b"1", opts) is True
     assert storage.create_only(f"{root}/v/manifest.json", b"2", opts) is False
+
+
+# ----------------------------------------------------------------------------- damaged streams
+
+
+def jsonl_rows(n: int, first: int = 0) -> bytes:
+    return b"".join(b'{"id": "r%d", "text": "row %d %s"}\n' % (i, i * 7919, b"x" * (i % 40)) for i in range(first, first + n))
+
+
+def zstd_frames(data: bytes, checksum: bool = True) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(write_checksum=checksum).compress(data)
+
+
+def unreadable(path, content: bytes) -> ShardUnreadable:
+    with open(path, "wb") as f:
+        f.write(content)
+    with pytest.raises(ShardUnreadable) as err:
+        collect(str(path))
+    assert str(err.value).startswith(f"{path}: ")
+    return err.value
+
+
+@pytest.mark.parametrize("percent", [10, 50, 99])
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".jsonl.gz"])
+def test_a_truncated_stream_is_unreadable_at_its_end_offset(tmp_path, suffix, percent):
+    data = jsonl_rows(2000)
+    packed = zstd_frames(data, checksum=False) if suffix.endswith("zst") else gzip.compress(data)
+    cut = len(packed) * percent // 100
+    err = unreadable(tmp_path / f"cut{suffix}", packed[:cut])
+    assert f"truncated: it ends at compressed byte {cut} inside the " in str(err)
+    assert 0 <= err.rows_decoded < 2000 and err.rows_declared is None
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".jsonl.gz"])
+def test_trailing_garbage_is_unreadable_and_the_valid_rows_are_counted(tmp_path, suffix):
+    packed = zstd_frames(jsonl_rows(500)) if suffix.endswith("zst") else gzip.compress(jsonl_rows(500))
+    err = unreadable(tmp_path / f"g{suffix}", packed + b"not a frame")
+    assert f"trailing bytes that are not {'a zstd frame' if suffix.endswith('zst') else 'gzip'} at compressed byte {len(packed)}" in str(err)
+    assert err.rows_decoded == 500  # the rows before the garbage were all decoded
+
+
+def test_multi_frame_and_multi_member_streams_and_gzip_zero_padding_are_fine(tmp_path):
+    a, b = jsonl_rows(10), jsonl_rows(7, first=10)
+    for name, content in (("f.jsonl.zst", zstd_frames(a) + zstd_frames(b, checksum=False)),
+                          ("m.jsonl.gz", gzip.compress(a) + gzip.compress(b)),
+                          ("p.jsonl.gz", gzip.compress(a + b) + b"\0" * 1000)):
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert collect(str(path))[0].num_rows == 17
+
+
+def test_a_skippable_zstd_frame_is_skipped(tmp_path):
+    skippable = (0x184D2A50).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello"
+    path = tmp_path / "s.jsonl.zst"
+    path.write_bytes(skippable + zstd_frames(jsonl_rows(3)))
+    assert collect(str(path))[0].num_rows == 3
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".jsonl.gz"])
+def test_a_corrupt_block_is_unreadable(tmp_path, suffix):
+    packed = bytearray(zstd_frames(jsonl_rows(2000)) if suffix.endswith("zst") else gzip.compress(jsonl_rows(2000)))
+    packed[len(packed) // 2] ^= 0xFF
+    err = unreadable(tmp_path / f"c{suffix}", bytes(packed))
+    assert re.search(r"compressed byte \d+", str(err))
+
+
+def test_a_utf16_file_is_unreadable_not_a_pile_of_bad_rows(tmp_path):
+    err = unreadable(tmp_path / "u.jsonl", jsonl_rows(3).decode().encode("utf-16"))
+    assert "must be UTF-8" in str(err) and err.rows_decoded == 0
+
+
+def test_a_corrupt_parquet_page_is_unreadable_with_the_footers_row_count(tmp_path):
+    path = str(tmp_path / "p.parquet")
+    w = ShardWriter(path, row_group_bytes=1)  # one row group per write; page checksums on
+    for i in range(3):
+        w.write(pa.Table.from_pylist(docs(10, f"g{i}"), schema=S.CORE_SCHEMA.remove(4)).append_column("meta", pa.nulls(10, pa.string())))
+    w.close()
+    data = bytearray(open(path, "rb").read())
+    column = pq.ParquetFile(path).metadata.row_group(2).column(1)
+    data[column.dictionary_page_offset + 64] ^= 0xFF  # inside the dictionary page's data (past its header)
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(ShardUnreadable, match=r"row group 2 \(compressed bytes \d+\.\.\d+\)") as err:
+        list(read_documents(path, batch_rows=4))
+    assert (err.value.rows_decoded, err.value.rows_declared) == (20, 30)
+
+
+def test_a_corrupt_parquet_footer_names_where_it_is(tmp_path):
+    path = write_shard(str(tmp_path / "f.parquet"), docs(5))
+    data = bytearray(open(path, "rb").read())
+    length = int.from_bytes(data[-8:-4], "little")
+    data[-8 - length:-8] = b"\x00" * length
+    err = unreadable(path, bytes(data))
+    assert f"footer of {length} bytes at compressed byte {len(data) - 8 - length}" in str(err)
+    assert (err.rows_decoded, err.rows_declared) == (0, None)
+
+
+# ----------------------------------------------------------------------------- quiet omissions
+
+
+@pytest.mark.parametrize("name", ["UP.JSONL", "Up.Parquet", "UP.JSONL.GZ", "Up.Jsonl.Zst"])
+def test_extensions_match_in_any_case(tmp_path, name):
+    from mixforge.shards import shard_format, shard_stem
+
+    lower = write_shard(str(tmp_path / name.lower()), docs(3))
+    path = str(tmp_path / name)
+    os.rename(lower, path)
+    assert shard_stem(path) == name.split(".")[0]
+    assert shard_format(path) == ("parquet" if "parquet" in name.lower() else "jsonl")
+    kept, _ = collect(path)
+    assert kept.column("id").to_pylist() == ["d-0", "d-1", "d-2"]
+
+
+def test_fields_that_cannot_fill_their_column_stay_in_meta(tmp_path):
+    rows = [{"text": "a", "source": 5}, {"text": "b", "source": ["x"]}, {"text": "c", "source": {"k": 1}},
+            {"text": "d", "id": 1.5}, {"text": "e", "id": True}, {"text": "f", "id": None}, {"text": "g", "id": [1]},
+            {"text": "h", "id": {"k": "v"}}, {"text": "i", "id": 12, "source": "own"}, {"text": "j", "id": ""}]
+    path = write_shard(str(tmp_path / "m.jsonl"), rows)
+    kept, rejects = collect(path)
+    assert rejects.num_rows == 0
+    metas = [json.loads(m) if m else None for m in kept.column("meta").to_pylist()]
+    assert metas == [{"source": 5}, {"source": ["x"]}, {"source": {"k": 1}}, {"id": 1.5}, {"id": True}, {"id": None},
+                     {"id": [1]}, {"id": {"k": "v"}}, None, None]
+    assert kept.column("source").to_pylist() == ["m"] * 8 + ["own", "m"]
+    ids = kept.column("id").to_pylist()
+    assert ids[8] == "12" and all(i.startswith(f"m/{S.shard_tag(path)}/") for i in ids[:8] + ids[9:])
+
+    table = pa.table({"text": ["a", "b"], "id": pa.array([1.5, None]), "source": pa.array([1, 2], pa.int8()),
+                      "blob": pa.array([b"\xff\x00", None], pa.binary()), "nested": pa.array([{"b": b"x"}, None])})
+    pq_path = str(tmp_path / "m.parquet")
+    pq.write_table(table, pq_path)
+    kept, rejects = collect(pq_path)
+    assert rejects.num_rows == 0 and kept.column("source").to_pylist() == ["m", "m"]
+    assert [json.loads(m) for m in kept.column("meta").to_pylist()] == [
+        {"id": 1.5, "source": 1, "blob": "/wA=", "nested": {"b": "eA=="}},
+        {"id": None, "source": 2, "blob": None, "nested": None}]
+    assert all(i.startswith(f"m/{S.shard_tag(pq_path)}/") for i in kept.column("id").to_pylist())
+
+
+def test_repeated_input_ids_in_a_shard_are_dropped_naming_the_first(tmp_path):
+    rows = [{"id": i, "text": f"t{n}"} for n, i in enumerate(["a", "b", "a", 7, "7", "c", "b"])]
+    path = write_shard(str(tmp_path / "d.jsonl"), rows)
+    kept, rejects = collect(path, ReadOptions(batch_rows=2))  # across batches too
+    assert kept.column("id").to_pylist() == ["a", "b", "7", "c"]
+    assert rejects.column(S.DROP_REASON).to_pylist() == ["duplicate_id"] * 3
+    assert rejects.column(S.DROP_DETAIL).to_pylist() == [
+        f"{path} line 3: id 'a' already used at line 1", f"{path} line 5: id '7' already used at line 4",
+        f"{path} line 7: id 'b' already used at line 2"]
+    assert rejects.column("text").to_pylist() == ["t2", "t4", "t6"]  # the whole document is in the audit
+
+    pq_path = write_shard(str(tmp_path / "d.parquet"), [{"id": f"p{n % 3}", "text": f"t{n}"} for n in range(8)])
+    kept, rejects = collect(pq_path, ReadOptions(batch_rows=3))
+    assert kept.column("id").to_pylist() == ["p0", "p1", "p2"]
+    assert rejects.column(S.DROP_DETAIL).to_pylist()[:2] == [f"{pq_path} row 3: id 'p0' already used at row 0",
+                                                             f"{pq_path} row 4: id 'p1' already used at row 1"]
+
+
+def test_bom_lone_surrogates_and_raw_nuls(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "first"}\n{"text": "lone \\ud800"}\n{"text": "raw \x00 nul"}\n{"text": "ok \\u0000"}\n')
+    kept, rejects = collect(str(path))
+    assert kept.column("text").to_pylist() == ["first", "ok \x00"]
+    assert rejects.column(S.DROP_REASON).to_pylist() == ["invalid_utf8", "invalid_json"]
+    assert rejects.column(S.DROP_DETAIL)[0].as_py().startswith(f"{path} line 2: lone surrogate")
+
+
+def test_positions_name_lines_and_rows(tmp_path):
+    path = write_shard(str(tmp_path / "p.jsonl"), [{"text": "a"}, b"", {"text": 1}, {"text": "b"}])
+    batches = list(read_raw(path))
+    assert batches[0].positions.to_pylist() == [1, 4] and batches[0].unit == "line"
+    pq_path = write_shard(str(tmp_path / "p.parquet"), [{"text": "a"}, {"text": None}, {"text": "b"}])
+    (batch,) = list(read_raw(pq_path))
+    assert batch.positions.to_pylist() == [0, 2] and batch.unit == "row"

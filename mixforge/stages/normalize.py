@@ -2,7 +2,8 @@
 
 Unicode NFC, mojibake repair where detectable, control characters stripped (NUL included:
 NUL bytes are removed, not a reason to drop a document), newlines normalised to "\\n".
-Documents that are empty or whitespace-only afterwards are dropped as `empty_text`.
+Documents that are empty or whitespace-only afterwards are dropped as `empty_text` (the detail
+names shard and line/row).
 
 Everything is vectorised with Arrow compute kernels; only documents that a cheap regex flags
 as likely mojibake go through ftfy (a per-document Python call) for repair.
@@ -49,9 +50,9 @@ class Normalize(Stage):
         batch = batch.set_column(batch.column_names.index(S.TEXT), S.TEXT, text)
         if not cfg.drop_empty:
             return StageResult(batch)
-        empty = pc.match_substring_regex(text, r"^\s*$")
+        empty = pc.match_substring_regex(text, r"^[\s\p{Z}]*$")  # RE2's \s is ASCII only: add Unicode spaces
         reason = pc.if_else(empty, "empty_text", pa.scalar(None, pa.string()))
-        return split_by_reason(batch, reason)
+        return split_by_reason(batch, reason, ctx, "text is empty or whitespace-only after normalisation")
 
 
 def _counted(ctx: ShardContext, key: str, before, after):
