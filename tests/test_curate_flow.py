@@ -59,9 +59,13 @@ def test_curate_local_with_stats_audit_and_artifacts(tmp_path):
     inputs = tmp_path / "raw"
     inputs.mkdir()
     expected = make_inputs(str(inputs))
+    (inputs / "notes.txt").write_text("not a shard\n")  # left out, and said so
+    (inputs / "gone.jsonl").symlink_to(inputs / "missing.jsonl")
     config = CurateConfig(stages=["normalize"], ray=RayConfig(max_shards_in_flight=2))
     summary = curate(input=str(inputs), output=str(tmp_path / "store"), config=config)
     stage = check_summary(summary, expected, "f.jsonl.zst")
+    assert {os.path.basename(s["uri"]): s["reason"].split(" (")[0] for s in summary["inputs"]["skipped"]} == {
+        "gone.jsonl": "broken symlink", "notes.txt": "not a shard format"}
 
     out = tmp_path / "store" / "runs" / summary["run_id"] / "normalize"
     # Outputs 1:1 with readable input shards, all valid contract Parquet.
@@ -85,6 +89,7 @@ def test_curate_local_with_stats_audit_and_artifacts(tmp_path):
     assert 1 <= rows[0]["workers"] <= 2 and 0 < rows[0]["worker_busy_share"] <= 1.01  # 5 readable shards, 2 in flight
     (md,) = artifacts_for(f"{key}-summary")
     assert "f.jsonl.zst" in md.data and "invalid_json" in md.data and f"% of {rows[0]['workers']} |" in md.data
+    assert "## Inputs skipped (2)" in md.data and f"| `{inputs}/notes.txt` | not a shard format (.txt;" in md.data
 
     # Rerunning resumes: every shard already done is skipped, nothing is rewritten.
     before = {p: os.stat(out / p).st_mtime_ns for p in parts}
