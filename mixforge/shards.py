@@ -366,7 +366,7 @@ class _ZstdStream(_CheckedStream):
         super().__init__(raw, uri)
         self.framing = _ZstdFraming()
         self._reader = zstandard.ZstdDecompressor().stream_reader(self._Source(self), read_size=_READ_CHUNK,
-                                                                  read_across_frames=True)
+                                                                  read_across_frames=True, closefd=False)
 
     def readinto(self, buf) -> int:
         try:
