@@ -1,3 +1,3 @@
 """mixforge: raw text shards in an object store -> versioned pretraining-data mixtures."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -52,6 +52,8 @@ def demo_corpus_path() -> str:
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:
+    from mixforge.runner import quarantine_rows
+
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return
@@ -66,7 +68,7 @@ def _print_summary(summary: dict, as_json: bool) -> None:
               + (f"  skipped: {skipped}" if skipped else "")
               + f"  quarantined shards: {len(s['quarantined'])}  {s['seconds']:.1f}s")
         for q in s["quarantined"]:
-            print(f"    quarantined {q['shard']}: {q['error']}")
+            print(f"    quarantined {q['shard']}: {q['error']} ({quarantine_rows(q)})")
         print(f"             output {s['output']}  (stats: {s['output'].rstrip('/')}/_stats.json)")
     print(f"curated shards: {summary['output']}")
     if summary.get("mixture"):

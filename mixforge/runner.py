@@ -373,5 +373,12 @@ def _utilisation(ran: list[dict]) -> dict:
     return {"workers": len(workers), "worker_busy_share": round(busy / (len(workers) * span), 3) if span > 0 else None}
 
 
+def quarantine_rows(entry: Mapping[str, Any]) -> str:
+    """A quarantined shard's rows, for people: how many were decoded before the error, how many it declares."""
+    declared = entry.get("rows_declared")
+    return (f"{entry.get('rows_decoded', 0):,} rows decoded before the error, "
+            + (f"{declared:,} declared by its footer" if declared is not None else "row count unknown"))
+
+
 def format_traceback(e: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(e), e)).strip()

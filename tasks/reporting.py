@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mixforge.names import artifact_key
+from mixforge.runner import quarantine_rows
 
 
 def stage_rows(summary: dict) -> list[dict]:
@@ -46,7 +47,7 @@ def markdown_summary(summary: dict) -> str:
                 lines.append(f"| {reason} | {step['docs']:,} | {step['chars']:,} | {step['docs_remaining']:,} |")
         if s["quarantined"]:
             lines += ["", f"## {s['name']}: quarantined shards", ""]
-            lines += [f"- `{q['shard']}`: {q['error']}" for q in s["quarantined"]]
+            lines += [f"- `{q['shard']}`: {q['error']} ({quarantine_rows(q)})" for q in s["quarantined"]]
     inputs = summary.get("inputs") or {}
     if inputs.get("skipped"):
         # what input discovery left out (storage.discover_inputs), so nothing is missing without a word

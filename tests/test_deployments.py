@@ -186,7 +186,8 @@ def test_deployments_are_registered_with_forms_and_schedules(prefect_server, wor
 def test_ci_trigger_runs_curate_through_the_worker_with_artifacts(prefect_server, worker, tmp_path):
     raw, store = tmp_path / "raw", tmp_path / "store"
     write_shard(str(raw / "a.jsonl"), prose_docs(40, "a") + [{"text": ""}, b"{broken"])
-    write_shard(str(raw / "b.jsonl.gz"), prose_docs(30, "b") + prose_docs(5, "a"))  # 5 exact duplicates of a's
+    copies = [{**d, "id": d["id"] + "-copy"} for d in prose_docs(5, "a")]  # 5 exact duplicates of a's texts, own ids
+    write_shard(str(raw / "b.jsonl.gz"), prose_docs(30, "b") + copies)
     write_shard(str(raw / "c.parquet"), docs(10, "c"))
     params = {"input": str(raw), "output": str(store), "run_id": "from-ci",
               "config": {"ray": {"num_cpus": 1, "object_store_memory_mb": 128}, "stages": ["normalize", "dedup"]}}
@@ -226,7 +227,7 @@ def test_ci_trigger_reports_a_failed_run(prefect_server, worker, tmp_path):
                           cwd=REPO, env=prefect_server["env"], capture_output=True, text=True, timeout=360)
     assert proc.returncode == 1, proc.stderr[-2000:]
     run = json.loads(proc.stdout)
-    assert run["state"] == "FAILED" and "no shards" in (run["message"] or "") + proc.stderr
+    assert run["state"] == "FAILED" and "no input found" in (run["message"] or "") + proc.stderr
 
 
 def test_nightly_deployment_is_incremental(prefect_server, worker):
