@@ -7,24 +7,29 @@ atomically, so a crash at any point leaves either a finished shard or one that i
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import socket
 import time
 import traceback
+import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mixforge import progress, storage
 from mixforge import schema as S
-from mixforge import storage
+from mixforge.executor import Call, Executor, SerialExecutor
 from mixforge.runs import StageLayout
 from mixforge.shards import REJECT_SCHEMA, ReadOptions, ShardUnreadable, ShardWriter, read_documents, read_raw
 from mixforge.stage import ShardContext, Stage, add_figures, locate_drops
+
+log = logging.getLogger("mixforge")
 
 
 @dataclass(frozen=True)
@@ -293,6 +298,83 @@ def _ensure_setup(stage: Stage) -> None:
     if id(stage) not in _SETUP_DONE:
         stage.setup()
         _SETUP_DONE.add(id(stage))
+
+
+# ----------------------------------------------------------------------------- a stage over its shards
+
+class StageFailed(RuntimeError):
+    """Some shards of a stage still failed after their retries (the message names them)."""
+
+
+# Worker-side: the stage of the run in progress (and its loaded models), by a token per run_stage
+# call, so a worker sets a stage up once however many of its shards it runs. Only the latest is
+# kept: a worker moving on to the next stage drops the previous one's models.
+_WORKER_STAGE: dict[str, Stage] = {}
+
+
+def run_shard_in_worker(token: str, stage: Stage, job: ShardJob, read_options: ReadOptions,
+                        storage_options: Mapping[str, Any] | None) -> dict:
+    """`run_shard` with the worker's copy of `stage` (set up once per worker and stage run)."""
+    if token not in _WORKER_STAGE:
+        _WORKER_STAGE.clear()
+        _WORKER_STAGE[token] = stage
+    return run_shard(_WORKER_STAGE[token], job, read_options, storage_options)
+
+
+def finished_shards(layout: StageLayout, storage_options: Mapping[str, Any] | None) -> dict[int, dict]:
+    """Stats of the shards already done in this stage, by index (one listing)."""
+    return {s["index"]: {**s, "skipped": True} for s in storage.list_json(storage.join(layout.dir, "_done"), storage_options)}
+
+
+def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str]], executor: Executor | None = None,
+              read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None) -> dict:
+    """Process every (index, input URI) with `stage` on `executor` (default: in this process); returns
+    the stage summary, also written as `_stats.json`.
+
+    Finished shards (a `_done` marker) are not run again, so a rerun recomputes only what is
+    missing. A shard that still fails after its retries makes the stage fail (StageFailed) once
+    every other shard is finished; a rerun then retries it.
+    """
+    executor = executor or SerialExecutor()
+    started = time.perf_counter()
+    done = finished_shards(layout, storage_options)
+    todo = [ShardJob(i, uri, layout) for i, uri in inputs if i not in done]
+    # Largest shards first: the stage then ends on small shards, not with every worker idle but
+    # one busy with a big shard (sizes from one listing per folder; unknown sizes go last).
+    sizes = storage.file_sizes([job.input_uri for job in todo], storage_options)
+    todo.sort(key=lambda job: -sizes.get(job.input_uri, -1))
+    results: list[dict] = [done[i] for i, _ in inputs if i in done]
+    failures: list[tuple[ShardJob, str]] = []
+    reporter = progress.get()
+    reporter.stage_started(stage.name, len(inputs), len(results))
+    if todo:
+        token = uuid.uuid4().hex
+        calls = [Call(job, (token, stage, job, read_options, storage_options)) for job in todo]
+        for job, stats, error in executor.run(run_shard_in_worker, calls, resources=stage.resources,
+                                              runtime_env=stage.runtime_env, storage_options=storage_options):
+            if error is not None:
+                log.error("shard %d (%s) failed: %s", job.index, job.input_uri, error)
+                failures.append((job, error))
+                continue
+            results.append(stats)
+            reporter.shard_finished(stage.name, stats)
+
+    results.sort(key=lambda s: s["index"])
+    summary = summarize_stage(stage.name, layout.dir, results, time.perf_counter() - started)
+    if failures:
+        lines = "\n".join(f"  shard {j.index} ({j.input_uri}): {err}" for j, err in failures)
+        raise StageFailed(f"stage {stage.name!r}: {len(failures)} shard(s) failed after {executor.max_retries} retries "
+                          f"(rerun the same run id to retry only these):\n{lines}")
+    summary["shard_results"] = [{k: s.get(k) for k in ("index", "input", "quarantined", "docs_in", "docs_kept", "skipped")}
+                                for s in results]
+    storage.write_json(layout.stats, summary, storage_options)
+    reporter.stage_finished(stage.name, summary)
+    return summary
+
+
+def completed_outputs(layout: StageLayout, summary: dict) -> list[tuple[int, str]]:
+    """(index, kept-shard URI) of every shard this stage finished: the next stage's inputs."""
+    return [(s["index"], layout.part(s["index"])) for s in summary["shard_results"] if not s.get("quarantined")]
 
 
 def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: float) -> dict:

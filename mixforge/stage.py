@@ -20,12 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mixforge import schema as S
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus: float = 1.0
-    gpus: float = 0.0
+from mixforge.executor import Resources  # noqa: F401 - what a stage declares it needs (re-exported)
 
 
 @dataclass

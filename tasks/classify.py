@@ -31,7 +31,8 @@ from mixforge.shards import ReadOptions
 from mixforge.stage import add_figures
 from mixforge.stages.classify import ClassifyStage, output_columns
 from tasks import ray_runtime
-from tasks.stage_runner import StageFailed, completed_outputs, ray_map, read_options, run_stage
+from tasks.executor import ray_map
+from tasks.stage_runner import StageFailed, completed_outputs, read_options, run_stage
 
 log = logging.getLogger("mixforge")
 

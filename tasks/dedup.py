@@ -19,7 +19,8 @@ from mixforge import progress, storage
 from mixforge.config import CurateConfig
 from mixforge.dedup import pipeline as dd
 from mixforge.runs import RunLayout
-from tasks.stage_runner import StageFailed, ray_map, read_options, run_stage
+from tasks.executor import ray_map
+from tasks.stage_runner import StageFailed, read_options, run_stage
 
 _REMOTES = {name: ray.remote(fn) for name, fn in {
     "lines": dd.count_shard_lines, "boilerplate": dd.boilerplate_partition, "signatures": dd.sign_shard, "edges": dd.partition_edges, "verify": dd.verify_shard_edges,

@@ -20,7 +20,7 @@ from mixforge.mixtures.plan import MixPlan
 from mixforge.mixtures.pool import PoolShard
 from mixforge.mixtures.spec import MixSpec
 from mixforge.mixtures.versions import MixtureLayout, read_manifest, summary as version_summary
-from tasks.stage_runner import ray_map
+from tasks.executor import ray_map
 
 
 class MixStepFailed(RuntimeError):

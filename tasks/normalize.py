@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from mixforge import ids, progress, storage
 from mixforge.config import CurateConfig
 from mixforge.runs import RunLayout
-from tasks.stage_runner import StageFailed, ray_map, run_configured_stage
+from tasks.executor import ray_map
+from tasks.stage_runner import StageFailed, run_configured_stage
 
 log = logging.getLogger("mixforge")
 

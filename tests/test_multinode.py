@@ -53,9 +53,9 @@ def _install_attempt_recorder(record_dir: Path, slow_dir: Path) -> None:
     """
     import ray
 
-    import tasks.stage_runner as stage_runner
+    import mixforge.runner as runner
 
-    run_shard_on_worker = stage_runner._run_shard_on_worker
+    run_shard_on_worker = runner.run_shard_in_worker
     records, slow = str(record_dir), str(slow_dir)
 
     def recorded(token, stage, job, read_options, storage_options):
@@ -67,7 +67,8 @@ def _install_attempt_recorder(record_dir: Path, slow_dir: Path) -> None:
             time.sleep(3)
         return run_shard_on_worker(token, stage, job, read_options, storage_options)
 
-    stage_runner._remote_run_shard = ray.remote(recorded)
+    # run_stage looks the shard function up when it runs, and the executor ships this closure by value
+    runner.run_shard_in_worker = recorded
 
 
 def _attempts(record_dir: Path, store: str) -> list[dict]:

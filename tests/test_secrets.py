@@ -177,7 +177,7 @@ def test_a_secret_block_reaches_driver_and_workers_and_nothing_records_it(iam_on
 
     from flows.curate import curate
     from mixforge.config import RayConfig
-    from tasks.stage_runner import ray_map
+    from tasks.executor import ray_map
     from tests.helpers import docs, write_shard
 
     caplog.set_level(logging.INFO)
