@@ -136,6 +136,14 @@ class CurateConfig(StrictModel):
             raise ValueError(f"stages must be distinct and in pipeline order {list(STAGE_ORDER)}")
         return stages
 
+    def read_options(self):
+        """The shard reader's options (mixforge.shards.ReadOptions) from `read`."""
+        from mixforge.shards import ReadOptions
+
+        r = self.read
+        return ReadOptions(text_field=r.text_field, id_field=r.id_field, batch_rows=r.batch_rows,
+                           batch_bytes=r.batch_bytes, max_doc_bytes=r.max_doc_bytes, default_source=r.source)
+
     def run_fingerprint(self) -> dict[str, Any]:
         """The part of the config that determines outputs (goes into the run id).
 

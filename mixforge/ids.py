@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.dedup.hashing import hash_strings
+from mixforge.executor import Executor, SerialExecutor
 from mixforge.runner import summarize_stage
 from mixforge.runs import StageLayout
 from mixforge.shards import REJECT_SCHEMA, ShardWriter, read_documents
@@ -420,29 +421,30 @@ STEPS: dict[str, Callable[..., dict]] = {"hash": hash_shard, "duplicates": find_
 
 # ---------------------------------------------------------------------------- the whole check
 
-# mapper(step, calls): runs STEPS[step](*args) for every (label, args) of `calls`, returns the
-# results (any order); raises if a call keeps failing. The Ray layer passes one that fans out.
-Mapper = Callable[[str, list[tuple[Any, tuple]]], list]
+def _map(executor: Executor, step: str, args: list[tuple], storage_options) -> list:
+    """Step `step` over its argument tuples on `executor` (nothing to do: no call at all)."""
+    if not args:
+        return []
+    return executor.map(STEPS[step], args, step=f"normalize:ids-{step}", storage_options=storage_options)
 
 
-def run_serially(step: str, calls: list[tuple[Any, tuple]]) -> list:
-    return [STEPS[step](*args) for _, args in calls]
-
-
-def run_round(round_no: int, stage: StageLayout, storage_options=None, mapper: Mapper = run_serially) -> dict:
+def run_round(round_no: int, stage: StageLayout, storage_options=None, executor: Executor | None = None) -> dict:
     """Steps 1-3 of one round; returns its totals (also written as the round's marker, last)."""
+    executor = executor or SerialExecutor()
     layout = IdCheckLayout(stage.dir)
     if storage.exists(layout.round_done(round_no), storage_options):
         return storage.read_json(layout.round_done(round_no), storage_options)
     plan = _read_plan(layout, round_no, storage_options)
     partitions = plan["partitions"]
-    mapper("hash", [(i, (int(i), stage.part(int(i)), layout, partitions, storage_options)) for i, _ in plan["new"]])
-    found = mapper("duplicates", [(p, (round_no, p, layout, storage_options)) for p in range(partitions)])
+    _map(executor, "hash", [(int(i), stage.part(int(i)), layout, partitions, storage_options) for i, _ in plan["new"]],
+         storage_options)
+    found = _map(executor, "duplicates", [(round_no, p, layout, storage_options) for p in range(partitions)], storage_options)
     affected: dict[int, list[int]] = {}
     for f in found:
         for shard in f["drops"]:
             affected.setdefault(int(shard), []).append(f["partition"])
-    applied = mapper("drop", [(s, (round_no, s, sorted(ps), layout, stage, storage_options)) for s, ps in sorted(affected.items())])
+    applied = _map(executor, "drop", [(round_no, s, sorted(ps), layout, stage, storage_options)
+                                      for s, ps in sorted(affected.items())], storage_options)
     totals = {"round": round_no, "partitions": partitions, "shards": len(plan["new"]), "shards_earlier": len(plan["earlier"]),
               "ids_compared": sum(f["ids"] for f in found), "duplicate_ids": sum(f["duplicate_ids"] for f in found),
               "docs_dropped": sum(a["docs_dropped"] for a in applied), "chars_dropped": sum(a["chars_dropped"] for a in applied),
@@ -452,7 +454,7 @@ def run_round(round_no: int, stage: StageLayout, storage_options=None, mapper: M
 
 
 def check_unique_ids(stage: StageLayout, shards: Sequence[tuple[int, str]], storage_options=None,
-                     mapper: Mapper = run_serially, docs: Mapping[int, int] | None = None,
+                     executor: Executor | None = None, docs: Mapping[int, int] | None = None,
                      partitions: int | None = None) -> dict:
     """Make ids unique across the finished shards of a normalize stage (rounds as needed).
 
@@ -462,7 +464,7 @@ def check_unique_ids(stage: StageLayout, shards: Sequence[tuple[int, str]], stor
     """
     ran = []
     while (round_no := next_round(stage, shards, storage_options, docs, partitions)) is not None:
-        ran.append(run_round(round_no, stage, storage_options, mapper))
+        ran.append(run_round(round_no, stage, storage_options, executor))
     rounds = storage.list_json(IdCheckLayout(stage.dir).rounds_done, storage_options)
     return {"rounds": len(rounds), "rounds_run": [r["round"] for r in ran],
             "partitions": rounds[0]["partitions"] if rounds else None,

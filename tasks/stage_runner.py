@@ -22,9 +22,7 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
 
 
 def read_options(config: CurateConfig) -> ReadOptions:
-    r = config.read
-    return ReadOptions(text_field=r.text_field, id_field=r.id_field, batch_rows=r.batch_rows,
-                       batch_bytes=r.batch_bytes, max_doc_bytes=r.max_doc_bytes, default_source=r.source)
+    return config.read_options()
 
 
 def run_configured_stage(name: str, run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig) -> dict:

@@ -70,3 +70,31 @@ def _fix_mojibake(text: pa.ChunkedArray) -> pa.ChunkedArray:
     flagged = text.filter(hint).to_pylist()
     fixed = [ftfy.fix_encoding(t) if is_bad(t) else t for t in flagged]
     return pc.replace_with_mask(text, hint, pa.array(fixed, pa.string()))
+
+
+def run_normalize(stage_layout, inputs, config, executor=None) -> dict:
+    """The normalize composite: the Normalize stage over the raw shards, then ids made unique across
+    the run's shards (mixforge.ids: hash per shard -> duplicates per partition -> drop per affected
+    shard), on `executor`. Returns the stage summary (also `_stats.json`), with `id_check`."""
+    import logging
+    import time
+
+    from mixforge import ids, storage
+    from mixforge.runner import run_stage
+
+    opts = config.storage.options
+    summary = run_stage(Normalize(config.normalize), stage_layout, inputs, executor, config.read_options(), opts)
+    started = time.perf_counter()
+    finished = [s for s in summary["shard_results"] if not s.get("quarantined")]
+    check = ids.check_unique_ids(stage_layout, [(s["index"], s["input"]) for s in finished], opts, executor,
+                                 docs={s["index"]: s["docs_kept"] for s in finished})
+    if check["rewrote_now"]:
+        summary = ids.restate_summary(summary, stage_layout, opts)
+    seconds = round(time.perf_counter() - started, 3)
+    logging.getLogger("mixforge").info(
+        "normalize: %d id(s) held by more than one shard, %d row(s) dropped as duplicate_id (id check: %.1fs)",
+        check["duplicate_ids"], check["docs_dropped"], seconds)
+    summary["id_check"] = {**{k: v for k, v in check.items() if k != "rewrote_now"}, "seconds": seconds}
+    summary["seconds"] = round(summary["seconds"] + seconds, 3)
+    storage.write_json(stage_layout.stats, summary, opts)
+    return summary
