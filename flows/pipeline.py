@@ -5,12 +5,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.curate import curate
-from flows.mix import mix, spec_for_pool
+from flows.mix import mix
 from flows.rephrase import rephrase as rephrase_flow
+from mixforge import planning
 from mixforge.config import CurateConfig
 from mixforge.mixtures.spec import MixSpec
 from mixforge.rephrase.config import RephraseConfig, RephraseRunConfig
-from tasks.planning import curated_pool, latest_mixture_of_pool, spec_with_pool
+from tasks.planning import curated_pool, latest_mixture_of_pool, mixture_spec
 from tasks.rephrase import finished_rephrase_outputs
 
 
@@ -34,7 +35,9 @@ def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mix
     logger = get_run_logger()
     options = config.storage.options
     name, store = (mixture.name, mixture.store) if mixture else (mixture_name, output)
+    mix_options = mixture.storage_options if mixture else options
 
+    # Curate (incremental: only what is new), then rephrase what is still to be rephrased.
     curated = curate(input=input, output=output, config=config, run_id=run_id, incremental=incremental)
     pool = curated_pool(output, curated, options)
     rephrased: list[dict] = []
@@ -43,19 +46,15 @@ def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mix
         todo, synthetic = finished_rephrase_outputs(pool, output, rephrase_config)
         rephrased = [rephrase_flow(input=folder, output=output, config=rephrase_config) for folder in todo]
         pool = sorted([*pool, *synthetic, *(r["output"] for r in rephrased)])
-    curated = {**curated, "rephrase": rephrased}
-    if curated["run_id"] is None and not rephrased:  # incremental, and nothing new under the input
-        mix_options = mixture.storage_options if mixture else options
-        current = latest_mixture_of_pool(store, name, pool, mixture, mix_options) if pool else None
-        if current is not None or not pool:
-            message = (f"nothing new under {input}; mixture {name} {current['version']} already covers the pool "
-                       f"({len(pool)} run(s))" if current else f"nothing new under {input} and nothing curated yet")
-            logger.info("no-op: %s", message)
-            return {**curated, "noop": True, "message": message, "pool": pool,
-                    "mixture": None if current is None else {**current, "built": False}}
-        logger.info("nothing new under %s, but mixture %s has no version over the current pool: building one", input, name)
 
-    spec = spec_with_pool(mixture, pool) if mixture else spec_for_pool(pool, output, name=name, storage_options=options)
-    mixed = mix(spec=spec)
+    # Nothing new and the mixture already covers the pool: a no-op night.
+    current = latest_mixture_of_pool(store, name, pool, mixture, mix_options) if pool else None
+    noop = planning.nothing_to_mix(input, name, curated, pool, current, rephrased)
+    if noop is not None:
+        logger.info("no-op: %s", noop["message"])
+        return noop
+
+    # Mix the pool into a new version.
+    mixed = mix(spec=mixture_spec(pool, output, mixture, name, options))
     logger.info("mixture %s %s over %d pool folder(s): data card %s", mixed["name"], mixed["version"], len(pool), mixed["card"])
-    return {**curated, "noop": False, "pool": pool, "mixture": {**mixed, "built": True}}
+    return {**curated, "rephrase": rephrased, "noop": False, "pool": pool, "mixture": {**mixed, "built": True}}

@@ -367,3 +367,65 @@ def new_shards(found: Sequence[InputShard], runs: Sequence[PoolRun]) -> list[Inp
     curated = set().union(*(r.inputs for r in runs)) if runs else set()
     return [s for s in found if (s.uri, s.size) not in curated]
 
+
+
+# ----------------------------------------------------------------------------- the pool a pipeline mixes
+
+
+def curated_pool(output: str, curated: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The folders of curated shards a pipeline's mixture samples: the curate run's final-stage
+    folder, or, for an incremental run, that of every completed run of its pool (sorted)."""
+    if not curated.get("incremental"):
+        return [curated["output"]]
+    return sorted(r.output for r in pool_runs(output, curated["incremental"]["index"], storage_options))
+
+
+def spec_with_pool(spec, pool: Sequence[str]):
+    """A mixture spec sampling `pool` instead of the pool it names."""
+    return spec.model_copy(update={"pool": list(pool)})
+
+
+def mixture_spec(pool: Sequence[str], output: str, mixture=None, name: str = "default",
+                 storage_options: Mapping[str, Any] | None = None):
+    """`mixture` sampling `pool`, or, without one, every source of the pool at its natural share."""
+    if mixture is not None:
+        return spec_with_pool(mixture, pool)
+    from mixforge.mixtures.build import spec_for_pool
+
+    return spec_for_pool(pool, output, name=name, storage_options=storage_options)
+
+
+def latest_mixture_of_pool(store: str, name: str, pool: Sequence[str], spec=None,
+                           storage_options: Mapping[str, Any] | None = None) -> dict | None:
+    """The `mix` summary of mixture `name`'s latest version if it was built over exactly `pool`
+    (and, when a spec is given, from that spec); None when there is no such version."""
+    from mixforge.mixtures import versions
+
+    try:
+        manifest = versions.read_manifest(store, name, None, storage_options)
+    except versions.VersionNotFound:
+        return None
+    if sorted(manifest["pool"]["inputs"]) != sorted(pool):
+        return None
+    if spec is not None:
+        from mixforge.mixtures.takedown import with_standing_takedowns
+
+        expected = with_standing_takedowns(spec_with_pool(spec, sorted(pool)))  # what `mix` would build from it
+        if manifest["spec_hash"] != expected.spec_hash():
+            return None
+    return versions.summary(manifest, store)
+
+
+def nothing_to_mix(input: str, name: str, curated: Mapping[str, Any], pool: Sequence[str], current: dict | None,
+                   rephrased: Sequence[dict]) -> dict | None:
+    """The nightly's no-op result when nothing is new (no curate run, no rephrase run) and the mixture's
+    latest version already covers the pool (or there is no pool yet); None when a version is to be built."""
+    if curated.get("run_id") is not None or rephrased:
+        return None
+    if pool and current is None:
+        log.info("nothing new under %s, but mixture %s has no version over the current pool: building one", input, name)
+        return None
+    message = (f"nothing new under {input}; mixture {name} {current['version']} already covers the pool "
+               f"({len(pool)} run(s))" if current else f"nothing new under {input} and nothing curated yet")
+    return {**curated, "rephrase": list(rephrased), "noop": True, "message": message, "pool": list(pool),
+            "mixture": None if current is None else {**current, "built": False}}

@@ -14,7 +14,7 @@ from mixforge.config import CurateConfig
 from mixforge.planning import (PoolRun, RunPlan, incremental_config, new_shards, pool_runs)  # noqa: F401 - re-exported
 
 __all__ = ["PoolRun", "RunPlan", "incremental_config", "new_shards", "pool_runs", "plan_run", "mark_run_complete",
-           "curated_pool", "spec_with_pool", "latest_mixture_of_pool"]
+           "curated_pool", "latest_mixture_of_pool", "mixture_spec"]
 
 
 @task(name="plan-run", cache_policy=NO_CACHE)
@@ -35,35 +35,19 @@ def mark_run_complete(run, summary: dict, storage_options: Mapping[str, Any] | N
 
 @task(name="curated-pool", cache_policy=NO_CACHE)
 def curated_pool(output: str, curated: dict, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """The folders of curated shards a pipeline's mixture samples: the curate run's final-stage
-    folder, or, for an incremental run, that of every completed run of its pool (sorted)."""
-    if not curated.get("incremental"):
-        return [curated["output"]]
-    return sorted(r.output for r in pool_runs(output, curated["incremental"]["index"], storage_options))
-
-
-def spec_with_pool(spec, pool: Sequence[str]):
-    """A mixture spec sampling `pool` instead of the pool it names."""
-    return spec.model_copy(update={"pool": list(pool)})
+    """The folders of curated shards a pipeline's mixture samples (mixforge.planning.curated_pool)."""
+    return planning.curated_pool(output, curated, storage_options)
 
 
 @task(name="latest-mixture-of-pool", cache_policy=NO_CACHE)
 def latest_mixture_of_pool(store: str, name: str, pool: Sequence[str], spec=None,
                            storage_options: Mapping[str, Any] | None = None) -> dict | None:
-    """The `mix` summary of mixture `name`'s latest version if it was built over exactly `pool`
-    (and, when a spec is given, from that spec); None when there is no such version."""
-    from mixforge.mixtures import versions
+    """The latest version of mixture `name` if it was built over exactly `pool` (and from `spec`)."""
+    return planning.latest_mixture_of_pool(store, name, pool, spec, storage_options)
 
-    try:
-        manifest = versions.read_manifest(store, name, None, storage_options)
-    except versions.VersionNotFound:
-        return None
-    if sorted(manifest["pool"]["inputs"]) != sorted(pool):
-        return None
-    if spec is not None:
-        from mixforge.mixtures.takedown import with_standing_takedowns
 
-        expected = with_standing_takedowns(spec_with_pool(spec, sorted(pool)))  # what `mix` would build from it
-        if manifest["spec_hash"] != expected.spec_hash():
-            return None
-    return versions.summary(manifest, store)
+@task(name="mixture-spec", cache_policy=NO_CACHE)
+def mixture_spec(pool: Sequence[str], output: str, mixture=None, name: str = "default",
+                 storage_options: Mapping[str, Any] | None = None):
+    """The spec the pipeline mixes with: the user's, sampling `pool`, or every source at its natural share."""
+    return planning.mixture_spec(pool, output, mixture, name, storage_options)
