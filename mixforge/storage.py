@@ -350,6 +350,18 @@ def _local_entry(path: str, is_link: bool) -> tuple[os.stat_result | None, str |
         return None, _oserror_reason(e)
 
 
+def _add_local_file(found: _Found, path: str, st: os.stat_result, is_link: bool) -> None:
+    """A local file as an input shard, or skipped with the reason."""
+    if not stat.S_ISREG(st.st_mode):
+        found.skip(path, "not a regular file")
+    elif not is_shard(path):
+        found.skip(path, _not_a_shard(path))
+    elif not os.access(path, os.R_OK):
+        found.skip(path, "unreadable: permission denied")
+    else:
+        found.files.append((path, st.st_size, (st.st_dev, st.st_ino), is_link))
+
+
 def _walk_local(top: str, found: _Found, matches, root: str, max_depth: int | None, glob: bool) -> None:
     """List `top` recursively, following symlinks (fsspec's local find silently drops them all),
     without ever entering a folder twice: a symlink back to a folder being listed is a loop, one to
@@ -393,16 +405,8 @@ def _walk_local(top: str, found: _Found, matches, root: str, max_depth: int | No
                     found.skip(path, f"symlink to a folder already listed ({visited[sub]})")
                 else:
                     walk(path, est, depth + 1)
-            elif not matches(path):
-                continue
-            elif not stat.S_ISREG(est.st_mode):
-                found.skip(path, "not a regular file")
-            elif not is_shard(path):
-                found.skip(path, _not_a_shard(path))
-            elif not os.access(path, os.R_OK):
-                found.skip(path, "unreadable: permission denied")
-            else:
-                found.files.append((path, est.st_size, (est.st_dev, est.st_ino), is_link))
+            elif matches(path):
+                _add_local_file(found, path, est, is_link)
         ancestors.pop()
 
     walk(top, top_stat, 0)
@@ -458,14 +462,8 @@ def _discover_local(fs, path: str, glob: bool, found: _Found, pattern: str) -> N
         st, problem = _local_entry(path, is_link)
         if problem is not None:
             found.skip(path, problem)
-        elif not stat.S_ISREG(st.st_mode):
-            found.skip(path, "not a regular file")
-        elif not is_shard(path):
-            found.skip(path, _not_a_shard(path))
-        elif not os.access(path, os.R_OK):
-            found.skip(path, "unreadable: permission denied")
         else:
-            found.files.append((path, st.st_size, (st.st_dev, st.st_ino), is_link))
+            _add_local_file(found, path, st, is_link)
     else:
         raise FileNotFoundError(f"no input found at {pattern!r}")
 
