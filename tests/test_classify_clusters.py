@@ -109,7 +109,8 @@ def test_classify_stage_fits_clusters_on_ray_and_separates_domains(tmp_path, ray
     from mixforge.config import RayConfig
     from mixforge.runs import StageLayout
     from mixforge.shards import read_documents
-    from tasks.classify import run_classify
+    from mixforge.classify.composite import classify
+    from tasks.executor import RayExecutor
 
     domains = {"bible": bible_docs(30), "code": code_docs(30), "recipes": recipe_docs(30), "austen": prose_docs(1, 30, min_chars=300)}
     for texts in domains.values():
@@ -120,7 +121,7 @@ def test_classify_stage_fits_clusters_on_ray_and_separates_domains(tmp_path, ray
     cfg = ClassifyConfig(embedding_clusters=emb, histogram_bins=5)
     root = str(tmp_path / "store")
 
-    summary = run_classify(root, StageLayout(f"{root}/runs/r1/classify"), inputs, cfg, RayConfig(max_shards_in_flight=3))
+    summary = classify(root, StageLayout(f"{root}/runs/r1/classify"), inputs, cfg, RayExecutor(RayConfig(max_shards_in_flight=3)))
     assert summary["docs_in"] == summary["docs_kept"] == 120
 
     out = [t for i, _ in inputs for t in read_documents(StageLayout(f"{root}/runs/r1/classify").part(i))]
@@ -147,7 +148,7 @@ def test_classify_stage_fits_clusters_on_ray_and_separates_domains(tmp_path, ray
     assert "| cluster | docs | share | top terms |" in report and ", ".join(card["clusters"][0]["top_terms"]) in report
 
     # Same sample, same centroids with one shard at a time (fewer workers): no dependence on scheduling.
-    again = run_classify(root, StageLayout(f"{root}/runs/r2/classify"), inputs, cfg, RayConfig(max_shards_in_flight=1))
+    again = classify(root, StageLayout(f"{root}/runs/r2/classify"), inputs, cfg, RayExecutor(RayConfig(max_shards_in_flight=1)))
     first = np.load(Path(info["model"], cl.CENTROIDS_FILE))
     second = np.load(Path(again["classify"]["clusters"]["model"], cl.CENTROIDS_FILE))
     assert again["classify"]["clusters"]["model"] != info["model"] and np.allclose(first, second, atol=1e-5)

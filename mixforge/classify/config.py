@@ -1,4 +1,4 @@
-"""Configuration of classifier training and of the classify stage (issue #5).
+"""Configuration of classifier training and of the classify stage.
 
 `ClassifyConfig` goes into the curate config as `classify:`; `TrainClassifierConfig` is the
 `train_classifier` flow's parameter (and `mixforge train-classifier --config FILE`).
@@ -88,8 +88,23 @@ class ClassifierSpec(_Strict):
 
     name: name_field("classifier name") = Field(description="Short name; the column suffix (`quality_<name>`, `<name>_label`). Lowercase letters, digits, dashes (written as underscores in column names).")
     model: str = Field(description="URI of a model version dir (`<root>/models/<name>/v0003`), of its model.bin, or `<root>/models/<name>` for the latest version (resolved once when the stage is built).")
-    kind: Literal["binary-quality", "multiclass-domain"] = Field("binary-quality", description="binary-quality: writes `quality_<name>` = probability of the positive label; multiclass-domain: writes `domain` + `domain_score` (top label and its probability), or `<name>_label`/`<name>_score` when several multiclass classifiers run.")
+    kind: str = Field("binary-quality", json_schema_extra=lambda schema: schema.update(enum=classifier_kinds()),
+                      description="binary-quality: writes `quality_<name>` = probability of the positive label; multiclass-domain: writes `domain` + `domain_score` (top label and its probability), or `<name>_label`/`<name>_score` when several multiclass classifiers run; or any kind registered with mixforge.classify.classifiers.register_classifier.")
     positive_label: str | None = Field(None, description="binary-quality: the label whose probability is the score; null: the one recorded in the model card.")
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        if kind not in classifier_kinds():
+            raise ValueError(f"unknown classifier kind {kind!r}; registered kinds: {', '.join(classifier_kinds())}")
+        return kind
+
+
+def classifier_kinds() -> list[str]:
+    """The kinds `ClassifierSpec.kind` accepts: the classes registered in mixforge.classify.classifiers."""
+    from mixforge.classify.classifiers import CLASSIFIERS  # imported here: that module imports this one
+
+    return sorted(CLASSIFIERS)
 
 
 class EmbeddingClustersConfig(_Strict):
