@@ -79,31 +79,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def process_map(workers: int, calls_log: collections.Counter):
-    """A map_fn over worker processes (results in order, or folded as they finish), so what the
-    driver holds is measured apart from the per-shard work."""
+def counting_executor(workers: int, calls_log: collections.Counter):
+    """An Executor over `workers` worker processes (0: in the driver, serially) that counts the
+    steps it runs, so what the driver holds is measured apart from the per-shard work; and the
+    process pool to shut down (None when serial)."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    from mixforge.mixtures.plan import serial_map
+    from mixforge.executor import Executor, SerialExecutor, format_error
 
-    if workers <= 0:
-        def serial(fn, calls, fold=None):
+    class CountingExecutor(Executor):
+        def __init__(self, pool: cf.ProcessPoolExecutor | None) -> None:
+            self.pool = pool
+
+        def run(self, fn, calls, **kw):
             calls_log[fn.__name__] += 1
-            return serial_map(fn, calls, fold)
-        return serial, None
-    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+            if self.pool is None:
+                yield from SerialExecutor().run(fn, calls, **kw)
+                return
+            futures = {self.pool.submit(fn, *c.args): c.label for c in calls}
+            for f in cf.as_completed(futures):  # folded as they finish
+                error = f.exception()
+                yield futures[f], (None if error else f.result()), (format_error(error) if error else None)
 
-    def run(fn, calls, fold=None):
-        calls_log[fn.__name__] += 1
-        futures = [ex.submit(fn, *args) for args in calls]
-        if fold is None:
-            return [f.result() for f in futures]
-        acc = None
-        for f in cf.as_completed(futures):
-            acc = fold(acc, f.result())
-        return acc
-    return run, ex
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) if workers > 0 else None
+    return CountingExecutor(pool), pool
 
 
 def baseline(plan, out_dir: Path) -> dict:
@@ -143,6 +143,7 @@ def main() -> None:
     args = p.parse_args()
 
     from mixforge.mixtures import build as B
+    from mixforge.mixtures import versions as V
     from mixforge.mixtures.spec import MixSpec
 
     work = Path(args.work_dir)
@@ -165,33 +166,33 @@ def main() -> None:
             {"name": "books", "where": {"source": "books"}, "weight": 0.25, "max_epochs": 2},
             {"name": "rest", "where": {}, "weight": 0.15}]})
     calls: collections.Counter = collections.Counter()
-    map_fn, executor = process_map(args.workers, calls)
+    executor, process_pool = counting_executor(args.workers, calls)
     rss_start = peak_rss_mb()
 
     t = time.perf_counter()
     shards = B.resolve_pool(spec.pool)
-    B.count_tokens(spec, shards, map_fn)
+    B.count_tokens(spec, shards, executor)
     count_first = time.perf_counter() - t
-    if executor is not None:  # warm the workers' imports, so planning is timed without them
-        map_fn(W_warm, [() for _ in range(args.workers)])
+    if process_pool is not None:  # warm the workers' imports, so planning is timed without them
+        executor.map(W_warm, [() for _ in range(args.workers)])
 
     # the measured run: plan (aggregates only), then draw + write
     calls.clear()
     t0 = time.perf_counter()
     shards = B.resolve_pool(spec.pool)
-    sidecars = B.count_tokens(spec, shards, map_fn)  # cached sidecars
+    sidecars = B.count_tokens(spec, shards, executor)  # cached sidecars
     t1 = time.perf_counter()
-    plan = B.plan(spec, shards, sidecars, map_fn)
+    plan = B.plan(spec, shards, sidecars, executor)
     t2 = time.perf_counter()
     rss_plan = peak_rss_mb()
     plan_calls = {k: v for k, v in calls.items() if k != "count_shard"}
-    files = B.write_data(plan, map_fn)
+    files = B.write_data(plan, executor)
     t3 = time.perf_counter()
-    version, _ = B.commit(spec.store, spec.name, B.manifest_body(plan, files, B.now()), None)
+    version, _ = V.commit(spec.store, spec.name, B.manifest_body(plan, files, V.now()), None)
     t4 = time.perf_counter()
     rss_write = peak_rss_mb()
-    if executor is not None:
-        executor.shutdown()
+    if process_pool is not None:
+        process_pool.shutdown()
     base = baseline(plan, work / "baseline")
 
     groups = [{"group": g.name, "target_share": round(g.target_share, 5), "realised_share": round(g.realised_share, 5),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from mixforge.mixtures.build import now, spec_for_pool
+from mixforge.config import RayConfig
+from mixforge.mixtures.build import spec_for_pool
 from mixforge.mixtures.spec import MixSpec
+from mixforge.mixtures.takedown import takedown_figures
+from mixforge.mixtures.versions import now
 from mixforge.storage import StorageOptions  # credentials refused: flow parameters are stored in plain text
 from tasks.mix import (check_spec, commit_mixture, count_tokens, derive_mixture, plan_mixture, publish_mixture_artifacts,
                        resolve_pool, standing_takedowns, write_mixture)
@@ -38,9 +41,12 @@ def mix(spec: MixSpec) -> dict:
 
 @flow(name="mix-takedown", validate_parameters=True)
 def mix_takedown(store: str, name: str, reason: str, ids: list[str] | None = None, url_patterns: list[str] | None = None,
-                 from_version: str | None = None, storage_options: StorageOptions | None = None) -> dict:
+                 from_version: str | None = None, storage_options: StorageOptions | None = None,
+                 ray: RayConfig | None = None) -> dict:
     """A new version of mixture `name`: `from_version` (default: latest) minus `ids` and URLs
-    matching `url_patterns` (globs), without resampling the rest."""
-    manifest = derive_mixture(store, name, from_version, list(ids or []), list(url_patterns or []), reason, dict(storage_options or {}))
+    matching `url_patterns` (globs), without resampling the rest; each data file holding such a
+    document is rewritten as a Ray task on the cluster `ray` names (default: a local Ray, or $RAY_ADDRESS)."""
+    manifest = derive_mixture(store, name, from_version, list(ids or []), list(url_patterns or []), reason,
+                              dict(storage_options or {}), ray or RayConfig())
     summary = publish_mixture_artifacts(manifest, store, storage_options)
-    return summary | {"takedown": {k: manifest["takedown"][k] for k in ("removed_rows", "removed_tokens", "removed_unique_ids", "reason")}}
+    return summary | {"takedown": takedown_figures(manifest)}

@@ -17,6 +17,7 @@ import pytest
 
 from mixforge import storage
 from mixforge.config import ConfigError
+from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures import build as B
 from mixforge.mixtures import versions as V
 from mixforge.mixtures.plan import ShortGroupError
@@ -175,9 +176,9 @@ def test_short_group_fails_with_a_clear_error(pool, tmp_path):
     assert web.max_epochs == 1
 
 
-def _plan(spec: MixSpec, map_fn=B.serial_map, **kw):
+def _plan(spec: MixSpec, executor: Executor | None = None, **kw):
     shards = B.resolve_pool(spec.pool, spec.storage_options)
-    return B.plan(spec, shards, B.count_tokens(spec, shards), map_fn, **kw)
+    return B.plan(spec, shards, B.count_tokens(spec, shards), executor, **kw)
 
 
 def pool_table(pool: str) -> pa.Table:
@@ -290,18 +291,17 @@ def test_epoch_cap_holds_per_phase(pool, tmp_path):
     assert any("'books' is short" in n for n in summary["notes"])
 
 
-def recording(map_fn, received: list):
-    """A map_fn that keeps everything the shard tasks send back to the driver, then folds as asked."""
-    def run(fn, calls, fold=None):
-        results = map_fn(fn, calls)
-        received.extend((fn.__name__, r) for r in results)
-        if fold is None:
-            return results
-        acc = None
-        for r in results:
-            acc = fold(acc, r)
-        return acc
-    return run
+class Recording(Executor):
+    """Runs every call on `inner` and keeps what each sends back to the driver, as (function name, result)."""
+
+    def __init__(self, inner: Executor, received: list) -> None:
+        self.inner, self.received = inner, received
+
+    def run(self, fn, calls, **kw):
+        for label, result, error in self.inner.run(fn, calls, **kw):
+            if error is None:
+                self.received.append((fn.__name__, result))
+            yield label, result, error
 
 
 def elements(obj) -> int:
@@ -317,7 +317,7 @@ def elements(obj) -> int:
 @pytest.mark.usefixtures("ray_local")
 def test_planning_on_ray_sends_the_driver_aggregates_only(tmp_path):
     from mixforge.mixtures.plan import SearchLimits
-    from tasks.mix import ray_map_fn
+    from tasks.executor import RayExecutor
 
     groups = [{"name": "web", "where": {"source": "web"}, "weight": 0.5,
                "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.3}},
@@ -329,7 +329,7 @@ def test_planning_on_ray_sends_the_driver_aggregates_only(tmp_path):
         pool = write_pool(str(tmp_path / f"pool-{scale}"), shards=3, per_shard=400 * scale)
         spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=None, budget_fraction=0.7, groups=groups)
         received: list = []
-        plan = _plan(spec, recording(ray_map_fn(spec.ray), received), limits=limits)  # every per-shard step on Ray
+        plan = _plan(spec, Recording(RayExecutor(spec.ray), received), limits=limits)  # every per-shard step on Ray
         assert {name for name, _ in received} == {"shard_stats", "shard_histograms", "shard_window"}
         for name, result in received:
             if name == "shard_histograms":
@@ -374,7 +374,7 @@ def test_threshold_search_settings_do_not_change_the_draw(pool, tmp_path):
                 for p in plan.phases for g, sel in zip(p.groups, p.selections.values())]
 
     received: list = []
-    coarse = _plan(spec, recording(B.serial_map, received), limits=SearchLimits(bins=4, max_window=20))
+    coarse = _plan(spec, Recording(SerialExecutor(), received), limits=SearchLimits(bins=4, max_window=20))
     rounds = sum(name == "shard_histograms" for name, _ in received)
     assert rounds > 3  # many narrowing rounds
     assert outcome(coarse) == outcome(_plan(spec)) == outcome(_plan(spec, limits=SearchLimits(bins=4096, max_window=10**6)))
@@ -387,7 +387,7 @@ def test_bucketed_scatter_bounds_scratch_pieces_and_keeps_bytes(pool, tmp_path):
     spec = make_spec(pool, str(tmp_path / "store"), output={"shard_tokens": 2_000, "row_group_rows": 50})
     plan = _plan(spec)
     received: list = []
-    few = B.write_data(plan, recording(B.serial_map, received), max_buckets=3)
+    few = B.write_data(plan, Recording(SerialExecutor(), received), max_buckets=3)
     pieces = sum(len(r["buckets"]) for name, r in received if name == "scatter")
     assert len(few) == plan.phases[0].n_files >= 20
     assert pieces <= 3 * 3 < len(few)  # pool shards x buckets, not pool shards x output files

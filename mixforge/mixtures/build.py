@@ -1,14 +1,14 @@
 """Building a mixture version: count tokens -> plan -> draw and write -> data card -> commit.
 
 Each step is a plain function; the per-shard work (token counting, planning aggregates, scatter,
-gather) goes through a `map_fn(fn, [args, ...], fold=None)` so the Prefect tasks can fan it out
-on Ray while tests and benchmarks run it in-process. The driver only ever receives per-shard
-aggregates, never pool rows.
+gather) runs on an injected `mixforge.executor.Executor`: the Prefect tasks hand in a RayExecutor,
+tests and benchmarks run it in-process (SerialExecutor, the default). The driver only ever
+receives per-shard aggregates, never pool rows. The commit is versions.commit, which takedowns
+share.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 import uuid
@@ -16,39 +16,38 @@ from collections.abc import Sequence
 from typing import Any
 
 from mixforge import __version__, storage
-from mixforge.mixtures import card, tokens
+from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures import shardwork as W
-from mixforge.mixtures.plan import MapFn, MixPlan, SearchLimits, plan_mixture, serial_map
+from mixforge.mixtures import tokens
+from mixforge.mixtures.exclusions import with_standing_takedowns
+from mixforge.mixtures.plan import MixPlan, SearchLimits, plan_mixture
 from mixforge.mixtures.pool import PoolShard, output_schema, resolve_pool
+from mixforge.mixtures.preflight import check_spec
 from mixforge.mixtures.spec import MixSpec, sha256_json
-from mixforge.mixtures.versions import MANIFEST_FORMAT, MixtureLayout, commit_version, summary
+from mixforge.mixtures.versions import MANIFEST_FORMAT, MixtureLayout, commit, now, summary
 from mixforge.mixtures.write import MAX_BUCKETS, GatherJob, files_per_bucket, gather, remove_scratch
 
 log = logging.getLogger("mixforge")
 
-__all__ = ["MapFn", "serial_map", "count_tokens", "plan", "write_data", "manifest_body", "commit", "build_mixture",
-           "spec_for_pool", "resolve_pool"]
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+__all__ = ["count_tokens", "plan", "write_data", "manifest_body", "build_mixture", "spec_for_pool"]
 
 
 # ----------------------------------------------------------------------------- steps
 
 
-def count_tokens(spec: MixSpec, shards: Sequence[PoolShard], map_fn: MapFn = serial_map) -> list[str]:
+def count_tokens(spec: MixSpec, shards: Sequence[PoolShard], executor: Executor | None = None) -> list[str]:
     """Count tokens of every pool document into per-shard sidecars (cached); their URIs."""
+    executor = executor or SerialExecutor()
     calls = [(s.uri, spec.tokenizer, spec.storage_options, {"rows": s.rows, "sha256": s.sha256}) for s in shards]
-    results = map_fn(tokens.count_shard, calls)
+    results = executor.map(tokens.count_shard, calls, step="mix-count-tokens", storage_options=spec.storage_options)
     fresh = sum(not r["cached"] for r in results)
     log.info("token counts: %d pool shards (%d counted now, %d cached)", len(results), fresh, len(results) - fresh)
     return [r["sidecar"] for r in results]
 
 
-def plan(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], map_fn: MapFn = serial_map,
+def plan(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], executor: Executor | None = None,
          limits: SearchLimits = SearchLimits()) -> MixPlan:
-    return plan_mixture(spec, list(shards), list(sidecars), map_fn, limits)
+    return plan_mixture(spec, list(shards), list(sidecars), executor, limits)
 
 
 def data_key(spec: MixSpec, shards: Sequence[PoolShard]) -> str:
@@ -70,10 +69,11 @@ def _merge_scatter(acc: dict | None, r: dict) -> dict:
     return acc
 
 
-def write_data(plan: MixPlan, map_fn: MapFn = serial_map, build_id: str | None = None,
+def write_data(plan: MixPlan, executor: Executor | None = None, build_id: str | None = None,
                max_buckets: int = MAX_BUCKETS) -> list[dict[str, Any]]:
     """Draw the planned rows from the pool and write the output shards; their manifest entries.
     Also sets each group plan's unique_docs and max_doc_repeats from the draw."""
+    executor = executor or SerialExecutor()
     spec = plan.spec
     opts = spec.storage_options
     layout = MixtureLayout(spec.store, spec.name)
@@ -89,13 +89,15 @@ def write_data(plan: MixPlan, map_fn: MapFn = serial_map, build_id: str | None =
         offset += p.n_files
     jobs = [W.DrawJob(ref, plan.ctx, tuple(phases), per_bucket, schema, scratch) for ref in plan.refs]
     try:
-        drawn = map_fn(W.scatter, [(job, opts) for job in jobs], fold=_merge_scatter) or {"buckets": {}, "stats": {}, "rows": 0}
+        drawn = (executor.map(W.scatter, [(job, opts) for job in jobs], step="mix-draw", fold=_merge_scatter, storage_options=opts)
+                 or {"buckets": {}, "stats": {}, "rows": 0})
         gathers = []
         for b in range(-(-len(files) // per_bucket)):
             members = tuple((i, uris[i]) for i in range(b * per_bucket, min((b + 1) * per_bucket, len(files))))
             pieces = tuple(W.piece_uri(scratch, b, s) for s in sorted(drawn["buckets"].get(b, [])))
             gathers.append(GatherJob(b, members, pieces, schema, spec.output.row_group_rows))
-        gathered = [e for entries in map_fn(gather, [(job, opts) for job in gathers]) for e in entries]
+        written = executor.map(gather, [(job, opts) for job in gathers], step="mix-write", storage_options=opts)
+        gathered = [e for entries in written for e in entries]
     finally:
         remove_scratch(scratch, opts)
     gathered.sort(key=lambda e: e["file_index"])
@@ -130,39 +132,22 @@ def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> d
             "derived_from": None, "takedown": None, "timestamps": {"started": started}}
 
 
-def commit(store: str, name: str, body: dict[str, Any], storage_options=None) -> tuple[str, dict[str, Any]]:
-    """Prepare the data card under the data prefix (its statistics go into the manifest, its plots
-    beside the data), commit the manifest create-only, then write the card beside it. A crash
-    after the commit leaves a version whose card `card.ensure_card` rebuilds from the manifest alone."""
-    layout = MixtureLayout(store, name)
-    body = {**body, "card": card.prepare_card(body, layout.data_prefix(body["data_key"]), storage_options)}
-
-    def make(version: str) -> dict[str, Any]:
-        return {**body, "version": version, "timestamps": {**body["timestamps"], "committed": now()}}
-
-    version, manifest = commit_version(layout, make, storage_options)
-    card.write_card(manifest, layout.version_dir(version), storage_options)
-    return version, manifest
-
-
 # ----------------------------------------------------------------------------- all in one
 
 
-def build_mixture(spec: MixSpec, map_fn: MapFn = serial_map) -> dict[str, Any]:
+def build_mixture(spec: MixSpec, executor: Executor | None = None) -> dict[str, Any]:
     """Build a new version of `spec`'s mixture; returns the `mix` summary (plus timings)."""
-    from mixforge.mixtures.preflight import check_spec
-    from mixforge.mixtures.takedown import with_standing_takedowns
-
+    executor = executor or SerialExecutor()
     started, t0 = now(), time.perf_counter()
     for warning in check_spec(spec):  # as the flow does: what metadata can tell fails here, before any work
         log.warning(warning)
     spec = with_standing_takedowns(spec)
     shards = resolve_pool(spec.pool, spec.storage_options)
-    sidecars = count_tokens(spec, shards, map_fn)
+    sidecars = count_tokens(spec, shards, executor)
     t1 = time.perf_counter()
-    mix_plan = plan(spec, shards, sidecars, map_fn)
+    mix_plan = plan(spec, shards, sidecars, executor)
     t2 = time.perf_counter()
-    files = write_data(mix_plan, map_fn)
+    files = write_data(mix_plan, executor)
     t3 = time.perf_counter()
     version, manifest = commit(spec.store, spec.name, manifest_body(mix_plan, files, started), spec.storage_options)
     out = summary(manifest, spec.store)

@@ -5,7 +5,7 @@ Statistics are read from the version's data files (annotation columns only, at m
 They are taken *before* the manifest is committed: the card's figures go into the manifest
 (`card.stats`) and its plots under the build's data prefix (`card.plots`), so a committed version
 always has its card: README.md beside the manifest is a rendering of the manifest alone, and
-`ensure_card` rebuilds it (and copies the plots) when a build stopped between the commit and
+`versions.ensure_card` rebuilds it (and copies the plots) when a build stopped between the commit and
 writing it.
 """
 
@@ -220,18 +220,3 @@ def write_card(manifest: dict[str, Any], version_dir: str, storage_options: Mapp
         storage.write_bytes(storage.join(version_dir, name), png, storage_options)
     storage.write_bytes(storage.join(version_dir, "README.md"), text.encode(), storage_options)
     return text
-
-
-def ensure_card(store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None) -> str:
-    """The version's README.md, rebuilt from its manifest first if it is missing; returns its markdown."""
-    from mixforge.mixtures.versions import MixtureLayout, read_manifest
-
-    manifest = read_manifest(store, name, version, storage_options)
-    layout = MixtureLayout(store, name)
-    readme = layout.readme(manifest["version"])
-    fs, path = storage.filesystem(readme, storage_options)
-    try:
-        with fs.open(path, "rb") as f:
-            return f.read().decode()
-    except FileNotFoundError:
-        return write_card(manifest, layout.version_dir(manifest["version"]), storage_options)

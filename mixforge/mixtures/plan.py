@@ -1,8 +1,8 @@
 """Planning a mixture exactly, in tokens, without holding the pool in one process.
 
 For each phase and group: target tokens = share x budget. A group is taken in full passes plus
-one seeded partial pass. The partial pass orders the group's copies by seeded keys (shardwork.py:
-uniform, Efraimidis-Spirakis for quality weighting, over rehydrated copies) and takes the longest
+one seeded partial pass. The partial pass orders the group's copies by seeded keys (its sampler,
+samplers.py: uniform, Efraimidis-Spirakis for quality weighting, over rehydrated copies) and takes the longest
 key-ordered prefix whose tokens fit the remainder, then fills the last gap greedily from the next
 `FILL_WINDOW` copies in key order. So a group's realised tokens miss its target by less than one
 document. A group whose cap (max_epochs x its tokens, per phase) is below its target is short: its
@@ -10,25 +10,28 @@ shortfall is redistributed over the other groups in proportion to their shares, 
 fails, as the spec says.
 
 Where the driver works from aggregates only (per-shard tasks send them):
-1. shard stats: per group documents, tokens, tokens of a pass, score range;
+1. shard stats: per group documents, tokens, tokens of a pass, what its sampler needs (a score range);
 2. the threshold search: token histograms of the keys per group (`bins` bins), each round narrowing
    the key interval that holds the group's threshold, until the copies around it are few;
 3. those copies themselves (key, tokens, shard, row, copy): the driver sorts them and sets the cut.
 The driver holds O(groups x bins + copies near the thresholds), never a pool row. The search
-settings (`SearchLimits`) change how much is fetched, not what is drawn.
+settings (`SearchLimits`) change how much is fetched, not what is drawn. The per-shard work runs on
+an injected `Executor` (in-process by default, Ray tasks in the flow).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from mixforge import schema as S
 from mixforge.config_errors import ConfigError
+from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures import shardwork as W
 from mixforge.mixtures.pool import PoolError, PoolShard, predicate_columns
 from mixforge.mixtures.spec import PARENT_ID, MixSpec, PhaseSpec, describe_where
@@ -59,17 +62,15 @@ class SearchLimits:
     max_rounds: int = 40
 
 
-# map_fn(fn, calls, fold=None): results in call order, or fold(acc, result) over them (acc starts None)
-MapFn = Callable[..., Any]
+def epochs_of(realised_tokens: int, available_tokens: int) -> float:
+    """Passes over the group's tokens that the realised tokens make."""
+    return realised_tokens / available_tokens if available_tokens else 0.0
 
 
-def serial_map(fn: Callable, calls: Sequence[tuple], fold: Callable | None = None) -> Any:
-    if fold is None:
-        return [fn(*args) for args in calls]
-    acc = None
-    for args in calls:
-        acc = fold(acc, fn(*args))
-    return acc
+def realised_shares(realised_tokens: Sequence[int]) -> tuple[int, list[float]]:
+    """A phase's realised total and each group's share of it (shared by the planner and takedowns)."""
+    total = sum(realised_tokens)
+    return total, [t / total if total else 0.0 for t in realised_tokens]
 
 
 @dataclass
@@ -96,7 +97,7 @@ class GroupPlan:
 
     @property
     def epochs(self) -> float:
-        return self.realised_tokens / self.available_tokens if self.available_tokens else 0.0
+        return epochs_of(self.realised_tokens, self.available_tokens)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -234,45 +235,33 @@ def empty_groups(spec: MixSpec, stats: dict) -> tuple[frozenset[str], dict[str, 
     return frozenset(notes), notes
 
 
-def group_norms(spec: MixSpec, stats: dict) -> dict[str, W.GroupNorm]:
+def group_norms(spec: MixSpec, stats: dict) -> dict[str, Any]:
+    """Group name -> the pool-wide facts its sampler's keys need (only groups whose sampler has any)."""
     norms = {}
     for gi, g in enumerate(spec.groups):
-        if g.sampling.method != "quality":
-            continue
-        st = stats["groups"][gi]
-        if st["q_min"] is None:
-            norms[g.name] = W.GroupNorm(None)
-            continue
-        zero = math.log(st["q_min_pos"]) / g.sampling.temperature - W.ZERO_WEIGHT_OFFSET if st["q_min_pos"] else 0.0
-        norms[g.name] = W.GroupNorm(st["q_min"], zero)
+        norm = g.sampling.norm(stats["groups"][gi])
+        if norm is not None:
+            norms[g.name] = norm
     return norms
 
 
-def key_bracket(spec: MixSpec, norms: Mapping[str, W.GroupNorm], gi: int, st: dict) -> tuple[float, float]:
+def key_bracket(spec: MixSpec, norms: Mapping[str, Any], gi: int, st: dict) -> tuple[float, float]:
     """An interval [lo, hi) holding every key of the group."""
     g = spec.groups[gi]
-    if g.sampling.method != "quality":
-        return 0.0, 1.0
-    norm, t = norms[g.name], g.sampling.temperature
-    if norm.q_fill is None:
-        lw_lo = lw_hi = 0.0
-    elif g.sampling.weighting == "exp":
-        lw_lo, lw_hi = st["q_min"] / t, st["q_max"] / t
-    else:
-        lw_of = lambda q: math.log(q) / t if q > 0 else norm.zero_logw  # noqa: E731
-        lw_lo, lw_hi = lw_of(st["q_min"]), lw_of(st["q_max"])
-    return W.LOG_E_MIN - lw_hi - 1.0, W.LOG_E_MAX - lw_lo + 1.0
+    return g.sampling.key_bracket(norms.get(g.name), st)
 
 
 # ----------------------------------------------------------------------------- the plan
 
 
-def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], map_fn: MapFn = serial_map,
+def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], executor: Executor | None = None,
                  limits: SearchLimits = SearchLimits()) -> MixPlan:
+    executor = executor or SerialExecutor()
     opts = spec.storage_options
     refs = [W.ShardRef(s.index, s.uri, s.rows, sc) for s, sc in zip(shards, sidecars)]
     columns = annotation_columns(spec, shards)
-    stats = map_fn(W.shard_stats, [(W.Context(spec, columns), ref, opts) for ref in refs], fold=W.merge_stats)
+    stats = executor.map(W.shard_stats, [(W.Context(spec, columns), ref, opts) for ref in refs], step="mix-shard-stats",
+                         fold=partial(W.merge_stats, spec), storage_options=opts)
     ctx = W.Context(spec, columns, group_norms(spec, stats))
     gstats = {g.name: stats["groups"][gi] for gi, g in enumerate(spec.groups)}
     available = {name: st["tokens"] for name, st in gstats.items()}
@@ -309,13 +298,13 @@ def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[
         notes = [f"phase {phase.name!r}: {empty_notes[g]}" for g in in_phase if g in empty_notes] + notes
         phases.append(PhasePlan(phase.name, budget, plans, selections, 0, notes))
 
-    find_thresholds(ctx, refs, searches, map_fn, limits, opts)
+    find_thresholds(ctx, refs, searches, executor, limits, opts)
 
     for phase in phases:
-        total = sum(p.realised_tokens for p in phase.groups)
+        total, shares = realised_shares([p.realised_tokens for p in phase.groups])
         planned_total = sum(p.target_tokens for p in phase.groups) or 1
-        for p in phase.groups:
-            p.realised_share = p.realised_tokens / total if total else 0.0
+        for p, realised_share in zip(phase.groups, shares):
+            p.realised_share = realised_share
             p.target_share = p.target_tokens / planned_total
             gap_pp = abs(p.realised_share - p.target_share) * 100
             if gap_pp > spec.tolerance_pp:
@@ -332,15 +321,15 @@ def _request(search_id: str, s: dict) -> dict:
     return {"id": search_id, "phase": s["phase"], "group": s["group"], "lo": s["lo"], "hi": s["hi"]}
 
 
-def find_thresholds(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], map_fn: MapFn,
+def find_thresholds(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], executor: Executor,
                     limits: SearchLimits, storage_options) -> None:
     """Set each search's selection (cut and gap fillers) and its plan's realised figures."""
     active, rounds = dict(searches), 0
     while active:
         rounds += 1
         requests = [_request(i, s) for i, s in active.items()]
-        hist = map_fn(W.shard_histograms, [(ctx, ref, requests, limits.bins, storage_options) for ref in refs],
-                      fold=W.merge_histograms)
+        hist = executor.map(W.shard_histograms, [(ctx, ref, requests, limits.bins, storage_options) for ref in refs],
+                            step="mix-key-histograms", fold=W.merge_histograms, storage_options=storage_options)
         ready = {}
         for i, s in active.items():
             h = hist[i]
@@ -359,7 +348,7 @@ def find_thresholds(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[s
         for i in ready:
             del active[i]
         if ready:
-            settle(ctx, refs, ready, map_fn, storage_options)
+            settle(ctx, refs, ready, executor, storage_options)
 
 
 def merge_windows(acc: dict | None, w: dict) -> dict:
@@ -373,9 +362,10 @@ def merge_windows(acc: dict | None, w: dict) -> dict:
     return acc
 
 
-def settle(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], map_fn: MapFn, storage_options) -> None:
+def settle(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], executor: Executor, storage_options) -> None:
     requests = [_request(i, s) for i, s in searches.items()]
-    windows = map_fn(W.shard_window, [(ctx, ref, requests, storage_options) for ref in refs], fold=merge_windows)
+    windows = executor.map(W.shard_window, [(ctx, ref, requests, storage_options) for ref in refs], step="mix-threshold-window",
+                           fold=merge_windows, storage_options=storage_options)
     for i, s in searches.items():
         w = windows[i]
         parts = w["parts"]

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.mixtures import tokens as T
-from mixforge.mixtures.spec import PARENT_ID, SYNTHETIC, MixSpec, Range
+from mixforge.mixtures.spec import PARENT_ID, SYNTHETIC, Exclusions, MixSpec, Range
 
 N_TOKENS = "n_tokens"
 MIX_GROUP = "mix_group"
@@ -85,15 +85,26 @@ def glob_to_regex(pattern: str) -> str:
     return "^" + "".join(out) + "$"
 
 
-def excluded_expr(spec: MixSpec) -> pl.Expr | None:
-    """True for rows the spec's `exclude` names (by id or URL glob); None when it names none."""
-    ex = spec.exclude
-    if not ex:
+def excluded_expr(exclude: Exclusions) -> pl.Expr | None:
+    """True for rows `exclude` names (by id or URL glob); None when it names none. The one rule of
+    what is excluded: planning leaves these rows out of every group, a takedown removes them."""
+    if not exclude:
         return None
-    expr = pl.col(S.ID).is_in(sorted(set(ex.ids))) if ex.ids else pl.lit(False)
-    for pattern in ex.url_patterns:
+    expr = pl.col(S.ID).is_in(sorted(set(exclude.ids))) if exclude.ids else pl.lit(False)
+    for pattern in exclude.url_patterns:
         expr = expr | pl.col(S.URL).cast(pl.Utf8).str.contains(glob_to_regex(pattern)).fill_null(False)
     return expr
+
+
+def excluded_rows(table: pa.Table, exclude: Exclusions) -> np.ndarray:
+    """Which rows of `table` (its id and url columns; a missing url column is all null) `exclude` names."""
+    frame = pl.DataFrame({S.ID: pl.from_arrow(table.column(S.ID)).cast(pl.Utf8),
+                          S.URL: (pl.from_arrow(table.column(S.URL)).cast(pl.Utf8) if S.URL in table.column_names
+                                  else pl.Series(S.URL, [None] * table.num_rows, pl.Utf8))})
+    expr = excluded_expr(exclude)
+    if expr is None:
+        return np.zeros(table.num_rows, bool)
+    return frame.select(expr.fill_null(False).alias("x")).get_column("x").to_numpy().astype(bool)
 
 
 def predicate_columns(spec: MixSpec) -> set[str]:
@@ -105,10 +116,7 @@ def predicate_columns(spec: MixSpec) -> set[str]:
     for g in spec.groups:
         for col in g.where:
             cols.add(PARENT_ID if col == SYNTHETIC else col)
-        if g.sampling.method == "quality":
-            cols.add(g.sampling.column)
-        elif g.sampling.method == "rehydrate":
-            cols.add(g.sampling.dup_column)
+        cols.update(g.sampling.columns())
     return cols
 
 
@@ -167,7 +175,7 @@ def assign_groups(spec: MixSpec, frame: pl.DataFrame) -> np.ndarray:
     expr = pl.lit(-1, pl.Int16)
     for index in reversed(range(len(spec.groups))):  # built inside-out so the first group wins
         expr = pl.when(group_predicate(frame, spec.groups[index])).then(pl.lit(index, pl.Int16)).otherwise(expr)
-    excluded = excluded_expr(spec)
+    excluded = excluded_expr(spec.exclude)
     if excluded is not None:  # taken down: in no group, so never drawn
         expr = pl.when(excluded).then(pl.lit(-1, pl.Int16)).otherwise(expr)
     # with_columns, not select: a pure literal (every group `where: {}`) must broadcast to every row
@@ -179,7 +187,7 @@ def match_counts(spec: MixSpec, frame: pl.DataFrame) -> tuple[list[int], list[in
     explain an empty group: nothing matches, all its matches are taken down, or earlier groups took them."""
     if frame.height == 0:
         return [0] * len(spec.groups), [0] * len(spec.groups)
-    excluded = excluded_expr(spec)
+    excluded = excluded_expr(spec.exclude)
     kept = ~excluded if excluded is not None else pl.lit(True)
     exprs = []
     for gi, group in enumerate(spec.groups):

@@ -454,27 +454,22 @@ def _check_required_columns(spec: MixSpec, pool: PoolFacts, report: Preflight) -
     if spec.exclude.ids and not pool.having(S.ID):
         report.add("exclude.ids", f"no pool shard has the column {S.ID!r} the ids are matched against")
     for gi, g in enumerate(spec.groups):
-        s = g.sampling
-        column, path, numeric_note = None, None, ""
-        if s.method == "quality":
-            column, path = s.column, f"groups[{gi}].sampling.column"
-            numeric_note = "their documents count as the group's lowest score"
-        elif s.method == "rehydrate":
-            column, path = s.dup_column, f"groups[{gi}].sampling.dup_column"
-            numeric_note = "their documents count as seen once"
-        if column is None:
-            continue
-        if not pool.having(column):
-            report.add(path, pool.unknown_column(column))
-            continue
-        for kind, shards in pool.kinds(column).items():
-            if kind not in ("int", "float", "null"):
-                where = "" if len(shards) == len(pool.having(column)) else f" in {len(shards)} shards ({_named([x.uri for x in shards])})"
-                report.add(path, f"{s.method} sampling needs a numeric column, but {column!r} holds {KIND_WORDS.get(kind, kind)}{where}")
-        missing = [x.uri for x in pool.shards if column not in x.schema.names]
-        if missing:
-            report.add(path, f"column {column!r} is missing from {len(missing)} of {len(pool.shards)} pool shards "
-                       f"({_named(missing)}): {numeric_note}", error=False)
+        for field_name, column, when_missing in g.sampling.numeric_columns():
+            _check_numeric_column(pool, report, f"groups[{gi}].sampling.{field_name}", g.sampling.method, column, when_missing)
+
+
+def _check_numeric_column(pool: PoolFacts, report: Preflight, path: str, method: str, column: str, when_missing: str) -> None:
+    if not pool.having(column):
+        report.add(path, pool.unknown_column(column))
+        return
+    for kind, shards in pool.kinds(column).items():
+        if kind not in ("int", "float", "null"):
+            where = "" if len(shards) == len(pool.having(column)) else f" in {len(shards)} shards ({_named([x.uri for x in shards])})"
+            report.add(path, f"{method} sampling needs a numeric column, but {column!r} holds {KIND_WORDS.get(kind, kind)}{where}")
+    missing = [x.uri for x in pool.shards if column not in x.schema.names]
+    if missing:
+        report.add(path, f"column {column!r} is missing from {len(missing)} of {len(pool.shards)} pool shards "
+                   f"({_named(missing)}): {when_missing}", error=False)
 
 
 class GroupCheck:

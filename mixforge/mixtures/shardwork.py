@@ -5,12 +5,10 @@ returns small aggregates, so the driver never holds pool rows: planning memory s
 pool grows (DESIGN.md). They run as Ray tasks in the flow and in-process in tests.
 
 Selection is by seeded keys. A group's partial pass orders its *copies* (a document once, or its
-repeat count when rehydrating) by a key, smallest first:
-- uniform / rehydrate: u ~ U[0, 1);
-- quality: log(E) - log(w) with E ~ Exp(1) and w the document's weight, i.e. the Efraimidis-Spirakis
-  order (largest u^(1/w) first) in log space, so no weight underflows.
-Keys come from a numpy Generator seeded by (seed, phase, group, shard index), so every round of the
-search and the final draw see the same keys. Order ties (equal keys) break by (shard, row, copy).
+repeat count when rehydrating) by a key, smallest first; the group's sampler (samplers.py) says how
+many copies a document has and turns u ~ U[0, 1) into its key (uniform: u itself). The u come from
+a numpy Generator seeded by (seed, phase, group, shard index), so every round of the search and the
+final draw see the same keys. Order ties (equal keys) break by (shard, row, copy).
 """
 
 from __future__ import annotations
@@ -29,11 +27,7 @@ from mixforge import schema as S
 from mixforge import storage
 from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, PoolError, assign_groups, match_counts
 from mixforge.mixtures.seeds import rng_for
-from mixforge.mixtures.spec import GroupSpec, MixSpec
-
-LOG_E_MIN = float(np.log(1e-300))  # log(E) is clipped here (E = 0 only when u == 0)
-LOG_E_MAX = float(np.log(-np.log1p(-(1.0 - 2.0 ** -53)))) + 1e-9
-ZERO_WEIGHT_OFFSET = 1000.0  # zero-weight documents (power weighting, score <= 0): after every weighted one
+from mixforge.mixtures.spec import MixSpec
 
 # helper columns of the scratch pieces (dropped when the final shards are written)
 FILE, SHUFFLE, SHARD, ROW, REP = "_file", "_shuffle", "_shard", "_row", "_rep"
@@ -49,18 +43,10 @@ class ShardRef:
 
 
 @dataclass(frozen=True)
-class GroupNorm:
-    """Pool-wide facts about a quality-sampled group that every shard needs for the same keys."""
-
-    q_fill: float | None  # a missing score counts as the group's lowest; None: no scores at all (uniform)
-    zero_logw: float = 0.0  # log-weight given to zero-weight documents (power weighting)
-
-
-@dataclass(frozen=True)
 class Context:
     spec: MixSpec
     columns: tuple[str, ...]  # annotation columns to read
-    norms: Mapping[str, GroupNorm] = field(default_factory=dict)
+    norms: Mapping[str, Any] = field(default_factory=dict)  # group name -> its sampler's pool-wide facts (Sampler.norm)
 
 
 @dataclass
@@ -90,32 +76,6 @@ def load(ctx: Context, ref: ShardRef, storage_options: Mapping[str, Any] | None 
     return ShardData(frame, tokens, assign_groups(ctx.spec, frame))
 
 
-def repeats_for(group: GroupSpec, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Copies of each document in one pass over the group (1 unless rehydrating)."""
-    if group.sampling.method != "rehydrate":
-        return np.ones(len(rows), np.int64)
-    dup = frame.get_column(group.sampling.dup_column).fill_null(1).cast(pl.Int64).to_numpy()[rows]
-    mins = np.array([r.min_dup for r in group.sampling.repeats], np.int64)
-    times = np.array([r.times for r in group.sampling.repeats], np.int64)
-    return times[np.clip(np.searchsorted(mins, np.maximum(dup, 1), side="right") - 1, 0, None)]
-
-
-def scores(group: GroupSpec, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-    return frame.get_column(group.sampling.column).cast(pl.Float64).fill_null(np.nan).to_numpy()[rows]
-
-
-def log_weights(group: GroupSpec, norm: GroupNorm, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-    if norm.q_fill is None:
-        return np.zeros(len(rows))
-    q = scores(group, frame, rows)
-    q = np.where(np.isnan(q), norm.q_fill, q)
-    t = group.sampling.temperature
-    if group.sampling.weighting == "power":
-        positive = q > 0
-        return np.where(positive, np.log(np.where(positive, q, 1.0)) / t, norm.zero_logw)
-    return q / t
-
-
 @dataclass
 class Copies:
     key: np.ndarray  # float64, smallest taken first
@@ -128,17 +88,12 @@ def copies(ctx: Context, data: ShardData, shard_index: int, phase: str, gi: int)
     """The group's copies in this shard with their keys for `phase` (same on every call)."""
     group = ctx.spec.groups[gi]
     rows = np.flatnonzero(data.group == gi)
-    reps = repeats_for(group, data.frame, rows)
+    reps = group.sampling.copies_in_pass(data.frame, rows)
     n = int(reps.sum())
     member = np.repeat(np.arange(len(rows)), reps)
     copy_no = np.arange(n) - np.repeat(np.cumsum(reps) - reps, reps)
     u = rng_for(ctx.spec.seed, "draw", phase, group.name, f"shard-{shard_index}").random(n)
-    if group.sampling.method == "quality":
-        with np.errstate(divide="ignore"):
-            log_e = np.maximum(np.log(-np.log1p(-u)), LOG_E_MIN)
-        key = log_e - log_weights(group, ctx.norms[group.name], data.frame, rows)[member]
-    else:
-        key = u
+    key = group.sampling.copy_keys(u, data.frame, data.tokens, rows[member], ctx.norms.get(group.name))
     return Copies(key, data.tokens[rows][member], rows[member], copy_no)
 
 
@@ -151,35 +106,26 @@ def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
 
 
 def shard_stats(ctx: Context, ref: ShardRef, storage_options=None) -> dict[str, Any]:
-    """Per group: documents, tokens, tokens of one (rehydrated) pass, copies, longest document, score
-    range; and the rows matching its predicates on their own (all, and not excluded), which explain
-    a group left empty."""
+    """Per group: documents, tokens, tokens of one (rehydrated) pass, copies, longest document, what
+    its sampler needs (a score range); and the rows matching its predicates on their own (all, and
+    not excluded), which explain a group left empty."""
     data = load(ctx, ref, storage_options)
     matched, matched_kept = match_counts(ctx.spec, data.frame)
     groups = {}
     for gi, group in enumerate(ctx.spec.groups):
         rows = np.flatnonzero(data.group == gi)
         tok = data.tokens[rows]
-        reps = repeats_for(group, data.frame, rows)
-        g = {"docs": len(rows), "tokens": int(tok.sum()), "pass_tokens": int((tok * reps).sum()),
-             "copies": int(reps.sum()), "max_tokens": int(tok.max()) if len(rows) else 0,
-             "matched": matched[gi], "matched_kept": matched_kept[gi]}
-        if group.sampling.method == "quality":
-            q = scores(group, data.frame, rows)
-            q = q[~np.isnan(q)]
-            pos = q[q > 0]
-            g.update(q_min=float(q.min()) if len(q) else None, q_max=float(q.max()) if len(q) else None,
-                     q_min_pos=float(pos.min()) if len(pos) else None)
-        groups[gi] = g
+        reps = group.sampling.copies_in_pass(data.frame, rows)
+        groups[gi] = {"docs": len(rows), "tokens": int(tok.sum()), "pass_tokens": int((tok * reps).sum()),
+                      "copies": int(reps.sum()), "max_tokens": int(tok.max()) if len(rows) else 0,
+                      "matched": matched[gi], "matched_kept": matched_kept[gi],
+                      **group.sampling.shard_stats(data.frame, data.tokens, rows)}
     return {"shards": 1, "docs": ref.rows, "tokens": int(data.tokens.sum()), "groups": groups}
 
 
-def _opt(fn, a, b):
-    return b if a is None else a if b is None else fn(a, b)
-
-
-def merge_stats(acc: dict | None, s: dict) -> dict:
-    """Fold of shard_stats results (sums, mins and maxes: the same whatever the arrival order)."""
+def merge_stats(spec: MixSpec, acc: dict | None, s: dict) -> dict:
+    """Fold of shard_stats results (sums, mins and maxes: the same whatever the arrival order); use
+    as `functools.partial(merge_stats, spec)`."""
     if acc is None:
         return s
     out = {k: acc[k] + s[k] for k in ("shards", "docs", "tokens")}
@@ -188,10 +134,7 @@ def merge_stats(acc: dict | None, s: dict) -> dict:
         a, b = acc["groups"][gi], s["groups"][gi]
         g = {k: a[k] + b[k] for k in ("docs", "tokens", "pass_tokens", "copies", "matched", "matched_kept")}
         g["max_tokens"] = max(a["max_tokens"], b["max_tokens"])
-        if "q_min" in a:
-            g.update(q_min=_opt(min, a["q_min"], b["q_min"]), q_max=_opt(max, a["q_max"], b["q_max"]),
-                     q_min_pos=_opt(min, a["q_min_pos"], b["q_min_pos"]))
-        groups[gi] = g
+        groups[gi] = {**g, **spec.groups[gi].sampling.merge_stats(a, b)}
     return {**out, "groups": groups}
 
 
@@ -253,7 +196,7 @@ def draw_counts(ctx: Context, data: ShardData, shard_index: int, phase: str, sel
         group = ctx.spec.groups[gi]
         rows = np.flatnonzero(data.group == gi)
         if sel["full"]:
-            counts[rows] += sel["full"] * repeats_for(group, data.frame, rows)
+            counts[rows] += sel["full"] * group.sampling.copies_in_pass(data.frame, rows)
         if sel["cut"] is not None:
             c = copies(ctx, data, shard_index, phase, gi)
             counts += np.bincount(c.row[taken(c, shard_index, sel)], minlength=len(counts))

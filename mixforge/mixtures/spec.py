@@ -15,6 +15,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from mixforge.config import RayConfig, StorageConfig, StrictModel, load_yaml
+from mixforge.mixtures.samplers import Sampling, UniformSampling
 from mixforge.names import name_field
 
 MixtureName = name_field("mixture name")
@@ -44,40 +45,6 @@ class Range(StrictModel):
 Condition = Union[Range, list[Scalar], Scalar]
 
 
-class RepeatRule(StrictModel):
-    min_dup: int = Field(..., ge=1, description="Applies to documents whose duplicate count is at least this.")
-    times: int = Field(..., ge=0, description="Copies of such a document in one pass over the group.")
-
-
-# Loosely after FineWeb2's rehydration: content seen a few times is a quality signal and is
-# repeated more; very large clusters (boilerplate, spam) fall back to one copy.
-DEFAULT_REPEATS = (RepeatRule(min_dup=1, times=1), RepeatRule(min_dup=2, times=2), RepeatRule(min_dup=5, times=3),
-                   RepeatRule(min_dup=100, times=2), RepeatRule(min_dup=1000, times=1))
-
-
-class Sampling(StrictModel):
-    """How documents are chosen within a group for its last, partial pass."""
-
-    method: Literal["uniform", "quality", "rehydrate"] = Field(
-        "uniform", description="uniform; quality: weighted by a score column (Efraimidis-Spirakis, without replacement); "
-                               "rehydrate: each document repeated by its duplicate count (rules in `repeats`).")
-    column: str | None = Field(None, description="quality: the score column (e.g. quality_fineweb).")
-    temperature: float = Field(1.0, gt=0, description="quality: weights exp(score/T) (or score^(1/T) with weighting=power); lower T favours high scores more.")
-    weighting: Literal["exp", "power"] = Field("exp", description="quality: exp(score/T), or score^(1/T) for non-negative scores.")
-    dup_column: str = Field("dup_count", description="rehydrate: the duplicate-count column (null counts as 1).")
-    repeats: tuple[RepeatRule, ...] = Field(DEFAULT_REPEATS, description="rehydrate: copies per pass by duplicate count (the rule with the largest min_dup <= count applies).")
-
-    @model_validator(mode="after")
-    def _needs_column(self) -> "Sampling":
-        if self.method == "quality" and not self.column:
-            raise ValueError("quality sampling needs `column` (the score column)")
-        if self.method == "rehydrate":
-            mins = [r.min_dup for r in self.repeats]
-            if not mins or mins != sorted(set(mins)) or mins[0] != 1:
-                raise ValueError("repeats: min_dup values must be distinct, ascending and start at 1")
-        return self
-
-
 class GroupSpec(StrictModel):
     name: GroupName = Field(..., description="Group name (lowercase letters, digits, single dashes; at most 64).")
     where: dict[str, Condition] = Field(
@@ -89,7 +56,10 @@ class GroupSpec(StrictModel):
     # re-reading the best sources already seen in the main phase is the point of having it (OLMo 2's
     # Dolmino mix). The manifest reports each phase's epochs, so the total is visible.
     max_epochs: float = Field(1.0, gt=0, description="Cap within each phase: tokens taken in a phase <= max_epochs x the group's tokens; a document is taken at most ceil(max_epochs) times in a phase (x its repeats when rehydrating). Another phase may take the same documents again.")
-    sampling: Sampling = Sampling()
+    sampling: Sampling = Field(
+        UniformSampling(), description="How the group's last, partial pass chooses documents: `method` names a sampler "
+                                       "(uniform, quality, rehydrate, or any registered one; mixforge.mixtures.samplers) and the "
+                                       "other keys are its settings.")
     allow_empty: bool = Field(
         False, description="Set when matching no document is expected, e.g. a nightly mixture whose pool only sometimes "
                            "holds rephrased rows or a given source: an empty group is then a warning and its weight goes "
@@ -218,7 +188,10 @@ class MixSpec(StrictModel):
     def fingerprint(self) -> dict[str, Any]:
         """The part of the spec that determines the data (where and how it runs is left out, and
         `allow_empty`, which decides whether a build may go ahead, never what it draws)."""
-        return self.model_dump(mode="json", exclude={"ray": True, "storage": True, "groups": {"__all__": {"allow_empty"}}})
+        data = self.model_dump(mode="json", exclude={"ray": True, "storage": True, "groups": {"__all__": {"allow_empty"}}})
+        for group, dumped in zip(self.groups, data["groups"]):
+            dumped["sampling"] = group.sampling.fingerprint()
+        return data
 
     def spec_hash(self) -> str:
         return sha256_json(self.fingerprint())

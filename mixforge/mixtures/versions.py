@@ -15,6 +15,7 @@ an existing version's files hold, and readers only ever reach files through a ma
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mixforge import storage
+from mixforge.mixtures import card
 from mixforge.names import is_valid_name, validate_name
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -33,6 +35,11 @@ MANIFEST_FORMAT = "mixforge.mixture/2"
 
 class VersionNotFound(FileNotFoundError):
     pass
+
+
+def now() -> str:
+    """The manifests' timestamps: UTC, ISO 8601, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def format_version(n: int) -> str:
@@ -115,6 +122,37 @@ def commit_version(layout: MixtureLayout, make_manifest: Callable[[str], dict[st
             return version, manifest
         n += 1
     raise RuntimeError(f"could not allocate a version of {layout.name!r} after {max_attempts} attempts")
+
+
+def commit(store: str, name: str, body: dict[str, Any], storage_options: Mapping[str, Any] | None = None
+           ) -> tuple[str, dict[str, Any]]:
+    """Commit a new version of mixture `name` whose manifest is `body` (every field but `version`, the
+    commit time and the data card): prepare the card under the data prefix (its statistics go into
+    the manifest, its plots beside the data), commit the manifest create-only, then write the card
+    beside it. A crash after the commit leaves a version whose card `ensure_card` rebuilds from
+    the manifest alone. Builds and takedowns both end here."""
+    layout = MixtureLayout(store, name)
+    body = {**body, "card": card.prepare_card(body, layout.data_prefix(body["data_key"]), storage_options)}
+
+    def make(version: str) -> dict[str, Any]:
+        return {**body, "version": version, "timestamps": {**body["timestamps"], "committed": now()}}
+
+    version, manifest = commit_version(layout, make, storage_options)
+    card.write_card(manifest, layout.version_dir(version), storage_options)
+    return version, manifest
+
+
+def ensure_card(store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The version's README.md, rebuilt from its manifest first if it is missing; returns its markdown."""
+    manifest = read_manifest(store, name, version, storage_options)
+    layout = MixtureLayout(store, name)
+    readme = layout.readme(manifest["version"])
+    fs, path = storage.filesystem(readme, storage_options)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read().decode()
+    except FileNotFoundError:
+        return card.write_card(manifest, layout.version_dir(manifest["version"]), storage_options)
 
 
 def resolve_version(layout: MixtureLayout, version: str | None, storage_options: Mapping[str, Any] | None = None) -> str:
