@@ -1,9 +1,10 @@
-"""The distributed dedup steps as plain functions (no Ray): edge ownership, columns read,
-partition count, verification threshold."""
+"""The dedup composite in this process (`SerialExecutor`): the library DAG itself, step by step
+(edge ownership, columns read, partition count, verification threshold), boilerplate and the index."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -11,8 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mixforge.config import CurateConfig
 from mixforge.dedup import pipeline as dd
+from mixforge.dedup.composite import run_dedup
 from mixforge.dedup.config import DedupConfig, MinHashConfig
+from mixforge.executor import SerialExecutor, StepFailed
+from mixforge.runs import StageLayout
 from tests.helpers import prose
 
 
@@ -21,6 +26,15 @@ def _near(text: str, positions: list[int], tag: str) -> str:
     for p in positions:
         words[p] = f"{tag}{p}"
     return " ".join(words)
+
+
+def _write(path, rows: list[tuple[str, str]], extra: dict | None = None) -> str:
+    n = len(rows)
+    cols = {"id": [r[0] for r in rows], "text": [r[1] for r in rows], "source": ["t"] * n,
+            "url": pa.nulls(n, pa.string()), "meta": pa.nulls(n, pa.string()), **(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(cols), path)
+    return str(path)
 
 
 def _shards(tmp_path, extra: dict | None = None) -> tuple[list[str], dict[str, str]]:
@@ -32,46 +46,46 @@ def _shards(tmp_path, extra: dict | None = None) -> tuple[list[str], dict[str, s
         [("a2", _near(a, [10, 60, 110], "x")), ("d2", _near(d, [5, 50], "y")), ("u2", prose(4, 30))],
         [("a3", _near(a, [20, 160, 210], "z")), ("u3", prose(5, 30)), ("d3", d)],
     ]
-    uris = []
-    for i, shard in enumerate(rows):
-        n = len(shard)
-        cols = {"id": [r[0] for r in shard], "text": [r[1] for r in shard], "source": ["t"] * n,
-                "url": pa.nulls(n, pa.string()), "meta": pa.nulls(n, pa.string())}
-        cols.update({k: v[i] for k, v in (extra or {}).items()})
-        path = tmp_path / "in" / f"part-{i:05d}.parquet"
-        path.parent.mkdir(exist_ok=True)
-        pq.write_table(pa.table(cols), path)
-        uris.append(str(path))
+    uris = [_write(tmp_path / "in" / f"part-{i:05d}.parquet", shard, {k: v[i] for k, v in (extra or {}).items()})
+            for i, shard in enumerate(rows)]
     return uris, {"a2": "a", "a3": "a", "d2": "d", "d3": "d"}
 
 
-def _run_steps(tmp_path, name: str, uris: list[str], cfg: DedupConfig) -> dd.DedupLayout:
-    layout = dd.DedupLayout(str(tmp_path / name))
-    shards = list(range(len(uris)))
-    for s, uri in enumerate(uris):
-        dd.sign_shard(s, uri, layout, cfg, batch_rows=2)
-    for p in range(cfg.partitions):
-        dd.partition_edges(p, shards, layout)
-    for s in shards:
-        dd.verify_shard_edges(s, cfg.partitions, layout, cfg.minhash)
-    dd.cluster(shards, cfg.partitions, layout, cfg)
-    return layout
+def _run_dedup(tmp_path, name: str, uris: list[str], cfg: DedupConfig) -> tuple[dict, dd.DedupRun]:
+    """The library's dedup DAG in this process (batches of 2 rows); its summary and the run it planned."""
+    inputs = list(enumerate(uris))
+    layout = StageLayout(str(tmp_path / name))
+    summary = run_dedup(layout, name, inputs, CurateConfig(stages=["dedup"], dedup=cfg, read={"batch_rows": 2}),
+                        SerialExecutor())
+    return summary, dd.plan_dedup(layout.dir, inputs, cfg, batch_rows=2)
 
 
-def _removed(layout: dd.DedupLayout, uris: list[str]) -> dict[str, str]:
+def _removed(run: dd.DedupRun, uris: list[str]) -> dict[str, str]:
     out = {}
     for s, uri in enumerate(uris):
         ids = pq.read_table(uri, columns=["id"]).column("id").to_pylist()
-        t = pq.read_table(layout.assignment(s)).to_pylist()
+        t = pq.read_table(run.work.assignment(s)).to_pylist()
         out.update({ids[r["row"]]: r["duplicate_of"] for r in t if not r["is_kept"]})
     return out
+
+
+def _outputs(stage_dir: str) -> tuple[pa.Table, pa.Table]:
+    """The stage's kept and `_removed` rows (every part file, in shard order)."""
+    kept = pa.concat_tables([pq.read_table(p) for p in sorted(glob.glob(f"{stage_dir}/part-*.parquet"))])
+    removed = [pq.read_table(p) for p in sorted(glob.glob(f"{stage_dir}/_removed/*.parquet"))]
+    return kept, pa.concat_tables(removed) if removed else pa.table({"id": pa.array([], pa.string())})
 
 
 def test_edges_are_written_by_owner_shard_and_verify_reads_only_its_own(tmp_path):
     uris, expected = _shards(tmp_path)
     cfg = DedupConfig(partitions=4)
-    layout = _run_steps(tmp_path, "run", uris, cfg)
-    assert _removed(layout, uris) == expected
+    summary, run = _run_dedup(tmp_path, "run", uris, cfg)
+    layout = run.work
+    assert _removed(run, uris) == expected
+    kept, removed = _outputs(str(tmp_path / "run"))
+    assert sorted(kept.column("id").to_pylist()) == ["a", "d", "u1", "u2", "u3"]
+    assert dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist())) == expected
+    assert summary["docs_in"] == 9 and summary["docs_kept"] == 5 and summary["dedup"]["partitions"] == 4
     files = 0
     for p in range(cfg.partitions):
         for s in range(len(uris)):
@@ -87,20 +101,22 @@ def test_edges_are_written_by_owner_shard_and_verify_reads_only_its_own(tmp_path
             os.remove(path)
     os.remove(layout.verified(1))
     os.remove(layout.verified_done(1))
-    stats = dd.verify_shard_edges(1, cfg.partitions, layout, cfg.minhash)
+    stats = dd.verify_shard_edges(run, 1)
     assert pq.read_table(layout.verified(1)).equals(before) and stats["verified"] + stats["exact"] == before.num_rows
     # Resumed: the marker answers, nothing is recomputed.
-    assert dd.verify_shard_edges(1, cfg.partitions, layout, cfg.minhash)["skipped"] is True
+    assert dd.verify_shard_edges(run, 1)["skipped"] is True
 
 
 @pytest.mark.parametrize("partitions", [1, 7])
 def test_same_result_whatever_the_partition_count(tmp_path, partitions):
     uris, expected = _shards(tmp_path)
-    ref = _run_steps(tmp_path, "ref", uris, DedupConfig(partitions=3))
-    other = _run_steps(tmp_path, f"p{partitions}", uris, DedupConfig(partitions=partitions))
+    _, ref = _run_dedup(tmp_path, "ref", uris, DedupConfig(partitions=3))
+    _, other = _run_dedup(tmp_path, f"p{partitions}", uris, DedupConfig(partitions=partitions))
     for s in range(len(uris)):
-        assert pq.read_table(ref.assignment(s)).equals(pq.read_table(other.assignment(s)))
+        assert pq.read_table(ref.work.assignment(s)).equals(pq.read_table(other.work.assignment(s)))
     assert _removed(other, uris) == expected
+    for a, b in zip(_outputs(str(tmp_path / "ref")), _outputs(str(tmp_path / f"p{partitions}"))):
+        assert a.equals(b)
 
 
 def test_signing_reads_only_id_text_and_the_keep_column(tmp_path):
@@ -109,8 +125,8 @@ def test_signing_reads_only_id_text_and_the_keep_column(tmp_path):
     assert dd._sign_columns(uris[0], DedupConfig(partitions=1, keep={"rule": "longest"}), None) == ["id", "text"]
     highest = DedupConfig(partitions=2, keep={"rule": "highest", "column": "quality"})
     assert dd._sign_columns(uris[0], highest, None) == ["id", "text", "quality"]
-    layout = _run_steps(tmp_path, "q", uris, highest)
-    values = pq.read_table(layout.nodes(0)).column("value").to_pylist()
+    _, run = _run_dedup(tmp_path, "q", uris, highest)
+    values = pq.read_table(run.work.nodes(0)).column("value").to_pylist()
     assert values == [0.1, 0.2, 0.3]
     with pytest.raises(KeyError, match="'missing'.*does not have"):
         dd._sign_columns(uris[0], DedupConfig(keep={"rule": "earliest", "column": "missing"}), None)
@@ -156,7 +172,8 @@ def test_verification_allows_for_the_estimate_noise():
 def test_partner_signatures_are_read_by_row_group(tmp_path, flag):
     keys = np.uint64(flag) | np.arange(5000, dtype=np.uint64) * np.uint64(3)
     sigs = np.stack([keys, keys + np.uint64(1)], axis=1)
-    table = pa.table({"doc": keys, "sig": pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(keys), [None, pa.py_buffer(sigs.tobytes())])})
+    sig = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(keys), [None, pa.py_buffer(sigs.tobytes())])
+    table = pa.table({"doc": keys, "sig": sig})
     uri = str(tmp_path / "sig.parquet")
     dd._write_table(uri, table, None, dd.SIGNATURE_ROW_GROUP)
     meta = pq.ParquetFile(uri).metadata
@@ -166,3 +183,54 @@ def test_partner_signatures_are_read_by_row_group(tmp_path, flag):
     assert dd._row_groups_holding(meta, np.zeros(0, np.uint64)) == []
     got_keys, got_sigs = dd._signature_rows(uri, wanted, None)
     assert got_keys.tolist() == wanted.tolist() and (got_sigs[:, 1] == wanted + np.uint64(1)).all()
+
+
+def test_boilerplate_and_a_persistent_index_in_process(tmp_path):
+    """Night 1 builds the index; night 2 (boilerplate removal on) is deduplicated against it, and resumes."""
+    footer = "Copyright 2026 Example Media Group. All rights reserved. Terms of use apply."
+    old = prose(21, 30)
+    night1 = [[("n1-a", old), ("n1-b", prose(22, 30))], [("n1-c", prose(23, 30)), ("n1-a-copy", old)]]
+    night2 = [[("n2-x", _near(old, [5, 50, 95], "z") + "\n" + footer), ("n2-y", prose(24, 30) + "\n" + footer)],
+              [("n2-y-copy", prose(24, 30) + "\n" + footer), ("n2-z", prose(25, 30) + "\n" + footer)]]
+    index = str(tmp_path / "index")
+    cfg = DedupConfig(index=index, boilerplate={"enabled": True, "min_docs": 3})
+    summaries = []
+    for night, rows in (("night1", night1), ("night2", night2)):
+        uris = [_write(tmp_path / night / f"s{i}.parquet", shard) for i, shard in enumerate(rows)]
+        summaries.append(_run_dedup(tmp_path, f"{night}-dedup", uris, cfg)[0])
+    first, second = summaries
+    assert (first["docs_in"], first["docs_kept"]) == (4, 3) and first["dedup"]["boilerplate_lines"] == 0
+    assert first["index"] == {"uri": index, "segment": 1, "docs_added": 3}
+    assert (second["docs_in"], second["docs_kept"]) == (4, 2)
+    assert second["dedup"]["index_segments_used"] == 1 and second["dedup"]["duplicates_of_indexed"] == 1
+    assert second["dedup"]["boilerplate_lines"] == 1 and second["counters"]["boilerplate.lines_removed"] == 4
+    assert second["index"] == {"uri": index, "segment": 2, "docs_added": 2}
+    assert dd.IndexLayout(index).committed_runs() == {"night1-dedup", "night2-dedup"}
+    stage_dir = str(tmp_path / "night2-dedup")
+    kept, removed = _outputs(stage_dir)
+    assert sorted(kept.column("id").to_pylist()) == ["n2-y", "n2-z"]
+    assert all(footer not in t for t in kept.column("text").to_pylist())
+    # the pool's document wins over a new one; the boilerplate line did not hide the exact copy
+    assert dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist())) == {
+        "n2-x": "n1-a", "n2-y-copy": "n2-y"}
+    # _stats.json is the composite's summary (dedup figures, index); the apply step's own lies in _work/
+    stats = json.loads(open(os.path.join(stage_dir, "_stats.json")).read())
+    assert stats["dedup"] == second["dedup"] and stats["index"] == second["index"]
+    assert "dedup" not in json.loads(open(os.path.join(stage_dir, "_work", "apply_stats.json")).read())
+    # Resumed: every step answers from its markers, the index gets no second segment.
+    uris = [os.path.join(tmp_path, "night2", f"s{i}.parquet") for i in range(2)]
+    again, _ = _run_dedup(tmp_path, "night2-dedup", uris, cfg)
+    assert again["index"] == second["index"] and dd.IndexLayout(index).segments() == [1, 2]
+    # (index_segments_used: the segments committed when the run is planned, its own included on a resume)
+    same = [k for k in second["dedup"] if k not in ("seconds_total", "index_segments_used")]
+    assert {k: again["dedup"][k] for k in same} == {k: second["dedup"][k] for k in same}
+    for a, b in zip(_outputs(stage_dir), (kept, removed)):
+        assert a.equals(b)
+
+
+def test_a_failing_step_names_its_shard(tmp_path):
+    uris, _ = _shards(tmp_path)
+    inputs = [(5, uris[0]), (9, str(tmp_path / "in" / "missing.parquet"))]
+    with pytest.raises(StepFailed, match=r"(?s)step 'dedup:signatures': 1 of 2 unit\(s\).*dedup:signatures 9: "):
+        config = CurateConfig(stages=["dedup"], dedup={"partitions": 2})
+        run_dedup(StageLayout(str(tmp_path / "out")), "r", inputs, config, SerialExecutor())

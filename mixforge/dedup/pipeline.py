@@ -1,4 +1,4 @@
-"""Corpus-scale dedup as plain per-shard and per-partition steps (the Ray layer maps them).
+"""Corpus-scale dedup as plain per-shard and per-partition steps (`composite.run_dedup` maps them on an executor).
 
     1. signatures (per shard)   -> band buckets partitioned by band_hash % P, node keys, signatures
     2. edges (per partition)    -> candidate pairs sharing an LSH band or an exact hash, written
@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from mixforge import schema as S
 from mixforge import storage
 from mixforge.dedup.boilerplate import boilerplate_hashes, count_line_docs, line_hashes, merge_line_counts, remove_lines
 from mixforge.dedup.clusters import candidate_edges, choose_keepers, connected_components
-from mixforge.dedup.config import DedupConfig, MinHashConfig
+from mixforge.dedup.config import DedupConfig
 from mixforge.dedup.hashing import exact_hashes
 from mixforge.dedup.minhash import MinHasher, estimated_jaccard
 from mixforge.shards import read_documents
@@ -254,6 +254,41 @@ def _diff(a: dict, b: dict) -> str:
     return ", ".join(f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
+@dataclass(frozen=True)
+class DedupRun:
+    """What every step of one dedup run shares: each call gets it whole, plus its own unit
+    (a shard, a partition), so no call site re-types a step's wiring."""
+
+    work: DedupLayout
+    cfg: DedupConfig  # `partitions` resolved (plan_dedup)
+    shards: tuple[int, ...]  # the run's shard indices
+    index: IndexLayout | None = None
+    segments: tuple[int, ...] = ()  # the index's committed segments this run deduplicates against
+    batch_rows: int = 8192
+    storage_options: Mapping[str, Any] | None = None
+    # The run's boilerplate line hashes (sorted), once found; signing and apply remove those lines.
+    boilerplate: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def partitions(self) -> int:
+        return self.cfg.partitions
+
+    @property
+    def verify(self) -> bool:
+        """Whether MinHash edges are verified (the clusters then read the verified edges)."""
+        return self.cfg.minhash.enabled and self.cfg.minhash.verify
+
+
+def plan_dedup(stage_dir: str, inputs: Sequence[tuple[int, str]], cfg: DedupConfig, batch_rows: int = 8192,
+               storage_options: Mapping[str, Any] | None = None) -> DedupRun:
+    """The run's shared settings: partitions resolved, the index (if any) created or checked."""
+    index = IndexLayout(cfg.index) if cfg.index else None
+    cfg = resolve_partitions(cfg, [uri for _, uri in inputs], index, storage_options)
+    segments = check_index(index, cfg, storage_options) if index else []
+    return DedupRun(DedupLayout(stage_dir), cfg, tuple(i for i, _ in inputs), index, tuple(segments), batch_rows,
+                    storage_options)
+
+
 SIGNATURE_ROW_GROUP = 1024  # rows per row group of signature files: verify reads only the groups it needs
 
 
@@ -285,9 +320,9 @@ def _keep_value(table: pa.Table, cfg: DedupConfig) -> pa.Array:
 # ---------------------------------------------------------------------------- step 0: boilerplate lines (optional)
 
 
-def count_shard_lines(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batch_rows: int = 8192,
-                      storage_options=None) -> dict:
+def count_shard_lines(run: DedupRun, shard: int, uri: str) -> dict:
     """For every eligible line hash of one shard, the number of its documents holding it (partitioned)."""
+    layout, cfg, batch_rows, storage_options = run.work, run.cfg, run.batch_rows, run.storage_options
     parts = []
     for batch in read_documents(uri, batch_rows=batch_rows, columns=[S.TEXT], storage_options=storage_options):
         _, h = line_hashes(batch.column(S.TEXT), cfg.boilerplate)
@@ -300,10 +335,11 @@ def count_shard_lines(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfi
     return {"shard": shard, "distinct_lines": int(len(hashes))}
 
 
-def boilerplate_partition(partition: int, shards: Sequence[int], layout: DedupLayout, cfg: DedupConfig, storage_options=None) -> dict:
+def boilerplate_partition(run: DedupRun, partition: int) -> dict:
     """Line hashes of one partition held by at least `min_docs` documents across the run."""
+    layout, cfg, storage_options = run.work, run.cfg, run.storage_options
     parts = []
-    for s in shards:
+    for s in run.shards:
         t = _read_table(layout.line_counts(partition, s), storage_options)
         parts.append((t.column("hash").to_numpy(), t.column("docs").to_numpy()))
     hashes, counts = merge_line_counts(parts)
@@ -312,9 +348,10 @@ def boilerplate_partition(partition: int, shards: Sequence[int], layout: DedupLa
     return {"partition": partition, "boilerplate_lines": int(len(found))}
 
 
-def read_boilerplate(layout: DedupLayout, partitions: int, storage_options=None) -> np.ndarray:
+def read_boilerplate(run: DedupRun) -> np.ndarray:
     """The run's boilerplate line hashes (sorted): few, by construction (each is in many documents)."""
-    found = [_read_table(layout.boilerplate(p), storage_options).column("hash").to_numpy() for p in range(partitions)]
+    found = [_read_table(run.work.boilerplate(p), run.storage_options).column("hash").to_numpy()
+             for p in range(run.partitions)]
     return np.sort(np.concatenate(found)) if found else np.zeros(0, np.uint64)
 
 
@@ -334,17 +371,18 @@ def _sign_columns(uri: str, cfg: DedupConfig, storage_options) -> list[str]:
     return [S.ID, S.TEXT] + ([cfg.keep.column] if cfg.keep.column not in (S.ID, S.TEXT) else [])
 
 
-def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batch_rows: int = 8192,
-               storage_options: Mapping[str, Any] | None = None, boilerplate: np.ndarray | None = None) -> dict:
+def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
     """Signatures, band buckets (partitioned) and node keys of one shard (of the text without
-    its boilerplate lines, when given)."""
+    the run's boilerplate lines, when it has some)."""
+    layout, cfg, storage_options, boilerplate = run.work, run.cfg, run.storage_options, run.boilerplate
     if storage.exists(layout.signed(shard), storage_options):
         return storage.read_json(layout.signed(shard), storage_options)
     hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
     buckets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     nodes, sigs = [], []
     row = 0
-    for batch in read_documents(uri, batch_rows=batch_rows, columns=_sign_columns(uri, cfg, storage_options), storage_options=storage_options):
+    for batch in read_documents(uri, batch_rows=run.batch_rows, columns=_sign_columns(uri, cfg, storage_options),
+                                storage_options=storage_options):
         n = batch.num_rows
         keys = doc_keys(shard, row, n)
         text = batch.column(S.TEXT)
@@ -385,8 +423,7 @@ def sign_shard(shard: int, uri: str, layout: DedupLayout, cfg: DedupConfig, batc
 # ---------------------------------------------------------------------------- step 2
 
 
-def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, storage_options=None,
-                    index: IndexLayout | None = None, segments: Sequence[int] = ()) -> dict:
+def partition_edges(run: DedupRun, partition: int) -> dict:
     """Candidate pairs of one partition: documents sharing a band bucket or an exact hash.
 
     Written as one file per owner shard (`edge_owner`), so each verify task reads only the
@@ -394,11 +431,12 @@ def partition_edges(partition: int, shards: Sequence[int], layout: DedupLayout, 
     index, its segments' band rows of this partition join in; pairs of two indexed documents
     are left out (they were settled when indexed). The `_done.json` marker goes last.
     """
+    layout, shards, storage_options = run.work, run.shards, run.storage_options
     done = layout.edges_done(partition)
     if storage.exists(done, storage_options):
         return storage.read_json(done, storage_options)
     tables = [_read_table(layout.buckets(partition, s), storage_options) for s in shards]
-    tables += [_read_table(index.buckets(partition, g), storage_options) for g in segments]
+    tables += [_read_table(run.index.buckets(partition, g), storage_options) for g in run.segments]
     rows = pa.concat_tables(tables) if tables else BUCKET_SCHEMA.empty_table()
     band = rows.column("band").to_numpy()
     band_hash = rows.column("band_hash").to_numpy()
@@ -437,11 +475,11 @@ def edge_owner(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.where(is_index_key(src), key_shard(dst), key_shard(src))
 
 
-def shard_edges(shard: int, partitions: int, layout: DedupLayout, storage_options=None) -> pa.Table:
+def shard_edges(run: DedupRun, shard: int) -> pa.Table:
     """The candidate edges `shard` owns, from every partition: unique (src, dst), sorted;
     `exact` is set when any partition found the pair through the exact hash (a pair shares
     buckets in several bands, which may live in different partitions)."""
-    t = pa.concat_tables([_read_table(layout.edges(p, shard), storage_options) for p in range(partitions)])
+    t = pa.concat_tables([_read_table(run.work.edges(p, shard), run.storage_options) for p in range(run.partitions)])
     if t.num_rows == 0:
         return EDGE_SCHEMA.empty_table()
     src, dst = t.column("src").to_numpy(), t.column("dst").to_numpy()
@@ -498,8 +536,7 @@ def _rows(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     return i
 
 
-def verify_shard_edges(shard: int, partitions: int, layout: DedupLayout, minhash: MinHashConfig, storage_options=None,
-                       index: IndexLayout | None = None) -> dict:
+def verify_shard_edges(run: DedupRun, shard: int) -> dict:
     """Keep the MinHash edges this shard owns whose estimated Jaccard passes
     `minhash.verify_threshold`; exact edges pass as they are.
 
@@ -507,16 +544,17 @@ def verify_shard_edges(shard: int, partitions: int, layout: DedupLayout, minhash
     signatures are read one file (run shard or index shard) at a time, keeping only the rows
     needed, so memory is about two shards' signatures whatever the corpus size.
     """
+    layout, storage_options = run.work, run.storage_options
     done = layout.verified_done(shard)
     if storage.exists(done, storage_options):
         return {**storage.read_json(done, storage_options), "skipped": True}
-    sources = Sources(layout, index)
-    edges = shard_edges(shard, partitions, layout, storage_options)
+    sources = Sources(layout, run.index)
+    edges = shard_edges(run, shard)
     exact = edges.column("exact").to_numpy(zero_copy_only=False)
     keep = exact.copy()
     fuzzy = np.flatnonzero(~exact)
     if len(fuzzy):
-        threshold = minhash.verify_threshold
+        threshold = run.cfg.minhash.verify_threshold
         src, dst = edges.column("src").to_numpy()[fuzzy], edges.column("dst").to_numpy()[fuzzy]
         ours = ~is_index_key(src)
         local, partner = np.where(ours, src, dst), np.where(ours, dst, src)
@@ -544,8 +582,7 @@ def verify_shard_edges(shard: int, partitions: int, layout: DedupLayout, minhash
 # ---------------------------------------------------------------------------- step 4
 
 
-def cluster(shards: Sequence[int], partitions: int, layout: DedupLayout, cfg: DedupConfig, storage_options=None,
-            index: IndexLayout | None = None, verified: bool = True) -> dict:
+def cluster(run: DedupRun) -> dict:
     """Connected components over the edges, one keeper per cluster, assignments per shard.
 
     Reads the verified edges of every shard (or, without verification, the candidate edges):
@@ -553,17 +590,17 @@ def cluster(shards: Sequence[int], partitions: int, layout: DedupLayout, cfg: De
     signatures, never documents without a duplicate. Documents already in the index always
     win their cluster (they are published in the pool).
     """
+    layout, cfg, shards, storage_options = run.work, run.cfg, run.shards, run.storage_options
     if storage.exists(layout.clustered, storage_options):
         return storage.read_json(layout.clustered, storage_options)
-    parts = [_read_table(layout.verified(s), storage_options) if verified else shard_edges(s, partitions, layout, storage_options)
-             for s in shards]
+    parts = [_read_table(layout.verified(s), storage_options) if run.verify else shard_edges(run, s) for s in shards]
     edges = pa.concat_tables(parts) if parts else EDGE_SCHEMA.empty_table()
     n_edges = edges.num_rows
     nodes, roots = connected_components(edges.column("src").to_numpy(), edges.column("dst").to_numpy())
     del parts, edges
     # Ids and keep values of only the documents that have a duplicate, file group by file group.
     # Nodes are sorted, and so are their groups (run shard, then index segment/shard): each group is one slice.
-    sources = Sources(layout, index)
+    sources = Sources(layout, run.index)
     groups = key_group(nodes)
     uniq, starts = np.unique(groups, return_index=True)
     bounds = [*starts.tolist(), len(nodes)]
@@ -607,9 +644,10 @@ def cluster(shards: Sequence[int], partitions: int, layout: DedupLayout, cfg: De
 # ---------------------------------------------------------------------------- index append
 
 
-def claim_segment(index: IndexLayout, layout: DedupLayout, run_id: str, storage_options=None) -> int:
+def claim_segment(run: DedupRun, run_id: str) -> int:
     """This run's segment number in the index: claimed once (create-only), reused on resume."""
-    mine = storage.join(layout.stage_dir, "_work", "index_segment.json")
+    index, storage_options = run.index, run.storage_options
+    mine = storage.join(run.work.stage_dir, "_work", "index_segment.json")
     if storage.exists(mine, storage_options):
         return int(storage.read_json(mine, storage_options)["segment"])
     fs, path = storage.filesystem(storage.join(index.uri, "segments"), storage_options)
@@ -631,8 +669,9 @@ def _removed_rows(layout: DedupLayout, shard: int, storage_options) -> np.ndarra
     return assign.column("row").to_numpy()[~assign.column("is_kept").to_numpy()]
 
 
-def index_shard(seg: int, shard: int, layout: DedupLayout, index: IndexLayout, storage_options=None) -> dict:
+def index_shard(run: DedupRun, seg: int, shard: int) -> dict:
     """Node keys and signatures of the shard's kept documents, under their index keys."""
+    layout, index, storage_options = run.work, run.index, run.storage_options
     removed = _removed_rows(layout, shard, storage_options)
     nodes = _read_table(layout.nodes(shard), storage_options)
     keep = ~np.isin(key_row(nodes.column("doc").to_numpy()), removed)
@@ -647,23 +686,23 @@ def index_shard(seg: int, shard: int, layout: DedupLayout, index: IndexLayout, s
     return {"shard": shard, "docs": nodes.num_rows}
 
 
-def index_partition(seg: int, partition: int, shards: Sequence[int], layout: DedupLayout, index: IndexLayout,
-                    storage_options=None) -> dict:
+def index_partition(run: DedupRun, seg: int, partition: int) -> dict:
     """Band rows of one partition for the run's kept documents, under their index keys."""
+    layout, storage_options = run.work, run.storage_options
     parts = []
-    for shard in shards:
+    for shard in run.shards:
         rows = _read_table(layout.buckets(partition, shard), storage_options)
         doc = rows.column("doc").to_numpy()
         rows = rows.filter(pa.array(~np.isin(key_row(doc), _removed_rows(layout, shard, storage_options))))
         parts.append(rows.set_column(2, "doc", pa.array(index_keys(seg, rows.column("doc").to_numpy()))))
     table = pa.concat_tables(parts) if parts else BUCKET_SCHEMA.empty_table()
-    _write_table(index.buckets(partition, seg), table, storage_options)
+    _write_table(run.index.buckets(partition, seg), table, storage_options)
     return {"partition": partition, "rows": table.num_rows}
 
 
-def commit_segment(seg: int, run_id: str, docs: int, index: IndexLayout, storage_options=None) -> None:
+def commit_segment(run: DedupRun, seg: int, run_id: str, docs: int) -> None:
     """Written last: from now on, runs deduplicate against this segment."""
-    storage.write_json(index.committed(seg), {"segment": seg, "run_id": run_id, "docs": docs}, storage_options)
+    storage.write_json(run.index.committed(seg), {"segment": seg, "run_id": run_id, "docs": docs}, run.storage_options)
 
 
 # ---------------------------------------------------------------------------- step 5
@@ -679,12 +718,11 @@ class ApplyDedup(Stage):
     reads = (S.ID,)
     writes = (DUP_CLUSTER, DUP_COUNT)
 
-    def __init__(self, layout: DedupLayout, storage_options: Mapping[str, Any] | None = None,
-                 boilerplate: np.ndarray | None = None, cfg: DedupConfig | None = None) -> None:
-        self.layout = layout
-        self.storage_options = storage_options
-        self.boilerplate = boilerplate if boilerplate is not None and len(boilerplate) else None
-        self.cfg = cfg or DedupConfig()
+    def __init__(self, run: DedupRun) -> None:
+        self.layout = run.work
+        self.storage_options = run.storage_options
+        self.boilerplate = run.boilerplate if run.boilerplate is not None and len(run.boilerplate) else None
+        self.cfg = run.cfg
         self._loaded: tuple[int, pa.Table] | None = None
 
     def _assignment(self, shard: int) -> pa.Table:

@@ -1,0 +1,146 @@
+"""The dedup composite: its steps as one DAG over an injected executor.
+
+    [lines -> boilerplate]  (optional) repeated lines, counted per shard, found per partition
+    signatures              per shard
+    edges                   per partition
+    [verify]                per shard (MinHash verification on)
+    clusters                one call over the edges
+    apply                   an ordinary stage over the shards (stats, `_removed/` audit, resume markers)
+    [index-shards -> index-buckets]  with a persistent index: this run's kept documents appended
+
+The same code runs in this process (`SerialExecutor`, tests and benchmarks) and on Ray
+(`tasks.executor.RayExecutor`, the Prefect task). The driver only hands out work and sums small
+stats: signatures, buckets and edges go from step to step through the store, never through it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from mixforge import storage
+from mixforge.config import CurateConfig
+from mixforge.dedup import pipeline as steps
+from mixforge.dedup.pipeline import ApplyDedup, DedupRun, plan_dedup
+from mixforge.executor import ONE_CPU, Call, Executor, Resources
+from mixforge.runner import run_stage
+from mixforge.runs import StageLayout
+
+
+@dataclass(frozen=True)
+class Step:
+    """One dedup step: a plain function called as `fn(run, *unit)` for each unit of work."""
+
+    name: str
+    fn: Callable[..., dict]
+    resources: Resources = ONE_CPU  # every dedup step is single-threaded NumPy/Arrow on one CPU
+
+    def map(self, executor: Executor, run: DedupRun, units: Mapping[Any, tuple]) -> list[dict]:
+        """`fn(run, *args)` for each unit (label -> args: a shard or partition names it in errors), results
+        in unit order; StepFailed names the units that kept failing."""
+        return executor.map(self.fn, [Call(label, (run, *args)) for label, args in units.items()],
+                            step=f"dedup:{self.name}", resources=self.resources, storage_options=run.storage_options)
+
+
+LINES = Step("lines", steps.count_shard_lines)
+BOILERPLATE = Step("boilerplate", steps.boilerplate_partition)
+SIGNATURES = Step("signatures", steps.sign_shard)
+EDGES = Step("edges", steps.partition_edges)
+VERIFY = Step("verify", steps.verify_shard_edges)
+CLUSTERS = Step("clusters", steps.cluster)
+INDEX_SHARDS = Step("index-shards", steps.index_shard)
+INDEX_BUCKETS = Step("index-buckets", steps.index_partition)
+
+
+@dataclass(frozen=True)
+class _ApplyLayout(StageLayout):
+    """The stage's own folder, but the apply step's summary goes to `_work/`: the stage's `_stats.json`
+    is the composite's summary, written once with the dedup figures (`run_stage` always writes one)."""
+
+    @property
+    def stats(self) -> str:
+        return storage.join(self.dir, "_work", "apply_stats.json")
+
+
+def run_dedup(stage_layout: StageLayout, run_id: str, inputs: Sequence[tuple[int, str]], config: CurateConfig,
+              executor: Executor) -> dict:
+    """Deduplicate (index, input URI) shards into `stage_layout` on `executor`; the stage summary with its
+    `dedup` figures (and `index`, when this run's documents were appended to a persistent index), also
+    written as `_stats.json`. Every step resumes from its markers: a rerun recomputes only what is missing."""
+    started = time.perf_counter()
+    opts = config.storage.options
+    run = plan_dedup(stage_layout.dir, inputs, config.dedup, config.read.batch_rows, opts)
+    input_units = {i: (i, uri) for i, uri in inputs}
+    shard_units = {i: (i,) for i in run.shards}
+    partition_units = {p: (p,) for p in range(run.partitions)}
+
+    if run.cfg.boilerplate.enabled:
+        LINES.map(executor, run, input_units)
+        BOILERPLATE.map(executor, run, partition_units)
+        run = replace(run, boilerplate=steps.read_boilerplate(run))
+    SIGNATURES.map(executor, run, input_units)
+    partitions = EDGES.map(executor, run, partition_units)
+    verified = VERIFY.map(executor, run, shard_units) if run.verify else None
+    (cluster_stats,) = CLUSTERS.map(executor, run, {"all": ()})
+
+    summary = run_stage(ApplyDedup(run), _ApplyLayout(stage_layout.dir), inputs, executor, config.read_options(), opts)
+
+    appended = _index_run(run, run_id, executor) if run.index is not None and run.cfg.update_index else None
+    if appended is not None:
+        summary["index"] = appended.summary
+    summary["dedup"] = _figures(run, cluster_stats, partitions, verified)
+    summary["dedup"]["seconds_total"] = summary["seconds"] = round(time.perf_counter() - started, 3)
+    # Before the segment's commit: a run whose documents are in the index always has its stats
+    # (mixforge.planning.pool_runs counts such a run as finished).
+    storage.write_json(stage_layout.stats, summary, opts)
+    if appended is not None and not appended.committed:
+        _commit(run, run_id, appended)
+    return summary
+
+
+def _figures(run: DedupRun, cluster_stats: dict, partitions: list[dict], verified: list[dict] | None) -> dict:
+    """The `dedup` block of the summary (without `seconds_total`)."""
+    boilerplate = run.boilerplate
+    return {
+        **cluster_stats,
+        "partitions": run.partitions,
+        # per partition: a pair found in two partitions counts twice
+        "candidate_edges": sum(p["edges"] for p in partitions),
+        "fuzzy_candidates": (sum(v["candidates"] for v in verified) if verified is not None
+                             else sum(p.get("fuzzy", 0) for p in partitions)),
+        "fuzzy_verified": sum(v["verified"] for v in verified) if verified is not None else None,
+        "verify_threshold": round(run.cfg.minhash.verify_threshold, 4) if run.verify else None,
+        "index_segments_used": len(run.segments),
+        "boilerplate_lines": None if boilerplate is None else int(len(boilerplate)),
+    }
+
+
+@dataclass(frozen=True)
+class _Appended:
+    """This run's segment of the index: written, and `committed` once its commit marker is."""
+
+    summary: dict[str, Any]  # the summary's `index` block: uri, segment, docs_added
+    committed: bool
+
+
+def _indexed_marker(run: DedupRun) -> str:
+    return storage.join(run.work.stage_dir, "_work", "indexed.json")
+
+
+def _index_run(run: DedupRun, run_id: str, executor: Executor) -> _Appended:
+    """Write this run's kept documents into its own index segment (not yet committed)."""
+    done = _indexed_marker(run)
+    if storage.exists(done, run.storage_options):
+        return _Appended(storage.read_json(done, run.storage_options), committed=True)
+    seg = steps.claim_segment(run, run_id)
+    docs = sum(r["docs"] for r in INDEX_SHARDS.map(executor, run, {s: (seg, s) for s in run.shards}))
+    INDEX_BUCKETS.map(executor, run, {p: (seg, p) for p in range(run.partitions)})
+    return _Appended({"uri": run.index.uri, "segment": seg, "docs_added": docs}, committed=False)
+
+
+def _commit(run: DedupRun, run_id: str, appended: _Appended) -> None:
+    """Commit the segment (later runs deduplicate against it), then mark this run's append done."""
+    steps.commit_segment(run, appended.summary["segment"], run_id, appended.summary["docs_added"])
+    storage.write_json(_indexed_marker(run), appended.summary, run.storage_options)
