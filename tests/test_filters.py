@@ -6,16 +6,20 @@ from __future__ import annotations
 import random
 import unicodedata
 from collections import Counter
+from typing import Annotated, Literal, Union
 
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, create_model
 
 from mixforge.filters import (
+    RULE_SETS,
     C4Config,
     C4Quality,
+    Evaluation,
     FilterConfig,
     FineWebQuality,
     FineWebQualityConfig,
@@ -25,10 +29,13 @@ from mixforge.filters import (
     GopherRepetitionConfig,
     LanguageID,
     LanguageIDConfig,
+    RuleSet,
+    RuleSetConfigBase,
     TextBatch,
     URLFilter,
     URLFilterConfig,
     default_lid_model_path,
+    safe_div,
 )
 from mixforge.filters.spacy_tokenizer import tokenize as spacy_reference_tokenize
 from mixforge.stage import ShardContext
@@ -711,3 +718,166 @@ def test_benchmark_url_block_list_uses_registered_domains():
     assert rd("https://www.example.com/") == "example.com"
     assert rd("http://10.0.0.1/x") is None
     assert rd("https://com.br/") is None
+
+
+# ----------------------------------------------------------------------------- adding a rule set
+
+
+# A rule set defined here, outside mixforge: these two classes are all it takes (nothing else is
+# edited). Defining MaxDigitFraction registers it.
+class MaxDigitFractionConfig(RuleSetConfigBase):
+    name: Literal["max_digit_fraction"] = Field("max_digit_fraction", description="Rule set (test): too many digits.")
+    max_fraction: float | None = Field(0.2, description="Fail if digits / characters is above (`too_many`).")
+
+
+class MaxDigitFraction(RuleSet):
+    config_class = MaxDigitFractionConfig
+
+    def evaluate_batch(self, batch: TextBatch) -> Evaluation:
+        ev = Evaluation(batch.n_docs)
+        fraction = safe_div(batch.text.str.count_matches(r"\d").to_numpy(), batch.char_len)
+        ev.threshold(f"{self.name}.too_many", fraction, above=self.config.max_fraction)
+        ev.add_feature(f"{self.name}.digit_fraction", fraction)
+        return ev
+
+
+BUILT_IN_RULE_SETS = ["gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "url"]
+
+
+def test_rule_set_defined_in_a_test_module_runs_through_the_filter_stage_from_yaml(tmp_path):
+    import yaml
+
+    from mixforge.config import CurateConfig, load_yaml
+    from mixforge.executor import SerialExecutor
+    from mixforge.runner import run_stage
+    from mixforge.runs import StageLayout
+    from mixforge.schema import CORE_SCHEMA, align_to_schema
+
+    assert MaxDigitFraction.name == "max_digit_fraction" and RULE_SETS["max_digit_fraction"] is MaxDigitFraction
+    config_path = tmp_path / "curate.yaml"
+    config_path.write_text(
+        "stages: [filter]\n"
+        "filter:\n"
+        "  language_id: {enabled: false}\n"
+        "  rules:\n"
+        "    - {name: max_digit_fraction, max_fraction: 0.3}\n"
+        "    - {name: gopher_quality, mode: annotate}\n"
+    )
+    config = load_yaml(config_path)
+    assert isinstance(config.filter.rules[0], MaxDigitFractionConfig) and config.filter.rules[0].max_fraction == 0.3
+    # the YAML format round-trips, as for the built-in rule sets
+    dumped = config.model_dump(mode="json")
+    assert dumped["filter"]["rules"][0] == {"name": "max_digit_fraction", "mode": "drop", "max_fraction": 0.3}
+    assert CurateConfig.model_validate(yaml.safe_load(yaml.safe_dump(dumped))) == config
+    # the Prefect form (JSON schema of the flow's config) offers it
+    rules_schema = CurateConfig.model_json_schema()["$defs"]["FilterConfig"]["properties"]["rules"]["items"]
+    assert rules_schema["discriminator"]["mapping"]["max_digit_fraction"] == "#/$defs/MaxDigitFractionConfig"
+
+    docs = [GOOD, "call 555 0100 or 555 0199 now", "2024-01-02 12:00:00 1234567890"]
+    shard = tmp_path / "in.parquet"  # the document contract, as normalize writes it
+    pq.write_table(align_to_schema(pa.table({"id": [str(i) for i in range(len(docs))], "text": docs}), CORE_SCHEMA), shard)
+    layout = StageLayout(str(tmp_path / "filter"))
+    summary = run_stage(Filter(config.filter), layout, [(0, str(shard))], SerialExecutor(), read_options=config.read_options())
+
+    kept, removed = pq.read_table(layout.part(0)), pq.read_table(layout.removed(0))
+    assert kept.column("id").to_pylist() == ["0"]
+    assert dict(zip(removed.column("id").to_pylist(), removed.column("drop_reason").to_pylist())) == {
+        "1": "max_digit_fraction.too_many", "2": "max_digit_fraction.too_many"}
+    assert kept.column("max_digit_fraction_digit_fraction").to_pylist() == [0.0]
+    assert kept.column("fail_gopher_quality").to_pylist() == [None]  # the built-in rule set after it ran too
+    assert summary["docs_dropped"]["max_digit_fraction.too_many"] == 2
+
+
+def test_rule_set_config_schema_and_parsing_are_the_hand_written_union_of_the_registered_rule_sets():
+    """FilterConfig as it was written by hand before the registry (a static discriminated union of
+    the built-in config classes, in this order), plus the rule sets registered since (here, the one
+    above): same JSON schema (the Prefect form), same defaults, same parsed configs, same errors."""
+    names = list(RULE_SETS)
+    assert names[:5] == BUILT_IN_RULE_SETS
+    extensions = tuple(RULE_SETS[n].config_class for n in names[5:])
+    assert MaxDigitFractionConfig in extensions
+    hand_written = Annotated[
+        Union[(GopherRepetitionConfig, GopherQualityConfig, C4Config, FineWebQualityConfig, URLFilterConfig, *extensions)],
+        Field(discriminator="name"),
+    ]
+    fields = {k: (f.annotation, f) for k, f in FilterConfig.model_fields.items()}
+    fields["rules"] = (tuple[hand_written, ...], FilterConfig.model_fields["rules"])
+    Static = create_model("FilterConfig", __config__=FilterConfig.model_config, __doc__=FilterConfig.__doc__, **fields)
+    for mode in ("validation", "serialization"):
+        assert FilterConfig.model_json_schema(mode=mode) == Static.model_json_schema(mode=mode)
+    assert FilterConfig().model_dump(mode="json") == Static().model_dump(mode="json")
+    good = {"rules": [{"name": "url", "blocked_urls": "x.txt"}, {"name": "c4", "mode": "annotate"}, {"name": "max_digit_fraction"}]}
+    assert FilterConfig.model_validate(good).model_dump() == Static.model_validate(good).model_dump()
+    for bad in ({"rules": [{"name": "c4", "bogus": 1}]}, {"rules": [{"name": "nope"}]}, {"rules": [{"mode": "drop"}]},
+                {"rules": [{"name": "gopher_quality", "min_doc_words": "x"}]}, {"rules": ["c4"]}):
+        errors = []
+        for model in (FilterConfig, Static):
+            with pytest.raises(ValidationError) as e:
+                model.model_validate(bad)
+            errors.append([{k: v for k, v in err.items() if k != "url"} for err in e.value.errors()])
+        assert errors[0] == errors[1], bad
+
+
+def test_rule_set_registration_errors_name_the_class():
+    with pytest.raises(TypeError, match=r"name 'c4' is taken by mixforge\.filters\.c4\.C4Quality"):
+        class OtherC4(RuleSet):
+            config_class = C4Config
+    with pytest.raises(TypeError, match="must be a subclass of RuleSetConfigBase"):
+        class NotAConfig(RuleSet):
+            config_class = LanguageIDConfig
+
+    class NoLiteral(RuleSetConfigBase):
+        name: str = "free_text"
+
+    with pytest.raises(TypeError, match=r"NoLiteral must declare name: Literal"):
+        class UsesNoLiteral(RuleSet):
+            config_class = NoLiteral
+    with pytest.raises(TypeError, match="name 'digits' differs from its config's name 'max_digit_fraction'"):
+        class Misnamed(RuleSet):
+            name = "digits"
+            config_class = MaxDigitFractionConfig
+    # a subclass that keeps its parent's config is not a new rule set
+    class TunedGopher(GopherQuality):
+        pass
+
+    assert RULE_SETS["gopher_quality"] is GopherQuality and "digits" not in RULE_SETS
+    assert list(RULE_SETS) == [*BUILT_IN_RULE_SETS, "max_digit_fraction"]
+
+
+def test_threshold_helper_null_disables_each_side():
+    ev = Evaluation(5)
+    values = np.array([1.0, 2.0, 3.0, np.nan, 5.0])
+    assert ev.threshold("r.both", values, below=2, above=3).tolist() == [True, False, False, False, True]  # strict; NaN never fails
+    assert ev.threshold("r.off", values, below=None, above=None).tolist() == [False] * 5
+    assert ev.threshold("r.where", values, above=0, where=values != 5).tolist() == [True, True, True, False, False]
+    assert list(ev.fails) == ["r.both", "r.off", "r.where"]  # added in check order
+
+
+def test_each_rule_set_keeps_its_published_meaning_of_zero_and_negative_limits():
+    few_words = ["one two three"]
+    # Gopher (datatrove tests truthiness): 0 turns a rule off, like null
+    for off in (0, None):
+        assert fails(GopherQuality(GopherQualityConfig(min_doc_words=off)), few_words, "word_count") == [False]
+        assert fails(GopherQuality(GopherQualityConfig(min_stop_words=off)), few_words, "stop_words") == [False]
+        assert fails(rep(dup_line_frac=off), ["a\na\na"], "dup_line_frac") == [False]
+    assert fails(GopherQuality(GopherQualityConfig(min_doc_words=4)), few_words, "word_count") == [True]
+    assert fails(rep(dup_line_frac=0.1), ["a\na\na"], "dup_line_frac") == [True]
+    # FineWeb (is not None): 0 is a limit like any other
+    lines = ["first line here.\nsecond line here."]
+    assert fails(FineWebQuality(FineWebQualityConfig(new_line_ratio=0)), lines, "list_ratio") == [True]
+    assert fails(FineWebQuality(FineWebQualityConfig(new_line_ratio=None)), lines, "list_ratio") == [False]
+    # C4 (datatrove's -1): a negative limit is off, 0 is a limit (nothing has fewer than 0 sentences)
+    for off in (-1, None, 0):
+        assert fails(C4Quality(C4Config(min_num_sentences=off)), ["One sentence."], "too_few_sentences") == [False]
+    assert fails(C4Quality(C4Config(min_num_sentences=2)), ["One sentence."], "too_few_sentences") == [True]
+    assert C4Quality(C4Config(remove_lines=False)).evaluate(["One sentence."]).text is None  # nothing for the Filter to edit
+
+
+def test_default_language_reaches_the_rule_sets_through_the_batch():
+    german = " ".join(["der", "und"] + ["Haus"] * 58)
+    for default, stop_words_fail in (("de", None), ("en", "gopher_quality.stop_words")):
+        cfg = FilterConfig(language_id=NO_LID, default_language=default, rules=(GopherQualityConfig(mode="annotate"),))
+        res = Filter(cfg).process(table([german]), ShardContext("s", 0))
+        assert res.kept.column("fail_gopher_quality").to_pylist() == [stop_words_fail]
+    assert fails(GopherQuality(), [german], "stop_words") == [True]
+    assert GopherQuality().evaluate([german], default_language="de").fails["gopher_quality.stop_words"].tolist() == [False]

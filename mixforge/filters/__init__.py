@@ -1,6 +1,7 @@
 """Heuristic quality filters and language ID, vectorised over Arrow/Polars batches.
 
-One module per rule set, each a `RuleSet` (see `base.py`) returning an `Evaluation`: a boolean
+One module per rule set, each a `RuleSet` (see `base.py`: defining one with its config class
+registers it, nothing else to edit) returning an `Evaluation`: a boolean
 "fails" array per sub-rule (named `<rule_set>.<sub_rule>`), numeric feature arrays and, for C4,
 edited text. The `filter` stage (`mixforge.stages.filter.Filter`) applies language ID, then the rule
 sets in configured order, and turns the first failing sub-rule of a drop-mode rule set into the
@@ -23,8 +24,16 @@ CJK/Thai run is one word, as in datatrove):
 | url | language-independent | language-independent |
 """
 
-from mixforge.filters.base import Evaluation, RuleSet
-from mixforge.filters.c4 import C4Quality
+from mixforge.filters.base import (
+    RULE_SETS,
+    Evaluation,
+    RuleSet,
+    RuleSetConfig,
+    RuleSetConfigBase,
+    build_rule_set,
+    safe_div,
+    zero_is_off,
+)
 from mixforge.filters.config import (
     C4Config,
     FilterConfig,
@@ -34,29 +43,22 @@ from mixforge.filters.config import (
     LanguageIDConfig,
     URLFilterConfig,
 )
-from mixforge.filters.fineweb import FineWebQuality
-from mixforge.filters.gopher_quality import GopherQuality
+
+# Defining a rule set registers it; the built-in ones are imported (registered) in this order, which
+# is the order of the rule-set choices in the config schema (the flows' Prefect form).
+# isort: off
 from mixforge.filters.gopher_repetition import GopherRepetition
+from mixforge.filters.gopher_quality import GopherQuality
+from mixforge.filters.c4 import C4Quality
+from mixforge.filters.fineweb import FineWebQuality
+from mixforge.filters.url import URLFilter
+# isort: on
 from mixforge.filters.language import LanguageID, default_lid_model_path
 from mixforge.filters.text import TextBatch
-from mixforge.filters.url import URLFilter
-
-RULE_SETS: dict[str, type[RuleSet]] = {
-    cls.name: cls for cls in (GopherQuality, GopherRepetition, C4Quality, FineWebQuality, URLFilter)
-}
-
-
-def build_rule_set(config, default_language: str = "en") -> RuleSet:
-    """The rule set for one entry of `FilterConfig.rules`."""
-    cls = RULE_SETS[config.name]
-    if cls is GopherQuality:
-        return cls(config, default_language=default_language)
-    return cls(config)
-
 
 __all__ = [
     "C4Config", "C4Quality", "Evaluation", "FilterConfig", "FineWebQuality", "FineWebQualityConfig",
     "GopherQuality", "GopherQualityConfig", "GopherRepetition", "GopherRepetitionConfig", "LanguageID",
-    "LanguageIDConfig", "RULE_SETS", "RuleSet", "TextBatch", "URLFilter", "URLFilterConfig",
-    "build_rule_set", "default_lid_model_path",
+    "LanguageIDConfig", "RULE_SETS", "RuleSet", "RuleSetConfig", "RuleSetConfigBase", "TextBatch", "URLFilter",
+    "URLFilterConfig", "build_rule_set", "default_lid_model_path", "safe_div", "zero_is_off",
 ]

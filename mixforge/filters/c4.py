@@ -66,11 +66,15 @@ def count_sentences(lines: pl.Series) -> np.ndarray:
     return out + np.bincount(line_of[idx[new_start]], minlength=n)
 
 
+def negative_is_off(limit):
+    """A limit where any negative number turns the rule off, as null does (datatrove's C4 filter
+    disables a rule with -1)."""
+    return limit if limit is not None and limit >= 0 else None
+
+
 class C4Quality(RuleSet):
     name = "c4"
-
-    def __init__(self, config: C4Config | None = None) -> None:
-        self.config = config or C4Config()
+    config_class = C4Config
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, name = self.config, self.name
@@ -81,18 +85,19 @@ class C4Quality(RuleSet):
         line = raw.str.strip_chars()
         n_lines = len(line)
         alive = np.ones(n_lines, dtype=bool)
-        if c.max_word_length is not None and c.max_word_length >= 0 and n_lines:
-            long_line = (line.str.len_chars() > c.max_word_length).to_numpy()
+        max_word_length = negative_is_off(c.max_word_length)
+        if max_word_length is not None and n_lines:
+            long_line = (line.str.len_chars() > max_word_length).to_numpy()
             if long_line.any():
                 idx = np.flatnonzero(long_line)
                 longest = line.gather(idx).str.extract_all(r"\S+").list.eval(pl.element().str.len_chars()).list.max()
-                alive[idx[(longest.fill_null(0).to_numpy() > c.max_word_length)]] = False
+                alive[idx[(longest.fill_null(0).to_numpy() > max_word_length)]] = False
         n_words = line.str.count_matches(r"\S+").to_numpy()
         if c.remove_citations and n_lines:
             line = line.str.replace_all(CITATION, "")
         if c.filter_no_terminal_punct and n_lines:
             alive &= line.str.contains(r"[.?!\"']$").to_numpy() & ~line.str.ends_with("...").to_numpy()
-        if c.min_words_per_line is not None and c.min_words_per_line >= 0:
+        if negative_is_off(c.min_words_per_line) is not None:
             alive &= n_words >= c.min_words_per_line
         lower = line.str.to_lowercase()
         lorem = alive & lower.str.contains("lorem ipsum", literal=True).to_numpy() if c.filter_lorem_ipsum else np.zeros(n_lines, bool)
@@ -114,18 +119,14 @@ class C4Quality(RuleSet):
 
         ev.add_rule(f"{name}.lorem_ipsum", lines.per_doc_count(lorem) > 0)
         ev.add_rule(f"{name}.curly_bracket", lines.per_doc_count(curly) > 0)
-        if c.min_num_sentences is not None and c.min_num_sentences >= 0:
-            ev.add_rule(f"{name}.too_few_sentences", n_sentences < c.min_num_sentences)
-        else:
-            ev.add_rule(f"{name}.too_few_sentences", np.zeros(n_docs, dtype=bool))
+        ev.threshold(f"{name}.too_few_sentences", n_sentences, below=negative_is_off(c.min_num_sentences))
 
         edited = self._join_kept(line, lines.doc, kept, n_docs)
         nonblank = (raw.str.strip_chars().str.len_bytes() > 0).to_numpy() if n_lines else np.zeros(0, bool)
         lines_removed = lines.per_doc_count(nonblank & ~kept)
         chars_removed = batch.char_len - pl.Series(edited).str.len_chars().to_numpy()
-        ev.text = edited
-        ev.lines_removed = lines_removed
-        ev.chars_removed = chars_removed
+        if c.remove_lines:  # the edit the Filter applies to kept documents in drop mode
+            ev.text, ev.lines_removed, ev.chars_removed = edited, lines_removed, chars_removed
         ev.add_feature(f"{name}.n_sentences", n_sentences)
         ev.add_feature(f"{name}.lines_removed", lines_removed)
         ev.add_feature(f"{name}.chars_removed", chars_removed)

@@ -2,27 +2,30 @@
 
 Defaults are the published thresholds, as implemented by datatrove 0.10.1
 (`GopherQualityFilter`, `GopherRepetitionFilter`, `C4QualityFilter`, `FineWebQualityFilter`,
-`URLFilter`, `LanguageFilter`). A threshold set to null disables that sub-rule.
+`URLFilter`, `LanguageFilter`). A threshold set to null disables that sub-rule; as in datatrove,
+the Gopher rule sets also treat 0 as off, and C4 any negative number.
 
 Every rule set has `mode`: `drop` (the first failing sub-rule, in order, drops the document with
 that sub-rule's name as `drop_reason`) or `annotate` (only the columns are written: score, then
 select later).
+
+`rules` accepts the config of every registered rule set (`mixforge.filters.base.RULE_SETS`): the
+built-in ones below, and any `RuleSet` subclass defined elsewhere with its `RuleSetConfigBase`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["drop", "annotate"]
+from mixforge.filters.base import MODE_FIELD as _MODE
+from mixforge.filters.base import Mode, RuleSetConfig, RuleSetConfigBase
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-_MODE = Field("drop", description="`drop`: the first failing sub-rule drops the document (drop_reason = its name); `annotate`: only write the columns.")
 
 DEFAULT_STOP_WORDS: dict[str, tuple[str, ...]] = {
     # datatrove's/Gopher's English list.
@@ -46,9 +49,8 @@ class LanguageIDConfig(_Strict):
     mode: Mode = _MODE
 
 
-class GopherQualityConfig(_Strict):
+class GopherQualityConfig(RuleSetConfigBase):
     name: Literal["gopher_quality"] = Field("gopher_quality", description="Rule set: Gopher quality heuristics (Rae et al. 2021, table A1).")
-    mode: Mode = _MODE
     min_doc_words: int | None = Field(50, description="Fail if fewer non-symbol words (`word_count`).")
     max_doc_words: int | None = Field(100_000, description="Fail if more non-symbol words (`word_count`).")
     min_avg_word_length: float | None = Field(3, description="Fail if the mean non-symbol word length is below (`mean_word_length`).")
@@ -61,9 +63,8 @@ class GopherQualityConfig(_Strict):
     stop_words: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_STOP_WORDS), description="Stop words per language (case-sensitive, as in datatrove); languages without a list pass `stop_words`.")
 
 
-class GopherRepetitionConfig(_Strict):
+class GopherRepetitionConfig(RuleSetConfigBase):
     name: Literal["gopher_repetition"] = Field("gopher_repetition", description="Rule set: Gopher repetition heuristics (Rae et al. 2021, table A1).")
-    mode: Mode = _MODE
     dup_para_frac: float | None = Field(0.3, description="Max fraction of paragraphs (split on 2+ newlines) repeating an earlier one.")
     dup_para_char_frac: float | None = Field(0.2, description="Max characters in repeated paragraphs / document characters.")
     dup_line_frac: float | None = Field(0.3, description="Max fraction of lines (split on newlines) repeating an earlier one.")
@@ -79,9 +80,8 @@ class GopherRepetitionConfig(_Strict):
     )
 
 
-class C4Config(_Strict):
+class C4Config(RuleSetConfigBase):
     name: Literal["c4"] = Field("c4", description="Rule set: C4 quality heuristics (Raffel et al. 2020), line removal plus document rules.")
-    mode: Mode = _MODE
     remove_lines: bool = Field(True, description="In drop mode, kept documents get the failing lines removed (text edited); annotate mode never edits.")
     remove_citations: bool = Field(True, description="Remove Wikipedia-style citations ([1], [edit], [citation needed]) from lines.")
     filter_no_terminal_punct: bool = Field(True, description="Remove lines not ending in . ? ! \" ' (or ending in '...').")
@@ -94,9 +94,8 @@ class C4Config(_Strict):
     filter_policy: bool = Field(True, description="Remove lines with terms-of-use/privacy/cookie phrases.")
 
 
-class FineWebQualityConfig(_Strict):
+class FineWebQualityConfig(RuleSetConfigBase):
     name: Literal["fineweb_quality"] = Field("fineweb_quality", description="Rule set: FineWeb quality heuristics (Penedo et al. 2024).")
-    mode: Mode = _MODE
     line_punct_thr: float | None = Field(0.12, description="Fail if the fraction of non-blank lines ending in terminal punctuation is below (`line_punct_ratio`).")
     line_punct_exclude_zero: bool = Field(False, description="Do not fail documents where that fraction is exactly 0.")
     short_line_thr: float | None = Field(0.67, description="Fail if the fraction of non-blank lines of at most `short_line_length` characters is above (`short_line_ratio`).")
@@ -105,21 +104,14 @@ class FineWebQualityConfig(_Strict):
     new_line_ratio: float | None = Field(0.3, description="Fail if newlines per word is above (`list_ratio`).")
 
 
-class URLFilterConfig(_Strict):
+class URLFilterConfig(RuleSetConfigBase):
     name: Literal["url"] = Field("url", description="Rule set: URL block-lists. Documents without a URL pass.")
-    mode: Mode = _MODE
     blocked_domains: str | None = Field(None, description="Path or fsspec URI of a file with one domain per line ('#' comments); a URL fails if its host or any parent domain is listed (`domain`).")
     blocked_urls: str | None = Field(None, description="Path or fsspec URI of a file with one full URL per line (`url`).")
     banned_words: str | None = Field(None, description="Path or fsspec URI of words; fail if any is a token of the URL split on non-alphanumerics (`banned_word`).")
     banned_subwords: str | None = Field(None, description="Path or fsspec URI of substrings; fail if any occurs in the lowercased alphanumerics of the URL (`banned_subword`).")
     soft_banned_words: str | None = Field(None, description="Path or fsspec URI of words; fail if at least `soft_word_threshold` of them are URL tokens (`soft_banned_words`).")
     soft_word_threshold: int = Field(2, ge=1, description="See `soft_banned_words`.")
-
-
-RuleSetConfig = Annotated[
-    Union[GopherRepetitionConfig, GopherQualityConfig, C4Config, FineWebQualityConfig, URLFilterConfig],
-    Field(discriminator="name"),
-]
 
 
 def _default_rules() -> tuple:

@@ -23,9 +23,7 @@ _TERMINAL = sorted(TERMINAL_PUNCTUATION)
 
 class FineWebQuality(RuleSet):
     name = "fineweb_quality"
-
-    def __init__(self, config: FineWebQualityConfig | None = None) -> None:
-        self.config = config or FineWebQualityConfig()
+    config_class = FineWebQualityConfig
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, name = self.config, self.name
@@ -37,23 +35,19 @@ class FineWebQuality(RuleSet):
 
         ends_punct = lines.values.str.slice(-1).is_in(_TERMINAL).to_numpy()
         punct_ratio = safe_div(lines.per_doc_count(ends_punct), n_lines)
-        fail = np.zeros(batch.n_docs, dtype=bool)
-        if c.line_punct_thr is not None:
-            fail = punct_ratio < c.line_punct_thr
-            if c.line_punct_exclude_zero:
-                fail &= punct_ratio != 0
-        ev.add_rule(f"{name}.line_punct_ratio", fail)
+        ev.threshold(f"{name}.line_punct_ratio", punct_ratio, below=c.line_punct_thr,
+                     where=punct_ratio != 0 if c.line_punct_exclude_zero else None)
 
         short = (lines.values.str.len_chars() <= c.short_line_length).to_numpy()
         short_ratio = safe_div(lines.per_doc_count(short), n_lines)
-        ev.add_rule(f"{name}.short_line_ratio", short_ratio > c.short_line_thr if c.short_line_thr is not None else np.zeros(batch.n_docs, bool))
+        ev.threshold(f"{name}.short_line_ratio", short_ratio, above=c.short_line_thr)
 
         _, dup_chars = lines.duplicates()
         dup_ratio = safe_div(dup_chars, batch.char_len - batch.newline_count)
-        ev.add_rule(f"{name}.char_dup_ratio", dup_ratio > c.char_duplicates_ratio if c.char_duplicates_ratio is not None else np.zeros(batch.n_docs, bool))
+        ev.threshold(f"{name}.char_dup_ratio", dup_ratio, above=c.char_duplicates_ratio)
 
         list_ratio = safe_div(batch.newline_count, batch.words.counts)
-        ev.add_rule(f"{name}.list_ratio", list_ratio > c.new_line_ratio if c.new_line_ratio is not None else np.zeros(batch.n_docs, bool))
+        ev.threshold(f"{name}.list_ratio", list_ratio, above=c.new_line_ratio)
 
         for key, val in (("line_punct_ratio", punct_ratio), ("short_line_ratio", short_ratio), ("char_dup_ratio", dup_ratio), ("list_ratio", list_ratio)):
             ev.add_feature(f"{name}.{key}", val)

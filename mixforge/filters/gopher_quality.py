@@ -6,10 +6,11 @@ Sub-rules, in check order (drop_reason `gopher_quality.<sub_rule>`): `word_count
 `.ellipsis_ratio`, `.bullet_lines_ratio`, `.ellipsis_lines_ratio`, `.alpha_words_ratio`, `.n_stop_words`.
 
 Languages: all rules work on any script (see `mixforge.filters.text`); stop words are checked with the
-document's language list (`lang` column, else the configured default) and pass for languages
-without a list (defaults: en, de, fr, es, it, pt, nl). Words are spaCy English tokens as in datatrove;
-in documents of an unspaced-script language (`lang` zh, ja, th, ko, ... : `TextBatch.unspaced_languages`)
-each Han/Kana/Thai/Lao/Khmer/Myanmar character is a word (`mixforge.filters.text`). `word_count`,
+document's language list (`lang` column, else `TextBatch.default_language`: the filter's
+`default_language`) and pass for languages without a list (defaults: en, de, fr, es, it, pt, nl).
+Words are spaCy English tokens as in datatrove; in documents of an unspaced-script language
+(`lang` zh, ja, th, ko, ... : `TextBatch.unspaced_languages`) each Han/Kana/Thai/Lao/Khmer/Myanmar
+character is a word (`mixforge.filters.text`). `word_count`,
 `symbol_word_ratio`, `alpha_words` and `stop_words` (no list for these languages: pass) then work
 for them; the `mean_word_length` bounds (3..10) are English-specific and are not applied to these
 documents (per-character words have a mean length of about 1). Without a `lang`, a whole CJK/Thai run between spaces is one word, as in datatrove, and
@@ -22,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from mixforge.filters._punctuation import PUNCTUATION_SET
-from mixforge.filters.base import Evaluation, RuleSet, safe_div
+from mixforge.filters.base import Evaluation, RuleSet, safe_div, zero_is_off
 from mixforge.filters.config import GopherQualityConfig
 from mixforge.filters.text import TextBatch
 
@@ -37,11 +38,7 @@ ALPHA = r"\p{L}"
 
 class GopherQuality(RuleSet):
     name = "gopher_quality"
-    needs_lang = True
-
-    def __init__(self, config: GopherQualityConfig | None = None, default_language: str = "en") -> None:
-        self.config = config or GopherQualityConfig()
-        self.default_language = default_language
+    config_class = GopherQualityConfig
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, n = self.config, self.name
@@ -55,28 +52,15 @@ class GopherQuality(RuleSet):
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_len = ns_len / n_ns  # nan without words, as np.mean([]) in datatrove: compares False
 
-        fail = np.zeros(batch.n_docs, dtype=bool)
-        if c.min_doc_words:
-            fail |= n_ns < c.min_doc_words
-        if c.max_doc_words:
-            fail |= n_ns > c.max_doc_words
-        ev.add_rule(f"{n}.word_count", fail)
-
-        fail = np.zeros(batch.n_docs, dtype=bool)
-        if c.min_avg_word_length:
-            fail |= mean_len < c.min_avg_word_length
-        if c.max_avg_word_length:
-            fail |= mean_len > c.max_avg_word_length
-        if batch.unspaced is not None:  # per-character words: the English 3..10 bounds do not apply
-            fail &= ~np.asarray(batch.unspaced, dtype=bool)
-        ev.add_rule(f"{n}.mean_word_length", fail)
+        # Limits through zero_is_off: 0 turns a rule off, as in datatrove.
+        ev.threshold(f"{n}.word_count", n_ns, below=zero_is_off(c.min_doc_words), above=zero_is_off(c.max_doc_words))
+        # Per-character words (unspaced scripts): the English 3..10 bounds do not apply.
+        ev.threshold(f"{n}.mean_word_length", mean_len, below=zero_is_off(c.min_avg_word_length), above=zero_is_off(c.max_avg_word_length),
+                     where=None if batch.unspaced is None else ~np.asarray(batch.unspaced, dtype=bool))
 
         hash_ratio = safe_div(batch.count_literal("#"), n_words)
         ellipsis_ratio = safe_div(batch.count_literal("...") + batch.count_literal("…"), n_words)
-        fail = np.zeros(batch.n_docs, dtype=bool)
-        if c.max_symbol_word_ratio:
-            fail = (hash_ratio > c.max_symbol_word_ratio) | (ellipsis_ratio > c.max_symbol_word_ratio)
-        ev.add_rule(f"{n}.symbol_word_ratio", fail)
+        ev.threshold(f"{n}.symbol_word_ratio", np.maximum(hash_ratio, ellipsis_ratio), above=zero_is_off(c.max_symbol_word_ratio))
 
         lines = batch.lines
         n_lines = lines.counts.astype(np.float64)
@@ -84,18 +68,15 @@ class GopherQuality(RuleSet):
         ell = lines.values.str.strip_chars_end().str.contains(r"(?:\.\.\.|…)$").to_numpy()
         bullet_ratio = safe_div(lines.per_doc_count(bullet), n_lines)
         ellipsis_lines_ratio = safe_div(lines.per_doc_count(ell), n_lines)
-        ev.add_rule(f"{n}.bullet_lines", bullet_ratio > c.max_bullet_lines_ratio if c.max_bullet_lines_ratio else np.zeros(batch.n_docs, bool))
-        ev.add_rule(f"{n}.ellipsis_lines", ellipsis_lines_ratio > c.max_ellipsis_lines_ratio if c.max_ellipsis_lines_ratio else np.zeros(batch.n_docs, bool))
+        ev.threshold(f"{n}.bullet_lines", bullet_ratio, above=zero_is_off(c.max_bullet_lines_ratio))
+        ev.threshold(f"{n}.ellipsis_lines", ellipsis_lines_ratio, above=zero_is_off(c.max_ellipsis_lines_ratio))
 
         alpha = words.values.str.contains(ALPHA).to_numpy()
         alpha_ratio = safe_div(words.per_doc_count(alpha), n_words)
-        ev.add_rule(f"{n}.alpha_words", alpha_ratio < c.min_alpha_words_ratio if c.min_alpha_words_ratio else np.zeros(batch.n_docs, bool))
+        ev.threshold(f"{n}.alpha_words", alpha_ratio, below=zero_is_off(c.min_alpha_words_ratio))
 
         n_stop, has_list = self._stop_words(batch)
-        fail = np.zeros(batch.n_docs, dtype=bool)
-        if c.min_stop_words:
-            fail = has_list & (n_stop < c.min_stop_words)
-        ev.add_rule(f"{n}.stop_words", fail)
+        ev.threshold(f"{n}.stop_words", n_stop, below=zero_is_off(c.min_stop_words), where=has_list)
 
         for key, val in (
             ("n_words", n_ns), ("mean_word_length", mean_len), ("hash_ratio", hash_ratio),
@@ -111,9 +92,9 @@ class GopherQuality(RuleSet):
         words = batch.words
         lists = self.config.stop_words
         if batch.lang is None:
-            doc_lang = pl.Series([self.default_language] * batch.n_docs)
+            doc_lang = pl.Series([batch.default_language] * batch.n_docs)
         else:
-            doc_lang = batch.lang.replace("", self.default_language)
+            doc_lang = batch.lang.replace("", batch.default_language)
         has_list = doc_lang.is_in(list(lists)).to_numpy()
         is_stop = np.zeros(len(words.values), dtype=bool)
         word_lang = doc_lang.gather(words.doc) if len(words.values) else pl.Series([], dtype=pl.String)

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 import pyarrow.compute as pc
 
-from mixforge.filters.base import Evaluation, RuleSet, safe_div
+from mixforge.filters.base import Evaluation, RuleSet, safe_div, zero_is_off
 from mixforge.filters.config import GopherRepetitionConfig
 from mixforge.filters.text import Segments, TextBatch, _segments_from_lists
 
@@ -80,9 +80,7 @@ def _group(keys: np.ndarray, counts: bool = False, first: bool = False):
 
 class GopherRepetition(RuleSet):
     name = "gopher_repetition"
-
-    def __init__(self, config: GopherRepetitionConfig | None = None) -> None:
-        self.config = config or GopherRepetitionConfig()
+    config_class = GopherRepetitionConfig
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, name = self.config, self.name
@@ -110,7 +108,7 @@ class GopherRepetition(RuleSet):
 
     def _check(self, ev: Evaluation, sub: str, value: np.ndarray, threshold: float | None) -> None:
         ev.add_feature(f"{self.name}.{sub}", value)
-        ev.add_rule(f"{self.name}.{sub}", value > threshold if threshold else np.zeros(ev.n_docs, dtype=bool))
+        ev.threshold(f"{self.name}.{sub}", value, above=zero_is_off(threshold))  # 0 is off, as in datatrove
 
     def _n_gram_stats(self, batch: TextBatch, text_len: np.ndarray):
         """top_<n>_gram and dup_<n>_gram values for all documents, over hashed word ids.

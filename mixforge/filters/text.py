@@ -250,13 +250,16 @@ class TextBatch:
     `lang` (LID labels such as ISO 639-1 codes, or null) and `url` are optional per-document
     columns. Documents whose `lang` is in `unspaced_languages` get the character-based word
     fallback for unspaced scripts (module docstring); pass an empty set to turn it off.
+    `default_language` is the language language-dependent rules (stop words) assume for
+    documents without a `lang` (`FilterConfig.default_language`); it does not change words.
     """
 
-    def __init__(self, text, lang=None, url=None, unspaced_languages=UNSPACED_LANGUAGES) -> None:
+    def __init__(self, text, lang=None, url=None, unspaced_languages=UNSPACED_LANGUAGES, default_language: str = "en") -> None:
         self.text_arrow = as_string_array(text)
         self.text = pl.Series("text", self.text_arrow)
         self.n_docs = len(self.text)
         self.lang = None if lang is None else pl.Series("lang", as_string_array(lang))
+        self.default_language = default_language
         self.unspaced_languages = frozenset(x.lower() for x in unspaced_languages)
         self.url = None
         if url is not None:

@@ -43,10 +43,10 @@ def load_list(uri: str | None, normalize: bool = False) -> list[str]:
 
 class URLFilter(RuleSet):
     name = "url"
-    needs_url = True
+    config_class = URLFilterConfig
 
     def __init__(self, config: URLFilterConfig | None = None) -> None:
-        self.config = config or URLFilterConfig()
+        super().__init__(config)
         self._loaded = False
 
     def setup(self) -> None:

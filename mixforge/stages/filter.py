@@ -1,4 +1,8 @@
-"""filter: language ID, then the heuristic rule sets, in configured order (issue #3).
+"""filter: language ID, then the heuristic rule sets, in configured order.
+
+The rule sets are those of `FilterConfig.rules`, any registered `mixforge.filters.RuleSet` (a new
+one is a class, see `mixforge.filters.base`); each gets the same `TextBatch` of the documents still
+alive (text, `lang`, `url`, `default_language`).
 
 Score, then select. Every rule set evaluates the documents still alive when its turn comes and
 records its verdict; for a rule set in `drop` mode, the first failing sub-rule drops the document
@@ -43,7 +47,7 @@ class Filter(Stage):
         self.config = config or FilterConfig()
         self.write_features = write_features
         self.language_id = LanguageID(self.config.language_id) if self.config.language_id.enabled else None
-        self.rule_sets = [build_rule_set(rc, self.config.default_language) for rc in self.config.rules]
+        self.rule_sets = [build_rule_set(rc) for rc in self.config.rules]
         self._ready = False
         self._order: list[str] = ["lang"] if self.language_id is not None and self.config.language_id.mode == "drop" else []
 
@@ -90,6 +94,7 @@ class Filter(Stage):
                 text.take(pa.array(idx)),
                 lang=None if lang is None else lang.take(pa.array(idx)),
                 url=None if url is None else url.take(pa.array(idx)),
+                default_language=self.config.default_language,
             )
             ev = rs.evaluate_batch(sub)
             if rc.mode == "drop":
@@ -99,7 +104,7 @@ class Filter(Stage):
             if rc.mode == "drop":
                 reason[idx[failing]] = first[failing]
                 alive[idx[failing]] = False
-                if ev.text is not None and getattr(rc, "remove_lines", False):
+                if ev.text is not None:  # an editing rule set (C4 with remove_lines)
                     text, changed = self._apply_edits(text, idx, ~failing, ev, ctx, rs.name)
                     edited[changed] = True
             else:
