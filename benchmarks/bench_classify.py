@@ -17,7 +17,7 @@ Model: a binary quality classifier trained first (untimed) with the default `Fas
 Variants (same Parquet zstd shards, each writing fresh zstd Parquet with one float32 score column added):
   baseline   one process, one core: ParquetFile.iter_batches -> the same preprocessing
              (mixforge.classify.preprocess) -> fastText predict -> append the score -> ParquetWriter
-  ours       the whole classify stage: the production Prefect task `tasks.classify.classify_documents`
+  ours       the whole classify stage: the production Prefect task `tasks.stages.run_curation_stage("classify", ...)`
              in a flow, on a local Ray with --workers CPUs: ClassifyStage over the shards (model loaded
              once per worker, stats, _done markers, atomic writes), then the report (histograms read
              back from the outputs, PNG plots, _report.md, the markdown artifact)
@@ -217,12 +217,12 @@ def _classify_flow_factory():
 
     from mixforge.config import CurateConfig
     from mixforge.runs import RunLayout
-    from tasks.classify import classify_documents
+    from tasks.stages import stage_task
 
     @flow(name="bench-classify", persist_result=False, validate_parameters=False)
     def bench_classify(inputs: list[tuple[int, str]], root: str, run_id: str, config: dict) -> dict:
         started = time.perf_counter()
-        summary = classify_documents(RunLayout(root, run_id), inputs, CurateConfig(**config))
+        summary = stage_task("classify")("classify", RunLayout(root, run_id), inputs, CurateConfig(**config))
         return {"summary": summary, "flow_body_seconds": time.perf_counter() - started}
 
     return bench_classify

@@ -6,15 +6,10 @@ from prefect import flow, get_run_logger
 
 from mixforge import planning
 from mixforge.config import CurateConfig
-from tasks.classify import classify_documents
-from tasks.dedup import deduplicate
-from tasks.filter import filter_documents
-from tasks.normalize import normalize
+from mixforge.runner import completed_outputs
 from tasks.planning import mark_run_complete, plan_run
 from tasks.reporting import publish_run_artifacts
-from tasks.stage_runner import completed_outputs
-
-STAGE_TASKS = {"normalize": normalize, "filter": filter_documents, "classify": classify_documents, "dedup": deduplicate}
+from tasks.stages import stage_task
 
 
 @flow(name="curate", validate_parameters=True)
@@ -39,7 +34,7 @@ def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_i
     try:
         shards, summaries = plan.shards, []
         for name in plan.stages:
-            summary = STAGE_TASKS[name](plan.run, shards, plan.config)
+            summary = stage_task(name)(name, plan.run, shards, plan.config)
             summaries.append(summary)
             shards = completed_outputs(plan.run.stage(name), summary)
 

@@ -289,10 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "pool's dedup index (default ROOT/index/dedup)")
     p.set_defaults(func=cmd_curate, preflight=preflight_curate)
 
-    for name, help_text in [("filter", "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)"),
-                            ("classify", "apply the configured fastText classifiers and embedding clusters (scores only: quality_*, domain, cluster_id)"),
-                            ("dedup", "exact and MinHash-LSH fuzzy deduplication, keeping dup_cluster/dup_count")]:
-        p = sub.add_parser(name, help=help_text)
+    from mixforge.stages.registry import get_stage, stage_names
+
+    for name in stage_names():  # one command per registered stage (normalize runs as part of `curate`)
+        if name == "normalize":
+            continue
+        p = sub.add_parser(name, help=get_stage(name).help)
         stage_io(p)
         common(p)
         p.set_defaults(func=cmd_curate, preflight=preflight_curate)

@@ -19,9 +19,16 @@ from mixforge.filters.config import FilterConfig
 from mixforge.names import validate_name
 from mixforge.storage import SECRET_BLOCK_OPTION, RuntimeEnv, StorageOptions
 
-# Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup).
-STAGE_ORDER = ("normalize", "filter", "classify", "dedup")
-StageName = Literal["normalize", "filter", "classify", "dedup"]
+# Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup); the
+# registry (mixforge.stages.registry) is the one list, and may hold stages registered beyond these.
+BUILTIN_STAGES = ("normalize", "filter", "classify", "dedup")
+
+
+def _stages_schema(schema: dict[str, Any]) -> None:
+    """The Prefect form lists the registered stages (the registry is read when the schema is made)."""
+    from mixforge.stages.registry import stage_names
+
+    schema["items"] = {"type": "string", "enum": list(stage_names())}
 
 
 class StrictModel(BaseModel):
@@ -118,7 +125,7 @@ class StorageConfig(StrictModel):
 class CurateConfig(StrictModel):
     """Everything `curate` and the stage commands take besides input, output and run id."""
 
-    stages: tuple[StageName, ...] = Field(STAGE_ORDER, description="Stages to run, in pipeline order. A first stage other than normalize on raw (non-Parquet-contract) input gets normalize put in front.")
+    stages: tuple[str, ...] = Field(BUILTIN_STAGES, json_schema_extra=_stages_schema, description="Stages to run, in pipeline order (normalize, filter, classify, dedup, and any registered stage). A first stage other than normalize on raw (non-Parquet-contract) input gets normalize put in front.")
     read: ReadConfig = ReadConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     filter: FilterConfig = FilterConfig()
@@ -126,15 +133,36 @@ class CurateConfig(StrictModel):
     dedup: DedupConfig = DedupConfig()
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()
+    extra_stages: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Settings of registered stages that are not built in, by stage name "
+        "(validated by the stage's own config model).")
 
     @field_validator("stages")
     @classmethod
     def _stages_in_order(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
+        from mixforge.stages.registry import stage_names
+
+        order = stage_names()
         if not stages:
             raise ValueError("at least one stage")
-        if len(set(stages)) != len(stages) or list(stages) != sorted(stages, key=STAGE_ORDER.index):
-            raise ValueError(f"stages must be distinct and in pipeline order {list(STAGE_ORDER)}")
+        unknown = [s for s in stages if s not in order]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}: the stages are {list(order)}")
+        if len(set(stages)) != len(stages) or list(stages) != sorted(stages, key=order.index):
+            raise ValueError(f"stages must be distinct and in pipeline order {list(order)}")
         return stages
+
+    @model_validator(mode="after")
+    def _extra_stage_settings(self) -> "CurateConfig":
+        from mixforge.stages.registry import get_stage
+
+        for name, settings in self.extra_stages.items():
+            if name in BUILTIN_STAGES:
+                raise ValueError(f"extra_stages.{name}: a built-in stage's settings go in its own section ({name}:)")
+            model = get_stage(name).config_model
+            if model is not None:
+                model.model_validate(settings)
+        return self
 
     def read_options(self):
         """The shard reader's options (mixforge.shards.ReadOptions) from `read`."""
@@ -150,8 +178,12 @@ class CurateConfig(StrictModel):
         Where and how it runs (Ray, credentials) does not change the data, so it is left out:
         the same run can resume on a cluster after starting on a laptop.
         """
-        used = set(self.stages) | {"read", "stages"}
-        return self.model_dump(mode="json", include=used)
+        used = (set(self.stages) & set(BUILTIN_STAGES)) | {"read", "stages"}
+        fingerprint = self.model_dump(mode="json", include=used)
+        extra = {name: settings for name, settings in self.extra_stages.items() if name in self.stages}
+        if extra:  # only when used: run ids of built-in pipelines stay as they were
+            fingerprint["extra_stages"] = extra
+        return fingerprint
 
 
 def _format_errors(origin: str, err: ValidationError) -> str:

@@ -57,6 +57,9 @@ class Executor(ABC):
     """Runs calls of one function; subclasses say where (`run`)."""
 
     max_retries: int = 0
+    # The GPUs of the cluster the calls run on, asked only by steps that may use one (None: not
+    # known here; in this process a step's own device choice decides, nothing is reserved).
+    cluster_gpus: Callable[[], float] | None = None
 
     @abstractmethod
     def run(self, fn: Callable, calls: Sequence[Call], *, resources: Resources = ONE_CPU,

@@ -5,7 +5,7 @@ plain text): they come from the environment (AWS_ACCESS_KEY_ID, ...), the fsspec
 configuration (~/.aws/credentials, `profile: NAME`), or a Prefect Secret block. Options carry at
 most a reference to that block (`secret_block: NAME`); `filesystem()` resolves it in the process
 that first needs it (the flow run: the driver) and keeps the credentials in that process's memory
-only; `tasks.stage_runner.ray_map` hands them to Ray workers as task arguments (see `handed_secrets`).
+only; `tasks.executor.ray_map` hands them to Ray workers as task arguments (see `handed_secrets`).
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def secret_block_options(name: str) -> dict[str, Any]:
         if _in_ray_worker():
             raise ConfigError(
                 f"storage.secret_block {name!r} was not handed to this Ray worker: run Ray work through "
-                "tasks.stage_runner.ray_map (it passes the driver's resolved credentials as task arguments), "
+                "tasks.executor.ray_map (it passes the driver's resolved credentials as task arguments), "
                 "or leave secret_block out and let the workers authenticate from their own environment or role")
         _SECRETS[name] = _load_secret_block(name)
         return _SECRETS[name]

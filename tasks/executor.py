@@ -92,6 +92,10 @@ class RayExecutor(Executor):
         self.ray_config = ray_config
         self.max_retries = ray_config.max_retries
 
+    def cluster_gpus(self) -> float:
+        ray_runtime.connect(self.ray_config)
+        return ray.cluster_resources().get("GPU", 0)
+
     def run(self, fn: Callable, calls: Sequence[Call], *, resources: Resources = ONE_CPU,
             runtime_env: dict | None = None, storage_options: Mapping[str, Any] | None = None
             ) -> Iterator[tuple[Any, Any, str | None]]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+
+from mixforge import storage
 
 from mixforge.names import artifact_key
 from mixforge.runner import quarantine_rows
@@ -63,3 +68,20 @@ def publish_run_artifacts(flow_name: str, summary: dict) -> None:
     key = artifact_key(flow_name, summary["run_id"])
     create_table_artifact(key=key, table=stage_rows(summary), description=f"{flow_name} {summary['run_id']}: per-stage counts")
     create_markdown_artifact(key=artifact_key(key, "summary"), markdown=markdown_summary(summary), description=f"{flow_name} run summary")
+
+
+def publish_stage_report(run_id: str, summary: dict, storage_options: Mapping[str, Any] | None = None) -> None:
+    """A stage's own report as a markdown artifact, for stages that write one (classify's
+    `_report.md`: score histograms per source, domain/cluster distribution, plot URIs)."""
+    info = summary.get("classify") or {}
+    if info.get("markdown"):
+        publish_classify_report(run_id, info["markdown"], storage_options)
+
+
+@task(name="publish-classify-report", cache_policy=NO_CACHE)
+def publish_classify_report(run_id: str, markdown_uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    fs, path = storage.filesystem(markdown_uri, storage_options)
+    with fs.open(path, "rb") as f:
+        text = f.read().decode()
+    create_markdown_artifact(key=artifact_key("classify", run_id), markdown=text,
+                             description=f"classify {run_id}: score histograms per source, domain/cluster distribution")

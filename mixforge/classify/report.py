@@ -5,7 +5,7 @@ over batches and shards: `ShardContext.figures`), so the report needs no second 
 output; `shard_report` reads a finished shard's columns back, for shards whose stats predate
 that. `final_report` caps the sources shown, the PNGs go beside the stage's `_stats.json`
 (`<stage dir>/_plots/*.png`) and `markdown_report` renders every figure's numbers. Prefect
-artifacts are made from it in tasks/classify.py.
+artifacts are made from it in tasks/reporting.py.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
-"""Stage implementations, each a `mixforge.stage.Stage` over Arrow tables, and the registry
-that builds them from a curate config. Adding a stage: a module here, an entry below, a
-task module in tasks/, and its name in `mixforge.config.STAGE_ORDER`.
+"""Stage implementations, each a `mixforge.stage.Stage` over Arrow tables (or a composite of
+steps). The curation stages, their order and how each runs are registered in
+`mixforge.stages.registry`: the config's `stages:` values, the curate flow's tasks and the CLI's
+stage commands all come from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from mixforge.stages.registry import CurationStage, get_stage, plain_stage, register_stage, stage_names
 
-from mixforge.config import CurateConfig
-from mixforge.stage import Stage
-from mixforge.stages.classify import ClassifyStage
-from mixforge.stages.filter import Filter
-from mixforge.stages.normalize import Normalize
-
-BUILDERS: dict[str, Callable[[CurateConfig], Stage]] = {
-    "normalize": lambda config: Normalize(config.normalize),
-    "filter": lambda config: Filter(config.filter),
-    "classify": lambda config: ClassifyStage(config.classify, config.storage.options),
-}
-
-
-def build(name: str, config: CurateConfig) -> Stage:
-    return BUILDERS[name](config)
+__all__ = ["CurationStage", "get_stage", "plain_stage", "register_stage", "stage_names"]
