@@ -8,6 +8,7 @@ import argparse
 import io
 import os
 import time
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +19,7 @@ from mixforge.config import ConfigError
 from mixforge.mixtures import build as B
 from mixforge.mixtures.plan import EmptyGroupError
 from mixforge.mixtures.preflight import PreflightError, check_spec, inspect_spec
+from mixforge.mixtures.samplers import NumericColumn, Sampler
 from mixforge.mixtures.spec import MixSpec, load_spec
 from mixforge.mixtures.versions import MixtureLayout, list_mixtures
 from mixforge.names import InvalidName
@@ -104,6 +106,24 @@ def test_range_on_a_string_column_and_other_type_mistakes(pool, tmp_path):
     # a type mistake is no empty group: allow_empty does not hide it
     [line] = errors_of(make_spec(pool, store, groups=one_group({"domain": {"min": 0.5}}, allow_empty=True)))
     assert "needs a numeric column" in line
+
+
+class ByScoreColumn(Sampler):
+    """A sampler of this module only: pre-flight checks the columns it declares numeric, as the built-ins'."""
+
+    method: Literal["by-score-column"] = "by-score-column"
+    score: str
+
+    def numeric_columns(self):
+        return (NumericColumn("score", self.score, "their documents count as scoring lowest"),)
+
+
+def test_a_registered_samplers_columns_are_checked_like_the_built_ins(pool, tmp_path):
+    store = str(tmp_path / "store")
+    [line] = errors_of(make_spec(pool, store, groups=one_group({}, sampling={"method": "by-score-column", "score": "lang"})))
+    assert line == "groups[0].sampling.score: by-score-column sampling needs a numeric column, but 'lang' holds strings"
+    [line] = errors_of(make_spec(pool, store, groups=one_group({}, sampling={"method": "by-score-column", "score": "qualty_score"})))
+    assert line.startswith("groups[0].sampling.score: ") and "quality_score" in line  # the near miss
 
 
 # ----------------------------------------------------------------------------- values that cannot occur

@@ -8,7 +8,10 @@ import collections
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +23,8 @@ from mixforge.config import ConfigError
 from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures import build as B
 from mixforge.mixtures import versions as V
-from mixforge.mixtures.plan import ShortGroupError
+from mixforge.mixtures.plan import FILL_WINDOW, ShortGroupError
+from mixforge.mixtures.samplers import SAMPLERS, Sampler
 from mixforge.mixtures.spec import MixSpec, load_spec
 from mixforge.mixtures.takedown import derive_version
 from mixforge.mixtures.tokens import count_shard
@@ -237,6 +241,77 @@ def test_rehydration_repeats_by_duplicate_count(pool, tmp_path):
     assert all(0.4 < v < 0.6 for v in rate.values()), rate
     assert counts[members & (expected == 4)].mean() > 3 * counts[members & (expected == 1)].mean()
     assert abs(half.phases[0].groups[0].realised_tokens - g.pass_tokens // 2) < 200
+
+
+class LongestFirst(Sampler):
+    """A sampler defined here and nowhere else: the longest documents first."""
+
+    method: Literal["longest-first"] = "longest-first"
+
+    def copy_keys(self, u, frame, tokens, rows, norm):
+        return -tokens[rows] + 0.5 * u  # length decides; u only breaks ties between equal lengths
+
+    def key_bracket(self, norm, stats):
+        return -float(stats["max_tokens"]) - 1.0, 1.0
+
+
+def test_a_new_sampler_is_one_class(pool, tmp_path):
+    assert SAMPLERS["longest-first"] is LongestFirst  # registered by defining it
+    spec_file = tmp_path / "longest.yaml"
+    spec_file.write_text(f"name: longest\npool: {pool}\nstore: {tmp_path / 'store'}\nbudget_tokens: 20000\nseed: 3\n"
+                         "groups:\n  - {name: books, where: {source: books}, weight: 0.5, sampling: {method: longest-first}}\n"
+                         "  - {name: rest, where: {}, weight: 0.5}\n")
+    spec = load_spec(spec_file)
+    assert isinstance(spec.groups[0].sampling, LongestFirst)
+    summary = B.build_mixture(spec)
+    manifest = json.load(open(summary["manifest"]))
+    books = next(g for g in manifest["phases"][0]["groups"] if g["name"] == "books")
+    assert books["sampling"] == "longest-first" and manifest["spec"]["groups"][0]["sampling"] == {"method": "longest-first"}
+    assert abs(books["realised_share"] - books["target_share"]) < TOL and books["max_doc_repeats"] == 1
+
+    drawn = read_rows(manifest, ("id", "mix_group"))
+    taken = {i for i, g in zip(drawn.column("id").to_pylist(), drawn.column("mix_group").to_pylist()) if g == "books"}
+    table = pool_table(pool)
+    tokens = {i: n for i, n in zip(*(count_tokens_of(pool).column(c).to_pylist() for c in ("id", "n_tokens")))}
+    book_ids = [i for i, src in zip(table.column("id").to_pylist(), table.column("source").to_pylist()) if src == "books"]
+    longest_left = max(tokens[i] for i in book_ids if i not in taken)
+    # the longest documents, in length order, up to the cut; shorter ones only as gap fillers after
+    # it (at most FILL_WINDOW, and together shorter than the one document at the cut: a few)
+    shorter_taken = [i for i in taken if tokens[i] < longest_left]
+    assert 0 < len(taken) < len(book_ids) and len(shorter_taken) <= min(FILL_WINDOW, 3)
+    assert np.mean([tokens[i] for i in taken]) > 1.5 * np.mean([tokens[i] for i in book_ids if i not in taken])
+
+    with pytest.raises(TypeError, match="longest-first.*is taken"):  # a method name is one class's
+        type("Impostor", (Sampler,), {"__annotations__": {"method": Literal["longest-first"]}, "method": "longest-first"})
+
+
+def count_tokens_of(pool: str) -> pa.Table:
+    """The token-count sidecars of the pool (id, n_tokens), as planning reads them."""
+    folder = os.path.join(pool, "_tokens", "tiktoken-cl100k_base")
+    return pa.concat_tables(pq.read_table(os.path.join(folder, f)) for f in sorted(os.listdir(folder)))
+
+
+def test_sampling_settings_are_checked_per_method(tmp_path):
+    def error(sampling) -> str:
+        with pytest.raises(ConfigError) as e:
+            from mixforge.config import load_model
+
+            load_model(MixSpec, {"name": "m", "pool": "p", "store": "s", "budget_tokens": 5,
+                                 "groups": [{"name": "a", "weight": 1, "sampling": sampling}]}, "spec.yaml")
+        return str(e.value)
+
+    assert "groups.0.sampling: unknown sampling method 'topk' (known: " in error({"method": "topk"})
+    assert "longest-first" in error({"method": "topk"}) and "quality" in error({"method": "topk"})
+    assert "groups.0.sampling.column: Field required" in error({"method": "quality"})
+    assert "groups.0.sampling.temperature: unknown key" in error({"method": "uniform", "temperature": 0.5})
+    assert "min_dup values must be distinct" in error({"method": "rehydrate", "repeats": [{"min_dup": 2, "times": 1}]})
+    assert "groups.0.sampling.weighting" in error({"method": "quality", "column": "q", "weighting": "linear"})
+    uniform = make_spec("p", "s", groups=[{"name": "a", "weight": 1, "sampling": {}}, {"name": "b", "weight": 1}])
+    assert [g.sampling.method for g in uniform.groups] == ["uniform", "uniform"]
+    # a spec dumped (as a flow parameter is) validates back into the same samplers
+    spec = make_spec("p", "s", groups=[{"name": "a", "weight": 1, "sampling": {"method": "quality", "column": "q"}},
+                                       {"name": "b", "weight": 1, "sampling": {"method": "rehydrate"}}])
+    assert MixSpec.model_validate(spec.model_dump(mode="json")) == spec
 
 
 def test_temperature_sampling_across_languages(pool, tmp_path):
@@ -521,6 +596,36 @@ def test_takedown_derives_a_version_without_resampling(pool, tmp_path):
     assert rows3.num_rows > 0 and abs(rebuilt["tokens"] - 40_000) <= 3 * 400
 
 
+def test_takedown_is_a_step_per_data_file_on_the_executor(pool, tmp_path):
+    store = str(tmp_path / "store")
+    first = B.build_mixture(make_spec(pool, store, output={"shard_tokens": 5_000, "row_group_rows": 100}))
+    m1 = json.load(open(first["manifest"]))
+    victims = read_rows(m1, ("id",)).column("id").to_pylist()[:2]  # in the first data file
+    received: list = []
+    derived = derive_version(store, "test-mix", None, ids=victims, reason="two", executor=Recording(SerialExecutor(), received))
+    assert [name for name, _ in received] == ["takedown_file"] * len(m1["files"]) and len(m1["files"]) >= 8
+    touched = [r for _, r in received if r["removed_rows"]]
+    assert len(touched) == 1 and touched[0]["removed_ids"] == sorted(victims)
+    # untouched files come back as the parent's entries; what reaches the driver is entries and counts
+    m2 = json.load(open(derived["manifest"]))
+    assert m2["files"][1:] == m1["files"][1:] and m2["files"][0]["rows"] == m1["files"][0]["rows"] - 2
+    assert all(set(r) == {"entry", "removed_rows", "removed_ids", "lost"} for _, r in received)
+    assert derived["takedown"] == {"removed_rows": 2, "removed_tokens": m1["files"][0]["tokens"] - m2["files"][0]["tokens"],
+                                   "removed_unique_ids": 2, "reason": "two"}
+    for p1, p2 in zip(m1["phases"], m2["phases"]):  # shares of the phase's realised tokens, as the planner computes them
+        assert sum(g["realised_share"] for g in p2["groups"]) == pytest.approx(1.0)
+        assert p2["realised_tokens"] == p1["realised_tokens"] - derived["takedown"]["removed_tokens"]
+
+
+def test_build_and_takedown_do_not_import_each_other():
+    for first in ("takedown", "build"):  # either imported first, alone: no partially initialised module
+        proc = subprocess.run([sys.executable, "-c", f"import mixforge.mixtures.{first}; import sys; "
+                               "print(sorted(m for m in sys.modules if m in ('mixforge.mixtures.build', 'mixforge.mixtures.takedown')))"],
+                              capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [f"['mixforge.mixtures.{first}']"], proc.stdout + proc.stderr
+
+
 def test_spec_exclusions_are_never_drawn(pool, tmp_path):
     spec = make_spec(pool, str(tmp_path / "a"))
     everything = read_rows(json.load(open(B.build_mixture(spec)["manifest"])), ("id", "url")).column("id").to_pylist()
@@ -577,6 +682,48 @@ def test_spec_yaml_errors_name_the_field(tmp_path):
 def test_example_spec_validates():
     spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "configs", "mixture.example.yaml"))
     assert [p.name for p in spec.phases] == ["main", "anneal"]
+
+
+# spec_hash of specs as the flat Sampling model (before samplers were classes) hashed them: the
+# same spec must keep its hash, or the nightly would see every spec as changed and version names
+# of identical data would differ.
+PINNED_HASHES = {
+    "example": "bf6798ba8f49fe72ed040db292266999c850945d42f48c8c1059373265f0fc3b",
+    "plain": "59ada6b65e1b2891ad42169427756e596e22a3e54ad3a8b15bfdb52529137b85",
+    "quality-power": "fe2a6902343898eeabeb8dd16aa092f97ad85ac8a7a495bc50b42da43f84fb64",
+    "quality-exp-int-temperature": "6af976e784c59d82f3b479f8798970a55317eb823fdc727c29f6cd3b5d9fc128",
+    "rehydrate-custom": "a82fd2685c6ea17d772736dc677570374f86dea04e2513d49b1eb060ab32fbe5",
+    "rehydrate-default": "ca6283fcd32ab540807922d59c46383fa3a76f5404b2ea82f60e99055f05f481",
+}
+
+
+def test_spec_hash_of_existing_specs_is_unchanged():
+    base = {"name": "test-mix", "pool": "/pool", "store": "/store", "seed": 7, "budget_tokens": 40_000,
+            "output": {"shard_tokens": 15_000, "row_group_rows": 100},
+            "groups": [{"name": "web", "where": {"source": "web", "synthetic": False}, "weight": 0.5},
+                       {"name": "books", "where": {"source": ["books"]}, "weight": 0.3, "max_epochs": 2, "sampling": {}},
+                       {"name": "code-good", "where": {"source": "code", "quality_score": {"min": 0.3}}, "weight": 0.2,
+                        "sampling": {"method": "uniform"}}]}
+
+    def one(name: str, sampling: dict) -> dict:
+        return {**base, "groups": [{"name": name, "where": {"source": name}, "weight": 1, "sampling": sampling}]}
+
+    specs = {
+        "plain": base,
+        "quality-power": one("web", {"method": "quality", "column": "quality_score", "temperature": 0.2, "weighting": "power"}),
+        "quality-exp-int-temperature": one("web", {"method": "quality", "column": "quality_score", "temperature": 1}),
+        "rehydrate-custom": one("books", {"method": "rehydrate", "dup_column": "dups",
+                                          "repeats": [{"min_dup": 1, "times": 1}, {"min_dup": 3, "times": 4}]}),
+        "rehydrate-default": one("books", {"method": "rehydrate"}),
+    }
+    hashes = {name: MixSpec.model_validate(data).spec_hash() for name, data in specs.items()}
+    hashes["example"] = load_spec(os.path.join(os.path.dirname(__file__), "..", "configs", "mixture.example.yaml")).spec_hash()
+    assert hashes == PINNED_HASHES
+    # the manifest's `spec` keeps the flat shape of the built-in methods
+    flat = MixSpec.model_validate(specs["rehydrate-default"]).fingerprint()["groups"][0]["sampling"]
+    assert flat == {"method": "rehydrate", "column": None, "temperature": 1.0, "weighting": "exp", "dup_column": "dup_count",
+                    "repeats": [{"min_dup": 1, "times": 1}, {"min_dup": 2, "times": 2}, {"min_dup": 5, "times": 3},
+                                {"min_dup": 100, "times": 2}, {"min_dup": 1000, "times": 1}]}
 
 
 def test_spec_for_pool_groups_by_source(pool, tmp_path):
