@@ -5,7 +5,6 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from mixforge.config import RayConfig
-from mixforge.mixtures.build import spec_for_pool
 from mixforge.mixtures.spec import MixSpec
 from mixforge.mixtures.takedown import takedown_figures
 from mixforge.mixtures.versions import now
@@ -13,7 +12,7 @@ from mixforge.storage import StorageOptions  # credentials refused: flow paramet
 from tasks.mix import (check_spec, commit_mixture, count_tokens, derive_mixture, plan_mixture, publish_mixture_artifacts,
                        resolve_pool, standing_takedowns, write_mixture)
 
-__all__ = ["mix", "mix_takedown", "spec_for_pool"]
+__all__ = ["mix", "mix_takedown"]
 
 
 @flow(name="mix", validate_parameters=True)
