@@ -13,9 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from mixforge.config import CurateConfig
-from mixforge.dedup import pipeline as dd
-from mixforge.dedup.composite import run_dedup
+from mixforge.dedup import keys, steps
+from mixforge.dedup.composite import plan_dedup, run_dedup
 from mixforge.dedup.config import DedupConfig, MinHashConfig
+from mixforge.dedup.index import check_index, settings_fingerprint
+from mixforge.dedup.layouts import EDGE_SCHEMA, SIGNATURE_ROW_GROUP, DedupLayout, IndexLayout, Sources, write_table
+from mixforge.dedup.minhash import estimated_jaccard
+from mixforge.dedup.partitions import (MAX_AUTO_PARTITIONS, MIN_PARTITIONS, PARTITION_INPUT_BYTES, auto_partitions,
+                                       resolve_partitions)
+from mixforge.dedup.run import DedupRun
 from mixforge.executor import SerialExecutor, StepFailed
 from mixforge.runs import StageLayout
 from tests.helpers import prose
@@ -51,16 +57,16 @@ def _shards(tmp_path, extra: dict | None = None) -> tuple[list[str], dict[str, s
     return uris, {"a2": "a", "a3": "a", "d2": "d", "d3": "d"}
 
 
-def _run_dedup(tmp_path, name: str, uris: list[str], cfg: DedupConfig) -> tuple[dict, dd.DedupRun]:
+def _run_dedup(tmp_path, name: str, uris: list[str], cfg: DedupConfig) -> tuple[dict, DedupRun]:
     """The library's dedup DAG in this process (batches of 2 rows); its summary and the run it planned."""
     inputs = list(enumerate(uris))
     layout = StageLayout(str(tmp_path / name))
     summary = run_dedup(layout, name, inputs, CurateConfig(stages=["dedup"], dedup=cfg, read={"batch_rows": 2}),
                         SerialExecutor())
-    return summary, dd.plan_dedup(layout.dir, inputs, cfg, batch_rows=2)
+    return summary, plan_dedup(layout.dir, inputs, cfg, batch_rows=2)
 
 
-def _removed(run: dd.DedupRun, uris: list[str]) -> dict[str, str]:
+def _removed(run: DedupRun, uris: list[str]) -> dict[str, str]:
     out = {}
     for s, uri in enumerate(uris):
         ids = pq.read_table(uri, columns=["id"]).column("id").to_pylist()
@@ -91,7 +97,7 @@ def test_edges_are_written_by_owner_shard_and_verify_reads_only_its_own(tmp_path
         for s in range(len(uris)):
             t = pq.read_table(layout.edges(p, s))
             files += 1
-            owner = dd.edge_owner(t.column("src").to_numpy(), t.column("dst").to_numpy())
+            owner = steps.edge_owner(t.column("src").to_numpy(), t.column("dst").to_numpy())
             assert (owner == s).all(), (p, s)
     assert files == cfg.partitions * len(uris)
     # Shard 1's verify task needs only shard 1's edge files: the others gone, it still verifies.
@@ -101,10 +107,10 @@ def test_edges_are_written_by_owner_shard_and_verify_reads_only_its_own(tmp_path
             os.remove(path)
     os.remove(layout.verified(1))
     os.remove(layout.verified_done(1))
-    stats = dd.verify_shard_edges(run, 1)
+    stats = steps.verify_shard_edges(run, 1)
     assert pq.read_table(layout.verified(1)).equals(before) and stats["verified"] + stats["exact"] == before.num_rows
     # Resumed: the marker answers, nothing is recomputed.
-    assert dd.verify_shard_edges(run, 1)["skipped"] is True
+    assert steps.verify_shard_edges(run, 1)["skipped"] is True
 
 
 @pytest.mark.parametrize("partitions", [1, 7])
@@ -121,33 +127,33 @@ def test_same_result_whatever_the_partition_count(tmp_path, partitions):
 
 def test_signing_reads_only_id_text_and_the_keep_column(tmp_path):
     uris, _ = _shards(tmp_path, extra={"quality": [[0.1, 0.2, 0.3]] * 3, "blob": [[b"x" * 10] * 3] * 3})
-    assert dd._sign_columns(uris[0], DedupConfig(), None) == ["id", "text"]
-    assert dd._sign_columns(uris[0], DedupConfig(partitions=1, keep={"rule": "longest"}), None) == ["id", "text"]
+    assert steps._sign_columns(uris[0], DedupConfig(), None) == ["id", "text"]
+    assert steps._sign_columns(uris[0], DedupConfig(partitions=1, keep={"rule": "longest"}), None) == ["id", "text"]
     highest = DedupConfig(partitions=2, keep={"rule": "highest", "column": "quality"})
-    assert dd._sign_columns(uris[0], highest, None) == ["id", "text", "quality"]
+    assert steps._sign_columns(uris[0], highest, None) == ["id", "text", "quality"]
     _, run = _run_dedup(tmp_path, "q", uris, highest)
     values = pq.read_table(run.work.nodes(0)).column("value").to_pylist()
     assert values == [0.1, 0.2, 0.3]
     with pytest.raises(KeyError, match="'missing'.*does not have"):
-        dd._sign_columns(uris[0], DedupConfig(keep={"rule": "earliest", "column": "missing"}), None)
+        steps._sign_columns(uris[0], DedupConfig(keep={"rule": "earliest", "column": "missing"}), None)
 
 
 def test_partitions_grow_with_the_input_unless_set(tmp_path):
-    assert dd.auto_partitions(0) == dd.MIN_PARTITIONS == 16
-    assert dd.auto_partitions(40 * dd.PARTITION_INPUT_BYTES) == 40
-    assert dd.auto_partitions(40 * dd.PARTITION_INPUT_BYTES + 1) == 41
-    assert dd.auto_partitions(1 << 50) == dd.MAX_AUTO_PARTITIONS
+    assert auto_partitions(0) == MIN_PARTITIONS == 16
+    assert auto_partitions(40 * PARTITION_INPUT_BYTES) == 40
+    assert auto_partitions(40 * PARTITION_INPUT_BYTES + 1) == 41
+    assert auto_partitions(1 << 50) == MAX_AUTO_PARTITIONS
     uris, _ = _shards(tmp_path)
-    assert dd.resolve_partitions(DedupConfig(), uris).partitions == 16  # tiny input
-    assert dd.resolve_partitions(DedupConfig(partitions=5), uris).partitions == 5  # explicit wins
-    index = dd.IndexLayout(str(tmp_path / "index"))
-    assert dd.resolve_partitions(DedupConfig(), uris, index).partitions == 16  # no index yet: auto
-    dd.check_index(index, DedupConfig(partitions=7))
-    assert dd.resolve_partitions(DedupConfig(), uris, index).partitions == 7  # the index's setting wins over auto
+    assert resolve_partitions(DedupConfig(), uris).partitions == 16  # tiny input
+    assert resolve_partitions(DedupConfig(partitions=5), uris).partitions == 5  # explicit wins
+    index = IndexLayout(str(tmp_path / "index"))
+    assert resolve_partitions(DedupConfig(), uris, index).partitions == 16  # no index yet: auto
+    check_index(index, DedupConfig(partitions=7))
+    assert resolve_partitions(DedupConfig(), uris, index).partitions == 7  # the index's setting wins over auto
     with pytest.raises(ValueError, match="other settings"):
-        dd.check_index(index, dd.resolve_partitions(DedupConfig(partitions=5), uris, index))
+        check_index(index, resolve_partitions(DedupConfig(partitions=5), uris, index))
     with pytest.raises(ValueError, match="resolved partitions"):
-        dd.check_index(index, DedupConfig())
+        check_index(index, DedupConfig())
 
 
 def test_verification_allows_for_the_estimate_noise():
@@ -158,13 +164,13 @@ def test_verification_allows_for_the_estimate_noise():
     assert MinHashConfig(threshold=1.0).verify_threshold == 1.0  # identical signatures only: no noise to allow for
     assert MinHashConfig(bands=32, rows=16).verify_threshold > cfg.verify_threshold  # more permutations, less noise
     # The margin is a verification setting: an index built under one margin serves another.
-    assert dd.settings_fingerprint(DedupConfig(partitions=4)) == dd.settings_fingerprint(
+    assert settings_fingerprint(DedupConfig(partitions=4)) == settings_fingerprint(
         DedupConfig(partitions=4, minhash={"verify_margin": 0.0, "threshold": 0.9}))
     # A pair whose estimate is 0.75 (84 of 112 entries equal) passes by default, not at margin 0.
     a = np.arange(112, dtype=np.uint64)
     b = a.copy()
     b[:28] += 1000
-    est = float(dd.estimated_jaccard(a, b)[0])
+    est = float(estimated_jaccard(a, b)[0])
     assert est == 0.75 and est >= cfg.verify_threshold and est < MinHashConfig(verify_margin=0).verify_threshold
 
 
@@ -175,13 +181,13 @@ def test_partner_signatures_are_read_by_row_group(tmp_path, flag):
     sig = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(keys), [None, pa.py_buffer(sigs.tobytes())])
     table = pa.table({"doc": keys, "sig": sig})
     uri = str(tmp_path / "sig.parquet")
-    dd._write_table(uri, table, None, dd.SIGNATURE_ROW_GROUP)
+    write_table(uri, table, None, SIGNATURE_ROW_GROUP)
     meta = pq.ParquetFile(uri).metadata
     assert meta.num_row_groups == 5
     wanted = np.sort(keys[[3000, 3001, 4999]])
-    assert dd._row_groups_holding(meta, wanted) == [2, 4]
-    assert dd._row_groups_holding(meta, np.zeros(0, np.uint64)) == []
-    got_keys, got_sigs = dd._signature_rows(uri, wanted, None)
+    assert steps._row_groups_holding(meta, wanted) == [2, 4]
+    assert steps._row_groups_holding(meta, np.zeros(0, np.uint64)) == []
+    got_keys, got_sigs = steps._signature_rows(uri, wanted, None)
     assert got_keys.tolist() == wanted.tolist() and (got_sigs[:, 1] == wanted + np.uint64(1)).all()
 
 
@@ -205,7 +211,7 @@ def test_boilerplate_and_a_persistent_index_in_process(tmp_path):
     assert second["dedup"]["index_segments_used"] == 1 and second["dedup"]["duplicates_of_indexed"] == 1
     assert second["dedup"]["boilerplate_lines"] == 1 and second["counters"]["boilerplate.lines_removed"] == 4
     assert second["index"] == {"uri": index, "segment": 2, "docs_added": 2}
-    assert dd.IndexLayout(index).committed_runs() == {"night1-dedup", "night2-dedup"}
+    assert IndexLayout(index).committed_runs() == {"night1-dedup", "night2-dedup"}
     stage_dir = str(tmp_path / "night2-dedup")
     kept, removed = _outputs(stage_dir)
     assert sorted(kept.column("id").to_pylist()) == ["n2-y", "n2-z"]
@@ -220,7 +226,7 @@ def test_boilerplate_and_a_persistent_index_in_process(tmp_path):
     # Resumed: every step answers from its markers, the index gets no second segment.
     uris = [os.path.join(tmp_path, "night2", f"s{i}.parquet") for i in range(2)]
     again, _ = _run_dedup(tmp_path, "night2-dedup", uris, cfg)
-    assert again["index"] == second["index"] and dd.IndexLayout(index).segments() == [1, 2]
+    assert again["index"] == second["index"] and IndexLayout(index).segments() == [1, 2]
     # (index_segments_used: the segments committed when the run is planned, its own included on a resume)
     same = [k for k in second["dedup"] if k not in ("seconds_total", "index_segments_used")]
     assert {k: again["dedup"][k] for k in same} == {k: second["dedup"][k] for k in same}
@@ -234,3 +240,63 @@ def test_a_failing_step_names_its_shard(tmp_path):
     with pytest.raises(StepFailed, match=r"(?s)step 'dedup:signatures': 1 of 2 unit\(s\).*dedup:signatures 9: "):
         config = CurateConfig(stages=["dedup"], dedup={"partitions": 2})
         run_dedup(StageLayout(str(tmp_path / "out")), "r", inputs, config, SerialExecutor())
+
+
+def test_key_layout_is_derived_from_its_bit_widths(tmp_path):
+    # the numbers the layout was written with, before they were derived
+    assert (keys.INDEX_GROUP_FLAG, keys.MAX_SEGMENTS, keys.MAX_INDEX_SHARDS, keys.MAX_INDEX_ROWS) == (
+        1 << 39, 1 << 23, 1 << 16, 1 << 24)
+    assert int(keys.INDEX_FLAG) == 1 << 63 and keys.INDEX_SEGMENT_SHIFT == 40
+    run_keys = np.concatenate([keys.doc_keys(0, 0, 2), keys.doc_keys(7, 5, 2), keys.doc_keys(65535, 16777214, 2)])
+    assert keys.key_shard(run_keys).tolist() == [0, 0, 7, 7, 65535, 65535]
+    assert keys.key_row(run_keys).tolist() == [0, 1, 5, 6, 16777214, 16777215]
+    layout, index = DedupLayout(str(tmp_path / "run")), IndexLayout(str(tmp_path / "index"))
+    sources = Sources(layout, index)
+    for segment in (1, keys.MAX_SEGMENTS - 1):
+        indexed = keys.index_keys(segment, run_keys)
+        assert keys.is_index_key(indexed).all() and not keys.is_index_key(run_keys).any()
+        assert (indexed > run_keys.max()).all()  # index keys sort after every run key
+        groups = keys.key_group(indexed)
+        assert [keys.index_group(int(g)) for g in groups] == [
+            (segment, s) for s in keys.key_shard(run_keys).tolist()]
+        assert sources.nodes(int(groups[2])) == index.nodes(segment, 7)
+        assert sources.signatures(int(groups[4])) == index.signatures(segment, 65535)
+    # run groups are their shard, up to the largest a run key holds (the top bit is the index flag)
+    assert keys.index_group(int(keys.key_group(keys.doc_keys(2**31 - 1, 0, 1))[0])) is None
+    assert sources.nodes(int(keys.key_group(run_keys)[2])) == layout.nodes(7)
+    with pytest.raises(ValueError, match="at most 65536 shards"):
+        keys.index_keys(1, keys.doc_keys(65536, 0, 1))
+
+
+def test_verify_keeps_exact_edges_and_fuzzy_ones_whose_estimate_passes(tmp_path):
+    """The production verify step over hand-written edges and signatures (4-wide, threshold 0.75)."""
+    cfg = DedupConfig(partitions=1, minhash={"threshold": 0.75, "verify_margin": 0})
+    run = DedupRun(DedupLayout(str(tmp_path / "run")), cfg, (0, 1))
+    k = {name: int(key) for name, key in zip("abcd", keys.doc_keys(0, 0, 4))} | {"e": int(keys.doc_keys(1, 0, 1)[0])}
+    sigs = {"a": [1, 2, 3, 4], "b": [1, 2, 3, 5], "c": [9, 9, 9, 9], "d": [1, 9, 9, 9], "e": [1, 2, 9, 9]}
+
+    def write_signatures(shard: int, names: str) -> None:
+        doc = np.array([k[n] for n in names], np.uint64)
+        raw = np.array([sigs[n] for n in names], np.uint64)
+        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(doc), [None, pa.py_buffer(raw.tobytes())])
+        write_table(run.work.signatures(shard), pa.table({"doc": doc, "sig": column}), None)
+
+    write_signatures(0, "abcd")
+    write_signatures(1, "e")
+    # edges owned by shard 0 (src is its document): b~a 0.75, c~a 0, d~c exact (estimate 0.75 anyway), e~a 0.5;
+    # the same pair from two partitions (here: twice) counts once
+    src = [k["b"], k["c"], k["d"], k["a"], k["b"]]
+    dst = [k["a"], k["a"], k["c"], k["e"], k["a"]]
+    exact = [False, False, True, False, False]
+    write_table(run.work.edges(0, 0), pa.table({"src": src, "dst": dst, "exact": exact}, schema=EDGE_SCHEMA), None)
+    write_table(run.work.edges(0, 1), EDGE_SCHEMA.empty_table(), None)
+    stats = steps.verify_shard_edges(run, 0)
+    kept = pq.read_table(run.work.verified(0))
+    assert sorted(zip(kept.column("src").to_pylist(), kept.column("dst").to_pylist())) == sorted(
+        [(k["b"], k["a"]), (k["d"], k["c"])])
+    assert stats == {"shard": 0, "candidates": 3, "verified": 1, "exact": 1}
+    # an endpoint without a signature is an error, never a silent "not a duplicate"
+    write_signatures(1, "")
+    os.remove(run.work.verified_done(0))
+    with pytest.raises(KeyError, match="no signature"):
+        steps.verify_shard_edges(run, 0)

@@ -22,8 +22,13 @@ from typing import Any
 
 from mixforge import storage
 from mixforge.config import CurateConfig
-from mixforge.dedup import pipeline as steps
-from mixforge.dedup.pipeline import ApplyDedup, DedupRun, plan_dedup
+from mixforge.dedup import index as dedup_index
+from mixforge.dedup import steps
+from mixforge.dedup.apply import ApplyDedup
+from mixforge.dedup.config import DedupConfig
+from mixforge.dedup.layouts import DedupLayout, IndexLayout
+from mixforge.dedup.partitions import resolve_partitions
+from mixforge.dedup.run import DedupRun
 from mixforge.executor import ONE_CPU, Call, Executor, Resources
 from mixforge.runner import run_stage
 from mixforge.runs import StageLayout
@@ -31,7 +36,7 @@ from mixforge.runs import StageLayout
 
 @dataclass(frozen=True)
 class Step:
-    """One dedup step: a plain function called as `fn(run, *unit)` for each unit of work."""
+    """One dedup step: a plain function called as `fn(run, *args)` for each unit of work."""
 
     name: str
     fn: Callable[..., dict]
@@ -50,8 +55,18 @@ SIGNATURES = Step("signatures", steps.sign_shard)
 EDGES = Step("edges", steps.partition_edges)
 VERIFY = Step("verify", steps.verify_shard_edges)
 CLUSTERS = Step("clusters", steps.cluster)
-INDEX_SHARDS = Step("index-shards", steps.index_shard)
-INDEX_BUCKETS = Step("index-buckets", steps.index_partition)
+INDEX_SHARDS = Step("index-shards", dedup_index.index_shard)
+INDEX_BUCKETS = Step("index-buckets", dedup_index.index_partition)
+
+
+def plan_dedup(stage_dir: str, inputs: Sequence[tuple[int, str]], cfg: DedupConfig, batch_rows: int = 8192,
+               storage_options: Mapping[str, Any] | None = None) -> DedupRun:
+    """The run's shared settings: partitions resolved, the index (if any) created or checked."""
+    index = IndexLayout(cfg.index) if cfg.index else None
+    cfg = resolve_partitions(cfg, [uri for _, uri in inputs], index, storage_options)
+    segments = dedup_index.check_index(index, cfg, storage_options) if index else []
+    return DedupRun(DedupLayout(stage_dir), cfg, tuple(i for i, _ in inputs), index, tuple(segments), batch_rows,
+                    storage_options)
 
 
 @dataclass(frozen=True)
@@ -125,16 +140,11 @@ class _Appended:
     committed: bool
 
 
-def _indexed_marker(run: DedupRun) -> str:
-    return storage.join(run.work.stage_dir, "_work", "indexed.json")
-
-
 def _index_run(run: DedupRun, run_id: str, executor: Executor) -> _Appended:
     """Write this run's kept documents into its own index segment (not yet committed)."""
-    done = _indexed_marker(run)
-    if storage.exists(done, run.storage_options):
-        return _Appended(storage.read_json(done, run.storage_options), committed=True)
-    seg = steps.claim_segment(run, run_id)
+    if storage.exists(run.work.indexed, run.storage_options):
+        return _Appended(storage.read_json(run.work.indexed, run.storage_options), committed=True)
+    seg = dedup_index.claim_segment(run, run_id)
     docs = sum(r["docs"] for r in INDEX_SHARDS.map(executor, run, {s: (seg, s) for s in run.shards}))
     INDEX_BUCKETS.map(executor, run, {p: (seg, p) for p in range(run.partitions)})
     return _Appended({"uri": run.index.uri, "segment": seg, "docs_added": docs}, committed=False)
@@ -142,5 +152,5 @@ def _index_run(run: DedupRun, run_id: str, executor: Executor) -> _Appended:
 
 def _commit(run: DedupRun, run_id: str, appended: _Appended) -> None:
     """Commit the segment (later runs deduplicate against it), then mark this run's append done."""
-    steps.commit_segment(run, appended.summary["segment"], run_id, appended.summary["docs_added"])
-    storage.write_json(_indexed_marker(run), appended.summary, run.storage_options)
+    dedup_index.commit_segment(run, appended.summary["segment"], run_id, appended.summary["docs_added"])
+    storage.write_json(run.work.indexed, appended.summary, run.storage_options)
