@@ -1,16 +1,27 @@
-"""Deduplication library core: pure, vectorised functions the distributed dedup stage calls.
+"""Deduplication: exact and MinHash-LSH fuzzy duplicates over a whole run, one keeper per cluster.
+
+The library core, pure vectorised functions:
 
 - `hashing`: stable 64-bit string hashes (persistable), exact-duplicate hashes.
 - `minhash`: MinHash signatures, LSH band hashes, bucket rows, estimated Jaccard.
-- `clusters`: candidate edges from buckets, connected components, keeper choice, verification.
+- `clusters`: candidate edges from buckets, connected components, keeper choice.
 - `boilerplate`: corpus-wide repeated-line detection and removal.
 - `config`: the pydantic models (`DedupConfig` and its parts).
 
-Orchestration (shards -> band buckets partitioned by band_hash % partitions -> edges per
-partition -> components over all edges -> keep/remove per shard) lives in `tasks/`.
+The corpus-scale stage built on it, also library code:
+
+- `keys`: the bit layout of document keys (run and index).
+- `layouts`: where a run's work files and the persistent index live, and their schemas.
+- `partitions`: how many partitions the band-bucket shuffle has.
+- `run`: `DedupRun`, what every step of a run shares.
+- `steps`: the per-shard and per-partition steps (boilerplate lines, signatures, edges, verify, clusters).
+- `index`: the persistent index's settings, and a run's documents appended as a segment.
+- `apply`: `ApplyDedup`, the stage that keeps one document per cluster.
+- `composite`: `run_dedup`, the DAG of those steps over an injected executor. The Prefect task
+  (`tasks/dedup.py`) only runs it on Ray.
 """
 
-from mixforge.dedup.clusters import ClusterAssignment, candidate_edges, choose_keepers, connected_components, verify_edges
+from mixforge.dedup.clusters import ClusterAssignment, candidate_edges, choose_keepers, connected_components
 from mixforge.dedup.config import BoilerplateConfig, DedupConfig, ExactConfig, KeepConfig, MinHashConfig
 from mixforge.dedup.hashing import exact_hashes, hash_strings
 from mixforge.dedup.minhash import MinHasher, estimated_jaccard, is_empty
@@ -30,5 +41,4 @@ __all__ = [
     "exact_hashes",
     "hash_strings",
     "is_empty",
-    "verify_edges",
 ]

@@ -1,6 +1,6 @@
 """Candidate edges from LSH buckets, connected components, and keeper choice -- all numpy.
 
-Document keys are uint64 (the orchestration uses (shard_index << 32) | row_index). Memory of
+Document keys are uint64 (the dedup steps use `mixforge.dedup.keys`). Memory of
 every function here is proportional to the number of bucket rows / edges it is given, never
 to the number of documents in the corpus: documents without an edge are singletons, kept,
 with `dup_count` 1, and never reach these functions.
@@ -14,8 +14,6 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from mixforge.dedup.minhash import estimated_jaccard
 
 KeepRule = Literal["highest", "longest", "earliest", "smallest_id"]
 
@@ -151,34 +149,3 @@ def choose_keepers(
     size = np.empty(n, dtype=np.int64)
     size[order] = sizes[group]
     return ClusterAssignment(nodes=nodes, cluster=roots, kept=kept, is_kept=kept == nodes, size=size)
-
-
-def verify_edges(
-    src: np.ndarray,
-    dst: np.ndarray,
-    keys: np.ndarray,
-    signatures: np.ndarray,
-    threshold: float,
-) -> np.ndarray:
-    """Mask of edges whose endpoints' estimated Jaccard is >= `threshold`.
-
-    `keys` (uint64, any order, unique) and `signatures` (rows aligned with keys) must cover
-    every endpoint. Note: each bucket contributes a star onto its smallest member, so a
-    verified-away edge may hide a link between two other members of that bucket; other
-    bands usually restore it.
-    """
-    keys = np.asarray(keys, dtype=np.uint64)
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-
-    def rows(q: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(sk, q)
-        if np.any(i >= len(sk)) or np.any(sk[np.minimum(i, len(sk) - 1)] != q):
-            raise KeyError("verify_edges: an edge endpoint has no signature")
-        return order[i]
-
-    src = np.asarray(src, dtype=np.uint64)
-    dst = np.asarray(dst, dtype=np.uint64)
-    if len(src) == 0:
-        return np.zeros(0, bool)
-    return estimated_jaccard(signatures[rows(src)], signatures[rows(dst)]) >= threshold

@@ -19,8 +19,6 @@ strings); the finaliser does not remove them. For dedup of natural text that is 
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,7 +98,10 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=off_dtype, count=arr.offset + n + 1)[arr.offset :].astype(np.int64)
     start, end = int(offsets[0]), int(offsets[-1])
-    data = np.frombuffer(bufs[2], dtype=np.uint8, count=end)[start:] if bufs[2] is not None and end > start else np.zeros(0, np.uint8)
+    if bufs[2] is not None and end > start:
+        data = np.frombuffer(bufs[2], dtype=np.uint8, count=end)[start:]
+    else:
+        data = np.zeros(0, np.uint8)
     offsets -= start
     valid = None
     if arr.null_count:
@@ -170,7 +171,8 @@ PUNCTUATION_RE = r"\p{P}+"
 DIGIT_RE = r"\p{Nd}"
 
 
-def normalize_text(text: pa.Array | pa.ChunkedArray, *, lowercase: bool, strip_punctuation: bool, normalize_digits: bool = False, collapse_whitespace: bool = True) -> pa.Array:
+def normalize_text(text: pa.Array | pa.ChunkedArray, *, lowercase: bool, strip_punctuation: bool,
+                   normalize_digits: bool = False, collapse_whitespace: bool = True) -> pa.Array:
     """Vectorised text normalisation (Arrow kernels), in this order: lowercase, delete
     punctuation, digits -> '0', trim and collapse whitespace runs to one space. Nulls stay null."""
     out = text
@@ -202,20 +204,3 @@ def exact_hashes(text: pa.Array | pa.ChunkedArray, cfg: ExactConfig = ExactConfi
         collapse_whitespace=cfg.collapse_whitespace,
     )
     return hash_strings(norm)
-
-
-def normalize_text_reference(s: str | None, *, lowercase: bool, strip_punctuation: bool, normalize_digits: bool = False, collapse_whitespace: bool = True) -> str | None:
-    """Pure-Python approximation of `normalize_text` for tests (ASCII/Latin text)."""
-    if s is None:
-        return None
-    if lowercase:
-        s = s.lower()
-    if strip_punctuation:
-        import unicodedata
-
-        s = "".join(c for c in s if not unicodedata.category(c).startswith("P"))
-    if normalize_digits:
-        s = re.sub(r"\d", "0", s)
-    if collapse_whitespace:
-        s = " ".join(s.split())
-    return s
