@@ -12,7 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from mixforge.config import RayConfig
-from mixforge.mixtures import build, takedown
+from mixforge.mixtures import build, pool, takedown
 from mixforge.mixtures.exclusions import with_standing_takedowns
 from mixforge.mixtures.plan import MixPlan
 from mixforge.mixtures.pool import PoolShard
@@ -40,7 +40,7 @@ def standing_takedowns(spec: MixSpec) -> MixSpec:
 
 @task(name="resolve-pool", cache_policy=NO_CACHE)
 def resolve_pool(spec: MixSpec) -> list[PoolShard]:
-    return build.resolve_pool(spec.pool, spec.storage_options)
+    return pool.resolve_pool(spec.pool, spec.storage_options)
 
 
 @task(name="count-tokens", cache_policy=NO_CACHE)
@@ -70,7 +70,8 @@ def commit_mixture(plan: MixPlan, files: list[dict], started: str) -> dict:
 @task(name="derive-mixture", cache_policy=NO_CACHE)
 def derive_mixture(store: str, name: str, from_version: str | None, ids: list[str], url_patterns: list[str],
                    reason: str, storage_options: dict[str, Any], ray_config: RayConfig) -> dict:
-    """The takedown's new version (each affected data file rewritten as a Ray task); its manifest."""
+    """The takedown's new version (each data file of the parent one Ray task, rewritten when it holds
+    an excluded document); its manifest."""
     return takedown.derive_manifest(store, name, from_version, ids=ids, url_patterns=url_patterns, reason=reason,
                                     storage_options=storage_options, executor=RayExecutor(ray_config))
 
