@@ -313,6 +313,21 @@ def test_sampling_settings_are_checked_per_method(tmp_path):
                                        {"name": "b", "weight": 1, "sampling": {"method": "rehydrate"}}])
     assert MixSpec.model_validate(spec.model_dump(mode="json")) == spec
 
+    # the Prefect form's schema: every registered method, and what validation accepts it accepts
+    import jsonschema
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.mix import mix
+
+    definitions = parameter_schema(mix.fn).model_dump()["definitions"]
+    sampling = {**definitions["GroupSpec"]["properties"]["sampling"], "definitions": definitions}
+    assert set(sampling["discriminator"]["mapping"]) >= {"uniform", "quality", "rehydrate", "longest-first"}
+    for ok in ({}, {"method": "rehydrate"}, {"method": "quality", "column": "q"}, {"method": "longest-first"}):
+        jsonschema.validate(ok, sampling)
+    for bad in ({"method": "quality"}, {"method": "topk"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, sampling)
+
 
 def test_temperature_sampling_across_languages(pool, tmp_path):
     spec = make_spec(pool, str(tmp_path), budget_tokens=30_000, temperature=3.0,

@@ -137,7 +137,12 @@ class _Registered:
 
     def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: Any) -> Any:
         choices = {method: cls.__pydantic_core_schema__ for method, cls in sorted(SAMPLERS.items())}
-        return handler(core_schema.tagged_union_schema(choices, discriminator="method"))
+        union = handler(core_schema.tagged_union_schema(choices, discriminator="method"))
+        # anyOf, not oneOf: `{}` (uniform, `method` left out) fits every all-defaults member, and a
+        # deployment that enforces its parameter schema must accept it as validation does
+        if "oneOf" in union:
+            union["anyOf"] = union.pop("oneOf")
+        return union
 
 
 # The type of GroupSpec.sampling: a union discriminated by `method` over the registered samplers.
