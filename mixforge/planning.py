@@ -37,7 +37,7 @@ from mixforge import schema as S
 from mixforge import storage
 from mixforge.config import CurateConfig
 from mixforge.config_errors import ConfigError
-from mixforge.dedup.pipeline import IndexLayout
+from mixforge.dedup.layouts import IndexLayout
 from mixforge.names import validate_name
 from mixforge.runs import RunLayout, check_run, open_run
 from mixforge.storage import InputShard, filesystem

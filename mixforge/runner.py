@@ -327,9 +327,11 @@ def finished_shards(layout: StageLayout, storage_options: Mapping[str, Any] | No
 
 
 def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str]], executor: Executor | None = None,
-              read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None) -> dict:
+              read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None, *,
+              write_stats: bool = True) -> dict:
     """Process every (index, input URI) with `stage` on `executor` (default: in this process); returns
-    the stage summary, also written as `_stats.json`.
+    the stage summary, also written as `_stats.json` (`write_stats=False`: a composite writes the
+    stage's `_stats.json` itself, once, with its own figures).
 
     Finished shards (a `_done` marker) are not run again, so a rerun recomputes only what is
     missing. A shard that still fails after its retries makes the stage fail (StageFailed) once
@@ -367,7 +369,8 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
                           f"(rerun the same run id to retry only these):\n{lines}")
     summary["shard_results"] = [{k: s.get(k) for k in ("index", "input", "quarantined", "docs_in", "docs_kept", "skipped")}
                                 for s in results]
-    storage.write_json(layout.stats, summary, storage_options)
+    if write_stats:
+        storage.write_json(layout.stats, summary, storage_options)
     reporter.stage_finished(stage.name, summary)
     return summary
 

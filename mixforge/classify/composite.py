@@ -20,7 +20,6 @@ import concurrent.futures as cf
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mixforge import storage
@@ -63,17 +62,6 @@ def embedding_resources(config: ClassifyConfig, cluster_gpus: Callable[[], float
     return Resources(cpus=1.0, gpus=emb.gpus_per_worker if available else 0.0)
 
 
-@dataclass(frozen=True)
-class _ApplyLayout(StageLayout):
-    """The stage's folder, except that the apply step's summary goes to `_work/`: the stage's
-    `_stats.json` is the composite's summary, written once with the report (`run_stage` always
-    writes one)."""
-
-    @property
-    def stats(self) -> str:
-        return storage.join(self.dir, "_work", "apply_stats.json")
-
-
 def classify(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], config: ClassifyConfig, executor: Executor,
              read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None,
              embedding: Resources | None = None) -> dict:
@@ -87,7 +75,7 @@ def classify(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], 
     if emb.enabled and emb.centroids is None:
         centroids = fit_clusters(root, layout, inputs, emb, executor, embedding, storage_options)
     stage = ClassifyStage(config, storage_options, centroids=centroids, resources=embedding)
-    summary = run_stage(stage, _ApplyLayout(layout.dir), inputs, executor, read_options, storage_options)
+    summary = run_stage(stage, layout, inputs, executor, read_options, storage_options, write_stats=False)
     summary["classify"] = build_report(stage, layout, summary, executor, storage_options)
     storage.write_json(layout.stats, summary, storage_options)
     return summary

@@ -17,8 +17,8 @@ The corpus-scale stage built on it, also library code:
 - `steps`: the per-shard and per-partition steps (boilerplate lines, signatures, edges, verify, clusters).
 - `index`: the persistent index's settings, and a run's documents appended as a segment.
 - `apply`: `ApplyDedup`, the stage that keeps one document per cluster.
-- `composite`: `run_dedup`, the DAG of those steps over an injected executor. The Prefect task
-  (`tasks/dedup.py`) only runs it on Ray.
+- `composite`: `run_dedup`, the DAG of those steps over an injected executor; registered as the
+  `dedup` curation stage (mixforge.stages.registry), which the curate flow runs on Ray.
 """
 
 from mixforge.dedup.clusters import ClusterAssignment, candidate_edges, choose_keepers, connected_components

@@ -69,16 +69,6 @@ def plan_dedup(stage_dir: str, inputs: Sequence[tuple[int, str]], cfg: DedupConf
                     storage_options)
 
 
-@dataclass(frozen=True)
-class _ApplyLayout(StageLayout):
-    """The stage's own folder, but the apply step's summary goes to `_work/`: the stage's `_stats.json`
-    is the composite's summary, written once with the dedup figures (`run_stage` always writes one)."""
-
-    @property
-    def stats(self) -> str:
-        return storage.join(self.dir, "_work", "apply_stats.json")
-
-
 def run_dedup(stage_layout: StageLayout, run_id: str, inputs: Sequence[tuple[int, str]], config: CurateConfig,
               executor: Executor) -> dict:
     """Deduplicate (index, input URI) shards into `stage_layout` on `executor`; the stage summary with its
@@ -100,7 +90,7 @@ def run_dedup(stage_layout: StageLayout, run_id: str, inputs: Sequence[tuple[int
     verified = VERIFY.map(executor, run, shard_units) if run.verify else None
     (cluster_stats,) = CLUSTERS.map(executor, run, {"all": ()})
 
-    summary = run_stage(ApplyDedup(run), _ApplyLayout(stage_layout.dir), inputs, executor, config.read_options(), opts)
+    summary = run_stage(ApplyDedup(run), stage_layout, inputs, executor, config.read_options(), opts, write_stats=False)
 
     appended = _index_run(run, run_id, executor) if run.index is not None and run.cfg.update_index else None
     if appended is not None:

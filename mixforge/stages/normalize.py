@@ -83,7 +83,8 @@ def run_normalize(stage_layout, inputs, config, executor=None) -> dict:
     from mixforge.runner import run_stage
 
     opts = config.storage.options
-    summary = run_stage(Normalize(config.normalize), stage_layout, inputs, executor, config.read_options(), opts)
+    summary = run_stage(Normalize(config.normalize), stage_layout, inputs, executor, config.read_options(), opts,
+                        write_stats=False)
     started = time.perf_counter()
     finished = [s for s in summary["shard_results"] if not s.get("quarantined")]
     check = ids.check_unique_ids(stage_layout, [(s["index"], s["input"]) for s in finished], opts, executor,
