@@ -408,7 +408,7 @@ def latest_mixture_of_pool(store: str, name: str, pool: Sequence[str], spec=None
     if sorted(manifest["pool"]["inputs"]) != sorted(pool):
         return None
     if spec is not None:
-        from mixforge.mixtures.takedown import with_standing_takedowns
+        from mixforge.mixtures.exclusions import with_standing_takedowns
 
         expected = with_standing_takedowns(spec_with_pool(spec, sorted(pool)))  # what `mix` would build from it
         if manifest["spec_hash"] != expected.spec_hash():

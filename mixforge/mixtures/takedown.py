@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.executor import Executor, SerialExecutor
-from mixforge.mixtures.exclusions import with_standing_takedowns  # noqa: F401 - tasks/planning.py imports it from here
 from mixforge.mixtures.plan import epochs_of, realised_shares
 from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, excluded_rows
 from mixforge.mixtures.spec import Exclusions, sha256_json
