@@ -55,7 +55,10 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     from mixforge.runner import quarantine_rows
 
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        from mixforge import contracts
+
+        # the pipeline's summary (demo) is the curate summary plus the mixture built from it
+        contracts.print_json(summary, contracts.DemoSummary if "mixture" in summary else contracts.CurateSummary)
         return
     if summary.get("run_id") is None and "incremental" in summary:
         print(f"nothing new to curate: all {summary['incremental'].get('input_shards', 0)} input shard(s) are in the pool already")
@@ -190,7 +193,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> dict:
 
 def _print_model(summary: dict, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        from mixforge import contracts
+
+        contracts.print_json(summary, contracts.TrainClassifierSummary)
         return
     m = summary["metrics"]
     print(f"model {summary['name']} {summary['version']}: {summary['model']}")
@@ -251,8 +256,11 @@ def _storage_options_arg(args: argparse.Namespace) -> dict:
 
 
 def _print_plain(summary: dict, as_json: bool) -> None:
+    """The failure object of any command, or the summary of `runs unlock`."""
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        from mixforge import contracts
+
+        contracts.print_json(summary, contracts.FailureSummary if "error_kind" in summary else contracts.RunsUnlockSummary)
 
 
 class _Parser(argparse.ArgumentParser):

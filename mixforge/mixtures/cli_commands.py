@@ -30,8 +30,11 @@ def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
     return refuse_secret_options(value, "--storage-options")
 
 
-def _json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+def _json(obj: Any, contract: Any) -> None:
+    """Print `obj` as JSON, validated first against its contract (mixforge.contracts)."""
+    from mixforge.contracts import print_json
+
+    print_json(obj, contract)
 
 
 # ----------------------------------------------------------------------------- printers
@@ -39,7 +42,9 @@ def _json(obj: Any) -> None:
 
 def print_mix(summary: dict, as_json: bool) -> None:
     if as_json:
-        return _json(summary)
+        from mixforge.contracts import MixSummary
+
+        return _json(summary, MixSummary)
     print(f"mixture {summary['name']} {summary['version']}: {summary['tokens']:,} tokens, {summary['docs']:,} documents, "
           f"{summary['files']} files")
     print(f"  {'phase':<8} {'group':<20} {'target':>8} {'realised':>9} {'tokens':>14} {'docs':>10} {'epochs':>7}")
@@ -57,7 +62,9 @@ def print_mix(summary: dict, as_json: bool) -> None:
 
 def print_list(rows: list[dict], as_json: bool) -> None:
     if as_json:
-        return _json({"versions": rows})
+        from mixforge.contracts import MixturesList
+
+        return _json({"versions": rows}, MixturesList)
     if not rows:
         print("no mixtures")
         return
@@ -69,7 +76,9 @@ def print_list(rows: list[dict], as_json: bool) -> None:
 def print_show(result: dict, as_json: bool) -> None:
     if "files_only" in result:
         if as_json:
-            return _json({"name": result["name"], "version": result["version"], "files": result["files_only"]})
+            from mixforge.contracts import MixturesShow
+
+            return _json({"name": result["name"], "version": result["version"], "files": result["files_only"]}, MixturesShow)
         print("\n".join(result["files_only"]))
         return
     print_mix(result, as_json)
@@ -77,7 +86,9 @@ def print_show(result: dict, as_json: bool) -> None:
 
 def print_diff(d: dict, as_json: bool) -> None:
     if as_json:
-        return _json(d)
+        from mixforge.contracts import MixtureDiff
+
+        return _json(d, MixtureDiff)
     print(f"mixture {d['name']}: {d['a']} -> {d['b']}{'  (spec changed)' if d['spec_changed'] else ''}")
     print(f"  tokens {d['tokens_a']:,} -> {d['tokens_b']:,} ({d['tokens_change']:+,}); rows {d['docs_a']:,} -> {d['docs_b']:,}; "
           f"documents added {d['docs_added']:,}, removed {d['docs_removed']:,}")

@@ -1,0 +1,667 @@
+"""Typed contracts of what people script against: the `--json` outputs of the CLI, a stage's
+summary (`_stats.json`), a shard's `_done` marker, model cards and mixture manifests.
+
+Each contract is a pydantic model. The keys DESIGN.md and README.md promise are required;
+everything else a command prints today is optional but typed; unknown keys are allowed ("keys
+may be added; these stay"). Models are strict: a count that became a string, or a share that
+became null, is a contract break, not something to coerce.
+
+The CLI validates every `--json` output against its contract just before printing it
+(`print_json`): a break is a bug, so it raises instead of printing a JSON object that is only
+half valid. JSON Schemas generated from these models are committed under `docs/schemas/`;
+regenerate them after changing a model with
+
+    python -m mixforge.contracts            # writes docs/schemas/*.schema.json
+    python -m mixforge.contracts --check    # exit 1 when a committed schema is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError
+from pydantic.json_schema import GenerateJsonSchema
+
+
+class Contract(BaseModel):
+    """Base of every contract: strict types, unknown keys allowed (they may be added later)."""
+
+    # defer_build: a command builds only the validator of the contract it prints (start-up time
+    # matters: a pre-flight error with --json should come back as fast as Python starts)
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
+
+
+def optional(description: str | None = None) -> Any:
+    """An optional key: it may be absent, but when present it has the declared type (not null,
+    unless the type says so). Its schema carries no `default`."""
+    return Field(default=None, description=description)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+class QuarantinedShard(Contract):
+    """A shard that could not be read (the quarantine ledger)."""
+
+    shard: str = Field(description="URI of the input shard")
+    error: str = Field(description="why it could not be read (names the compressed byte offset where known)")
+    rows_decoded: int | None = Field(description="rows decoded before the error")
+    rows_declared: int | None = Field(description="rows the shard declares (a Parquet footer); null when it does not say")
+
+
+class FunnelStep(Contract):
+    """One reason of a stage's funnel, in the order the stage checks its reasons."""
+
+    reason: str
+    docs: int
+    chars: int
+    docs_remaining: int
+    skipped: bool = optional("a generating stage's skip (counted, not dropped)")
+
+
+class ShardResult(Contract):
+    """A shard's outcome as `_stats.json` lists it (`shard_results`)."""
+
+    index: int
+    input: str
+    quarantined: bool | None = optional()
+    docs_in: int | None = optional()
+    docs_kept: int | None = optional()
+    skipped: bool | None = optional("finished by an earlier run of the run id")
+
+
+class StageSummary(Contract):
+    """A stage's summary: an entry of the `--json` summary's `stages`, and the stage's `_stats.json`."""
+
+    name: str
+    output: str = Field(description="folder of the stage's kept shards")
+    docs_in: int = Field(description="documents read from readable shards")
+    docs_kept: int
+    docs_dropped: dict[str, int] = Field(description="dropped documents by reason")
+    docs_quarantined: int | None = Field(description="rows the quarantined shards declare; null when one does not say")
+    quarantined: list[QuarantinedShard]
+    seconds: float
+    shards: int = optional()
+    shards_skipped: int = optional("shards finished by an earlier run of the run id")
+    docs_skipped: dict[str, int] = optional("a generating stage's skipped input rows by reason")
+    docs_used: int = optional("a generating stage's input rows that produced output")
+    docs_quarantined_decoded: int = optional("rows decoded from quarantined shards before their errors (a lower bound)")
+    chars_in: int = optional()
+    chars_kept: int = optional()
+    chars_dropped: dict[str, int] = optional()
+    counters: dict[str, int] = optional("the stage's own counters, summed over shards")
+    figures: dict[str, Any] = optional("figures that add up over shards (e.g. score histograms)")
+    figures_missing: list[int] = optional("shards done without figures (not in the sums)")
+    funnel: list[FunnelStep] = optional()
+    shard_seconds: float = optional()
+    shard_cpu_seconds: float = optional()
+    worker_peak_rss_mb: float = optional()
+    workers: int = optional("worker processes that ran shards in this run")
+    worker_busy_share: float | None = optional()
+    id_check: dict[str, Any] = optional("normalize: the cross-shard id check")
+    dedup: dict[str, Any] = optional("dedup: its steps' figures")
+    index: dict[str, Any] = optional("dedup: what was appended to the persistent index")
+    classify: dict[str, Any] = optional("classify: the score report")
+    shard_results: list[ShardResult] = optional("in `_stats.json` only")
+
+
+class _ShardStatsBase(Contract):
+    index: int
+    input: str = Field(description="URI of the input shard")
+    seconds: float
+    skipped: bool = optional("read back from an earlier run's marker")
+
+
+class DoneShardStats(_ShardStatsBase):
+    """A finished shard: what `run_shard` returns and writes as its `_done` marker."""
+
+    quarantined: Literal[False]
+    output: str
+    docs_in: int
+    docs_kept: int
+    docs_dropped: dict[str, int]
+    chars_in: int
+    chars_kept: int
+    chars_dropped: dict[str, int]
+    docs_skipped: dict[str, int] = optional()
+    docs_used: int = optional()
+    counters: dict[str, int] = optional()
+    figures: dict[str, Any] = optional()
+    drop_order: list[str] = optional()
+    cpu_seconds: float = optional()
+    peak_rss_mb: float = optional()
+    worker: str = optional("host:pid of the worker process")
+    started_at: float = optional("Unix time the shard started")
+
+
+class QuarantinedShardStats(_ShardStatsBase):
+    """A shard that could not be read: what `run_shard` returns (its `_quarantine` marker is beside)."""
+
+    quarantined: Literal[True]
+    error: str
+    rows_decoded: int | None
+    rows_declared: int | None
+
+
+ShardStats = Annotated[DoneShardStats | QuarantinedShardStats, Field(discriminator="quarantined")]
+
+
+# ----------------------------------------------------------------------------- curate / stage commands
+
+
+class SkippedInput(Contract):
+    uri: str
+    reason: str
+
+
+class InputsRecord(Contract):
+    """What input discovery found and left out."""
+
+    shards: int
+    skipped: list[SkippedInput]
+    pattern: str = optional()
+    metadata_skipped: int = optional("metadata names (`_x`, `.x`), counted only")
+
+
+class IncrementalRecord(Contract):
+    """What incremental selection found."""
+
+    input_shards: int
+    already_curated: int
+    new_shards: int
+    index: str | None = optional("the pool's dedup index")
+    pool_runs: list[str] = optional()
+
+
+class CurateSummary(Contract):
+    """`--json` of `curate`, `filter`, `classify`, `dedup` and `rephrase`."""
+
+    run_id: str | None = Field(description="null only when an incremental run found nothing new")
+    output: str | None = Field(description="folder of the final stage's kept shards; null as run_id")
+    stages: list[StageSummary]
+    resumed: bool = optional()
+    inputs: InputsRecord = optional()
+    incremental: IncrementalRecord = optional()
+
+
+# ----------------------------------------------------------------------------- mixtures
+
+
+class MixGroup(Contract):
+    name: str
+    target_share: float
+    realised_share: float
+    docs: int = Field(description="rows written, repeats included")
+    tokens: int
+    epochs: float
+    phase: str = optional()
+    requested_share: float = optional()
+    unique_docs: int = optional()
+    max_epochs: float = optional()
+    short: bool = optional("could not reach its target within max_epochs")
+
+
+class DerivedFrom(Contract):
+    version: str
+    manifest: str
+
+
+class TakedownSummary(Contract):
+    removed_rows: int
+    removed_tokens: int
+    removed_unique_ids: int
+    reason: str
+
+
+class MixSummary(Contract):
+    """`--json` of `mix`, `mixtures takedown` and `mixtures show` (without --files)."""
+
+    name: str
+    version: str
+    uri: str = Field(description="the version's folder")
+    manifest: str = Field(description="URI of manifest.json")
+    groups: list[MixGroup]
+    card: str = optional("URI of the data card (README.md)")
+    tokens: int = optional()
+    docs: int = optional()
+    files: int = optional()
+    derived_from: DerivedFrom | None = optional()
+    notes: list[str] = optional()
+    takedown: TakedownSummary = optional("mixtures takedown: what it removed")
+    seconds: dict[str, float] = optional()
+    built: bool = optional("pipeline/demo: false when the night was a no-op")
+
+
+class MixtureVersionRow(Contract):
+    name: str
+    version: str
+    created_at: str
+    tokens: int
+    docs: int
+    files: int
+    derived_from: str | None = Field(description="the version it was derived from (a takedown)")
+    spec_hash: str = optional()
+    manifest: str = optional()
+
+
+class MixturesList(Contract):
+    """`--json` of `mixtures list`."""
+
+    versions: list[MixtureVersionRow]
+
+
+class MixtureFiles(Contract):
+    """`--json` of `mixtures show --files`."""
+
+    name: str
+    version: str
+    files: list[str] = Field(description="URIs of every data file of the version")
+
+
+class MixturesShow(RootModel[MixSummary | MixtureFiles]):
+    """`--json` of `mixtures show`: the mix summary, or with --files the data files."""
+
+    model_config = ConfigDict(strict=True, defer_build=True)
+
+
+class DiffGroup(Contract):
+    phase: str
+    name: str
+    share_a: float
+    share_b: float
+    share_change_pp: float
+    tokens_a: int
+    tokens_b: int
+    docs_a: int = optional()
+    docs_b: int = optional()
+
+
+class MixtureDiff(Contract):
+    """`--json` of `mixtures diff`."""
+
+    name: str
+    a: str
+    b: str
+    spec_changed: bool
+    tokens_a: int
+    tokens_b: int
+    tokens_change: int
+    docs_a: int
+    docs_b: int
+    docs_added: int
+    docs_removed: int
+    added_sample: list[str]
+    removed_sample: list[str]
+    groups: list[DiffGroup]
+    unique_docs_a: int = optional()
+    unique_docs_b: int = optional()
+
+
+class ManifestGroup(Contract):
+    name: str
+    target_share: float
+    requested_share: float
+    realised_share: float
+    realised_docs: int
+    realised_tokens: int
+    unique_docs: int
+    available_tokens: int
+    epochs: float
+    max_epochs: float
+    short: bool
+    phase: str = optional()
+    sampling: str = optional()
+    target_tokens: int = optional()
+    available_docs: int = optional()
+    pass_tokens: int = optional()
+    cap_tokens: int = optional()
+    full_passes: int = optional()
+    max_doc_repeats: int = optional()
+    notes: list[str] = optional()
+    removed_rows: int = optional("a takedown's")
+    removed_tokens: int = optional("a takedown's")
+
+
+class ManifestPhase(Contract):
+    name: str
+    groups: list[ManifestGroup]
+    realised_tokens: int
+    files: list[int] = Field(description="indexes into the manifest's files")
+    budget_tokens: int = optional()
+    docs: int = optional()
+    notes: list[str] = optional()
+
+
+class ManifestFile(Contract):
+    uri: str
+    rows: int
+    tokens: int
+    sha256: str
+    phase: str = optional()
+    part: int = optional()
+    bytes: int = optional()
+
+
+class ManifestPoolShard(Contract):
+    uri: str
+    rows: int = optional()
+    bytes: int = optional()
+    sha256: str = optional()
+    hash_of: str = optional()
+    run_id: str | None = optional()
+
+
+class ManifestPool(Contract):
+    inputs: list[str]
+    shards: list[ManifestPoolShard]
+    run_ids: list[str] = optional()
+    docs: int = optional()
+    tokens: int = optional()
+
+
+class ManifestTimestamps(Contract):
+    started: str
+    committed: str
+
+
+class MixManifest(Contract):
+    """`mixtures/<name>/vNNNN/manifest.json`: a committed mixture version."""
+
+    format: str
+    name: str
+    version: str
+    spec: dict[str, Any]
+    spec_hash: str
+    seed: int
+    code_version: str
+    pool: ManifestPool
+    phases: list[ManifestPhase]
+    files: list[ManifestFile]
+    timestamps: ManifestTimestamps
+    data_key: str = optional()
+    tokenizer: dict[str, Any] = optional()
+    notes: list[str] = optional()
+    derived_from: DerivedFrom | None = optional()
+    takedown: dict[str, Any] | None = optional("ids, URL patterns and what was removed")
+    card: dict[str, Any] = optional("the data card's statistics and plots")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class ClassifierMetrics(Contract):
+    """Held-out metrics of a trained classifier (macro averages for a multiclass model)."""
+
+    auc: float | None = Field(description="null when the held-out split lacks a class")
+    precision: float
+    recall: float
+    accuracy: float | None = optional()
+    threshold: float = optional()
+    n_test: int = optional()
+    confusion: dict[str, int] = optional()
+    averaging: str = optional()
+    per_label: dict[str, dict[str, Any]] = optional()
+
+
+class TrainClassifierSummary(Contract):
+    """`--json` of `train-classifier`."""
+
+    model: str = Field(description="URI of the model version's folder")
+    metrics: ClassifierMetrics
+    name: str = optional()
+    version: str = optional()
+    model_bin: str = optional()
+
+
+class ModelFile(Contract):
+    sha256: str
+    bytes: int
+
+
+class ModelCard(Contract):
+    """`models/<name>/vNNNN/card.json`: the keys `classify.store.publish` adds to every card."""
+
+    name: str
+    version: str
+    uri: str
+    kind: str
+    files: dict[str, ModelFile]
+    created: str
+    code_version: str
+    build_id: str
+
+
+class ClassifierCard(ModelCard):
+    """The card of a fastText classifier (`train-classifier`)."""
+
+    kind: Literal["binary-quality", "multiclass-domain"]
+    labels: list[str]
+    positive_label: str | None
+    metrics: ClassifierMetrics
+    preprocess: dict[str, Any]
+    fasttext: dict[str, Any]
+    training: dict[str, Any] = optional()
+    data: dict[str, Any] = optional()
+
+
+class ClusterEntry(Contract):
+    id: int
+    sample_docs: int
+    top_terms: list[str]
+
+
+class ClusterCard(ModelCard):
+    """The card of k-means topic clusters (classify's embedding clusters)."""
+
+    kind: Literal["embedding-clusters"]
+    k: int
+    clusters: list[ClusterEntry]
+    embedding: dict[str, Any] = optional()
+    max_chars: int = optional()
+    seed: int = optional()
+    inertia: float = optional()
+    sample: dict[str, Any] = optional()
+
+
+AnyModelCard = Annotated[ClassifierCard | ClusterCard, Field(discriminator="kind")]
+
+
+# ----------------------------------------------------------------------------- failures, runs, demo
+
+
+class FailureSummary(Contract):
+    """`--json` of any command that failed: exactly one JSON object, whatever happened."""
+
+    command: str | None = Field(description="null when the command line itself could not be parsed")
+    error: str
+    error_kind: Literal["usage", "failed", "interrupted"]
+    exit_code: int
+    run_id: str = optional("the run it was working on, when one had been planned")
+    run_dir: str = optional()
+    errors: list[str] = optional("usage errors: one line per problem")
+    progress: str = optional("interrupted: what the run had finished")
+
+
+class LeaseRecord(Contract):
+    """A run's lease generation (`runs/<run_id>/_lease/g-NNNNNN.json`)."""
+
+    run_id: str = optional()
+    owner: str = optional()
+    host: str = optional()
+    pid: int = optional()
+    acquired_at: float = optional()
+    heartbeat_at: float = optional()
+    ttl_s: float = optional()
+    released: bool = optional()
+    generation: int = optional()
+
+
+class RunsUnlockSummary(Contract):
+    """`--json` of `runs unlock`."""
+
+    run_id: str
+    released: bool
+    holder: LeaseRecord | None = Field(description="the lease that was released; null when the run held none")
+
+
+class DemoSummary(CurateSummary):
+    """`--json` of `demo`: the curate summary plus the mixture built from it."""
+
+    mixture: MixSummary
+    noop: bool = optional()
+    pool: list[str] = optional("the folders the mixture sampled")
+    rephrase: list[CurateSummary] = optional()
+    message: str = optional()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+class ContractViolation(ValueError):
+    """An output does not match its contract (a bug in the code that built it)."""
+
+
+def _name(contract: Any) -> str:
+    return getattr(contract, "__name__", None) or str(contract)
+
+
+def validate_json(text: str | bytes, contract: Any) -> Any:
+    """`text` (one JSON document) validated against `contract` (a model or an annotated type)."""
+    try:
+        if isinstance(contract, type) and issubclass(contract, BaseModel):
+            return contract.model_validate_json(text)
+        return TypeAdapter(contract).validate_json(text)
+    except ValidationError as e:
+        raise ContractViolation(f"output breaks the {_name(contract)} contract: " + _describe(e)) from None
+
+
+def validate(value: Any, contract: Any) -> Any:
+    """`value` (a dict as the code builds it) validated against `contract`, as it would be printed."""
+    return validate_json(json.dumps(value, default=str), contract)
+
+
+def _describe(e: ValidationError) -> str:
+    """One clause per problem, naming the key path (`stages.0.docs_in`) and, for a bad value, the value."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
+        parts.append(f"{where}: {err['msg']}{got}")
+    return "; ".join(parts)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dumps(value: Any, contract: Any) -> str:
+    """The JSON the CLI prints for `value` (indented, non-JSON values as strings), validated first."""
+    text = json.dumps(value, indent=2, default=str)
+    validate_json(text, contract)
+    return text
+
+
+def print_json(value: Any, contract: Any) -> None:
+    """Print `value` as JSON on stdout after validating it against `contract`.
+
+    A contract break raises ContractViolation. stdout still holds exactly one JSON object: a
+    failure object naming the break (a script sees `error_kind: failed`), never the broken one.
+    """
+    try:
+        text = dumps(value, contract)
+    except ContractViolation as e:
+        failure = {"command": None, "error": f"{type(e).__name__}: {e}", "error_kind": "failed", "exit_code": 1}
+        sys.stdout.write(json.dumps(failure, indent=2) + "\n")
+        raise
+    sys.stdout.write(text + "\n")
+
+
+# ----------------------------------------------------------------------------- JSON Schemas
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+
+# name -> (contract, what prints it). One schema per `--json` output, then the files in the store.
+SCHEMAS: dict[str, tuple[Any, str]] = {
+    "curate-summary": (CurateSummary, "--json of curate, filter, classify, dedup and rephrase"),
+    "failure": (FailureSummary, "--json of any command that failed (exit code 1, 2, 130 or 143)"),
+    "train-classifier": (TrainClassifierSummary, "--json of train-classifier"),
+    "mix": (MixSummary, "--json of mix and mixtures takedown"),
+    "mixtures-list": (MixturesList, "--json of mixtures list"),
+    "mixtures-show": (MixturesShow, "--json of mixtures show (with --files: name, version, files)"),
+    "mixtures-diff": (MixtureDiff, "--json of mixtures diff"),
+    "runs-unlock": (RunsUnlockSummary, "--json of runs unlock"),
+    "demo": (DemoSummary, "--json of demo"),
+    "stage-stats": (StageSummary, "runs/<run_id>/<stage>/_stats.json"),
+    "shard-marker": (ShardStats, "runs/<run_id>/<stage>/_done/part-NNNNN.json (and what run_shard returns)"),
+    "model-card": (AnyModelCard, "models/<name>/vNNNN/card.json"),
+    "mixture-manifest": (MixManifest, "mixtures/<name>/vNNNN/manifest.json"),
+}
+
+
+class _ContractSchema(GenerateJsonSchema):
+    """Schemas without the noise: no per-property titles, and an optional key (default None)
+    shows only its type (absent is allowed; null is not, unless the type says so)."""
+
+    def default_schema(self, schema):
+        if schema.get("default", ...) is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
+
+
+def json_schema(name: str) -> dict[str, Any]:
+    contract, what = SCHEMAS[name]
+    schema = TypeAdapter(contract).json_schema(schema_generator=_ContractSchema)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$comment":
+            f"{what}. Generated from mixforge.contracts by `python -m mixforge.contracts`; do not edit.", **schema}
+
+
+def schema_text(name: str) -> str:
+    return json.dumps(json_schema(name), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in SCHEMAS:
+        path = directory / f"{name}.schema.json"
+        path.write_text(schema_text(name), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale_schemas(directory: Path = SCHEMA_DIR) -> list[str]:
+    """Names whose committed schema differs from the models (or is missing)."""
+    stale = []
+    for name in SCHEMAS:
+        path = directory / f"{name}.schema.json"
+        if not path.is_file() or path.read_text(encoding="utf-8") != schema_text(name):
+            stale.append(name)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mixforge.contracts",
+                                     description="Write the JSON Schemas of the contracts (docs/schemas/).")
+    parser.add_argument("--dir", type=Path, default=SCHEMA_DIR, help=f"output folder (default: {SCHEMA_DIR})")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a schema is missing or out of date")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_schemas(args.dir)
+        for name in stale:
+            print(f"{args.dir / (name + '.schema.json')}: out of date (run python -m mixforge.contracts)", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_schemas(args.dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
