@@ -7,7 +7,6 @@ With --json, stdout holds only the JSON summary; logs and progress go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mixforge import progress, storage
+from mixforge import contracts, progress, storage
 from mixforge import schema as S
 from mixforge.executor import Call, Executor, SerialExecutor
 from mixforge.runs import StageLayout
@@ -267,6 +267,7 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         "started_at": round(started_at, 3),
     }
     _check_reconciles(stats)
+    contracts.validate(stats, contracts.DoneShardStats)  # the `_done` marker's contract (docs/schemas)
     storage.write_json(layout.done(job.index), stats, storage_options)
     for leftover in (layout.quarantine(job.index), layout.pieces(job.index)):
         if storage.exists(leftover, storage_options):
@@ -409,7 +410,7 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         funnel.append({"reason": reason, "docs": outcomes[reason], "chars": chars_dropped.get(reason, 0),
                        "docs_remaining": remaining, **({"skipped": True} if reason in skipped else {})})
     generated = [s for s in done if "docs_used" in s]
-    return {
+    summary = {
         "name": name,
         "output": output,
         "shards": len(shard_stats),
@@ -439,6 +440,8 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         "worker_peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in done), default=0.0),
         **_utilisation([s for s in shard_stats if not s.get("skipped") and "started_at" in s]),
     }
+    contracts.validate(summary, contracts.StageSummary)  # the contract people script against (docs/schemas)
+    return summary
 
 
 def _declared_total(quarantined: list[dict]) -> int | None:

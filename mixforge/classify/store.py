@@ -106,6 +106,9 @@ def publish(root: str, name: str, files: Mapping[str, str | os.PathLike | bytes]
         described[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     full = {**card, "name": name, "version": version, "uri": uri, "files": described,
             "created": card.get("created") or _now(), "code_version": __version__, "build_id": build_id}
+    from mixforge import contracts
+
+    contracts.validate(full, contracts.ModelCard)  # what every card holds (docs/schemas/model-card); kinds add theirs
     body = json.dumps(full, indent=2, sort_keys=True, default=str).encode() + b"\n"
     if not storage.create_only(storage.join(uri, CARD), body, storage_options):  # cannot happen: we own the claim
         raise RuntimeError(f"{uri}/{CARD} appeared during publishing; the claim of {version} was not exclusive")

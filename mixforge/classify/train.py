@@ -251,6 +251,9 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
             },
         }
         version = store.publish(root, name, {MODEL_FILE: model_path}, card, so)
+    from mixforge import contracts
+
+    contracts.validate(version.card, contracts.ClassifierCard)  # a classifier card's contract (docs/schemas)
     log.info("trained %s %s (%s): %s", name, version.version, kind,
              ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
     return version

@@ -135,7 +135,11 @@ def commit(store: str, name: str, body: dict[str, Any], storage_options: Mapping
     body = {**body, "card": card.prepare_card(body, layout.data_prefix(body["data_key"]), storage_options)}
 
     def make(version: str) -> dict[str, Any]:
-        return {**body, "version": version, "timestamps": {**body["timestamps"], "committed": now()}}
+        from mixforge import contracts
+
+        manifest = {**body, "version": version, "timestamps": {**body["timestamps"], "committed": now()}}
+        contracts.validate(manifest, contracts.MixManifest)  # the manifest's contract (docs/schemas)
+        return manifest
 
     version, manifest = commit_version(layout, make, storage_options)
     card.write_card(manifest, layout.version_dir(version), storage_options)
