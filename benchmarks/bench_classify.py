@@ -77,9 +77,16 @@ def train_model(store: str, corpus: common.Corpus, train_docs: int) -> str:
     texts = pq.read_table(corpus.shards[0], columns=["text"]).column("text").to_pylist()[:train_docs]
     d = Path(store).parent / "train"
     write_shard(str(d / "pos.jsonl"), [{"id": f"p{i}", "text": t} for i, t in enumerate(texts)])
-    write_shard(str(d / "neg.jsonl"), [{"id": f"n{i}", "text": t} for i, t in enumerate(junk_docs(len(texts), seed=3))])
-    version = train_classifier("bench-quality", store, positive=str(d / "pos.jsonl"), negative=str(d / "neg.jsonl"),
-                               config=TrainClassifierConfig())
+    write_shard(
+        str(d / "neg.jsonl"), [{"id": f"n{i}", "text": t} for i, t in enumerate(junk_docs(len(texts), seed=3))]
+    )
+    version = train_classifier(
+        "bench-quality",
+        store,
+        positive=str(d / "pos.jsonl"),
+        negative=str(d / "neg.jsonl"),
+        config=TrainClassifierConfig(),
+    )
     return version.uri
 
 
@@ -124,7 +131,9 @@ def baseline_shard(src: str, out: str, m: BaselineModel | None = None) -> int:
         labels, probs = m.model.predict(preprocess(table.column("text"), m.prep).to_pylist(), k=-1)
         probs = np.asarray(probs, dtype=np.float32)
         first = np.fromiter((lab[0] == m.positive for lab in labels), dtype=bool, count=len(labels))
-        table = table.append_column("quality_bench_quality", pa.array(np.where(first, probs[:, 0], probs[:, 1]), pa.float32()))
+        table = table.append_column(
+            "quality_bench_quality", pa.array(np.where(first, probs[:, 0], probs[:, 1]), pa.float32())
+        )
         if writer is None:
             writer = pq.ParquetWriter(out, table.schema, compression="zstd")
         writer.write_table(table)
@@ -151,16 +160,31 @@ def one_core(name: str, description: str, work, out_dir: str, text_bytes: int) -
     with common.one_arrow_thread(), common.timed() as t:
         docs = work()
     cpu_s = time.process_time() - cpu_started
-    return common.Measurement(name, docs, text_bytes, t["seconds"], common.PeakRSS.mb(), description=description,
-                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
-                              details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)})
+    return common.Measurement(
+        name,
+        docs,
+        text_bytes,
+        t["seconds"],
+        common.PeakRSS.mb(),
+        description=description,
+        machine_busy_cores=t["machine_busy_cores"],
+        others_busy_cores=t["others_busy_cores"],
+        cpu_seconds=t["cpu_seconds"],
+        details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)},
+    )
 
 
 def run_baseline(model: BaselineModel, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
     """Plain loop, one core: read -> preprocess -> fastText predict -> write the scores."""
-    return one_core("baseline", "1 process, 1 core: read -> preprocess -> fastText predict -> write",
-                    lambda: sum(baseline_shard(src, os.path.join(out_dir, f"part-{i:05d}.parquet"), model) for i, src in enumerate(inputs)),
-                    out_dir, text_bytes)
+    return one_core(
+        "baseline",
+        "1 process, 1 core: read -> preprocess -> fastText predict -> write",
+        lambda: sum(
+            baseline_shard(src, os.path.join(out_dir, f"part-{i:05d}.parquet"), model) for i, src in enumerate(inputs)
+        ),
+        out_dir,
+        text_bytes,
+    )
 
 
 def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int, workers: int) -> common.Measurement:
@@ -171,10 +195,18 @@ def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int, w
     jobs = [(src, os.path.join(out_dir, f"part-{i:05d}.parquet")) for i, src in enumerate(inputs)]
     with common.timed() as t:
         docs = sum(pool.imap_unordered(_pool_shard, jobs, chunksize=1))
-    return common.Measurement("pool-reference", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
-                              description=f"the baseline loop in {workers} plain processes at once (multiprocessing), no Prefect or Ray",
-                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
-                              details={"cpu_share": round(t["cpu_seconds"] / (t["seconds"] * workers), 3) if t["cpu_seconds"] else None})
+    return common.Measurement(
+        "pool-reference",
+        docs,
+        text_bytes,
+        t["seconds"],
+        common.PeakRSS.mb(),
+        description=f"the baseline loop in {workers} plain processes at once (multiprocessing), no Prefect or Ray",
+        machine_busy_cores=t["machine_busy_cores"],
+        others_busy_cores=t["others_busy_cores"],
+        cpu_seconds=t["cpu_seconds"],
+        details={"cpu_share": round(t["cpu_seconds"] / (t["seconds"] * workers), 3) if t["cpu_seconds"] else None},
+    )
 
 
 def pids_cpu_seconds(pids) -> float:
@@ -209,7 +241,9 @@ def ray_worker_pids() -> list[int]:
         children = [c for c, p in parent.items() if p == pid and c not in mine]
         mine.update(children)
         todo.extend(children)
-    return sorted(p for p in mine if cmdline.get(p, b"").startswith(b"ray::") or b"default_worker.py" in cmdline.get(p, b""))
+    return sorted(
+        p for p in mine if cmdline.get(p, b"").startswith(b"ray::") or b"default_worker.py" in cmdline.get(p, b"")
+    )
 
 
 def _classify_flow_factory():
@@ -228,11 +262,14 @@ def _classify_flow_factory():
     return bench_classify
 
 
-def run_whole_stage(flow_fn, name: str, model_uri: str, inputs: list[str], root: str, workers: int, text_bytes: int,
-                    run: int) -> common.Measurement:
+def run_whole_stage(
+    flow_fn, name: str, model_uri: str, inputs: list[str], root: str, workers: int, text_bytes: int, run: int
+) -> common.Measurement:
     """The production classify task (stage + report + artifact) in a flow; timed, start-up excluded."""
-    config = {"classify": {"classifiers": [{"name": "bench-quality", "model": model_uri}]},
-              "ray": {"num_cpus": workers}}  # shards in flight: the production default (2 per CPU: the next one is queued)
+    config = {
+        "classify": {"classifiers": [{"name": "bench-quality", "model": model_uri}]},
+        "ray": {"num_cpus": workers},
+    }  # shards in flight: the production default (2 per CPU: the next one is queued)
     common.fresh_dir(root)
     common.PeakRSS.reset()
     pids = ray_worker_pids()
@@ -241,19 +278,32 @@ def run_whole_stage(flow_fn, name: str, model_uri: str, inputs: list[str], root:
     with common.timed() as t:
         out = flow_fn([(i, p) for i, p in enumerate(inputs)], root, f"bench-{run}", config)
     work_cpu = pids_cpu_seconds(pids) - cpu_before
-    timeline = worker_timeline(Path(root, "runs", f"bench-{run}", "classify", "_done"), started_at, started_at + t["seconds"])
+    timeline = worker_timeline(
+        Path(root, "runs", f"bench-{run}", "classify", "_done"), started_at, started_at + t["seconds"]
+    )
     summary = out["summary"]
     if summary["shards_skipped"] or summary["quarantined"]:
         raise RuntimeError(f"{name}: unexpected skipped/quarantined shards: {summary}")
-    return common.Measurement(name, summary["docs_in"], text_bytes, t["seconds"], common.PeakRSS.mb(), summary.get("worker_peak_rss_mb"),
-                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"],
-                              cpu_seconds=t["cpu_seconds"],
-                              details={"stage_seconds": summary["seconds"], "shard_seconds_sum": summary["shard_seconds"],
-                                       "report_seconds": round(t["seconds"] - summary["seconds"], 3),
-                                       "work_cpu_seconds": round(work_cpu, 3),
-                                       "cpu_share": round(work_cpu / (t["seconds"] * workers), 3),
-                                       "shard_cpu_share": round(work_cpu / summary["shard_seconds"], 3) if summary["shard_seconds"] else None,
-                                       "timeline": timeline})
+    return common.Measurement(
+        name,
+        summary["docs_in"],
+        text_bytes,
+        t["seconds"],
+        common.PeakRSS.mb(),
+        summary.get("worker_peak_rss_mb"),
+        machine_busy_cores=t["machine_busy_cores"],
+        others_busy_cores=t["others_busy_cores"],
+        cpu_seconds=t["cpu_seconds"],
+        details={
+            "stage_seconds": summary["seconds"],
+            "shard_seconds_sum": summary["shard_seconds"],
+            "report_seconds": round(t["seconds"] - summary["seconds"], 3),
+            "work_cpu_seconds": round(work_cpu, 3),
+            "cpu_share": round(work_cpu / (t["seconds"] * workers), 3),
+            "shard_cpu_share": round(work_cpu / summary["shard_seconds"], 3) if summary["shard_seconds"] else None,
+            "timeline": timeline,
+        },
+    )
 
 
 def worker_timeline(done_dir: Path, started: float, finished: float) -> dict:
@@ -272,8 +322,13 @@ def worker_timeline(done_dir: Path, started: float, finished: float) -> dict:
         between += sum(b[0] - a[1] for a, b in zip(spans, spans[1:]))
         after += finished - spans[-1][1]
         busy += sum(b - a for a, b in spans)
-    return {"workers": len(by_worker), "busy_s": round(busy, 3), "before_first_shard_s": round(first, 3),
-            "between_shards_s": round(between, 3), "after_last_shard_s": round(after, 3)}
+    return {
+        "workers": len(by_worker),
+        "busy_s": round(busy, 3),
+        "before_first_shard_s": round(first, 3),
+        "between_shards_s": round(between, 3),
+        "after_last_shard_s": round(after, 3),
+    }
 
 
 def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
@@ -281,9 +336,15 @@ def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> c
     from mixforge.runner import ShardJob, run_shard
     from mixforge.runs import StageLayout
 
-    return one_core("in-process", "ClassifyStage via mixforge.runner.run_shard, 1 process, 1 core, no Ray",
-                    lambda: sum(run_shard(stage, ShardJob(i, src, StageLayout(out_dir)))["docs_in"] for i, src in enumerate(inputs)),
-                    out_dir, text_bytes)
+    return one_core(
+        "in-process",
+        "ClassifyStage via mixforge.runner.run_shard, 1 process, 1 core, no Ray",
+        lambda: sum(
+            run_shard(stage, ShardJob(i, src, StageLayout(out_dir)))["docs_in"] for i, src in enumerate(inputs)
+        ),
+        out_dir,
+        text_bytes,
+    )
 
 
 def idle_worker_cores(seconds: float = 3.0) -> float:
@@ -294,23 +355,41 @@ def idle_worker_cores(seconds: float = 3.0) -> float:
     return round((pids_cpu_seconds(pids) - before) / seconds, 4)
 
 
-def with_worker_cpu(orch: common.Orchestration, name: str, stage, inputs: list[str], out_dir: str, text_bytes: int,
-                    workers: int) -> common.Measurement:
+def with_worker_cpu(
+    orch: common.Orchestration, name: str, stage, inputs: list[str], out_dir: str, text_bytes: int, workers: int
+) -> common.Measurement:
     pids = ray_worker_pids()
     cpu_before = pids_cpu_seconds(pids)
     m = orch.run_stage_flow(name, stage, inputs, out_dir, text_bytes)
     work_cpu = pids_cpu_seconds(pids) - cpu_before
-    m.details.update({"work_cpu_seconds": round(work_cpu, 3), "cpu_share": round(work_cpu / (m.seconds * workers), 3),
-                      "shard_cpu_share": round(work_cpu / m.details["shard_seconds_sum"], 3) if m.details["shard_seconds_sum"] else None})
+    m.details.update(
+        {
+            "work_cpu_seconds": round(work_cpu, 3),
+            "cpu_share": round(work_cpu / (m.seconds * workers), 3),
+            "shard_cpu_share": round(work_cpu / m.details["shard_seconds_sum"], 3)
+            if m.details["shard_seconds_sum"]
+            else None,
+        }
+    )
     return m
 
 
 def per_core(m: common.Measurement, cores: int) -> common.Measurement:
     """The same run expressed per core: seconds x cores, so docs/s is per core."""
-    out = common.Measurement(f"{m.name}:per-core", m.docs, m.text_bytes, m.seconds * cores, m.peak_rss_mb, m.worker_peak_rss_mb,
-                             description=f"{m.name} docs/s divided by its {cores} cores", runs_seconds=[round(s * cores, 3) for s in m.runs_seconds],
-                             details=dict(m.details), machine_busy_cores=m.machine_busy_cores, others_busy_cores=m.others_busy_cores,
-                             cpu_seconds=m.cpu_seconds)
+    out = common.Measurement(
+        f"{m.name}:per-core",
+        m.docs,
+        m.text_bytes,
+        m.seconds * cores,
+        m.peak_rss_mb,
+        m.worker_peak_rss_mb,
+        description=f"{m.name} docs/s divided by its {cores} cores",
+        runs_seconds=[round(s * cores, 3) for s in m.runs_seconds],
+        details=dict(m.details),
+        machine_busy_cores=m.machine_busy_cores,
+        others_busy_cores=m.others_busy_cores,
+        cpu_seconds=m.cpu_seconds,
+    )
     return out
 
 
@@ -320,8 +399,12 @@ def embedding_throughput(corpus: common.Corpus, n_docs: int, max_chars: int, wor
     texts = pq.read_table(corpus.shards[-1], columns=["text"]).column("text").to_pylist()[:n_docs]
     from mixforge.classify.embed import TransformerEmbedder
 
-    out = {"docs": len(texts), "max_chars": max_chars, "batch_size": 64,
-           "text_mb": round(sum(len(t[:max_chars].encode()) for t in texts) / common.MB, 3)}
+    out = {
+        "docs": len(texts),
+        "max_chars": max_chars,
+        "batch_size": 64,
+        "text_mb": round(sum(len(t[:max_chars].encode()) for t in texts) / common.MB, 3),
+    }
     started = time.perf_counter()
     embedder = TransformerEmbedder(device="cpu", batch_size=64, max_chars=max_chars, threads=1)
     out["model_load_s"] = round(time.perf_counter() - started, 2)
@@ -332,29 +415,42 @@ def embedding_throughput(corpus: common.Corpus, n_docs: int, max_chars: int, wor
         torch.set_num_threads(threads)
         with common.timed() as t:
             embedder.embed(texts)
-        out[f"threads_{threads}"] = {"seconds": round(t["seconds"], 3), "docs_per_s": round(len(texts) / t["seconds"], 1),
-                                     "others_busy_cores": t["others_busy_cores"]}
+        out[f"threads_{threads}"] = {
+            "seconds": round(t["seconds"], 3),
+            "docs_per_s": round(len(texts) / t["seconds"], 1),
+            "others_busy_cores": t["others_busy_cores"],
+        }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     common.configure_environment()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_args(parser, shards=32, shard_mb=20, repeat=3)
-    parser.add_argument("--train-docs", type=int, default=2000, help="positive (and as many junk) documents to train the model on")
+    parser.add_argument(
+        "--train-docs", type=int, default=2000, help="positive (and as many junk) documents to train the model on"
+    )
     parser.add_argument("--embed-docs", type=int, default=256, help="documents for the embedding throughput (0: skip)")
-    parser.add_argument("--skip-diagnostics", action="store_true", help="run only baseline, pool-reference and ours (not stage-only, in-process)")
+    parser.add_argument(
+        "--skip-diagnostics",
+        action="store_true",
+        help="run only baseline, pool-reference and ours (not stage-only, in-process)",
+    )
     parser.add_argument("--embed-max-chars", type=int, default=2000, help="characters embedded per document")
     args = parser.parse_args(argv)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)
 
     from mixforge.classify.config import ClassifierSpec, ClassifyConfig
     from mixforge.stages.classify import ClassifyStage
 
     work = Path(args.work_dir)
     corpus_dir = work / "corpus" / f"parquet-{args.shards}x{args.shard_mb:g}mb-seed{args.seed}"
-    corpus = common.make_corpus(corpus_dir, args.shards, args.shard_mb, "parquet", args.seed, args.corpus_dir, rebuild=args.rebuild_corpus)
+    corpus = common.make_corpus(
+        corpus_dir, args.shards, args.shard_mb, "parquet", args.seed, args.corpus_dir, rebuild=args.rebuild_corpus
+    )
     log(f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / common.MB:.1f} MB text")
     t0 = time.perf_counter()
     model_uri = train_model(str(work / "classify-store"), corpus, args.train_docs)
@@ -371,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing
 
     with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.workers, initializer=_pool_init, initargs=(model_uri,)))
+        pool = stack.enter_context(
+            multiprocessing.get_context("spawn").Pool(args.workers, initializer=_pool_init, initargs=(model_uri,))
+        )
         while len(set(pool.map(_pool_ready, range(args.workers), chunksize=1))) < args.workers:
             pass  # every process has run its initializer (imports, model load) before any timing
         orch = stack.enter_context(common.Orchestration(args.workers))
@@ -380,26 +478,44 @@ def main(argv: list[str] | None = None) -> int:
         log(f"idle Ray workers use {idle_cores} cores")
         # Untimed warm-up on one shard: the workers import the stage's modules and the driver matplotlib,
         # once per process (the baseline's imports and model load are outside its timing too).
-        run_whole_stage(flow_fn, "warm-up", model_uri, corpus.shards[:1], str(out / "warm-up"), args.workers, corpus.text_bytes, -1)
+        run_whole_stage(
+            flow_fn, "warm-up", model_uri, corpus.shards[:1], str(out / "warm-up"), args.workers, corpus.text_bytes, -1
+        )
         for r in range(args.repeat):
             m = run_baseline(baseline_model, corpus.shards, str(out / "baseline"), corpus.text_bytes)
-            log(f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
+            log(
+                f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}"
+            )
             runs.setdefault("baseline", []).append(m)
             m = run_pool_reference(pool, corpus.shards, str(out / "pool-reference"), corpus.text_bytes, args.workers)
-            log(f"  pool-reference run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
+            log(
+                f"  pool-reference run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}"
+            )
             runs.setdefault("pool-reference", []).append(m)
-            m = run_whole_stage(flow_fn, "ours", model_uri, corpus.shards, str(out / "ours"), args.workers, corpus.text_bytes, r)
+            m = run_whole_stage(
+                flow_fn, "ours", model_uri, corpus.shards, str(out / "ours"), args.workers, corpus.text_bytes, r
+            )
             m.description = f"classify task (stage + report) via Prefect flow on Ray, {args.workers} workers"
-            log(f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
+            log(
+                f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}"
+            )
             runs.setdefault("ours", []).append(m)
             if args.skip_diagnostics:
                 continue
-            m = with_worker_cpu(orch, "stage-only", stage, corpus.shards, str(out / "stage-only"), corpus.text_bytes, args.workers)
-            m.description = f"ClassifyStage via Prefect flow -> task -> run_stage on Ray, {args.workers} workers, no report"
-            log(f"  stage-only run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}")
+            m = with_worker_cpu(
+                orch, "stage-only", stage, corpus.shards, str(out / "stage-only"), corpus.text_bytes, args.workers
+            )
+            m.description = (
+                f"ClassifyStage via Prefect flow -> task -> run_stage on Ray, {args.workers} workers, no report"
+            )
+            log(
+                f"  stage-only run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}"
+            )
             runs.setdefault("stage-only", []).append(m)
             m = run_in_process(in_process_stage, corpus.shards, str(out / "in-process"), corpus.text_bytes)
-            log(f"  in-process run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}")
+            log(
+                f"  in-process run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}"
+            )
             runs.setdefault("in-process", []).append(m)
         startup = dict(orch.startup)
 
@@ -412,45 +528,82 @@ def main(argv: list[str] | None = None) -> int:
         results += [stage_only, per_core(stage_only, args.workers), common.best_of("in-process", runs["in-process"])]
     # Every repetition, side by side (they ran interleaved, under the same load), and the ratio with the wait for a core taken out.
     repetitions = []
+
     def per_cpu(m: common.Measurement, base: common.Measurement) -> float:
         return round((m.docs / m.details["work_cpu_seconds"]) / (base.docs / base.details["work_cpu_seconds"]), 3)
 
     for r, (b, pr, o) in enumerate(zip(runs["baseline"], runs["pool-reference"], runs["ours"])):
-        rep = {"per_core_ratio": round(o.docs_per_s / args.workers / b.docs_per_s, 3),
-               "pool_reference_per_core_ratio": round(pr.docs_per_s / args.workers / b.docs_per_s, 3),
-               "ours_vs_pool_reference": round(o.docs_per_s / pr.docs_per_s, 3), "per_cpu_second_ratio": per_cpu(o, b),
-               "baseline_cpu_share": b.details["cpu_share"], "ours_cpu_share": o.details["cpu_share"],
-               "ours_shard_cpu_share": o.details["shard_cpu_share"], "others_busy_cores": [b.others_busy_cores, o.others_busy_cores],
-               "ours_timeline": o.details["timeline"]}
+        rep = {
+            "per_core_ratio": round(o.docs_per_s / args.workers / b.docs_per_s, 3),
+            "pool_reference_per_core_ratio": round(pr.docs_per_s / args.workers / b.docs_per_s, 3),
+            "ours_vs_pool_reference": round(o.docs_per_s / pr.docs_per_s, 3),
+            "per_cpu_second_ratio": per_cpu(o, b),
+            "baseline_cpu_share": b.details["cpu_share"],
+            "ours_cpu_share": o.details["cpu_share"],
+            "ours_shard_cpu_share": o.details["shard_cpu_share"],
+            "others_busy_cores": [b.others_busy_cores, o.others_busy_cores],
+            "ours_timeline": o.details["timeline"],
+        }
         if not args.skip_diagnostics:
             so, ip = runs["stage-only"][r], runs["in-process"][r]
-            rep.update({"stage_only_per_core_ratio": round(so.docs_per_s / args.workers / b.docs_per_s, 3),
-                        "stage_only_per_cpu_second_ratio": per_cpu(so, b), "in_process_per_cpu_second_ratio": per_cpu(ip, b)})
+            rep.update(
+                {
+                    "stage_only_per_core_ratio": round(so.docs_per_s / args.workers / b.docs_per_s, 3),
+                    "stage_only_per_cpu_second_ratio": per_cpu(so, b),
+                    "in_process_per_cpu_second_ratio": per_cpu(ip, b),
+                }
+            )
         repetitions.append(rep)
     # The interleaved pairs' ratio, robust to one variant's lucky run: this VM's CPU speed drifts (the same
     # single-process baseline took 21-30 s in one run), and best-of-each compares one variant's fastest window.
-    extra = {"repetitions": repetitions,
-             "median_paired_per_core_ratio": round(statistics.median(r["per_core_ratio"] for r in repetitions), 3),
-             "median_paired_ours_vs_pool_reference": round(statistics.median(r["ours_vs_pool_reference"] for r in repetitions), 3),
-             "idle_worker_cores": idle_cores, "loadavg": open("/proc/loadavg").read().split()[:3]}
+    extra = {
+        "repetitions": repetitions,
+        "median_paired_per_core_ratio": round(statistics.median(r["per_core_ratio"] for r in repetitions), 3),
+        "median_paired_ours_vs_pool_reference": round(
+            statistics.median(r["ours_vs_pool_reference"] for r in repetitions), 3
+        ),
+        "idle_worker_cores": idle_cores,
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+    }
     log(f"repetitions: {repetitions}")
     if args.embed_docs:
         log("embedding throughput ...")
         extra["embedding_cpu"] = embedding_throughput(corpus, args.embed_docs, args.embed_max_chars, args.workers)
         log(f"  {extra['embedding_cpu']}")
-    common.report(results, "baseline", benchmark="classify", corpus=corpus, startup=startup,
-                  params={"shards": args.shards, "shard_mb": args.shard_mb, "workers": args.workers, "repeat": args.repeat,
-                          "model": model_uri},
-                  goals=[("ours:per-core", GOAL_PER_CORE),
-                         ("ours:per-core", GOAL_PER_CORE, "median over the interleaved repetitions of (ours/workers) / baseline",
-                          extra["median_paired_per_core_ratio"])], extra=extra,
-                  notes=["ours:per-core = ours docs/s / workers; the goal compares it with the one-core baseline",
-                         "pool-reference:per-core = the same plain loop in that many processes at once: the machine's own "
-                         "ceiling for the per-core figure (ours cannot beat plain processes); extra.median_paired_ours_vs_pool_reference "
-                         "is what orchestration costs on top of it",
-                         "extra.repetitions: each interleaved repetition's ratios and CPU shares (see the module docstring)",
-                         "both sides use the same preprocessing function and the same model; I/O included on both sides"],
-                  json_out=args.json_out, print_json=args.json)
+    common.report(
+        results,
+        "baseline",
+        benchmark="classify",
+        corpus=corpus,
+        startup=startup,
+        params={
+            "shards": args.shards,
+            "shard_mb": args.shard_mb,
+            "workers": args.workers,
+            "repeat": args.repeat,
+            "model": model_uri,
+        },
+        goals=[
+            ("ours:per-core", GOAL_PER_CORE),
+            (
+                "ours:per-core",
+                GOAL_PER_CORE,
+                "median over the interleaved repetitions of (ours/workers) / baseline",
+                extra["median_paired_per_core_ratio"],
+            ),
+        ],
+        extra=extra,
+        notes=[
+            "ours:per-core = ours docs/s / workers; the goal compares it with the one-core baseline",
+            "pool-reference:per-core = the same plain loop in that many processes at once: the machine's own "
+            "ceiling for the per-core figure (ours cannot beat plain processes); extra.median_paired_ours_vs_pool_reference "
+            "is what orchestration costs on top of it",
+            "extra.repetitions: each interleaved repetition's ratios and CPU shares (see the module docstring)",
+            "both sides use the same preprocessing function and the same model; I/O included on both sides",
+        ],
+        json_out=args.json_out,
+        print_json=args.json,
+    )
     return 0
 
 

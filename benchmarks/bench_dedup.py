@@ -225,12 +225,20 @@ def dedup_base(texts: list[str], threshold: float, seed: int = 12345) -> tuple[l
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
     kept = [i for i in keep_exact if find(i) == i]
-    stats = {"chunks": len(texts), "after_exact": len(keep_exact), "candidate_pairs": len(pairs), "pairs_at_or_above_threshold": linked,
-             "kept": len(kept), "seconds": round(time.perf_counter() - started, 2)}
+    stats = {
+        "chunks": len(texts),
+        "after_exact": len(keep_exact),
+        "candidate_pairs": len(pairs),
+        "pairs_at_or_above_threshold": linked,
+        "kept": len(kept),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     return kept, stats
 
 
-def load_base(corpus_dir: str, chunk_chars: int, min_words: int, base_jaccard: float, cache_dir: Path) -> tuple[list[dict], dict]:
+def load_base(
+    corpus_dir: str, chunk_chars: int, min_words: int, base_jaccard: float, cache_dir: Path
+) -> tuple[list[dict], dict]:
     """The split, deduplicated base documents (cached as Parquet)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -249,8 +257,15 @@ def load_base(corpus_dir: str, chunk_chars: int, min_words: int, base_jaccard: f
                 chunks.append({"text": text, "source": d["source"], "url": d["url"], "origin": f"{d_i}:{c_i}"})
     kept, stats = dedup_base([c["text"] for c in chunks], base_jaccard)
     base = [chunks[i] for i in kept]
-    stats.update({"origin": origin, "source_docs": len(docs), "min_words": min_words, "chunk_chars": chunk_chars,
-                  "by_source": dict(Counter(d["source"] for d in base))})
+    stats.update(
+        {
+            "origin": origin,
+            "source_docs": len(docs),
+            "min_words": min_words,
+            "chunk_chars": chunk_chars,
+            "by_source": dict(Counter(d["source"] for d in base)),
+        }
+    )
     cache_dir.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(base).replace_schema_metadata({"stats": json.dumps(stats)})
     pq.write_table(table, str(path) + ".tmp", compression="zstd")
@@ -303,13 +318,21 @@ class Editor:
         return out, f"mixed_{how}"
 
 
-def build_corpus(base: list[dict], n_docs: int, seed: int, shard_docs: int, out_dir: Path, docs_per_base: float = 16.5) -> dict:
+def build_corpus(
+    base: list[dict], n_docs: int, seed: int, shard_docs: int, out_dir: Path, docs_per_base: float = 16.5
+) -> dict:
     """Contract Parquet shards + ground truth (`_truth.parquet`); cached by parameters."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    params = {"n_docs": n_docs, "seed": seed, "shard_docs": shard_docs, "base_docs": len(base), "docs_per_base": docs_per_base,
-              "generator": GENERATOR_VERSION}
+    params = {
+        "n_docs": n_docs,
+        "seed": seed,
+        "shard_docs": shard_docs,
+        "base_docs": len(base),
+        "docs_per_base": docs_per_base,
+        "generator": GENERATOR_VERSION,
+    }
     manifest = out_dir / "_corpus.json"
     if manifest.exists():
         m = json.loads(manifest.read_text())
@@ -336,29 +359,68 @@ def build_corpus(base: list[dict], n_docs: int, seed: int, shard_docs: int, out_
     rows = []
     for i in chosen:
         d = base[i]
-        rows.append({"id": f"b{i:06d}", "text": d["text"], "source": d["source"], "url": d["url"], "cluster": i, "edit": "original"})
+        rows.append(
+            {
+                "id": f"b{i:06d}",
+                "text": d["text"],
+                "source": d["source"],
+                "url": d["url"],
+                "cluster": i,
+                "edit": "original",
+            }
+        )
     for i, n_copies in zip(with_copies, k):
         d = base[i]
         for c in range(n_copies):
             text, edit = editor.copy(d["text"])
-            rows.append({"id": f"b{i:06d}-c{c:03d}", "text": text, "source": d["source"], "url": d["url"], "cluster": i, "edit": edit})
+            rows.append(
+                {
+                    "id": f"b{i:06d}-c{c:03d}",
+                    "text": text,
+                    "source": d["source"],
+                    "url": d["url"],
+                    "cluster": i,
+                    "edit": edit,
+                }
+            )
     rng.shuffle(rows)
     shards = []
     for s in range(0, len(rows), shard_docs):
         part = rows[s : s + shard_docs]
-        table = pa.table({"id": [r["id"] for r in part], "text": [r["text"] for r in part], "source": [r["source"] for r in part],
-                          "url": [r["url"] for r in part], "meta": ["{}"] * len(part)})
+        table = pa.table(
+            {
+                "id": [r["id"] for r in part],
+                "text": [r["text"] for r in part],
+                "source": [r["source"] for r in part],
+                "url": [r["url"] for r in part],
+                "meta": ["{}"] * len(part),
+            }
+        )
         path = out_dir / "shards" / f"part-{s // shard_docs:05d}.parquet"
         pq.write_table(table, path, compression="zstd")
         shards.append(str(path))
-    truth = pa.table({"id": [r["id"] for r in rows], "cluster": [r["cluster"] for r in rows], "edit": [r["edit"] for r in rows],
-                      "words": [len(r["text"].split()) for r in rows]})
+    truth = pa.table(
+        {
+            "id": [r["id"] for r in rows],
+            "cluster": [r["cluster"] for r in rows],
+            "edit": [r["edit"] for r in rows],
+            "words": [len(r["text"].split()) for r in rows],
+        }
+    )
     pq.write_table(truth, out_dir / "_truth.parquet")
     sizes = Counter(r["cluster"] for r in rows)
-    meta = {"params": params, "shards": shards, "docs": len(rows), "base_docs_used": m, "clusters_with_copies": sum(1 for v in sizes.values() if v > 1),
-            "planted_copies": len(rows) - m, "text_mb": round(sum(len(r["text"].encode()) for r in rows) / 1e6, 1),
-            "edits": dict(Counter(r["edit"] for r in rows)), "largest_cluster": max(sizes.values()),
-            "build_seconds": round(time.perf_counter() - started, 1)}
+    meta = {
+        "params": params,
+        "shards": shards,
+        "docs": len(rows),
+        "base_docs_used": m,
+        "clusters_with_copies": sum(1 for v in sizes.values() if v > 1),
+        "planted_copies": len(rows) - m,
+        "text_mb": round(sum(len(r["text"].encode()) for r in rows) / 1e6, 1),
+        "edits": dict(Counter(r["edit"] for r in rows)),
+        "largest_cluster": max(sizes.values()),
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
     manifest.write_text(json.dumps(meta, indent=2))
     return {**meta, "cached": False}
 
@@ -414,13 +476,24 @@ def score(truth_path: str, removed: dict[str, str], clusters: dict[str, list[str
     false_clusters.sort(reverse=True)
     n_planted = len(planted)
     return {
-        "removed": len(removed), "true_positives": len(tp_ids), "false_positives": fp, "planted": n_planted, "missed": missed_total,
+        "removed": len(removed),
+        "true_positives": len(tp_ids),
+        "false_positives": fp,
+        "planted": n_planted,
+        "missed": missed_total,
         "precision": round(len(tp_ids) / len(removed), 4) if removed else None,
         "recall": round(len(tp_ids) / n_planted, 4) if n_planted else None,
-        "recall_by_edit": {k: {"found": v[0], "planted": v[1], "recall": round(v[0] / v[1], 4)} for k, v in sorted(by_edit.items())},
-        "recall_by_words": {k: {"found": v[0], "planted": v[1], "recall": round(v[0] / v[1], 4)} for k, v in by_len.items()},
-        "false_clusters": len(false_clusters), "docs_in_false_clusters": sum(s for s, _ in false_clusters),
-        "largest_false_cluster": {"docs": false_clusters[0][0], "truth_clusters": false_clusters[0][1]} if false_clusters else None,
+        "recall_by_edit": {
+            k: {"found": v[0], "planted": v[1], "recall": round(v[0] / v[1], 4)} for k, v in sorted(by_edit.items())
+        },
+        "recall_by_words": {
+            k: {"found": v[0], "planted": v[1], "recall": round(v[0] / v[1], 4)} for k, v in by_len.items()
+        },
+        "false_clusters": len(false_clusters),
+        "docs_in_false_clusters": sum(s for s, _ in false_clusters),
+        "largest_false_cluster": {"docs": false_clusters[0][0], "truth_clusters": false_clusters[0][1]}
+        if false_clusters
+        else None,
         "largest_cluster": max((len(m) for m in clusters.values()), default=0),
     }
 
@@ -478,7 +551,9 @@ class ProcSampler:
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                self.cpu[pid] = max(self.cpu.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+                self.cpu[pid] = max(
+                    self.cpu.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                )
             except (OSError, ValueError, IndexError):
                 pass
 
@@ -487,7 +562,7 @@ class ProcSampler:
             self._sample()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "ProcSampler":
+    def __enter__(self) -> ProcSampler:
         self._thread.start()
         return self
 
@@ -575,13 +650,23 @@ def run_ours(orch: Orchestration, corpus: dict, out_root: Path, workers: int) ->
         clusters[k].append(k)
     stage = summary["stages"][-1]
     return {
-        "seconds": round(t["seconds"], 2), "cpu_seconds": t["cpu_seconds"], "others_busy_cores": t["others_busy_cores"],
+        "seconds": round(t["seconds"], 2),
+        "cpu_seconds": t["cpu_seconds"],
+        "others_busy_cores": t["others_busy_cores"],
         "flow_run_overhead_s": round(orch.flow_run_overhead, 2),
-        "stage_seconds": stage.get("seconds"), "docs_in": stage["docs_in"], "docs_kept": stage["docs_kept"],
+        "stage_seconds": stage.get("seconds"),
+        "docs_in": stage["docs_in"],
+        "docs_kept": stage["docs_kept"],
         "docs_dropped": stage["docs_dropped"],
-        "driver_peak_rss_mb": driver_peak, "driver_rss_at_start_mb": driver_before, "worker_peak_rss_mb": sampler.peak_mb(), "worker_peak_rss_by_pid_mb": sampler.per_process_mb(),
-        "worker_sampled_rss_by_step_mb": sampler.by_label_mb(), "apply_worker_peak_rss_mb_from_stats": stats.get("worker_peak_rss_mb"),
-        "dedup_stats": stats.get("dedup"), "_removed": removed, "_clusters": clusters,
+        "driver_peak_rss_mb": driver_peak,
+        "driver_rss_at_start_mb": driver_before,
+        "worker_peak_rss_mb": sampler.peak_mb(),
+        "worker_peak_rss_by_pid_mb": sampler.per_process_mb(),
+        "worker_sampled_rss_by_step_mb": sampler.by_label_mb(),
+        "apply_worker_peak_rss_mb_from_stats": stats.get("worker_peak_rss_mb"),
+        "dedup_stats": stats.get("dedup"),
+        "_removed": removed,
+        "_clusters": clusters,
     }
 
 
@@ -637,17 +722,23 @@ if __name__ == "__main__":  # the executor's worker processes re-import this fil
 
 def run_datatrove(python: str, corpus: dict, work: Path, workers: int) -> dict:
     import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     script = work / "run_datatrove.py"
     script.write_text(DATATROVE_SCRIPT)
-    args = {"input": str(Path(corpus["shards"][0]).parent), "work": str(work), "n_files": len(corpus["shards"]), "workers": workers}
+    args = {
+        "input": str(Path(corpus["shards"][0]).parent),
+        "work": str(work),
+        "n_files": len(corpus["shards"]),
+        "workers": workers,
+    }
     env = {**os.environ, "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.Popen([python, str(script), json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [python, str(script), json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     with ProcSampler(descendants_selector(proc.pid)) as sampler, timed() as t:
         out, err = proc.communicate()
     wall = time.perf_counter() - started
@@ -674,14 +765,21 @@ def run_datatrove(python: str, corpus: dict, work: Path, workers: int) -> dict:
     main_pid = proc.pid
     worker_hwm = {pid: v for pid, v in sampler.hwm.items() if pid != main_pid}
     return {
-        "seconds": round(times["pipeline"], 2), "subprocess_wall_s": round(wall, 2), "step_seconds": {k: round(v, 2) for k, v in times.items()},
+        "seconds": round(times["pipeline"], 2),
+        "subprocess_wall_s": round(wall, 2),
+        "step_seconds": {k: round(v, 2) for k, v in times.items()},
         "main_peak_rss_mb": round(sampler.hwm.get(main_pid, 0) / 1024, 1),
         "worker_peak_rss_mb": round(max(worker_hwm.values(), default=0) / 1024, 1),
         "rusage_children_maxrss_mb": round(usage.ru_maxrss / 1024, 1),
         # pool workers are grandchildren (forkserver) that RUSAGE_CHILDREN misses: sum the sampled per-process CPU
-        "cpu_seconds": round(max(sum(sampler.cpu.values()), usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime), 2),
-        "processes_sampled": len(sampler.hwm), "others_busy_cores": t["others_busy_cores"], "docs_kept": kept.num_rows,
-        "_removed": removed, "_clusters": clusters,
+        "cpu_seconds": round(
+            max(sum(sampler.cpu.values()), usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime), 2
+        ),
+        "processes_sampled": len(sampler.hwm),
+        "others_busy_cores": t["others_busy_cores"],
+        "docs_kept": kept.num_rows,
+        "_removed": removed,
+        "_clusters": clusters,
     }
 
 
@@ -694,8 +792,10 @@ def fmt_pr(s: dict | None) -> str:
 
 def print_report(doc: dict) -> None:
     c = doc["corpus"]
-    print(f"== dedup benchmark ==  docs={c['docs']:,}  planted copies={c['planted_copies']:,}  base docs={c['base_docs_used']:,}  "
-          f"shards={len(c['shards'])}  text={c['text_mb']} MB  workers={doc['params']['workers']}")
+    print(
+        f"== dedup benchmark ==  docs={c['docs']:,}  planted copies={c['planted_copies']:,}  base docs={c['base_docs_used']:,}  "
+        f"shards={len(c['shards'])}  text={c['text_mb']} MB  workers={doc['params']['workers']}"
+    )
     print(f"edits: {c['edits']}")
     o, d = doc.get("ours"), doc.get("datatrove")
     rows = [("", "ours", "datatrove")]
@@ -705,37 +805,76 @@ def print_report(doc: dict) -> None:
             ("precision", f"{so['precision']:.4f}", f"{sd['precision']:.4f}" if sd else "-"),
             ("recall", f"{so['recall']:.4f}", f"{sd['recall']:.4f}" if sd else "-"),
             ("removed", f"{so['removed']:,}", f"{sd['removed']:,}" if sd else "-"),
-            ("removed in favour of an unrelated doc", f"{so['false_positives']:,}", f"{sd['false_positives']:,}" if sd else "-"),
-            ("false clusters (docs)", f"{so['false_clusters']} ({so['docs_in_false_clusters']})",
-             f"{sd['false_clusters']} ({sd['docs_in_false_clusters']})" if sd else "-"),
-            ("largest false cluster: docs / truth clusters",
-             "-" if not so["largest_false_cluster"] else f"{so['largest_false_cluster']['docs']} / {so['largest_false_cluster']['truth_clusters']}",
-             "-" if not sd or not sd["largest_false_cluster"] else f"{sd['largest_false_cluster']['docs']} / {sd['largest_false_cluster']['truth_clusters']}"),
+            (
+                "removed in favour of an unrelated doc",
+                f"{so['false_positives']:,}",
+                f"{sd['false_positives']:,}" if sd else "-",
+            ),
+            (
+                "false clusters (docs)",
+                f"{so['false_clusters']} ({so['docs_in_false_clusters']})",
+                f"{sd['false_clusters']} ({sd['docs_in_false_clusters']})" if sd else "-",
+            ),
+            (
+                "largest false cluster: docs / truth clusters",
+                "-"
+                if not so["largest_false_cluster"]
+                else f"{so['largest_false_cluster']['docs']} / {so['largest_false_cluster']['truth_clusters']}",
+                "-"
+                if not sd or not sd["largest_false_cluster"]
+                else f"{sd['largest_false_cluster']['docs']} / {sd['largest_false_cluster']['truth_clusters']}",
+            ),
             ("wall seconds (start-up excluded)", f"{o['seconds']:.1f}", f"{d['seconds']:.1f}" if d else "-"),
             ("CPU seconds (whole process tree)", f"{o['cpu_seconds']:.1f}", f"{d['cpu_seconds']:.1f}" if d else "-"),
-            ("peak RSS driver/main MB", f"{o['driver_peak_rss_mb']:.0f}", f"{d['main_peak_rss_mb']:.0f}" if d else "-"),
-            ("peak RSS per worker MB (max)", f"{o['worker_peak_rss_mb']:.0f}", f"{d['worker_peak_rss_mb']:.0f}" if d else "-"),
+            (
+                "peak RSS driver/main MB",
+                f"{o['driver_peak_rss_mb']:.0f}",
+                f"{d['main_peak_rss_mb']:.0f}" if d else "-",
+            ),
+            (
+                "peak RSS per worker MB (max)",
+                f"{o['worker_peak_rss_mb']:.0f}",
+                f"{d['worker_peak_rss_mb']:.0f}" if d else "-",
+            ),
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for r in rows:
             print("  ".join(cell.ljust(widths[0]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(r)))
         if d:
-            print(f"speed: datatrove / ours wall = {d['seconds'] / o['seconds']:.2f}x  (goal >= 3x); CPU seconds ratio "
-                  f"{d['cpu_seconds'] / o['cpu_seconds']:.2f}x (less sensitive to other load on the machine)")
-        print("recall by edit (ours | datatrove): " + ", ".join(
-            f"{k} {v['recall']:.3f}" + (f" | {sd['recall_by_edit'][k]['recall']:.3f}" if sd else "") for k, v in so["recall_by_edit"].items()))
-        print("recall by words (ours | datatrove): " + ", ".join(
-            f"{k} {v['recall']:.3f}" + (f" | {sd['recall_by_words'][k]['recall']:.3f}" if sd else "") for k, v in so["recall_by_words"].items()))
-        print(f"ours: worker sampled RSS by step MB {o['worker_sampled_rss_by_step_mb']}; apply-step worker peak (from _stats.json) "
-              f"{o['apply_worker_peak_rss_mb_from_stats']}")
+            print(
+                f"speed: datatrove / ours wall = {d['seconds'] / o['seconds']:.2f}x  (goal >= 3x); CPU seconds ratio "
+                f"{d['cpu_seconds'] / o['cpu_seconds']:.2f}x (less sensitive to other load on the machine)"
+            )
+        print(
+            "recall by edit (ours | datatrove): "
+            + ", ".join(
+                f"{k} {v['recall']:.3f}" + (f" | {sd['recall_by_edit'][k]['recall']:.3f}" if sd else "")
+                for k, v in so["recall_by_edit"].items()
+            )
+        )
+        print(
+            "recall by words (ours | datatrove): "
+            + ", ".join(
+                f"{k} {v['recall']:.3f}" + (f" | {sd['recall_by_words'][k]['recall']:.3f}" if sd else "")
+                for k, v in so["recall_by_words"].items()
+            )
+        )
+        print(
+            f"ours: worker sampled RSS by step MB {o['worker_sampled_rss_by_step_mb']}; apply-step worker peak (from _stats.json) "
+            f"{o['apply_worker_peak_rss_mb_from_stats']}"
+        )
         if d:
             print(f"datatrove steps (s): {d['step_seconds']}")
     if doc.get("scale"):
         print("RSS per worker at scale (ours):")
-        print("  scale  docs      shards  seconds  driver MB (at start)  worker MB  precision  recall   worker RSS by step MB")
+        print(
+            "  scale  docs      shards  seconds  driver MB (at start)  worker MB  precision  recall   worker RSS by step MB"
+        )
         for s in doc["scale"]:
-            print(f"  {s['scale']:>4}x  {s['docs']:>8,}  {s['shards']:>6}  {s['seconds']:>7.1f}  {s['driver_peak_rss_mb']:>9.0f} ({s['driver_rss_at_start_mb']:>6.0f})  "
-                  f"{s['worker_peak_rss_mb']:>9.0f}  {s['precision']:>9.4f}  {s['recall']:.4f}   {s['worker_sampled_rss_by_step_mb']}")
+            print(
+                f"  {s['scale']:>4}x  {s['docs']:>8,}  {s['shards']:>6}  {s['seconds']:>7.1f}  {s['driver_peak_rss_mb']:>9.0f} ({s['driver_rss_at_start_mb']:>6.0f})  "
+                f"{s['worker_peak_rss_mb']:>9.0f}  {s['precision']:>9.4f}  {s['recall']:.4f}   {s['worker_sampled_rss_by_step_mb']}"
+            )
     if doc.get("startup_seconds"):
         print(f"start-up excluded (s): {doc['startup_seconds']}")
     for g in doc.get("goals", []):
@@ -746,13 +885,25 @@ def main() -> None:
     configure_environment()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", type=int, default=200_000, help="documents in the (1x) corpus (default 200000)")
-    ap.add_argument("--scale", default="1", help="comma-separated multiples of --docs to run ours on, e.g. 1,2,4 (datatrove runs at the first only)")
+    ap.add_argument(
+        "--scale",
+        default="1",
+        help="comma-separated multiples of --docs to run ours on, e.g. 1,2,4 (datatrove runs at the first only)",
+    )
     ap.add_argument("--shard-docs", type=int, default=10_000, help="documents per shard (default 10000)")
-    ap.add_argument("--chunk-chars", type=int, default=4000, help="split base texts into documents of at most this many characters")
+    ap.add_argument(
+        "--chunk-chars", type=int, default=4000, help="split base texts into documents of at most this many characters"
+    )
     ap.add_argument("--min-words", type=int, default=30, help="drop base chunks with fewer words")
-    ap.add_argument("--base-jaccard", type=float, default=0.5, help="base dedup: link base pairs at or above this exact Jaccard")
-    ap.add_argument("--docs-per-base", type=float, default=16.5,
-                    help="corpus documents per base document used (originals + copies; default 16.5: 200k docs use ~12.1k of the ~12.5k base)")
+    ap.add_argument(
+        "--base-jaccard", type=float, default=0.5, help="base dedup: link base pairs at or above this exact Jaccard"
+    )
+    ap.add_argument(
+        "--docs-per-base",
+        type=float,
+        default=16.5,
+        help="corpus documents per base document used (originals + copies; default 16.5: 200k docs use ~12.1k of the ~12.5k base)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--corpus-dir", default=str(DEFAULT_CORPUS_DIR))
@@ -766,20 +917,38 @@ def main() -> None:
     work = Path(args.work_dir)
 
     with timed() as tb:
-        base, base_stats = load_base(args.corpus_dir, args.chunk_chars, args.min_words, args.base_jaccard, work / "base")
+        base, base_stats = load_base(
+            args.corpus_dir, args.chunk_chars, args.min_words, args.base_jaccard, work / "base"
+        )
     print(f"base: {base_stats} ({tb['seconds']:.1f}s)", file=sys.stderr, flush=True)
 
     def corpus_for(n: int) -> dict:
-        c = build_corpus(base, n, args.seed, args.shard_docs, work / "corpus" / f"n{n}-s{args.seed}-sd{args.shard_docs}",
-                         args.docs_per_base)
-        print(f"corpus {n:,}: {len(c['shards'])} shards, {c['text_mb']} MB, {'cached' if c['cached'] else 'built in %.1fs' % c['build_seconds']}",
-              file=sys.stderr, flush=True)
+        c = build_corpus(
+            base,
+            n,
+            args.seed,
+            args.shard_docs,
+            work / "corpus" / f"n{n}-s{args.seed}-sd{args.shard_docs}",
+            args.docs_per_base,
+        )
+        print(
+            f"corpus {n:,}: {len(c['shards'])} shards, {c['text_mb']} MB, {'cached' if c['cached'] else 'built in %.1fs' % c['build_seconds']}",
+            file=sys.stderr,
+            flush=True,
+        )
         return c
 
-    corpora = [corpus_for(int(args.docs * s)) for s in scales]  # all built first: the driver's RSS is then not the build's
+    corpora = [
+        corpus_for(int(args.docs * s)) for s in scales
+    ]  # all built first: the driver's RSS is then not the build's
     corpus = corpora[0]
-    doc: dict = {"benchmark": "dedup", "params": {k: v for k, v in vars(args).items()}, "base": base_stats,
-                 "corpus": {k: v for k, v in corpus.items()}, "environment": environment()}
+    doc: dict = {
+        "benchmark": "dedup",
+        "params": {k: v for k, v in vars(args).items()},
+        "base": base_stats,
+        "corpus": {k: v for k, v in corpus.items()},
+        "environment": environment(),
+    }
     truth = str(Path(corpus["shards"][0]).parent.parent / "_truth.parquet")
 
     if not args.skip_ours:
@@ -790,18 +959,35 @@ def main() -> None:
                 c = corpora[i]
                 print(f"running ours at {s:g}x ({c['docs']:,} docs) ...", file=sys.stderr, flush=True)
                 res = run_ours(orch, c, work / "ours" / f"x{s:g}", args.workers)
-                sc = score(str(Path(c["shards"][0]).parent.parent / "_truth.parquet"), res.pop("_removed"), res.pop("_clusters"))
+                sc = score(
+                    str(Path(c["shards"][0]).parent.parent / "_truth.parquet"),
+                    res.pop("_removed"),
+                    res.pop("_clusters"),
+                )
                 res["score"] = sc
-                print(f"ours {s:g}x: {res['seconds']}s {fmt_pr(sc)} driver {res['driver_peak_rss_mb']} MB worker {res['worker_peak_rss_mb']} MB",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"ours {s:g}x: {res['seconds']}s {fmt_pr(sc)} driver {res['driver_peak_rss_mb']} MB worker {res['worker_peak_rss_mb']} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if i == 0:
                     doc["ours"] = res
-                scale_rows.append({"scale": s, "docs": c["docs"], "shards": len(c["shards"]), "seconds": res["seconds"],
-                                   "driver_peak_rss_mb": res["driver_peak_rss_mb"], "driver_rss_at_start_mb": res["driver_rss_at_start_mb"],
-                                   "worker_peak_rss_mb": res["worker_peak_rss_mb"],
-                                   "worker_sampled_rss_by_step_mb": res["worker_sampled_rss_by_step_mb"],
-                                   "apply_worker_peak_rss_mb_from_stats": res["apply_worker_peak_rss_mb_from_stats"],
-                                   "precision": sc["precision"], "recall": sc["recall"], "dedup_stats": res["dedup_stats"]})
+                scale_rows.append(
+                    {
+                        "scale": s,
+                        "docs": c["docs"],
+                        "shards": len(c["shards"]),
+                        "seconds": res["seconds"],
+                        "driver_peak_rss_mb": res["driver_peak_rss_mb"],
+                        "driver_rss_at_start_mb": res["driver_rss_at_start_mb"],
+                        "worker_peak_rss_mb": res["worker_peak_rss_mb"],
+                        "worker_sampled_rss_by_step_mb": res["worker_sampled_rss_by_step_mb"],
+                        "apply_worker_peak_rss_mb_from_stats": res["apply_worker_peak_rss_mb_from_stats"],
+                        "precision": sc["precision"],
+                        "recall": sc["recall"],
+                        "dedup_stats": res["dedup_stats"],
+                    }
+                )
             if len(scales) > 1:
                 doc["scale"] = scale_rows
 
@@ -815,15 +1001,19 @@ def main() -> None:
     goals = []
     if doc.get("ours"):
         so = doc["ours"]["score"]
-        goals += [{"goal": "ours precision >= 0.98", "measured": so["precision"], "met": (so["precision"] or 0) >= 0.98},
-                  {"goal": "ours recall >= 0.95", "measured": so["recall"], "met": (so["recall"] or 0) >= 0.95}]
+        goals += [
+            {"goal": "ours precision >= 0.98", "measured": so["precision"], "met": (so["precision"] or 0) >= 0.98},
+            {"goal": "ours recall >= 0.95", "measured": so["recall"], "met": (so["recall"] or 0) >= 0.95},
+        ]
         if doc.get("datatrove"):
             ratio = round(doc["datatrove"]["seconds"] / doc["ours"]["seconds"], 2)
             goals.append({"goal": "datatrove wall / ours >= 3", "measured": ratio, "met": ratio >= 3})
     if doc.get("scale"):
         peaks = [s["worker_peak_rss_mb"] for s in doc["scale"]]
         growth = round(max(peaks) / min(peaks), 2)
-        goals.append({"goal": "worker peak RSS flat across scales (max/min <= 1.25)", "measured": growth, "met": growth <= 1.25})
+        goals.append(
+            {"goal": "worker peak RSS flat across scales (max/min <= 1.25)", "measured": growth, "met": growth <= 1.25}
+        )
     doc["goals"] = goals
     doc["environment"]["loadavg_at_end"] = os.getloadavg()
     print_report(doc)

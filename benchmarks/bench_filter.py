@@ -69,7 +69,6 @@ Remaining possible (not observed on this corpus) sources of disagreement:
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import random
@@ -102,9 +101,17 @@ def _read_corpus(corpus_dir: Path) -> list[dict]:
             if line.strip():
                 row = json.loads(line)
                 if isinstance(row.get("text"), str):
-                    docs.append({"text": row["text"], "url": row.get("url") or None, "source": path.name.split(".")[0]})
+                    docs.append(
+                        {"text": row["text"], "url": row.get("url") or None, "source": path.name.split(".")[0]}
+                    )
     if docs:
-        kept = Normalize().process(pa.table({"text": [d["text"] for d in docs], "i": list(range(len(docs)))}), ShardContext("corpus", 0)).kept
+        kept = (
+            Normalize()
+            .process(
+                pa.table({"text": [d["text"] for d in docs], "i": list(range(len(docs)))}), ShardContext("corpus", 0)
+            )
+            .kept
+        )
         docs = [{**docs[i], "text": t} for i, t in zip(kept.column("i").to_pylist(), kept.column("text").to_pylist())]
     return docs
 
@@ -113,8 +120,14 @@ def _synthetic(n: int, rng: random.Random) -> list[dict]:
     vocab = "the be to of and that have with data model text quality filter word line page site news report".split()
     docs = []
     for i in range(n):
-        lines = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 20))).capitalize() + rng.choice([".", "", "!", "..."]) for _ in range(rng.randint(1, 40))]
-        docs.append({"text": "\n".join(lines), "url": f"https://site{i % 50}.example.com/p/{i}", "source": "synthetic"})
+        lines = [
+            " ".join(rng.choice(vocab) for _ in range(rng.randint(3, 20))).capitalize()
+            + rng.choice([".", "", "!", "..."])
+            for _ in range(rng.randint(1, 40))
+        ]
+        docs.append(
+            {"text": "\n".join(lines), "url": f"https://site{i % 50}.example.com/p/{i}", "source": "synthetic"}
+        )
     return docs
 
 
@@ -132,7 +145,28 @@ def _perturb(text: str, rng: random.Random) -> str:
 # Second-level labels under which registrations happen in many country-code TLDs (com.br, co.uk,
 # org.au, ac.jp, gov.in ...): with no public-suffix list at hand, a host ending in
 # "<one of these>.<2-letter TLD>" has its registered domain three labels long.
-_SECOND_LEVEL = {"com", "co", "org", "net", "gov", "edu", "ac", "or", "ne", "go", "gob", "gv", "mil", "nic", "ltd", "plc", "sch", "nom", "info", "biz"}
+_SECOND_LEVEL = {
+    "com",
+    "co",
+    "org",
+    "net",
+    "gov",
+    "edu",
+    "ac",
+    "or",
+    "ne",
+    "go",
+    "gob",
+    "gv",
+    "mil",
+    "nic",
+    "ltd",
+    "plc",
+    "sch",
+    "nom",
+    "info",
+    "biz",
+}
 
 
 def registered_domain(url: str) -> str | None:
@@ -171,7 +205,10 @@ def build_corpus(args) -> tuple[list[Path], list[Path], int, list[str]]:
             return
         k = len(parquet_paths)
         pq_path, js_path = out / f"shard-{k:05d}.parquet", out / f"shard-{k:05d}.jsonl"
-        pq.write_table(pa.table({"id": [d["id"] for d in buf], "text": [d["text"] for d in buf], "url": [d["url"] for d in buf]}), pq_path)
+        pq.write_table(
+            pa.table({"id": [d["id"] for d in buf], "text": [d["text"] for d in buf], "url": [d["url"] for d in buf]}),
+            pq_path,
+        )
         with open(js_path, "w", encoding="utf-8") as f:
             for d in buf:
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
@@ -209,7 +246,13 @@ def _ours_shard(task):
     import pyarrow.parquet as pq
 
     from mixforge.filters import FilterConfig, LanguageIDConfig, TextBatch
-    from mixforge.filters.config import C4Config, FineWebQualityConfig, GopherQualityConfig, GopherRepetitionConfig, URLFilterConfig
+    from mixforge.filters.config import (
+        C4Config,
+        FineWebQualityConfig,
+        GopherQualityConfig,
+        GopherRepetitionConfig,
+        URLFilterConfig,
+    )
     from mixforge.filters.language import LanguageID
     from mixforge.stage import ShardContext
     from mixforge.stages.filter import Filter
@@ -218,10 +261,23 @@ def _ours_shard(task):
     if "_STAGES" not in globals():
         annotate = FilterConfig(
             language_id=LanguageIDConfig(enabled=False),
-            rules=(GopherRepetitionConfig(mode="annotate"), GopherQualityConfig(mode="annotate"), FineWebQualityConfig(mode="annotate"), C4Config(mode="annotate")),
+            rules=(
+                GopherRepetitionConfig(mode="annotate"),
+                GopherQualityConfig(mode="annotate"),
+                FineWebQualityConfig(mode="annotate"),
+                C4Config(mode="annotate"),
+            ),
         )
-        url_only = FilterConfig(language_id=LanguageIDConfig(enabled=False), rules=(URLFilterConfig(mode="annotate", blocked_domains=blocked_file),))
-        _STAGES = {"heuristics": Filter(annotate, write_features=False), "url": Filter(url_only, write_features=False), "lid": LanguageID(LanguageIDConfig()), "pipeline": Filter(FilterConfig(language_id=LanguageIDConfig(enabled=False)))}
+        url_only = FilterConfig(
+            language_id=LanguageIDConfig(enabled=False),
+            rules=(URLFilterConfig(mode="annotate", blocked_domains=blocked_file),),
+        )
+        _STAGES = {
+            "heuristics": Filter(annotate, write_features=False),
+            "url": Filter(url_only, write_features=False),
+            "lid": LanguageID(LanguageIDConfig()),
+            "pipeline": Filter(FilterConfig(language_id=LanguageIDConfig(enabled=False))),
+        }
         for s in _STAGES.values():
             s.setup()
     table = pq.read_table(path)
@@ -247,7 +303,14 @@ def _ours_shard(task):
                 row["lang"] = lid_ev.features["lang"][i]
                 row["lang_fail"] = bool(lid_ev.fails["lang"][i])
             f.write(json.dumps(row) + "\n")
-    return {"docs": table.num_rows, "heuristics_s": t1 - t0, "url_s": t2 - t1, "lid_s": t3 - t2, "pipeline_s": t4 - t3, "url_docs": with_url.num_rows}
+    return {
+        "docs": table.num_rows,
+        "heuristics_s": t1 - t0,
+        "url_s": t2 - t1,
+        "lid_s": t3 - t2,
+        "pipeline_s": t4 - t3,
+        "url_docs": with_url.num_rows,
+    }
 
 
 def run_ours(parquet_paths, out_dir: Path, blocked_file: str, workers: int, with_lid: bool) -> dict:
@@ -280,13 +343,29 @@ def _dt_shard(task):
         # the same `fasttext` module (the one mixforge uses).
         _is_dist = import_utils._is_distribution_available
         import_utils._is_distribution_available = lambda name: name == "fasttext-numpy2-wheel" or _is_dist(name)
-        from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter, LanguageFilter, URLFilter
+        from datatrove.pipeline.filters import (
+            C4QualityFilter,
+            FineWebQualityFilter,
+            GopherQualityFilter,
+            GopherRepetitionFilter,
+            LanguageFilter,
+            URLFilter,
+        )
         from fasttext.FastText import _FastText
 
         lid = LanguageFilter(language_threshold=0.65)
         lid.model._model = _FastText(model_path=lid_model)  # same lid.176.ftz as ours (no download)
         url = URLFilter(use_integrated_lists=False, extra_domains=blocked)
-        _DT = {"filters": [("gopher_repetition", GopherRepetitionFilter()), ("gopher_quality", GopherQualityFilter()), ("fineweb_quality", FineWebQualityFilter()), ("c4", C4QualityFilter())], "url": url, "lid": lid}
+        _DT = {
+            "filters": [
+                ("gopher_repetition", GopherRepetitionFilter()),
+                ("gopher_quality", GopherQualityFilter()),
+                ("fineweb_quality", FineWebQualityFilter()),
+                ("c4", C4QualityFilter()),
+            ],
+            "url": url,
+            "lid": lid,
+        }
     docs = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -329,7 +408,14 @@ def _dt_shard(task):
     with open(verdict_path, "w") as f:
         for v in verdicts:
             f.write(json.dumps(v) + "\n")
-    return {"docs": len(docs), "heuristics_s": heur, "url_s": t1 - t0, "lid_s": lid_s, "url_docs": n_url, **{f"{k}_s": v for k, v in timing.items()}}
+    return {
+        "docs": len(docs),
+        "heuristics_s": heur,
+        "url_s": t1 - t0,
+        "lid_s": lid_s,
+        "url_docs": n_url,
+        **{f"{k}_s": v for k, v in timing.items()},
+    }
 
 
 def datatrove_worker_main(args) -> None:
@@ -338,7 +424,10 @@ def datatrove_worker_main(args) -> None:
     spec = json.loads(Path(args.datatrove_worker).read_text())
     vdir = Path(spec["out_dir"]) / "verdicts-datatrove"
     vdir.mkdir(parents=True, exist_ok=True)
-    tasks = [(p, str(vdir / (Path(p).stem + ".jsonl")), spec["blocked"], spec["lid_model"], spec["with_lid"]) for p in spec["shards"]]
+    tasks = [
+        (p, str(vdir / (Path(p).stem + ".jsonl")), spec["blocked"], spec["lid_model"], spec["with_lid"])
+        for p in spec["shards"]
+    ]
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(spec["workers"]) as pool:
         results = pool.map(_dt_shard, tasks, chunksize=1)
@@ -350,7 +439,15 @@ def datatrove_worker_main(args) -> None:
 def run_datatrove(python: str, jsonl_paths, out_dir: Path, blocked, workers: int, with_lid: bool) -> dict:
     from mixforge.filters.language import default_lid_model_path
 
-    spec = {"shards": [str(p) for p in jsonl_paths], "out_dir": str(out_dir), "blocked": blocked, "lid_model": str(default_lid_model_path()), "workers": workers, "with_lid": with_lid, "result": str(out_dir / "datatrove-result.json")}
+    spec = {
+        "shards": [str(p) for p in jsonl_paths],
+        "out_dir": str(out_dir),
+        "blocked": blocked,
+        "lid_model": str(default_lid_model_path()),
+        "workers": workers,
+        "with_lid": with_lid,
+        "result": str(out_dir / "datatrove-result.json"),
+    }
     spec_path = out_dir / "datatrove-spec.json"
     spec_path.write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
@@ -394,8 +491,19 @@ def compare(out_dir: Path) -> dict:
                 reasons[f"datatrove:{t[key]}"] += 1
                 examples.setdefault(rule, []).append(doc_id)
         if n:
-            report[rule] = {"docs": n, "agreement": agree / n, "dropped_by_ours_only": ours_only, "dropped_by_datatrove_only": dt_only, "disagreement_reasons": dict(reasons.most_common(8)), "examples": examples.get(rule, [])[:10]}
-    labels = [(o.get("lang"), theirs[i].get("lang")) for i, o in ours.items() if i in theirs and "lang" in o and "lang" in theirs[i]]
+            report[rule] = {
+                "docs": n,
+                "agreement": agree / n,
+                "dropped_by_ours_only": ours_only,
+                "dropped_by_datatrove_only": dt_only,
+                "disagreement_reasons": dict(reasons.most_common(8)),
+                "examples": examples.get(rule, [])[:10],
+            }
+    labels = [
+        (o.get("lang"), theirs[i].get("lang"))
+        for i, o in ours.items()
+        if i in theirs and "lang" in o and "lang" in theirs[i]
+    ]
     if labels:
         report["lang_label"] = {"docs": len(labels), "agreement": sum(a == b for a, b in labels) / len(labels)}
     return report
@@ -408,10 +516,21 @@ def main() -> None:
     p.add_argument("--shard-mb", type=float, default=4.0)
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "out" / "filter"))
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--datatrove-python", default=None, help="python of a venv with benchmarks/requirements-datatrove.txt")
+    p.add_argument(
+        "--datatrove-python", default=None, help="python of a venv with benchmarks/requirements-datatrove.txt"
+    )
     p.add_argument("--no-lid", action="store_true", help="skip language ID on both sides")
-    p.add_argument("--datatrove-max-mb", type=float, default=None, help="run datatrove on a deterministic subsample of the same shards (every k-th shard) of about this many MB; agreement is computed on it (datatrove needs ~10 min per 20 MB per core)")
-    p.add_argument("--reuse-datatrove", action="store_true", help="reuse the datatrove verdicts and timings already in --out-dir (same corpus options) instead of running datatrove again")
+    p.add_argument(
+        "--datatrove-max-mb",
+        type=float,
+        default=None,
+        help="run datatrove on a deterministic subsample of the same shards (every k-th shard) of about this many MB; agreement is computed on it (datatrove needs ~10 min per 20 MB per core)",
+    )
+    p.add_argument(
+        "--reuse-datatrove",
+        action="store_true",
+        help="reuse the datatrove verdicts and timings already in --out-dir (same corpus options) instead of running datatrove again",
+    )
     p.add_argument("--datatrove-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.datatrove_worker:
@@ -422,7 +541,10 @@ def main() -> None:
     t = time.perf_counter()
     parquet_paths, jsonl_paths, n_docs, blocked = build_corpus(args)
     mb = sum(p.stat().st_size for p in jsonl_paths) / 1e6
-    print(f"corpus: {n_docs} docs, {len(parquet_paths)} shards, ~{mb:.0f} MB JSONL, built in {time.perf_counter() - t:.0f}s; url block-list {blocked}", file=sys.stderr)
+    print(
+        f"corpus: {n_docs} docs, {len(parquet_paths)} shards, ~{mb:.0f} MB JSONL, built in {time.perf_counter() - t:.0f}s; url block-list {blocked}",
+        file=sys.stderr,
+    )
     blocked_file = out_dir / "blocked-domains.txt"
     blocked_file.write_text("\n".join(blocked) + "\n")
     with_lid = not args.no_lid
@@ -431,14 +553,28 @@ def main() -> None:
         old.unlink()
     ours = run_ours(parquet_paths, out_dir, str(blocked_file), args.workers, with_lid)
     print(f"ours: {json.dumps(ours)}", file=sys.stderr)
-    result = {"docs": n_docs, "corpus_mb_jsonl": mb, "workers": args.workers, "ours": ours, "load_avg": {"start": load_start, "after_ours": os.getloadavg()}}
+    result = {
+        "docs": n_docs,
+        "corpus_mb_jsonl": mb,
+        "workers": args.workers,
+        "ours": ours,
+        "load_avg": {"start": load_start, "after_ours": os.getloadavg()},
+    }
     if args.datatrove_python or args.reuse_datatrove:
         dt_paths = jsonl_paths
         if args.datatrove_max_mb and mb > args.datatrove_max_mb:
             step = max(1, round(mb / args.datatrove_max_mb))
             dt_paths = jsonl_paths[::step]
-            result["datatrove_subsample"] = {"every_kth_shard": step, "shards": len(dt_paths), "of_shards": len(jsonl_paths), "mb_jsonl": sum(p.stat().st_size for p in dt_paths) / 1e6}
-            print(f"datatrove runs on a subsample: every {step}th shard, {len(dt_paths)} of {len(jsonl_paths)} shards ({result['datatrove_subsample']['mb_jsonl']:.0f} MB); agreement is over those documents", file=sys.stderr)
+            result["datatrove_subsample"] = {
+                "every_kth_shard": step,
+                "shards": len(dt_paths),
+                "of_shards": len(jsonl_paths),
+                "mb_jsonl": sum(p.stat().st_size for p in dt_paths) / 1e6,
+            }
+            print(
+                f"datatrove runs on a subsample: every {step}th shard, {len(dt_paths)} of {len(jsonl_paths)} shards ({result['datatrove_subsample']['mb_jsonl']:.0f} MB); agreement is over those documents",
+                file=sys.stderr,
+            )
         if args.reuse_datatrove:
             dt = json.loads((out_dir / "datatrove-result.json").read_text())
             print("datatrove: reusing the verdicts and timings of the previous run in --out-dir", file=sys.stderr)
@@ -450,14 +586,21 @@ def main() -> None:
         result["datatrove"] = dt
         result["agreement"] = compare(out_dir)
     result["load_avg"]["end"] = os.getloadavg()
-    print(f"load average (1, 5, 15 min): start {load_start}, end {result['load_avg']['end']} on {os.cpu_count()} CPUs", file=sys.stderr)
+    print(
+        f"load average (1, 5, 15 min): start {load_start}, end {result['load_avg']['end']} on {os.cpu_count()} CPUs",
+        file=sys.stderr,
+    )
     w = args.workers
 
     def rate(side, keys):
         secs = sum(side.get(k, 0.0) for k in keys) / w
         return side["docs"] / secs if secs else float("nan")
 
-    rows = [("heuristic rules (4 rule sets)", ["heuristics_s"]), ("heuristics + LID", ["heuristics_s", "lid_s"]), ("LID only", ["lid_s"])]
+    rows = [
+        ("heuristic rules (4 rule sets)", ["heuristics_s"]),
+        ("heuristics + LID", ["heuristics_s", "lid_s"]),
+        ("LID only", ["lid_s"]),
+    ]
     result["docs_per_s"] = {}
     print(f"\n{'':34s}{'ours docs/s':>14s}{'datatrove docs/s':>18s}{'speed-up':>10s}")
     for label, keys in rows:
@@ -468,10 +611,14 @@ def main() -> None:
     print(f"{'ours, default pipeline (drop mode)':34s}{rate(ours, ['pipeline_s']):14.0f}")
     if "agreement" in result:
         if "datatrove_subsample" in result:
-            print(f"\n(datatrove measured on a subsample of the same shards: {json.dumps(result['datatrove_subsample'])})")
+            print(
+                f"\n(datatrove measured on a subsample of the same shards: {json.dumps(result['datatrove_subsample'])})"
+            )
         print(f"\n{'rule':20s}{'docs':>8s}{'agree':>9s}{'ours-only drop':>16s}{'dt-only drop':>14s}")
         for rule, a in result["agreement"].items():
-            print(f"{rule:20s}{a['docs']:8d}{100 * a['agreement']:8.2f}%{a.get('dropped_by_ours_only', 0):16d}{a.get('dropped_by_datatrove_only', 0):14d}")
+            print(
+                f"{rule:20s}{a['docs']:8d}{100 * a['agreement']:8.2f}%{a.get('dropped_by_ours_only', 0):16d}{a.get('dropped_by_datatrove_only', 0):14d}"
+            )
     (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"\nJSON: {out_dir / 'result.json'}")
 

@@ -37,9 +37,11 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-WORDS = ("the of and to in a is that for it as with was on be by this are from or at an have not but "
-         "river garden village letter window harbour mountain teacher market evening winter candle forest "
-         "bridge sailor kitchen meadow lantern journey orchard quiet bright ancient gentle narrow").split()
+WORDS = (
+    "the of and to in a is that for it as with was on be by this are from or at an have not but "
+    "river garden village letter window harbour mountain teacher market evening winter candle forest "
+    "bridge sailor kitchen meadow lantern journey orchard quiet bright ancient gentle narrow"
+).split()
 
 
 def make_pool(root: Path, docs: int, shards: int, seed: int) -> Path:
@@ -62,14 +64,19 @@ def make_pool(root: Path, docs: int, shards: int, seed: int) -> Path:
         texts = [" ".join(chunk) for chunk in np.split(flat, cuts)]
         src = sources[rng.choice(4, n, p=[0.6, 0.2, 0.1, 0.1])]
         ids = [f"d{start + i}" for i in range(n)]
-        table = pa.table({
-            "id": ids, "text": texts, "source": src.tolist(),
-            "url": [f"https://example.org/{i}" for i in ids], "meta": pa.nulls(n, pa.string()),
-            "lang": np.array(["en", "fr", "de"], dtype=object)[rng.choice(3, n, p=[0.7, 0.2, 0.1])].tolist(),
-            "domain": np.array(["news", "science", "software"], dtype=object)[rng.integers(0, 3, n)].tolist(),
-            "quality_score": rng.random(n).astype(np.float32),
-            "dup_count": rng.choice([1, 1, 1, 2, 3, 8], n).astype(np.int32),
-        })
+        table = pa.table(
+            {
+                "id": ids,
+                "text": texts,
+                "source": src.tolist(),
+                "url": [f"https://example.org/{i}" for i in ids],
+                "meta": pa.nulls(n, pa.string()),
+                "lang": np.array(["en", "fr", "de"], dtype=object)[rng.choice(3, n, p=[0.7, 0.2, 0.1])].tolist(),
+                "domain": np.array(["news", "science", "software"], dtype=object)[rng.integers(0, 3, n)].tolist(),
+                "quality_score": rng.random(n).astype(np.float32),
+                "dup_count": rng.choice([1, 1, 1, 2, 3, 8], n).astype(np.int32),
+            }
+        )
         pq.write_table(table, pool / f"part-{s:05d}.parquet", compression="zstd", row_group_size=65536)
     marker.write_text("ok")
     return pool
@@ -156,15 +163,33 @@ def main() -> None:
     gen_s = time.perf_counter() - t
     store = work / "store"
     shutil.rmtree(store, ignore_errors=True)
-    spec = MixSpec.model_validate({
-        "name": "bench", "pool": str(pool), "store": str(store), "seed": 1, "budget_fraction": args.fraction,
-        "output": {"shard_tokens": 8_000_000},
-        "groups": [
-            {"name": "web-en", "where": {"source": "web", "lang": "en"}, "weight": 0.4,
-             "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.3}},
-            {"name": "web-other", "where": {"source": "web"}, "weight": 0.2, "sampling": {"method": "rehydrate"}, "max_epochs": 2},
-            {"name": "books", "where": {"source": "books"}, "weight": 0.25, "max_epochs": 2},
-            {"name": "rest", "where": {}, "weight": 0.15}]})
+    spec = MixSpec.model_validate(
+        {
+            "name": "bench",
+            "pool": str(pool),
+            "store": str(store),
+            "seed": 1,
+            "budget_fraction": args.fraction,
+            "output": {"shard_tokens": 8_000_000},
+            "groups": [
+                {
+                    "name": "web-en",
+                    "where": {"source": "web", "lang": "en"},
+                    "weight": 0.4,
+                    "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.3},
+                },
+                {
+                    "name": "web-other",
+                    "where": {"source": "web"},
+                    "weight": 0.2,
+                    "sampling": {"method": "rehydrate"},
+                    "max_epochs": 2,
+                },
+                {"name": "books", "where": {"source": "books"}, "weight": 0.25, "max_epochs": 2},
+                {"name": "rest", "where": {}, "weight": 0.15},
+            ],
+        }
+    )
     calls: collections.Counter = collections.Counter()
     executor, process_pool = counting_executor(args.workers, calls)
     rss_start = peak_rss_mb()
@@ -195,22 +220,47 @@ def main() -> None:
         process_pool.shutdown()
     base = baseline(plan, work / "baseline")
 
-    groups = [{"group": g.name, "target_share": round(g.target_share, 5), "realised_share": round(g.realised_share, 5),
-               "tokens": g.realised_tokens, "docs": g.realised_docs, "epochs": round(g.epochs, 3)} for g in plan.phases[0].groups]
+    groups = [
+        {
+            "group": g.name,
+            "target_share": round(g.target_share, 5),
+            "realised_share": round(g.realised_share, 5),
+            "tokens": g.realised_tokens,
+            "docs": g.realised_docs,
+            "epochs": round(g.epochs, 3),
+        }
+        for g in plan.phases[0].groups
+    ]
     rows = sum(f["rows"] for f in files)
     report = {
-        "pool_docs": plan.pool_docs, "pool_shards": len(shards), "pool_tokens": plan.pool_tokens, "workers": args.workers,
-        "mixture_rows": rows, "mixture_tokens": sum(f["tokens"] for f in files), "mixture_files": len(files),
-        "seconds": {"generate_pool": round(gen_s, 2), "count_tokens_first": round(count_first, 2),
-                    "resolve_and_cached_counts": round(t1 - t0, 2), "plan": round(t2 - t1, 2),
-                    "plan_incl_resolve": round(t2 - t0, 2), "draw_and_write_mixture": round(t3 - t2, 2),
-                    "commit_and_card": round(t4 - t3, 2), "baseline_read_write_selected": round(base["seconds"], 2)},
+        "pool_docs": plan.pool_docs,
+        "pool_shards": len(shards),
+        "pool_tokens": plan.pool_tokens,
+        "workers": args.workers,
+        "mixture_rows": rows,
+        "mixture_tokens": sum(f["tokens"] for f in files),
+        "mixture_files": len(files),
+        "seconds": {
+            "generate_pool": round(gen_s, 2),
+            "count_tokens_first": round(count_first, 2),
+            "resolve_and_cached_counts": round(t1 - t0, 2),
+            "plan": round(t2 - t1, 2),
+            "plan_incl_resolve": round(t2 - t0, 2),
+            "draw_and_write_mixture": round(t3 - t2, 2),
+            "commit_and_card": round(t4 - t3, 2),
+            "baseline_read_write_selected": round(base["seconds"], 2),
+        },
         "planning_rounds": plan_calls,
         "ratio_plan_vs_baseline": round((t2 - t0) / base["seconds"], 3),
         "ratio_write_vs_baseline": round((t3 - t2) / base["seconds"], 3),
-        "driver_peak_rss_mb": {"after_imports": round(rss_start), "after_plan": round(rss_plan), "after_write_and_commit": round(rss_write),
-                               "after_baseline_in_driver": round(peak_rss_mb())},
-        "groups": groups, "version": version,
+        "driver_peak_rss_mb": {
+            "after_imports": round(rss_start),
+            "after_plan": round(rss_plan),
+            "after_write_and_commit": round(rss_write),
+            "after_baseline_in_driver": round(peak_rss_mb()),
+        },
+        "groups": groups,
+        "version": version,
         "max_share_gap_pp": round(max(abs(g["realised_share"] - g["target_share"]) for g in groups) * 100, 4),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }

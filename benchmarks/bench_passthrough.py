@@ -63,9 +63,20 @@ def run_baseline(inputs: list[str], out_dir: str, text_bytes: int) -> common.Mea
     common.fresh_dir(out_dir)
     common.PeakRSS.reset()
     with common.one_arrow_thread(), common.timed() as t:
-        docs = sum(baseline_shard((src, os.path.join(out_dir, f"part-{i:05d}.parquet"), BATCH_ROWS)) for i, src in enumerate(inputs))
-    return common.Measurement("baseline", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
-                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"])
+        docs = sum(
+            baseline_shard((src, os.path.join(out_dir, f"part-{i:05d}.parquet"), BATCH_ROWS))
+            for i, src in enumerate(inputs)
+        )
+    return common.Measurement(
+        "baseline",
+        docs,
+        text_bytes,
+        t["seconds"],
+        common.PeakRSS.mb(),
+        machine_busy_cores=t["machine_busy_cores"],
+        others_busy_cores=t["others_busy_cores"],
+        cpu_seconds=t["cpu_seconds"],
+    )
 
 
 def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
@@ -74,16 +85,33 @@ def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int) -
     tasks = [(src, os.path.join(out_dir, f"part-{i:05d}.parquet"), BATCH_ROWS) for i, src in enumerate(inputs)]
     with common.timed() as t:
         docs = sum(pool.imap_unordered(baseline_shard, tasks, chunksize=1))
-    return common.Measurement("pool-reference", docs, text_bytes, t["seconds"], common.PeakRSS.mb(),
-                              machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"])
+    return common.Measurement(
+        "pool-reference",
+        docs,
+        text_bytes,
+        t["seconds"],
+        common.PeakRSS.mb(),
+        machine_busy_cores=t["machine_busy_cores"],
+        others_busy_cores=t["others_busy_cores"],
+        cpu_seconds=t["cpu_seconds"],
+    )
 
 
 def in_flow(m: common.Measurement) -> common.Measurement:
     """The same run timed inside the flow body: without the flow run's fixed enter/exit cost."""
     d = m.details
-    return common.Measurement(f"{m.name}:in-flow", m.docs, m.text_bytes, d["flow_body_seconds"], m.peak_rss_mb, m.worker_peak_rss_mb,
-                              machine_busy_cores=m.machine_busy_cores, others_busy_cores=m.others_busy_cores,
-                              cpu_seconds=m.cpu_seconds, details=dict(d))
+    return common.Measurement(
+        f"{m.name}:in-flow",
+        m.docs,
+        m.text_bytes,
+        d["flow_body_seconds"],
+        m.peak_rss_mb,
+        m.worker_peak_rss_mb,
+        machine_busy_cores=m.machine_busy_cores,
+        others_busy_cores=m.others_busy_cores,
+        cpu_seconds=m.cpu_seconds,
+        details=dict(d),
+    )
 
 
 def breakdown(m: common.Measurement, workers: int) -> dict:
@@ -109,19 +137,27 @@ def check_outputs(out_dir: str, expected_docs: int, pattern: str = "part-*.parqu
 
 def main(argv: list[str] | None = None) -> int:
     common.configure_environment()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_args(parser, repeat=3)
     parser.add_argument("--no-reference", action="store_true", help="skip the pool-reference variant")
-    parser.add_argument("--in-flight", type=int, default=None, help="shards scheduled on Ray at once (default: --workers)")
+    parser.add_argument(
+        "--in-flight", type=int, default=None, help="shards scheduled on Ray at once (default: --workers)"
+    )
     args = parser.parse_args(argv)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)
 
     work = Path(args.work_dir)
     corpus_dir = work / "corpus" / f"parquet-{args.shards}x{args.shard_mb:g}mb-seed{args.seed}"
     log(f"corpus: {corpus_dir} ...")
-    corpus = common.make_corpus(corpus_dir, args.shards, args.shard_mb, "parquet", args.seed, args.corpus_dir, rebuild=args.rebuild_corpus)
-    log(f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / common.MB:.1f} MB text, "
-        + ("cached" if corpus.cached else f"built in {corpus.build_seconds:.1f}s"))
+    corpus = common.make_corpus(
+        corpus_dir, args.shards, args.shard_mb, "parquet", args.seed, args.corpus_dir, rebuild=args.rebuild_corpus
+    )
+    log(
+        f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / common.MB:.1f} MB text, "
+        + ("cached" if corpus.cached else f"built in {corpus.build_seconds:.1f}s")
+    )
     inputs, out = corpus.shards, work / "out"
 
     runs: dict[str, list[common.Measurement]] = {}
@@ -130,15 +166,21 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(str(out_dir), corpus.docs)
         runs.setdefault(m.name, []).append(m)
         extra = f", worker peak {m.worker_peak_rss_mb:.0f} MB" if m.worker_peak_rss_mb else ""
-        log(f"  {m.name}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, {m.mb_per_s:.1f} MB/s, peak RSS {m.peak_rss_mb:.0f} MB{extra}, "
-            f"CPU {m.cpu_seconds}s, others' load {m.others_busy_cores} cores" + (f", details {m.details}" if m.details else ""))
+        log(
+            f"  {m.name}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, {m.mb_per_s:.1f} MB/s, peak RSS {m.peak_rss_mb:.0f} MB{extra}, "
+            f"CPU {m.cpu_seconds}s, others' load {m.others_busy_cores} cores"
+            + (f", details {m.details}" if m.details else "")
+        )
 
     def references(pool, label: str) -> None:
         log(f"baseline, {label}")
         record(run_baseline(inputs, str(out / "baseline"), corpus.text_bytes), out / "baseline")
         if pool is not None:
             log(f"pool-reference, {label}")
-            record(run_pool_reference(pool, inputs, str(out / "pool-reference"), corpus.text_bytes), out / "pool-reference")
+            record(
+                run_pool_reference(pool, inputs, str(out / "pool-reference"), corpus.text_bytes),
+                out / "pool-reference",
+            )
 
     from mixforge.stage import PassThrough
 
@@ -151,14 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         pool = None
         if not args.no_reference:
-            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.workers, initializer=_single_threaded_worker))
+            pool = stack.enter_context(
+                multiprocessing.get_context("spawn").Pool(args.workers, initializer=_single_threaded_worker)
+            )
             pool.map(time.sleep, [0.2] * args.workers)  # workers started and imported before timing
         references(pool, "before start-up (nothing else of ours running)")
 
         log("starting Prefect and Ray ...")
         with common.Orchestration(args.workers, args.in_flight) as orch:
-            log("start-up: " + ", ".join(f"{k} {v:.2f}s" for k, v in orch.startup.items())
-                + f"; a no-op flow run costs {orch.flow_run_overhead:.2f}s")
+            log(
+                "start-up: "
+                + ", ".join(f"{k} {v:.2f}s" for k, v in orch.startup.items())
+                + f"; a no-op flow run costs {orch.flow_run_overhead:.2f}s"
+            )
             for r in range(args.repeat):
                 label = f"round {r + 1}/{args.repeat}"
                 references(pool, label)
@@ -190,14 +237,28 @@ def main(argv: list[str] | None = None) -> int:
         "others' cores = CPU cores used meanwhile by processes outside this benchmark's process tree (noise indicator)",
     ]
     common.report(
-        results, "baseline", benchmark="passthrough",
-        params={"shards": args.shards, "shard_mb": args.shard_mb, "workers": args.workers, "in_flight": args.in_flight or args.workers,
-                "repeat": args.repeat, "batch_rows": BATCH_ROWS},
-        corpus=corpus, startup=startup, notes=notes, json_out=args.json_out, print_json=args.json,
+        results,
+        "baseline",
+        benchmark="passthrough",
+        params={
+            "shards": args.shards,
+            "shard_mb": args.shard_mb,
+            "workers": args.workers,
+            "in_flight": args.in_flight or args.workers,
+            "repeat": args.repeat,
+            "batch_rows": BATCH_ROWS,
+        },
+        corpus=corpus,
+        startup=startup,
+        notes=notes,
+        json_out=args.json_out,
+        print_json=args.json,
         goals=[(name, GOAL_RATIO) for name in ("ours", "ours-raw", "ours:in-flow", "ours-raw:in-flow")],
-        extra={"noop_flow_run_seconds": round(flow_overhead, 3),
-               "ours breakdown (fastest run)": breakdown(best["ours"], args.workers),
-               "ours-raw breakdown (fastest run)": breakdown(best["ours-raw"], args.workers)},
+        extra={
+            "noop_flow_run_seconds": round(flow_overhead, 3),
+            "ours breakdown (fastest run)": breakdown(best["ours"], args.workers),
+            "ours-raw breakdown (fastest run)": breakdown(best["ours-raw"], args.workers),
+        },
     )
     return 0
 

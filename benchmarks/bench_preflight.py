@@ -44,13 +44,26 @@ def cases(tmp: str) -> dict[str, list[str]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"id": ["a"], "text": ["x y z"], "source": ["web"], "url": [None], "meta": [None]},
-                            schema=pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
-                                              ("url", pa.string()), ("meta", pa.string())])),
-                   os.path.join(pool, "part-00000.parquet"))
+    pq.write_table(
+        pa.table(
+            {"id": ["a"], "text": ["x y z"], "source": ["web"], "url": [None], "meta": [None]},
+            schema=pa.schema(
+                [
+                    ("id", pa.string()),
+                    ("text", pa.string()),
+                    ("source", pa.string()),
+                    ("url", pa.string()),
+                    ("meta", pa.string()),
+                ]
+            ),
+        ),
+        os.path.join(pool, "part-00000.parquet"),
+    )
     with open(spec, "w") as f:
-        f.write(f"name: bench\npool: [{pool}]\nstore: {store}\nbudget_fraction: 1.0\n"
-                "groups:\n  - name: g\n    where: {domain: [science]}\n    weight: 1.0\n")
+        f.write(
+            f"name: bench\npool: [{pool}]\nstore: {store}\nbudget_fraction: 1.0\n"
+            "groups:\n  - name: g\n    where: {domain: [science]}\n    weight: 1.0\n"
+        )
     return {
         "missing input": ["curate", "--input", os.path.join(tmp, "nope"), "--output", store],
         "glob matches nothing": ["curate", "--input", os.path.join(raw, "*.parquet"), "--output", store],
@@ -64,7 +77,9 @@ def cases(tmp: str) -> dict[str, list[str]]:
 def run(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     env = {**os.environ, "DO_NOT_TRACK": "1", "RAY_AUTH_MODE": "disabled"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
     return time.perf_counter() - started, proc
 
 
@@ -77,17 +92,25 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         baseline = [run(["--help"])[0] for _ in range(opts.repeat)]
-        results["baseline: mixforge --help"] = {"median_s": round(statistics.median(baseline), 3), "runs_s": [round(x, 3) for x in baseline]}
+        results["baseline: mixforge --help"] = {
+            "median_s": round(statistics.median(baseline), 3),
+            "runs_s": [round(x, 3) for x in baseline],
+        }
         for name, args in cases(tmp).items():
             times = []
             for _ in range(opts.repeat):
                 seconds, proc = run([*args, "--json"])
                 summary = json.loads(proc.stdout)
                 if proc.returncode != 2 or summary.get("error_kind") != "usage":
-                    raise SystemExit(f"{name}: expected exit 2 with a usage error, got {proc.returncode}: {proc.stderr[-2000:]}")
+                    raise SystemExit(
+                        f"{name}: expected exit 2 with a usage error, got {proc.returncode}: {proc.stderr[-2000:]}"
+                    )
                 times.append(seconds)
-            results[name] = {"median_s": round(statistics.median(times), 3), "runs_s": [round(x, 3) for x in times],
-                             "error": summary["error"][:200]}
+            results[name] = {
+                "median_s": round(statistics.median(times), 3),
+                "runs_s": [round(x, 3) for x in times],
+                "error": summary["error"][:200],
+            }
     doc = {"benchmark": "preflight", "environment": common.environment(), "results": results}
     for name, r in results.items():
         print(f"{name:<40} {r['median_s']:>7.2f} s   {r.get('error', '')[:90]}")

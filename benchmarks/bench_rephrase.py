@@ -40,12 +40,15 @@ class GpuUtilisation:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True).stdout.split()
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
             if out:
                 self.samples.append(statistics.mean(float(x) for x in out))
 
-    def __enter__(self) -> "GpuUtilisation":
+    def __enter__(self) -> GpuUtilisation:
         if self._thread:
             self._thread.start()
         return self
@@ -67,8 +70,11 @@ def corpus(n: int, corpus_dir: str) -> list[dict]:
         from benchmarks.common import load_base_documents
 
         base, _ = load_base_documents(corpus_dir)
-        docs = [{"id": f"d{i}", "text": d["text"][:2000], "source": d.get("source") or "bench"}
-                for i, d in enumerate(base[:n]) if d["text"].strip()]
+        docs = [
+            {"id": f"d{i}", "text": d["text"][:2000], "source": d.get("source") or "bench"}
+            for i, d in enumerate(base[:n])
+            if d["text"].strip()
+        ]
     if len(docs) < n:
         from tests.helpers import prose
 
@@ -108,15 +114,24 @@ def main() -> None:
     model = args.model
     if model is None:
         from mixforge.rephrase.tiny_model import build_tiny_llama
+
         model = str(build_tiny_llama(os.path.join(tmp, "tiny-llama")))
     cpu = args.device == "cpu"
     config = RephraseConfig(
-        engine={"model": model, "device": args.device, "max_model_len": args.chunk_tokens + args.max_tokens + 256,
-                "dtype": "float32" if cpu else "auto", "max_num_seqs": args.max_num_seqs,
-                "tensor_parallel_size": args.tensor_parallel_size},
-        styles=["wikipedia", "qa", "rewrite"], chunk={"max_tokens": args.chunk_tokens},
-        sampling={"max_tokens": args.max_tokens, "seed": 0}, batch_docs=args.batch_docs,
-        guards={"drop_truncated": False, "drop_echo": False})  # keep every output: both sides do the same work
+        engine={
+            "model": model,
+            "device": args.device,
+            "max_model_len": args.chunk_tokens + args.max_tokens + 256,
+            "dtype": "float32" if cpu else "auto",
+            "max_num_seqs": args.max_num_seqs,
+            "tensor_parallel_size": args.tensor_parallel_size,
+        },
+        styles=["wikipedia", "qa", "rewrite"],
+        chunk={"max_tokens": args.chunk_tokens},
+        sampling={"max_tokens": args.max_tokens, "seed": 0},
+        batch_docs=args.batch_docs,
+        guards={"drop_truncated": False, "drop_echo": False},
+    )  # keep every output: both sides do the same work
     shard = os.path.join(tmp, "in.parquet")
     table = pa.Table.from_pylist(corpus(args.docs, args.corpus_dir))
     pq.write_table(table, shard)
@@ -145,24 +160,47 @@ def main() -> None:
             t0 = time.perf_counter()
             stats = run_shard(stage, ShardJob(0, shard, layout))
             seconds = time.perf_counter() - t0
-        runs["stage"].append({"seconds": seconds, "tokens": stats["counters"]["rephrase_generated_tokens"],
-                              "gpu_util": gpu.mean, "docs_kept": stats["docs_kept"]})
+        runs["stage"].append(
+            {
+                "seconds": seconds,
+                "tokens": stats["counters"]["rephrase_generated_tokens"],
+                "gpu_util": gpu.mean,
+                "docs_kept": stats["docs_kept"],
+            }
+        )
 
     def summary(name: str) -> dict:
         best = min(runs[name], key=lambda x: x["seconds"])
         tok_s = best["tokens"] / best["seconds"]
-        out = {"tokens": best["tokens"], "seconds": round(best["seconds"], 3), "output_tok_per_s": round(tok_s, 1),
-               "gpu_util_pct": best["gpu_util"], "all_seconds": [round(x["seconds"], 3) for x in runs[name]]}
+        out = {
+            "tokens": best["tokens"],
+            "seconds": round(best["seconds"], 3),
+            "output_tok_per_s": round(tok_s, 1),
+            "gpu_util_pct": best["gpu_util"],
+            "all_seconds": [round(x["seconds"], 3) for x in runs[name]],
+        }
         if args.gpu_hour_usd:
-            out["usd_per_m_output_tokens"] = round(args.gpu_hour_usd * args.tensor_parallel_size / (tok_s * 3600) * 1e6, 4)
+            out["usd_per_m_output_tokens"] = round(
+                args.gpu_hour_usd * args.tensor_parallel_size / (tok_s * 3600) * 1e6, 4
+            )
         return out
 
     bare, ours = summary("bare vLLM"), summary("stage")
-    doc = {"benchmark": "rephrase", "model": config.engine.label, "device": args.device, "docs": args.docs,
-           "requests": len(prompts), "max_tokens": args.max_tokens, "batch_docs": args.batch_docs,
-           "engine_start_s": round(engine_start, 2), "bare_vllm": bare, "stage": ours,
-           "ratio_stage_vs_bare": round(ours["output_tok_per_s"] / bare["output_tok_per_s"], 3),
-           "same_tokens": bare["tokens"] == ours["tokens"], "load_avg": os.getloadavg()}
+    doc = {
+        "benchmark": "rephrase",
+        "model": config.engine.label,
+        "device": args.device,
+        "docs": args.docs,
+        "requests": len(prompts),
+        "max_tokens": args.max_tokens,
+        "batch_docs": args.batch_docs,
+        "engine_start_s": round(engine_start, 2),
+        "bare_vllm": bare,
+        "stage": ours,
+        "ratio_stage_vs_bare": round(ours["output_tok_per_s"] / bare["output_tok_per_s"], 3),
+        "same_tokens": bare["tokens"] == ours["tokens"],
+        "load_avg": os.getloadavg(),
+    }
     text = json.dumps(doc, indent=2)
     print(text)
     if args.json_out:

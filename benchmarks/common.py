@@ -52,16 +52,35 @@ def configure_environment() -> None:
     sys.path.insert(0, str(REPO))  # the project's packages, also when it is not installed
 
 
-def add_common_args(parser: argparse.ArgumentParser, *, shards: int = 8, shard_mb: float = 50, workers: int = 2, repeat: int = 2) -> None:
+def add_common_args(
+    parser: argparse.ArgumentParser, *, shards: int = 8, shard_mb: float = 50, workers: int = 2, repeat: int = 2
+) -> None:
     parser.add_argument("--shards", type=int, default=shards, help=f"number of shards (default {shards})")
     parser.add_argument("--shard-mb", type=float, default=shard_mb, help=f"MB of text per shard (default {shard_mb})")
-    parser.add_argument("--workers", type=int, default=workers, help=f"Ray workers (CPUs of the local Ray; default {workers})")
-    parser.add_argument("--work-dir", default="/tmp/mixforge-bench", help="corpus cache and outputs (default /tmp/mixforge-bench)")
-    parser.add_argument("--corpus-dir", default=str(DEFAULT_CORPUS_DIR), help="real documents to scale up (*.jsonl.zst); synthetic text when absent")
+    parser.add_argument(
+        "--workers", type=int, default=workers, help=f"Ray workers (CPUs of the local Ray; default {workers})"
+    )
+    parser.add_argument(
+        "--work-dir", default="/tmp/mixforge-bench", help="corpus cache and outputs (default /tmp/mixforge-bench)"
+    )
+    parser.add_argument(
+        "--corpus-dir",
+        default=str(DEFAULT_CORPUS_DIR),
+        help="real documents to scale up (*.jsonl.zst); synthetic text when absent",
+    )
     parser.add_argument("--seed", type=int, default=0, help="corpus generation seed")
-    parser.add_argument("--repeat", type=int, default=repeat, help=f"measure each variant this many times, report the fastest (default {repeat})")
-    parser.add_argument("--rebuild-corpus", action="store_true", help="regenerate the corpus even when a matching one is cached")
-    parser.add_argument("--json", action="store_true", help="print only the JSON report on stdout (the table goes to stderr)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=repeat,
+        help=f"measure each variant this many times, report the fastest (default {repeat})",
+    )
+    parser.add_argument(
+        "--rebuild-corpus", action="store_true", help="regenerate the corpus even when a matching one is cached"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print only the JSON report on stdout (the table goes to stderr)"
+    )
     parser.add_argument("--json-out", metavar="PATH", help="also write the JSON report to PATH")
 
 
@@ -106,17 +125,21 @@ def load_base_documents(corpus_dir: str | os.PathLike | None) -> tuple[list[dict
             text = row.get("text")
             if isinstance(text, str) and text:
                 url = row.get("url")
-                docs.append({"text": text, "source": row.get("source") or stem, "url": url if isinstance(url, str) else None})
+                docs.append(
+                    {"text": text, "source": row.get("source") or stem, "url": url if isinstance(url, str) else None}
+                )
     return docs, f"real:{os.path.abspath(str(corpus_dir))}"
 
 
-_WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an they "
-          "you were her all she there would their we him been has when who will more no if out so said what up its about "
-          "into than them can only other new some could time these two may then do first any my now such like our over "
-          "man me even most made after also did many before must through back years where much your way well down should "
-          "because each just those people how too little state good very make world still own see men work long get here "
-          "between both life being under never day same another know while last might us great old year off come since "
-          "against go came right used take three data model system process report market city water music history").split()
+_WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an they "
+    "you were her all she there would their we him been has when who will more no if out so said what up its about "
+    "into than them can only other new some could time these two may then do first any my now such like our over "
+    "man me even most made after also did many before must through back years where much your way well down should "
+    "because each just those people how too little state good very make world still own see men work long get here "
+    "between both life being under never day same another know while last might us great old year off come since "
+    "against go came right used take three data model system process report market city water music history"
+).split()
 
 
 def synthetic_documents(n: int, seed: int = 0) -> list[dict]:
@@ -132,7 +155,13 @@ def synthetic_documents(n: int, seed: int = 0) -> list[dict]:
                 words = rng.choices(_WORDS, weights, k=rng.randint(4, 28))
                 sentences.append(" ".join(words).capitalize() + rng.choice(".....?!"))
             paragraphs.append(" ".join(sentences))
-        docs.append({"text": "\n\n".join(paragraphs), "source": f"synthetic-{i % 7}", "url": f"https://site{i % 97}.example.com/page/{i}"})
+        docs.append(
+            {
+                "text": "\n\n".join(paragraphs),
+                "source": f"synthetic-{i % 7}",
+                "url": f"https://site{i % 97}.example.com/page/{i}",
+            }
+        )
     return docs
 
 
@@ -151,13 +180,31 @@ def perturb(text: str, rng: random.Random) -> str:
 def _corpus_params(n_shards: int, shard_mb: float, fmt: str, seed: int, origin: str, corpus_dir) -> dict:
     inputs = []
     if origin.startswith("real:"):
-        inputs = [[os.path.basename(p), os.path.getsize(p)] for p in sorted(glob.glob(os.path.join(str(corpus_dir), "*.jsonl.zst")))]
-    return {"n_shards": n_shards, "shard_mb": shard_mb, "format": fmt, "seed": seed, "origin": origin, "inputs": inputs,
-            "generator": CORPUS_GENERATOR_VERSION, "row_group_text_bytes": ROW_GROUP_TEXT_BYTES if fmt == "parquet" else None}
+        inputs = [
+            [os.path.basename(p), os.path.getsize(p)]
+            for p in sorted(glob.glob(os.path.join(str(corpus_dir), "*.jsonl.zst")))
+        ]
+    return {
+        "n_shards": n_shards,
+        "shard_mb": shard_mb,
+        "format": fmt,
+        "seed": seed,
+        "origin": origin,
+        "inputs": inputs,
+        "generator": CORPUS_GENERATOR_VERSION,
+        "row_group_text_bytes": ROW_GROUP_TEXT_BYTES if fmt == "parquet" else None,
+    }
 
 
-def make_corpus(out_dir: str | os.PathLike, n_shards: int, shard_mb: float, fmt: str = "parquet", seed: int = 0,
-                corpus_dir: str | os.PathLike | None = DEFAULT_CORPUS_DIR, rebuild: bool = False) -> Corpus:
+def make_corpus(
+    out_dir: str | os.PathLike,
+    n_shards: int,
+    shard_mb: float,
+    fmt: str = "parquet",
+    seed: int = 0,
+    corpus_dir: str | os.PathLike | None = DEFAULT_CORPUS_DIR,
+    rebuild: bool = False,
+) -> Corpus:
     """Shards of ~`shard_mb` MB of text each (columns id, text, source, url), reused when cached.
 
     fmt: "parquet" (zstd) or "jsonl.zst". Documents are the real corpus (or synthetic text) in a
@@ -174,10 +221,20 @@ def make_corpus(out_dir: str | os.PathLike, n_shards: int, shard_mb: float, fmt:
     if not rebuild and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("params") == params and all(
-            os.path.exists(p) and os.path.getsize(p) == size for p, size in zip(manifest["shards"], manifest["shard_file_bytes"])
+            os.path.exists(p) and os.path.getsize(p) == size
+            for p, size in zip(manifest["shards"], manifest["shard_file_bytes"])
         ):
-            return Corpus(str(out), fmt, manifest["shards"], manifest["docs"], manifest["text_bytes"], manifest["shard_docs"],
-                          manifest["shard_text_bytes"], manifest["params"]["origin"], cached=True)
+            return Corpus(
+                str(out),
+                fmt,
+                manifest["shards"],
+                manifest["docs"],
+                manifest["text_bytes"],
+                manifest["shard_docs"],
+                manifest["shard_text_bytes"],
+                manifest["params"]["origin"],
+                cached=True,
+            )
 
     started = time.perf_counter()
     if out.exists():
@@ -196,7 +253,12 @@ def make_corpus(out_dir: str | os.PathLike, n_shards: int, shard_mb: float, fmt:
             for i in order:
                 doc = base[i]
                 text = doc["text"] if copy == 0 else perturb(doc["text"], rng)
-                yield {"id": f"{doc['source']}/{i:06d}/{copy:04d}", "text": text, "source": doc["source"], "url": doc["url"]}
+                yield {
+                    "id": f"{doc['source']}/{i:06d}/{copy:04d}",
+                    "text": text,
+                    "source": doc["source"],
+                    "url": doc["url"],
+                }
             copy += 1
 
     stream = documents()
@@ -212,11 +274,28 @@ def make_corpus(out_dir: str | os.PathLike, n_shards: int, shard_mb: float, fmt:
         shard_docs.append(len(rows))
         shard_bytes.append(size)
 
-    manifest = {"params": params, "shards": shards, "shard_file_bytes": [os.path.getsize(p) for p in shards],
-                "docs": sum(shard_docs), "text_bytes": sum(shard_bytes), "shard_docs": shard_docs, "shard_text_bytes": shard_bytes}
+    manifest = {
+        "params": params,
+        "shards": shards,
+        "shard_file_bytes": [os.path.getsize(p) for p in shards],
+        "docs": sum(shard_docs),
+        "text_bytes": sum(shard_bytes),
+        "shard_docs": shard_docs,
+        "shard_text_bytes": shard_bytes,
+    }
     manifest_path.write_text(json.dumps(manifest, indent=2))
-    return Corpus(str(out), fmt, shards, manifest["docs"], manifest["text_bytes"], shard_docs, shard_bytes, origin,
-                  cached=False, build_seconds=time.perf_counter() - started)
+    return Corpus(
+        str(out),
+        fmt,
+        shards,
+        manifest["docs"],
+        manifest["text_bytes"],
+        shard_docs,
+        shard_bytes,
+        origin,
+        cached=False,
+        build_seconds=time.perf_counter() - started,
+    )
 
 
 def _write_shard(path: Path, rows: list[dict], fmt: str, text_bytes: int) -> None:
@@ -422,7 +501,9 @@ def _stage_flow_factory():
         return {"summary": summary, "run_stage_seconds": time.perf_counter() - started}
 
     @flow(name="bench-stage-flow", persist_result=False, validate_parameters=False)
-    def bench_stage_flow(stage_key: str, inputs: list[tuple[int, str]], out_dir: str, workers: int, in_flight: int) -> dict:
+    def bench_stage_flow(
+        stage_key: str, inputs: list[tuple[int, str]], out_dir: str, workers: int, in_flight: int
+    ) -> dict:
         started = time.perf_counter()
         out = bench_stage(stage_key, inputs, out_dir, workers, in_flight)
         return {**out, "flow_body_seconds": time.perf_counter() - started}
@@ -491,7 +572,9 @@ class Orchestration:
     def startup_seconds(self) -> float:
         return sum(self.startup.values())
 
-    def run_stage_flow(self, name: str, stage, inputs: Sequence[str], out_dir: str, text_bytes: int = 0) -> Measurement:
+    def run_stage_flow(
+        self, name: str, stage, inputs: Sequence[str], out_dir: str, text_bytes: int = 0
+    ) -> Measurement:
         """Run `stage` over `inputs` through the Prefect flow (fresh `out_dir`); timed, start-up excluded."""
         key = f"{name}-{len(_STAGE_REGISTRY)}"
         _STAGE_REGISTRY[key] = stage
@@ -504,11 +587,24 @@ class Orchestration:
         summary = out["summary"]
         if summary["shards_skipped"] or summary["quarantined"]:
             raise RuntimeError(f"{name}: unexpected skipped/quarantined shards: {summary}")
-        return Measurement(name, summary["docs_in"], text_bytes, t["seconds"], PeakRSS.mb(), summary.get("worker_peak_rss_mb"),
-                           machine_busy_cores=t["machine_busy_cores"], others_busy_cores=t["others_busy_cores"], cpu_seconds=t["cpu_seconds"],
-                           details={"flow_run_seconds": round(t["seconds"], 3), "flow_body_seconds": round(out["flow_body_seconds"], 3),
-                                    "run_stage_seconds": round(out["run_stage_seconds"], 3),
-                                    "shard_seconds_sum": summary["shard_seconds"], "docs_kept": summary["docs_kept"]})
+        return Measurement(
+            name,
+            summary["docs_in"],
+            text_bytes,
+            t["seconds"],
+            PeakRSS.mb(),
+            summary.get("worker_peak_rss_mb"),
+            machine_busy_cores=t["machine_busy_cores"],
+            others_busy_cores=t["others_busy_cores"],
+            cpu_seconds=t["cpu_seconds"],
+            details={
+                "flow_run_seconds": round(t["seconds"], 3),
+                "flow_body_seconds": round(out["flow_body_seconds"], 3),
+                "run_stage_seconds": round(out["run_stage_seconds"], 3),
+                "shard_seconds_sum": summary["shard_seconds"],
+                "docs_kept": summary["docs_kept"],
+            },
+        )
 
 
 def reset_worker_peaks(workers: int) -> list[int]:
@@ -544,14 +640,29 @@ def environment() -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:
         load = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "loadavg_at_end": load, "versions": versions}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_end": load,
+        "versions": versions,
+    }
 
 
-def report(results: Sequence[Measurement], baseline_name: str, *, benchmark: str, params: dict[str, Any],
-           corpus: Corpus | None = None, startup: dict[str, float] | None = None, goals: Sequence[tuple] = (),
-           notes: Sequence[str] = (), extra: dict[str, Any] | None = None, json_out: str | None = None,
-           print_json: bool = False) -> dict:
+def report(
+    results: Sequence[Measurement],
+    baseline_name: str,
+    *,
+    benchmark: str,
+    params: dict[str, Any],
+    corpus: Corpus | None = None,
+    startup: dict[str, float] | None = None,
+    goals: Sequence[tuple] = (),
+    notes: Sequence[str] = (),
+    extra: dict[str, Any] | None = None,
+    json_out: str | None = None,
+    print_json: bool = False,
+) -> dict:
     """Print a table (stdout, or stderr with print_json) and write/print the JSON report.
 
     goals: (result name, minimum docs/s ratio against the baseline) pairs, checked and reported; or
@@ -560,25 +671,58 @@ def report(results: Sequence[Measurement], baseline_name: str, *, benchmark: str
     base = next(r for r in results if r.name == baseline_name)
     rows = []
     for r in results:
-        rows.append({
-            "name": r.name, "description": r.description, "docs": r.docs, "text_mb": round(r.text_bytes / MB, 2),
-            "seconds": round(r.seconds, 3), "docs_per_s": round(r.docs_per_s, 1), "mb_per_s": round(r.mb_per_s, 2),
-            "ratio": round(r.docs_per_s / base.docs_per_s, 3), "peak_rss_mb": r.peak_rss_mb,
-            "worker_peak_rss_mb": r.worker_peak_rss_mb, "runs_seconds": r.runs_seconds, "machine_busy_cores": r.machine_busy_cores,
-            "others_busy_cores": r.others_busy_cores, "cpu_seconds": r.cpu_seconds,
-            **({"details": r.details} if r.details else {}),
-        })
+        rows.append(
+            {
+                "name": r.name,
+                "description": r.description,
+                "docs": r.docs,
+                "text_mb": round(r.text_bytes / MB, 2),
+                "seconds": round(r.seconds, 3),
+                "docs_per_s": round(r.docs_per_s, 1),
+                "mb_per_s": round(r.mb_per_s, 2),
+                "ratio": round(r.docs_per_s / base.docs_per_s, 3),
+                "peak_rss_mb": r.peak_rss_mb,
+                "worker_peak_rss_mb": r.worker_peak_rss_mb,
+                "runs_seconds": r.runs_seconds,
+                "machine_busy_cores": r.machine_busy_cores,
+                "others_busy_cores": r.others_busy_cores,
+                "cpu_seconds": r.cpu_seconds,
+                **({"details": r.details} if r.details else {}),
+            }
+        )
     goal_rows = []
     for name, target, *other in goals:
-        metric, ratio = other if other else (f"docs/s ratio vs {baseline_name}", next(row["ratio"] for row in rows if row["name"] == name))
-        goal_rows.append({"result": name, "metric": metric, "target": target, "measured": ratio, "met": ratio >= target})
-    doc = {"benchmark": benchmark, "params": params, "baseline": baseline_name, "results": rows, "goals": goal_rows,
-           "startup_seconds": {k: round(v, 3) for k, v in (startup or {}).items()}, "extra": dict(extra or {}), "notes": list(notes),
-           "environment": environment()}
+        metric, ratio = (
+            other
+            if other
+            else (f"docs/s ratio vs {baseline_name}", next(row["ratio"] for row in rows if row["name"] == name))
+        )
+        goal_rows.append(
+            {"result": name, "metric": metric, "target": target, "measured": ratio, "met": ratio >= target}
+        )
+    doc = {
+        "benchmark": benchmark,
+        "params": params,
+        "baseline": baseline_name,
+        "results": rows,
+        "goals": goal_rows,
+        "startup_seconds": {k: round(v, 3) for k, v in (startup or {}).items()},
+        "extra": dict(extra or {}),
+        "notes": list(notes),
+        "environment": environment(),
+    }
     if corpus is not None:
-        doc["corpus"] = {"dir": corpus.dir, "format": corpus.format, "shards": len(corpus.shards), "docs": corpus.docs,
-                         "text_mb": round(corpus.text_bytes / MB, 2), "file_mb": round(corpus.file_bytes / MB, 2), "origin": corpus.origin,
-                         "cached": corpus.cached, "build_seconds": round(corpus.build_seconds, 2)}
+        doc["corpus"] = {
+            "dir": corpus.dir,
+            "format": corpus.format,
+            "shards": len(corpus.shards),
+            "docs": corpus.docs,
+            "text_mb": round(corpus.text_bytes / MB, 2),
+            "file_mb": round(corpus.file_bytes / MB, 2),
+            "origin": corpus.origin,
+            "cached": corpus.cached,
+            "build_seconds": round(corpus.build_seconds, 2),
+        }
 
     out = sys.stderr if print_json else sys.stdout
     print(format_table(doc), file=out)
@@ -597,35 +741,69 @@ def format_table(doc: dict) -> str:
     lines = [f"== {doc['benchmark']} ==  " + "  ".join(f"{k}={v}" for k, v in doc["params"].items())]
     c = doc.get("corpus")
     if c:
-        lines.append(f"corpus: {c['shards']} {c['format']} shards, {c['docs']:,} docs, {c['text_mb']:.1f} MB text "
-                     f"({c['file_mb']:.1f} MB on disk), {c['origin']}, " + ("cached" if c["cached"] else f"built in {c['build_seconds']:.1f}s"))
-    header = ("variant", "seconds", "docs/s", "MB/s", "ratio", "CPU s", "peak RSS MB", "worker peak MB", "others' cores", "runs (s)")
+        lines.append(
+            f"corpus: {c['shards']} {c['format']} shards, {c['docs']:,} docs, {c['text_mb']:.1f} MB text "
+            f"({c['file_mb']:.1f} MB on disk), {c['origin']}, "
+            + ("cached" if c["cached"] else f"built in {c['build_seconds']:.1f}s")
+        )
+    header = (
+        "variant",
+        "seconds",
+        "docs/s",
+        "MB/s",
+        "ratio",
+        "CPU s",
+        "peak RSS MB",
+        "worker peak MB",
+        "others' cores",
+        "runs (s)",
+    )
     table = [header]
     for r in doc["results"]:
-        table.append((r["name"], f"{r['seconds']:.2f}", f"{r['docs_per_s']:,.0f}", f"{r['mb_per_s']:.1f}", f"{r['ratio']:.2f}x",
-                      "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.2f}",
-                      f"{r['peak_rss_mb']:.0f}", "-" if r["worker_peak_rss_mb"] is None else f"{r['worker_peak_rss_mb']:.0f}",
-                      "-" if r["others_busy_cores"] is None else f"{r['others_busy_cores']:.2f}",
-                      " ".join(f"{s:.2f}" for s in r["runs_seconds"])))
+        table.append(
+            (
+                r["name"],
+                f"{r['seconds']:.2f}",
+                f"{r['docs_per_s']:,.0f}",
+                f"{r['mb_per_s']:.1f}",
+                f"{r['ratio']:.2f}x",
+                "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.2f}",
+                f"{r['peak_rss_mb']:.0f}",
+                "-" if r["worker_peak_rss_mb"] is None else f"{r['worker_peak_rss_mb']:.0f}",
+                "-" if r["others_busy_cores"] is None else f"{r['others_busy_cores']:.2f}",
+                " ".join(f"{s:.2f}" for s in r["runs_seconds"]),
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
-        lines.append("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths)))
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     for r in doc["results"]:
         if r["description"]:
             lines.append(f"  {r['name']}: {r['description']}")
     for key, value in doc.get("extra", {}).items():
-        lines.append(f"{key}: " + (", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)))
+        lines.append(
+            f"{key}: " + (", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+        )
     if doc["startup_seconds"]:
         total = sum(doc["startup_seconds"].values())
-        lines.append(f"start-up (excluded above): {total:.2f}s = " + ", ".join(f"{k} {v:.2f}s" for k, v in doc["startup_seconds"].items()))
+        lines.append(
+            f"start-up (excluded above): {total:.2f}s = "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in doc["startup_seconds"].items())
+        )
     for g in doc["goals"]:
-        lines.append(f"goal: {g['result']} {g['metric']} >= {g['target']}: measured {g['measured']:.2f} -> {'MET' if g['met'] else 'NOT MET'}")
+        lines.append(
+            f"goal: {g['result']} {g['metric']} >= {g['target']}: measured {g['measured']:.2f} -> {'MET' if g['met'] else 'NOT MET'}"
+        )
     noisy = [r["name"] for r in doc["results"] if (r["others_busy_cores"] or 0) > 0.25]
     if noisy:
-        lines.append(f"WARNING: other processes used > 0.25 CPU cores during the reported run of: {', '.join(noisy)}; "
-                     "figures are pessimistic for those, rerun on a quiet machine")
+        lines.append(
+            f"WARNING: other processes used > 0.25 CPU cores during the reported run of: {', '.join(noisy)}; "
+            "figures are pessimistic for those, rerun on a quiet machine"
+        )
     for note in doc["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)

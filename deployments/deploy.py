@@ -61,13 +61,17 @@ def ensure_work_pools(names: set[str], pool_type: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="deployment names (default: every deployment whose flow exists)")
-    parser.add_argument("--pool-type", default="process", help="type of work pools created when missing (default: process)")
+    parser.add_argument(
+        "--pool-type", default="process", help="type of work pools created when missing (default: process)"
+    )
     args = parser.parse_args(argv)
 
     deployments = load_deployments()
     known = {d["name"] for d in deployments}
     if unknown := sorted(set(args.names) - known):
-        parser.error(f"no such deployment(s) in {PREFECT_FILE.name}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        parser.error(
+            f"no such deployment(s) in {PREFECT_FILE.name}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     chosen = [d for d in deployments if not args.names or d["name"] in args.names]
     absent = [d for d in chosen if not entrypoint_exists(d)]
     if absent and args.names:

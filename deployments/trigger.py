@@ -44,7 +44,9 @@ def artifacts_of(flow_run_id) -> list[dict]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return [{"key": a.key, "type": a.type, "description": a.description} for a in found]
 
 
@@ -53,8 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("deployment", help="FLOW_NAME/DEPLOYMENT_NAME, e.g. curate/curate")
     parser.add_argument("--params", help="parameters as a JSON object")
     parser.add_argument("--params-file", help="parameters from a JSON file")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="one parameter (repeatable; wins over --params)")
-    parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for a final state (default: 6 h)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="one parameter (repeatable; wins over --params)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=6 * 3600, help="seconds to wait for a final state (default: 6 h)"
+    )
     parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between state checks (default: 5)")
     parser.add_argument("--tag", action="append", default=[], help="tag for the flow run (repeatable)")
     parser.add_argument("--flow-run-name", help="name of the flow run (default: generated)")
@@ -65,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     from prefect.settings import PREFECT_UI_URL
 
     print(f"running {args.deployment} with {json.dumps(parameters)}", file=sys.stderr)
-    flow_run = run_deployment(args.deployment, parameters=parameters, timeout=args.timeout, poll_interval=args.poll_interval,
-                              tags=["ci", *args.tag], flow_run_name=args.flow_run_name)
+    flow_run = run_deployment(
+        args.deployment,
+        parameters=parameters,
+        timeout=args.timeout,
+        poll_interval=args.poll_interval,
+        tags=["ci", *args.tag],
+        flow_run_name=args.flow_run_name,
+    )
     state = flow_run.state
     ui = PREFECT_UI_URL.value()
     summary = {

@@ -58,14 +58,26 @@ def main() -> None:
 
     # What crawls really contain: the reader and normalize must cope with each of these.
     messy = io.BytesIO()
-    messy.write(jsonl([
-        {"text": "Windows line endings\r\nand a NUL\x00 byte and a bell\x07.", "source": "messy"},
-        {"text": "Mojibake: the cafÃ© served crÃ¨me brÃ»lÃ©e â€” twice.", "source": "messy", "url": "https://example.org/cafe"},
-        {"text": "Decomposed accents: Cafe\u0301 and nai\u0308ve.", "source": "messy", "tags": ["unicode", "nfc"]},
-        {"text": "   \n\t  ", "source": "messy"},
-        {"text": 12345, "source": "messy"},
-        {"body": "the text field is missing", "source": "messy"},
-    ]))
+    messy.write(
+        jsonl(
+            [
+                {"text": "Windows line endings\r\nand a NUL\x00 byte and a bell\x07.", "source": "messy"},
+                {
+                    "text": "Mojibake: the cafÃ© served crÃ¨me brÃ»lÃ©e â€” twice.",
+                    "source": "messy",
+                    "url": "https://example.org/cafe",
+                },
+                {
+                    "text": "Decomposed accents: Cafe\u0301 and nai\u0308ve.",
+                    "source": "messy",
+                    "tags": ["unicode", "nfc"],
+                },
+                {"text": "   \n\t  ", "source": "messy"},
+                {"text": 12345, "source": "messy"},
+                {"body": "the text field is missing", "source": "messy"},
+            ]
+        )
+    )
     messy.write(b"{this line is not json}\n")
     messy.write(b'{"text": "invalid UTF-8 here: \xff\xfe", "source": "messy"}\n')
     with open(os.path.join(OUT, "messy.jsonl"), "wb") as f:

@@ -13,8 +13,13 @@ from tasks.stages import stage_task
 
 
 @flow(name="curate", validate_parameters=True)
-def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_id: str | None = None,
-           incremental: bool = False) -> dict:
+def curate(
+    input: str,
+    output: str,
+    config: CurateConfig = CurateConfig(),
+    run_id: str | None = None,
+    incremental: bool = False,
+) -> dict:
     """Curate raw shards at `input` (glob, prefix or file URI) into `<output>/runs/<run_id>/<stage>/`.
 
     `incremental`: curate only the input shards that no completed run of the store's pool has
@@ -25,12 +30,27 @@ def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_i
     logger = get_run_logger()
     plan = plan_run(input, output, config, run_id, incremental)
     if plan.run is None:
-        logger.info("incremental: nothing new to curate at %s (%d shard(s), all curated already)",
-                    input, plan.incremental["input_shards"])
-        return {"run_id": None, "output": None, "resumed": False, "stages": [], "incremental": plan.incremental,
-                "inputs": plan.inputs}
-    logger.info("%s run %s: %s over %d shards -> %s", "resuming" if plan.resumed else "starting",
-                plan.run.run_id, " -> ".join(plan.stages), len(plan.shards), plan.run.dir)
+        logger.info(
+            "incremental: nothing new to curate at %s (%d shard(s), all curated already)",
+            input,
+            plan.incremental["input_shards"],
+        )
+        return {
+            "run_id": None,
+            "output": None,
+            "resumed": False,
+            "stages": [],
+            "incremental": plan.incremental,
+            "inputs": plan.inputs,
+        }
+    logger.info(
+        "%s run %s: %s over %d shards -> %s",
+        "resuming" if plan.resumed else "starting",
+        plan.run.run_id,
+        " -> ".join(plan.stages),
+        len(plan.shards),
+        plan.run.dir,
+    )
     try:
         shards, summaries = plan.shards, []
         for name in plan.stages:
@@ -38,8 +58,13 @@ def curate(input: str, output: str, config: CurateConfig = CurateConfig(), run_i
             summaries.append(summary)
             shards = completed_outputs(plan.run.stage(name), summary)
 
-        result = {"run_id": plan.run.run_id, "output": summaries[-1]["output"], "resumed": plan.resumed,
-                  "inputs": plan.inputs, "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in summaries]}
+        result = {
+            "run_id": plan.run.run_id,
+            "output": summaries[-1]["output"],
+            "resumed": plan.resumed,
+            "inputs": plan.inputs,
+            "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in summaries],
+        }
         if plan.incremental is not None:
             result["incremental"] = plan.incremental
         mark_run_complete(plan.run, result, config.storage.options)

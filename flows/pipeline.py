@@ -16,9 +16,16 @@ from tasks.rephrase import finished_rephrase_outputs
 
 
 @flow(name="pipeline", validate_parameters=True)
-def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mixture: MixSpec | None = None,
-             mixture_name: str = "default", run_id: str | None = None, incremental: bool = False,
-             rephrase: RephraseConfig | None = None) -> dict:
+def pipeline(
+    input: str,
+    output: str,
+    config: CurateConfig = CurateConfig(),
+    mixture: MixSpec | None = None,
+    mixture_name: str = "default",
+    run_id: str | None = None,
+    incremental: bool = False,
+    rephrase: RephraseConfig | None = None,
+) -> dict:
     """Curate `input` into `<output>/runs/<run_id>/`, then sample the curated pool into a new
     version of a mixture under `<output>/mixtures/`.
 
@@ -56,5 +63,7 @@ def pipeline(input: str, output: str, config: CurateConfig = CurateConfig(), mix
 
     # Mix the pool into a new version.
     mixed = mix(spec=mixture_spec(pool, output, mixture, name, options))
-    logger.info("mixture %s %s over %d pool folder(s): data card %s", mixed["name"], mixed["version"], len(pool), mixed["card"])
+    logger.info(
+        "mixture %s %s over %d pool folder(s): data card %s", mixed["name"], mixed["version"], len(pool), mixed["card"]
+    )
     return {**curated, "rephrase": rephrased, "noop": False, "pool": pool, "mixture": {**mixed, "built": True}}

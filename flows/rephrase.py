@@ -16,12 +16,22 @@ def rephrase(input: str, output: str, config: RephraseRunConfig, run_id: str | N
     logger = get_run_logger()
     plan = planning.start_run(planning.plan_generating("rephrase", input, output, config, run_id))
     run = plan.run
-    logger.info("%s run %s: rephrase over %d shards -> %s", "resuming" if plan.resumed else "starting", run.run_id,
-                len(plan.shards), run.dir)
+    logger.info(
+        "%s run %s: rephrase over %d shards -> %s",
+        "resuming" if plan.resumed else "starting",
+        run.run_id,
+        len(plan.shards),
+        run.dir,
+    )
     try:
         summary = rephrase_documents(run, plan.shards, config)
-        result = {"run_id": run.run_id, "output": summary["output"], "resumed": plan.resumed, "inputs": plan.inputs,
-                  "stages": [{k: v for k, v in summary.items() if k != "shard_results"}]}
+        result = {
+            "run_id": run.run_id,
+            "output": summary["output"],
+            "resumed": plan.resumed,
+            "inputs": plan.inputs,
+            "stages": [{k: v for k, v in summary.items() if k != "shard_results"}],
+        }
         publish_run_artifacts("rephrase", result)
         return result
     finally:

@@ -60,15 +60,19 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         contracts.print_json(summary, contracts.DemoSummary if "mixture" in summary else contracts.CurateSummary)
         return
     if summary.get("run_id") is None and "incremental" in summary:
-        print(f"nothing new to curate: all {summary['incremental'].get('input_shards', 0)} input shard(s) are in the pool already")
+        print(
+            f"nothing new to curate: all {summary['incremental'].get('input_shards', 0)} input shard(s) are in the pool already"
+        )
         return
     print(f"run {summary['run_id']}{' (resumed)' if summary.get('resumed') else ''}")
     for s in summary["stages"]:
         dropped = ", ".join(f"{k}={v:,}" for k, v in s["docs_dropped"].items()) or "none"
         skipped = ", ".join(f"{k}={v:,}" for k, v in s.get("docs_skipped", {}).items())
-        print(f"  {s['name']:<10} {s['docs_in']:>9,} in  {s['docs_kept']:>9,} kept  dropped: {dropped}"
-              + (f"  skipped: {skipped}" if skipped else "")
-              + f"  quarantined shards: {len(s['quarantined'])}  {s['seconds']:.1f}s")
+        print(
+            f"  {s['name']:<10} {s['docs_in']:>9,} in  {s['docs_kept']:>9,} kept  dropped: {dropped}"
+            + (f"  skipped: {skipped}" if skipped else "")
+            + f"  quarantined shards: {len(s['quarantined'])}  {s['seconds']:.1f}s"
+        )
         for q in s["quarantined"]:
             print(f"    quarantined {q['shard']}: {q['error']} ({quarantine_rows(q)})")
         print(f"             output {s['output']}  (stats: {s['output'].rstrip('/')}/_stats.json)")
@@ -96,19 +100,26 @@ def _curate_config(args: argparse.Namespace):
 # ConfigError is one line, exit 2). Each returns the run plan where there is one, so an
 # interrupted run can say what it finished and how to resume.
 
+
 def preflight_curate(args: argparse.Namespace):
     from mixforge import planning
 
-    return planning.plan_curate(args.input, args.output, _curate_config(args), args.run_id,
-                                getattr(args, "incremental", False))
+    return planning.plan_curate(
+        args.input, args.output, _curate_config(args), args.run_id, getattr(args, "incremental", False)
+    )
 
 
 def cmd_curate(args: argparse.Namespace) -> dict:
     """`curate`, or a single curation stage (normalize is put in front when the input is raw)."""
     from flows.curate import curate
 
-    return curate(input=args.input, output=args.output, config=_curate_config(args), run_id=args.run_id,
-                  incremental=getattr(args, "incremental", False))
+    return curate(
+        input=args.input,
+        output=args.output,
+        config=_curate_config(args),
+        run_id=args.run_id,
+        incremental=getattr(args, "incremental", False),
+    )
 
 
 def _rephrase_config(args: argparse.Namespace):
@@ -116,7 +127,9 @@ def _rephrase_config(args: argparse.Namespace):
     from mixforge.rephrase.config import RephraseRunConfig
 
     if not args.config:
-        raise ConfigError("rephrase needs --config FILE naming at least rephrase.engine.model (see configs/rephrase.example.yaml)")
+        raise ConfigError(
+            "rephrase needs --config FILE naming at least rephrase.engine.model (see configs/rephrase.example.yaml)"
+        )
     return load_yaml(args.config, RephraseRunConfig)
 
 
@@ -132,9 +145,14 @@ def cmd_rephrase(args: argparse.Namespace) -> dict:
     return rephrase(input=args.input, output=args.output, config=_rephrase_config(args), run_id=args.run_id)
 
 
-DEMO_LICENSES = {"janeaustenr": "public domain", "kjv-bible": "public domain", "jargon-file": "public domain",
-                 "gitenberg": "public domain (Project Gutenberg texts)", "messy": "CC0 (hand-made test rows)",
-                 "*": "undeclared"}
+DEMO_LICENSES = {
+    "janeaustenr": "public domain",
+    "kjv-bible": "public domain",
+    "jargon-file": "public domain",
+    "gitenberg": "public domain (Project Gutenberg texts)",
+    "messy": "CC0 (hand-made test rows)",
+    "*": "undeclared",
+}
 
 
 def preflight_demo(args: argparse.Namespace):
@@ -152,12 +170,21 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 
     config = _load_curate_config(args.config)
     output = os.path.abspath(args.output)
-    mixture = MixSpec.model_validate({
-        "name": "demo", "pool": [output], "store": output, "seed": 0, "budget_fraction": 0.5, "licenses": DEMO_LICENSES,
-        "groups": [{"name": "books", "where": {"source": ["janeaustenr", "gitenberg"]}, "weight": 0.5, "max_epochs": 2},
-                   {"name": "bible", "where": {"source": ["kjv-bible"]}, "weight": 0.3, "max_epochs": 2},
-                   {"name": "other", "where": {}, "weight": 0.2, "max_epochs": 2}],
-    })
+    mixture = MixSpec.model_validate(
+        {
+            "name": "demo",
+            "pool": [output],
+            "store": output,
+            "seed": 0,
+            "budget_fraction": 0.5,
+            "licenses": DEMO_LICENSES,
+            "groups": [
+                {"name": "books", "where": {"source": ["janeaustenr", "gitenberg"]}, "weight": 0.5, "max_epochs": 2},
+                {"name": "bible", "where": {"source": ["kjv-bible"]}, "weight": 0.3, "max_epochs": 2},
+                {"name": "other", "where": {}, "weight": 0.2, "max_epochs": 2},
+            ],
+        }
+    )
     return pipeline(input=demo_corpus_path(), output=output, config=config, mixture=mixture, run_id=args.run_id)
 
 
@@ -186,8 +213,15 @@ def cmd_train_classifier(args: argparse.Namespace) -> dict:
     from mixforge.config import load_yaml
 
     config = load_yaml(args.config, TrainClassifierConfig)
-    return train_classifier(name=args.name, output=args.output, positive=args.positive, negative=args.negative,
-                            input=args.input, label_column=args.label_column, config=config)
+    return train_classifier(
+        name=args.name,
+        output=args.output,
+        positive=args.positive,
+        negative=args.negative,
+        input=args.input,
+        label_column=args.label_column,
+        config=config,
+    )
 
 
 def _print_model(summary: dict, as_json: bool) -> None:
@@ -198,7 +232,12 @@ def _print_model(summary: dict, as_json: bool) -> None:
         return
     m = summary["metrics"]
     print(f"model {summary['name']} {summary['version']}: {summary['model']}")
-    print("  held-out: " + "  ".join(f"{k}={m[k]:.4f}" for k in ("auc", "precision", "recall", "accuracy") if isinstance(m.get(k), float)))
+    print(
+        "  held-out: "
+        + "  ".join(
+            f"{k}={m[k]:.4f}" for k in ("auc", "precision", "recall", "accuracy") if isinstance(m.get(k), float)
+        )
+    )
 
 
 def preflight_mix(args: argparse.Namespace):
@@ -259,7 +298,9 @@ def _print_plain(summary: dict, as_json: bool) -> None:
     if as_json:
         from mixforge import contracts
 
-        contracts.print_json(summary, contracts.FailureSummary if "error_kind" in summary else contracts.RunsUnlockSummary)
+        contracts.print_json(
+            summary, contracts.FailureSummary if "error_kind" in summary else contracts.RunsUnlockSummary
+        )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -278,22 +319,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
+        p.add_argument(
+            "--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)"
+        )
         p.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
-        p.add_argument("--run-id", metavar="ID", help="resume or name a run (default: hash of inputs, config and code version)")
+        p.add_argument(
+            "--run-id", metavar="ID", help="resume or name a run (default: hash of inputs, config and code version)"
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         p.add_argument("-v", "--verbose", action="store_true")
 
     def stage_io(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--input", required=True, metavar="GLOB_OR_URI", help="input shards: a glob, a prefix/directory or a file (local, s3://, gs://...)")
-        p.add_argument("--output", required=True, metavar="ROOT_URI", help="store root; outputs go to ROOT/runs/<run_id>/<stage>/")
+        p.add_argument(
+            "--input",
+            required=True,
+            metavar="GLOB_OR_URI",
+            help="input shards: a glob, a prefix/directory or a file (local, s3://, gs://...)",
+        )
+        p.add_argument(
+            "--output", required=True, metavar="ROOT_URI", help="store root; outputs go to ROOT/runs/<run_id>/<stage>/"
+        )
 
     p = sub.add_parser("curate", help="raw shards -> curated pool (normalize, then the configured stages)")
     stage_io(p)
     common(p)
-    p.add_argument("--incremental", action="store_true",
-                   help="curate only input shards no completed run of the pool has curated, deduplicated against the "
-                        "pool's dedup index (default ROOT/index/dedup)")
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="curate only input shards no completed run of the pool has curated, deduplicated against the "
+        "pool's dedup index (default ROOT/index/dedup)",
+    )
     p.set_defaults(func=cmd_curate, preflight=preflight_curate)
 
     from mixforge.stages.registry import get_stage, stage_names
@@ -306,20 +361,41 @@ def build_parser() -> argparse.ArgumentParser:
         common(p)
         p.set_defaults(func=cmd_curate, preflight=preflight_curate)
 
-    p = sub.add_parser("rephrase", help="synthetic rephrasings of selected documents with an LLM (vLLM), with provenance")
+    p = sub.add_parser(
+        "rephrase", help="synthetic rephrasings of selected documents with an LLM (vLLM), with provenance"
+    )
     stage_io(p)
     common(p)
     p.set_defaults(func=cmd_rephrase, preflight=preflight_rephrase)
 
-    p = sub.add_parser("train-classifier", help="train a fastText quality/domain classifier into ROOT/models/<name>/vNNNN/")
-    p.add_argument("--positive", action="append", metavar="URI", help="positive (e.g. high-quality) documents: a glob, prefix or file; repeatable")
-    p.add_argument("--negative", action="append", metavar="URI", help="negative (e.g. random web) documents; repeatable")
-    p.add_argument("--input", action="append", metavar="URI", help="labelled documents (with --label-column); repeatable")
+    p = sub.add_parser(
+        "train-classifier", help="train a fastText quality/domain classifier into ROOT/models/<name>/vNNNN/"
+    )
+    p.add_argument(
+        "--positive",
+        action="append",
+        metavar="URI",
+        help="positive (e.g. high-quality) documents: a glob, prefix or file; repeatable",
+    )
+    p.add_argument(
+        "--negative", action="append", metavar="URI", help="negative (e.g. random web) documents; repeatable"
+    )
+    p.add_argument(
+        "--input", action="append", metavar="URI", help="labelled documents (with --label-column); repeatable"
+    )
     p.add_argument("--label-column", metavar="COL", help="input field holding each document's label")
     p.add_argument("--name", required=True, help="model name: lowercase letters, digits, dashes")
-    p.add_argument("--output", required=True, metavar="ROOT_URI", help="store root; the model goes to ROOT/models/<name>/vNNNN/")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
-    p.add_argument("--config", metavar="FILE", help="YAML TrainClassifierConfig (fasttext params, preprocess, split, storage_options)")
+    p.add_argument(
+        "--output", required=True, metavar="ROOT_URI", help="store root; the model goes to ROOT/models/<name>/vNNNN/"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)"
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML TrainClassifierConfig (fasttext params, preprocess, split, storage_options)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_train_classifier, printer=_print_model, preflight=preflight_train_classifier)
@@ -334,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = rsub.add_parser("unlock", help="release a run's lease when the process holding it is gone")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
-    p.add_argument("--storage-options", metavar="JSON", help="fsspec storage options without credentials, e.g. '{\"endpoint_url\": ...}'")
+    p.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        help="fsspec storage options without credentials, e.g. '{\"endpoint_url\": ...}'",
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
@@ -397,8 +477,14 @@ def _is_fd1(stream: Any) -> bool:
 
 def _failure(command: str | None, kind: str, message: str, exit_code: int, plan: Any = None, **extra: Any) -> dict:
     run = getattr(plan, "run", None)
-    return {"command": command, "error": message, "error_kind": kind, "exit_code": exit_code,
-            **({"run_id": run.run_id, "run_dir": run.dir} if run is not None else {}), **extra}
+    return {
+        "command": command,
+        "error": message,
+        "error_kind": kind,
+        "exit_code": exit_code,
+        **({"run_id": run.run_id, "run_dir": run.dir} if run is not None else {}),
+        **extra,
+    }
 
 
 def _resume_hint(argv: list[str], plan: Any) -> str:
@@ -447,11 +533,15 @@ def _main(argv: list[str], out: _Stdout) -> int:
         interrupts.ignore_further()
         _close(bar)
         note = _interrupted_note(plan)
-        print(f"mixforge: {args.command} interrupted by {e.args[0]}: {note}; {_resume_hint(argv, plan)}", file=sys.stderr)
+        print(
+            f"mixforge: {args.command} interrupted by {e.args[0]}: {note}; {_resume_hint(argv, plan)}", file=sys.stderr
+        )
         _shutdown_local_services()
         if out.as_json:
-            out.emit(_print_plain, _failure(args.command, "interrupted", f"interrupted by {e.args[0]}", e.exit_code, plan,
-                                            progress=note))
+            out.emit(
+                _print_plain,
+                _failure(args.command, "interrupted", f"interrupted by {e.args[0]}", e.exit_code, plan, progress=note),
+            )
         return e.exit_code
     except usage_errors as e:
         _close(bar)

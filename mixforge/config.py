@@ -40,31 +40,44 @@ class ReadConfig(StrictModel):
 
     text_field: str = Field("text", description="Input field holding the document text.")
     id_field: str = Field("id", description="Input field holding a unique id; derived when absent.")
-    source: str | None = Field(None, description="Source name for rows without a `source` field (default: the shard's file name).")
+    source: str | None = Field(
+        None, description="Source name for rows without a `source` field (default: the shard's file name)."
+    )
     batch_rows: int = Field(4096, ge=1, description="Rows per Arrow batch.")
     batch_bytes: int = Field(32 << 20, ge=1 << 10, description="Approximate bytes per Arrow batch.")
-    max_doc_bytes: int = Field(8 << 20, ge=1, description="Documents larger than this (UTF-8 bytes) are dropped as `oversized`.")
+    max_doc_bytes: int = Field(
+        8 << 20, ge=1, description="Documents larger than this (UTF-8 bytes) are dropped as `oversized`."
+    )
 
 
 class NormalizeConfig(StrictModel):
     unicode_form: Literal["NFC", "NFKC"] | None = Field("NFC", description="Unicode normalisation form (null: none).")
     fix_mojibake: bool = Field(True, description="Repair UTF-8 decoded as Latin-1/cp1252 where detectable (ftfy).")
-    strip_control_chars: bool = Field(True, description="Remove control characters (NUL included) except tab and newline.")
+    strip_control_chars: bool = Field(
+        True, description="Remove control characters (NUL included) except tab and newline."
+    )
     normalize_newlines: bool = Field(True, description="CRLF and CR become LF.")
     drop_empty: bool = Field(True, description="Drop documents that are empty or whitespace-only after normalisation.")
 
 
 class RayConfig(StrictModel):
-    address: str | None = Field(None, description="Ray cluster to join (e.g. ray://head:10001 or auto); default: $RAY_ADDRESS, else a local Ray.")
+    address: str | None = Field(
+        None,
+        description="Ray cluster to join (e.g. ray://head:10001 or auto); default: $RAY_ADDRESS, else a local Ray.",
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
-    max_shards_in_flight: int | None = Field(None, ge=1, description="Bound on shards scheduled at once (default: 2x cluster CPUs).")
+    max_shards_in_flight: int | None = Field(
+        None, ge=1, description="Bound on shards scheduled at once (default: 2x cluster CPUs)."
+    )
     max_retries: int = Field(3, ge=0, description="Retries of a shard whose worker died or raised.")
     object_store_memory_mb: int = Field(512, ge=64, description="Object store size of a local Ray.")
     runtime_env: RuntimeEnv | None = Field(
-        None, description="Ray runtime_env of the job (passed to ray.init), e.g. {working_dir: '.', excludes: ['.venv', '.git', 'data']} "
+        None,
+        description="Ray runtime_env of the job (passed to ray.init), e.g. {working_dir: '.', excludes: ['.venv', '.git', 'data']} "
         "to ship this checkout's code to an existing cluster without rebuilding its image, or {env_vars: {...}}. "
         "Does not change the data, so it is not part of the run id. Never credentials (secret-looking keys and env_vars such as "
-        "AWS_SECRET_ACCESS_KEY or HF_TOKEN are refused, as in storage.options): give those to the nodes' own environment.")
+        "AWS_SECRET_ACCESS_KEY or HF_TOKEN are refused, as in storage.options): give those to the nodes' own environment.",
+    )
 
 
 class StorageConfig(StrictModel):
@@ -82,12 +95,15 @@ class StorageConfig(StrictModel):
         "client_secret, credentials, private_key, api_key, account_key, sas_token, password; also URLs with a password. "
         "gcsfs's token: anon|google_default|cloud|browser|cache is allowed. Credentials come from the environment "
         "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN), the fsspec/boto configuration (~/.aws/credentials, "
-        "profile: NAME), or the Prefect Secret block named by secret_block.")
+        "profile: NAME), or the Prefect Secret block named by secret_block.",
+    )
     secret_block: str | None = Field(
-        None, description="Name of a Prefect Secret block whose value is a JSON object of fsspec options holding the "
-        "credentials (e.g. {\"key\": ..., \"secret\": ...}). The flow run loads it when it first touches the store, keeps "
+        None,
+        description="Name of a Prefect Secret block whose value is a JSON object of fsspec options holding the "
+        'credentials (e.g. {"key": ..., "secret": ...}). The flow run loads it when it first touches the store, keeps '
         "it in memory only, merges it into the options and hands it to Ray workers as task arguments; it is never written "
-        "to parameters, artifacts, logs or files.")
+        "to parameters, artifacts, logs or files.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -110,10 +126,12 @@ class StorageConfig(StrictModel):
         return None if name is None else validate_name(name, "Prefect Secret block name")
 
     @model_validator(mode="after")
-    def _one_block(self) -> "StorageConfig":
+    def _one_block(self) -> StorageConfig:
         if self.options.get(SECRET_BLOCK_OPTION) != self.secret_block:
-            raise ValueError(f"secret_block {self.secret_block!r} and options.secret_block "
-                             f"{self.options.get(SECRET_BLOCK_OPTION)!r} differ: give the block once, as secret_block")
+            raise ValueError(
+                f"secret_block {self.secret_block!r} and options.secret_block "
+                f"{self.options.get(SECRET_BLOCK_OPTION)!r} differ: give the block once, as secret_block"
+            )
         return self
 
     @field_serializer("options")
@@ -125,7 +143,11 @@ class StorageConfig(StrictModel):
 class CurateConfig(StrictModel):
     """Everything `curate` and the stage commands take besides input, output and run id."""
 
-    stages: tuple[str, ...] = Field(BUILTIN_STAGES, json_schema_extra=_stages_schema, description="Stages to run, in pipeline order (normalize, filter, classify, dedup, and any registered stage). A first stage other than normalize on raw (non-Parquet-contract) input gets normalize put in front.")
+    stages: tuple[str, ...] = Field(
+        BUILTIN_STAGES,
+        json_schema_extra=_stages_schema,
+        description="Stages to run, in pipeline order (normalize, filter, classify, dedup, and any registered stage). A first stage other than normalize on raw (non-Parquet-contract) input gets normalize put in front.",
+    )
     read: ReadConfig = ReadConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     filter: FilterConfig = FilterConfig()
@@ -134,8 +156,10 @@ class CurateConfig(StrictModel):
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()
     extra_stages: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Settings of registered stages that are not built in, by stage name "
-        "(validated by the stage's own config model).")
+        default_factory=dict,
+        description="Settings of registered stages that are not built in, by stage name "
+        "(validated by the stage's own config model).",
+    )
 
     @field_validator("stages")
     @classmethod
@@ -153,7 +177,7 @@ class CurateConfig(StrictModel):
         return stages
 
     @model_validator(mode="after")
-    def _extra_stage_settings(self) -> "CurateConfig":
+    def _extra_stage_settings(self) -> CurateConfig:
         from mixforge.stages.registry import get_stage
 
         for name, settings in self.extra_stages.items():
@@ -169,8 +193,14 @@ class CurateConfig(StrictModel):
         from mixforge.shards import ReadOptions
 
         r = self.read
-        return ReadOptions(text_field=r.text_field, id_field=r.id_field, batch_rows=r.batch_rows,
-                           batch_bytes=r.batch_bytes, max_doc_bytes=r.max_doc_bytes, default_source=r.source)
+        return ReadOptions(
+            text_field=r.text_field,
+            id_field=r.id_field,
+            batch_rows=r.batch_rows,
+            batch_bytes=r.batch_bytes,
+            max_doc_bytes=r.max_doc_bytes,
+            default_source=r.source,
+        )
 
     def run_fingerprint(self) -> dict[str, Any]:
         """The part of the config that determines outputs (goes into the run id).

@@ -50,7 +50,9 @@ class QuarantinedShard(Contract):
     shard: str = Field(description="URI of the input shard")
     error: str = Field(description="why it could not be read (names the compressed byte offset where known)")
     rows_decoded: int | None = Field(description="rows decoded before the error")
-    rows_declared: int | None = Field(description="rows the shard declares (a Parquet footer); null when it does not say")
+    rows_declared: int | None = Field(
+        description="rows the shard declares (a Parquet footer); null when it does not say"
+    )
 
 
 class FunnelStep(Contract):
@@ -89,7 +91,9 @@ class StageSummary(Contract):
     shards_skipped: int = optional("shards finished by an earlier run of the run id")
     docs_skipped: dict[str, int] = optional("a generating stage's skipped input rows by reason")
     docs_used: int = optional("a generating stage's input rows that produced output")
-    docs_quarantined_decoded: int = optional("rows decoded from quarantined shards before their errors (a lower bound)")
+    docs_quarantined_decoded: int = optional(
+        "rows decoded from quarantined shards before their errors (a lower bound)"
+    )
     chars_in: int = optional()
     chars_kept: int = optional()
     chars_dropped: dict[str, int] = optional()
@@ -619,8 +623,11 @@ class _ContractSchema(GenerateJsonSchema):
 def json_schema(name: str) -> dict[str, Any]:
     contract, what = SCHEMAS[name]
     schema = TypeAdapter(contract).json_schema(schema_generator=_ContractSchema)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$comment":
-            f"{what}. Generated from mixforge.contracts by `python -m mixforge.contracts`; do not edit.", **schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$comment": f"{what}. Generated from mixforge.contracts by `python -m mixforge.contracts`; do not edit.",
+        **schema,
+    }
 
 
 def schema_text(name: str) -> str:
@@ -648,15 +655,21 @@ def stale_schemas(directory: Path = SCHEMA_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mixforge.contracts",
-                                     description="Write the JSON Schemas of the contracts (docs/schemas/).")
+    parser = argparse.ArgumentParser(
+        prog="python -m mixforge.contracts", description="Write the JSON Schemas of the contracts (docs/schemas/)."
+    )
     parser.add_argument("--dir", type=Path, default=SCHEMA_DIR, help=f"output folder (default: {SCHEMA_DIR})")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a schema is missing or out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when a schema is missing or out of date"
+    )
     args = parser.parse_args(argv)
     if args.check:
         stale = stale_schemas(args.dir)
         for name in stale:
-            print(f"{args.dir / (name + '.schema.json')}: out of date (run python -m mixforge.contracts)", file=sys.stderr)
+            print(
+                f"{args.dir / (name + '.schema.json')}: out of date (run python -m mixforge.contracts)",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     for path in write_schemas(args.dir):
         print(path)

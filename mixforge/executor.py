@@ -41,8 +41,10 @@ class StepFailed(RuntimeError):
         self.step = step
         self.failures = list(failures)
         lines = "\n".join(f"  {step} {label}: {error}" for label, error in failures)
-        super().__init__(f"step {step!r}: {len(failures)} of {total} unit(s) failed after retries "
-                         f"(rerun the same run id to retry only these):\n{lines}")
+        super().__init__(
+            f"step {step!r}: {len(failures)} of {total} unit(s) failed after retries "
+            f"(rerun the same run id to retry only these):\n{lines}"
+        )
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,31 @@ class Executor(ABC):
     cluster_gpus: Callable[[], float] | None = None
 
     @abstractmethod
-    def run(self, fn: Callable, calls: Sequence[Call], *, resources: Resources = ONE_CPU,
-            runtime_env: dict | None = None, storage_options: Mapping[str, Any] | None = None
-            ) -> Iterator[tuple[Any, Any, str | None]]:
+    def run(
+        self,
+        fn: Callable,
+        calls: Sequence[Call],
+        *,
+        resources: Resources = ONE_CPU,
+        runtime_env: dict | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Iterator[tuple[Any, Any, str | None]]:
         """Yield (label, result, None) as calls finish, or (label, None, error) for a call that still
         failed after `max_retries` retries. `storage_options` are the options the calls use (an
         executor that sends calls elsewhere hands their credentials over in memory)."""
 
-    def map(self, fn: Callable, args: Sequence[tuple] | Sequence[Call], *, step: str | None = None,
-            resources: Resources = ONE_CPU, fold: Callable[[Any, Any], Any] | None = None, runtime_env: dict | None = None,
-            storage_options: Mapping[str, Any] | None = None, progress_name: str | None = None) -> Any:
+    def map(
+        self,
+        fn: Callable,
+        args: Sequence[tuple] | Sequence[Call],
+        *,
+        step: str | None = None,
+        resources: Resources = ONE_CPU,
+        fold: Callable[[Any, Any], Any] | None = None,
+        runtime_env: dict | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        progress_name: str | None = None,
+    ) -> Any:
         """`fn(*a)` for each argument tuple (or Call): the results in call order, or, with `fold`, the
         fold of them in finishing order (`fold(acc, result)`, acc starting at None: make it
         order-independent). Raises StepFailed naming every unit that kept failing."""
@@ -83,8 +100,9 @@ class Executor(ABC):
         reporter.stage_started(shown, len(calls), 0)
         results: list[Any] = [None] * len(calls)
         acc, failures = None, []
-        for i, result, error in self.run(fn, calls, resources=resources, runtime_env=runtime_env,
-                                         storage_options=storage_options):
+        for i, result, error in self.run(
+            fn, calls, resources=resources, runtime_env=runtime_env, storage_options=storage_options
+        ):
             if error is not None:
                 failures.append((given[i].label, error))
                 continue
@@ -110,9 +128,15 @@ class SerialExecutor(Executor):
     def __init__(self, max_retries: int = 0) -> None:
         self.max_retries = max_retries
 
-    def run(self, fn: Callable, calls: Sequence[Call], *, resources: Resources = ONE_CPU,
-            runtime_env: dict | None = None, storage_options: Mapping[str, Any] | None = None
-            ) -> Iterator[tuple[Any, Any, str | None]]:
+    def run(
+        self,
+        fn: Callable,
+        calls: Sequence[Call],
+        *,
+        resources: Resources = ONE_CPU,
+        runtime_env: dict | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Iterator[tuple[Any, Any, str | None]]:
         for call in calls:
             for attempt in range(self.max_retries + 1):
                 try:

@@ -145,8 +145,9 @@ def _read_plan(layout: IdCheckLayout, round_no: int, storage_options) -> dict:
 # ---------------------------------------------------------------------------- planning
 
 
-def estimate_partitions(stage: StageLayout, shards: Sequence[int], docs: Mapping[int, int] | None = None,
-                        storage_options=None) -> int:
+def estimate_partitions(
+    stage: StageLayout, shards: Sequence[int], docs: Mapping[int, int] | None = None, storage_options=None
+) -> int:
     """Step 1's partition count: one per 256 MiB of id rows (1 to 4096).
 
     Bytes per id come from the `id` column chunks of a few shards' footers; the number of ids
@@ -164,8 +165,11 @@ def estimate_partitions(stage: StageLayout, shards: Sequence[int], docs: Mapping
         sampled_rows += md.num_rows
         for g in range(md.num_row_groups):
             rg = md.row_group(g)
-            sampled_bytes += sum(rg.column(c).total_uncompressed_size for c in range(rg.num_columns)
-                                 if rg.column(c).path_in_schema == S.ID)
+            sampled_bytes += sum(
+                rg.column(c).total_uncompressed_size
+                for c in range(rg.num_columns)
+                if rg.column(c).path_in_schema == S.ID
+            )
     if sampled_rows == 0:
         return 1
     if docs is not None:
@@ -176,8 +180,13 @@ def estimate_partitions(stage: StageLayout, shards: Sequence[int], docs: Mapping
     return int(min(MAX_PARTITIONS, max(1, -(-int(id_bytes) // ID_BYTES_PER_PARTITION))))
 
 
-def next_round(stage: StageLayout, shards: Sequence[tuple[int, str]], storage_options=None,
-               docs: Mapping[int, int] | None = None, partitions: int | None = None) -> int | None:
+def next_round(
+    stage: StageLayout,
+    shards: Sequence[tuple[int, str]],
+    storage_options=None,
+    docs: Mapping[int, int] | None = None,
+    partitions: int | None = None,
+) -> int | None:
     """The round to run next: an unfinished one, else a new one for the shards no round has
     checked yet (written create-only), else None.
 
@@ -203,16 +212,18 @@ def next_round(stage: StageLayout, shards: Sequence[tuple[int, str]], storage_op
     plan = {"round": round_no, "partitions": int(partitions), "new": new, "earlier": checked}
     # create-only: a concurrent planner of the same round wins or loses whole; either way the
     # round's plan is the one in the store, which every step reads.
-    storage.create_only(layout.plan(round_no), json.dumps(plan, indent=2, sort_keys=True).encode() + b"\n",
-                        storage_options)
+    storage.create_only(
+        layout.plan(round_no), json.dumps(plan, indent=2, sort_keys=True).encode() + b"\n", storage_options
+    )
     return round_no
 
 
 # ---------------------------------------------------------------------------- step 1
 
 
-def hash_shard(shard: int, part_uri: str, layout: IdCheckLayout, partitions: int, storage_options=None,
-               batch_rows: int = 65536) -> dict:
+def hash_shard(
+    shard: int, part_uri: str, layout: IdCheckLayout, partitions: int, storage_options=None, batch_rows: int = 65536
+) -> dict:
     """Rows (hash, id, shard) of one shard's ids, in `partitions` files by hash % partitions.
 
     Reads only the `id` column. Every partition gets a file, empty or not (a missing file is
@@ -221,8 +232,11 @@ def hash_shard(shard: int, part_uri: str, layout: IdCheckLayout, partitions: int
     marker = layout.hashed(shard)
     if storage.exists(marker, storage_options):
         return storage.read_json(marker, storage_options)
-    chunks = [c for batch in read_documents(part_uri, batch_rows=batch_rows, columns=[S.ID], storage_options=storage_options)
-              for c in batch.column(S.ID).chunks]
+    chunks = [
+        c
+        for batch in read_documents(part_uri, batch_rows=batch_rows, columns=[S.ID], storage_options=storage_options)
+        for c in batch.column(S.ID).chunks
+    ]
     id_array = pa.chunked_array(chunks, type=pa.string()).combine_chunks()
     hashes = hash_strings(id_array) if len(id_array) else np.zeros(0, np.uint64)
     part = (hashes % np.uint64(partitions)).astype(np.int64)
@@ -230,9 +244,15 @@ def hash_shard(shard: int, part_uri: str, layout: IdCheckLayout, partitions: int
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     shard_column = np.full(len(hashes), shard, np.uint32)
     for p in range(partitions):
-        sel = order[bounds[p]:bounds[p + 1]]
-        _write_table(layout.hashes(p, shard), pa.table({"hash": hashes[sel], "id": id_array.take(pa.array(sel)),
-                                                        "shard": shard_column[sel]}, schema=HASH_SCHEMA), storage_options)
+        sel = order[bounds[p] : bounds[p + 1]]
+        _write_table(
+            layout.hashes(p, shard),
+            pa.table(
+                {"hash": hashes[sel], "id": id_array.take(pa.array(sel)), "shard": shard_column[sel]},
+                schema=HASH_SCHEMA,
+            ),
+            storage_options,
+        )
     stats = {"shard": shard, "ids": len(id_array), "id_bytes": int(id_array.nbytes)}
     storage.write_json(marker, stats, storage_options)
     return stats
@@ -264,20 +284,33 @@ def find_duplicates(round_no: int, partition: int, layout: IdCheckLayout, storag
     found = pl.from_arrow(candidates).unique()  # an id twice in one shard is not this check's concern
     found = found.with_columns(
         # priority: earlier rounds' shards first, then by index
-        priority=pl.col("shard").is_in(new).cast(pl.UInt64) * (1 << 32) + pl.col("shard").cast(pl.UInt64))
-    per_id = (found.group_by("id").agg(pl.col("shard").n_unique().alias("holders"), pl.col("priority").min().alias("best"))
-              .filter(pl.col("holders") > 1))
-    drops = (found.join(per_id, on="id")
-             .filter(pl.col("shard").is_in(new) & (pl.col("priority") != pl.col("best")))
-             .select("id", "shard", (pl.col("best") % (1 << 32)).cast(pl.UInt32).alias("kept_in"))
-             .sort("shard", "id"))
+        priority=pl.col("shard").is_in(new).cast(pl.UInt64) * (1 << 32) + pl.col("shard").cast(pl.UInt64)
+    )
+    per_id = (
+        found.group_by("id")
+        .agg(pl.col("shard").n_unique().alias("holders"), pl.col("priority").min().alias("best"))
+        .filter(pl.col("holders") > 1)
+    )
+    drops = (
+        found.join(per_id, on="id")
+        .filter(pl.col("shard").is_in(new) & (pl.col("priority") != pl.col("best")))
+        .select("id", "shard", (pl.col("best") % (1 << 32)).cast(pl.UInt32).alias("kept_in"))
+        .sort("shard", "id")
+    )
     by_shard = {}
     for (shard,), group in drops.group_by("shard", maintain_order=True):
-        _write_table(layout.drops(round_no, partition, int(shard)),
-                     group.select("id", "kept_in").to_arrow().cast(DROP_SCHEMA), storage_options)
+        _write_table(
+            layout.drops(round_no, partition, int(shard)),
+            group.select("id", "kept_in").to_arrow().cast(DROP_SCHEMA),
+            storage_options,
+        )
         by_shard[str(int(shard))] = group.height
-    stats = {"partition": partition, "ids": n_ids, "duplicate_ids": int(drops.get_column("id").n_unique()),
-             "drops": by_shard}
+    stats = {
+        "partition": partition,
+        "ids": n_ids,
+        "duplicate_ids": int(drops.get_column("id").n_unique()),
+        "drops": by_shard,
+    }
     storage.write_json(done, stats, storage_options)
     return stats
 
@@ -294,8 +327,15 @@ def _chars(table: pa.Table) -> int:
     return int(pc.sum(pc.fill_null(pc.utf8_length(table.column(S.TEXT)), 0)).as_py() or 0) if table.num_rows else 0
 
 
-def _write_dropped(round_no: int, shard: int, partitions: Sequence[int], layout: IdCheckLayout, stage: StageLayout,
-                   storage_options, batch_rows: int) -> tuple[int, int]:
+def _write_dropped(
+    round_no: int,
+    shard: int,
+    partitions: Sequence[int],
+    layout: IdCheckLayout,
+    stage: StageLayout,
+    storage_options,
+    batch_rows: int,
+) -> tuple[int, int]:
     """Write the rows `shard` drops, labelled, to their own file; returns (rows, chars)."""
     drops = pa.concat_tables([_read_table(layout.drops(round_no, p, shard), storage_options) for p in partitions])
     plan = _read_plan(layout, round_no, storage_options)
@@ -312,13 +352,26 @@ def _write_dropped(round_no: int, shard: int, partitions: Sequence[int], layout:
             hit = pc.fill_null(pc.is_in(batch.column(S.ID), value_set=drop_ids), False)
             if pc.any(hit).as_py():
                 rows = batch.filter(hit)
-                row_numbers = pa.array(np.flatnonzero(hit.to_numpy(zero_copy_only=False)) + first_row).cast(pa.string())
+                row_numbers = pa.array(np.flatnonzero(hit.to_numpy(zero_copy_only=False)) + first_row).cast(
+                    pa.string()
+                )
                 keeper = kept_in.take(pc.index_in(rows.column(S.ID), value_set=drop_ids))
-                keeper_uri = holder_uris.take(pa.array(np.searchsorted(holders, keeper.to_numpy(zero_copy_only=False))))
-                detail = pc.binary_join_element_wise(here, row_numbers, ": id also in shard ", keeper.cast(pa.string()),
-                                                     " (", keeper_uri, "), which keeps it", "")
-                labelled = rows.append_column(S.DROP_REASON, pa.array([REASON] * rows.num_rows, pa.string())) \
-                               .append_column(S.DROP_DETAIL, detail)
+                keeper_uri = holder_uris.take(
+                    pa.array(np.searchsorted(holders, keeper.to_numpy(zero_copy_only=False)))
+                )
+                detail = pc.binary_join_element_wise(
+                    here,
+                    row_numbers,
+                    ": id also in shard ",
+                    keeper.cast(pa.string()),
+                    " (",
+                    keeper_uri,
+                    "), which keeps it",
+                    "",
+                )
+                labelled = rows.append_column(
+                    S.DROP_REASON, pa.array([REASON] * rows.num_rows, pa.string())
+                ).append_column(S.DROP_DETAIL, detail)
                 writer.write(S.align_to_schema(labelled, REJECT_SCHEMA))
                 chars += _chars(rows)
             first_row += batch.num_rows
@@ -341,10 +394,14 @@ def _updated_marker(before: dict, dropped: int, chars: int) -> dict:
     counters = dict(marker.get("counters", {}))
     counters[COUNTER] = counters.get(COUNTER, 0) + dropped
     marker["counters"] = dict(sorted(counters.items()))
-    outcomes = marker["docs_kept"] + sum(marker["docs_dropped"].values()) + sum(marker.get("docs_skipped", {}).values())
+    outcomes = (
+        marker["docs_kept"] + sum(marker["docs_dropped"].values()) + sum(marker.get("docs_skipped", {}).values())
+    )
     if marker["docs_in"] != outcomes:
-        raise AssertionError(f"{marker.get('input')}: counts do not reconcile after dropping duplicate ids: "
-                             f"in={marker['docs_in']} kept={marker['docs_kept']} dropped={marker['docs_dropped']}")
+        raise AssertionError(
+            f"{marker.get('input')}: counts do not reconcile after dropping duplicate ids: "
+            f"in={marker['docs_in']} kept={marker['docs_kept']} dropped={marker['docs_dropped']}"
+        )
     return marker
 
 
@@ -352,7 +409,9 @@ def _copy_without(src: str, dst: str, drop_ids: pa.Array, storage_options, batch
     writer = ShardWriter(dst, storage_options=storage_options)
     try:
         for batch in read_documents(src, batch_rows=batch_rows, storage_options=storage_options):
-            writer.write(batch.filter(pc.invert(pc.fill_null(pc.is_in(batch.column(S.ID), value_set=drop_ids), False))))
+            writer.write(
+                batch.filter(pc.invert(pc.fill_null(pc.is_in(batch.column(S.ID), value_set=drop_ids), False)))
+            )
     except BaseException:
         writer.abort()
         raise
@@ -371,8 +430,15 @@ def _append(src: str | None, extra: str, dst: str, storage_options, batch_rows: 
     writer.close()
 
 
-def drop_duplicate_ids(round_no: int, shard: int, partitions: Sequence[int], layout: IdCheckLayout, stage: StageLayout,
-                       storage_options=None, batch_rows: int = 8192) -> dict:
+def drop_duplicate_ids(
+    round_no: int,
+    shard: int,
+    partitions: Sequence[int],
+    layout: IdCheckLayout,
+    stage: StageLayout,
+    storage_options=None,
+    batch_rows: int = 8192,
+) -> dict:
     """Drop from one shard the ids step 2 found it shares with a keeper shard.
 
     Order: the dropped rows (own file), then `pending` (row counts and `_done` marker before),
@@ -388,8 +454,11 @@ def drop_duplicate_ids(round_no: int, shard: int, partitions: Sequence[int], lay
     if storage.exists(pending_uri, storage_options):
         pending = storage.read_json(pending_uri, storage_options)
     else:  # nothing of the shard has changed yet
-        before = {"part_rows": _rows(part, storage_options), "removed_rows": _rows(removed, storage_options) or 0,
-                  "marker": storage.read_json(done, storage_options)}
+        before = {
+            "part_rows": _rows(part, storage_options),
+            "removed_rows": _rows(removed, storage_options) or 0,
+            "marker": storage.read_json(done, storage_options),
+        }
         dropped, chars = _write_dropped(round_no, shard, partitions, layout, stage, storage_options, batch_rows)
         pending = {"shard": shard, "dropped": dropped, "chars": chars, **before}
         storage.write_json(pending_uri, pending, storage_options)
@@ -400,14 +469,18 @@ def drop_duplicate_ids(round_no: int, shard: int, partitions: Sequence[int], lay
         drop_ids = _read_table(dropped_uri, storage_options, columns=[S.ID]).column(S.ID).combine_chunks()
         _copy_without(part, part, drop_ids, storage_options, batch_rows)
     elif part_rows != pending["part_rows"] - n:
-        raise RuntimeError(f"{part}: {part_rows} rows, expected {pending['part_rows']} (before dropping duplicate ids) "
-                           f"or {pending['part_rows'] - n} (after); the shard changed outside the id check")
+        raise RuntimeError(
+            f"{part}: {part_rows} rows, expected {pending['part_rows']} (before dropping duplicate ids) "
+            f"or {pending['part_rows'] - n} (after); the shard changed outside the id check"
+        )
     removed_rows = _rows(removed, storage_options) or 0
     if removed_rows == pending["removed_rows"] and n:
         _append(removed if pending["removed_rows"] else None, dropped_uri, removed, storage_options, batch_rows)
     elif removed_rows != pending["removed_rows"] + n:
-        raise RuntimeError(f"{removed}: {removed_rows} rows, expected {pending['removed_rows']} (before dropping duplicate "
-                           f"ids) or {pending['removed_rows'] + n} (after); the shard changed outside the id check")
+        raise RuntimeError(
+            f"{removed}: {removed_rows} rows, expected {pending['removed_rows']} (before dropping duplicate "
+            f"ids) or {pending['removed_rows'] + n} (after); the shard changed outside the id check"
+        )
     updated = _updated_marker(pending["marker"], n, pending["chars"])
     storage.write_json(done, updated, storage_options)
     result = {"shard": shard, "docs_dropped": n, "chars_dropped": pending["chars"], "docs_kept": updated["docs_kept"]}
@@ -419,6 +492,7 @@ STEPS: dict[str, Callable[..., dict]] = {"hash": hash_shard, "duplicates": find_
 
 
 # ---------------------------------------------------------------------------- the whole check
+
 
 def _map(executor: Executor, step: str, args: list[tuple], storage_options) -> list:
     """Step `step` over its argument tuples on `executor` (nothing to do: no call at all)."""
@@ -435,26 +509,48 @@ def run_round(round_no: int, stage: StageLayout, storage_options=None, executor:
         return storage.read_json(layout.round_done(round_no), storage_options)
     plan = _read_plan(layout, round_no, storage_options)
     partitions = plan["partitions"]
-    _map(executor, "hash", [(int(i), stage.part(int(i)), layout, partitions, storage_options) for i, _ in plan["new"]],
-         storage_options)
-    found = _map(executor, "duplicates", [(round_no, p, layout, storage_options) for p in range(partitions)], storage_options)
+    _map(
+        executor,
+        "hash",
+        [(int(i), stage.part(int(i)), layout, partitions, storage_options) for i, _ in plan["new"]],
+        storage_options,
+    )
+    found = _map(
+        executor, "duplicates", [(round_no, p, layout, storage_options) for p in range(partitions)], storage_options
+    )
     affected: dict[int, list[int]] = {}
     for f in found:
         for shard in f["drops"]:
             affected.setdefault(int(shard), []).append(f["partition"])
-    applied = _map(executor, "drop", [(round_no, s, sorted(ps), layout, stage, storage_options)
-                                      for s, ps in sorted(affected.items())], storage_options)
-    totals = {"round": round_no, "partitions": partitions, "shards": len(plan["new"]), "shards_earlier": len(plan["earlier"]),
-              "ids_compared": sum(f["ids"] for f in found), "duplicate_ids": sum(f["duplicate_ids"] for f in found),
-              "docs_dropped": sum(a["docs_dropped"] for a in applied), "chars_dropped": sum(a["chars_dropped"] for a in applied),
-              "shards_rewritten": sorted(a["shard"] for a in applied)}
+    applied = _map(
+        executor,
+        "drop",
+        [(round_no, s, sorted(ps), layout, stage, storage_options) for s, ps in sorted(affected.items())],
+        storage_options,
+    )
+    totals = {
+        "round": round_no,
+        "partitions": partitions,
+        "shards": len(plan["new"]),
+        "shards_earlier": len(plan["earlier"]),
+        "ids_compared": sum(f["ids"] for f in found),
+        "duplicate_ids": sum(f["duplicate_ids"] for f in found),
+        "docs_dropped": sum(a["docs_dropped"] for a in applied),
+        "chars_dropped": sum(a["chars_dropped"] for a in applied),
+        "shards_rewritten": sorted(a["shard"] for a in applied),
+    }
     storage.write_json(layout.round_done(round_no), totals, storage_options)
     return totals
 
 
-def check_unique_ids(stage: StageLayout, shards: Sequence[tuple[int, str]], storage_options=None,
-                     executor: Executor | None = None, docs: Mapping[int, int] | None = None,
-                     partitions: int | None = None) -> dict:
+def check_unique_ids(
+    stage: StageLayout,
+    shards: Sequence[tuple[int, str]],
+    storage_options=None,
+    executor: Executor | None = None,
+    docs: Mapping[int, int] | None = None,
+    partitions: int | None = None,
+) -> dict:
     """Make ids unique across the finished shards of a normalize stage (rounds as needed).
 
     `shards`: (index, input URI) of every shard normalize finished (quarantined ones have no
@@ -465,11 +561,14 @@ def check_unique_ids(stage: StageLayout, shards: Sequence[tuple[int, str]], stor
     while (round_no := next_round(stage, shards, storage_options, docs, partitions)) is not None:
         ran.append(run_round(round_no, stage, storage_options, executor))
     rounds = storage.list_json(IdCheckLayout(stage.dir).rounds_done, storage_options)
-    return {"rounds": len(rounds), "rounds_run": [r["round"] for r in ran],
-            "partitions": rounds[0]["partitions"] if rounds else None,
-            **{k: sum(r[k] for r in rounds) for k in ("shards", "duplicate_ids", "docs_dropped", "chars_dropped")},
-            "shards_rewritten": sorted({s for r in rounds for s in r["shards_rewritten"]}),
-            "rewrote_now": any(r["shards_rewritten"] for r in ran)}
+    return {
+        "rounds": len(rounds),
+        "rounds_run": [r["round"] for r in ran],
+        "partitions": rounds[0]["partitions"] if rounds else None,
+        **{k: sum(r[k] for r in rounds) for k in ("shards", "duplicate_ids", "docs_dropped", "chars_dropped")},
+        "shards_rewritten": sorted({s for r in rounds for s in r["shards_rewritten"]}),
+        "rewrote_now": any(r["shards_rewritten"] for r in ran),
+    }
 
 
 RESTATED_KEYS = ("docs_kept", "docs_dropped", "chars_kept", "chars_dropped", "counters", "funnel")
@@ -483,6 +582,8 @@ def restate_summary(summary: dict, stage: StageLayout, storage_options=None) -> 
     done = [markers[r["index"]] for r in summary["shard_results"] if not r.get("quarantined")]
     recomputed = summarize_stage(summary["name"], summary["output"], done, summary["seconds"])
     restated = {**summary, **{k: recomputed[k] for k in RESTATED_KEYS}}
-    restated["shard_results"] = [r if r.get("quarantined") else {**r, "docs_kept": markers[r["index"]]["docs_kept"]}
-                                 for r in summary["shard_results"]]
+    restated["shard_results"] = [
+        r if r.get("quarantined") else {**r, "docs_kept": markers[r["index"]]["docs_kept"]}
+        for r in summary["shard_results"]
+    ]
     return restated

@@ -112,15 +112,19 @@ def why_free(record: dict | None, now: float | None = None) -> str | None:
 
 def describe(record: dict) -> str:
     age = _now() - float(record.get("heartbeat_at", 0))
-    return (f"process {record.get('pid')} on {record.get('host')} (lease {record.get('owner')}, since "
-            f"{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(float(record.get('acquired_at', 0))))}, "
-            f"last heartbeat {age:.0f}s ago, expires after {float(record.get('ttl_s', DEFAULT_TTL_S)):.0f}s without one)")
+    return (
+        f"process {record.get('pid')} on {record.get('host')} (lease {record.get('owner')}, since "
+        f"{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(float(record.get('acquired_at', 0))))}, "
+        f"last heartbeat {age:.0f}s ago, expires after {float(record.get('ttl_s', DEFAULT_TTL_S)):.0f}s without one)"
+    )
 
 
 def held_message(run_id: str, root: str, record: dict) -> str:
-    return (f"run {run_id!r} is running in another process: {describe(record)}. Wait for it to finish, "
-            f"or, if that process is gone, run `mixforge runs unlock {run_id} --store {root}` "
-            "(a lease whose heartbeats stop is taken over by itself after its TTL)")
+    return (
+        f"run {run_id!r} is running in another process: {describe(record)}. Wait for it to finish, "
+        f"or, if that process is gone, run `mixforge runs unlock {run_id} --store {root}` "
+        "(a lease whose heartbeats stop is taken over by itself after its TTL)"
+    )
 
 
 @dataclass
@@ -185,8 +189,14 @@ class Lease:
         self.release()
 
 
-def acquire(run_dir: str, run_id: str, root: str, storage_options: Mapping[str, Any] | None = None,
-            ttl_s: float = DEFAULT_TTL_S, heartbeat: bool = True) -> Lease:
+def acquire(
+    run_dir: str,
+    run_id: str,
+    root: str,
+    storage_options: Mapping[str, Any] | None = None,
+    ttl_s: float = DEFAULT_TTL_S,
+    heartbeat: bool = True,
+) -> Lease:
     """Take the run's lease or raise LeaseHeld naming its holder (a stale or released one is taken over)."""
     for _ in range(10):  # each loop either wins, raises, or lost a race to a process that just took it
         record = current(run_dir, storage_options)
@@ -197,8 +207,16 @@ def acquire(run_dir: str, run_id: str, root: str, storage_options: Mapping[str, 
             log.warning("run %s: taking over a stale lease (%s) held by %s", run_id, reason, describe(record))
         gen = (record["generation"] + 1) if record else 1
         now = round(_now(), 3)
-        mine = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "acquired_at": now,
-                "heartbeat_at": now, "ttl_s": ttl_s, "released": False, "run_id": run_id}
+        mine = {
+            "owner": uuid.uuid4().hex,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired_at": now,
+            "heartbeat_at": now,
+            "ttl_s": ttl_s,
+            "released": False,
+            "run_id": run_id,
+        }
         body = json.dumps(mine, indent=2, sort_keys=True).encode() + b"\n"
         if storage.create_only(_gen_uri(run_dir, gen), body, storage_options):
             lease = Lease(run_dir, gen, mine, storage_options)
@@ -221,6 +239,9 @@ def unlock(run_dir: str, storage_options: Mapping[str, Any] | None = None) -> di
     if record is None or record.get("released"):
         return None
     gen = record.pop("generation")
-    storage.write_json(_gen_uri(run_dir, gen), {**record, "released": True, "released_at": round(_now(), 3),
-                                                "released_by": "unlock"}, storage_options)
+    storage.write_json(
+        _gen_uri(run_dir, gen),
+        {**record, "released": True, "released_at": round(_now(), 3), "released_by": "unlock"},
+        storage_options,
+    )
     return {**record, "generation": gen}

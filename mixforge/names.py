@@ -46,7 +46,8 @@ def validate_name(value: object, what: str = "name") -> str:
         problem = "contains characters other than lowercase letters, digits and single dashes"
     raise InvalidName(
         f"invalid {what} {value!r}: it {problem}; use 1-{MAX_NAME_CHARS} lowercase letters, digits and single "
-        "dashes, starting and ending with a letter or digit (e.g. 'nightly-2026-12', 'edu-quality')")
+        "dashes, starting and ending with a letter or digit (e.g. 'nightly-2026-12', 'edu-quality')"
+    )
 
 
 def name_field(what: str):

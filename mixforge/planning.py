@@ -79,14 +79,18 @@ def check_output(output: str, storage_options: Mapping[str, Any] | None = None) 
         while not os.path.exists(existing):
             existing = os.path.dirname(existing) or "."
         if not os.path.isdir(existing):
-            raise ConfigError(f"--output {output!r}: {existing!r} is a file, so the store root cannot be created under it")
+            raise ConfigError(
+                f"--output {output!r}: {existing!r} is a file, so the store root cannot be created under it"
+            )
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"--output {output!r}: {existing!r} is not writable by this user")
         return
     bucket = path.split("/", 1)[0]
     try:
         if not fs.exists(bucket):
-            raise ConfigError(f"--output {output!r}: bucket {bucket!r} does not exist (or is not visible with these credentials)")
+            raise ConfigError(
+                f"--output {output!r}: bucket {bucket!r} does not exist (or is not visible with these credentials)"
+            )
         if fs.isfile(path):
             raise ConfigError(f"--output {output!r} is an object, not a prefix; give the store root")
     except ConfigError:
@@ -109,8 +113,11 @@ def discover(input: str, storage_options: Mapping[str, Any] | None = None) -> tu
     for s in found.skipped:
         log.warning("input %s skipped: %s", s["uri"], s["reason"])
     if not found.shards:
-        what = f"; skipped {len(found.skipped)}: " + ", ".join(f"{s['uri']} ({s['reason']})" for s in found.skipped[:3]) \
-            if found.skipped else ""
+        what = (
+            f"; skipped {len(found.skipped)}: " + ", ".join(f"{s['uri']} ({s['reason']})" for s in found.skipped[:3])
+            if found.skipped
+            else ""
+        )
         raise ConfigError(f"--input {input!r}: no shards (.parquet, .jsonl, .jsonl.gz, .jsonl.zst) found{what}")
     return found.shards, info
 
@@ -120,8 +127,9 @@ def check_run_id(run_id: str | None) -> None:
         validate_name(run_id, "run id")
 
 
-def _check_run_free(output: str, shards: Sequence[InputShard], fingerprint: Mapping[str, Any], run_id: str | None,
-                    storage_options) -> tuple[RunLayout, bool]:
+def _check_run_free(
+    output: str, shards: Sequence[InputShard], fingerprint: Mapping[str, Any], run_id: str | None, storage_options
+) -> tuple[RunLayout, bool]:
     """The run's layout and whether it exists; refuses a run id reused with another setup or held by a live run."""
     run, exists = check_run(output, shards, fingerprint, run_id, storage_options)
     if exists:
@@ -164,8 +172,9 @@ def is_contract_shard(uri: str, storage_options) -> bool:
 # ----------------------------------------------------------------------------- plans
 
 
-def plan_curate(input: str, output: str, config: CurateConfig, run_id: str | None = None,
-                incremental: bool = False) -> RunPlan:
+def plan_curate(
+    input: str, output: str, config: CurateConfig, run_id: str | None = None, incremental: bool = False
+) -> RunPlan:
     """Everything `curate` will do, checked and settled without writing anything.
 
     Incremental: only shards that no completed run of the pool has curated; when there are none,
@@ -181,10 +190,21 @@ def plan_curate(input: str, output: str, config: CurateConfig, run_id: str | Non
     if incremental:
         runs = pool_runs(output, config.dedup.index, options)
         new = new_shards(shards, runs)
-        info = {"input_shards": len(shards), "already_curated": len(shards) - len(new), "new_shards": len(new),
-                "index": config.dedup.index, "pool_runs": [r.run_id for r in runs]}
-        log.info("incremental: %d input shard(s) at %s, %d already curated by %d completed run(s), %d new",
-                 len(shards), input, info["already_curated"], len(runs), len(new))
+        info = {
+            "input_shards": len(shards),
+            "already_curated": len(shards) - len(new),
+            "new_shards": len(new),
+            "index": config.dedup.index,
+            "pool_runs": [r.run_id for r in runs],
+        }
+        log.info(
+            "incremental: %d input shard(s) at %s, %d already curated by %d completed run(s), %d new",
+            len(shards),
+            input,
+            info["already_curated"],
+            len(runs),
+            len(new),
+        )
         if not new:
             return RunPlan(None, [], (), False, config, info, inputs)
         shards = new
@@ -241,8 +261,11 @@ def progress_note(run: RunLayout, storage_options: Mapping[str, Any] | None = No
     fs, path = filesystem(run.dir, storage_options)
     fs.invalidate_cache(path)
     try:
-        stage_dirs = sorted(e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "directory"
-                            and not os.path.basename(e["name"].rstrip("/")).startswith(("_", ".")))
+        stage_dirs = sorted(
+            e["name"]
+            for e in fs.ls(path, detail=True)
+            if e.get("type") == "directory" and not os.path.basename(e["name"].rstrip("/")).startswith(("_", "."))
+        )
     except FileNotFoundError:
         return "nothing was written"
     parts = []
@@ -250,8 +273,11 @@ def progress_note(run: RunLayout, storage_options: Mapping[str, Any] | None = No
         name = os.path.basename(d.rstrip("/"))
         stage = run.stage(name)
         try:
-            done = sum(1 for p in fs.ls(storage.filesystem(storage.join(stage.dir, "_done"), storage_options)[1], detail=False)
-                       if p.endswith(".json"))
+            done = sum(
+                1
+                for p in fs.ls(storage.filesystem(storage.join(stage.dir, "_done"), storage_options)[1], detail=False)
+                if p.endswith(".json")
+            )
         except FileNotFoundError:
             done = 0
         finished = storage.exists(stage.stats, storage_options)
@@ -269,8 +295,13 @@ def completion_marker(run: RunLayout) -> str:
 def mark_run_complete(run: RunLayout, summary: dict, storage_options: Mapping[str, Any] | None = None) -> None:
     """Record that every stage of `run` has finished (written last, after the dedup index update)."""
     final = summary["stages"][-1] if summary["stages"] else {}
-    record = {"run_id": run.run_id, "output": summary["output"], "stages": [s["name"] for s in summary["stages"]],
-              "docs_kept": final.get("docs_kept"), "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "run_id": run.run_id,
+        "output": summary["output"],
+        "stages": [s["name"] for s in summary["stages"]],
+        "docs_kept": final.get("docs_kept"),
+        "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     storage.write_json(completion_marker(run), record, storage_options)
 
 
@@ -285,11 +316,15 @@ def default_dedup_index(output: str) -> str:
 def incremental_config(config: CurateConfig, output: str) -> CurateConfig:
     """The config of an incremental run: dedup runs, against the pool's index, and appends to it."""
     if "dedup" not in config.stages:
-        raise ConfigError("stages: incremental curation deduplicates new shards against the pool's dedup index: "
-                          f"add 'dedup' to config.stages (got {list(config.stages)})")
+        raise ConfigError(
+            "stages: incremental curation deduplicates new shards against the pool's dedup index: "
+            f"add 'dedup' to config.stages (got {list(config.stages)})"
+        )
     if not config.dedup.update_index:
-        raise ConfigError("dedup.update_index: incremental curation needs true, or tomorrow's shards would not be "
-                          "deduplicated against tonight's documents")
+        raise ConfigError(
+            "dedup.update_index: incremental curation needs true, or tomorrow's shards would not be "
+            "deduplicated against tonight's documents"
+        )
     if config.dedup.index:
         return config
     index = default_dedup_index(output)
@@ -350,10 +385,16 @@ def pool_runs(root: str, index: str, storage_options: Mapping[str, Any] | None =
         if not _exists(completion_marker(run), storage_options):
             if run_id not in in_index or not _exists(final.stats, storage_options):
                 return None  # unfinished: its shards are still to be curated
-            log.warning("run %s finished (its documents are in the dedup index %s) but was not marked complete: "
-                        "marking it now", run_id, index)
+            log.warning(
+                "run %s finished (its documents are in the dedup index %s) but was not marked complete: "
+                "marking it now",
+                run_id,
+                index,
+            )
             record = {"run_id": run_id, "output": final.dir, "stages": stages, "repaired": True}
-            storage.create_only(completion_marker(run), json.dumps(record, indent=2, sort_keys=True).encode(), storage_options)
+            storage.create_only(
+                completion_marker(run), json.dumps(record, indent=2, sort_keys=True).encode(), storage_options
+            )
         inputs = frozenset((s["uri"], s.get("size")) for s in manifest.get("inputs", []))
         return PoolRun(run_id, final.dir, inputs)
 
@@ -368,11 +409,12 @@ def new_shards(found: Sequence[InputShard], runs: Sequence[PoolRun]) -> list[Inp
     return [s for s in found if (s.uri, s.size) not in curated]
 
 
-
 # ----------------------------------------------------------------------------- the pool a pipeline mixes
 
 
-def curated_pool(output: str, curated: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> list[str]:
+def curated_pool(
+    output: str, curated: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> list[str]:
     """The folders of curated shards a pipeline's mixture samples: the curate run's final-stage
     folder, or, for an incremental run, that of every completed run of its pool (sorted)."""
     if not curated.get("incremental"):
@@ -385,8 +427,13 @@ def spec_with_pool(spec, pool: Sequence[str]):
     return spec.model_copy(update={"pool": list(pool)})
 
 
-def mixture_spec(pool: Sequence[str], output: str, mixture=None, name: str = "default",
-                 storage_options: Mapping[str, Any] | None = None):
+def mixture_spec(
+    pool: Sequence[str],
+    output: str,
+    mixture=None,
+    name: str = "default",
+    storage_options: Mapping[str, Any] | None = None,
+):
     """`mixture` sampling `pool`, or, without one, every source of the pool at its natural share."""
     if mixture is not None:
         return spec_with_pool(mixture, pool)
@@ -395,8 +442,9 @@ def mixture_spec(pool: Sequence[str], output: str, mixture=None, name: str = "de
     return spec_for_pool(pool, output, name=name, storage_options=storage_options)
 
 
-def latest_mixture_of_pool(store: str, name: str, pool: Sequence[str], spec=None,
-                           storage_options: Mapping[str, Any] | None = None) -> dict | None:
+def latest_mixture_of_pool(
+    store: str, name: str, pool: Sequence[str], spec=None, storage_options: Mapping[str, Any] | None = None
+) -> dict | None:
     """The `mix` summary of mixture `name`'s latest version if it was built over exactly `pool`
     (and, when a spec is given, from that spec); None when there is no such version."""
     from mixforge.mixtures import versions
@@ -416,16 +464,33 @@ def latest_mixture_of_pool(store: str, name: str, pool: Sequence[str], spec=None
     return versions.summary(manifest, store)
 
 
-def nothing_to_mix(input: str, name: str, curated: Mapping[str, Any], pool: Sequence[str], current: dict | None,
-                   rephrased: Sequence[dict]) -> dict | None:
+def nothing_to_mix(
+    input: str,
+    name: str,
+    curated: Mapping[str, Any],
+    pool: Sequence[str],
+    current: dict | None,
+    rephrased: Sequence[dict],
+) -> dict | None:
     """The nightly's no-op result when nothing is new (no curate run, no rephrase run) and the mixture's
     latest version already covers the pool (or there is no pool yet); None when a version is to be built."""
     if curated.get("run_id") is not None or rephrased:
         return None
     if pool and current is None:
-        log.info("nothing new under %s, but mixture %s has no version over the current pool: building one", input, name)
+        log.info(
+            "nothing new under %s, but mixture %s has no version over the current pool: building one", input, name
+        )
         return None
-    message = (f"nothing new under {input}; mixture {name} {current['version']} already covers the pool "
-               f"({len(pool)} run(s))" if current else f"nothing new under {input} and nothing curated yet")
-    return {**curated, "rephrase": list(rephrased), "noop": True, "message": message, "pool": list(pool),
-            "mixture": None if current is None else {**current, "built": False}}
+    message = (
+        f"nothing new under {input}; mixture {name} {current['version']} already covers the pool ({len(pool)} run(s))"
+        if current
+        else f"nothing new under {input} and nothing curated yet"
+    )
+    return {
+        **curated,
+        "rephrase": list(rephrased),
+        "noop": True,
+        "message": message,
+        "pool": list(pool),
+        "mixture": None if current is None else {**current, "built": False},
+    }

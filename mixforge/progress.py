@@ -43,7 +43,9 @@ class LogProgress:
         self._docs[stage] = self._docs.get(stage, 0) + stats.get("docs_in", 0)
         if time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
-            self.logger.info(f"{stage}: {self._done[stage]}/{self._total.get(stage, '?')} shards, {self._docs[stage]:,} docs read")
+            self.logger.info(
+                f"{stage}: {self._done[stage]}/{self._total.get(stage, '?')} shards, {self._docs[stage]:,} docs read"
+            )
 
     def stage_finished(self, stage: str, summary: dict) -> None:
         dropped = sum(summary["docs_dropped"].values())
@@ -59,11 +61,28 @@ class RichProgress(LogProgress):
     def __init__(self) -> None:
         super().__init__(every_s=float("inf"))
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as Bar,
+        )
 
-        self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
-                        TextColumn("{task.fields[docs]:,} docs"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=False)
+        self._bar = Bar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("shards"),
+            TextColumn("{task.fields[docs]:,} docs"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self._tasks: dict[str, int] = {}
 
     def stage_started(self, stage: str, total: int, already_done: int) -> None:

@@ -53,8 +53,11 @@ def _same_text(kept: pa.Table, docs: pa.Table) -> bool:
         return False
     a, b = kept.column(S.TEXT), docs.column(S.TEXT)
     return a.num_chunks == b.num_chunks and all(
-        x.offset == y.offset and len(x) == len(y) and [m and m.address for m in x.buffers()] == [m and m.address for m in y.buffers()]
-        for x, y in zip(a.chunks, b.chunks))
+        x.offset == y.offset
+        and len(x) == len(y)
+        and [m and m.address for m in x.buffers()] == [m and m.address for m in y.buffers()]
+        for x, y in zip(a.chunks, b.chunks)
+    )
 
 
 class _Tally:
@@ -74,17 +77,29 @@ class _Tally:
         self.skipped: Counter = Counter(state.get("skipped", {}))
 
     def state(self) -> dict:
-        return {"docs_in": self.docs_in, "docs_kept": self.docs_kept, "docs_used": self.docs_used,
-                "chars_in": self.chars_in, "chars_kept": self.chars_kept, "dropped": dict(self.dropped),
-                "chars_dropped": dict(self.chars_dropped), "skipped": dict(self.skipped)}
+        return {
+            "docs_in": self.docs_in,
+            "docs_kept": self.docs_kept,
+            "docs_used": self.docs_used,
+            "chars_in": self.chars_in,
+            "chars_kept": self.chars_kept,
+            "dropped": dict(self.dropped),
+            "chars_dropped": dict(self.chars_dropped),
+            "skipped": dict(self.skipped),
+        }
 
     def removed(self, table: pa.Table) -> None:
         if table is None or table.num_rows == 0:
             return
         lengths = pc.fill_null(pc.utf8_length(table.column(S.TEXT)), 0)
-        per_reason = pa.table({"reason": table.column(S.DROP_REASON), "chars": lengths}).group_by("reason").aggregate(
-            [("chars", "count"), ("chars", "sum")])
-        for reason, docs, chars in zip(*(per_reason.column(c).to_pylist() for c in ("reason", "chars_count", "chars_sum"))):
+        per_reason = (
+            pa.table({"reason": table.column(S.DROP_REASON), "chars": lengths})
+            .group_by("reason")
+            .aggregate([("chars", "count"), ("chars", "sum")])
+        )
+        for reason, docs, chars in zip(
+            *(per_reason.column(c).to_pylist() for c in ("reason", "chars_count", "chars_sum"))
+        ):
             self.dropped[reason] += docs
             self.chars_dropped[reason] += chars
 
@@ -127,7 +142,9 @@ def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_opt
         for raw in read_raw(job.input_uri, read_options, storage_options):
             yield _Batch(raw.docs, raw.rejects, raw.positions, raw.unit)
     else:
-        for table in read_documents(job.input_uri, batch_rows=read_options.batch_rows, storage_options=storage_options):
+        for table in read_documents(
+            job.input_uri, batch_rows=read_options.batch_rows, storage_options=storage_options
+        ):
             yield _Batch(table)
 
 
@@ -159,8 +176,9 @@ def _process_batch(stage: Stage, batch: _Batch, ctx: ShardContext, tally: _Tally
         out.removed.write(removed)
 
 
-def _run_batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext,
-                 tally: _Tally) -> None:
+def _run_batches(
+    stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext, tally: _Tally
+) -> None:
     out = _Outputs(job.layout.part(job.index), job.layout.removed(job.index), storage_options)
     try:
         for batch in _batches(stage, job, read_options, storage_options):
@@ -171,8 +189,9 @@ def _run_batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage
     out.close()
 
 
-def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext,
-                      tally: _Tally) -> None:
+def _run_checkpointed(
+    stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext, tally: _Tally
+) -> None:
     """Like `_run_batches`, but every batch's outputs and counts are saved as it finishes.
 
     A rerun restores the saved batches (a prefix of the shard: batches run in order) instead of
@@ -200,9 +219,19 @@ def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, st
             out.abort()
             raise
         out.close()
-        storage.write_json(layout.piece(index, batch, "done"),
-                           {"batch": batch, "rows_before": rows_read, "rows": rows, "removed_rows": out.removed.rows,
-                            "tally": tally.state(), "counters": dict(ctx.counters), "figures": ctx.figures}, storage_options)
+        storage.write_json(
+            layout.piece(index, batch, "done"),
+            {
+                "batch": batch,
+                "rows_before": rows_read,
+                "rows": rows,
+                "removed_rows": out.removed.rows,
+                "tally": tally.state(),
+                "counters": dict(ctx.counters),
+                "figures": ctx.figures,
+            },
+            storage_options,
+        )
         saved[batch] = {"removed_rows": out.removed.rows}
         rows_read += rows
     merged = _Outputs(layout.part(index), layout.removed(index), storage_options)
@@ -218,8 +247,12 @@ def _run_checkpointed(stage: Stage, job: ShardJob, read_options: ReadOptions, st
     merged.close()
 
 
-def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptions(),
-              storage_options: Mapping[str, Any] | None = None) -> dict:
+def run_shard(
+    stage: Stage,
+    job: ShardJob,
+    read_options: ReadOptions = ReadOptions(),
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict:
     """Process one shard; returns its stats (also written as the `_done` marker).
 
     A shard already marked done is skipped and its recorded stats returned. A shard that
@@ -241,8 +274,13 @@ def run_shard(stage: Stage, job: ShardJob, read_options: ReadOptions = ReadOptio
         ledger = {"error": str(e), "rows_decoded": e.rows_decoded, "rows_declared": e.rows_declared}
         record = {"shard": job.input_uri, "index": job.index, **ledger, "stage": stage.name}
         storage.write_json(layout.quarantine(job.index), record, storage_options)
-        return {"index": job.index, "input": job.input_uri, "quarantined": True, **ledger,
-                "seconds": round(time.perf_counter() - started, 4)}
+        return {
+            "index": job.index,
+            "input": job.input_uri,
+            "quarantined": True,
+            **ledger,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
     stats = {
         "index": job.index,
         "input": job.input_uri,
@@ -287,8 +325,10 @@ def _check_reconciles(stats: dict) -> None:
     skipped = sum(stats["docs_skipped"].values())
     outcome, n = ("used", stats["docs_used"]) if "docs_used" in stats else ("kept", stats["docs_kept"])
     if stats["docs_in"] != n + skipped + dropped:
-        raise AssertionError(f"{stats['input']}: counts do not reconcile: in={stats['docs_in']} {outcome}={n} "
-                             f"skipped={skipped} dropped={dropped}")
+        raise AssertionError(
+            f"{stats['input']}: counts do not reconcile: in={stats['docs_in']} {outcome}={n} "
+            f"skipped={skipped} dropped={dropped}"
+        )
 
 
 _SETUP_DONE: set[int] = set()
@@ -303,6 +343,7 @@ def _ensure_setup(stage: Stage) -> None:
 
 # ----------------------------------------------------------------------------- a stage over its shards
 
+
 class StageFailed(RuntimeError):
     """Some shards of a stage still failed after their retries (the message names them)."""
 
@@ -313,8 +354,9 @@ class StageFailed(RuntimeError):
 _WORKER_STAGE: dict[str, Stage] = {}
 
 
-def run_shard_in_worker(token: str, stage: Stage, job: ShardJob, read_options: ReadOptions,
-                        storage_options: Mapping[str, Any] | None) -> dict:
+def run_shard_in_worker(
+    token: str, stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options: Mapping[str, Any] | None
+) -> dict:
     """`run_shard` with the worker's copy of `stage` (set up once per worker and stage run)."""
     if token not in _WORKER_STAGE:
         _WORKER_STAGE.clear()
@@ -324,12 +366,22 @@ def run_shard_in_worker(token: str, stage: Stage, job: ShardJob, read_options: R
 
 def finished_shards(layout: StageLayout, storage_options: Mapping[str, Any] | None) -> dict[int, dict]:
     """Stats of the shards already done in this stage, by index (one listing)."""
-    return {s["index"]: {**s, "skipped": True} for s in storage.list_json(storage.join(layout.dir, "_done"), storage_options)}
+    return {
+        s["index"]: {**s, "skipped": True}
+        for s in storage.list_json(storage.join(layout.dir, "_done"), storage_options)
+    }
 
 
-def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str]], executor: Executor | None = None,
-              read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None, *,
-              write_stats: bool = True) -> dict:
+def run_stage(
+    stage: Stage,
+    layout: StageLayout,
+    inputs: Sequence[tuple[int, str]],
+    executor: Executor | None = None,
+    read_options: ReadOptions = ReadOptions(),
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    write_stats: bool = True,
+) -> dict:
     """Process every (index, input URI) with `stage` on `executor` (default: in this process); returns
     the stage summary, also written as `_stats.json` (`write_stats=False`: a composite writes the
     stage's `_stats.json` itself, once, with its own figures).
@@ -353,8 +405,13 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
     if todo:
         token = uuid.uuid4().hex
         calls = [Call(job, (token, stage, job, read_options, storage_options)) for job in todo]
-        for job, stats, error in executor.run(run_shard_in_worker, calls, resources=stage.resources,
-                                              runtime_env=stage.runtime_env, storage_options=storage_options):
+        for job, stats, error in executor.run(
+            run_shard_in_worker,
+            calls,
+            resources=stage.resources,
+            runtime_env=stage.runtime_env,
+            storage_options=storage_options,
+        ):
             if error is not None:
                 log.error("shard %d (%s) failed: %s", job.index, job.input_uri, error)
                 failures.append((job, error))
@@ -366,10 +423,13 @@ def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str
     summary = summarize_stage(stage.name, layout.dir, results, time.perf_counter() - started)
     if failures:
         lines = "\n".join(f"  shard {j.index} ({j.input_uri}): {err}" for j, err in failures)
-        raise StageFailed(f"stage {stage.name!r}: {len(failures)} shard(s) failed after {executor.max_retries} retries "
-                          f"(rerun the same run id to retry only these):\n{lines}")
-    summary["shard_results"] = [{k: s.get(k) for k in ("index", "input", "quarantined", "docs_in", "docs_kept", "skipped")}
-                                for s in results]
+        raise StageFailed(
+            f"stage {stage.name!r}: {len(failures)} shard(s) failed after {executor.max_retries} retries "
+            f"(rerun the same run id to retry only these):\n{lines}"
+        )
+    summary["shard_results"] = [
+        {k: s.get(k) for k in ("index", "input", "quarantined", "docs_in", "docs_kept", "skipped")} for s in results
+    ]
     if write_stats:
         storage.write_json(layout.stats, summary, storage_options)
     reporter.stage_finished(stage.name, summary)
@@ -407,8 +467,15 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
     funnel = []
     for reason in ranked:
         remaining -= outcomes[reason]
-        funnel.append({"reason": reason, "docs": outcomes[reason], "chars": chars_dropped.get(reason, 0),
-                       "docs_remaining": remaining, **({"skipped": True} if reason in skipped else {})})
+        funnel.append(
+            {
+                "reason": reason,
+                "docs": outcomes[reason],
+                "chars": chars_dropped.get(reason, 0),
+                "docs_remaining": remaining,
+                **({"skipped": True} if reason in skipped else {}),
+            }
+        )
     generated = [s for s in done if "docs_used" in s]
     summary = {
         "name": name,
@@ -424,15 +491,25 @@ def summarize_stage(name: str, output: str, shard_stats: list[dict], seconds: fl
         # say: a JSONL shard, a Parquet footer that cannot be read) and what was decoded before each error.
         "docs_quarantined": _declared_total(quarantined),
         "docs_quarantined_decoded": sum(s.get("rows_decoded") or 0 for s in quarantined),
-        "quarantined": [{"shard": s["input"], "error": s["error"], "rows_decoded": s.get("rows_decoded"),
-                         "rows_declared": s.get("rows_declared")} for s in quarantined],
+        "quarantined": [
+            {
+                "shard": s["input"],
+                "error": s["error"],
+                "rows_decoded": s.get("rows_decoded"),
+                "rows_declared": s.get("rows_declared"),
+            }
+            for s in quarantined
+        ],
         "chars_in": sum(s["chars_in"] for s in done),
         "chars_kept": sum(s["chars_kept"] for s in done),
         "chars_dropped": dict(sorted(chars_dropped.items())),
         "counters": dict(sorted(counters.items())),
         # figures_missing: shards done without figures (an older version's markers), not in the sums
-        **({"figures": figures, "figures_missing": [s["index"] for s in done if "figures" not in s]}
-           if any(s.get("figures") for s in done) else {}),  # only stages that record figures
+        **(
+            {"figures": figures, "figures_missing": [s["index"] for s in done if "figures" not in s]}
+            if any(s.get("figures") for s in done)
+            else {}
+        ),  # only stages that record figures
         "funnel": funnel,
         "seconds": round(seconds, 3),
         "shard_seconds": round(sum(s.get("seconds", 0.0) for s in shard_stats), 3),
@@ -464,8 +541,9 @@ def _utilisation(ran: list[dict]) -> dict:
 def quarantine_rows(entry: Mapping[str, Any]) -> str:
     """A quarantined shard's rows, for people: how many were decoded before the error, how many it declares."""
     declared = entry.get("rows_declared")
-    return (f"{entry.get('rows_decoded', 0):,} rows decoded before the error, "
-            + (f"{declared:,} declared by its footer" if declared is not None else "row count unknown"))
+    return f"{entry.get('rows_decoded', 0):,} rows decoded before the error, " + (
+        f"{declared:,} declared by its footer" if declared is not None else "row count unknown"
+    )
 
 
 def format_traceback(e: BaseException) -> str:

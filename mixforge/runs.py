@@ -1,12 +1,12 @@
 """Run ids and the run layout in the store (DESIGN.md, "Storage layout").
 
-    <root>/runs/<run_id>/_run.json                      inputs, config, code version (create-only)
-    <root>/runs/<run_id>/<stage>/part-00000.parquet     kept documents, 1:1 with input shards
-    <root>/runs/<run_id>/<stage>/_removed/part-00000.parquet
-    <root>/runs/<run_id>/<stage>/_done/part-00000.json  per-shard stats; its presence = shard finished
-    <root>/runs/<run_id>/<stage>/_quarantine/part-00000.json
-    <root>/runs/<run_id>/<stage>/_pieces/part-00000/    batch checkpoints of a shard in progress
-    <root>/runs/<run_id>/<stage>/_stats.json            the stage's aggregated stats
+<root>/runs/<run_id>/_run.json                      inputs, config, code version (create-only)
+<root>/runs/<run_id>/<stage>/part-00000.parquet     kept documents, 1:1 with input shards
+<root>/runs/<run_id>/<stage>/_removed/part-00000.parquet
+<root>/runs/<run_id>/<stage>/_done/part-00000.json  per-shard stats; its presence = shard finished
+<root>/runs/<run_id>/<stage>/_quarantine/part-00000.json
+<root>/runs/<run_id>/<stage>/_pieces/part-00000/    batch checkpoints of a shard in progress
+<root>/runs/<run_id>/<stage>/_stats.json            the stage's aggregated stats
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def canonical_json(obj: Any) -> str:
 def compute_run_id(inputs: Sequence[InputShard], config: Mapping[str, Any], code_version: str = __version__) -> str:
     """Hash of the inputs (URIs and sizes), the config and the code version."""
     h = hashlib.sha256()
-    h.update(canonical_json({"inputs": [[s.uri, s.size] for s in inputs], "config": config, "code": code_version}).encode())
+    h.update(
+        canonical_json({"inputs": [[s.uri, s.size] for s in inputs], "config": config, "code": code_version}).encode()
+    )
     return "run-" + h.hexdigest()[:16]
 
 
@@ -111,8 +113,13 @@ def _refuse_if_different(layout: RunLayout, existing: Mapping[str, Any], manifes
         )
 
 
-def check_run(root: str, inputs: Sequence[InputShard], config: Mapping[str, Any], run_id: str | None = None,
-              storage_options: Mapping[str, Any] | None = None) -> tuple[RunLayout, bool]:
+def check_run(
+    root: str,
+    inputs: Sequence[InputShard],
+    config: Mapping[str, Any],
+    run_id: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[RunLayout, bool]:
     """(layout, exists) of the run these inputs and config make, writing nothing.
 
     An explicit run id must be a valid name (it becomes a folder and an artifact key) and, when
@@ -128,8 +135,13 @@ def check_run(root: str, inputs: Sequence[InputShard], config: Mapping[str, Any]
     return layout, True
 
 
-def open_run(root: str, inputs: Sequence[InputShard], config: Mapping[str, Any], run_id: str | None = None,
-             storage_options: Mapping[str, Any] | None = None) -> tuple[RunLayout, bool]:
+def open_run(
+    root: str,
+    inputs: Sequence[InputShard],
+    config: Mapping[str, Any],
+    run_id: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[RunLayout, bool]:
     """Create the run (or resume it). Returns (layout, resumed).
 
     Rerunning a run id resumes it; an explicit run id whose recorded config or inputs differ

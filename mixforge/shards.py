@@ -38,7 +38,9 @@ from mixforge.storage import atomic_open, filesystem, is_local
 
 PARQUET_COMPRESSION = "zstd"
 REJECT_PREVIEW_CHARS = 4096  # text kept in the audit for rows that could not be used
-REJECT_SCHEMA = pa.schema(list(S.CORE_SCHEMA) + [pa.field(S.DROP_REASON, pa.string()), pa.field(S.DROP_DETAIL, pa.string())])
+REJECT_SCHEMA = pa.schema(
+    list(S.CORE_SCHEMA) + [pa.field(S.DROP_REASON, pa.string()), pa.field(S.DROP_DETAIL, pa.string())]
+)
 DUPLICATE_ID = "duplicate_id"  # drop reason: an input id already used earlier in the same shard
 SHARD_SUFFIXES = (".parquet", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".jsonl")
 _READ_CHUNK = 1 << 14  # compressed bytes per read: also the precision of "detected by byte N"
@@ -193,8 +195,10 @@ class _GzipStream(_CheckedStream):
                 try:
                     out = self._member.decompress(self._input, len(buf))
                 except zlib.error as e:
-                    raise self._fail(f"is corrupt ({e}) in the member starting at compressed byte {self._member_start}, "
-                                     f"detected by compressed byte {fed_to}") from e
+                    raise self._fail(
+                        f"is corrupt ({e}) in the member starting at compressed byte {self._member_start}, "
+                        f"detected by compressed byte {fed_to}"
+                    ) from e
                 if self._member.eof:
                     self._input, self._member = self._member.unused_data, None
                 else:
@@ -213,15 +217,19 @@ class _GzipStream(_CheckedStream):
                     continue
                 if len(rest) >= 2 or (rest and rest != b"\x1f"):
                     at = self.offset - len(rest)
-                    raise self._fail(f"has {'trailing ' if at else ''}bytes that are not gzip at compressed byte {at} "
-                                     f"(starting {rest[:8]!r})")
+                    raise self._fail(
+                        f"has {'trailing ' if at else ''}bytes that are not gzip at compressed byte {at} "
+                        f"(starting {rest[:8]!r})"
+                    )
             data = self._read_compressed()
             if data:
                 self._input += data
                 continue
             if self._member is not None:
-                raise self._fail(f"is truncated: it ends at compressed byte {self.offset} inside the member starting at "
-                                 f"compressed byte {self._member_start}")
+                raise self._fail(
+                    f"is truncated: it ends at compressed byte {self.offset} inside the member starting at "
+                    f"compressed byte {self._member_start}"
+                )
             if self._input:
                 raise self._fail(f"is truncated: it ends at compressed byte {self.offset} inside a member header")
             return 0
@@ -264,7 +272,7 @@ class _ZstdFraming:
             if not self._header:
                 self._header_at = at + i
             k = min(self._need - len(self._header), n - i)
-            self._header += data[i:i + k]
+            self._header += data[i : i + k]
             i += k
             if len(self._header) == self._need:
                 header = bytes(self._header)
@@ -365,8 +373,9 @@ class _ZstdStream(_CheckedStream):
     def __init__(self, raw, uri: str) -> None:
         super().__init__(raw, uri)
         self.framing = _ZstdFraming()
-        self._reader = zstandard.ZstdDecompressor().stream_reader(self._Source(self), read_size=_READ_CHUNK,
-                                                                  read_across_frames=True, closefd=False)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            self._Source(self), read_size=_READ_CHUNK, read_across_frames=True, closefd=False
+        )
 
     def readinto(self, buf) -> int:
         try:
@@ -374,9 +383,12 @@ class _ZstdStream(_CheckedStream):
         except zstandard.ZstdError as e:
             # Bytes that are no frame are named by the walker, at their exact offset.
             problem = self.framing.problem
-            raise self._fail(f"{problem} (decoder: {e})" if problem else
-                             f"is corrupt ({e}), detected by compressed byte {self.offset} (in or before the frame "
-                             f"starting at compressed byte {self.framing.last_frame_start})") from e
+            raise self._fail(
+                f"{problem} (decoder: {e})"
+                if problem
+                else f"is corrupt ({e}), detected by compressed byte {self.offset} (in or before the frame "
+                f"starting at compressed byte {self.framing.last_frame_start})"
+            ) from e
         if n == 0:
             if self.framing.problem is None and self._read_compressed(1):
                 raise self._fail(f"has bytes after its last frame at compressed byte {self.offset - 1}")
@@ -394,7 +406,9 @@ def _open_parquet(uri: str, f) -> pq.ParquetFile:
         # Page checksums, where the writer stored them, catch corrupt pages that would decode.
         return pq.ParquetFile(f, page_checksum_verification=True)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise ShardUnreadable(f"{uri}: not a readable Parquet file: footer unreadable ({_footer_where(f)}): {e}", 0) from e
+        raise ShardUnreadable(
+            f"{uri}: not a readable Parquet file: footer unreadable ({_footer_where(f)}): {e}", 0
+        ) from e
 
 
 def _footer_where(f) -> str:
@@ -418,14 +432,19 @@ def _row_group_bytes(md: pq.FileMetaData, group: int) -> str:
     starts, ends = [], []
     for c in range(rg.num_columns):
         col = rg.column(c)
-        start = col.dictionary_page_offset if col.has_dictionary_page and col.dictionary_page_offset else col.data_page_offset
+        start = (
+            col.dictionary_page_offset
+            if col.has_dictionary_page and col.dictionary_page_offset
+            else col.data_page_offset
+        )
         starts.append(start)
         ends.append(start + col.total_compressed_size)
     return f"compressed bytes {min(starts)}..{max(ends)}" if starts else "no columns"
 
 
-def _parquet_batches(uri: str, pf: pq.ParquetFile, batch_rows: int, progress: _Progress,
-                     columns: list[str] | None = None) -> Iterator[pa.Table]:
+def _parquet_batches(
+    uri: str, pf: pq.ParquetFile, batch_rows: int, progress: _Progress, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
     """A Parquet file's rows, one row group at a time, each checked against the rows the footer declares."""
     md = pf.metadata
     progress.declared = md.num_rows
@@ -437,10 +456,14 @@ def _parquet_batches(uri: str, pf: pq.ParquetFile, batch_rows: int, progress: _P
                 progress.rows += rb.num_rows
                 yield pa.Table.from_batches([rb])
         except (pa.ArrowException, OSError, ValueError) as e:
-            raise ShardUnreadable(f"{uri}: corrupt Parquet data in row group {group} ({_row_group_bytes(md, group)}): {e}") from e
+            raise ShardUnreadable(
+                f"{uri}: corrupt Parquet data in row group {group} ({_row_group_bytes(md, group)}): {e}"
+            ) from e
         if got != declared:
-            raise ShardUnreadable(f"{uri}: corrupt Parquet data in row group {group} ({_row_group_bytes(md, group)}): "
-                                  f"the footer declares {declared} rows, {got} decoded")
+            raise ShardUnreadable(
+                f"{uri}: corrupt Parquet data in row group {group} ({_row_group_bytes(md, group)}): "
+                f"the footer declares {declared} rows, {got} decoded"
+            )
 
 
 # ----------------------------------------------------------------------------- ids
@@ -526,7 +549,9 @@ class _ShardIds:
         """Ids for rows without one, in row order (`digests`: S.text_digest of each row's raw text)."""
         if not digests:
             return []
-        keys = np.fromiter((int(d, 16) ^ self._source_key(s) for s, d in zip(sources, digests)), np.uint64, len(digests))
+        keys = np.fromiter(
+            (int(d, 16) ^ self._source_key(s) for s, d in zip(sources, digests)), np.uint64, len(digests)
+        )
         first, rank = _groups(keys)
         found, run, where = self._occurrences.find(keys)
         occurrence = np.where(found, self._occurrences.values(run, where), 0) + rank
@@ -539,7 +564,9 @@ class _ShardIds:
     def _source_key(self, source: str) -> int:
         key = self._source_keys.get(source)
         if key is None:
-            key = int.from_bytes(hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+            key = int.from_bytes(
+                hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+            )
             self._source_keys[source] = key
         return key
 
@@ -560,8 +587,9 @@ class _ShardIds:
         return out
 
 
-def _split_repeated_ids(uri: str, unit: str, docs: pa.Table, supplied: np.ndarray, positions: np.ndarray,
-                        ids: _ShardIds) -> tuple[pa.Table, np.ndarray, pa.Table | None]:
+def _split_repeated_ids(
+    uri: str, unit: str, docs: pa.Table, supplied: np.ndarray, positions: np.ndarray, ids: _ShardIds
+) -> tuple[pa.Table, np.ndarray, pa.Table | None]:
     """Drop rows whose input-supplied id an earlier row of the shard already used."""
     supplied_ids = pc.if_else(pa.array(supplied), docs.column(S.ID).combine_chunks(), pa.scalar(None, pa.string()))
     earlier = ids.earlier_positions(supplied_ids, positions)
@@ -570,10 +598,13 @@ def _split_repeated_ids(uri: str, unit: str, docs: pa.Table, supplied: np.ndarra
         return docs, positions, None
     mask = pa.array(repeated)
     dropped = docs.filter(mask)
-    details = [f"{uri} {unit} {p}: id {_quote_id(i)} already used at {unit} {e}"
-               for p, e, i in zip(positions[repeated], earlier[repeated], dropped.column(S.ID).to_pylist())]
-    dropped = (dropped.append_column(S.DROP_REASON, pa.array([DUPLICATE_ID] * len(details), pa.string()))
-               .append_column(S.DROP_DETAIL, pa.array(details, pa.string())))
+    details = [
+        f"{uri} {unit} {p}: id {_quote_id(i)} already used at {unit} {e}"
+        for p, e, i in zip(positions[repeated], earlier[repeated], dropped.column(S.ID).to_pylist())
+    ]
+    dropped = dropped.append_column(S.DROP_REASON, pa.array([DUPLICATE_ID] * len(details), pa.string())).append_column(
+        S.DROP_DETAIL, pa.array(details, pa.string())
+    )
     return docs.filter(pc.invert(mask)), positions[~repeated], dropped
 
 
@@ -584,7 +615,9 @@ def _quote_id(value: str) -> str:
 # ----------------------------------------------------------------------------- raw input
 
 
-def read_raw(uri: str, options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None) -> Iterator[RawBatch]:
+def read_raw(
+    uri: str, options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None
+) -> Iterator[RawBatch]:
     """Stream a raw input shard as contract documents plus rejected rows.
 
     Raises ShardUnreadable when the shard itself cannot be read; rows already yielded
@@ -618,20 +651,36 @@ class _JsonlBatch:
         return len(self.texts) + len(self.bad_texts)
 
     def finish(self, uri: str, default_source: str, ids: _ShardIds) -> RawBatch:
-        derived = iter(ids.derive([s for s, i in zip(self.sources, self.ids) if i is None],
-                                  [d for d, i in zip(self.digests, self.ids) if i is None]))
+        derived = iter(
+            ids.derive(
+                [s for s, i in zip(self.sources, self.ids) if i is None],
+                [d for d, i in zip(self.digests, self.ids) if i is None],
+            )
+        )
         supplied = np.array([i is not None for i in self.ids], bool)
         doc_ids = [i if i is not None else next(derived) for i in self.ids]
-        docs = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(
-            (doc_ids, self.texts, self.sources, self.urls, self.metas), S.CORE_SCHEMA)], schema=S.CORE_SCHEMA)
+        docs = pa.Table.from_arrays(
+            [
+                pa.array(c, type=f.type)
+                for c, f in zip((doc_ids, self.texts, self.sources, self.urls, self.metas), S.CORE_SCHEMA)
+            ],
+            schema=S.CORE_SCHEMA,
+        )
         positions = np.array(self.lines, np.int64)
         docs, positions, repeated = _split_repeated_ids(uri, "line", docs, supplied, positions, ids)
         n = len(self.bad_texts)
-        rejects = pa.Table.from_arrays([
-            pa.array(ids.derive([default_source] * n, self.bad_digests), pa.string()),
-            pa.array(self.bad_texts, pa.string()), pa.array([default_source] * n, pa.string()), pa.nulls(n, pa.string()),
-            pa.nulls(n, pa.string()), pa.array(self.reasons, pa.string()), pa.array(self.details, pa.string())],
-            schema=REJECT_SCHEMA)
+        rejects = pa.Table.from_arrays(
+            [
+                pa.array(ids.derive([default_source] * n, self.bad_digests), pa.string()),
+                pa.array(self.bad_texts, pa.string()),
+                pa.array([default_source] * n, pa.string()),
+                pa.nulls(n, pa.string()),
+                pa.nulls(n, pa.string()),
+                pa.array(self.reasons, pa.string()),
+                pa.array(self.details, pa.string()),
+            ],
+            schema=REJECT_SCHEMA,
+        )
         if repeated is not None:
             rejects = pa.concat_tables([rejects, repeated])
         return RawBatch(docs, rejects, pa.array(positions, pa.int64()), "line")
@@ -640,7 +689,9 @@ class _JsonlBatch:
 _UTF16_32_BOMS = (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00", b"\xff\xfe", b"\xfe\xff")
 
 
-def _read_raw_jsonl(uri: str, opt: ReadOptions, default_source: str, storage_options, progress: _Progress) -> Iterator[RawBatch]:
+def _read_raw_jsonl(
+    uri: str, opt: ReadOptions, default_source: str, storage_options, progress: _Progress
+) -> Iterator[RawBatch]:
     ids = _ShardIds(uri)
     line_cap = 2 * opt.max_doc_bytes + 4096  # a JSON line can be at most ~2x its text (escapes)
     with _open_shard(uri, storage_options) as f:
@@ -660,8 +711,11 @@ def _read_raw_jsonl(uri: str, opt: ReadOptions, default_source: str, storage_opt
             lineno += 1
             if lineno == 1:
                 if line.startswith(_UTF16_32_BOMS):
-                    raise ShardUnreadable(f"{uri}: starts with a UTF-16/UTF-32 byte-order mark ({line[:4]!r} at byte 0): "
-                                          "JSONL shards must be UTF-8 (convert it, e.g. iconv -f UTF-16 -t UTF-8)", 0)
+                    raise ShardUnreadable(
+                        f"{uri}: starts with a UTF-16/UTF-32 byte-order mark ({line[:4]!r} at byte 0): "
+                        "JSONL shards must be UTF-8 (convert it, e.g. iconv -f UTF-16 -t UTF-8)",
+                        0,
+                    )
                 line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is no part of the first row
             if len(line) >= line_cap and not line.endswith(b"\n"):
                 # Oversized: skip the rest of the line in bounded chunks, never hold it whole.
@@ -670,8 +724,12 @@ def _read_raw_jsonl(uri: str, opt: ReadOptions, default_source: str, storage_opt
                     size += len(chunk)
                 size += len(chunk)
                 progress.rows += 1
-                reject("oversized", f"line of {size} bytes exceeds max_doc_bytes={opt.max_doc_bytes}",
-                       line[:REJECT_PREVIEW_CHARS].decode("utf-8", "replace"), line[:65536])
+                reject(
+                    "oversized",
+                    f"line of {size} bytes exceeds max_doc_bytes={opt.max_doc_bytes}",
+                    line[:REJECT_PREVIEW_CHARS].decode("utf-8", "replace"),
+                    line[:65536],
+                )
                 continue
             if not line.strip():
                 continue  # blank lines are not documents
@@ -683,8 +741,9 @@ def _read_raw_jsonl(uri: str, opt: ReadOptions, default_source: str, storage_opt
         yield batch.finish(uri, default_source, ids)
 
 
-def _parse_jsonl_row(uri: str, line: bytes, lineno: int, opt: ReadOptions, default_source: str, batch: _JsonlBatch,
-                     reject) -> None:
+def _parse_jsonl_row(
+    uri: str, line: bytes, lineno: int, opt: ReadOptions, default_source: str, batch: _JsonlBatch, reject
+) -> None:
     try:
         decoded = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -742,13 +801,19 @@ def _parse_jsonl_row(uri: str, line: bytes, lineno: int, opt: ReadOptions, defau
     batch.nbytes += len(line)
 
 
-def _read_raw_parquet(uri: str, opt: ReadOptions, default_source: str, storage_options, progress: _Progress) -> Iterator[RawBatch]:
+def _read_raw_parquet(
+    uri: str, opt: ReadOptions, default_source: str, storage_options, progress: _Progress
+) -> Iterator[RawBatch]:
     ids = _ShardIds(uri)
     with _open_shard(uri, storage_options) as f:
         pf = _open_parquet(uri, f)
         # Rows per batch bounded by bytes too: estimate from the file's average row size.
         md = pf.metadata
-        avg_row = (sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)) / md.num_rows) if md.num_rows else 1
+        avg_row = (
+            (sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)) / md.num_rows)
+            if md.num_rows
+            else 1
+        )
         batch_rows = max(1, min(opt.batch_rows, int(opt.batch_bytes / max(avg_row, 1))))
         first_row = 0
         for table in _parquet_batches(uri, pf, batch_rows, progress):
@@ -758,7 +823,9 @@ def _read_raw_parquet(uri: str, opt: ReadOptions, default_source: str, storage_o
             yield RawBatch(S.CORE_SCHEMA.empty_table(), REJECT_SCHEMA.empty_table(), pa.array([], pa.int64()), "row")
 
 
-def _raw_table_to_docs(uri: str, table: pa.Table, first_row: int, opt: ReadOptions, default_source: str, ids: _ShardIds) -> RawBatch:
+def _raw_table_to_docs(
+    uri: str, table: pa.Table, first_row: int, opt: ReadOptions, default_source: str, ids: _ShardIds
+) -> RawBatch:
     """Vectorised validation and normalisation of one raw Parquet batch into the contract."""
     n = table.num_rows
     names = table.column_names
@@ -775,7 +842,9 @@ def _raw_table_to_docs(uri: str, table: pa.Table, first_row: int, opt: ReadOptio
         text = table.column(opt.text_field).combine_chunks()
         if _is_stringish(text.type):
             text = text.cast(pa.string())
-        elif pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type) or pa.types.is_binary_view(text.type):
+        elif (
+            pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type) or pa.types.is_binary_view(text.type)
+        ):
             text, bad_utf8 = _decode_binary(text)
             reason = pc.if_else(bad_utf8, "invalid_utf8", reason)
             detail = pc.if_else(bad_utf8, "invalid UTF-8", detail)
@@ -786,8 +855,13 @@ def _raw_table_to_docs(uri: str, table: pa.Table, first_row: int, opt: ReadOptio
         size = pc.binary_length(text)
         oversized = pc.fill_null(pc.greater(size, opt.max_doc_bytes), False)
         reason = pc.if_else(pc.and_(pc.is_null(reason), oversized), "oversized", reason)
-        detail = pc.if_else(pc.and_(pc.is_null(detail), oversized),
-                            pc.binary_join_element_wise("text of ", pc.cast(size, pa.string()), f" bytes exceeds max_doc_bytes={opt.max_doc_bytes}", ""), detail)
+        detail = pc.if_else(
+            pc.and_(pc.is_null(detail), oversized),
+            pc.binary_join_element_wise(
+                "text of ", pc.cast(size, pa.string()), f" bytes exceeds max_doc_bytes={opt.max_doc_bytes}", ""
+            ),
+            detail,
+        )
         missing = pc.and_(pc.is_null(reason), pc.is_null(text))
         reason = pc.if_else(missing, "missing_text", reason)
         detail = pc.if_else(missing, f"{opt.text_field!r} is null", detail)
@@ -802,7 +876,12 @@ def _raw_table_to_docs(uri: str, table: pa.Table, first_row: int, opt: ReadOptio
     url_ok = S.URL in names and _castable_to_string(table.schema.field(S.URL).type)
     url = table.column(S.URL).cast(pa.string()).combine_chunks() if url_ok else pa.nulls(n, pa.string())
     id_ok = opt.id_field in names and _castable_to_string(table.schema.field(opt.id_field).type)
-    used = {opt.text_field} | ({S.SOURCE} if source_ok else set()) | ({S.URL} if url_ok else set()) | ({opt.id_field} if id_ok else set())
+    used = (
+        {opt.text_field}
+        | ({S.SOURCE} if source_ok else set())
+        | ({S.URL} if url_ok else set())
+        | ({opt.id_field} if id_ok else set())
+    )
     meta_cols = [c for c in names if c not in used]
     meta = _json_objects(table.select(meta_cols)) if meta_cols else pa.nulls(n, pa.string())
 
@@ -824,10 +903,15 @@ def _raw_table_to_docs(uri: str, table: pa.Table, first_row: int, opt: ReadOptio
     if pc.any(bad).as_py():
         good = pc.invert(bad)
         rejected = docs.filter(bad)
-        where = pc.binary_join_element_wise(f"{uri} row ", pc.cast(pa.array(row_numbers).filter(bad), pa.string()), ": ",
-                                            detail.filter(bad), "")
+        where = pc.binary_join_element_wise(
+            f"{uri} row ", pc.cast(pa.array(row_numbers).filter(bad), pa.string()), ": ", detail.filter(bad), ""
+        )
         preview = pc.utf8_slice_codeunits(rejected.column(S.TEXT), 0, REJECT_PREVIEW_CHARS)
-        rejected = rejected.set_column(1, S.TEXT, preview).append_column(S.DROP_REASON, reason.filter(bad)).append_column(S.DROP_DETAIL, where)
+        rejected = (
+            rejected.set_column(1, S.TEXT, preview)
+            .append_column(S.DROP_REASON, reason.filter(bad))
+            .append_column(S.DROP_DETAIL, where)
+        )
         keep = np.asarray(good.to_numpy(zero_copy_only=False), bool)
         docs, supplied, row_numbers = docs.filter(good), supplied[keep], row_numbers[keep]
     docs, row_numbers, repeated = _split_repeated_ids(uri, "row", docs, supplied, row_numbers, ids)
@@ -865,7 +949,12 @@ def _decode_binary(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def _has_binary(t: pa.DataType) -> bool:
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t):
+    if (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_binary_view(t)
+    ):
         return True
     if pa.types.is_dictionary(t):
         return _has_binary(t.value_type)
@@ -902,15 +991,21 @@ def _json_objects_by_row(table: pa.Table) -> pa.Array:
             return base64.b64encode(value).decode()
         return str(value)  # Decimal, timedelta, ...
 
-    return pa.array([orjson.dumps(row, default=default, option=orjson.OPT_NON_STR_KEYS).decode() for row in table.to_pylist()],
-                    pa.string())
+    return pa.array(
+        [orjson.dumps(row, default=default, option=orjson.OPT_NON_STR_KEYS).decode() for row in table.to_pylist()],
+        pa.string(),
+    )
 
 
 # ----------------------------------------------------------------------------- contract input
 
 
-def read_documents(uri: str, batch_rows: int = 8192, columns: list[str] | None = None,
-                   storage_options: Mapping[str, Any] | None = None) -> Iterator[pa.Table]:
+def read_documents(
+    uri: str,
+    batch_rows: int = 8192,
+    columns: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[pa.Table]:
     """Stream a contract shard (a stage's output) as Arrow tables."""
     progress = _Progress()
 
@@ -919,9 +1014,12 @@ def read_documents(uri: str, batch_rows: int = 8192, columns: list[str] | None =
             pf = _open_parquet(uri, f)
             if pf.metadata.num_rows == 0:
                 progress.declared = 0
-                yield pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
+                yield (
+                    pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
+                )
                 return
             yield from _parquet_batches(uri, pf, batch_rows, progress, columns)
+
     return _wrap_read_errors(uri, gen(), progress)
 
 
@@ -936,8 +1034,13 @@ class ShardWriter:
     with `empty_schema`, so outputs stay 1:1 with inputs.
     """
 
-    def __init__(self, uri: str, empty_schema: pa.Schema = S.CORE_SCHEMA, storage_options: Mapping[str, Any] | None = None,
-                 row_group_bytes: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        uri: str,
+        empty_schema: pa.Schema = S.CORE_SCHEMA,
+        storage_options: Mapping[str, Any] | None = None,
+        row_group_bytes: int = 32 << 20,
+    ) -> None:
         self.uri = uri
         self.rows = 0
         self._empty_schema = empty_schema
@@ -965,7 +1068,9 @@ class ShardWriter:
     def _open(self, schema: pa.Schema) -> None:
         self._ctx = atomic_open(self.uri, self._storage_options)
         # Page checksums: a later stage reading this shard detects a corrupt page instead of decoding it.
-        self._writer = pq.ParquetWriter(self._ctx.__enter__(), schema, compression=PARQUET_COMPRESSION, write_page_checksum=True)
+        self._writer = pq.ParquetWriter(
+            self._ctx.__enter__(), schema, compression=PARQUET_COMPRESSION, write_page_checksum=True
+        )
 
     def _flush(self) -> None:
         if not self._pending:

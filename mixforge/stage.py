@@ -42,7 +42,7 @@ class ShardContext:
     figures: dict | None = field(default_factory=dict)
 
     def where(self, rows) -> pa.Array:
-        """"<shard uri> line|row <n>" for the given row indices of the current batch (drop details)."""
+        """ "<shard uri> line|row <n>" for the given row indices of the current batch (drop details)."""
         if isinstance(rows, pa.ChunkedArray):
             rows = rows.combine_chunks()
         elif not isinstance(rows, pa.Array):
@@ -121,8 +121,9 @@ class Stage(ABC):
         return []
 
 
-def split_by_reason(batch: pa.Table, reason: pa.Array, ctx: ShardContext | None = None,
-                    detail: str | pa.Array | None = None) -> StageResult:
+def split_by_reason(
+    batch: pa.Table, reason: pa.Array, ctx: ShardContext | None = None, detail: str | pa.Array | None = None
+) -> StageResult:
     """Rows whose `reason` is null are kept; the others are removed, labelled with it.
 
     `detail` (one text, or one per row) explains the drop; with `ctx` it is prefixed with the
@@ -149,16 +150,22 @@ def locate_drops(result: StageResult, batch: pa.Table, ctx: ShardContext) -> pa.
     removed = result.removed
     if removed is None or removed.num_rows == 0:
         return removed
-    detail = (removed.column(S.DROP_DETAIL).combine_chunks() if S.DROP_DETAIL in removed.column_names
-              else pa.nulls(removed.num_rows, pa.string()))
+    detail = (
+        removed.column(S.DROP_DETAIL).combine_chunks()
+        if S.DROP_DETAIL in removed.column_names
+        else pa.nulls(removed.num_rows, pa.string())
+    )
     if detail.null_count:
         if result.removed_rows is not None:
             where = ctx.where(result.removed_rows)
         else:
             rows = pc.index_in(removed.column(S.ID), value_set=batch.column(S.ID).combine_chunks())
             found = pc.is_valid(rows)
-            where = pc.if_else(found, ctx.where(pc.fill_null(rows, 0)),
-                               pc.binary_join_element_wise(f"{ctx.shard_uri} id ", removed.column(S.ID).cast(pa.string()), ""))
+            where = pc.if_else(
+                found,
+                ctx.where(pc.fill_null(rows, 0)),
+                pc.binary_join_element_wise(f"{ctx.shard_uri} id ", removed.column(S.ID).cast(pa.string()), ""),
+            )
         detail = pc.coalesce(detail, where)
     if S.DROP_DETAIL in removed.column_names:
         return removed.set_column(removed.column_names.index(S.DROP_DETAIL), S.DROP_DETAIL, detail)

@@ -20,8 +20,8 @@ import stat
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import fsspec
@@ -47,8 +47,21 @@ SECRET_BLOCK_OPTION = "secret_block"
 
 # A key is a secret when its words (split at `_`, `-`, `.`, spaces and camelCase; case ignored)
 # joined together contain one of these...
-SECRET_KEY_PARTS = ("secret", "token", "password", "passwd", "passphrase", "credential", "accesskey", "apikey",
-                    "accountkey", "privatekey", "sastoken", "connectionstring", "authorization")
+SECRET_KEY_PARTS = (
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "passphrase",
+    "credential",
+    "accesskey",
+    "apikey",
+    "accountkey",
+    "privatekey",
+    "sastoken",
+    "connectionstring",
+    "authorization",
+)
 # ...or one of its words is one of these, or its last word is `key` (key, secret_key, account_key,
 # sse_customer_key, ...; `kms_key_id` is not a secret, `aws_access_key_id` is, by `accesskey`).
 SECRET_KEY_WORDS = ("pwd", "sas")
@@ -61,7 +74,8 @@ SECRET_HELP = (
     "Put them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; "
     "GOOGLE_APPLICATION_CREDENTIALS; AZURE_STORAGE_*), in the fsspec/boto configuration (~/.aws/credentials; "
     "choose a profile with `profile: NAME` in storage.options), or in a Prefect Secret block whose value is a "
-    "JSON object of fsspec options (e.g. {\"key\": ..., \"secret\": ...}) named by storage.secret_block")
+    'JSON object of fsspec options (e.g. {"key": ..., "secret": ...}) named by storage.secret_block'
+)
 
 
 def _key_words(key: str) -> list[str]:
@@ -77,8 +91,11 @@ def is_secret_key(key: str, value: Any = None) -> bool:
     if words == ["token"] and isinstance(value, str) and value in NON_SECRET_TOKEN_VALUES:
         return False
     joined = "".join(words)
-    return (any(part in joined for part in SECRET_KEY_PARTS) or any(w in SECRET_KEY_WORDS for w in words)
-            or words[-1] == "key")
+    return (
+        any(part in joined for part in SECRET_KEY_PARTS)
+        or any(w in SECRET_KEY_WORDS for w in words)
+        or words[-1] == "key"
+    )
 
 
 def secret_option_paths(options: Any, prefix: str = "") -> list[str]:
@@ -104,8 +121,12 @@ def secret_option_paths(options: Any, prefix: str = "") -> list[str]:
 def _redacted(options: Any, prefix: str = "") -> Any:
     """`options` with every secret value replaced, so that no error message can echo it."""
     if isinstance(options, Mapping):
-        return {k: "<redacted>" if (prefix or k != SECRET_BLOCK_OPTION) and is_secret_key(k, v) else _redacted(v, f"{prefix}.{k}")
-                for k, v in options.items()}
+        return {
+            k: "<redacted>"
+            if (prefix or k != SECRET_BLOCK_OPTION) and is_secret_key(k, v)
+            else _redacted(v, f"{prefix}.{k}")
+            for k, v in options.items()
+        }
     if isinstance(options, (list, tuple)):
         return [_redacted(v, prefix + "[]") for v in options]
     if isinstance(options, str) and _URL_WITH_PASSWORD.match(options):
@@ -137,8 +158,11 @@ def _refuse_in_model(options: dict[str, Any], help: str = SECRET_HELP) -> dict[s
     if paths:
         # The error's own type lets config._format_errors leave the (redacted) input out.
         named = ", ".join(paths)
-        raise PydanticCustomError("secret_storage_option", "{message}",
-                                  {"message": f"{named}: {'looks' if len(paths) == 1 else 'look'} like a credential; {help}"})
+        raise PydanticCustomError(
+            "secret_storage_option",
+            "{message}",
+            {"message": f"{named}: {'looks' if len(paths) == 1 else 'look'} like a credential; {help}"},
+        )
     if options.get(SECRET_BLOCK_OPTION) is not None:
         validate_name(options[SECRET_BLOCK_OPTION], "Prefect Secret block name")
     return options
@@ -151,10 +175,13 @@ StorageOptions = Annotated[dict[str, Any], AfterValidator(_refuse_in_model), Bef
 RUNTIME_ENV_HELP = (
     "the Ray runtime_env is a flow parameter, which Prefect stores in plain text (and Ray records), so credentials "
     "are refused there. Give them to the Ray nodes' own environment (the image, a Kubernetes Secret, an instance "
-    "role); for the store, see storage.secret_block")
+    "role); for the store, see storage.secret_block"
+)
 
 # The same rule for a Ray runtime_env (env_vars such as AWS_SECRET_ACCESS_KEY or HF_TOKEN, pip URLs with a password).
-RuntimeEnv = Annotated[dict[str, Any], AfterValidator(lambda v: _refuse_in_model(v, RUNTIME_ENV_HELP)), BeforeValidator(_redacted)]
+RuntimeEnv = Annotated[
+    dict[str, Any], AfterValidator(lambda v: _refuse_in_model(v, RUNTIME_ENV_HELP)), BeforeValidator(_redacted)
+]
 
 
 # Credentials from Prefect Secret blocks, by block name: this process's memory only.
@@ -183,11 +210,15 @@ def _load_secret_block(name: str) -> dict[str, Any]:
             block = run_coro_as_sync(block)
         value = block.get()
     except ValueError as e:
-        raise ConfigError(f"storage.secret_block {name!r}: no Prefect Secret block of that name can be loaded ({e}); "
-                          f"create one with prefect.blocks.system.Secret(value={{...fsspec options...}}).save({name!r})") from None
+        raise ConfigError(
+            f"storage.secret_block {name!r}: no Prefect Secret block of that name can be loaded ({e}); "
+            f"create one with prefect.blocks.system.Secret(value={{...fsspec options...}}).save({name!r})"
+        ) from None
     if not isinstance(value, Mapping):
-        raise ConfigError(f"storage.secret_block {name!r}: its value must be a JSON object of fsspec options "
-                          f"(e.g. {{\"key\": ..., \"secret\": ...}}), not a {type(value).__name__}")
+        raise ConfigError(
+            f"storage.secret_block {name!r}: its value must be a JSON object of fsspec options "
+            f'(e.g. {{"key": ..., "secret": ...}}), not a {type(value).__name__}'
+        )
     return dict(value)
 
 
@@ -204,7 +235,8 @@ def secret_block_options(name: str) -> dict[str, Any]:
             raise ConfigError(
                 f"storage.secret_block {name!r} was not handed to this Ray worker: run Ray work through "
                 "tasks.executor.ray_map (it passes the driver's resolved credentials as task arguments), "
-                "or leave secret_block out and let the workers authenticate from their own environment or role")
+                "or leave secret_block out and let the workers authenticate from their own environment or role"
+            )
         _SECRETS[name] = _load_secret_block(name)
         return _SECRETS[name]
 
@@ -297,8 +329,12 @@ class Discovery:
 
     def as_dict(self) -> dict[str, Any]:
         """For run summaries: counts and the skipped entries (not the shard list)."""
-        return {"pattern": self.pattern, "shards": len(self.shards), "skipped": list(self.skipped),
-                "metadata_skipped": self.metadata_skipped}
+        return {
+            "pattern": self.pattern,
+            "shards": len(self.shards),
+            "skipped": list(self.skipped),
+            "metadata_skipped": self.metadata_skipped,
+        }
 
 
 _COMPRESSIONS = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".br", ".snappy", ".7z", ".tar")
@@ -383,7 +419,7 @@ def _walk_local(top: str, found: _Found, matches, root: str, max_depth: int | No
             return
         for entry in entries:
             path = dirpath.rstrip("/") + "/" + entry.name
-            relative = path[len(root):]
+            relative = path[len(root) :]
             if is_metadata_name(relative):
                 if matches(path) or not glob:
                     found.metadata += 1
@@ -440,7 +476,9 @@ def discover_inputs(pattern: str, storage_options: Mapping[str, Any] | None = No
     if not found.files and not found.skipped and not found.metadata:
         raise FileNotFoundError(f"no input found at {pattern!r}" + (" (the glob matches nothing)" if glob else ""))
     shards = _distinct_files(fs, found)
-    return Discovery(pattern, sorted(shards, key=lambda s: s.uri), sorted(found.skipped, key=lambda s: s["uri"]), found.metadata)
+    return Discovery(
+        pattern, sorted(shards, key=lambda s: s.uri), sorted(found.skipped, key=lambda s: s["uri"]), found.metadata
+    )
 
 
 def _discover_local(fs, path: str, glob: bool, found: _Found, pattern: str) -> None:
@@ -451,9 +489,11 @@ def _discover_local(fs, path: str, glob: bool, found: _Found, pattern: str) -> N
         root = _glob_root(path)
         top = root.rstrip("/") or "/"
         # without `**`, a glob reaches as many folders down as it has `/` after its root
-        depth = None if "**" in path else path[len(root):].count("/") + 1
+        depth = None if "**" in path else path[len(root) :].count("/") + 1
         if not os.path.isdir(top):
-            raise FileNotFoundError(f"no input found at {pattern!r} (the glob matches nothing: {top!r} is not a folder)")
+            raise FileNotFoundError(
+                f"no input found at {pattern!r} (the glob matches nothing: {top!r} is not a folder)"
+            )
         _walk_local(top, found, lambda p: bool(regex.match(p)), root, depth, glob=True)
     elif os.path.isdir(path):
         _walk_local(path.rstrip("/") or "/", found, lambda p: True, path.rstrip("/") + "/", None, glob=False)
@@ -481,7 +521,7 @@ def _discover_remote(fs, path: str, glob: bool, found: _Found, pattern: str) -> 
     for p, info in listing.items():
         uri = full_uri(fs, p)
         kind = info.get("type", "file")
-        if is_metadata_name(p[len(root):] if p.startswith(root) else posixpath.basename(p)):
+        if is_metadata_name(p[len(root) :] if p.startswith(root) else posixpath.basename(p)):
             found.metadata += 1
         elif kind == "directory":
             if glob and "**" not in path:
@@ -512,7 +552,9 @@ def discover_shards(pattern: str, storage_options: Mapping[str, Any] | None = No
     return discover_inputs(pattern, storage_options).shards
 
 
-def file_sizes(uris: Sequence[str], storage_options: Mapping[str, Any] | None = None, max_listings: int = 64) -> dict[str, int]:
+def file_sizes(
+    uris: Sequence[str], storage_options: Mapping[str, Any] | None = None, max_listings: int = 64
+) -> dict[str, int]:
     """{uri: bytes} from one listing per parent folder (at most `max_listings` folders; beyond that,
     or for files that cannot be listed, sizes are left out: they only order work, never decide it)."""
     if not uris:

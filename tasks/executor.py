@@ -40,9 +40,15 @@ def _call_on_worker(cpus: float, secrets: Mapping[str, Mapping[str, Any]], fn: C
 _remote_call = ray.remote(_call_on_worker)
 
 
-def ray_map(fn: Callable, calls: Sequence[tuple[Any, tuple]], ray_config: RayConfig, cpus: float = 1.0, gpus: float = 0.0,
-            runtime_env: dict | None = None, storage_options: Mapping[str, Any] | None = None
-            ) -> Iterator[tuple[Any, Any, str | None]]:
+def ray_map(
+    fn: Callable,
+    calls: Sequence[tuple[Any, tuple]],
+    ray_config: RayConfig,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    runtime_env: dict | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[tuple[Any, Any, str | None]]:
     """Run `fn(*args)` for each (label, args) as Ray tasks, at most `ray.max_shards_in_flight` at once.
 
     Yields (label, result, None) as tasks finish, or (label, None, error) for a task that still
@@ -56,8 +62,13 @@ def ray_map(fn: Callable, calls: Sequence[tuple[Any, tuple]], ray_config: RayCon
     fn = getattr(fn, "_function", fn)  # a ray.remote function: the plain function behind it
     ray_runtime.connect(ray_config)
     limit = ray_config.max_shards_in_flight or 2 * ray_runtime.cluster_cpus()
-    options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=ray_config.max_retries, retry_exceptions=True,
-                   name=getattr(fn, "__name__", "task"))
+    options = dict(
+        num_cpus=cpus,
+        num_gpus=gpus,
+        max_retries=ray_config.max_retries,
+        retry_exceptions=True,
+        name=getattr(fn, "__name__", "task"),
+    )
     if runtime_env:
         options["runtime_env"] = runtime_env
     submit = _remote_call.options(**options)
@@ -96,8 +107,21 @@ class RayExecutor(Executor):
         ray_runtime.connect(self.ray_config)
         return ray.cluster_resources().get("GPU", 0)
 
-    def run(self, fn: Callable, calls: Sequence[Call], *, resources: Resources = ONE_CPU,
-            runtime_env: dict | None = None, storage_options: Mapping[str, Any] | None = None
-            ) -> Iterator[tuple[Any, Any, str | None]]:
-        return ray_map(fn, [(c.label, c.args) for c in calls], self.ray_config, resources.cpus, resources.gpus,
-                       runtime_env, storage_options)
+    def run(
+        self,
+        fn: Callable,
+        calls: Sequence[Call],
+        *,
+        resources: Resources = ONE_CPU,
+        runtime_env: dict | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Iterator[tuple[Any, Any, str | None]]:
+        return ray_map(
+            fn,
+            [(c.label, c.args) for c in calls],
+            self.ray_config,
+            resources.cpus,
+            resources.gpus,
+            runtime_env,
+            storage_options,
+        )

@@ -68,20 +68,47 @@ def commit_mixture(plan: MixPlan, files: list[dict], started: str) -> dict:
 
 
 @task(name="derive-mixture", cache_policy=NO_CACHE)
-def derive_mixture(store: str, name: str, from_version: str | None, ids: list[str], url_patterns: list[str],
-                   reason: str, storage_options: dict[str, Any], ray_config: RayConfig) -> dict:
+def derive_mixture(
+    store: str,
+    name: str,
+    from_version: str | None,
+    ids: list[str],
+    url_patterns: list[str],
+    reason: str,
+    storage_options: dict[str, Any],
+    ray_config: RayConfig,
+) -> dict:
     """The takedown's new version (each data file of the parent one Ray task, rewritten when it holds
     an excluded document); its manifest."""
-    return takedown.derive_manifest(store, name, from_version, ids=ids, url_patterns=url_patterns, reason=reason,
-                                    storage_options=storage_options, executor=RayExecutor(ray_config))
+    return takedown.derive_manifest(
+        store,
+        name,
+        from_version,
+        ids=ids,
+        url_patterns=url_patterns,
+        reason=reason,
+        storage_options=storage_options,
+        executor=RayExecutor(ray_config),
+    )
 
 
 def weight_rows(manifest: dict) -> list[dict]:
-    return [{"version": manifest["version"], "phase": p["name"], "group": g["name"], "sampling": g["sampling"],
-             "target_share": round(g["target_share"], 6), "realised_share": round(g["realised_share"], 6),
-             "tokens": g["realised_tokens"], "docs": g["realised_docs"], "epochs": round(g["epochs"], 4),
-             "short": g["short"]}
-            for p in manifest["phases"] for g in p["groups"]]
+    return [
+        {
+            "version": manifest["version"],
+            "phase": p["name"],
+            "group": g["name"],
+            "sampling": g["sampling"],
+            "target_share": round(g["target_share"], 6),
+            "realised_share": round(g["realised_share"], 6),
+            "tokens": g["realised_tokens"],
+            "docs": g["realised_docs"],
+            "epochs": round(g["epochs"], 4),
+            "short": g["short"],
+        }
+        for p in manifest["phases"]
+        for g in p["groups"]
+    ]
 
 
 def link_for(uri: str) -> str:
@@ -94,10 +121,19 @@ def publish_mixture_artifacts(manifest: dict, store: str, storage_options: dict[
     mixture's name: each version adds to the same artifact histories in the Prefect UI."""
     name, version = manifest["name"], manifest["version"]
     layout = MixtureLayout(store, name)
-    create_table_artifact(key=artifact_key("mixture", name), table=weight_rows(manifest),
-                          description=f"mixture {name} {version}: realised weights ({layout.manifest(version)})")
+    create_table_artifact(
+        key=artifact_key("mixture", name),
+        table=weight_rows(manifest),
+        description=f"mixture {name} {version}: realised weights ({layout.manifest(version)})",
+    )
     card = ensure_card(store, name, version, storage_options)
-    create_markdown_artifact(key=artifact_key("mixture", name, "card"), markdown=card, description=f"mixture {name} {version}: data card")
-    create_link_artifact(key=artifact_key("mixture", name, "manifest"), link=link_for(layout.manifest(version)),
-                         link_text=f"{name} {version} manifest.json", description=f"mixture {name} {version}: manifest")
+    create_markdown_artifact(
+        key=artifact_key("mixture", name, "card"), markdown=card, description=f"mixture {name} {version}: data card"
+    )
+    create_link_artifact(
+        key=artifact_key("mixture", name, "manifest"),
+        link=link_for(layout.manifest(version)),
+        link_text=f"{name} {version} manifest.json",
+        description=f"mixture {name} {version}: manifest",
+    )
     return version_summary(manifest, store)

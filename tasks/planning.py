@@ -11,10 +11,20 @@ from prefect.cache_policies import NO_CACHE
 
 from mixforge import planning
 from mixforge.config import CurateConfig
-from mixforge.planning import (PoolRun, RunPlan, incremental_config, new_shards, pool_runs)  # noqa: F401 - re-exported
+from mixforge.planning import PoolRun, RunPlan, incremental_config, new_shards, pool_runs  # noqa: F401 - re-exported
 
-__all__ = ["PoolRun", "RunPlan", "incremental_config", "new_shards", "pool_runs", "plan_run", "mark_run_complete",
-           "curated_pool", "latest_mixture_of_pool", "mixture_spec"]
+__all__ = [
+    "PoolRun",
+    "RunPlan",
+    "incremental_config",
+    "new_shards",
+    "pool_runs",
+    "plan_run",
+    "mark_run_complete",
+    "curated_pool",
+    "latest_mixture_of_pool",
+    "mixture_spec",
+]
 
 
 @task(name="plan-run", cache_policy=NO_CACHE)
@@ -40,14 +50,20 @@ def curated_pool(output: str, curated: dict, storage_options: Mapping[str, Any] 
 
 
 @task(name="latest-mixture-of-pool", cache_policy=NO_CACHE)
-def latest_mixture_of_pool(store: str, name: str, pool: Sequence[str], spec=None,
-                           storage_options: Mapping[str, Any] | None = None) -> dict | None:
+def latest_mixture_of_pool(
+    store: str, name: str, pool: Sequence[str], spec=None, storage_options: Mapping[str, Any] | None = None
+) -> dict | None:
     """The latest version of mixture `name` if it was built over exactly `pool` (and from `spec`)."""
     return planning.latest_mixture_of_pool(store, name, pool, spec, storage_options)
 
 
 @task(name="mixture-spec", cache_policy=NO_CACHE)
-def mixture_spec(pool: Sequence[str], output: str, mixture=None, name: str = "default",
-                 storage_options: Mapping[str, Any] | None = None):
+def mixture_spec(
+    pool: Sequence[str],
+    output: str,
+    mixture=None,
+    name: str = "default",
+    storage_options: Mapping[str, Any] | None = None,
+):
     """The spec the pipeline mixes with: the user's, sampling `pool`, or every source at its natural share."""
     return planning.mixture_spec(pool, output, mixture, name, storage_options)

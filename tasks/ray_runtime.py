@@ -46,7 +46,8 @@ def check_reachable(address: str, timeout_s: float | None = None) -> None:
     except OSError as e:
         raise RayClusterUnreachable(
             f"Ray cluster at {address} is not reachable ({e.strerror or e}); not starting a local Ray. "
-            "Check RAY_ADDRESS / ray.address, or unset both to run on a local Ray.") from None
+            "Check RAY_ADDRESS / ray.address, or unset both to run on a local Ray."
+        ) from None
 
 
 def connect(cfg: RayConfig) -> None:
@@ -58,9 +59,15 @@ def connect(cfg: RayConfig) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # RAY_ADDRESS may be "local" here; ray.init would otherwise read it again.
         os.environ.pop("RAY_ADDRESS", None)
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False,
-                 object_store_memory=cfg.object_store_memory_mb << 20, log_to_driver=True,
-                 configure_logging=False, runtime_env=cfg.runtime_env)
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            include_dashboard=False,
+            object_store_memory=cfg.object_store_memory_mb << 20,
+            log_to_driver=True,
+            configure_logging=False,
+            runtime_env=cfg.runtime_env,
+        )
         log.info("started a local Ray with %s CPUs", int(ray.cluster_resources().get("CPU", 0)))
     else:
         check_reachable(address)

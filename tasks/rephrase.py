@@ -31,7 +31,9 @@ def rephrase_run_of(input: str, output: str, config: RephraseRunConfig) -> tuple
 
 
 @task(name="rephrase-outputs", cache_policy=NO_CACHE)
-def finished_rephrase_outputs(pool: Sequence[str], output: str, config: RephraseRunConfig) -> tuple[list[str], list[str]]:
+def finished_rephrase_outputs(
+    pool: Sequence[str], output: str, config: RephraseRunConfig
+) -> tuple[list[str], list[str]]:
     """Split `pool` folders into (folders still to rephrase, rephrase outputs of the finished ones)."""
     todo, done = [], []
     for folder in pool:

@@ -10,7 +10,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mixforge import storage
-
 from mixforge.names import artifact_key
 from mixforge.runner import quarantine_rows
 
@@ -18,35 +17,47 @@ from mixforge.runner import quarantine_rows
 def stage_rows(summary: dict) -> list[dict]:
     rows = []
     for s in summary["stages"]:
-        rows.append({
-            "stage": s["name"],
-            "docs_in": s["docs_in"],
-            "docs_kept": s["docs_kept"],
-            "docs_dropped": sum(s["docs_dropped"].values()),
-            "dropped_by_reason": ", ".join(f"{k}={v}" for k, v in s["docs_dropped"].items()) or "-",
-            # a generating stage (rephrase) passes some inputs over without dropping them
-            "skipped_by_reason": ", ".join(f"{k}={v}" for k, v in s.get("docs_skipped", {}).items()) or "-",
-            "shards_quarantined": len(s["quarantined"]),
-            "seconds": s["seconds"],
-            # the workers that ran shards this time and how busy they were (low: stragglers, uneven shards)
-            "workers": s.get("workers"),
-            "worker_busy_share": s.get("worker_busy_share"),
-            "worker_peak_rss_mb": s.get("worker_peak_rss_mb"),
-        })
+        rows.append(
+            {
+                "stage": s["name"],
+                "docs_in": s["docs_in"],
+                "docs_kept": s["docs_kept"],
+                "docs_dropped": sum(s["docs_dropped"].values()),
+                "dropped_by_reason": ", ".join(f"{k}={v}" for k, v in s["docs_dropped"].items()) or "-",
+                # a generating stage (rephrase) passes some inputs over without dropping them
+                "skipped_by_reason": ", ".join(f"{k}={v}" for k, v in s.get("docs_skipped", {}).items()) or "-",
+                "shards_quarantined": len(s["quarantined"]),
+                "seconds": s["seconds"],
+                # the workers that ran shards this time and how busy they were (low: stragglers, uneven shards)
+                "workers": s.get("workers"),
+                "worker_busy_share": s.get("worker_busy_share"),
+                "worker_peak_rss_mb": s.get("worker_peak_rss_mb"),
+            }
+        )
     return rows
 
 
 def markdown_summary(summary: dict) -> str:
     lines = [f"# Run `{summary['run_id']}`", "", f"Final output: `{summary['output']}`", ""]
-    lines += ["| stage | docs in | kept | dropped | quarantined shards | seconds | workers busy |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| stage | docs in | kept | dropped | quarantined shards | seconds | workers busy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in stage_rows(summary):
         busy = "-" if r["worker_busy_share"] is None else f"{r['worker_busy_share']:.0%} of {r['workers']}"
-        lines.append(f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} "
-                     f"| {r['seconds']:.1f} | {busy} |")
+        lines.append(
+            f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} "
+            f"| {r['seconds']:.1f} | {busy} |"
+        )
     for s in summary["stages"]:
         if s["docs_dropped"] or s.get("docs_skipped"):
-            lines += ["", f"## {s['name']}: dropped (or skipped) by reason, in check order (the funnel)", "",
-                      "| reason | docs | chars | docs remaining |", "|---|---:|---:|---:|"]
+            lines += [
+                "",
+                f"## {s['name']}: dropped (or skipped) by reason, in check order (the funnel)",
+                "",
+                "| reason | docs | chars | docs remaining |",
+                "|---|---:|---:|---:|",
+            ]
             for step in s.get("funnel", []):
                 reason = f"`{step['reason']}`" + (" (skipped)" if step.get("skipped") else "")
                 lines.append(f"| {reason} | {step['docs']:,} | {step['chars']:,} | {step['docs_remaining']:,} |")
@@ -66,8 +77,12 @@ def markdown_summary(summary: dict) -> str:
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
 def publish_run_artifacts(flow_name: str, summary: dict) -> None:
     key = artifact_key(flow_name, summary["run_id"])
-    create_table_artifact(key=key, table=stage_rows(summary), description=f"{flow_name} {summary['run_id']}: per-stage counts")
-    create_markdown_artifact(key=artifact_key(key, "summary"), markdown=markdown_summary(summary), description=f"{flow_name} run summary")
+    create_table_artifact(
+        key=key, table=stage_rows(summary), description=f"{flow_name} {summary['run_id']}: per-stage counts"
+    )
+    create_markdown_artifact(
+        key=artifact_key(key, "summary"), markdown=markdown_summary(summary), description=f"{flow_name} run summary"
+    )
 
 
 def publish_stage_report(run_id: str, summary: dict, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -83,5 +98,8 @@ def publish_classify_report(run_id: str, markdown_uri: str, storage_options: Map
     fs, path = storage.filesystem(markdown_uri, storage_options)
     with fs.open(path, "rb") as f:
         text = f.read().decode()
-    create_markdown_artifact(key=artifact_key("classify", run_id), markdown=text,
-                             description=f"classify {run_id}: score histograms per source, domain/cluster distribution")
+    create_markdown_artifact(
+        key=artifact_key("classify", run_id),
+        markdown=text,
+        description=f"classify {run_id}: score histograms per source, domain/cluster distribution",
+    )

@@ -16,7 +16,13 @@ from mixforge.stage import Stage
 from tasks.executor import RayExecutor
 
 
-def run_stage(stage: Stage, layout: StageLayout, inputs: Sequence[tuple[int, str]], ray_config: RayConfig,
-              read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None) -> dict:
+def run_stage(
+    stage: Stage,
+    layout: StageLayout,
+    inputs: Sequence[tuple[int, str]],
+    ray_config: RayConfig,
+    read_options: ReadOptions = ReadOptions(),
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict:
     """Process every (index, input URI) with `stage` on Ray; the stage summary (also `_stats.json`)."""
     return run_stage_with(stage, layout, inputs, RayExecutor(ray_config), read_options, storage_options)

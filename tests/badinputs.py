@@ -120,7 +120,9 @@ class _Kinds:
 
 
 def _jsonl(records: list) -> bytes:
-    return b"".join((r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode()) + b"\n" for r in records)
+    return b"".join(
+        (r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode()) + b"\n" for r in records
+    )
 
 
 def _parquet(table: pa.Table, row_group_size: int | None = None) -> bytes:
@@ -164,25 +166,37 @@ def _quarantined(records: list[dict]) -> list[Row]:
 
 
 def _codecs(k: _Kinds) -> None:
-    compress = {"gzip": (".jsonl.gz", lambda d: gzip.compress(d, 6)),
-                "zstd": (".jsonl.zst", lambda d: zstandard.ZstdCompressor(write_checksum=True).compress(d))}
+    compress = {
+        "gzip": (".jsonl.gz", lambda d: gzip.compress(d, 6)),
+        "zstd": (".jsonl.zst", lambda d: zstandard.ZstdCompressor(write_checksum=True).compress(d)),
+    }
     for codec, (suffix, pack) in compress.items():
         for percent in (10, 50, 99):
             k.start(f"{codec}-truncated-{percent}")
             records = [k.record() for _ in range(ROWS)]
             data = pack(_jsonl(records))
-            k.add(_write(k.path(f"{codec}-cut{percent}{suffix}"), data[: len(data) * percent // 100]), _quarantined(records),
-                  error=rf"truncated: it ends at compressed byte {len(data) * percent // 100}\b")
+            k.add(
+                _write(k.path(f"{codec}-cut{percent}{suffix}"), data[: len(data) * percent // 100]),
+                _quarantined(records),
+                error=rf"truncated: it ends at compressed byte {len(data) * percent // 100}\b",
+            )
         k.start(f"{codec}-trailing-garbage")
         records = [k.record() for _ in range(ROWS)]
         data = pack(_jsonl(records))
-        k.add(_write(k.path(f"{codec}-garbage{suffix}"), data + b"GARBAGE!"), _quarantined(records),
-              error=rf"trailing bytes that are not .* at compressed byte {len(data)}\b")
+        k.add(
+            _write(k.path(f"{codec}-garbage{suffix}"), data + b"GARBAGE!"),
+            _quarantined(records),
+            error=rf"trailing bytes that are not .* at compressed byte {len(data)}\b",
+        )
         k.start(f"{codec}-corrupt-mid-stream")
         records = [k.record() for _ in range(ROWS)]
         data = bytearray(pack(_jsonl(records)))
         data[len(data) // 2] ^= 0xFF  # caught by the deflate structure / CRC, or zstd's block checks / checksum
-        k.add(_write(k.path(f"{codec}-corrupt{suffix}"), bytes(data)), _quarantined(records), error=r"compressed byte \d+")
+        k.add(
+            _write(k.path(f"{codec}-corrupt{suffix}"), bytes(data)),
+            _quarantined(records),
+            error=r"compressed byte \d+",
+        )
         k.start(f"{codec}-concatenated")  # members/frames one after another: valid, every row kept
         a, b = [k.record() for _ in range(ROWS // 2)], [k.record() for _ in range(ROWS // 2)]
         k.add(_write(k.path(f"{codec}-concat{suffix}"), pack(_jsonl(a)) + pack(_jsonl(b))), _kept_rows(a + b))
@@ -196,19 +210,28 @@ def _codecs(k: _Kinds) -> None:
         k.start(f"parquet-truncated-{percent}")
         records = table_rows(ROWS)
         data = _parquet(pa.Table.from_pylist(records))
-        k.add(_write(k.path(f"parquet-cut{percent}.parquet"), data[: len(data) * percent // 100]), _quarantined(records),
-              error=r"footer unreadable .*compressed byte \d+")
+        k.add(
+            _write(k.path(f"parquet-cut{percent}.parquet"), data[: len(data) * percent // 100]),
+            _quarantined(records),
+            error=r"footer unreadable .*compressed byte \d+",
+        )
     k.start("parquet-trailing-garbage")
     records = table_rows(ROWS)
-    k.add(_write(k.path("parquet-garbage.parquet"), _parquet(pa.Table.from_pylist(records)) + b"GARBAGE!"),
-          _quarantined(records), error=r"footer unreadable .*no Parquet magic at compressed byte \d+")
+    k.add(
+        _write(k.path("parquet-garbage.parquet"), _parquet(pa.Table.from_pylist(records)) + b"GARBAGE!"),
+        _quarantined(records),
+        error=r"footer unreadable .*no Parquet magic at compressed byte \d+",
+    )
     k.start("parquet-corrupt-footer")
     records = table_rows(ROWS)
     data = bytearray(_parquet(pa.Table.from_pylist(records)))
     footer_length = int.from_bytes(data[-8:-4], "little")
-    data[-8 - footer_length: -8] = b"\xff" * footer_length  # the magic is intact, the footer is not
-    k.add(_write(k.path("parquet-bad-footer.parquet"), bytes(data)), _quarantined(records),
-          error=r"footer unreadable .*footer of \d+ bytes at compressed byte \d+")
+    data[-8 - footer_length : -8] = b"\xff" * footer_length  # the magic is intact, the footer is not
+    k.add(
+        _write(k.path("parquet-bad-footer.parquet"), bytes(data)),
+        _quarantined(records),
+        error=r"footer unreadable .*footer of \d+ bytes at compressed byte \d+",
+    )
     k.start("parquet-corrupt-page")  # three row groups; the second one's page is damaged: the footer still counts
     records = table_rows(30)
     data = bytearray(_parquet(pa.Table.from_pylist(records), row_group_size=10))
@@ -216,9 +239,13 @@ def _codecs(k: _Kinds) -> None:
     # Inside the dictionary page's data, past its header (page headers hold statistics that no
     # checksum covers, and that reading never uses).
     at = column.dictionary_page_offset + 64
-    data[at: at + 8] = bytes(b ^ 0x5A for b in data[at: at + 8])
-    k.add(_write(k.path("parquet-bad-page.parquet"), bytes(data)), _quarantined(records),
-          error=r"row group 1 \(compressed bytes \d+\.\.\d+\)", rows_declared=30)
+    data[at : at + 8] = bytes(b ^ 0x5A for b in data[at : at + 8])
+    k.add(
+        _write(k.path("parquet-bad-page.parquet"), bytes(data)),
+        _quarantined(records),
+        error=r"row group 1 \(compressed bytes \d+\.\.\d+\)",
+        rows_declared=30,
+    )
 
 
 # ----------------------------------------------------------------------------- empty
@@ -249,29 +276,50 @@ def _encodings(k: _Kinds) -> None:
     k.add(_write(k.path("bom.jsonl"), b"\xef\xbb\xbf" + _jsonl(records)), _kept_rows(records))
     k.start("utf16-file")
     records = [k.record() for _ in range(ROWS)]
-    k.add(_write(k.path("utf16.jsonl"), _jsonl(records).decode().encode("utf-16")), _quarantined(records),
-          error=r"UTF-16/UTF-32 byte-order mark .* must be UTF-8")
+    k.add(
+        _write(k.path("utf16.jsonl"), _jsonl(records).decode().encode("utf-16")),
+        _quarantined(records),
+        error=r"UTF-16/UTF-32 byte-order mark .* must be UTF-8",
+    )
 
     k.start("invalid-utf8")
     good = [k.record() for _ in range(4)]
     bad = [k.record() for _ in range(3)]
-    lines = [good[0], json.dumps(bad[0]).encode()[:-2] + b"\xff\xfe\"}", good[1],
-             json.dumps(bad[1]).encode().replace(b" ", b" \xc3\x28 ", 1), good[2],
-             json.dumps(bad[2]).encode().replace(b" ", b" \xed\xa0\x80 ", 1), good[3]]  # \xed\xa0\x80: an encoded surrogate
-    k.add(_write(k.path("invalid-utf8.jsonl"), _jsonl(lines)),
-          [Row(good[0]["tag"], KEPT, 1), Row(bad[0]["tag"], "invalid_utf8", 2), Row(good[1]["tag"], KEPT, 3),
-           Row(bad[1]["tag"], "invalid_utf8", 4), Row(good[2]["tag"], KEPT, 5), Row(bad[2]["tag"], "invalid_utf8", 6),
-           Row(good[3]["tag"], KEPT, 7)])
+    lines = [
+        good[0],
+        json.dumps(bad[0]).encode()[:-2] + b'\xff\xfe"}',
+        good[1],
+        json.dumps(bad[1]).encode().replace(b" ", b" \xc3\x28 ", 1),
+        good[2],
+        json.dumps(bad[2]).encode().replace(b" ", b" \xed\xa0\x80 ", 1),
+        good[3],
+    ]  # \xed\xa0\x80: an encoded surrogate
+    k.add(
+        _write(k.path("invalid-utf8.jsonl"), _jsonl(lines)),
+        [
+            Row(good[0]["tag"], KEPT, 1),
+            Row(bad[0]["tag"], "invalid_utf8", 2),
+            Row(good[1]["tag"], KEPT, 3),
+            Row(bad[1]["tag"], "invalid_utf8", 4),
+            Row(good[2]["tag"], KEPT, 5),
+            Row(bad[2]["tag"], "invalid_utf8", 6),
+            Row(good[3]["tag"], KEPT, 7),
+        ],
+    )
 
     k.start("lone-surrogates")
     good = k.record()
     lone = [k.tag() for _ in range(3)]
-    lines = [good,
-             f'{{"tag": "{lone[0]}", "text": "{lone[0]} high \\ud800 alone"}}'.encode(),
-             f'{{"tag": "{lone[1]}", "text": "{lone[1]} low \\udc00 alone"}}'.encode(),
-             f'{{"tag": "{lone[2]}", "text": "{lone[2]} reversed \\udc00\\ud800"}}'.encode()]
-    k.add(_write(k.path("surrogates.jsonl"), _jsonl(lines)),
-          [Row(good["tag"], KEPT, 1)] + [Row(t, "invalid_utf8", i + 2) for i, t in enumerate(lone)])
+    lines = [
+        good,
+        f'{{"tag": "{lone[0]}", "text": "{lone[0]} high \\ud800 alone"}}'.encode(),
+        f'{{"tag": "{lone[1]}", "text": "{lone[1]} low \\udc00 alone"}}'.encode(),
+        f'{{"tag": "{lone[2]}", "text": "{lone[2]} reversed \\udc00\\ud800"}}'.encode(),
+    ]
+    k.add(
+        _write(k.path("surrogates.jsonl"), _jsonl(lines)),
+        [Row(good["tag"], KEPT, 1)] + [Row(t, "invalid_utf8", i + 2) for i, t in enumerate(lone)],
+    )
 
     k.start("nul-bytes")
     escaped = k.record()
@@ -280,8 +328,10 @@ def _encodings(k: _Kinds) -> None:
     only_nul["text"] = "\u0000\u0000"  # nothing left after normalize
     raw_tag = k.tag()
     raw_nul = f'{{"tag": "{raw_tag}", "text": "{raw_tag} raw \x00 byte"}}'.encode()  # a raw NUL in a string: not JSON
-    k.add(_write(k.path("nul.jsonl"), _jsonl([escaped, only_nul, raw_nul])),
-          [Row(escaped["tag"], KEPT, 1), Row(only_nul["tag"], "empty_text", 2), Row(raw_tag, "invalid_json", 3)])
+    k.add(
+        _write(k.path("nul.jsonl"), _jsonl([escaped, only_nul, raw_nul])),
+        [Row(escaped["tag"], KEPT, 1), Row(only_nul["tag"], "empty_text", 2), Row(raw_tag, "invalid_json", 3)],
+    )
 
 
 # ----------------------------------------------------------------------------- types and fields
@@ -292,15 +342,26 @@ def _types_and_fields(k: _Kinds) -> None:
     records = [k.record(), k.record(), k.record(), k.record(), k.record(), k.record()]
     for r, value in zip(records[1:], (42, 1.5, ["a", "list"], {"an": "object"}, True)):
         r["text"] = value
-    k.add(_write(k.path("text-types.jsonl"), _jsonl(records)),
-          [Row(records[0]["tag"], KEPT, 1)] + [Row(r["tag"], "text_not_string", i + 2) for i, r in enumerate(records[1:])])
+    k.add(
+        _write(k.path("text-types.jsonl"), _jsonl(records)),
+        [Row(records[0]["tag"], KEPT, 1)]
+        + [Row(r["tag"], "text_not_string", i + 2) for i, r in enumerate(records[1:])],
+    )
 
     k.start("wrong-id-types")  # kept; the id stays in meta, the row gets a derived id
     values = [1.5, True, ["a", 1], {"nested": "id"}, None, 12345678901234567890123]
     records = [k.record(id=v) for v in values]
     lines = [json.dumps(r).encode() for r in records]
-    rows = [Row(r["tag"], KEPT, i + 1, derived_id=True, meta={"id": v if not isinstance(v, int) or isinstance(v, bool) else float(v)})
-            for i, (r, v) in enumerate(zip(records, values))]
+    rows = [
+        Row(
+            r["tag"],
+            KEPT,
+            i + 1,
+            derived_id=True,
+            meta={"id": v if not isinstance(v, int) or isinstance(v, bool) else float(v)},
+        )
+        for i, (r, v) in enumerate(zip(records, values))
+    ]
     good = k.record(id=70007)  # integers are ids as they are
     k.add(_write(k.path("id-types.jsonl"), _jsonl(lines + [good])), rows + [Row(good["tag"], KEPT, 7, id="70007")])
 
@@ -308,38 +369,68 @@ def _types_and_fields(k: _Kinds) -> None:
     values = [3, 2.5, ["web", "books"], {"name": "web"}, False]
     records = [k.record(source=v) for v in values]
     named = k.record(source="named")
-    k.add(_write(k.path("source-types.jsonl"), _jsonl(records + [named])),
-          [Row(r["tag"], KEPT, i + 1, source="source-types", meta={"source": v}) for i, (r, v) in enumerate(zip(records, values))]
-          + [Row(named["tag"], KEPT, 6, source="named")])
+    k.add(
+        _write(k.path("source-types.jsonl"), _jsonl(records + [named])),
+        [
+            Row(r["tag"], KEPT, i + 1, source="source-types", meta={"source": v})
+            for i, (r, v) in enumerate(zip(records, values))
+        ]
+        + [Row(named["tag"], KEPT, 6, source="named")],
+    )
 
     k.start("nested-fields")
-    nested = {"a": {"b": {"c": [1, 2, {"d": None}]}}, "list": [[1], [2, [3]]], "deep": json.loads("[" * 200 + "]" * 200)}
+    nested = {
+        "a": {"b": {"c": [1, 2, {"d": None}]}},
+        "list": [[1], [2, [3]]],
+        "deep": json.loads("[" * 200 + "]" * 200),
+    }
     records = [k.record(**nested) for _ in range(3)]
     too_deep = k.record()
     too_deep_line = json.dumps(too_deep).encode()[:-1] + b', "deeper": ' + b"[" * 1100 + b"]" * 1100 + b"}"
-    k.add(_write(k.path("nested.jsonl"), _jsonl(records + [too_deep_line])),
-          [Row(r["tag"], KEPT, i + 1, meta=nested) for i, r in enumerate(records)] + [Row(too_deep["tag"], "invalid_json", 4)])
+    k.add(
+        _write(k.path("nested.jsonl"), _jsonl(records + [too_deep_line])),
+        [Row(r["tag"], KEPT, i + 1, meta=nested) for i, r in enumerate(records)]
+        + [Row(too_deep["tag"], "invalid_json", 4)],
+    )
 
     k.start("missing-fields")
     no_text = {"tag": k.tag(), "body": "the text is elsewhere"}
     null_text = {"tag": k.tag(), "text": None}
     bare = k.record()  # no id, no source, no url: all derived or defaulted
-    k.add(_write(k.path("missing.jsonl"), _jsonl([no_text, null_text, bare])),
-          [Row(no_text["tag"], "missing_text", 1), Row(null_text["tag"], "missing_text", 2),
-           Row(bare["tag"], KEPT, 3, derived_id=True, source="missing")])
+    k.add(
+        _write(k.path("missing.jsonl"), _jsonl([no_text, null_text, bare])),
+        [
+            Row(no_text["tag"], "missing_text", 1),
+            Row(null_text["tag"], "missing_text", 2),
+            Row(bare["tag"], KEPT, 3, derived_id=True, source="missing"),
+        ],
+    )
 
     k.start("not-json-objects")
     tags = [k.tag() for _ in range(5)]
-    lines = [f'["{tags[0]}", "an array"]'.encode(), f'"{tags[1]} a string"'.encode(), f"{tags[2]}".encode(),
-             f'{{"tag": "{tags[3]}", "text": "cut off'.encode(), f'{{"tag": "{tags[4]}", "text": "x"}} trailing'.encode()]
-    k.add(_write(k.path("not-objects.jsonl"), _jsonl(lines)), [Row(t, "invalid_json", i + 1) for i, t in enumerate(tags)])
+    lines = [
+        f'["{tags[0]}", "an array"]'.encode(),
+        f'"{tags[1]} a string"'.encode(),
+        f"{tags[2]}".encode(),
+        f'{{"tag": "{tags[3]}", "text": "cut off'.encode(),
+        f'{{"tag": "{tags[4]}", "text": "x"}} trailing'.encode(),
+    ]
+    k.add(
+        _write(k.path("not-objects.jsonl"), _jsonl(lines)), [Row(t, "invalid_json", i + 1) for i, t in enumerate(tags)]
+    )
 
     k.start("empty-text")
     records = [k.record(), k.record(), k.record(), k.record()]
     records[1]["text"], records[2]["text"] = "", " \n\t\u3000 "
-    k.add(_write(k.path("empty-text.jsonl"), _jsonl(records)),
-          [Row(records[0]["tag"], KEPT, 1), Row(records[1]["tag"], "empty_text", 2), Row(records[2]["tag"], "empty_text", 3),
-           Row(records[3]["tag"], KEPT, 4)])
+    k.add(
+        _write(k.path("empty-text.jsonl"), _jsonl(records)),
+        [
+            Row(records[0]["tag"], KEPT, 1),
+            Row(records[1]["tag"], "empty_text", 2),
+            Row(records[2]["tag"], "empty_text", 3),
+            Row(records[3]["tag"], KEPT, 4),
+        ],
+    )
 
     k.start("line-endings")  # CRLF, and no newline after the last line
     records = [k.record() for _ in range(4)]
@@ -357,21 +448,34 @@ def _sizes(k: _Kinds) -> None:
         huge = k.record()
         huge["text"] = huge["text"] + big
         data = _jsonl([before, huge, after] if final_newline else [before, after, huge])
-        rows = ([Row(before["tag"], KEPT, 1), Row(huge["tag"], "oversized", 2), Row(after["tag"], KEPT, 3)] if final_newline
-                else [Row(before["tag"], KEPT, 1), Row(after["tag"], KEPT, 2), Row(huge["tag"], "oversized", 3)])
-        k.add(_write(k.path(f"oversized-{'nl' if final_newline else 'no-nl'}.jsonl.zst"),
-                     zstandard.ZstdCompressor().compress(data if final_newline else data[:-1])), rows)
+        rows = (
+            [Row(before["tag"], KEPT, 1), Row(huge["tag"], "oversized", 2), Row(after["tag"], KEPT, 3)]
+            if final_newline
+            else [Row(before["tag"], KEPT, 1), Row(after["tag"], KEPT, 2), Row(huge["tag"], "oversized", 3)]
+        )
+        k.add(
+            _write(
+                k.path(f"oversized-{'nl' if final_newline else 'no-nl'}.jsonl.zst"),
+                zstandard.ZstdCompressor().compress(data if final_newline else data[:-1]),
+            ),
+            rows,
+        )
     k.start("oversized-text-under-the-line-cap")  # the line is read whole; its text is over the limit
     record = k.record()
     record["text"] = record["text"] + "\u00e9" * (MAX_DOC_BYTES // 2 + 10)
     ok = k.record()
-    k.add(_write(k.path("oversized-text.jsonl"), _jsonl([ok, json.dumps(record, ensure_ascii=False).encode()])),
-          [Row(ok["tag"], KEPT, 1), Row(record["tag"], "oversized", 2)])
+    k.add(
+        _write(k.path("oversized-text.jsonl"), _jsonl([ok, json.dumps(record, ensure_ascii=False).encode()])),
+        [Row(ok["tag"], KEPT, 1), Row(record["tag"], "oversized", 2)],
+    )
     k.start("oversized-parquet-text")
     records = [k.record(), k.record(), k.record()]
     records[1]["text"] += "x" * MAX_DOC_BYTES
-    k.add(_write(k.path("oversized.parquet"), _parquet(pa.Table.from_pylist(records))),
-          [Row(records[0]["tag"], KEPT, 0), Row(records[1]["tag"], "oversized", 1), Row(records[2]["tag"], KEPT, 2)], unit="row")
+    k.add(
+        _write(k.path("oversized.parquet"), _parquet(pa.Table.from_pylist(records))),
+        [Row(records[0]["tag"], KEPT, 0), Row(records[1]["tag"], "oversized", 1), Row(records[2]["tag"], KEPT, 2)],
+        unit="row",
+    )
 
 
 # ----------------------------------------------------------------------------- ids
@@ -392,17 +496,36 @@ def _ids(k: _Kinds) -> None:
     k.start("duplicate-ids-parquet")
     ids = [f"p{i % 7}" for i in range(30)]
     records = [k.record(id=i) for i in ids]
-    rows = [Row(r["tag"], KEPT if n < 7 else "duplicate_id", n, id=i if n < 7 else None) for n, (r, i) in enumerate(zip(records, ids))]
-    k.add(_write(k.path("dup-ids.parquet"), _parquet(pa.Table.from_pylist(records), row_group_size=8)), rows, unit="row")
+    rows = [
+        Row(r["tag"], KEPT if n < 7 else "duplicate_id", n, id=i if n < 7 else None)
+        for n, (r, i) in enumerate(zip(records, ids))
+    ]
+    k.add(
+        _write(k.path("dup-ids.parquet"), _parquet(pa.Table.from_pylist(records), row_group_size=8)), rows, unit="row"
+    )
 
     k.start("hostile-ids")  # ids are data: kept as they are, never a path
-    hostile = ["../../etc/passwd", "/absolute/path", "C:\\Windows\\system32", "a" * 10_000, "日本語/ümlaut/🦀",
-               "with\nnewline", "with\ttab and spaces", "%2e%2e%2f", "_removed/part-00000", "id\u202eRTL", "-1", "  "]
+    hostile = [
+        "../../etc/passwd",
+        "/absolute/path",
+        "C:\\Windows\\system32",
+        "a" * 10_000,
+        "日本語/ümlaut/🦀",
+        "with\nnewline",
+        "with\ttab and spaces",
+        "%2e%2e%2f",
+        "_removed/part-00000",
+        "id\u202eRTL",
+        "-1",
+        "  ",
+    ]
     records = [k.record(id=i) for i in hostile]
     empty = k.record(id="")  # an empty id is no id: derived
-    k.add(_write(k.path("hostile-ids.jsonl"), _jsonl(records + [empty])),
-          [Row(r["tag"], KEPT, n + 1, id=i) for n, (r, i) in enumerate(zip(records, hostile))]
-          + [Row(empty["tag"], KEPT, len(records) + 1, derived_id=True)])
+    k.add(
+        _write(k.path("hostile-ids.jsonl"), _jsonl(records + [empty])),
+        [Row(r["tag"], KEPT, n + 1, id=i) for n, (r, i) in enumerate(zip(records, hostile))]
+        + [Row(empty["tag"], KEPT, len(records) + 1, derived_id=True)],
+    )
 
 
 # ----------------------------------------------------------------------------- Parquet schemas
@@ -411,41 +534,97 @@ def _ids(k: _Kinds) -> None:
 def _parquet_drift(k: _Kinds) -> None:
     k.start("parquet-schema-drift")
     a = [k.record() for _ in range(4)]
-    table_a = pa.table({"tag": [r["tag"] for r in a], "id": pa.array([10, 11, 12, 13], pa.int64()),
-                        "text": pa.array([r["text"] for r in a], pa.large_string()), "score": [0.5, 0.25, None, 1.0]})
-    k.add(_write(k.path("drift-a.parquet"), _parquet(table_a)),
-          [Row(r["tag"], KEPT, n, id=str(10 + n), meta={"score": table_a["score"][n].as_py()}) for n, r in enumerate(a)], unit="row")
+    table_a = pa.table(
+        {
+            "tag": [r["tag"] for r in a],
+            "id": pa.array([10, 11, 12, 13], pa.int64()),
+            "text": pa.array([r["text"] for r in a], pa.large_string()),
+            "score": [0.5, 0.25, None, 1.0],
+        }
+    )
+    k.add(
+        _write(k.path("drift-a.parquet"), _parquet(table_a)),
+        [Row(r["tag"], KEPT, n, id=str(10 + n), meta={"score": table_a["score"][n].as_py()}) for n, r in enumerate(a)],
+        unit="row",
+    )
 
     b = [k.record() for _ in range(4)]
-    table_b = pa.table({"text": [r["text"] for r in b], "tag": [r["tag"] for r in b],
-                        "id": [f"b{n}" for n in range(4)],
-                        "source": pa.array(["web", "web", None, "books"]).dictionary_encode(),
-                        "extra": pa.array([{"x": [1, 2], "y": "z"}] * 4), "url": [f"https://e.org/{n}" for n in range(4)]})
-    k.add(_write(k.path("drift-b.parquet"), _parquet(table_b)),
-          [Row(r["tag"], KEPT, n, id=f"b{n}", source=["web", "web", "drift-b", "books"][n], meta={"extra": {"x": [1, 2], "y": "z"}})
-           for n, r in enumerate(b)], unit="row")
+    table_b = pa.table(
+        {
+            "text": [r["text"] for r in b],
+            "tag": [r["tag"] for r in b],
+            "id": [f"b{n}" for n in range(4)],
+            "source": pa.array(["web", "web", None, "books"]).dictionary_encode(),
+            "extra": pa.array([{"x": [1, 2], "y": "z"}] * 4),
+            "url": [f"https://e.org/{n}" for n in range(4)],
+        }
+    )
+    k.add(
+        _write(k.path("drift-b.parquet"), _parquet(table_b)),
+        [
+            Row(
+                r["tag"],
+                KEPT,
+                n,
+                id=f"b{n}",
+                source=["web", "web", "drift-b", "books"][n],
+                meta={"extra": {"x": [1, 2], "y": "z"}},
+            )
+            for n, r in enumerate(b)
+        ],
+        unit="row",
+    )
 
     c = [k.record() for _ in range(4)]
     texts = [r["text"].encode() for r in c]
     texts[2] = texts[2] + b" \xff\xfe broken"
-    table_c = pa.table({"tag": [r["tag"] for r in c], "text": pa.array(texts, pa.binary()),
-                        "id": pa.array([1.5, 2.5, 3.5, None], pa.float64()), "source": pa.array([1, 2, 3, 4], pa.int32()),
-                        "blob": pa.array([b"\x00\x01", None, b"x", b"y"], pa.binary()),
-                        "when": pa.array([0, 1, 2, 3], pa.timestamp("s")), "url": pa.array([1, 2, 3, 4], pa.int64())})
-    k.add(_write(k.path("drift-c.parquet"), _parquet(table_c)),
-          [Row(r["tag"], "invalid_utf8" if n == 2 else KEPT, n, derived_id=n != 2, source="drift-c" if n != 2 else None,
-               meta=None if n == 2 else {"source": n + 1, "blob": [_b64(b"\x00\x01"), None, None, _b64(b"y")][n],
-                                         **({"id": 1.5 + n} if n < 3 else {})})
-           for n, r in enumerate(c)], unit="row")
+    table_c = pa.table(
+        {
+            "tag": [r["tag"] for r in c],
+            "text": pa.array(texts, pa.binary()),
+            "id": pa.array([1.5, 2.5, 3.5, None], pa.float64()),
+            "source": pa.array([1, 2, 3, 4], pa.int32()),
+            "blob": pa.array([b"\x00\x01", None, b"x", b"y"], pa.binary()),
+            "when": pa.array([0, 1, 2, 3], pa.timestamp("s")),
+            "url": pa.array([1, 2, 3, 4], pa.int64()),
+        }
+    )
+    k.add(
+        _write(k.path("drift-c.parquet"), _parquet(table_c)),
+        [
+            Row(
+                r["tag"],
+                "invalid_utf8" if n == 2 else KEPT,
+                n,
+                derived_id=n != 2,
+                source="drift-c" if n != 2 else None,
+                meta=None
+                if n == 2
+                else {
+                    "source": n + 1,
+                    "blob": [_b64(b"\x00\x01"), None, None, _b64(b"y")][n],
+                    **({"id": 1.5 + n} if n < 3 else {}),
+                },
+            )
+            for n, r in enumerate(c)
+        ],
+        unit="row",
+    )
 
     k.start("parquet-text-not-string")
     tags = [k.tag() for _ in range(3)]
-    k.add(_write(k.path("text-ints.parquet"), _parquet(pa.table({"tag": tags, "text": [1, 2, 3]}))),
-          [Row(t, "text_not_string", n) for n, t in enumerate(tags)], unit="row")
+    k.add(
+        _write(k.path("text-ints.parquet"), _parquet(pa.table({"tag": tags, "text": [1, 2, 3]}))),
+        [Row(t, "text_not_string", n) for n, t in enumerate(tags)],
+        unit="row",
+    )
     k.start("parquet-no-text-column")
     tags = [k.tag() for _ in range(2)]
-    k.add(_write(k.path("no-text.parquet"), _parquet(pa.table({"tag": tags, "body": ["a", "b"]}))),
-          [Row(t, "missing_text", n) for n, t in enumerate(tags)], unit="row")
+    k.add(
+        _write(k.path("no-text.parquet"), _parquet(pa.table({"tag": tags, "body": ["a", "b"]}))),
+        [Row(t, "missing_text", n) for n, t in enumerate(tags)],
+        unit="row",
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -462,17 +641,27 @@ def _names(k: _Kinds) -> None:
     for name in ("with space.jsonl", "ünïcødé 日本.jsonl", "hash#tag.jsonl", "percent%20.jsonl", "brackets[1].jsonl"):
         records = [k.record() for _ in range(2)]
         stem = name.removesuffix(".jsonl")
-        k.add(_write(k.path(os.path.join("odd names", name)), _jsonl(records)),
-              [Row(r["tag"], KEPT, n + 1, source=stem) for n, r in enumerate(records)])
+        k.add(
+            _write(k.path(os.path.join("odd names", name)), _jsonl(records)),
+            [Row(r["tag"], KEPT, n + 1, source=stem) for n, r in enumerate(records)],
+        )
     k.start("upper-case-extensions")
-    for name, pack in (("UPPER.JSONL", lambda d: d), ("UPPER-GZ.JSONL.GZ", gzip.compress),
-                       ("UPPER-ZST.Jsonl.Zst", zstandard.ZstdCompressor().compress)):
+    for name, pack in (
+        ("UPPER.JSONL", lambda d: d),
+        ("UPPER-GZ.JSONL.GZ", gzip.compress),
+        ("UPPER-ZST.Jsonl.Zst", zstandard.ZstdCompressor().compress),
+    ):
         records = [k.record() for _ in range(2)]
-        k.add(_write(k.path(name), pack(_jsonl(records))),
-              [Row(r["tag"], KEPT, n + 1, source=name.split(".")[0]) for n, r in enumerate(records)])
+        k.add(
+            _write(k.path(name), pack(_jsonl(records))),
+            [Row(r["tag"], KEPT, n + 1, source=name.split(".")[0]) for n, r in enumerate(records)],
+        )
     records = [k.record() for _ in range(2)]
-    k.add(_write(k.path("UPPER.Parquet"), _parquet(pa.Table.from_pylist(records))),
-          [Row(r["tag"], KEPT, n, source="UPPER") for n, r in enumerate(records)], unit="row")
+    k.add(
+        _write(k.path("UPPER.Parquet"), _parquet(pa.Table.from_pylist(records))),
+        [Row(r["tag"], KEPT, n, source="UPPER") for n, r in enumerate(records)],
+        unit="row",
+    )
 
 
 # ----------------------------------------------------------------------------- copies across shards
@@ -488,8 +677,10 @@ def _exact_copies(k: _Kinds) -> None:
         tag = k.tag()
         record = {"tag": tag, "text": text, "source": "web"}
         data = _jsonl([record])
-        k.add(_write(k.path(name), gzip.compress(data) if name.endswith(".gz") else data),
-              [Row(tag, KEPT, 1, derived_id=True, source="web")])
+        k.add(
+            _write(k.path(name), gzip.compress(data) if name.endswith(".gz") else data),
+            [Row(tag, KEPT, 1, derived_id=True, source="web")],
+        )
         group.append(tag)
     k.corpus.copy_groups.append(group)
 
@@ -503,5 +694,7 @@ def _low_quality(k: _Kinds) -> None:
     junk[1]["text"] = f"{junk[1]['tag']} " + " ".join(str(n) for n in range(200))
     junk[2]["text"] = f"{junk[2]['tag']} " + "the same line again and again.\n" * 60
     records = [good[0], junk[0], junk[1], good[1], junk[2]]
-    k.add(_write(k.path("low-quality.jsonl"), _jsonl(records)),
-          [Row(r["tag"], KEPT, n + 1, dropped_by="filter" if r in junk else None) for n, r in enumerate(records)])
+    k.add(
+        _write(k.path("low-quality.jsonl"), _jsonl(records)),
+        [Row(r["tag"], KEPT, n + 1, dropped_by="filter" if r in junk else None) for n, r in enumerate(records)],
+    )

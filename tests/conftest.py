@@ -15,7 +15,9 @@ os.environ.pop("RAY_ADDRESS", None)
 # S3 credentials come from the environment, as in production (configs carry none: secret-looking
 # storage options are refused). Set before any Ray worker starts, so workers inherit them; moto
 # accepts any, and these keep real credentials of the developer's shell out of the tests.
-os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+os.environ.update(
+    {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+)
 os.environ.pop("AWS_SESSION_TOKEN", None)
 os.environ.pop("AWS_PROFILE", None)
 
@@ -46,8 +48,13 @@ def s3_bucket(s3_server, request):
     import boto3
 
     name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
-    boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=name)
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=name)
     yield f"s3://{name}", s3_server
 
 
@@ -56,8 +63,14 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20,
-                 configure_logging=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=256 << 20,
+            configure_logging=False,
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 

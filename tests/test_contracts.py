@@ -52,8 +52,9 @@ def assert_invalid(name: str, value, fragment: str) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=600, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=ENV, timeout=600, cwd=REPO
+    )
 
 
 def json_stdout(proc: subprocess.CompletedProcess, exit_code: int = 0) -> dict:
@@ -83,20 +84,40 @@ def test_the_check_command_finds_a_drifted_schema(tmp_path):
 
 
 def test_contract_keys_are_required():
-    required = {name: set(committed(name).schema["required"]) for name in
-                ("curate-summary", "failure", "train-classifier", "mix", "runs-unlock", "demo")}
+    required = {
+        name: set(committed(name).schema["required"])
+        for name in ("curate-summary", "failure", "train-classifier", "mix", "runs-unlock", "demo")
+    }
     assert required["curate-summary"] == {"run_id", "output", "stages"}
     assert required["demo"] == {"run_id", "output", "stages", "mixture"}
     assert required["failure"] == {"command", "error", "error_kind", "exit_code"}
     assert required["train-classifier"] == {"model", "metrics"}
     assert required["mix"] == {"name", "version", "uri", "manifest", "groups"}
     defs = committed("curate-summary").schema["$defs"]
-    assert set(defs["StageSummary"]["required"]) == {"name", "output", "docs_in", "docs_kept", "docs_dropped",
-                                                     "docs_quarantined", "quarantined", "seconds"}
+    assert set(defs["StageSummary"]["required"]) == {
+        "name",
+        "output",
+        "docs_in",
+        "docs_kept",
+        "docs_dropped",
+        "docs_quarantined",
+        "quarantined",
+        "seconds",
+    }
     assert set(defs["QuarantinedShard"]["required"]) == {"shard", "error", "rows_decoded", "rows_declared"}
     assert set(committed("mix").schema["$defs"]["MixGroup"]["required"]) == {
-        "name", "target_share", "realised_share", "docs", "tokens", "epochs"}
-    assert set(committed("train-classifier").schema["$defs"]["ClassifierMetrics"]["required"]) == {"auc", "precision", "recall"}
+        "name",
+        "target_share",
+        "realised_share",
+        "docs",
+        "tokens",
+        "epochs",
+    }
+    assert set(committed("train-classifier").schema["$defs"]["ClassifierMetrics"]["required"]) == {
+        "auc",
+        "precision",
+        "recall",
+    }
 
 
 # ----------------------------------------------------------------------------- negative cases
@@ -104,20 +125,48 @@ def test_contract_keys_are_required():
 
 def _stage_summary() -> dict:
     """A stage summary as the shard runner builds it: one finished shard, one quarantined."""
-    done = {"index": 0, "input": "raw/a.jsonl", "output": "runs/r/filter/part-00000.parquet", "quarantined": False,
-            "docs_in": 5, "docs_kept": 3, "docs_dropped": {"lang": 2}, "docs_skipped": {}, "chars_in": 500,
-            "chars_kept": 300, "chars_dropped": {"lang": 200}, "counters": {}, "drop_order": ["lang"], "seconds": 0.5,
-            "cpu_seconds": 0.4, "peak_rss_mb": 200.0, "worker": "host:1", "started_at": 1_700_000_000.0}
-    bad = {"index": 1, "input": "raw/b.jsonl.zst", "quarantined": True, "error": "truncated zstd frame at byte 1024",
-           "rows_decoded": 7, "rows_declared": None, "seconds": 0.1}
+    done = {
+        "index": 0,
+        "input": "raw/a.jsonl",
+        "output": "runs/r/filter/part-00000.parquet",
+        "quarantined": False,
+        "docs_in": 5,
+        "docs_kept": 3,
+        "docs_dropped": {"lang": 2},
+        "docs_skipped": {},
+        "chars_in": 500,
+        "chars_kept": 300,
+        "chars_dropped": {"lang": 200},
+        "counters": {},
+        "drop_order": ["lang"],
+        "seconds": 0.5,
+        "cpu_seconds": 0.4,
+        "peak_rss_mb": 200.0,
+        "worker": "host:1",
+        "started_at": 1_700_000_000.0,
+    }
+    bad = {
+        "index": 1,
+        "input": "raw/b.jsonl.zst",
+        "quarantined": True,
+        "error": "truncated zstd frame at byte 1024",
+        "rows_decoded": 7,
+        "rows_declared": None,
+        "seconds": 0.1,
+    }
     for shard in (done, bad):
         contracts.validate(shard, contracts.ShardStats)
     return summarize_stage("filter", "runs/r/filter", [done, bad], 1.25)
 
 
 def _curate_summary() -> dict:
-    return {"run_id": "r", "output": "runs/r/filter", "resumed": False,
-            "inputs": {"pattern": "raw", "shards": 2, "skipped": [], "metadata_skipped": 0}, "stages": [_stage_summary()]}
+    return {
+        "run_id": "r",
+        "output": "runs/r/filter",
+        "resumed": False,
+        "inputs": {"pattern": "raw", "shards": 2, "skipped": [], "metadata_skipped": 0},
+        "stages": [_stage_summary()],
+    }
 
 
 def test_a_real_stage_summary_is_valid_and_keys_may_be_added():
@@ -135,7 +184,9 @@ def test_a_summary_missing_a_required_key_fails(key):
     assert_invalid("curate-summary", summary, key)
 
 
-@pytest.mark.parametrize("key", ["name", "output", "docs_in", "docs_kept", "docs_dropped", "docs_quarantined", "quarantined", "seconds"])
+@pytest.mark.parametrize(
+    "key", ["name", "output", "docs_in", "docs_kept", "docs_dropped", "docs_quarantined", "quarantined", "seconds"]
+)
 def test_a_stage_missing_a_required_key_fails(key):
     summary = _curate_summary()
     del summary["stages"][0][key]
@@ -148,13 +199,16 @@ def test_a_quarantine_entry_without_its_ledger_fails():
     assert_invalid("curate-summary", summary, "rows_decoded")
 
 
-@pytest.mark.parametrize("path,value,fragment", [
-    (("stages", 0, "docs_in"), "5", "docs_in"),  # a count as a string
-    (("stages", 0, "docs_dropped", "lang"), 2.5, "lang"),  # a count as a float
-    (("stages", 0, "docs_kept"), None, "docs_kept"),  # required and not nullable
-    (("stages", 0, "funnel"), None, "funnel"),  # optional: may be absent, but not null
-    (("resumed",), "no", "resumed"),
-])
+@pytest.mark.parametrize(
+    "path,value,fragment",
+    [
+        (("stages", 0, "docs_in"), "5", "docs_in"),  # a count as a string
+        (("stages", 0, "docs_dropped", "lang"), 2.5, "lang"),  # a count as a float
+        (("stages", 0, "docs_kept"), None, "docs_kept"),  # required and not nullable
+        (("stages", 0, "funnel"), None, "funnel"),  # optional: may be absent, but not null
+        (("resumed",), "no", "resumed"),
+    ],
+)
 def test_a_summary_with_a_wrong_type_fails(path, value, fragment):
     summary = _curate_summary()
     target = summary
@@ -193,10 +247,14 @@ def store(tmp_path_factory):
     """A store made by the real CLI: `filter` over a 5-row shard, then `mix` over its output."""
     root = tmp_path_factory.mktemp("contracts")
     write_shard(str(root / "raw" / "a.jsonl"), prose_docs(5))
-    filtered = json_stdout(run_cli("filter", "--input", str(root / "raw"), "--output", str(root / "store"), "--json", "-q"))
+    filtered = json_stdout(
+        run_cli("filter", "--input", str(root / "raw"), "--output", str(root / "store"), "--json", "-q")
+    )
     spec = root / "tiny.yaml"
-    spec.write_text(f"name: tiny\npool: [{filtered['output']}]\nstore: {root / 'store'}\nseed: 0\nbudget_fraction: 0.5\n"
-                    "groups:\n  - name: all\n    where: {}\n    weight: 1.0\n    max_epochs: 2\n")
+    spec.write_text(
+        f"name: tiny\npool: [{filtered['output']}]\nstore: {root / 'store'}\nseed: 0\nbudget_fraction: 0.5\n"
+        "groups:\n  - name: all\n    where: {}\n    weight: 1.0\n    max_epochs: 2\n"
+    )
     mixed = json_stdout(run_cli("mix", "--spec", str(spec), "--json", "-q"))
     return {"root": root, "store": str(root / "store"), "filter": filtered, "mix": mixed, "spec": spec}
 
@@ -258,14 +316,17 @@ def test_failures_json_match_the_failure_schema(store, tmp_path):
     assert_valid("failure", unparsable)
     assert unparsable["command"] is None and unparsable["error_kind"] == "usage"
 
-    missing = json_stdout(run_cli("filter", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "s"), "--json"),
-                          exit_code=2)
+    missing = json_stdout(
+        run_cli("filter", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "s"), "--json"), exit_code=2
+    )
     assert_valid("failure", missing)
     assert missing["command"] == "filter" and missing["errors"]
 
     spec = tmp_path / "weightless.yaml"  # a spec error: one line per problem, exit 2
-    spec.write_text(f"name: tiny\npool: [{store['filter']['output']}]\nstore: {store['store']}\n"
-                    "budget_fraction: 0.5\ngroups:\n  - name: all\n    where: {}\n")
+    spec.write_text(
+        f"name: tiny\npool: [{store['filter']['output']}]\nstore: {store['store']}\n"
+        "budget_fraction: 0.5\ngroups:\n  - name: all\n    where: {}\n"
+    )
     refused = json_stdout(run_cli("mix", "--spec", str(spec), "--json"), exit_code=2)
     assert_valid("failure", refused)
     assert "have no weight" in refused["error"]
@@ -278,9 +339,26 @@ def test_train_classifier_json_and_its_model_card_match_their_schemas(tmp_path):
     write_shard(str(tmp_path / "pos" / "a.jsonl"), prose_docs(60, "pos"))
     write_shard(str(tmp_path / "neg" / "a.jsonl"), docs(60, "neg"))
     config = tmp_path / "train.yaml"
-    config.write_text("test_fraction: 0.25\nfasttext: {dim: 16, bucket: 20000, epoch: 15, thread: 1, minCount: 1}\n")  # as test_classify
-    summary = json_stdout(run_cli("train-classifier", "--positive", str(tmp_path / "pos"), "--negative", str(tmp_path / "neg"),
-                                  "--name", "prose", "--output", str(tmp_path / "store"), "--config", str(config), "--json", "-q"))
+    config.write_text(
+        "test_fraction: 0.25\nfasttext: {dim: 16, bucket: 20000, epoch: 15, thread: 1, minCount: 1}\n"
+    )  # as test_classify
+    summary = json_stdout(
+        run_cli(
+            "train-classifier",
+            "--positive",
+            str(tmp_path / "pos"),
+            "--negative",
+            str(tmp_path / "neg"),
+            "--name",
+            "prose",
+            "--output",
+            str(tmp_path / "store"),
+            "--config",
+            str(config),
+            "--json",
+            "-q",
+        )
+    )
     assert_valid("train-classifier", summary)
     assert summary["version"] == "v0001" and 0.0 <= summary["metrics"]["precision"] <= 1.0
     card = json.loads((Path(summary["model"]) / "card.json").read_text())
@@ -300,7 +378,16 @@ def test_demo_json_matches_its_schema(tmp_path):
 
 def test_every_json_output_has_a_schema():
     """The schemas cover each --json printer (a new command needs its contract)."""
-    outputs = {"curate-summary", "failure", "train-classifier", "mix", "mixtures-list", "mixtures-show",
-               "mixtures-diff", "runs-unlock", "demo"}
+    outputs = {
+        "curate-summary",
+        "failure",
+        "train-classifier",
+        "mix",
+        "mixtures-list",
+        "mixtures-show",
+        "mixtures-diff",
+        "runs-unlock",
+        "demo",
+    }
     assert outputs <= set(contracts.SCHEMAS)
     assert committed("demo").schema["properties"]["mixture"] == {"$ref": "#/$defs/MixSummary"}

@@ -65,7 +65,9 @@ def test_curate_local_with_stats_audit_and_artifacts(tmp_path):
     summary = curate(input=str(inputs), output=str(tmp_path / "store"), config=config)
     stage = check_summary(summary, expected, "f.jsonl.zst")
     assert {os.path.basename(s["uri"]): s["reason"].split(" (")[0] for s in summary["inputs"]["skipped"]} == {
-        "gone.jsonl": "broken symlink", "notes.txt": "not a shard format"}
+        "gone.jsonl": "broken symlink",
+        "notes.txt": "not a shard format",
+    }
 
     out = tmp_path / "store" / "runs" / summary["run_id"] / "normalize"
     # Outputs 1:1 with readable input shards, all valid contract Parquet.
@@ -149,7 +151,10 @@ def test_failed_shard_fails_the_stage_then_a_rerun_retries_only_it(tmp_path):
     flag = str(tmp_path / "fixed")
     with pytest.raises(StageFailed, match=r"shard 1 .*worker lost its connection"):
         run_stage(FlakyStage(flag), layout, inputs, RayConfig(max_retries=1))
-    assert sorted(os.listdir(tmp_path / "store" / "runs" / "r" / "flaky" / "_done")) == ["part-00000.json", "part-00002.json"]
+    assert sorted(os.listdir(tmp_path / "store" / "runs" / "r" / "flaky" / "_done")) == [
+        "part-00000.json",
+        "part-00002.json",
+    ]
     open(flag, "w").close()
     summary = run_stage(FlakyStage(flag), layout, inputs, RayConfig(max_retries=1))
     assert summary["shards_skipped"] == 2
@@ -186,8 +191,11 @@ def test_curate_runs_normalize_then_filter_and_reconciles(tmp_path):
     from flows.curate import curate
 
     prose = prose_docs(6)
-    junk = [{"text": "buy now!!! $$$ 50% off {click} here"}, {"text": "1 2 3 4 5 6 7 8 9 10 " * 20},
-            {"text": "Dies ist ein deutscher Satz über das Wetter, und er ist ganz sicher nicht englisch. " * 10}]
+    junk = [
+        {"text": "buy now!!! $$$ 50% off {click} here"},
+        {"text": "1 2 3 4 5 6 7 8 9 10 " * 20},
+        {"text": "Dies ist ein deutscher Satz über das Wetter, und er ist ganz sicher nicht englisch. " * 10},
+    ]
     write_shard(str(tmp_path / "raw" / "a.jsonl"), prose[:3] + junk)
     write_shard(str(tmp_path / "raw" / "b.parquet"), prose[3:])
     config = CurateConfig(stages=["normalize", "filter"], filter={"language_id": {"keep": ["en"]}})
@@ -204,11 +212,20 @@ def test_curate_runs_normalize_then_filter_and_reconciles(tmp_path):
     config_order = ["lang", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality"]
     assert families == sorted(families, key=config_order.index)
     assert [step["docs_remaining"] for step in filt["funnel"]][-1] == filt["docs_kept"]
-    kept = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "store" / "runs" / summary["run_id"] / "filter").glob("part-*.parquet"))])
+    kept = pa.concat_tables(
+        [
+            pq.read_table(p)
+            for p in sorted((tmp_path / "store" / "runs" / summary["run_id"] / "filter").glob("part-*.parquet"))
+        ]
+    )
     assert set(kept.column("lang").to_pylist()) == {"en"}
     assert "gopher_quality_alpha_words_ratio" in kept.column_names  # scores are kept as columns
-    removed = pq.read_table(tmp_path / "store" / "runs" / summary["run_id"] / "filter" / "_removed" / "part-00000.parquet")
-    assert sorted(removed.column(S.DROP_REASON).to_pylist()) == sorted(k for k, v in filt["docs_dropped"].items() for _ in range(v))
+    removed = pq.read_table(
+        tmp_path / "store" / "runs" / summary["run_id"] / "filter" / "_removed" / "part-00000.parquet"
+    )
+    assert sorted(removed.column(S.DROP_REASON).to_pylist()) == sorted(
+        k for k, v in filt["docs_dropped"].items() for _ in range(v)
+    )
 
     # A stage on its own, over the curated output (contract Parquet): no normalize in front.
     only = curate(input=normalize["output"], output=str(tmp_path / "store2"), config=CurateConfig(stages=["filter"]))

@@ -118,14 +118,28 @@ def test_hash_strings_across_pass_boundaries(monkeypatch):
 def test_hash_values_are_pinned():
     # persisted in the incremental index: these must never change
     got = H.hash_strings(pa.array(["", "a", "hello world", "héllo", None]))
-    assert got.tolist() == [3620312495012918151, 16027272667965215795, 10854273631659478661, 3178787145508841506,
-                            H.NULL_HASH]
+    assert got.tolist() == [
+        3620312495012918151,
+        16027272667965215795,
+        10854273631659478661,
+        3178787145508841506,
+        H.NULL_HASH,
+    ]
     assert H.hash_strings(pa.array(["a"]), seed=7).tolist() == [3587486382482452220]
 
 
 def test_exact_hashes_normalisation_options():
-    texts = pa.array(["Hello,  World 42", "hello, world 42", " hello,\u00a0world\n42 ", "Hello World 42",
-                      "Hello, World 17", None, ""])
+    texts = pa.array(
+        [
+            "Hello,  World 42",
+            "hello, world 42",
+            " hello,\u00a0world\n42 ",
+            "Hello World 42",
+            "Hello, World 17",
+            None,
+            "",
+        ]
+    )
 
     def groups(cfg):
         h = H.exact_hashes(texts, cfg)
@@ -161,8 +175,9 @@ def test_ngram_hashes_match_reference():
         acc = sum(int(t) * (M._NGRAM_K[k] | 1) for k, t in enumerate(tt)) & MASK
         return H.mix64_int((acc ^ M._WORD_SALT) + len(tt))
 
-    expect = ([ref(toks[0:2])] + [ref(toks[i : i + 3]) for i in range(2, 8)]
-              + [ref(toks[i : i + 3]) for i in range(10, 38)])
+    expect = (
+        [ref(toks[0:2])] + [ref(toks[i : i + 3]) for i in range(2, 8)] + [ref(toks[i : i + 3]) for i in range(10, 38)]
+    )
     assert sh.tolist() == expect
     # per-document n
     sh2, so2 = M.ngram_hashes(toks, offsets, np.array([3, 3, 2, 3]), salt=M._WORD_SALT)
@@ -200,8 +215,15 @@ def test_signature_values_are_pinned():
     assert s[1, :3].tolist() == [10773656981529442049, 11731850066375240567, 994775456498453972]
 
 
-@pytest.mark.parametrize("cfg", [MinHashConfig(), MinHashConfig(short_doc_strategy="none"),
-                                 MinHashConfig(short_doc_strategy="smaller_n"), MinHashConfig(shingle="char")])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        MinHashConfig(),
+        MinHashConfig(short_doc_strategy="none"),
+        MinHashConfig(short_doc_strategy="smaller_n"),
+        MinHashConfig(shingle="char"),
+    ],
+)
 def test_signatures_independent_of_batching_and_order(cfg, monkeypatch):
     rng = random.Random(4)
     texts = [" ".join(words(rng, rng.randrange(0, 300))) for _ in range(60)] + [None, "", "  ", "...", "x"]
@@ -240,8 +262,11 @@ def test_empty_and_tiny_documents():
     assert sorted(set(doc.tolist())) == list(range(104, 109)) and len(doc) == 5 * 14
     assert band.dtype == np.uint8 and bh.dtype == np.uint64
     # none of this breaks under the other strategies
-    for cfg in (MinHashConfig(short_doc_strategy="none"), MinHashConfig(short_doc_strategy="smaller_n"),
-                MinHashConfig(shingle="char")):
+    for cfg in (
+        MinHashConfig(short_doc_strategy="none"),
+        MinHashConfig(short_doc_strategy="smaller_n"),
+        MinHashConfig(shingle="char"),
+    ):
         s = M.MinHasher(cfg).signatures(pa.array(texts))
         assert M.is_empty(s).tolist() == empty.tolist()
         assert M.estimated_jaccard(s[6], s[7]).tolist() == [1.0]
@@ -279,8 +304,12 @@ def test_short_document_near_duplicates_recall():
 
     def false_links(cfg):
         _, _, comp = pipeline(texts, cfg)
-        return sum(comp.get(a) != comp.get(b) and comp.get(a) is not None and comp.get(a) == comp.get(c)
-                   for (a, b) in pairs for (c, _) in pairs[:5] if c != a)
+        return sum(
+            comp.get(a) != comp.get(b) and comp.get(a) is not None and comp.get(a) == comp.get(c)
+            for (a, b) in pairs
+            for (c, _) in pairs[:5]
+            if c != a
+        )
 
     r_char = recall(MinHashConfig())
     r_none = recall(MinHashConfig(short_doc_strategy="none"))
@@ -422,8 +451,12 @@ def test_transitive_cluster_through_minhash():
     assert j[0] >= cfg.threshold and j[1] >= cfg.threshold and j[2] < cfg.threshold, j
     assert (2, 0) not in set(zip(src.tolist(), dst.tolist()))
     assert comp == {0: 0, 1: 0, 2: 0}
-    keep = C.choose_keepers(np.array(list(comp), np.uint64), np.array(list(comp.values()), np.uint64), "longest",
-                            np.array([len(texts[i]) for i in comp]))
+    keep = C.choose_keepers(
+        np.array(list(comp), np.uint64),
+        np.array(list(comp.values()), np.uint64),
+        "longest",
+        np.array([len(texts[i]) for i in comp]),
+    )
     assert keep.size.tolist() == [3, 3, 3] and keep.is_kept.sum() == 1
 
 
@@ -485,8 +518,14 @@ def test_boilerplate_lines():
     bp = B.boilerplate_hashes(hashes, counts, cfg)
     assert len(bp) == 1  # nav in 3 documents; the footer in only 2 (case differs in the third)
     out, removed = B.remove_lines(pa.array(shard1 + shard2), bp, cfg)
-    assert out.to_pylist() == [f"story one\n{foot}", f"story two\n{foot}\n{foot}", None, "story three",
-                               "ok\nshort lines stay\nok", f"story four\n{foot.upper()}"]
+    assert out.to_pylist() == [
+        f"story one\n{foot}",
+        f"story two\n{foot}\n{foot}",
+        None,
+        "story three",
+        "ok\nshort lines stay\nok",
+        f"story four\n{foot.upper()}",
+    ]
     assert removed.tolist() == [1, 1, 0, 1, 0, 0]
     # case-insensitive: the footer now counts three documents too
     lower = BoilerplateConfig(min_docs=3, min_chars=5, lowercase=True)

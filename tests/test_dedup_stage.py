@@ -25,19 +25,25 @@ def replace_words(text: str, positions: list[int], tag: str) -> str:
 
 def corpus() -> tuple[list[list[dict]], dict[str, set[str]]]:
     """Three shards; returns rows per shard and the expected clusters (ids) with 2+ members."""
-    a = prose(1, 30)                                     # ~360 words: word 5-gram shingles
-    b = replace_words(a, [10, 60, 110, 160], "x")        # A~B
-    c = replace_words(b, [210, 260, 300, 340], "y")      # B~C, but A and C differ in 8 words: linked only through B
-    short = ("The old lantern in the harbour window burned all night while the sailors slept and the tide came in "
-             "slowly; by morning the fishing boats had gone out past the grey stones of the breakwater and the gulls "
-             "followed them.")
-    short_near = short.replace("slept", "dreamed")      # a short document with one word replaced
+    a = prose(1, 30)  # ~360 words: word 5-gram shingles
+    b = replace_words(a, [10, 60, 110, 160], "x")  # A~B
+    c = replace_words(b, [210, 260, 300, 340], "y")  # B~C, but A and C differ in 8 words: linked only through B
+    short = (
+        "The old lantern in the harbour window burned all night while the sailors slept and the tide came in "
+        "slowly; by morning the fishing boats had gone out past the grey stones of the breakwater and the gulls "
+        "followed them."
+    )
+    short_near = short.replace("slept", "dreamed")  # a short document with one word replaced
     d = prose(2, 30)
     rows = [
         [{"id": "a", "text": a}, {"id": "unique-1", "text": prose(3, 30)}, {"id": "d", "text": d}],
         [{"id": "b", "text": b}, {"id": "d-copy", "text": d}, {"id": "short-1", "text": short}],
-        [{"id": "c", "text": c}, {"id": "d-COPY-upper", "text": d.upper()}, {"id": "short-2", "text": short_near},
-         {"id": "unique-2", "text": prose(4, 30)}],
+        [
+            {"id": "c", "text": c},
+            {"id": "d-COPY-upper", "text": d.upper()},
+            {"id": "short-2", "text": short_near},
+            {"id": "unique-2", "text": prose(4, 30)},
+        ],
     ]
     return rows, {"a": {"a", "b", "c"}, "d": {"d", "d-copy", "d-COPY-upper"}, "short-1": {"short-1", "short-2"}}
 
@@ -112,8 +118,16 @@ def test_keep_rule_highest_reads_a_score_column(tmp_path):
     from flows.curate import curate
 
     text = prose(9, 30)
-    table = pa.table({"id": ["x1", "x2", "x3"], "text": [text, text, prose(10, 30)], "source": ["s"] * 3,
-                      "url": [None] * 3, "meta": [None] * 3, "quality_demo": [0.2, 0.9, 0.5]})
+    table = pa.table(
+        {
+            "id": ["x1", "x2", "x3"],
+            "text": [text, text, prose(10, 30)],
+            "source": ["s"] * 3,
+            "url": [None] * 3,
+            "meta": [None] * 3,
+            "quality_demo": [0.2, 0.9, 0.5],
+        }
+    )
     (tmp_path / "pool").mkdir()
     pq.write_table(table, tmp_path / "pool" / "part-00000.parquet")
     config = CurateConfig(stages=["dedup"], dedup={"keep": {"rule": "highest", "column": "quality_demo"}})
@@ -124,8 +138,9 @@ def test_keep_rule_highest_reads_a_score_column(tmp_path):
 
 
 def test_empty_and_tiny_documents_have_a_defined_outcome(tmp_path):
-    rows = [[{"id": "one-word", "text": "hello"}, {"id": "one-word-2", "text": "hello"},
-             {"id": "other", "text": "world"}]]
+    rows = [
+        [{"id": "one-word", "text": "hello"}, {"id": "one-word-2", "text": "hello"}, {"id": "other", "text": "world"}]
+    ]
     summary, kept, removed, _ = run_dedup(tmp_path, "tiny", CurateConfig(stages=["dedup"]), rows)
     assert sorted(kept.column("id").to_pylist()) == ["one-word", "other"]
     assert removed.column("id").to_pylist() == ["one-word-2"]
@@ -160,11 +175,17 @@ def test_incremental_dedup_against_a_persistent_index(tmp_path, s3_bucket):
     root, opts = s3_bucket
     fs = s3fs.S3FileSystem(**opts)
     old = prose(21, 30)
-    night1 = [[{"id": "n1-a", "text": old}, {"id": "n1-b", "text": prose(22, 30)}],
-              [{"id": "n1-c", "text": prose(23, 30)}, {"id": "n1-a-copy", "text": old}]]
-    night2 = [[{"id": "n2-x", "text": replace_words(old, [5, 50, 95], "z")},      # near-dup of the pool
-               {"id": "n2-y", "text": prose(24, 30)}],
-              [{"id": "n2-y-copy", "text": prose(24, 30)}, {"id": "n2-z", "text": prose(25, 30).upper()}]]
+    night1 = [
+        [{"id": "n1-a", "text": old}, {"id": "n1-b", "text": prose(22, 30)}],
+        [{"id": "n1-c", "text": prose(23, 30)}, {"id": "n1-a-copy", "text": old}],
+    ]
+    night2 = [
+        [
+            {"id": "n2-x", "text": replace_words(old, [5, 50, 95], "z")},  # near-dup of the pool
+            {"id": "n2-y", "text": prose(24, 30)},
+        ],
+        [{"id": "n2-y-copy", "text": prose(24, 30)}, {"id": "n2-z", "text": prose(25, 30).upper()}],
+    ]
     config = CurateConfig(stages=["dedup"], storage={"options": opts}, dedup={"index": f"{root}/dedup-index"})
     summaries = []
     for night, rows in (("night1", night1), ("night2", night2)):
@@ -190,8 +211,10 @@ def test_incremental_dedup_against_a_persistent_index(tmp_path, s3_bucket):
 
 def test_boilerplate_lines_are_removed_not_the_documents(tmp_path):
     footer = "Copyright 2026 Example Media Group. All rights reserved. Terms of use apply."
-    rows = [[{"id": f"page-{i}", "text": f"{prose(100 + i, 20)}\n{footer}"} for i in range(6)],
-            [{"id": "no-footer", "text": prose(200, 20)}]]
+    rows = [
+        [{"id": f"page-{i}", "text": f"{prose(100 + i, 20)}\n{footer}"} for i in range(6)],
+        [{"id": "no-footer", "text": prose(200, 20)}],
+    ]
     config = CurateConfig(stages=["dedup"], dedup={"boilerplate": {"enabled": True, "min_docs": 5}})
     summary, kept, removed, out = run_dedup(tmp_path, "boiler", config, rows)
     stage = summary["stages"][-1]

@@ -19,8 +19,13 @@ from mixforge.dedup.config import DedupConfig, MinHashConfig
 from mixforge.dedup.index import check_index, settings_fingerprint
 from mixforge.dedup.layouts import EDGE_SCHEMA, SIGNATURE_ROW_GROUP, DedupLayout, IndexLayout, Sources, write_table
 from mixforge.dedup.minhash import estimated_jaccard
-from mixforge.dedup.partitions import (MAX_AUTO_PARTITIONS, MIN_PARTITIONS, PARTITION_INPUT_BYTES, auto_partitions,
-                                       resolve_partitions)
+from mixforge.dedup.partitions import (
+    MAX_AUTO_PARTITIONS,
+    MIN_PARTITIONS,
+    PARTITION_INPUT_BYTES,
+    auto_partitions,
+    resolve_partitions,
+)
 from mixforge.dedup.run import DedupRun
 from mixforge.executor import SerialExecutor, StepFailed
 from mixforge.runs import StageLayout
@@ -36,8 +41,14 @@ def _near(text: str, positions: list[int], tag: str) -> str:
 
 def _write(path, rows: list[tuple[str, str]], extra: dict | None = None) -> str:
     n = len(rows)
-    cols = {"id": [r[0] for r in rows], "text": [r[1] for r in rows], "source": ["t"] * n,
-            "url": pa.nulls(n, pa.string()), "meta": pa.nulls(n, pa.string()), **(extra or {})}
+    cols = {
+        "id": [r[0] for r in rows],
+        "text": [r[1] for r in rows],
+        "source": ["t"] * n,
+        "url": pa.nulls(n, pa.string()),
+        "meta": pa.nulls(n, pa.string()),
+        **(extra or {}),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(cols), path)
     return str(path)
@@ -52,8 +63,10 @@ def _shards(tmp_path, extra: dict | None = None) -> tuple[list[str], dict[str, s
         [("a2", _near(a, [10, 60, 110], "x")), ("d2", _near(d, [5, 50], "y")), ("u2", prose(4, 30))],
         [("a3", _near(a, [20, 160, 210], "z")), ("u3", prose(5, 30)), ("d3", d)],
     ]
-    uris = [_write(tmp_path / "in" / f"part-{i:05d}.parquet", shard, {k: v[i] for k, v in (extra or {}).items()})
-            for i, shard in enumerate(rows)]
+    uris = [
+        _write(tmp_path / "in" / f"part-{i:05d}.parquet", shard, {k: v[i] for k, v in (extra or {}).items()})
+        for i, shard in enumerate(rows)
+    ]
     return uris, {"a2": "a", "a3": "a", "d2": "d", "d3": "d"}
 
 
@@ -61,8 +74,9 @@ def _run_dedup(tmp_path, name: str, uris: list[str], cfg: DedupConfig) -> tuple[
     """The library's dedup DAG in this process (batches of 2 rows); its summary and the run it planned."""
     inputs = list(enumerate(uris))
     layout = StageLayout(str(tmp_path / name))
-    summary = run_dedup(layout, name, inputs, CurateConfig(stages=["dedup"], dedup=cfg, read={"batch_rows": 2}),
-                        SerialExecutor())
+    summary = run_dedup(
+        layout, name, inputs, CurateConfig(stages=["dedup"], dedup=cfg, read={"batch_rows": 2}), SerialExecutor()
+    )
     return summary, plan_dedup(layout.dir, inputs, cfg, batch_rows=2)
 
 
@@ -165,7 +179,8 @@ def test_verification_allows_for_the_estimate_noise():
     assert MinHashConfig(bands=32, rows=16).verify_threshold > cfg.verify_threshold  # more permutations, less noise
     # The margin is a verification setting: an index built under one margin serves another.
     assert settings_fingerprint(DedupConfig(partitions=4)) == settings_fingerprint(
-        DedupConfig(partitions=4, minhash={"verify_margin": 0.0, "threshold": 0.9}))
+        DedupConfig(partitions=4, minhash={"verify_margin": 0.0, "threshold": 0.9})
+    )
     # A pair whose estimate is 0.75 (84 of 112 entries equal) passes by default, not at margin 0.
     a = np.arange(112, dtype=np.uint64)
     b = a.copy()
@@ -196,8 +211,10 @@ def test_boilerplate_and_a_persistent_index_in_process(tmp_path):
     footer = "Copyright 2026 Example Media Group. All rights reserved. Terms of use apply."
     old = prose(21, 30)
     night1 = [[("n1-a", old), ("n1-b", prose(22, 30))], [("n1-c", prose(23, 30)), ("n1-a-copy", old)]]
-    night2 = [[("n2-x", _near(old, [5, 50, 95], "z") + "\n" + footer), ("n2-y", prose(24, 30) + "\n" + footer)],
-              [("n2-y-copy", prose(24, 30) + "\n" + footer), ("n2-z", prose(25, 30) + "\n" + footer)]]
+    night2 = [
+        [("n2-x", _near(old, [5, 50, 95], "z") + "\n" + footer), ("n2-y", prose(24, 30) + "\n" + footer)],
+        [("n2-y-copy", prose(24, 30) + "\n" + footer), ("n2-z", prose(25, 30) + "\n" + footer)],
+    ]
     index = str(tmp_path / "index")
     cfg = DedupConfig(index=index, boilerplate={"enabled": True, "min_docs": 3})
     summaries = []
@@ -218,7 +235,9 @@ def test_boilerplate_and_a_persistent_index_in_process(tmp_path):
     assert all(footer not in t for t in kept.column("text").to_pylist())
     # the pool's document wins over a new one; the boilerplate line did not hide the exact copy
     assert dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist())) == {
-        "n2-x": "n1-a", "n2-y-copy": "n2-y"}
+        "n2-x": "n1-a",
+        "n2-y-copy": "n2-y",
+    }
     # _stats.json is the composite's summary (dedup figures, index), written once
     stats = json.loads(open(os.path.join(stage_dir, "_stats.json")).read())
     assert stats["dedup"] == second["dedup"] and stats["index"] == second["index"]
@@ -244,7 +263,11 @@ def test_a_failing_step_names_its_shard(tmp_path):
 def test_key_layout_is_derived_from_its_bit_widths(tmp_path):
     # the numbers the layout was written with, before they were derived
     assert (keys.INDEX_GROUP_FLAG, keys.MAX_SEGMENTS, keys.MAX_INDEX_SHARDS, keys.MAX_INDEX_ROWS) == (
-        1 << 39, 1 << 23, 1 << 16, 1 << 24)
+        1 << 39,
+        1 << 23,
+        1 << 16,
+        1 << 24,
+    )
     assert int(keys.INDEX_FLAG) == 1 << 63 and keys.INDEX_SEGMENT_SHIFT == 40
     run_keys = np.concatenate([keys.doc_keys(0, 0, 2), keys.doc_keys(7, 5, 2), keys.doc_keys(65535, 16777214, 2)])
     assert keys.key_shard(run_keys).tolist() == [0, 0, 7, 7, 65535, 65535]
@@ -256,8 +279,7 @@ def test_key_layout_is_derived_from_its_bit_widths(tmp_path):
         assert keys.is_index_key(indexed).all() and not keys.is_index_key(run_keys).any()
         assert (indexed > run_keys.max()).all()  # index keys sort after every run key
         groups = keys.key_group(indexed)
-        assert [keys.index_group(int(g)) for g in groups] == [
-            (segment, s) for s in keys.key_shard(run_keys).tolist()]
+        assert [keys.index_group(int(g)) for g in groups] == [(segment, s) for s in keys.key_shard(run_keys).tolist()]
         assert sources.nodes(int(groups[2])) == index.nodes(segment, 7)
         assert sources.signatures(int(groups[4])) == index.signatures(segment, 65535)
     # run groups are their shard, up to the largest a run key holds (the top bit is the index flag)
@@ -292,7 +314,8 @@ def test_verify_keeps_exact_edges_and_fuzzy_ones_whose_estimate_passes(tmp_path)
     stats = steps.verify_shard_edges(run, 0)
     kept = pq.read_table(run.work.verified(0))
     assert sorted(zip(kept.column("src").to_pylist(), kept.column("dst").to_pylist())) == sorted(
-        [(k["b"], k["a"]), (k["d"], k["c"])])
+        [(k["b"], k["a"]), (k["d"], k["c"])]
+    )
     assert stats == {"shard": 0, "candidates": 3, "verified": 1, "exact": 1}
     # an endpoint without a signature is an error, never a silent "not a duplicate"
     write_signatures(1, "")

@@ -32,12 +32,19 @@ def prefect_deployments() -> list[dict]:
 
 def base_env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "RAY_ADDRESS"}
-    env.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", RAY_AUTH_MODE="disabled",
-               PREFECT_HOME=str(home), PREFECT_CLI_PROMPT="false", PYTHONPATH=str(REPO))
+    env.update(
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        RAY_AUTH_MODE="disabled",
+        PREFECT_HOME=str(home),
+        PREFECT_CLI_PROMPT="false",
+        PYTHONPATH=str(REPO),
+    )
     return env
 
 
 # --------------------------------------------------------------------------- static checks
+
 
 def test_every_deployment_names_a_flow_and_its_parameters_fit_it():
     from prefect.flows import load_flow_from_entrypoint
@@ -73,8 +80,14 @@ def test_deploy_helper_refuses_what_it_cannot_deploy(tmp_path):
     env.pop("MIXFORGE_NIGHTLY_INPUT", None)
 
     def deploy(*names):
-        return subprocess.run([sys.executable, "deployments/deploy.py", *names], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "deployments/deploy.py", *names],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     proc = deploy("nope")
     assert proc.returncode == 2 and "no such deployment(s)" in proc.stderr and "curate" in proc.stderr
@@ -88,17 +101,26 @@ def test_deploy_helper_refuses_what_it_cannot_deploy(tmp_path):
 
 # --------------------------------------------------------------------------- a real server
 
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start` on a free loopback port with its own SQLite database."""
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     env = base_env(home / "home")
-    env.update(PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-               PREFECT_UI_ENABLED="false", PREFECT_SERVER_API_HOST="127.0.0.1")
+    env.update(
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+    )
     log = open(home / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     api = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 150
     while True:
@@ -113,8 +135,12 @@ def prefect_server(tmp_path_factory):
             raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
         time.sleep(0.5)
     (home / "incoming").mkdir()
-    client_env = {**base_env(home / "client-home"), "PREFECT_API_URL": api,
-                  "MIXFORGE_NIGHTLY_INPUT": str(home / "incoming"), "MIXFORGE_STORE": str(home / "store")}
+    client_env = {
+        **base_env(home / "client-home"),
+        "PREFECT_API_URL": api,
+        "MIXFORGE_NIGHTLY_INPUT": str(home / "incoming"),
+        "MIXFORGE_STORE": str(home / "store"),
+    }
     yield {"api": api, "home": home, "env": client_env}
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -129,14 +155,32 @@ def worker(prefect_server):
     """The deployments deployed by deployments/deploy.py, and a process worker polling their pool."""
     env = prefect_server["env"]
     home = prefect_server["home"]
-    proc = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "deployments/deploy.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = open(home / "worker.log", "wb")
     # The worker runs elsewhere than the checkout: the deployment's pull step finds the code.
-    wproc = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "mixforge", "--type", "process",
-                              "--limit", "1"], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+    wproc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            "mixforge",
+            "--type",
+            "process",
+            "--limit",
+            "1",
+        ],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield {"deploy_output": proc.stdout + proc.stderr, "log": home / "worker.log"}
     os.killpg(wproc.pid, signal.SIGTERM)
     try:
@@ -189,11 +233,30 @@ def test_ci_trigger_runs_curate_through_the_worker_with_artifacts(prefect_server
     copies = [{**d, "id": d["id"] + "-copy"} for d in prose_docs(5, "a")]  # 5 exact duplicates of a's texts, own ids
     write_shard(str(raw / "b.jsonl.gz"), prose_docs(30, "b") + copies)
     write_shard(str(raw / "c.parquet"), docs(10, "c"))
-    params = {"input": str(raw), "output": str(store), "run_id": "from-ci",
-              "config": {"ray": {"num_cpus": 1, "object_store_memory_mb": 128}, "stages": ["normalize", "dedup"]}}
-    proc = subprocess.run([sys.executable, "deployments/trigger.py", "curate/curate", "--params", json.dumps(params),
-                           "--timeout", "300", "--poll-interval", "1"],
-                          cwd=REPO, env=prefect_server["env"], capture_output=True, text=True, timeout=360)
+    params = {
+        "input": str(raw),
+        "output": str(store),
+        "run_id": "from-ci",
+        "config": {"ray": {"num_cpus": 1, "object_store_memory_mb": 128}, "stages": ["normalize", "dedup"]},
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "deployments/trigger.py",
+            "curate/curate",
+            "--params",
+            json.dumps(params),
+            "--timeout",
+            "300",
+            "--poll-interval",
+            "1",
+        ],
+        cwd=REPO,
+        env=prefect_server["env"],
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], worker["log"].read_text()[-4000:])
     run = json.loads(proc.stdout)
     assert run["state"] == "COMPLETED" and run["deployment"] == "curate/curate"
@@ -203,14 +266,18 @@ def test_ci_trigger_runs_curate_through_the_worker_with_artifacts(prefect_server
     flow_run = read_with_client(prefect_server["api"], lambda c: c.read_flow_run(run["flow_run_id"]))
     assert flow_run.work_pool_name == "mixforge"
     assert flow_run.parameters["config"]["stages"] == ["normalize", "dedup"]
-    assert f"Completed submission of flow run '{run['flow_run_id']}'" in worker["log"].read_text() \
+    assert (
+        f"Completed submission of flow run '{run['flow_run_id']}'" in worker["log"].read_text()
         or run["flow_run_id"] in worker["log"].read_text()
+    )
 
     # The artifacts hold the run's counts, and the data is where they say.
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    (table,) = read_with_client(prefect_server["api"], lambda c: c.read_artifacts(
-        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-from-ci"]))))
+    (table,) = read_with_client(
+        prefect_server["api"],
+        lambda c: c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-from-ci"]))),
+    )
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [r["stage"] for r in rows] == ["normalize", "dedup"]
     assert rows[0]["docs_in"] == 87 and rows[0]["docs_kept"] == 85
@@ -222,9 +289,24 @@ def test_ci_trigger_runs_curate_through_the_worker_with_artifacts(prefect_server
 
 def test_ci_trigger_reports_a_failed_run(prefect_server, worker, tmp_path):
     params = {"input": str(tmp_path / "nothing-here" / "*.jsonl"), "output": str(tmp_path / "store")}
-    proc = subprocess.run([sys.executable, "deployments/trigger.py", "curate/curate", "--params", json.dumps(params),
-                           "--timeout", "300", "--poll-interval", "1"],
-                          cwd=REPO, env=prefect_server["env"], capture_output=True, text=True, timeout=360)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "deployments/trigger.py",
+            "curate/curate",
+            "--params",
+            json.dumps(params),
+            "--timeout",
+            "300",
+            "--poll-interval",
+            "1",
+        ],
+        cwd=REPO,
+        env=prefect_server["env"],
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     run = json.loads(proc.stdout)
     assert run["state"] == "FAILED" and "no input found" in (run["message"] or "") + proc.stderr
@@ -236,13 +318,33 @@ def test_nightly_deployment_is_incremental(prefect_server, worker):
     second night, with nothing new, is a no-op: no run, no new mixture version."""
     incoming, store = prefect_server["home"] / "incoming", prefect_server["home"] / "store"
     write_shard(str(incoming / "a.jsonl"), prose_docs(30, "night"))
-    quick = {"config": {"stages": ["normalize", "dedup"], "dedup": {"partitions": 2},
-                        "ray": {"num_cpus": 1, "object_store_memory_mb": 128}}}
+    quick = {
+        "config": {
+            "stages": ["normalize", "dedup"],
+            "dedup": {"partitions": 2},
+            "ray": {"num_cpus": 1, "object_store_memory_mb": 128},
+        }
+    }
 
     def night() -> dict:
-        proc = subprocess.run([sys.executable, "deployments/trigger.py", "pipeline/nightly", "--params", json.dumps(quick),
-                               "--timeout", "300", "--poll-interval", "1"],
-                              cwd=REPO, env=prefect_server["env"], capture_output=True, text=True, timeout=360)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "deployments/trigger.py",
+                "pipeline/nightly",
+                "--params",
+                json.dumps(quick),
+                "--timeout",
+                "300",
+                "--poll-interval",
+                "1",
+            ],
+            cwd=REPO,
+            env=prefect_server["env"],
+            capture_output=True,
+            text=True,
+            timeout=360,
+        )
         assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], worker["log"].read_text()[-4000:])
         return json.loads(proc.stdout)
 
@@ -294,8 +396,14 @@ def test_ray_runtime_env_ships_code_to_an_existing_cluster(tmp_path):
     code.mkdir()
     (code / "shipped_code.py").write_text("VALUE = 'shipped at run time'\n")
     env = base_env(tmp_path / "home")
-    proc = subprocess.run([sys.executable, "-c", SHIP_SCRIPT, str(code)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SHIP_SCRIPT, str(code)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"without": "ModuleNotFoundError", "with": "shipped at run time"}

@@ -47,8 +47,10 @@ def messy(tmp_path):
 
 
 def reasons(found: Discovery) -> dict[str, str]:
-    return {os.path.basename(s["uri"]) if "/sub/" not in s["uri"] else "sub/" + s["uri"].split("/sub/")[1]: s["reason"]
-            for s in found.skipped}
+    return {
+        os.path.basename(s["uri"]) if "/sub/" not in s["uri"] else "sub/" + s["uri"].split("/sub/")[1]: s["reason"]
+        for s in found.skipped
+    }
 
 
 def test_a_folder_reports_every_entry_it_leaves_out(messy):
@@ -56,7 +58,13 @@ def test_a_folder_reports_every_entry_it_leaves_out(messy):
     found = discover_inputs(str(messy))
     assert time.perf_counter() - started < 5  # loops neither hang nor crash the listing
     assert [os.path.relpath(s.uri, messy) for s in found.shards] == [
-        "B.JSONL", "a.jsonl", "c.Parquet", "linked/f.jsonl", "sub/deeper/d.jsonl.zst", "sub/e.Jsonl.Gz"]
+        "B.JSONL",
+        "a.jsonl",
+        "c.Parquet",
+        "linked/f.jsonl",
+        "sub/deeper/d.jsonl.zst",
+        "sub/e.Jsonl.Gz",
+    ]
     assert all(s.size == 3 for s in found.shards)
     got = reasons(found)
     assert got.pop("notes.txt").startswith("not a shard format (.txt; expected .parquet, .jsonl")
@@ -89,7 +97,11 @@ def test_globs_report_what_they_match_and_leave_out(messy):
     assert "loop" not in str(found.skipped).replace("symlink loop", "")  # sub/loop is beyond this glob's reach
 
     deep = discover_inputs(str(messy / "**" / "*.jsonl*"))
-    assert [os.path.relpath(s.uri, messy) for s in deep.shards] == ["a.jsonl", "linked/f.jsonl", "sub/deeper/d.jsonl.zst"]
+    assert [os.path.relpath(s.uri, messy) for s in deep.shards] == [
+        "a.jsonl",
+        "linked/f.jsonl",
+        "sub/deeper/d.jsonl.zst",
+    ]
     got = reasons(deep)
     assert got["sub/loop"] == f"symlink loop (points back to {messy})"
     assert got["gone.jsonl"] == "broken symlink" and got["pipe.jsonl"] == "not a regular file"
@@ -133,8 +145,10 @@ def test_unreadable_entries_are_reported():
             discovery = discover_inputs(root)
             found = discovery.as_dict() | {"uris": [s.uri for s in discovery.shards]}
         assert found["uris"] == [f"{root}/ok.jsonl"]
-        assert found["skipped"] == [{"uri": f"{root}/locked", "reason": "unreadable: permission denied"},
-                                    {"uri": f"{root}/private.jsonl", "reason": "unreadable: permission denied"}]
+        assert found["skipped"] == [
+            {"uri": f"{root}/locked", "reason": "unreadable: permission denied"},
+            {"uri": f"{root}/private.jsonl", "reason": "unreadable: permission denied"},
+        ]
     finally:
         os.chmod(os.path.join(root, "locked"), 0o755)
         shutil.rmtree(base)
@@ -174,14 +188,25 @@ def test_s3_prefix_finds_upper_case_extensions_and_reports_the_rest(s3_bucket):
     for key in ("in/A.JSONL", "in/b.jsonl.zst", "in/deep/C.PARQUET", "in/notes.txt", "in/_done/0.json", "in/.keep"):
         fs.pipe_file(f"{bucket}/{key}", b"{}\n")
     found = discover_inputs(f"{root}/in/", opts)
-    assert [s.uri for s in found.shards] == [f"{root}/in/A.JSONL", f"{root}/in/b.jsonl.zst", f"{root}/in/deep/C.PARQUET"]
+    assert [s.uri for s in found.shards] == [
+        f"{root}/in/A.JSONL",
+        f"{root}/in/b.jsonl.zst",
+        f"{root}/in/deep/C.PARQUET",
+    ]
     assert [s.size for s in found.shards] == [3, 3, 3]
-    assert found.skipped == [{"uri": f"{root}/in/notes.txt",
-                              "reason": "not a shard format (.txt; expected .parquet, .jsonl, .jsonl.gz, .jsonl.zst)"}]
+    assert found.skipped == [
+        {
+            "uri": f"{root}/in/notes.txt",
+            "reason": "not a shard format (.txt; expected .parquet, .jsonl, .jsonl.gz, .jsonl.zst)",
+        }
+    ]
     assert found.metadata_skipped == 2
     glob = discover_inputs(f"{root}/in/*", opts)
     assert [s.uri for s in glob.shards] == [f"{root}/in/A.JSONL", f"{root}/in/b.jsonl.zst"]
-    assert {s["uri"]: s["reason"][:12] for s in glob.skipped} == {f"{root}/in/deep": "a directory:", f"{root}/in/notes.txt": "not a shard "}
+    assert {s["uri"]: s["reason"][:12] for s in glob.skipped} == {
+        f"{root}/in/deep": "a directory:",
+        f"{root}/in/notes.txt": "not a shard ",
+    }
     assert [s.uri for s in discover_inputs(f"{root}/in/A.JSONL", opts).shards] == [f"{root}/in/A.JSONL"]
     with pytest.raises(FileNotFoundError, match="no input found at"):
         discover_inputs(f"{root}/missing/", opts)

@@ -64,7 +64,9 @@ def _per_doc_words(texts):
 
 
 def test_word_splitting_scripts():
-    per_doc = _per_doc_words(["Hello, world! It's well-known.", "Привет, мир! Καλημέρα κόσμε.", "日本語のテキスト", "สวัสดี", ""])
+    per_doc = _per_doc_words(
+        ["Hello, world! It's well-known.", "Привет, мир! Καλημέρα κόσμε.", "日本語のテキスト", "สวัสดี", ""]
+    )
     assert per_doc[0] == ["Hello", ",", "world", "!", "It", "'s", "well", "-", "known", "."]
     assert per_doc[1] == ["Привет", ",", "мир", "!", "Καλημέρα", "κόσμε", "."]
     # as datatrove with its default (English) tokenizer: a run without spaces is one word
@@ -92,14 +94,37 @@ def test_unspaced_languages_split_per_character():
     # prolonged sound mark splits like a kana; digits (ASCII or Thai) are not split
     assert per_doc[4] == ["コ", "ー", "ヒ", "ー", "3", "杯", "๑๒๓"]
     # the characters are all kept, in order
-    assert all("".join(w) == t.replace(" ", "") for w, t in zip(per_doc, [zh, ja, th, "我用Python写代码", "コーヒー 3杯 ๑๒๓"]))
+    assert all(
+        "".join(w) == t.replace(" ", "") for w, t in zip(per_doc, [zh, ja, th, "我用Python写代码", "コーヒー 3杯 ๑๒๓"])
+    )
 
 
 def test_unspaced_split_keeps_english_tokenization_around():
     text = "我用Python写代码(e.g. don't)，Mr. Smith说：「好的」。"
     # the Latin runs are tokenized on their own: "(e.g." "don't)" "Mr." as spaCy splits them
     assert _per_doc_words_lang([text], ["zh"])[0] == [
-        "我", "用", "Python", "写", "代", "码", "(", "e.g.", "do", "n't", ")", "，", "Mr.", "Smith", "说", "：", "「", "好", "的", "」", "。"]
+        "我",
+        "用",
+        "Python",
+        "写",
+        "代",
+        "码",
+        "(",
+        "e.g.",
+        "do",
+        "n't",
+        ")",
+        "，",
+        "Mr.",
+        "Smith",
+        "说",
+        "：",
+        "「",
+        "好",
+        "的",
+        "」",
+        "。",
+    ]
     # (the same chunk without a language is spaCy's, as datatrove: CJK punctuation is not an affix)
     assert _per_doc_words([text])[0][:3] == ["我用Python写代码(e.g", ".", "don't)，Mr"]
 
@@ -112,7 +137,12 @@ def test_unspaced_split_only_for_those_languages():
     per_doc = _per_doc_words_lang(docs, langs)
     # English text is unchanged whatever the language label (it has no unspaced-script character)
     assert per_doc[0] == per_doc[1] == SPACY_CASES[english]
-    assert per_doc[2] == per_doc[6] == per_doc[7] == ["日", "本", "語", "の", "テ", "キ", "ス", "ト", "我", "用", "Python", "写", "代", "码"]
+    assert (
+        per_doc[2]
+        == per_doc[6]
+        == per_doc[7]
+        == ["日", "本", "語", "の", "テ", "キ", "ス", "ト", "我", "用", "Python", "写", "代", "码"]
+    )
     # no language, or a spaced-script language: as datatrove, a run without spaces is one word
     assert per_doc[3] == per_doc[4] == per_doc[8] == ["日本語のテキスト", "我用Python写代码"]
     # Korean: Hangul is spaced and stays whole, Hanja are split
@@ -123,8 +153,18 @@ def test_unspaced_split_only_for_those_languages():
     assert _per_doc_words_lang([cjk], ["xx"], unspaced_languages={"XX"})[0] == per_doc[2]
 
 
-_UNSPACED_RANGES = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x3005, 0x3007), (0x3041, 0x309F), (0x30A1, 0x30FF), (0xFF66, 0xFF9D),
-                    (0x0E01, 0x0E5B), (0x0E80, 0x0EFF), (0x1780, 0x17FF), (0x1000, 0x109F)]
+_UNSPACED_RANGES = [
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0x3005, 0x3007),
+    (0x3041, 0x309F),
+    (0x30A1, 0x30FF),
+    (0xFF66, 0xFF9D),
+    (0x0E01, 0x0E5B),
+    (0x0E80, 0x0EFF),
+    (0x1780, 0x17FF),
+    (0x1000, 0x109F),
+]
 
 
 def _reference_unspaced_words(doc, unspaced):
@@ -164,9 +204,37 @@ def _reference_unspaced_words(doc, unspaced):
 
 def test_unspaced_split_mixed_batch_matches_reference():
     rng = random.Random(5)
-    pieces = ["word", "Mr.", "don't", "3.5%", "(e.g.", ")", "日本", "中文字", "テキスト", "ー", "สวัสดี", "ພາສາລາວ", "ភាសាខ្មែរ", "မြန်မာ",
-              "한국어", ",", "。", "，", "「", "」", "：", "๑๒", "42", "ＡＢＣ１２", "e\u0301"]
-    docs = ["".join(rng.choice(pieces) + rng.choice(["", "", " ", "\n"]) for _ in range(rng.randint(0, 12))) for _ in range(300)]
+    pieces = [
+        "word",
+        "Mr.",
+        "don't",
+        "3.5%",
+        "(e.g.",
+        ")",
+        "日本",
+        "中文字",
+        "テキスト",
+        "ー",
+        "สวัสดี",
+        "ພາສາລາວ",
+        "ភាសាខ្មែរ",
+        "မြန်မာ",
+        "한국어",
+        ",",
+        "。",
+        "，",
+        "「",
+        "」",
+        "：",
+        "๑๒",
+        "42",
+        "ＡＢＣ１２",
+        "e\u0301",
+    ]
+    docs = [
+        "".join(rng.choice(pieces) + rng.choice(["", "", " ", "\n"]) for _ in range(rng.randint(0, 12)))
+        for _ in range(300)
+    ]
     langs = [rng.choice(["en", "zh", "ja", "th", "lo", "km", "my", "", None]) for _ in docs]
     for doc, lang, got in zip(docs, langs, _per_doc_words_lang(docs, langs)):
         assert got == _reference_unspaced_words(doc, lang in ("zh", "ja", "th", "lo", "km", "my")), (doc, lang)
@@ -179,20 +247,124 @@ def test_unspaced_split_mixed_batch_matches_reference():
 SPACY_CASES = {
     "Emma could not forgive her;--but as neither provocation nor resentment\nwere discerned by Mr. Knightley, "
     "she said \"Yes\" -- well-known 3.5% (e.g. U.S.) don't x--y 1,000.50 $30 Inc. A. Smith's ... end.": [
-        "Emma", "could", "not", "forgive", "her;--but", "as", "neither", "provocation", "nor", "resentment",
-        "were", "discerned", "by", "Mr.", "Knightley", ",", "she", "said", '"', "Yes", '"', "--", "well", "-",
-        "known", "3.5", "%", "(", "e.g.", "U.S.", ")", "do", "n't", "x", "--", "y", "1,000.50", "$", "30",
-        "Inc.", "A.", "Smith", "'s", "...", "end", "."],
-    "word--word chapter--\"Oh \"Mr. Knightley\" says,--\"I": [
-        "word", "--", "word", "chapter--\"Oh", '"', "Mr.", "Knightley", '"', 'says,--"I'],
+        "Emma",
+        "could",
+        "not",
+        "forgive",
+        "her;--but",
+        "as",
+        "neither",
+        "provocation",
+        "nor",
+        "resentment",
+        "were",
+        "discerned",
+        "by",
+        "Mr.",
+        "Knightley",
+        ",",
+        "she",
+        "said",
+        '"',
+        "Yes",
+        '"',
+        "--",
+        "well",
+        "-",
+        "known",
+        "3.5",
+        "%",
+        "(",
+        "e.g.",
+        "U.S.",
+        ")",
+        "do",
+        "n't",
+        "x",
+        "--",
+        "y",
+        "1,000.50",
+        "$",
+        "30",
+        "Inc.",
+        "A.",
+        "Smith",
+        "'s",
+        "...",
+        "end",
+        ".",
+    ],
+    'word--word chapter--"Oh "Mr. Knightley" says,--"I': [
+        "word",
+        "--",
+        "word",
+        'chapter--"Oh',
+        '"',
+        "Mr.",
+        "Knightley",
+        '"',
+        'says,--"I',
+    ],
     "BSL-1.0 GPL-2+ and/or /usr/bin a/b foo@bar.com http://x.com/a.b, (c) 2020-2021 *emph* _under_ #tag 10am 5km 10:30 x86_64": [
-        "BSL-1.0", "GPL-2", "+", "and/or", "/usr", "/", "bin", "a", "/", "b", "foo@bar.com", "http://x.com/a.b", ",",
-        "(", "c", ")", "2020", "-", "2021", "*", "emph", "*", "_", "under", "_", "#", "tag", "10", "am", "5", "km",
-        "10:30", "x86_64"],
+        "BSL-1.0",
+        "GPL-2",
+        "+",
+        "and/or",
+        "/usr",
+        "/",
+        "bin",
+        "a",
+        "/",
+        "b",
+        "foo@bar.com",
+        "http://x.com/a.b",
+        ",",
+        "(",
+        "c",
+        ")",
+        "2020",
+        "-",
+        "2021",
+        "*",
+        "emph",
+        "*",
+        "_",
+        "under",
+        "_",
+        "#",
+        "tag",
+        "10",
+        "am",
+        "5",
+        "km",
+        "10:30",
+        "x86_64",
+    ],
     # special cases re-joined across affixes (spaCy's special matcher)
     "Dr. T.Vasudevan Inc., (Minn.) girl ;)) x): km/h. 1-8) cannot gonna": [
-        "Dr.", "T.Vasudevan", "Inc.", ",", "(", "Minn.", ")", "girl", ";)", ")", "x", "):", "km", "/", "h.", "1",
-        "-", "8)", "can", "not", "gon", "na"],
+        "Dr.",
+        "T.Vasudevan",
+        "Inc.",
+        ",",
+        "(",
+        "Minn.",
+        ")",
+        "girl",
+        ";)",
+        ")",
+        "x",
+        "):",
+        "km",
+        "/",
+        "h.",
+        "1",
+        "-",
+        "8)",
+        "can",
+        "not",
+        "gon",
+        "na",
+    ],
 }
 
 
@@ -205,8 +377,42 @@ def test_words_match_spacy_english_tokenizer():
 
 def test_vectorised_words_equal_reference_tokenizer():
     rng = random.Random(3)
-    pieces = ["word", "Word", "WORD", "x", "3", "42", "3.5", ",", ".", ";", ":", "!", "?", "'", '"', "(", ")", "-", "--",
-              "'s", "n't", "Mr.", "e.g.", "U.S.", "...", "…", "/", "http://a.b/c", "$", "%", "km", "cannot", "日本", "é"]
+    pieces = [
+        "word",
+        "Word",
+        "WORD",
+        "x",
+        "3",
+        "42",
+        "3.5",
+        ",",
+        ".",
+        ";",
+        ":",
+        "!",
+        "?",
+        "'",
+        '"',
+        "(",
+        ")",
+        "-",
+        "--",
+        "'s",
+        "n't",
+        "Mr.",
+        "e.g.",
+        "U.S.",
+        "...",
+        "…",
+        "/",
+        "http://a.b/c",
+        "$",
+        "%",
+        "km",
+        "cannot",
+        "日本",
+        "é",
+    ]
     docs = []
     for _ in range(300):
         out = []
@@ -225,8 +431,8 @@ def test_prose_with_dashes_passes_alpha_words():
         "who had been of the party, and had seen only proper attention and pleasing behaviour on each side, "
         "he was expressing the next morning, being at Hartfield again on business with Mr. Woodhouse, his "
         "approbation of the whole;--not so openly as he might have done had her father been out of the room,--"
-        "but speaking plain enough to be very intelligible to Emma. \"Yes,\" said he, \"it was very well;--"
-        "I am sure she was pleased.\"--\"Mr. Elton,\"--\"Miss Fairfax,\" \"Oh!\"--\"the Campbells,\"--"
+        'but speaking plain enough to be very intelligible to Emma. "Yes," said he, "it was very well;--'
+        'I am sure she was pleased."--"Mr. Elton,"--"Miss Fairfax," "Oh!"--"the Campbells,"--'
     )
     ev = GopherQuality().evaluate([text])
     assert ev.features["gopher_quality.alpha_words_ratio"][0] >= 0.8
@@ -329,7 +535,9 @@ def test_unspaced_fallback_in_filter_stage_uses_lang_column():
         "their daughters. And so we have to deal with that, as was said."
     )
     cfg = FilterConfig(language_id=NO_LID, rules=[GopherQualityConfig()])
-    batch = pa.table({"id": ["0", "1", "2"], "text": [ZH_PARAGRAPH, ZH_PARAGRAPH, english], "lang": ["zh", None, "en"]})
+    batch = pa.table(
+        {"id": ["0", "1", "2"], "text": [ZH_PARAGRAPH, ZH_PARAGRAPH, english], "lang": ["zh", None, "en"]}
+    )
     res = Filter(cfg).process(batch, ShardContext("s", 0))
     assert res.kept.column("id").to_pylist() == ["0", "2"]
     assert res.removed.column("drop_reason").to_pylist() == ["gopher_quality.word_count"]  # no lang: one word
@@ -339,7 +547,14 @@ def test_unspaced_fallback_in_filter_stage_uses_lang_column():
 
 
 def rep(**kw):
-    base = dict(dup_para_frac=None, dup_para_char_frac=None, dup_line_frac=None, dup_line_char_frac=None, top_n_grams={}, dup_n_grams={})
+    base = dict(
+        dup_para_frac=None,
+        dup_para_char_frac=None,
+        dup_line_frac=None,
+        dup_line_char_frac=None,
+        top_n_grams={},
+        dup_n_grams={},
+    )
     base.update(kw)
     return GopherRepetition(GopherRepetitionConfig(**base))
 
@@ -350,7 +565,9 @@ def test_repetition_line_fraction_boundaries():
     four = "\n".join(uniq[:6] + uniq[:4])
     assert fails(rep(dup_line_frac=0.3), [three, four], "dup_line_frac") == [False, True]
     # paragraphs: split on 2+ newlines
-    assert fails(rep(dup_para_frac=0.3), [three.replace("\n", "\n\n"), four.replace("\n", "\n\n\n")], "dup_para_frac") == [False, True]
+    assert fails(
+        rep(dup_para_frac=0.3), [three.replace("\n", "\n\n"), four.replace("\n", "\n\n\n")], "dup_para_frac"
+    ) == [False, True]
 
 
 def test_repetition_char_fraction_boundaries():
@@ -401,7 +618,9 @@ def test_repetition_ngrams_match_reference_on_random_documents():
     rng = random.Random(7)
     vocab = ["alpha", "be", "c", "delta", "echo", "fox", "go", "h"]
     docs = [" ".join(rng.choice(vocab[: rng.randint(2, 8)]) for _ in range(rng.randint(0, 80))) for _ in range(60)]
-    cfg = GopherRepetitionConfig(top_n_grams={2: 0.2, 3: 0.18, 4: 0.16}, dup_n_grams={5: 0.15, 7: 0.13, 10: 0.1}, exact_dup_n_gram_features=True)
+    cfg = GopherRepetitionConfig(
+        top_n_grams={2: 0.2, 3: 0.18, 4: 0.16}, dup_n_grams={5: 0.15, 7: 0.13, 10: 0.1}, exact_dup_n_gram_features=True
+    )
     ev = GopherRepetition(cfg).evaluate(docs)
     for i, doc in enumerate(docs):
         tokens = doc.split()
@@ -412,7 +631,9 @@ def test_repetition_ngrams_match_reference_on_random_documents():
             expected = _reference_repetition(tokens, len(doc), n)[1] if doc else 0.0
             assert ev.features[f"gopher_repetition.dup_{n}_gram"][i] == pytest.approx(expected), (doc, n)
     # default (non-exact features) gives the same verdicts
-    ev2 = GopherRepetition(GopherRepetitionConfig(**{**cfg.model_dump(), "exact_dup_n_gram_features": False})).evaluate(docs)
+    ev2 = GopherRepetition(
+        GopherRepetitionConfig(**{**cfg.model_dump(), "exact_dup_n_gram_features": False})
+    ).evaluate(docs)
     for name in ev.fails:
         assert ev.fails[name].tolist() == ev2.fails[name].tolist()
 
@@ -440,7 +661,14 @@ def test_c4_line_removal_and_counts():
     )
     ev = C4Quality().evaluate([doc])
     assert ev.text.to_pylist() == [
-        "\n".join([SENT.format(1), "A sentence with a citation.", "Another sentence that ends well .", SENT.format(2) + " And a second one! And a third?"])
+        "\n".join(
+            [
+                SENT.format(1),
+                "A sentence with a citation.",
+                "Another sentence that ends well .",
+                SENT.format(2) + " And a second one! And a third?",
+            ]
+        )
     ]
     assert ev.lines_removed.tolist() == [5]  # the blank line is not counted
     assert ev.chars_removed.tolist() == [len(doc) - len(ev.text[0].as_py())]
@@ -486,7 +714,9 @@ def test_fineweb_line_punct_boundary():
     three = "\n".join([ln + "." for ln in lines[:3]] + lines[3:])
     two = "\n".join([ln + "." for ln in lines[:2]] + lines[2:])
     assert fails(FineWebQuality(), [three, two], "line_punct_ratio") == [False, True]
-    assert fails(FineWebQuality(FineWebQualityConfig(line_punct_exclude_zero=True)), ["\n".join(lines)], "line_punct_ratio") == [False]
+    assert fails(
+        FineWebQuality(FineWebQualityConfig(line_punct_exclude_zero=True)), ["\n".join(lines)], "line_punct_ratio"
+    ) == [False]
 
 
 def test_fineweb_short_lines_boundary():
@@ -522,18 +752,38 @@ def test_url_filter_lists(tmp_path):
     fs.pipe("/lists/soft", b"free\nmoney\nwin\n")
     fs.pipe("/lists/sub", b"xxx\n")
     cfg = URLFilterConfig(
-        blocked_domains=str(tmp_path / "domains"), blocked_urls=f"file://{tmp_path / 'urls'}", banned_words="memory://lists/banned",
-        soft_banned_words="memory://lists/soft", banned_subwords="memory://lists/sub",
+        blocked_domains=str(tmp_path / "domains"),
+        blocked_urls=f"file://{tmp_path / 'urls'}",
+        banned_words="memory://lists/banned",
+        soft_banned_words="memory://lists/soft",
+        banned_subwords="memory://lists/sub",
     )
     urls = [
-        "https://bad.example/page", "http://www.bad.example:8080/x", "https://deep.sub.other.org/", "https://other.org/",
-        "https://fine.com/exact/page", "https://fine.com/casino/page", "https://fine.com/free-money", "https://fine.com/free",
-        "https://fine.com/a-x-x-x", None, "https://notbad.example/",
+        "https://bad.example/page",
+        "http://www.bad.example:8080/x",
+        "https://deep.sub.other.org/",
+        "https://other.org/",
+        "https://fine.com/exact/page",
+        "https://fine.com/casino/page",
+        "https://fine.com/free-money",
+        "https://fine.com/free",
+        "https://fine.com/a-x-x-x",
+        None,
+        "https://notbad.example/",
     ]
     ev = URLFilter(cfg).evaluate(["t"] * len(urls), url=urls)
     assert ev.first_failure().tolist() == [
-        "url.domain", "url.domain", "url.domain", None, "url.url", "url.banned_word", "url.soft_banned_words", None,
-        "url.banned_subword", None, None,
+        "url.domain",
+        "url.domain",
+        "url.domain",
+        None,
+        "url.url",
+        "url.banned_word",
+        "url.soft_banned_words",
+        None,
+        "url.banned_subword",
+        None,
+        None,
     ]
 
 
@@ -569,7 +819,11 @@ def test_language_id_several_languages(lid):
 
 
 def test_language_keep_list_and_thresholds(lid):
-    texts = ["The weather is lovely today and we are going for a walk.", "Das Wetter ist heute schön und wir gehen spazieren.", "asdf qwer"]
+    texts = [
+        "The weather is lovely today and we are going for a walk.",
+        "Das Wetter ist heute schön und wir gehen spazieren.",
+        "asdf qwer",
+    ]
     keep_en = LanguageID(LanguageIDConfig(keep=("en",)))
     keep_en.model = lid.model
     assert keep_en.evaluate(texts).fails["lang"].tolist() == [False, True, True]
@@ -585,12 +839,12 @@ GOOD = "\n".join(
     [
         "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
         "However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of their daughters.",
-        "\"My dear Mr. Bennet,\" said his lady to him one day, \"have you heard that Netherfield Park is let at last?\"",
+        '"My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield Park is let at last?"',
         "Mr. Bennet replied that he had not.",
-        "\"But it is,\" returned she; \"for Mrs. Long has just been here, and she told me all about it.\"",
+        '"But it is," returned she; "for Mrs. Long has just been here, and she told me all about it."',
         "Mr. Bennet made no answer, and his wife grew impatient with the silence.",
-        "\"Do you not want to know who has taken it?\" cried his wife impatiently.",
-        "\"You want to tell me, and I have no objection to hearing it.\"",
+        '"Do you not want to know who has taken it?" cried his wife impatiently.',
+        '"You want to tell me, and I have no objection to hearing it."',
     ]
 )
 
@@ -600,19 +854,33 @@ def table(texts, urls=None):
 
 
 def test_filter_stage_drop_and_funnel():
-    docs = [GOOD, "", GOOD.split("\n")[1], GOOD.replace("\n", "\n\n") + "\n" + "\n".join(["repeat this line"] * 40), GOOD + "\nLorem ipsum dolor sit amet, consectetur."]
+    docs = [
+        GOOD,
+        "",
+        GOOD.split("\n")[1],
+        GOOD.replace("\n", "\n\n") + "\n" + "\n".join(["repeat this line"] * 40),
+        GOOD + "\nLorem ipsum dolor sit amet, consectetur.",
+    ]
     ctx = ShardContext("mem://shard", 0)
     res = Filter(FilterConfig(language_id=NO_LID)).process(table(docs), ctx)
     assert res.kept.column("id").to_pylist() == ["0"]
     reasons = dict(zip(res.removed.column("id").to_pylist(), res.removed.column("drop_reason").to_pylist()))
-    assert reasons == {"1": "gopher_repetition.empty", "2": "gopher_quality.word_count", "3": "gopher_repetition.dup_line_frac", "4": "c4.lorem_ipsum"}
+    assert reasons == {
+        "1": "gopher_repetition.empty",
+        "2": "gopher_quality.word_count",
+        "3": "gopher_repetition.dup_line_frac",
+        "4": "c4.lorem_ipsum",
+    }
     # funnel: rule order = config order; earlier rules take the document
     assert res.kept.column("gopher_quality_n_words")[0].as_py() > 50
     assert res.removed.column("c4_n_sentences").to_pylist()[:2] == [None, None]  # not evaluated after an earlier drop
 
 
 def test_filter_stage_annotate_mode_keeps_and_writes_columns():
-    cfg = FilterConfig(language_id=LanguageIDConfig(mode="annotate", keep=("de",)), rules=(GopherQualityConfig(mode="annotate"), C4Config(mode="annotate")))
+    cfg = FilterConfig(
+        language_id=LanguageIDConfig(mode="annotate", keep=("de",)),
+        rules=(GopherQualityConfig(mode="annotate"), C4Config(mode="annotate")),
+    )
     res = Filter(cfg).process(table([GOOD, "too short."]), ShardContext("s", 0))
     assert res.removed is None
     assert res.kept.column("fail_lang").to_pylist() == ["lang", "lang"]
@@ -633,15 +901,26 @@ def test_filter_stage_c4_edits_and_counters():
 
 def test_filter_stage_lid_drop_reason():
     cfg = FilterConfig(language_id=LanguageIDConfig(keep=("en",)), rules=())
-    res = Filter(cfg).process(table([GOOD, "Das Wetter ist heute schön und wir gehen im Park spazieren."]), ShardContext("s", 0))
+    res = Filter(cfg).process(
+        table([GOOD, "Das Wetter ist heute schön und wir gehen im Park spazieren."]), ShardContext("s", 0)
+    )
     assert res.kept.column("id").to_pylist() == ["0"]
     assert res.removed.column("drop_reason").to_pylist() == ["lang"]
     assert res.removed.column("lang").to_pylist() == ["de"]
 
 
 def test_bad_input_gets_definite_verdicts():
-    docs = ["", "   \n\t  ", "x" * 10_000_000, "12345 67890 !!! ??? ... ### 3.14", "Hello мир κόσμος 世界 مرحبا 🎉 — mixed.", None]
-    t = pa.table({"id": [str(i) for i in range(len(docs))], "text": pa.array(docs, pa.string()), "url": [None] * len(docs)})
+    docs = [
+        "",
+        "   \n\t  ",
+        "x" * 10_000_000,
+        "12345 67890 !!! ??? ... ### 3.14",
+        "Hello мир κόσμος 世界 مرحبا 🎉 — mixed.",
+        None,
+    ]
+    t = pa.table(
+        {"id": [str(i) for i in range(len(docs))], "text": pa.array(docs, pa.string()), "url": [None] * len(docs)}
+    )
     res = Filter(FilterConfig()).process(t, ShardContext("s", 0))
     kept = res.kept.column("id").to_pylist()
     removed = dict(zip(res.removed.column("id").to_pylist(), res.removed.column("drop_reason").to_pylist()))
@@ -672,9 +951,19 @@ def test_config_defaults_are_published_and_strict():
         FilterConfig.model_validate({"rules": [{"name": "c4", "bogus": 1}]})
     with pytest.raises(ValidationError):
         FilterConfig.model_validate({"rules": [{"name": "nope"}]})
-    parsed = FilterConfig.model_validate({"rules": [{"name": "gopher_quality", "mode": "annotate", "min_doc_words": 10}]})
+    parsed = FilterConfig.model_validate(
+        {"rules": [{"name": "gopher_quality", "mode": "annotate", "min_doc_words": 10}]}
+    )
     assert parsed.rules[0].mode == "annotate" and parsed.rules[0].min_doc_words == 10
-    for model in (FilterConfig, LanguageIDConfig, GopherQualityConfig, GopherRepetitionConfig, C4Config, FineWebQualityConfig, URLFilterConfig):
+    for model in (
+        FilterConfig,
+        LanguageIDConfig,
+        GopherQualityConfig,
+        GopherRepetitionConfig,
+        C4Config,
+        FineWebQualityConfig,
+        URLFilterConfig,
+    ):
         assert all(f.description for f in model.model_fields.values()), model
 
 
@@ -775,14 +1064,20 @@ def test_rule_set_defined_in_a_test_module_runs_through_the_filter_stage_from_ya
 
     docs = [GOOD, "call 555 0100 or 555 0199 now", "2024-01-02 12:00:00 1234567890"]
     shard = tmp_path / "in.parquet"  # the document contract, as normalize writes it
-    pq.write_table(align_to_schema(pa.table({"id": [str(i) for i in range(len(docs))], "text": docs}), CORE_SCHEMA), shard)
+    pq.write_table(
+        align_to_schema(pa.table({"id": [str(i) for i in range(len(docs))], "text": docs}), CORE_SCHEMA), shard
+    )
     layout = StageLayout(str(tmp_path / "filter"))
-    summary = run_stage(Filter(config.filter), layout, [(0, str(shard))], SerialExecutor(), read_options=config.read_options())
+    summary = run_stage(
+        Filter(config.filter), layout, [(0, str(shard))], SerialExecutor(), read_options=config.read_options()
+    )
 
     kept, removed = pq.read_table(layout.part(0)), pq.read_table(layout.removed(0))
     assert kept.column("id").to_pylist() == ["0"]
     assert dict(zip(removed.column("id").to_pylist(), removed.column("drop_reason").to_pylist())) == {
-        "1": "max_digit_fraction.too_many", "2": "max_digit_fraction.too_many"}
+        "1": "max_digit_fraction.too_many",
+        "2": "max_digit_fraction.too_many",
+    }
     assert kept.column("max_digit_fraction_digit_fraction").to_pylist() == [0.0]
     assert kept.column("fail_gopher_quality").to_pylist() == [None]  # the built-in rule set after it ran too
     assert summary["docs_dropped"]["max_digit_fraction.too_many"] == 2
@@ -797,7 +1092,9 @@ def test_rule_set_config_schema_and_parsing_are_the_hand_written_union_of_the_re
     extensions = tuple(RULE_SETS[n].config_class for n in names[5:])
     assert MaxDigitFractionConfig in extensions
     hand_written = Annotated[
-        Union[(GopherRepetitionConfig, GopherQualityConfig, C4Config, FineWebQualityConfig, URLFilterConfig, *extensions)],
+        Union[
+            (GopherRepetitionConfig, GopherQualityConfig, C4Config, FineWebQualityConfig, URLFilterConfig, *extensions)
+        ],
         Field(discriminator="name"),
     ]
     fields = {k: (f.annotation, f) for k, f in FilterConfig.model_fields.items()}
@@ -806,10 +1103,21 @@ def test_rule_set_config_schema_and_parsing_are_the_hand_written_union_of_the_re
     for mode in ("validation", "serialization"):
         assert FilterConfig.model_json_schema(mode=mode) == Static.model_json_schema(mode=mode)
     assert FilterConfig().model_dump(mode="json") == Static().model_dump(mode="json")
-    good = {"rules": [{"name": "url", "blocked_urls": "x.txt"}, {"name": "c4", "mode": "annotate"}, {"name": "max_digit_fraction"}]}
+    good = {
+        "rules": [
+            {"name": "url", "blocked_urls": "x.txt"},
+            {"name": "c4", "mode": "annotate"},
+            {"name": "max_digit_fraction"},
+        ]
+    }
     assert FilterConfig.model_validate(good).model_dump() == Static.model_validate(good).model_dump()
-    for bad in ({"rules": [{"name": "c4", "bogus": 1}]}, {"rules": [{"name": "nope"}]}, {"rules": [{"mode": "drop"}]},
-                {"rules": [{"name": "gopher_quality", "min_doc_words": "x"}]}, {"rules": ["c4"]}):
+    for bad in (
+        {"rules": [{"name": "c4", "bogus": 1}]},
+        {"rules": [{"name": "nope"}]},
+        {"rules": [{"mode": "drop"}]},
+        {"rules": [{"name": "gopher_quality", "min_doc_words": "x"}]},
+        {"rules": ["c4"]},
+    ):
         errors = []
         for model in (FilterConfig, Static):
             with pytest.raises(ValidationError) as e:
@@ -820,9 +1128,12 @@ def test_rule_set_config_schema_and_parsing_are_the_hand_written_union_of_the_re
 
 def test_rule_set_registration_errors_name_the_class():
     with pytest.raises(TypeError, match=r"name 'c4' is taken by mixforge\.filters\.c4\.C4Quality"):
+
         class OtherC4(RuleSet):
             config_class = C4Config
+
     with pytest.raises(TypeError, match="must be a subclass of RuleSetConfigBase"):
+
         class NotAConfig(RuleSet):
             config_class = LanguageIDConfig
 
@@ -830,12 +1141,16 @@ def test_rule_set_registration_errors_name_the_class():
         name: str = "free_text"
 
     with pytest.raises(TypeError, match=r"NoLiteral must declare name: Literal"):
+
         class UsesNoLiteral(RuleSet):
             config_class = NoLiteral
+
     with pytest.raises(TypeError, match="name 'digits' differs from its config's name 'max_digit_fraction'"):
+
         class Misnamed(RuleSet):
             name = "digits"
             config_class = MaxDigitFractionConfig
+
     # a subclass that keeps its parent's config is not a new rule set
     class TunedGopher(GopherQuality):
         pass
@@ -847,7 +1162,13 @@ def test_rule_set_registration_errors_name_the_class():
 def test_threshold_helper_null_disables_each_side():
     ev = Evaluation(5)
     values = np.array([1.0, 2.0, 3.0, np.nan, 5.0])
-    assert ev.threshold("r.both", values, below=2, above=3).tolist() == [True, False, False, False, True]  # strict; NaN never fails
+    assert ev.threshold("r.both", values, below=2, above=3).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]  # strict; NaN never fails
     assert ev.threshold("r.off", values, below=None, above=None).tolist() == [False] * 5
     assert ev.threshold("r.where", values, above=0, where=values != 5).tolist() == [True, True, True, False, False]
     assert list(ev.fails) == ["r.both", "r.off", "r.where"]  # added in check order
@@ -870,7 +1191,9 @@ def test_each_rule_set_keeps_its_published_meaning_of_zero_and_negative_limits()
     for off in (-1, None, 0):
         assert fails(C4Quality(C4Config(min_num_sentences=off)), ["One sentence."], "too_few_sentences") == [False]
     assert fails(C4Quality(C4Config(min_num_sentences=2)), ["One sentence."], "too_few_sentences") == [True]
-    assert C4Quality(C4Config(remove_lines=False)).evaluate(["One sentence."]).text is None  # nothing for the Filter to edit
+    assert (
+        C4Quality(C4Config(remove_lines=False)).evaluate(["One sentence."]).text is None
+    )  # nothing for the Filter to edit
 
 
 def test_default_language_reaches_the_rule_sets_through_the_batch():
@@ -880,4 +1203,6 @@ def test_default_language_reaches_the_rule_sets_through_the_batch():
         res = Filter(cfg).process(table([german]), ShardContext("s", 0))
         assert res.kept.column("fail_gopher_quality").to_pylist() == [stop_words_fail]
     assert fails(GopherQuality(), [german], "stop_words") == [True]
-    assert GopherQuality().evaluate([german], default_language="de").fails["gopher_quality.stop_words"].tolist() == [False]
+    assert GopherQuality().evaluate([german], default_language="de").fails["gopher_quality.stop_words"].tolist() == [
+        False
+    ]

@@ -84,11 +84,18 @@ def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mi
 
     # Night 2: B arrives, holding an exact and a near copy of A's documents.
     b_docs = [doc(f"b-{i}", prose(200 + i, 30)) for i in range(4)]
-    b_docs += [doc("b-copy-of-a1", a_docs[1]["text"]), doc("b-near-a2", replace_words(a_docs[2]["text"], [5, 60, 120], "z"))]
+    b_docs += [
+        doc("b-copy-of-a1", a_docs[1]["text"]),
+        doc("b-near-a2", replace_words(a_docs[2]["text"], [5, 60, 120], "z")),
+    ]
     write_shard(f"{incoming}/b.jsonl".removeprefix("s3://"), b_docs, shard_fs)
     second = night()
     assert second["noop"] is False and second["run_id"] != first["run_id"]
-    assert (second["incremental"]["input_shards"], second["incremental"]["already_curated"], second["incremental"]["new_shards"]) == (2, 1, 1)
+    assert (
+        second["incremental"]["input_shards"],
+        second["incremental"]["already_curated"],
+        second["incremental"]["new_shards"],
+    ) == (2, 1, 1)
     run2 = read_json(f"{store}/runs/{second['run_id']}/_run.json")
     assert [s["uri"].rsplit("/", 1)[1] for s in run2["inputs"]] == ["b.jsonl"]  # only B was curated
     assert run2["config"]["dedup"]["index"] == f"{store}/index/dedup"
@@ -96,8 +103,10 @@ def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mi
     assert (dedup["docs_in"], dedup["docs_kept"]) == (6, 4)
     assert dedup["dedup"]["index_segments_used"] == 1
     removed = read_parts(fs, f"{second['output']}/_removed")
-    assert dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist())) == \
-        {"b-copy-of-a1": "a-1", "b-near-a2": "a-2"}  # the pool's documents win
+    assert dict(zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist())) == {
+        "b-copy-of-a1": "a-1",
+        "b-near-a2": "a-2",
+    }  # the pool's documents win
 
     # The mixture spans both runs, and never the removed copies.
     mixture = second["mixture"]
@@ -106,7 +115,11 @@ def test_nightly_pipeline_curates_only_new_shards_dedups_against_the_pool_and_mi
     manifest = read_json(mixture["manifest"])
     assert sorted(manifest["pool"]["inputs"]) == second["pool"]
     assert set(manifest["pool"]["run_ids"]) == {first["run_id"], second["run_id"]}
-    ids = set(pa.concat_tables([pq.read_table(fs.open(f["uri"]), columns=["id"]) for f in manifest["files"]]).column("id").to_pylist())
+    ids = set(
+        pa.concat_tables([pq.read_table(fs.open(f["uri"]), columns=["id"]) for f in manifest["files"]])
+        .column("id")
+        .to_pylist()
+    )
     assert ids and not ids & {"b-copy-of-a1", "b-near-a2"}
 
     # Night 3: nothing new: no run, no new mixture version; the summary says so.
@@ -140,8 +153,16 @@ def test_a_given_mixture_spec_is_rebuilt_when_it_changes_even_with_nothing_new(t
 
     incoming, store = tmp_path / "incoming", str(tmp_path / "store")
     write_shard(str(incoming / "a.jsonl"), [doc(f"a-{i}", prose(300 + i, 30)) for i in range(4)])
-    spec = MixSpec.model_validate({"name": "picked", "pool": [store], "store": store, "seed": 0, "budget_fraction": 0.5,
-                                   "groups": [{"name": "fixture", "where": {"source": ["fixture"]}, "weight": 1.0, "max_epochs": 2}]})
+    spec = MixSpec.model_validate(
+        {
+            "name": "picked",
+            "pool": [store],
+            "store": store,
+            "seed": 0,
+            "budget_fraction": 0.5,
+            "groups": [{"name": "fixture", "where": {"source": ["fixture"]}, "weight": 1.0, "max_epochs": 2}],
+        }
+    )
 
     def night(mixture: MixSpec) -> dict:
         return pipeline(input=str(incoming), output=store, config=CONFIG, mixture=mixture, incremental=True)
@@ -165,22 +186,33 @@ def test_the_pool_on_s3_is_the_completed_runs_of_its_index(s3_bucket):
     def run(run_id: str, inputs: list[str], index_uri: str | None, complete: bool, stats: bool = True):
         base = f"{root}/runs/{run_id}".removeprefix("s3://")
         config = {"stages": ["normalize", "dedup"], "dedup": {"index": index_uri}}
-        fs.pipe_file(f"{base}/_run.json", json.dumps({"run_id": run_id, "config": config,
-                                                      "inputs": [{"uri": u, "size": 10} for u in inputs]}).encode())
+        fs.pipe_file(
+            f"{base}/_run.json",
+            json.dumps(
+                {"run_id": run_id, "config": config, "inputs": [{"uri": u, "size": 10} for u in inputs]}
+            ).encode(),
+        )
         if stats:
             fs.pipe_file(f"{base}/dedup/_stats.json", b"{}")
         if complete:
             fs.pipe_file(f"{base}/_complete.json", json.dumps({"run_id": run_id}).encode())
 
     run("run-a", ["s3://in/a.jsonl"], index, complete=True)
-    run("run-b", ["s3://in/b.jsonl"], index, complete=False)                 # died before its index update
+    run("run-b", ["s3://in/b.jsonl"], index, complete=False)  # died before its index update
     run("run-c", ["s3://in/c.jsonl"], f"{root}/other-index", complete=True)  # another pool
-    run("run-d", ["s3://in/d.jsonl"], index, complete=False)                 # died after its index update
-    fs.pipe_file(f"{index}/segments/s-000001.json".removeprefix("s3://"), json.dumps({"segment": 1, "run_id": "run-a"}).encode())
-    fs.pipe_file(f"{index}/segments/s-000002.json".removeprefix("s3://"), json.dumps({"segment": 2, "run_id": "run-d"}).encode())
+    run("run-d", ["s3://in/d.jsonl"], index, complete=False)  # died after its index update
+    fs.pipe_file(
+        f"{index}/segments/s-000001.json".removeprefix("s3://"), json.dumps({"segment": 1, "run_id": "run-a"}).encode()
+    )
+    fs.pipe_file(
+        f"{index}/segments/s-000002.json".removeprefix("s3://"), json.dumps({"segment": 2, "run_id": "run-d"}).encode()
+    )
 
     runs = pool_runs(root, index, opts)
-    assert [(r.run_id, r.output) for r in runs] == [("run-a", f"{root}/runs/run-a/dedup"), ("run-d", f"{root}/runs/run-d/dedup")]
+    assert [(r.run_id, r.output) for r in runs] == [
+        ("run-a", f"{root}/runs/run-a/dedup"),
+        ("run-d", f"{root}/runs/run-d/dedup"),
+    ]
     assert fs.exists(f"{root}/runs/run-d/_complete.json".removeprefix("s3://"))
     found = [InputShard(f"s3://in/{n}.jsonl", 10) for n in "abcde"]
     assert [s.uri.rsplit("/", 1)[1] for s in new_shards(found, runs)] == ["b.jsonl", "c.jsonl", "e.jsonl"]
@@ -213,8 +245,18 @@ def test_cli_curate_incremental_twice(tmp_path, capsys):
     write_shard(str(tmp_path / "in" / "a.jsonl"), [doc(f"a-{i}", prose(i, 6)) for i in range(4)])
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"stages": ["normalize", "dedup"], "dedup": {"partitions": 4}}))
-    argv = ["curate", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "store"), "--config", str(cfg),
-            "--incremental", "--json", "-q"]
+    argv = [
+        "curate",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "store"),
+        "--config",
+        str(cfg),
+        "--incremental",
+        "--json",
+        "-q",
+    ]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["run_id"] and first["incremental"]["new_shards"] == 1

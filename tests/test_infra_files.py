@@ -52,9 +52,13 @@ def project_direct_pins() -> dict[str, str]:
 
 # --------------------------------------------------------------------------- YAML everywhere
 
+
 def test_every_yaml_file_parses():
-    files = sorted(INFRA.rglob("*.yaml")) + sorted((REPO / "deployments").glob("*.yaml")) \
+    files = (
+        sorted(INFRA.rglob("*.yaml"))
+        + sorted((REPO / "deployments").glob("*.yaml"))
         + sorted((REPO / ".github").rglob("*.yml"))
+    )
     assert len(files) >= 12
     for f in files:
         assert docs_of(f), f"{f} is empty"
@@ -62,8 +66,11 @@ def test_every_yaml_file_parses():
 
 # --------------------------------------------------------------------------- Kubernetes
 
+
 def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (see tests' requirements)")
+    kv = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (see tests' requirements)"
+    )
     checked = 0
     for path, obj in k8s_objects():
         if obj["apiVersion"].startswith("ray.io/"):
@@ -88,21 +95,29 @@ def test_kubernetes_manifests_are_consistent():
     for path, o in objects:
         assert o["metadata"]["name"], path
         if o["kind"] != "Namespace":
-            assert o["metadata"].get("namespace") == "mixforge", f"{path.name}: {o['kind']} outside the mixforge namespace"
+            assert o["metadata"].get("namespace") == "mixforge", (
+                f"{path.name}: {o['kind']} outside the mixforge namespace"
+            )
         pods = []
         if o["kind"] in ("Deployment", "StatefulSet", "Job"):
             pods = [o["spec"]["template"]]
             if o["kind"] != "Job":
                 selector = o["spec"]["selector"]["matchLabels"]
-                assert selector.items() <= o["spec"]["template"]["metadata"]["labels"].items(), f"{path.name}: selector"
+                assert selector.items() <= o["spec"]["template"]["metadata"]["labels"].items(), (
+                    f"{path.name}: selector"
+                )
         elif o["kind"] == "RayCluster":
             pods = [o["spec"]["headGroupSpec"]["template"]] + [g["template"] for g in o["spec"]["workerGroupSpecs"]]
         for pod in pods:
             pod_labels.append(pod["metadata"]["labels"])
             for c in pod["spec"]["containers"]:
                 image = c["image"]
-                assert re.search(r":[\w.\-]+$", image) and not image.endswith(":latest"), f"{path.name}: unpinned image {image}"
-                assert "limits" in c.get("resources", {}) or o["kind"] == "Job", f"{path.name}: {c['name']} has no limits"
+                assert re.search(r":[\w.\-]+$", image) and not image.endswith(":latest"), (
+                    f"{path.name}: unpinned image {image}"
+                )
+                assert "limits" in c.get("resources", {}) or o["kind"] == "Job", (
+                    f"{path.name}: {c['name']} has no limits"
+                )
                 for ref in c.get("envFrom", []):
                     assert ref["secretRef"]["name"] in secrets, f"{path.name}: unknown secret {ref}"
                 for env in c.get("env", []):
@@ -112,7 +127,9 @@ def test_kubernetes_manifests_are_consistent():
     for _, o in objects:
         if o["kind"] == "Service":
             sel = o["spec"]["selector"]
-            assert any(sel.items() <= labels.items() for labels in pod_labels), f"service {o['metadata']['name']} selects no pod"
+            assert any(sel.items() <= labels.items() for labels in pod_labels), (
+                f"service {o['metadata']['name']} selects no pod"
+            )
 
     kustomization = docs_of(INFRA / "k8s" / "kustomization.yaml")[0]
     listed = {(INFRA / "k8s" / r).resolve() for r in kustomization["resources"]}
@@ -146,11 +163,17 @@ def test_raycluster_has_cpu_and_gpu_groups_on_the_projects_ray():
 
     # Workers in Kubernetes reach this cluster through its head service (Ray Client port).
     workers = [o for p, o in k8s_objects() if p.name == "prefect-worker.yaml"]
-    addresses = {e["value"] for w in workers for e in w["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "RAY_ADDRESS"}
+    addresses = {
+        e["value"]
+        for w in workers
+        for e in w["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "RAY_ADDRESS"
+    }
     assert addresses == {f"ray://{rc['metadata']['name']}-head-svc:10001"}
 
 
 # --------------------------------------------------------------------------- ray up
+
 
 def test_ray_up_config_validates_against_rays_schema():
     import ray
@@ -168,6 +191,7 @@ def test_ray_up_config_validates_against_rays_schema():
 
 # --------------------------------------------------------------------------- compose
 
+
 def test_compose_file_wires_server_postgres_worker_minio_and_ray():
     compose = docs_of(INFRA / "compose" / "docker-compose.yaml")[0]
     services = compose["services"]
@@ -180,13 +204,17 @@ def test_compose_file_wires_server_postgres_worker_minio_and_ray():
     assert server_env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
     assert "asyncpg" in pins(REPO / "requirements" / "lock.txt")
     worker = services["prefect-worker"]
-    pools = {d["work_pool"]["name"] for d in yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["deployments"]}
+    pools = {
+        d["work_pool"]["name"]
+        for d in yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["deployments"]
+    }
     assert worker["command"][:5] == ["prefect", "worker", "start", "--pool", "mixforge"] and "mixforge" in pools
     assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert worker["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
 
 
 # --------------------------------------------------------------------------- images
+
 
 def dockerfile(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
@@ -228,12 +256,14 @@ def test_images_install_only_pinned_sets(name):
         assert "--no-deps" in cmd, f"{name}: `{' '.join(cmd)}` would resolve unpinned dependencies"
     req_files = [cmd[i + 1] for cmd in installs for i, tok in enumerate(cmd) if tok == "-r"]
     for f in req_files:
-        assert f"{f}" in copied or any(f.startswith(c.rstrip('/') + '/') for c in copied), f"{name}: {f} not copied"
+        assert f"{f}" in copied or any(f.startswith(c.rstrip("/") + "/") for c in copied), f"{name}: {f} not copied"
         pins(REPO / f)  # every line an exact pin
     assert ["pip", "install", "--no-deps", "."] in installs  # mixforge itself, no resolution
     workdirs = [a for i, a in instructions if i == "WORKDIR"]
     assert workdirs == ["/opt/mixforge"]  # where prefect.yaml's image pull step points
-    image_code = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["definitions"]["pull"]["image-code"]
+    image_code = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["definitions"]["pull"][
+        "image-code"
+    ]
     assert image_code[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/mixforge"
     if name == "Dockerfile.cpu":
         assert req_files == ["requirements/lock.txt", "infra/images/requirements-cluster.txt"]
@@ -275,6 +305,7 @@ def test_gpu_set_is_the_projects_pins_plus_vllm():
 
 
 # --------------------------------------------------------------------------- CI trigger
+
 
 def test_github_workflow_runs_a_deployment_with_parameters_and_waits():
     wf = docs_of(REPO / ".github" / "workflows" / "run-deployment.yml")[0]

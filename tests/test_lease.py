@@ -27,8 +27,11 @@ def run_dir(request, tmp_path):
 def test_a_second_acquire_is_refused_naming_the_holder(run_dir):
     path, options = run_dir
     first = lease.acquire(path, "r1", "ROOT", options, heartbeat=False)
-    with pytest.raises(lease.LeaseHeld, match=r"run 'r1' is running in another process: process \d+ on .*"
-                                              r"mixforge runs unlock r1 --store ROOT"):
+    with pytest.raises(
+        lease.LeaseHeld,
+        match=r"run 'r1' is running in another process: process \d+ on .*"
+        r"mixforge runs unlock r1 --store ROOT",
+    ):
         lease.acquire(path, "r1", "ROOT", options)
     with pytest.raises(lease.LeaseHeld):
         lease.check_free(path, "r1", "ROOT", options)
@@ -65,8 +68,9 @@ def test_heartbeats_keep_a_lease_alive(tmp_path):
 def test_a_dead_process_on_this_host_frees_its_lease_at_once(tmp_path):
     """kill -9 and resume on one machine must not wait for the TTL."""
     path = str(tmp_path / "run")
-    code = ("import sys; from mixforge import lease; "
-            "lease.acquire(sys.argv[1], 'r1', 'ROOT', ttl_s=3600, heartbeat=False)")
+    code = (
+        "import sys; from mixforge import lease; lease.acquire(sys.argv[1], 'r1', 'ROOT', ttl_s=3600, heartbeat=False)"
+    )
     subprocess.run([sys.executable, "-c", code, path], check=True)  # exits without releasing
     record = lease.current(path)
     assert record["released"] is False and record["ttl_s"] == 3600

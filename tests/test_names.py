@@ -11,22 +11,25 @@ from mixforge.config import ConfigError, CurateConfig, StorageConfig, load_model
 from mixforge.names import InvalidName, artifact_key, is_valid_name, name_field, validate_name
 
 
-@pytest.mark.parametrize("bad, problem", [
-    ("../../x", "path separator or '..'"),
-    ("..", "path separator or '..'"),
-    ("/abs", "path separator or '..'"),
-    ("a/b", "path separator or '..'"),
-    ("a\\b", "path separator or '..'"),
-    ("Upper", "upper-case"),
-    ("a--b", "single dashes"),
-    ("-lead", "single dashes"),
-    ("trail-", "single dashes"),
-    ("", "is empty"),
-    ("x" * 65, "65 characters long"),
-    ("a_b", "single dashes"),
-    ("a b", "single dashes"),
-    ("café", "single dashes"),
-])
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ("../../x", "path separator or '..'"),
+        ("..", "path separator or '..'"),
+        ("/abs", "path separator or '..'"),
+        ("a/b", "path separator or '..'"),
+        ("a\\b", "path separator or '..'"),
+        ("Upper", "upper-case"),
+        ("a--b", "single dashes"),
+        ("-lead", "single dashes"),
+        ("trail-", "single dashes"),
+        ("", "is empty"),
+        ("x" * 65, "65 characters long"),
+        ("a_b", "single dashes"),
+        ("a b", "single dashes"),
+        ("café", "single dashes"),
+    ],
+)
 def test_bad_names_are_refused_saying_why(bad, problem):
     with pytest.raises(InvalidName, match="invalid run id") as err:
         validate_name(bad, "run id")
@@ -41,7 +44,9 @@ def test_non_strings_are_refused(bad):
         validate_name(bad, "mixture name")
 
 
-@pytest.mark.parametrize("good", ["a", "0", "edu-quality", "nightly-2026-12", "run-0123456789abcdef", "x" * 64, "a-b-c"])
+@pytest.mark.parametrize(
+    "good", ["a", "0", "edu-quality", "nightly-2026-12", "run-0123456789abcdef", "x" * 64, "a-b-c"]
+)
 def test_valid_names_pass_unchanged(good):
     assert validate_name(good, "name") == good and is_valid_name(good)
 
@@ -56,7 +61,9 @@ def test_pydantic_fields_name_the_field_and_the_rule():
     (e,) = err.value.errors()
     assert e["loc"] == ("phase",) and "invalid phase name '../up'" in e["msg"]
 
-    with pytest.raises(ConfigError, match=r"c\.yaml: classify\.classifiers\.0\.name: .*invalid classifier name 'Bad_Name'"):
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml: classify\.classifiers\.0\.name: .*invalid classifier name 'Bad_Name'"
+    ):
         load_model(CurateConfig, {"classify": {"classifiers": [{"name": "Bad_Name", "model": "/m"}]}}, "c.yaml")
     with pytest.raises(ConfigError, match=r"classify\.embedding_clusters\.name: .*invalid model name 'a/b'"):
         load_model(CurateConfig, {"classify": {"embedding_clusters": {"name": "a/b"}}}, "c.yaml")

@@ -29,14 +29,16 @@ def normalize_texts(texts, config=NormalizeConfig()):
 
 
 def test_normalize_text():
-    result, counters = normalize_texts([
-        "line one\r\nline two\rline three",
-        "Cafe\u0301",                              # decomposed -> NFC
-        "caf\u00c3\u00a9 cr\u00c3\u00a8me",         # UTF-8 read as Latin-1
-        "nul\x00 bell\x07 del\x7f tab\tkept\nnewline kept",
-        "\ufeffBOM at start",
-        "plain ascii stays as it is",
-    ])
+    result, counters = normalize_texts(
+        [
+            "line one\r\nline two\rline three",
+            "Cafe\u0301",  # decomposed -> NFC
+            "caf\u00c3\u00a9 cr\u00c3\u00a8me",  # UTF-8 read as Latin-1
+            "nul\x00 bell\x07 del\x7f tab\tkept\nnewline kept",
+            "\ufeffBOM at start",
+            "plain ascii stays as it is",
+        ]
+    )
     assert result.kept.column("text").to_pylist() == [
         "line one\nline two\nline three",
         "Caf\u00e9",
@@ -45,8 +47,12 @@ def test_normalize_text():
         "BOM at start",
         "plain ascii stays as it is",
     ]
-    assert counters == {"docs_newlines_normalized": 1, "docs_nfc_changed": 1, "docs_mojibake_fixed": 1,
-                        "docs_control_chars_stripped": 2}
+    assert counters == {
+        "docs_newlines_normalized": 1,
+        "docs_nfc_changed": 1,
+        "docs_mojibake_fixed": 1,
+        "docs_control_chars_stripped": 2,
+    }
 
 
 def test_legitimate_latin1_looking_text_is_not_mangled():
@@ -68,7 +74,11 @@ def test_run_shard_writes_outputs_markers_and_audit(tmp_path):
     src = write_shard(str(tmp_path / "in" / "a.jsonl"), docs(5) + [{"text": "  "}, {"text": 3}])
     layout = RunLayout(str(tmp_path / "store"), "r1").stage("normalize")
     stats = run_shard(Normalize(), ShardJob(0, src, layout))
-    assert (stats["docs_in"], stats["docs_kept"], stats["docs_dropped"]) == (7, 5, {"empty_text": 1, "text_not_string": 1})
+    assert (stats["docs_in"], stats["docs_kept"], stats["docs_dropped"]) == (
+        7,
+        5,
+        {"empty_text": 1, "text_not_string": 1},
+    )
     assert stats["docs_in"] == stats["docs_kept"] + sum(stats["docs_dropped"].values())
     assert pq.read_table(layout.part(0)).num_rows == 5
     removed = pq.read_table(layout.removed(0))
@@ -115,13 +125,16 @@ def test_run_ids_are_deterministic_and_refuse_config_changes(tmp_path):
         open_run(root, inputs[:1], cfg, "my-run")
 
 
-@pytest.mark.parametrize("yaml_text,message", [
-    ("normalize:\n  fix_mojibak: true\n", r"normalize\.fix_mojibak: unknown key"),
-    ("read:\n  batch_rows: 0\n", r"read\.batch_rows: Input should be greater than or equal to 1"),
-    ("normalize:\n  unicode_form: NFD\n", r"normalize\.unicode_form: Input should be 'NFC' or 'NFKC'"),
-    ("- a list\n", "expected a mapping"),
-    ("read: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text,message",
+    [
+        ("normalize:\n  fix_mojibak: true\n", r"normalize\.fix_mojibak: unknown key"),
+        ("read:\n  batch_rows: 0\n", r"read\.batch_rows: Input should be greater than or equal to 1"),
+        ("normalize:\n  unicode_form: NFD\n", r"normalize\.unicode_form: Input should be 'NFC' or 'NFKC'"),
+        ("- a list\n", "expected a mapping"),
+        ("read: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_config_errors_name_the_field(tmp_path, yaml_text, message):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml_text)
@@ -143,13 +156,19 @@ def test_shipped_configs_validate():
 
 
 def test_every_drop_names_shard_and_line(tmp_path):
-    src = write_shard(str(tmp_path / "in" / "a.jsonl"), [{"text": "x"}, b"{bad", {"text": "  "}, {"text": "y"}, {"text": "\x00"}])
+    src = write_shard(
+        str(tmp_path / "in" / "a.jsonl"), [{"text": "x"}, b"{bad", {"text": "  "}, {"text": "y"}, {"text": "\x00"}]
+    )
     layout = RunLayout(str(tmp_path / "store"), "r1").stage("normalize")
     run_shard(Normalize(), ShardJob(0, src, layout))
     removed = pq.read_table(layout.removed(0)).to_pylist()
     details = {r[S.DROP_REASON] + ":" + r[S.DROP_DETAIL].split(":")[0] for r in removed}
     assert details == {f"invalid_json:{src} line 2", f"empty_text:{src} line 3", f"empty_text:{src} line 5"}
-    assert all(r[S.DROP_DETAIL].endswith("empty or whitespace-only after normalisation") for r in removed if r[S.DROP_REASON] == "empty_text")
+    assert all(
+        r[S.DROP_DETAIL].endswith("empty or whitespace-only after normalisation")
+        for r in removed
+        if r[S.DROP_REASON] == "empty_text"
+    )
 
 
 class DropOdd(Stage):
@@ -163,7 +182,9 @@ class DropOdd(Stage):
     def process(self, batch, ctx):
         odd = pa.array([(ctx.row_offset + i) % 2 == 1 for i in range(batch.num_rows)])
         if self.by_hand:  # a stage that names no rows: the runner finds them by id
-            removed = batch.filter(odd).append_column(S.DROP_REASON, pa.array(["odd"] * pc.sum(odd).as_py(), pa.string()))
+            removed = batch.filter(odd).append_column(
+                S.DROP_REASON, pa.array(["odd"] * pc.sum(odd).as_py(), pa.string())
+            )
             return StageResult(batch.filter(pc.invert(odd)), removed)
         return split_by_reason(batch, pc.if_else(odd, "odd", pa.scalar(None, pa.string())))
 
@@ -207,7 +228,12 @@ def test_quarantine_ledger_in_marker_stats_and_summary(tmp_path):
     summary = summarize_stage("normalize", layout.dir, results, 1.0)
     assert summary["docs_in"] == 4 and summary["docs_quarantined"] is None  # the JSONL shard declares nothing
     assert summary["docs_quarantined_decoded"] == marker["rows_decoded"] + 10
-    assert summary["quarantined"][1] == {"shard": table_path, "error": results[2]["error"], "rows_decoded": 10, "rows_declared": 30}
+    assert summary["quarantined"][1] == {
+        "shard": table_path,
+        "error": results[2]["error"],
+        "rows_decoded": 10,
+        "rows_declared": 30,
+    }
     only_parquet = summarize_stage("normalize", layout.dir, [results[0], results[2]], 1.0)
     assert only_parquet["docs_quarantined"] == 30 and only_parquet["docs_quarantined_decoded"] == 10
     assert summarize_stage("normalize", layout.dir, results[:1], 1.0)["docs_quarantined"] == 0

@@ -23,8 +23,9 @@ ENV = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "f
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *expected: str) -> dict:
@@ -78,8 +79,12 @@ def test_run_id_that_would_become_another_path(tmp_path, raw, run_id):
 
 def test_missing_classifier_model(tmp_path, raw):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"classify:\n  classifiers:\n    - name: edu\n      model: {tmp_path / 'store' / 'models' / 'edu'}\n")
-    proc = run_cli("classify", "--input", str(raw), "--output", str(tmp_path / "store"), "--config", str(cfg), "--json")
+    cfg.write_text(
+        f"classify:\n  classifiers:\n    - name: edu\n      model: {tmp_path / 'store' / 'models' / 'edu'}\n"
+    )
+    proc = run_cli(
+        "classify", "--input", str(raw), "--output", str(tmp_path / "store"), "--config", str(cfg), "--json"
+    )
     assert_refused(proc, "classify.classifiers[0].model", "no committed model version")
     assert not (tmp_path / "store" / "runs").exists()
 
@@ -106,8 +111,12 @@ def test_run_id_held_by_a_live_run_is_refused(tmp_path, raw):
     run, _ = open_run(str(store), [InputShard(str(shard), shard.stat().st_size)], fingerprint, "busy")
     held = lease.acquire(run.dir, "busy", str(store), heartbeat=False)
     try:
-        proc = run_cli("curate", "--input", str(raw), "--output", str(store), "--config", str(cfg), "--run-id", "busy", "--json")
-        assert_refused(proc, "run 'busy' is running in another process", f"process {os.getpid()}", "mixforge runs unlock busy")
+        proc = run_cli(
+            "curate", "--input", str(raw), "--output", str(store), "--config", str(cfg), "--run-id", "busy", "--json"
+        )
+        assert_refused(
+            proc, "run 'busy' is running in another process", f"process {os.getpid()}", "mixforge runs unlock busy"
+        )
     finally:
         held.release()
 
@@ -139,12 +148,25 @@ def test_failed_run_prints_one_json_object(tmp_path, raw):
     model = tmp_path / "store" / "models" / "edu" / "v0001"
     model.mkdir(parents=True)
     (model / "model.bin").write_bytes(b"not a model")
-    (model / "card.json").write_text(json.dumps({"name": "edu", "version": "v0001", "kind": "binary-quality",
-                                                 "labels": ["hq", "lq"], "positive_label": "hq",
-                                                 "files": {"model.bin": {"sha256": "0" * 64, "bytes": 11}}}))
+    (model / "card.json").write_text(
+        json.dumps(
+            {
+                "name": "edu",
+                "version": "v0001",
+                "kind": "binary-quality",
+                "labels": ["hq", "lq"],
+                "positive_label": "hq",
+                "files": {"model.bin": {"sha256": "0" * 64, "bytes": 11}},
+            }
+        )
+    )
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"classify:\n  classifiers:\n    - name: edu\n      model: {model}\nray:\n  max_retries: 0\n  num_cpus: 1\n")
-    proc = run_cli("classify", "--input", str(raw), "--output", str(tmp_path / "store"), "--config", str(cfg), "--json")
+    cfg.write_text(
+        f"classify:\n  classifiers:\n    - name: edu\n      model: {model}\nray:\n  max_retries: 0\n  num_cpus: 1\n"
+    )
+    proc = run_cli(
+        "classify", "--input", str(raw), "--output", str(tmp_path / "store"), "--config", str(cfg), "--json"
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)  # nothing but the JSON reached stdout
     assert summary["error_kind"] == "failed" and summary["exit_code"] == 1 and summary["run_id"]
@@ -186,11 +208,34 @@ def test_signal_ends_a_run_cleanly(tmp_path, sig, code):
     cfg.write_text("stages: [normalize]\nray:\n  num_cpus: 1\n  max_shards_in_flight: 1\n")
     store = tmp_path / "store"
     done_dir = store / "runs" / "sig" / "normalize" / "_done"
-    proc = subprocess.Popen([sys.executable, "-m", "mixforge.cli", "curate", "--input", str(tmp_path / "raw"), "--output",
-                             str(store), "--config", str(cfg), "--run-id", "sig", "--json", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mixforge.cli",
+            "curate",
+            "--input",
+            str(tmp_path / "raw"),
+            "--output",
+            str(store),
+            "--config",
+            str(cfg),
+            "--run-id",
+            "sig",
+            "--json",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        text=True,
+    )
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None and not (done_dir.exists() and any(done_dir.glob("*.json"))):
+    while (
+        time.monotonic() < deadline
+        and proc.poll() is None
+        and not (done_dir.exists() and any(done_dir.glob("*.json")))
+    ):
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()[-3000:]
     started = _descendants(proc.pid)  # Ray's and Prefect's processes this run started
@@ -208,8 +253,19 @@ def test_signal_ends_a_run_cleanly(tmp_path, sig, code):
     assert not [p for p in started if _alive(p)], "processes the run started outlived it"
     assert lease.current(str(store / "runs" / "sig"))["released"] is True
     # and the run resumes from where it stopped
-    resumed = run_cli("curate", "--input", str(tmp_path / "raw"), "--output", str(store), "--config", str(cfg),
-                      "--run-id", "sig", "--json", "-q")
+    resumed = run_cli(
+        "curate",
+        "--input",
+        str(tmp_path / "raw"),
+        "--output",
+        str(store),
+        "--config",
+        str(cfg),
+        "--run-id",
+        "sig",
+        "--json",
+        "-q",
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     stage = json.loads(resumed.stdout)["stages"][0]
     assert stage["docs_kept"] == 12 * 3000 and stage["shards_skipped"] >= 1
@@ -222,11 +278,21 @@ def test_s3_store_refuses_traversal_and_a_missing_bucket(s3_bucket, tmp_path, ra
     env = {**ENV, **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "mixforge.cli", *args, "--config", str(cfg), "--json"],
-                              capture_output=True, text=True, env=env, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "mixforge.cli", *args, "--config", str(cfg), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
-    assert_refused(cli("curate", "--input", str(raw), "--output", bucket, "--run-id", "../../escaped"), "invalid run id")
-    assert_refused(cli("curate", "--input", str(raw), "--output", "s3://no-such-bucket-here/pool"), "bucket 'no-such-bucket-here' does not exist")
+    assert_refused(
+        cli("curate", "--input", str(raw), "--output", bucket, "--run-id", "../../escaped"), "invalid run id"
+    )
+    assert_refused(
+        cli("curate", "--input", str(raw), "--output", "s3://no-such-bucket-here/pool"),
+        "bucket 'no-such-bucket-here' does not exist",
+    )
     import fsspec
 
     fs = fsspec.filesystem("s3", **options)
@@ -241,15 +307,29 @@ def test_mixture_spec_naming_an_unknown_column(tmp_path):
     pool.mkdir()
     pq.write_table(pa.table({"id": ["a"], "text": ["x y z"], "source": ["web"]}), pool / "part-00000.parquet")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: m\npool: [{pool}]\nstore: {tmp_path / 'store'}\nbudget_fraction: 1.0\n"
-                    "groups:\n  - name: g\n    where: {domian: [science]}\n    weight: 1.0\n")
+    spec.write_text(
+        f"name: m\npool: [{pool}]\nstore: {tmp_path / 'store'}\nbudget_fraction: 1.0\n"
+        "groups:\n  - name: g\n    where: {domian: [science]}\n    weight: 1.0\n"
+    )
     proc = run_cli("mix", "--spec", str(spec), "--json")
     assert_refused(proc, f"{spec}: groups[0].where.domian: unknown column 'domian'")
     assert not (tmp_path / "store").exists()
 
 
 def test_takedown_refuses_credentials_on_the_command_line(tmp_path):
-    proc = run_cli("mixtures", "takedown", "m", "--id", "x", "--reason", "r", "--store", str(tmp_path),
-                   "--storage-options", '{"endpoint_url": "http://127.0.0.1:9", "secret": "hunter2"}', "--json")
+    proc = run_cli(
+        "mixtures",
+        "takedown",
+        "m",
+        "--id",
+        "x",
+        "--reason",
+        "r",
+        "--store",
+        str(tmp_path),
+        "--storage-options",
+        '{"endpoint_url": "http://127.0.0.1:9", "secret": "hunter2"}',
+        "--json",
+    )
     summary = assert_refused(proc, "--storage-options", "secret")
     assert "hunter2" not in proc.stdout + proc.stderr and summary["exit_code"] == 2

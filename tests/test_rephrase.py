@@ -35,8 +35,9 @@ def tiny_model(tmp_path_factory):
 
 def make_config(model: str, **overrides) -> RephraseConfig:
     base = dict(
-        engine=EngineConfig(model=model, model_name="tiny-llama", device="cpu", max_model_len=1024, dtype="float32",
-                            max_num_seqs=16),
+        engine=EngineConfig(
+            model=model, model_name="tiny-llama", device="cpu", max_model_len=1024, dtype="float32", max_num_seqs=16
+        ),
         styles=("wikipedia", "qa"),
         sampling=SamplingConfig(max_tokens=24, temperature=0.8, seed=1),
         chunk={"max_tokens": 200},
@@ -49,8 +50,16 @@ def write_contract_shard(path, n: int, long_every: int = 0) -> str:
     rows = []
     for i in range(n):
         text = prose(i, sentences=60 if long_every and i % long_every == 0 else 4)
-        rows.append({"id": f"doc-{i}", "text": text, "source": "fixture", "url": f"https://example.org/{i}",
-                     "meta": json.dumps({"i": i}), "quality_score": i / n})
+        rows.append(
+            {
+                "id": f"doc-{i}",
+                "text": text,
+                "source": "fixture",
+                "url": f"https://example.org/{i}",
+                "meta": json.dumps({"i": i}),
+                "quality_score": i / n,
+            }
+        )
     pq.write_table(pa.Table.from_pylist(rows), str(path))
     return str(path)
 
@@ -85,7 +94,9 @@ def test_stage_writes_synthetic_rows_with_provenance(tiny_model, tmp_path):
         assert 0 < r["rephrase_tokens"] <= 24 * r["rephrase_chunks"]
     assert next(r for r in out if r["parent_id"] == "doc-5")["rephrase_chunks"] > 1  # the long document was chunked
     c = stats["counters"]
-    assert c["rephrase_docs_generated"] == 4 and c["rephrase_generated_tokens"] == sum(r["rephrase_tokens"] for r in out)
+    assert c["rephrase_docs_generated"] == 4 and c["rephrase_generated_tokens"] == sum(
+        r["rephrase_tokens"] for r in out
+    )
     assert not os.path.exists(layout.removed(0))  # skipped documents stay in the pool; nothing is copied
 
     # Deterministic: seeds derive from the document, not the batch, so a second run reproduces the texts.
@@ -97,7 +108,9 @@ def test_guards_are_counted_and_drops_audited(tiny_model, tmp_path):
     from mixforge.stages.rephrase import RephraseStage
 
     shard = write_contract_shard(tmp_path / "in.parquet", 3)
-    config = make_config(tiny_model, guards=GuardConfig(drop_truncated=True), sampling=SamplingConfig(max_tokens=2, seed=1))
+    config = make_config(
+        tiny_model, guards=GuardConfig(drop_truncated=True), sampling=SamplingConfig(max_tokens=2, seed=1)
+    )
     stats, layout = run(RephraseStage(config), tmp_path, shard)
     assert stats["docs_kept"] == 0
     assert stats["docs_dropped"] == {G.TRUNCATED: 3}
@@ -124,7 +137,8 @@ def test_every_style_per_document(tiny_model, tmp_path):
     out = pq.read_table(layout.part(0)).to_pylist()
     assert stats["docs_used"] == 3 and stats["docs_kept"] == 6
     assert sorted((r["parent_id"], r["rephrase_style"]) for r in out) == [
-        (f"doc-{i}", s) for i in range(3) for s in ("qa", "wikipedia")]
+        (f"doc-{i}", s) for i in range(3) for s in ("qa", "wikipedia")
+    ]
     by_parent = {}
     for r in out:
         by_parent.setdefault(r["parent_id"], []).append(r["text"])
@@ -161,8 +175,11 @@ def test_killed_shard_resumes_from_its_last_checkpointed_batch(tiny_model, tmp_p
     from mixforge.runs import StageLayout
 
     layout = StageLayout(layout_dir)
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, config.model_dump_json(), shard, layout_dir],
-                            cwd=os.path.dirname(os.path.dirname(__file__)), env={**os.environ, "PYTHONPATH": "."})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, config.model_dump_json(), shard, layout_dir],
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        env={**os.environ, "PYTHONPATH": "."},
+    )
     second_batch = layout.piece(0, 1, "done")
     deadline = time.monotonic() + 240
     while not os.path.exists(second_batch) and proc.poll() is None and time.monotonic() < deadline:
@@ -207,7 +224,9 @@ def test_echo_and_empty_guards():
     source = "Call me Ishmael. Some years ago, never mind how long precisely, having little money."
     assert G.check(source, "stop", source, cfg) == G.ECHO
     assert G.check("   ", "stop", source, cfg) == G.EMPTY
-    assert G.check("A sailor named Ishmael tells of a voyage he made when short of money.", "stop", source, cfg) is None
+    assert (
+        G.check("A sailor named Ishmael tells of a voyage he made when short of money.", "stop", source, cfg) is None
+    )
     assert G.check("Fresh words here.", "length", source, cfg) == G.TRUNCATED
 
 

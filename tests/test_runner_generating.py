@@ -54,8 +54,15 @@ class Echoes(Stage):
                 skipped += 1
             else:
                 for style in "ab":
-                    rows.append({S.ID: f"{doc_id}#{style}", S.TEXT: batch.column(S.TEXT)[i].as_py().upper(),
-                                 S.SOURCE: "echo", S.URL: None, S.META: None})
+                    rows.append(
+                        {
+                            S.ID: f"{doc_id}#{style}",
+                            S.TEXT: batch.column(S.TEXT)[i].as_py().upper(),
+                            S.SOURCE: "echo",
+                            S.URL: None,
+                            S.META: None,
+                        }
+                    )
         ctx.count("echo_rows", len(rows))
         ctx.add_figures({"rows_by_style": {"a": len(rows) // 2, "b": len(rows) // 2}, "per_batch": [1, len(ids)]})
         dropped = batch.take(pa.array(removed, pa.int64()))
@@ -85,14 +92,21 @@ def test_generating_stage_counts_reconcile_and_skips_are_not_removed(tmp_path, s
 
     summary = summarize_stage("echoes", layout.dir, [stats], 1.0)
     assert summary["docs_used"] == 9 and summary["docs_skipped"] == {"odd": 7}
-    assert [(f["reason"], f["docs"], f["docs_remaining"]) for f in summary["funnel"]] == [("ends_in_5", 2, 16), ("odd", 7, 9)]
+    assert [(f["reason"], f["docs"], f["docs_remaining"]) for f in summary["funnel"]] == [
+        ("ends_in_5", 2, 16),
+        ("odd", 7, 9),
+    ]
     assert summary["funnel"][1]["skipped"] is True
     assert summary["shard_cpu_seconds"] == round(stats["cpu_seconds"], 3)
-    assert summary["workers"] == 1 and summary["worker_busy_share"] == 1.0 and stats["worker"].endswith(f":{os.getpid()}")
+    assert (
+        summary["workers"] == 1 and summary["worker_busy_share"] == 1.0 and stats["worker"].endswith(f":{os.getpid()}")
+    )
     # figures add up over shards too; a marker without them (an older version's) is counted apart
     older = {k: v for k, v in stats.items() if k != "figures"} | {"index": 2}
     two = summarize_stage("echoes", layout.dir, [stats, {**stats, "index": 1}, older], 1.0)
-    assert two["figures"] == {"rows_by_style": {"a": 18, "b": 18}, "per_batch": [10, 36]} and two["figures_missing"] == [2]
+    assert two["figures"] == {"rows_by_style": {"a": 18, "b": 18}, "per_batch": [10, 36]} and two[
+        "figures_missing"
+    ] == [2]
 
 
 def test_checkpointed_shard_resumes_from_its_last_finished_batch(tmp_path, shard):
@@ -103,14 +117,24 @@ def test_checkpointed_shard_resumes_from_its_last_finished_batch(tmp_path, shard
     with pytest.raises(Crash):
         run_shard(Echoes(crash_on_batch=3), ShardJob(0, shard, layout))
     assert not os.path.exists(layout.done(0)) and not os.path.exists(layout.part(0))
-    assert sorted(os.listdir(layout.pieces(0))) == sorted([f"b-{b:06d}.{k}.{ext}" for b in range(3)
-                                                           for k, ext in (("done", "json"), ("kept", "parquet"))]
-                                                          + ["b-000001.removed.parquet"])  # g-5: batch 1 (rows 4-7)
+    assert sorted(os.listdir(layout.pieces(0))) == sorted(
+        [f"b-{b:06d}.{k}.{ext}" for b in range(3) for k, ext in (("done", "json"), ("kept", "parquet"))]
+        + ["b-000001.removed.parquet"]
+    )  # g-5: batch 1 (rows 4-7)
 
     resumed_stage = Echoes()
     resumed = run_shard(resumed_stage, ShardJob(0, shard, layout))
     assert resumed_stage.batches_processed == [3, 4]  # batches 0-2 were restored, not recomputed
-    for key in ("docs_in", "docs_kept", "docs_used", "docs_dropped", "docs_skipped", "counters", "figures", "chars_kept"):
+    for key in (
+        "docs_in",
+        "docs_kept",
+        "docs_used",
+        "docs_dropped",
+        "docs_skipped",
+        "counters",
+        "figures",
+        "chars_kept",
+    ):
         assert resumed[key] == clean[key], key
     assert clean["figures"] == {"rows_by_style": {"a": 9, "b": 9}, "per_batch": [5, 18]}  # summed over the 5 batches
     assert pq.read_table(layout.part(0)).equals(pq.read_table(clean_layout.part(0)))

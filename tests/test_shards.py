@@ -52,7 +52,9 @@ def test_ids_are_derived_from_source_shard_text_hash_and_occurrence(tmp_path):
     kept, _ = collect(path)
     ids = kept.column("id").to_pylist()
     digest, tag = S.text_digest(b"same"), S.shard_tag(path)
-    assert ids[0] == f"crawl/{tag}/{digest}-0" and ids[1] == f"crawl/{tag}/{digest}-1"  # exact duplicates stay distinct
+    assert (
+        ids[0] == f"crawl/{tag}/{digest}-0" and ids[1] == f"crawl/{tag}/{digest}-1"
+    )  # exact duplicates stay distinct
     assert ids[2].startswith(f"crawl/{tag}/") and ids[2].endswith("-0")
     assert ids[3] == f"web/{tag}/{digest}-0"
     assert kept.column("source").to_pylist() == ["crawl", "crawl", "crawl", "web"]
@@ -80,8 +82,10 @@ def test_occurrences_count_across_batches(tmp_path):
 
 
 def test_source_from_config_when_absent(tmp_path):
-    kept, _ = collect(write_shard(str(tmp_path / "x.jsonl"), [{"text": "a"}, {"text": "b", "source": "own"}]),
-                      ReadOptions(default_source="books"))
+    kept, _ = collect(
+        write_shard(str(tmp_path / "x.jsonl"), [{"text": "a"}, {"text": "b", "source": "own"}]),
+        ReadOptions(default_source="books"),
+    )
     assert kept.column("source").to_pylist() == ["books", "own"]
 
 
@@ -101,7 +105,8 @@ def test_bad_rows_are_dropped_with_reason_naming_shard_and_line(tmp_path):
     assert kept.column("text").to_pylist() == ["good one", "good two"]
     got = dict(zip(rejects.column(S.DROP_DETAIL).to_pylist(), rejects.column(S.DROP_REASON).to_pylist()))
     assert got == {
-        f"{path} line 2: " + next(d for d in got if d.startswith(f"{path} line 2:"))[len(f"{path} line 2: "):]: "invalid_json",
+        f"{path} line 2: "
+        + next(d for d in got if d.startswith(f"{path} line 2:"))[len(f"{path} line 2: ") :]: "invalid_json",
         f"{path} line 3: field 'text' is int, not a string": "text_not_string",
         f"{path} line 4: no 'text' field": "missing_text",
         f"{path} line 5: invalid UTF-8 at byte 19": "invalid_utf8",
@@ -156,12 +161,15 @@ def test_empty_shards_are_fine(tmp_path):
     assert kept.num_rows == 0
 
 
-@pytest.mark.parametrize("name,content", [
-    ("trunc.jsonl.gz", gzip.compress(b"".join(b'{"text": "%d"}\n' % (i * 7919) for i in range(20000)))[:2000]),
-    ("corrupt.jsonl.zst", b"\x28\xb5\x2f\xfd" + b"garbage" * 50),
-    ("corrupt.parquet", b"PAR1 this is not parquet at all"),
-    ("truncated.parquet", None),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("trunc.jsonl.gz", gzip.compress(b"".join(b'{"text": "%d"}\n' % (i * 7919) for i in range(20000)))[:2000]),
+        ("corrupt.jsonl.zst", b"\x28\xb5\x2f\xfd" + b"garbage" * 50),
+        ("corrupt.parquet", b"PAR1 this is not parquet at all"),
+        ("truncated.parquet", None),
+    ],
+)
 def test_unreadable_shards_raise_shard_unreadable(tmp_path, name, content):
     path = str(tmp_path / name)
     if content is None:
@@ -180,7 +188,15 @@ def test_missing_shard_is_unreadable(tmp_path):
 
 
 def test_discovery_skips_metadata_and_sorts(tmp_path):
-    for name in ["b.jsonl", "a.parquet", "sub/c.jsonl.zst", "_removed/x.parquet", "_stats.json", ".tmp-x.parquet", "notes.txt"]:
+    for name in [
+        "b.jsonl",
+        "a.parquet",
+        "sub/c.jsonl.zst",
+        "_removed/x.parquet",
+        "_stats.json",
+        ".tmp-x.parquet",
+        "notes.txt",
+    ]:
         p = tmp_path / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"")
@@ -194,7 +210,9 @@ def test_discovery_skips_metadata_and_sorts(tmp_path):
 def test_writer_is_atomic_and_writes_empty_shards(tmp_path):
     out = str(tmp_path / "o" / "part-00000.parquet")
     w = ShardWriter(out, row_group_bytes=1)  # flush at once: bytes are on disk before the abort
-    w.write(pa.Table.from_pylist(docs(3), schema=S.CORE_SCHEMA.remove(4)).append_column("meta", pa.nulls(3, pa.string())))
+    w.write(
+        pa.Table.from_pylist(docs(3), schema=S.CORE_SCHEMA.remove(4)).append_column("meta", pa.nulls(3, pa.string()))
+    )
     assert os.listdir(tmp_path / "o")  # a hidden temp file, not the shard
     w.abort()
     assert not os.path.exists(out) and os.listdir(tmp_path / "o") == []
@@ -230,7 +248,9 @@ def test_s3_round_trip_through_moto(s3_bucket):
 
 
 def jsonl_rows(n: int, first: int = 0) -> bytes:
-    return b"".join(b'{"id": "r%d", "text": "row %d %s"}\n' % (i, i * 7919, b"x" * (i % 40)) for i in range(first, first + n))
+    return b"".join(
+        b'{"id": "r%d", "text": "row %d %s"}\n' % (i, i * 7919, b"x" * (i % 40)) for i in range(first, first + n)
+    )
 
 
 def zstd_frames(data: bytes, checksum: bool = True) -> bytes:
@@ -263,15 +283,20 @@ def test_a_truncated_stream_is_unreadable_at_its_end_offset(tmp_path, suffix, pe
 def test_trailing_garbage_is_unreadable_and_the_valid_rows_are_counted(tmp_path, suffix):
     packed = zstd_frames(jsonl_rows(500)) if suffix.endswith("zst") else gzip.compress(jsonl_rows(500))
     err = unreadable(tmp_path / f"g{suffix}", packed + b"not a frame")
-    assert f"trailing bytes that are not {'a zstd frame' if suffix.endswith('zst') else 'gzip'} at compressed byte {len(packed)}" in str(err)
+    assert (
+        f"trailing bytes that are not {'a zstd frame' if suffix.endswith('zst') else 'gzip'} at compressed byte {len(packed)}"
+        in str(err)
+    )
     assert err.rows_decoded == 500  # the rows before the garbage were all decoded
 
 
 def test_multi_frame_and_multi_member_streams_and_gzip_zero_padding_are_fine(tmp_path):
     a, b = jsonl_rows(10), jsonl_rows(7, first=10)
-    for name, content in (("f.jsonl.zst", zstd_frames(a) + zstd_frames(b, checksum=False)),
-                          ("m.jsonl.gz", gzip.compress(a) + gzip.compress(b)),
-                          ("p.jsonl.gz", gzip.compress(a + b) + b"\0" * 1000)):
+    for name, content in (
+        ("f.jsonl.zst", zstd_frames(a) + zstd_frames(b, checksum=False)),
+        ("m.jsonl.gz", gzip.compress(a) + gzip.compress(b)),
+        ("p.jsonl.gz", gzip.compress(a + b) + b"\0" * 1000),
+    ):
         path = tmp_path / name
         path.write_bytes(content)
         assert collect(str(path))[0].num_rows == 17
@@ -301,7 +326,11 @@ def test_a_corrupt_parquet_page_is_unreadable_with_the_footers_row_count(tmp_pat
     path = str(tmp_path / "p.parquet")
     w = ShardWriter(path, row_group_bytes=1)  # one row group per write; page checksums on
     for i in range(3):
-        w.write(pa.Table.from_pylist(docs(10, f"g{i}"), schema=S.CORE_SCHEMA.remove(4)).append_column("meta", pa.nulls(10, pa.string())))
+        w.write(
+            pa.Table.from_pylist(docs(10, f"g{i}"), schema=S.CORE_SCHEMA.remove(4)).append_column(
+                "meta", pa.nulls(10, pa.string())
+            )
+        )
     w.close()
     data = bytearray(open(path, "rb").read())
     column = pq.ParquetFile(path).metadata.row_group(2).column(1)
@@ -316,7 +345,7 @@ def test_a_corrupt_parquet_footer_names_where_it_is(tmp_path):
     path = write_shard(str(tmp_path / "f.parquet"), docs(5))
     data = bytearray(open(path, "rb").read())
     length = int.from_bytes(data[-8:-4], "little")
-    data[-8 - length:-8] = b"\x00" * length
+    data[-8 - length : -8] = b"\x00" * length
     err = unreadable(path, bytes(data))
     assert f"footer of {length} bytes at compressed byte {len(data) - 8 - length}" in str(err)
     assert (err.rows_decoded, err.rows_declared) == (0, None)
@@ -339,28 +368,55 @@ def test_extensions_match_in_any_case(tmp_path, name):
 
 
 def test_fields_that_cannot_fill_their_column_stay_in_meta(tmp_path):
-    rows = [{"text": "a", "source": 5}, {"text": "b", "source": ["x"]}, {"text": "c", "source": {"k": 1}},
-            {"text": "d", "id": 1.5}, {"text": "e", "id": True}, {"text": "f", "id": None}, {"text": "g", "id": [1]},
-            {"text": "h", "id": {"k": "v"}}, {"text": "i", "id": 12, "source": "own"}, {"text": "j", "id": ""}]
+    rows = [
+        {"text": "a", "source": 5},
+        {"text": "b", "source": ["x"]},
+        {"text": "c", "source": {"k": 1}},
+        {"text": "d", "id": 1.5},
+        {"text": "e", "id": True},
+        {"text": "f", "id": None},
+        {"text": "g", "id": [1]},
+        {"text": "h", "id": {"k": "v"}},
+        {"text": "i", "id": 12, "source": "own"},
+        {"text": "j", "id": ""},
+    ]
     path = write_shard(str(tmp_path / "m.jsonl"), rows)
     kept, rejects = collect(path)
     assert rejects.num_rows == 0
     metas = [json.loads(m) if m else None for m in kept.column("meta").to_pylist()]
-    assert metas == [{"source": 5}, {"source": ["x"]}, {"source": {"k": 1}}, {"id": 1.5}, {"id": True}, {"id": None},
-                     {"id": [1]}, {"id": {"k": "v"}}, None, None]
+    assert metas == [
+        {"source": 5},
+        {"source": ["x"]},
+        {"source": {"k": 1}},
+        {"id": 1.5},
+        {"id": True},
+        {"id": None},
+        {"id": [1]},
+        {"id": {"k": "v"}},
+        None,
+        None,
+    ]
     assert kept.column("source").to_pylist() == ["m"] * 8 + ["own", "m"]
     ids = kept.column("id").to_pylist()
     assert ids[8] == "12" and all(i.startswith(f"m/{S.shard_tag(path)}/") for i in ids[:8] + ids[9:])
 
-    table = pa.table({"text": ["a", "b"], "id": pa.array([1.5, None]), "source": pa.array([1, 2], pa.int8()),
-                      "blob": pa.array([b"\xff\x00", None], pa.binary()), "nested": pa.array([{"b": b"x"}, None])})
+    table = pa.table(
+        {
+            "text": ["a", "b"],
+            "id": pa.array([1.5, None]),
+            "source": pa.array([1, 2], pa.int8()),
+            "blob": pa.array([b"\xff\x00", None], pa.binary()),
+            "nested": pa.array([{"b": b"x"}, None]),
+        }
+    )
     pq_path = str(tmp_path / "m.parquet")
     pq.write_table(table, pq_path)
     kept, rejects = collect(pq_path)
     assert rejects.num_rows == 0 and kept.column("source").to_pylist() == ["m", "m"]
     assert [json.loads(m) for m in kept.column("meta").to_pylist()] == [
         {"id": 1.5, "source": 1, "blob": "/wA=", "nested": {"b": "eA=="}},
-        {"id": None, "source": 2, "blob": None, "nested": None}]
+        {"id": None, "source": 2, "blob": None, "nested": None},
+    ]
     assert all(i.startswith(f"m/{S.shard_tag(pq_path)}/") for i in kept.column("id").to_pylist())
 
 
@@ -371,20 +427,26 @@ def test_repeated_input_ids_in_a_shard_are_dropped_naming_the_first(tmp_path):
     assert kept.column("id").to_pylist() == ["a", "b", "7", "c"]
     assert rejects.column(S.DROP_REASON).to_pylist() == ["duplicate_id"] * 3
     assert rejects.column(S.DROP_DETAIL).to_pylist() == [
-        f"{path} line 3: id 'a' already used at line 1", f"{path} line 5: id '7' already used at line 4",
-        f"{path} line 7: id 'b' already used at line 2"]
+        f"{path} line 3: id 'a' already used at line 1",
+        f"{path} line 5: id '7' already used at line 4",
+        f"{path} line 7: id 'b' already used at line 2",
+    ]
     assert rejects.column("text").to_pylist() == ["t2", "t4", "t6"]  # the whole document is in the audit
 
     pq_path = write_shard(str(tmp_path / "d.parquet"), [{"id": f"p{n % 3}", "text": f"t{n}"} for n in range(8)])
     kept, rejects = collect(pq_path, ReadOptions(batch_rows=3))
     assert kept.column("id").to_pylist() == ["p0", "p1", "p2"]
-    assert rejects.column(S.DROP_DETAIL).to_pylist()[:2] == [f"{pq_path} row 3: id 'p0' already used at row 0",
-                                                             f"{pq_path} row 4: id 'p1' already used at row 1"]
+    assert rejects.column(S.DROP_DETAIL).to_pylist()[:2] == [
+        f"{pq_path} row 3: id 'p0' already used at row 0",
+        f"{pq_path} row 4: id 'p1' already used at row 1",
+    ]
 
 
 def test_bom_lone_surrogates_and_raw_nuls(tmp_path):
     path = tmp_path / "e.jsonl"
-    path.write_bytes(b'\xef\xbb\xbf{"text": "first"}\n{"text": "lone \\ud800"}\n{"text": "raw \x00 nul"}\n{"text": "ok \\u0000"}\n')
+    path.write_bytes(
+        b'\xef\xbb\xbf{"text": "first"}\n{"text": "lone \\ud800"}\n{"text": "raw \x00 nul"}\n{"text": "ok \\u0000"}\n'
+    )
     kept, rejects = collect(str(path))
     assert kept.column("text").to_pylist() == ["first", "ok \x00"]
     assert rejects.column(S.DROP_REASON).to_pylist() == ["invalid_utf8", "invalid_json"]

@@ -16,7 +16,14 @@ from mixforge.runner import completed_outputs
 from mixforge.runs import RunLayout
 from mixforge.shards import read_documents
 from mixforge.stage import ShardContext, Stage, StageResult, split_by_reason
-from mixforge.stages.registry import CurationStage, get_stage, plain_stage, register_stage, stage_names, unregister_stage
+from mixforge.stages.registry import (
+    CurationStage,
+    get_stage,
+    plain_stage,
+    register_stage,
+    stage_names,
+    unregister_stage,
+)
 from tests.helpers import docs, write_shard
 
 
@@ -46,8 +53,15 @@ def _build(config: CurateConfig) -> Stage:
 
 @pytest.fixture
 def registered():
-    register_stage(CurationStage("min-words", plain_stage("min-words", _build), "drop documents with too few words",
-                                 config_model=MinWordsSettings), before="dedup")
+    register_stage(
+        CurationStage(
+            "min-words",
+            plain_stage("min-words", _build),
+            "drop documents with too few words",
+            config_model=MinWordsSettings,
+        ),
+        before="dedup",
+    )
     yield
     unregister_stage("min-words")
 
@@ -55,8 +69,11 @@ def registered():
 @pytest.mark.usefixtures("registered")
 def test_a_stage_defined_in_a_test_module_runs_in_the_pipeline(tmp_path):
     assert stage_names() == ("normalize", "filter", "classify", "min-words", "dedup")
-    config = load_model(CurateConfig, {"stages": ["normalize", "min-words", "dedup"],
-                                       "extra_stages": {"min-words": {"min_words": 30}}}, "cfg.yaml")
+    config = load_model(
+        CurateConfig,
+        {"stages": ["normalize", "min-words", "dedup"], "extra_stages": {"min-words": {"min_words": 30}}},
+        "cfg.yaml",
+    )
     assert "min-words" in CurateConfig.model_json_schema()["properties"]["stages"]["items"]["enum"]
     assert config.run_fingerprint()["extra_stages"] == {"min-words": {"min_words": 30}}
 
@@ -86,7 +103,9 @@ def test_a_stage_defined_in_a_test_module_runs_in_the_pipeline(tmp_path):
 @pytest.mark.usefixtures("registered")
 def test_a_registered_stage_validates_its_own_settings():
     with pytest.raises(ConfigError, match="min_words"):
-        load_model(CurateConfig, {"stages": ["min-words"], "extra_stages": {"min-words": {"min_words": "many"}}}, "cfg.yaml")
+        load_model(
+            CurateConfig, {"stages": ["min-words"], "extra_stages": {"min-words": {"min_words": "many"}}}, "cfg.yaml"
+        )
     with pytest.raises(ConfigError, match="built-in stage's settings go in its own section"):
         load_model(CurateConfig, {"extra_stages": {"filter": {}}}, "cfg.yaml")
 

@@ -23,10 +23,14 @@ from tests.helpers import prose, write_shard
 
 
 def rows(prefix: str, id_list: list[str]) -> list[dict]:
-    return [{"id": i, "text": f"{prefix} {i}. " + prose(hash((prefix, i)) % 10_000, 3), "source": prefix} for i in id_list]
+    return [
+        {"id": i, "text": f"{prefix} {i}. " + prose(hash((prefix, i)) % 10_000, 3), "source": prefix} for i in id_list
+    ]
 
 
-def normalized(root: str, shards: list[list], fs=None, storage_options=None) -> tuple[StageLayout, list[tuple[int, str]]]:
+def normalized(
+    root: str, shards: list[list], fs=None, storage_options=None
+) -> tuple[StageLayout, list[tuple[int, str]]]:
     """Write each shard's rows as JSONL and run the real normalize stage over them (no Ray)."""
     layout = RunLayout(f"{root}/store", "r1").stage("normalize")
     inputs = []
@@ -43,7 +47,7 @@ def snapshot(folder: str, fs=None) -> dict[str, bytes]:
     """Every file under `folder` (the id check's working files included), by relative path."""
     if fs is not None:
         fs.invalidate_cache()
-        return {p[len(folder.removeprefix("s3://")):]: fs.cat_file(p) for p in fs.find(folder)}
+        return {p[len(folder.removeprefix("s3://")) :]: fs.cat_file(p) for p in fs.find(folder)}
     out = {}
     for dirpath, _, names in os.walk(folder):
         for name in names:
@@ -54,7 +58,12 @@ def snapshot(folder: str, fs=None) -> dict[str, bytes]:
 
 def ids_of(uri: str, storage_options=None) -> list[str]:
     from mixforge.shards import read_documents
-    return [i for t in read_documents(uri, columns=[S.ID], storage_options=storage_options) for i in t.column(S.ID).to_pylist()]
+
+    return [
+        i
+        for t in read_documents(uri, columns=[S.ID], storage_options=storage_options)
+        for i in t.column(S.ID).to_pylist()
+    ]
 
 
 def removed_of(layout: StageLayout, shard: int) -> list[dict]:
@@ -82,16 +91,18 @@ def test_no_duplicates_rewrites_nothing(tmp_path):
 
 @pytest.mark.parametrize("partitions", [1, 4])
 def test_ids_in_two_and_three_shards_are_kept_by_the_lowest_index(tmp_path, partitions):
-    shards = [rows("a", ["x", "y", "a1"]),
-              rows("b", ["y", "b1", "z"]),
-              rows("c", ["y", "x", "c1", "z"]) + [{"id": "c-empty", "text": "   "}]]  # one normalize drop already
+    shards = [
+        rows("a", ["x", "y", "a1"]),
+        rows("b", ["y", "b1", "z"]),
+        rows("c", ["y", "x", "c1", "z"]) + [{"id": "c-empty", "text": "   "}],
+    ]  # one normalize drop already
     layout, inputs = normalized(str(tmp_path), shards)
     before = {i: marker(layout, i) for i in range(3)}
     result = ids.check_unique_ids(layout, inputs, partitions=partitions)
 
     assert ids_of(layout.part(0)) == ["x", "y", "a1"]
-    assert ids_of(layout.part(1)) == ["b1", "z"]   # y: kept in 0
-    assert ids_of(layout.part(2)) == ["c1"]        # y, x: kept in 0; z: kept in 1
+    assert ids_of(layout.part(1)) == ["b1", "z"]  # y: kept in 0
+    assert ids_of(layout.part(2)) == ["c1"]  # y, x: kept in 0; z: kept in 1
     all_ids = [i for s in range(3) for i in ids_of(layout.part(s))]
     assert len(all_ids) == len(set(all_ids))
     assert result["duplicate_ids"] == 3 and result["docs_dropped"] == 4 and result["shards_rewritten"] == [1, 2]
@@ -104,7 +115,11 @@ def test_ids_in_two_and_three_shards_are_kept_by_the_lowest_index(tmp_path, part
     assert f"id also in shard 0 ({inputs[0][1]}), which keeps it" in b_y[S.DROP_DETAIL]
     c_removed = removed_of(layout, 2)
     assert [(r["id"], r[S.DROP_REASON]) for r in c_removed] == [  # appended after what normalize dropped
-        ("c-empty", "empty_text"), ("y", "duplicate_id"), ("x", "duplicate_id"), ("z", "duplicate_id")]
+        ("c-empty", "empty_text"),
+        ("y", "duplicate_id"),
+        ("x", "duplicate_id"),
+        ("z", "duplicate_id"),
+    ]
     assert "output row 0:" in c_removed[1][S.DROP_DETAIL] and "output row 1:" in c_removed[2][S.DROP_DETAIL]
     assert f"shard 1 ({inputs[1][1]})" in c_removed[3][S.DROP_DETAIL]
 
@@ -139,11 +154,15 @@ def test_ids_are_compared_as_strings_not_only_by_hash(tmp_path):
 def test_summary_is_restated_from_the_updated_markers(tmp_path):
     from mixforge.runner import summarize_stage
 
-    layout, inputs = normalized(str(tmp_path), [rows("a", ["x", "y"]), rows("b", ["x", "b1"]) + [{"id": "e", "text": ""}]])
+    layout, inputs = normalized(
+        str(tmp_path), [rows("a", ["x", "y"]), rows("b", ["x", "b1"]) + [{"id": "e", "text": ""}]]
+    )
     shard_stats = [marker(layout, i) for i in range(2)]
     summary = summarize_stage("normalize", layout.dir, shard_stats, 1.5)
-    summary["shard_results"] = [{k: s.get(k) for k in ("index", "input", "quarantined", "docs_in", "docs_kept", "skipped")}
-                                for s in shard_stats]
+    summary["shard_results"] = [
+        {k: s.get(k) for k in ("index", "input", "quarantined", "docs_in", "docs_kept", "skipped")}
+        for s in shard_stats
+    ]
     summary["extra"] = "kept as it was"
     ids.check_unique_ids(layout, inputs)
     restated = ids.restate_summary(summary, layout)
@@ -159,10 +178,16 @@ def test_summary_is_restated_from_the_updated_markers(tmp_path):
 def test_a_shard_joining_on_a_later_round_drops_what_the_run_already_holds(tmp_path):
     """Shard 1 was quarantined when the run was first checked; on a rerun it joins. It has the
     lowest index among the holders of `x`, yet drops it: checked shards never change."""
-    layout, inputs = normalized(str(tmp_path), [rows("a", ["a1", "y"]), rows("b", ["x", "y", "b1"]), rows("c", ["x", "c1"])])
+    layout, inputs = normalized(
+        str(tmp_path), [rows("a", ["a1", "y"]), rows("b", ["x", "y", "b1"]), rows("c", ["x", "c1"])]
+    )
     first = [inputs[0], inputs[2]]
     ids.check_unique_ids(layout, first)
-    checked = {k: v for k, v in snapshot(layout.dir).items() if not k.startswith("_idcheck") and ("00000" in k or "00002" in k)}
+    checked = {
+        k: v
+        for k, v in snapshot(layout.dir).items()
+        if not k.startswith("_idcheck") and ("00000" in k or "00002" in k)
+    }
     result = ids.check_unique_ids(layout, inputs)
     assert result["rounds"] == 2 and result["rounds_run"] == [2] and result["shards"] == 3
     assert ids_of(layout.part(1)) == ["b1"]
@@ -174,7 +199,13 @@ def test_a_shard_joining_on_a_later_round_drops_what_the_run_already_holds(tmp_p
 def _kill_states():
     """A kill during step 3 of shard `s`: which of its files already hold their new bytes."""
     return {
-        "before the dropped rows": {"dropped": False, "pending": False, "part": False, "removed": False, "done": False},
+        "before the dropped rows": {
+            "dropped": False,
+            "pending": False,
+            "part": False,
+            "removed": False,
+            "done": False,
+        },
         "after the dropped rows": {"dropped": True, "pending": False, "part": False, "removed": False, "done": False},
         "after pending": {"dropped": True, "pending": True, "part": False, "removed": False, "done": False},
         "after the kept rows": {"dropped": True, "pending": True, "part": True, "removed": False, "done": False},
@@ -185,16 +216,23 @@ def _kill_states():
 
 @pytest.mark.parametrize("state", list(_kill_states()))
 def test_kill_anywhere_in_the_rewrite_then_rerun_gives_the_same_bytes(tmp_path, state):
-    layout, inputs = normalized(str(tmp_path), [rows("a", ["x", "y"]), rows("b", ["y", "b1"]) + [{"id": "e", "text": ""}],
-                                                rows("c", ["x", "y", "c1"])])
+    layout, inputs = normalized(
+        str(tmp_path),
+        [rows("a", ["x", "y"]), rows("b", ["y", "b1"]) + [{"id": "e", "text": ""}], rows("c", ["x", "y", "c1"])],
+    )
     original = snapshot(layout.dir)
     ids.check_unique_ids(layout, inputs)
     finished = snapshot(layout.dir)
 
     # Rebuild the store as a kill would leave it: step 3 of shard 2 part-way, its round unfinished.
     work = ids.IdCheckLayout(layout.dir)
-    new_files = {"dropped": work.dropped(1, 2), "pending": work.pending(1, 2), "part": layout.part(2),
-                 "removed": layout.removed(2), "done": layout.done(2)}
+    new_files = {
+        "dropped": work.dropped(1, 2),
+        "pending": work.pending(1, 2),
+        "part": layout.part(2),
+        "removed": layout.removed(2),
+        "done": layout.done(2),
+    }
     for what, written in _kill_states()[state].items():
         path = new_files[what]
         rel = os.path.relpath(path, layout.dir)
@@ -227,8 +265,9 @@ def test_rerun_after_losing_the_last_markers_gives_the_same_bytes(tmp_path):
     shutil.rmtree(os.path.join(layout.dir, "_idcheck"))
     again = ids.check_unique_ids(layout, inputs)
     assert again["docs_dropped"] == 0
-    assert {k: v for k, v in snapshot(layout.dir).items() if not k.startswith("_idcheck")} == \
-           {k: v for k, v in finished.items() if not k.startswith("_idcheck")}
+    assert {k: v for k, v in snapshot(layout.dir).items() if not k.startswith("_idcheck")} == {
+        k: v for k, v in finished.items() if not k.startswith("_idcheck")
+    }
 
 
 def test_partitions_follow_the_id_bytes(tmp_path):
@@ -247,11 +286,17 @@ def test_on_s3(s3_bucket):
 
     root, opts = s3_bucket
     fs = s3fs.S3FileSystem(**opts)
-    layout, inputs = normalized(root, [rows("a", ["x", "y"]), rows("b", ["y", "b1"]), rows("c", ["x"])], fs=fs, storage_options=opts)
+    layout, inputs = normalized(
+        root, [rows("a", ["x", "y"]), rows("b", ["y", "b1"]), rows("c", ["x"])], fs=fs, storage_options=opts
+    )
     original = snapshot(layout.dir, fs)
     result = ids.check_unique_ids(layout, inputs, opts, partitions=2)
     assert result["docs_dropped"] == 2 and result["shards_rewritten"] == [1, 2]
-    assert ids_of(layout.part(0), opts) == ["x", "y"] and ids_of(layout.part(1), opts) == ["b1"] and ids_of(layout.part(2), opts) == []
+    assert (
+        ids_of(layout.part(0), opts) == ["x", "y"]
+        and ids_of(layout.part(1), opts) == ["b1"]
+        and ids_of(layout.part(2), opts) == []
+    )
     with fs.open(layout.removed(1)) as f:
         (row,) = pq.read_table(f).to_pylist()
     assert row["drop_reason"] == "duplicate_id" and inputs[0][1] in row["drop_detail"]
@@ -266,20 +311,27 @@ def test_on_s3(s3_bucket):
 
 # ---------------------------------------------------------------------------- the curate flow
 
+
 def flow_inputs(raw) -> None:
     """Three JSONL shards whose explicit ids repeat across shards (texts differ), plus one
     exact text copy under its own id (dedup's business, not the id check's)."""
     raw.mkdir()
     a = rows("a", [f"a-{i}" for i in range(10)] + ["shared-1", "shared-2"])
     b = rows("b", [f"b-{i}" for i in range(10)] + ["shared-1"])
-    c = rows("c", [f"c-{i}" for i in range(10)] + ["shared-1", "shared-2"]) + [{"id": "c-empty", "text": " "},
-                                                                               {"id": "c-copy", "text": a[0]["text"]}]
+    c = rows("c", [f"c-{i}" for i in range(10)] + ["shared-1", "shared-2"]) + [
+        {"id": "c-empty", "text": " "},
+        {"id": "c-copy", "text": a[0]["text"]},
+    ]
     for name, shard in (("a", a), ("b", b), ("c", c)):
         write_shard(str(raw / f"{name}.jsonl"), shard)
 
 
 def pool_ids(folder) -> list[str]:
-    return [i for p in sorted(folder.glob("part-*.parquet")) for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    return [
+        i
+        for p in sorted(folder.glob("part-*.parquet"))
+        for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()
+    ]
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_harness")
@@ -302,9 +354,15 @@ def test_curate_normalize_drops_ids_repeated_across_shards(tmp_path):
     kept = pool_ids(out)
     assert len(kept) == len(set(kept)) == 33 and {"shared-1", "shared-2"} <= set(kept)
     stats = json.loads((out / "_stats.json").read_text())
-    assert stats["docs_kept"] == 33 and stats["docs_dropped"] == stage["docs_dropped"] and stats["id_check"]["docs_dropped"] == 3
+    assert (
+        stats["docs_kept"] == 33
+        and stats["docs_dropped"] == stage["docs_dropped"]
+        and stats["id_check"]["docs_dropped"] == 3
+    )
     removed = [r for p in sorted((out / "_removed").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    dups = sorted((r["id"], r[S.DROP_DETAIL].split(" (shard ")[1][0]) for r in removed if r[S.DROP_REASON] == "duplicate_id")
+    dups = sorted(
+        (r["id"], r[S.DROP_DETAIL].split(" (shard ")[1][0]) for r in removed if r[S.DROP_REASON] == "duplicate_id"
+    )
     assert dups == [("shared-1", "1"), ("shared-1", "2"), ("shared-2", "2")]
     for shard in range(3):  # every shard reconciles
         m = json.loads((out / "_done" / f"part-{shard:05d}.json").read_text())
@@ -315,11 +373,13 @@ def test_curate_normalize_drops_ids_repeated_across_shards(tmp_path):
     again = curate(input=str(tmp_path / "raw"), output=str(tmp_path / "store"), config=config)
     (stage2,) = again["stages"]
     assert again["run_id"] == summary["run_id"] and again["resumed"]
-    assert {k: stage2[k] for k in ("docs_in", "docs_kept", "docs_dropped", "funnel")} == \
-           {k: stage[k] for k in ("docs_in", "docs_kept", "docs_dropped", "funnel")}
+    assert {k: stage2[k] for k in ("docs_in", "docs_kept", "docs_dropped", "funnel")} == {
+        k: stage[k] for k in ("docs_in", "docs_kept", "docs_dropped", "funnel")
+    }
     assert stage2["id_check"]["rounds_run"] == []
-    assert {k: v for k, v in snapshot(str(out)).items() if k != "_stats.json"} == \
-           {k: v for k, v in files.items() if k != "_stats.json"}
+    assert {k: v for k, v in snapshot(str(out)).items() if k != "_stats.json"} == {
+        k: v for k, v in files.items() if k != "_stats.json"
+    }
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_harness")
@@ -328,8 +388,11 @@ def test_curate_normalize_then_dedup_pool_has_unique_ids(tmp_path):
     from mixforge.config import CurateConfig
 
     flow_inputs(tmp_path / "raw")
-    summary = curate(input=str(tmp_path / "raw"), output=str(tmp_path / "store"),
-                     config=CurateConfig(stages=["normalize", "dedup"], dedup={"exact": {"enabled": True}}))
+    summary = curate(
+        input=str(tmp_path / "raw"),
+        output=str(tmp_path / "store"),
+        config=CurateConfig(stages=["normalize", "dedup"], dedup={"exact": {"enabled": True}}),
+    )
     normalize, dedup = summary["stages"]
     assert normalize["docs_kept"] == 33 and normalize["docs_dropped"]["duplicate_id"] == 3
     assert dedup["docs_in"] == normalize["docs_kept"]  # counts reconcile from stage to stage

@@ -105,8 +105,10 @@ class Classifier(ABC):
     def check_card(self) -> None:
         """Raise ValueError when the model version cannot be applied as this classifier."""
         if self.version.card.get("kind") not in self.card_kinds:
-            raise ValueError(f"classifier {self.name!r}: {self.version.uri} is a {self.version.card.get('kind')!r} model; "
-                             f"a {self.kind} classifier applies {' or '.join(map(repr, self.card_kinds))} models")
+            raise ValueError(
+                f"classifier {self.name!r}: {self.version.uri} is a {self.version.card.get('kind')!r} model; "
+                f"a {self.kind} classifier applies {' or '.join(map(repr, self.card_kinds))} models"
+            )
 
     def setup(self, storage_options: Mapping[str, Any] | None) -> None:
         """Load the model (called on each worker before its first batch; must be idempotent)."""
@@ -117,8 +119,12 @@ class Classifier(ABC):
 
     def used(self) -> dict:
         """The version applied, for the stage summary and the report."""
-        return {"uri": self.version.uri, "version": self.version.version, "kind": self.kind,
-                "sha256": self.version.card.get("files", {}).get(self.model_file, {}).get("sha256")}
+        return {
+            "uri": self.version.uri,
+            "version": self.version.version,
+            "kind": self.kind,
+            "sha256": self.version.card.get("files", {}).get(self.model_file, {}).get("sha256"),
+        }
 
 
 CLASSIFIERS: dict[str, type[Classifier]] = {}
@@ -135,17 +141,23 @@ def register_classifier(cls: type[Classifier]) -> type[Classifier]:
     return cls
 
 
-def build_classifiers(specs: Sequence[ClassifierSpec], storage_options: Mapping[str, Any] | None = None) -> list[Classifier]:
+def build_classifiers(
+    specs: Sequence[ClassifierSpec], storage_options: Mapping[str, Any] | None = None
+) -> list[Classifier]:
     """The configured classifiers, in config order, each over its model resolved to one version."""
     peers = Counter(spec.kind for spec in specs)
-    return [CLASSIFIERS[spec.kind](spec, store.resolve(spec.model, storage_options), peers[spec.kind]) for spec in specs]
+    return [
+        CLASSIFIERS[spec.kind](spec, store.resolve(spec.model, storage_options), peers[spec.kind]) for spec in specs
+    ]
 
 
 def report_columns(classifiers: Sequence[Classifier]) -> dict[str, list[str]]:
     """{"scores": [columns shown as histograms], "labels": [columns shown as distributions]}, in classifier order."""
     written = [c for clf in classifiers for c in clf.columns()]
-    return {"scores": [c.name for c in written if c.report == HISTOGRAM],
-            "labels": [c.name for c in written if c.report == DISTRIBUTION]}
+    return {
+        "scores": [c.name for c in written if c.report == HISTOGRAM],
+        "labels": [c.name for c in written if c.report == DISTRIBUTION],
+    }
 
 
 # ----------------------------------------------------------------------------- fastText
@@ -162,8 +174,10 @@ class _FastText(Classifier):
 
     def check_card(self) -> None:
         if self.version.card.get("kind") not in self.card_kinds:
-            raise ValueError(f"classifier {self.name!r}: {self.version.uri} is not a fastText classifier "
-                             f"(kind {self.version.card.get('kind')!r})")
+            raise ValueError(
+                f"classifier {self.name!r}: {self.version.uri} is not a fastText classifier "
+                f"(kind {self.version.card.get('kind')!r})"
+            )
 
     def setup(self, storage_options: Mapping[str, Any] | None) -> None:
         self.model.load(storage_options)
@@ -181,9 +195,13 @@ class FastTextQuality(_FastText):
         card = self.version.card
         self.positive = self.spec.positive_label or card.get("positive_label")
         if self.positive is None:
-            raise ValueError(f"classifier {self.name!r}: model {self.version.uri} records no positive label; set positive_label")
+            raise ValueError(
+                f"classifier {self.name!r}: model {self.version.uri} records no positive label; set positive_label"
+            )
         if self.positive not in card.get("labels", []):
-            raise ValueError(f"classifier {self.name!r}: positive label {self.positive!r} is not one of {card.get('labels')}")
+            raise ValueError(
+                f"classifier {self.name!r}: positive label {self.positive!r} is not one of {card.get('labels')}"
+            )
 
     def columns(self) -> list[OutputColumn]:
         return [OutputColumn(f"quality_{column_name(self.name)}", pa.float32(), HISTOGRAM)]
@@ -202,8 +220,11 @@ class FastTextDomain(_FastText):
     kind = "multiclass-domain"
 
     def columns(self) -> list[OutputColumn]:
-        label, score = (DOMAIN, DOMAIN_SCORE) if self.peers == 1 else (f"{column_name(self.name)}_label",
-                                                                      f"{column_name(self.name)}_score")
+        label, score = (
+            (DOMAIN, DOMAIN_SCORE)
+            if self.peers == 1
+            else (f"{column_name(self.name)}_label", f"{column_name(self.name)}_score")
+        )
         return [OutputColumn(label, pa.string(), DISTRIBUTION), OutputColumn(score, pa.float32(), HISTOGRAM)]
 
     def score(self, text: BatchText) -> dict[str, pa.Array]:
@@ -211,8 +232,10 @@ class FastTextDomain(_FastText):
         n = len(text)
         best = np.argmax(probs, axis=1) if n else np.zeros(0, dtype=np.int64)
         label, score = self.columns()
-        return {label.name: pa.array(np.array(self.model.labels, dtype=object)[best].tolist(), pa.string()),
-                score.name: pa.array(probs[np.arange(n), best], pa.float32())}
+        return {
+            label.name: pa.array(np.array(self.model.labels, dtype=object)[best].tolist(), pa.string()),
+            score.name: pa.array(probs[np.arange(n), best], pa.float32()),
+        }
 
 
 # ----------------------------------------------------------------------------- embedding clusters
@@ -243,7 +266,9 @@ class EmbeddingClusters(Classifier):
 
     def check_card(self) -> None:
         if self.version.card.get("kind") not in self.card_kinds:
-            raise ValueError(f"{self.version.uri} is not an embedding-clusters model (kind {self.version.card.get('kind')!r})")
+            raise ValueError(
+                f"{self.version.uri} is not an embedding-clusters model (kind {self.version.card.get('kind')!r})"
+            )
 
     def columns(self) -> list[OutputColumn]:
         return [OutputColumn(CLUSTER_ID, pa.int32(), DISTRIBUTION), OutputColumn(CLUSTER_DISTANCE, pa.float32())]
@@ -255,16 +280,25 @@ class EmbeddingClusters(Classifier):
 
         emb = self.config
         self._centroids = cl.load_centroids(self.version, storage_options)
-        self._embedder = get_embedder(emb.model, emb.device, emb.batch_size, int(self.version.card.get("max_chars", emb.max_chars)),
-                                      threads=self.threads)
+        self._embedder = get_embedder(
+            emb.model,
+            emb.device,
+            emb.batch_size,
+            int(self.version.card.get("max_chars", emb.max_chars)),
+            threads=self.threads,
+        )
         if self._embedder.dim != self._centroids.shape[1]:
-            raise ValueError(f"{self.version.uri}: centroids have {self._centroids.shape[1]} dimensions, "
-                             f"the embedding model {self._embedder.dim}")
+            raise ValueError(
+                f"{self.version.uri}: centroids have {self._centroids.shape[1]} dimensions, "
+                f"the embedding model {self._embedder.dim}"
+            )
 
     def score(self, text: BatchText) -> dict[str, pa.Array]:
         ids, dist = cl.assign(self._embedder.embed(text.raw.to_pylist()), self._centroids)
-        return {CLUSTER_ID: pa.array(ids.astype(np.int32), pa.int32()),
-                CLUSTER_DISTANCE: pa.array(dist.astype(np.float32), pa.float32())}
+        return {
+            CLUSTER_ID: pa.array(ids.astype(np.int32), pa.int32()),
+            CLUSTER_DISTANCE: pa.array(dist.astype(np.float32), pa.float32()),
+        }
 
     def top_terms(self) -> dict[int, list[str]]:
         """Each cluster's distinctive terms (from the card), to name it."""

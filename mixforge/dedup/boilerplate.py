@@ -40,7 +40,9 @@ def _line_keys(flat: pa.Array, cfg: BoilerplateConfig) -> tuple[np.ndarray, np.n
     return hash_strings(norm, seed=_LINE_SEED), eligible
 
 
-def line_hashes(text: pa.Array | pa.ChunkedArray, cfg: BoilerplateConfig = BoilerplateConfig()) -> tuple[np.ndarray, np.ndarray]:
+def line_hashes(
+    text: pa.Array | pa.ChunkedArray, cfg: BoilerplateConfig = BoilerplateConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (document index int64, line hash uint64) pairs of the eligible lines of each
     document (a line repeated inside one document counts once), sorted by (document, hash)."""
     _, flat, off = _lines(text)
@@ -70,12 +72,16 @@ def merge_line_counts(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nd
     return uniq, np.bincount(inv, weights=c, minlength=len(uniq)).astype(np.int64)
 
 
-def boilerplate_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: BoilerplateConfig = BoilerplateConfig()) -> np.ndarray:
+def boilerplate_hashes(
+    hashes: np.ndarray, counts: np.ndarray, cfg: BoilerplateConfig = BoilerplateConfig()
+) -> np.ndarray:
     """Sorted line hashes present in at least `cfg.min_docs` documents."""
     return np.sort(np.asarray(hashes, dtype=np.uint64)[np.asarray(counts) >= cfg.min_docs])
 
 
-def remove_lines(text: pa.Array | pa.ChunkedArray, boilerplate: np.ndarray, cfg: BoilerplateConfig = BoilerplateConfig()) -> tuple[pa.Array, np.ndarray]:
+def remove_lines(
+    text: pa.Array | pa.ChunkedArray, boilerplate: np.ndarray, cfg: BoilerplateConfig = BoilerplateConfig()
+) -> tuple[pa.Array, np.ndarray]:
     """Text with every eligible line whose hash is in `boilerplate` (sorted uint64) removed,
     and the number of lines removed per document. Null text stays null; other lines and
     their order are untouched."""

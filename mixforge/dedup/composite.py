@@ -45,8 +45,13 @@ class Step:
     def map(self, executor: Executor, run: DedupRun, units: Mapping[Any, tuple]) -> list[dict]:
         """`fn(run, *args)` for each unit (label -> args: a shard or partition names it in errors), results
         in unit order; StepFailed names the units that kept failing."""
-        return executor.map(self.fn, [Call(label, (run, *args)) for label, args in units.items()],
-                            step=f"dedup:{self.name}", resources=self.resources, storage_options=run.storage_options)
+        return executor.map(
+            self.fn,
+            [Call(label, (run, *args)) for label, args in units.items()],
+            step=f"dedup:{self.name}",
+            resources=self.resources,
+            storage_options=run.storage_options,
+        )
 
 
 LINES = Step("lines", steps.count_shard_lines)
@@ -59,18 +64,25 @@ INDEX_SHARDS = Step("index-shards", dedup_index.index_shard)
 INDEX_BUCKETS = Step("index-buckets", dedup_index.index_partition)
 
 
-def plan_dedup(stage_dir: str, inputs: Sequence[tuple[int, str]], cfg: DedupConfig, batch_rows: int = 8192,
-               storage_options: Mapping[str, Any] | None = None) -> DedupRun:
+def plan_dedup(
+    stage_dir: str,
+    inputs: Sequence[tuple[int, str]],
+    cfg: DedupConfig,
+    batch_rows: int = 8192,
+    storage_options: Mapping[str, Any] | None = None,
+) -> DedupRun:
     """The run's shared settings: partitions resolved, the index (if any) created or checked."""
     index = IndexLayout(cfg.index) if cfg.index else None
     cfg = resolve_partitions(cfg, [uri for _, uri in inputs], index, storage_options)
     segments = dedup_index.check_index(index, cfg, storage_options) if index else []
-    return DedupRun(DedupLayout(stage_dir), cfg, tuple(i for i, _ in inputs), index, tuple(segments), batch_rows,
-                    storage_options)
+    return DedupRun(
+        DedupLayout(stage_dir), cfg, tuple(i for i, _ in inputs), index, tuple(segments), batch_rows, storage_options
+    )
 
 
-def run_dedup(stage_layout: StageLayout, run_id: str, inputs: Sequence[tuple[int, str]], config: CurateConfig,
-              executor: Executor) -> dict:
+def run_dedup(
+    stage_layout: StageLayout, run_id: str, inputs: Sequence[tuple[int, str]], config: CurateConfig, executor: Executor
+) -> dict:
     """Deduplicate (index, input URI) shards into `stage_layout` on `executor`; the stage summary with its
     `dedup` figures (and `index`, when this run's documents were appended to a persistent index), also
     written as `_stats.json`. Every step resumes from its markers: a rerun recomputes only what is missing."""
@@ -90,7 +102,9 @@ def run_dedup(stage_layout: StageLayout, run_id: str, inputs: Sequence[tuple[int
     verified = VERIFY.map(executor, run, shard_units) if run.verify else None
     (cluster_stats,) = CLUSTERS.map(executor, run, {"all": ()})
 
-    summary = run_stage(ApplyDedup(run), stage_layout, inputs, executor, config.read_options(), opts, write_stats=False)
+    summary = run_stage(
+        ApplyDedup(run), stage_layout, inputs, executor, config.read_options(), opts, write_stats=False
+    )
 
     appended = _index_run(run, run_id, executor) if run.index is not None and run.cfg.update_index else None
     if appended is not None:
@@ -113,8 +127,11 @@ def _figures(run: DedupRun, cluster_stats: dict, partitions: list[dict], verifie
         "partitions": run.partitions,
         # per partition: a pair found in two partitions counts twice
         "candidate_edges": sum(p["edges"] for p in partitions),
-        "fuzzy_candidates": (sum(v["candidates"] for v in verified) if verified is not None
-                             else sum(p.get("fuzzy", 0) for p in partitions)),
+        "fuzzy_candidates": (
+            sum(v["candidates"] for v in verified)
+            if verified is not None
+            else sum(p.get("fuzzy", 0) for p in partitions)
+        ),
         "fuzzy_verified": sum(v["verified"] for v in verified) if verified is not None else None,
         "verify_threshold": round(run.cfg.minhash.verify_threshold, 4) if run.verify else None,
         "index_segments_used": len(run.segments),

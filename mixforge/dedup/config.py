@@ -22,9 +22,13 @@ class ExactConfig(_Strict):
 
     enabled: bool = Field(True, description="Run exact dedup (a hash of the normalised text).")
     lowercase: bool = Field(True, description="Lowercase the text before hashing.")
-    collapse_whitespace: bool = Field(True, description="Trim the text and collapse every run of (Unicode) whitespace to one space.")
+    collapse_whitespace: bool = Field(
+        True, description="Trim the text and collapse every run of (Unicode) whitespace to one space."
+    )
     strip_punctuation: bool = Field(False, description="Delete Unicode punctuation (category P) before hashing.")
-    normalize_digits: bool = Field(False, description="Replace every decimal digit with 0, so documents differing only in numbers collide.")
+    normalize_digits: bool = Field(
+        False, description="Replace every decimal digit with 0, so documents differing only in numbers collide."
+    )
 
 
 class MinHashConfig(_Strict):
@@ -37,15 +41,36 @@ class MinHashConfig(_Strict):
     """
 
     enabled: bool = Field(True, description="Run MinHash fuzzy dedup.")
-    shingle: Literal["word", "char"] = Field("word", description="Shingles of documents that are not short: word n-grams, or byte n-grams of the normalised text ('char').")
-    n: int = Field(5, ge=1, le=32, description="Shingle size: words per shingle ('word') or bytes per shingle ('char').")
-    bands: int = Field(14, ge=1, le=255, description="LSH bands; a pair becomes a candidate when all rows of at least one band agree.")
+    shingle: Literal["word", "char"] = Field(
+        "word",
+        description="Shingles of documents that are not short: word n-grams, or byte n-grams of the normalised text ('char').",
+    )
+    n: int = Field(
+        5, ge=1, le=32, description="Shingle size: words per shingle ('word') or bytes per shingle ('char')."
+    )
+    bands: int = Field(
+        14, ge=1, le=255, description="LSH bands; a pair becomes a candidate when all rows of at least one band agree."
+    )
     rows: int = Field(8, ge=1, le=64, description="Signature rows per band; num_perm = bands * rows.")
-    seed: int = Field(1, ge=0, lt=2**63, description="Seed of the permutation family; signatures are only comparable under the same seed and shingling.")
-    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Verification: the Jaccard similarity from which a candidate pair is a duplicate.")
-    verify: bool = Field(True, description="Verify candidate pairs by estimated Jaccard before clustering (drops LSH false positives).")
+    seed: int = Field(
+        1,
+        ge=0,
+        lt=2**63,
+        description="Seed of the permutation family; signatures are only comparable under the same seed and shingling.",
+    )
+    threshold: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="Verification: the Jaccard similarity from which a candidate pair is a duplicate.",
+    )
+    verify: bool = Field(
+        True, description="Verify candidate pairs by estimated Jaccard before clustering (drops LSH false positives)."
+    )
     verify_margin: float = Field(
-        2.5, ge=0.0, le=10.0,
+        2.5,
+        ge=0.0,
+        le=10.0,
         description="Verification allows for the noise of the signature estimate: a pair passes when its estimated Jaccard is at least "
         "threshold - verify_margin * sqrt(threshold * (1 - threshold) / num_perm), the estimate's standard error at the threshold "
         "(0.8 - 2.5 * 0.038 = 0.705 with 112 permutations). 0 compares with the bare threshold, which drops about half of the pairs "
@@ -53,14 +78,25 @@ class MinHashConfig(_Strict):
     )
     lowercase: bool = Field(True, description="Lowercase the text before shingling.")
     strip_punctuation: bool = Field(True, description="Delete Unicode punctuation (category P) before shingling.")
-    short_doc_words: int = Field(200, ge=0, description="Documents with fewer words than this (after normalisation) follow `short_doc_strategy`; 0 disables it.")
+    short_doc_words: int = Field(
+        200,
+        ge=0,
+        description="Documents with fewer words than this (after normalisation) follow `short_doc_strategy`; 0 disables it.",
+    )
     short_doc_strategy: Literal["char", "smaller_n", "none"] = Field(
         "char",
         description="Short documents: 'char' shingles their normalised text (words joined by single spaces) into byte short_char_n-grams; "
         "'smaller_n' uses word short_n-grams; 'none' keeps the normal shingling. Any document shorter than one shingle becomes a single shingle of all of it.",
     )
-    short_char_n: int = Field(5, ge=1, le=32, description="Bytes per shingle for short documents under the 'char' strategy (with shingle='char': under any strategy but 'none').")
-    short_n: int = Field(2, ge=1, le=32, description="Words per shingle for short documents under the 'smaller_n' strategy.")
+    short_char_n: int = Field(
+        5,
+        ge=1,
+        le=32,
+        description="Bytes per shingle for short documents under the 'char' strategy (with shingle='char': under any strategy but 'none').",
+    )
+    short_n: int = Field(
+        2, ge=1, le=32, description="Words per shingle for short documents under the 'smaller_n' strategy."
+    )
 
     @property
     def num_perm(self) -> int:
@@ -74,7 +110,7 @@ class MinHashConfig(_Strict):
         return max(0.0, t - self.verify_margin * (t * (1.0 - t) / self.num_perm) ** 0.5)
 
     @model_validator(mode="after")
-    def _check(self) -> "MinHashConfig":
+    def _check(self) -> MinHashConfig:
         if self.bands * self.rows > 4096:
             raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds 4096 permutations")
         return self
@@ -92,7 +128,7 @@ class KeepConfig(_Strict):
     column: str | None = Field(None, description="Column read by the 'highest' and 'earliest' rules.")
 
     @model_validator(mode="after")
-    def _check(self) -> "KeepConfig":
+    def _check(self) -> KeepConfig:
         if self.rule in ("highest", "earliest") and not self.column:
             raise ValueError(f"keep rule {self.rule!r} needs `column`")
         return self
@@ -102,8 +138,12 @@ class BoilerplateConfig(_Strict):
     """Lines repeated across many documents (navigation, licence footers) are removed from them."""
 
     enabled: bool = Field(False, description="Remove boilerplate lines.")
-    min_docs: int = Field(1000, ge=2, description="A line is boilerplate when it occurs in at least this many distinct documents.")
-    min_chars: int = Field(20, ge=1, description="Lines shorter than this (after trimming) are never counted or removed.")
+    min_docs: int = Field(
+        1000, ge=2, description="A line is boilerplate when it occurs in at least this many distinct documents."
+    )
+    min_chars: int = Field(
+        20, ge=1, description="Lines shorter than this (after trimming) are never counted or removed."
+    )
     lowercase: bool = Field(False, description="Lowercase lines before hashing them.")
 
 
@@ -113,11 +153,19 @@ class DedupConfig(_Strict):
     exact: ExactConfig = Field(default_factory=ExactConfig, description="Exact duplicates.")
     minhash: MinHashConfig = Field(default_factory=MinHashConfig, description="Fuzzy (MinHash LSH) duplicates.")
     keep: KeepConfig = Field(default_factory=KeepConfig, description="Which document of each cluster is kept.")
-    partitions: int | None = Field(None, ge=1, le=65536, description="Partitions of the band-bucket shuffle (bucket = band_hash % partitions). "
-                                   "Default (null): the index's setting when `index` exists, else one per 64 MiB of input shards (16 to 4096). "
-                                   "Changes speed and memory per task, never the result.")
+    partitions: int | None = Field(
+        None,
+        ge=1,
+        le=65536,
+        description="Partitions of the band-bucket shuffle (bucket = band_hash % partitions). "
+        "Default (null): the index's setting when `index` exists, else one per 64 MiB of input shards (16 to 4096). "
+        "Changes speed and memory per task, never the result.",
+    )
     boilerplate: BoilerplateConfig = Field(default_factory=BoilerplateConfig, description="Boilerplate line removal.")
-    index: str | None = Field(None, description="URI of the pool's persistent dedup index (e.g. s3://pool/dedup-index). When set, "
-                              "new documents are deduplicated against every document already indexed (those always win), "
-                              "without recomputing them, and this run's kept documents are appended to it.")
+    index: str | None = Field(
+        None,
+        description="URI of the pool's persistent dedup index (e.g. s3://pool/dedup-index). When set, "
+        "new documents are deduplicated against every document already indexed (those always win), "
+        "without recomputing them, and this run's kept documents are appended to it.",
+    )
     update_index: bool = Field(True, description="Append this run's kept documents to `index` once the run is done.")

@@ -171,8 +171,14 @@ PUNCTUATION_RE = r"\p{P}+"
 DIGIT_RE = r"\p{Nd}"
 
 
-def normalize_text(text: pa.Array | pa.ChunkedArray, *, lowercase: bool, strip_punctuation: bool,
-                   normalize_digits: bool = False, collapse_whitespace: bool = True) -> pa.Array:
+def normalize_text(
+    text: pa.Array | pa.ChunkedArray,
+    *,
+    lowercase: bool,
+    strip_punctuation: bool,
+    normalize_digits: bool = False,
+    collapse_whitespace: bool = True,
+) -> pa.Array:
     """Vectorised text normalisation (Arrow kernels), in this order: lowercase, delete
     punctuation, digits -> '0', trim and collapse whitespace runs to one space. Nulls stay null."""
     out = text

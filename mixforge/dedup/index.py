@@ -16,15 +16,24 @@ import pyarrow as pa
 from mixforge import storage
 from mixforge.dedup.config import DedupConfig
 from mixforge.dedup.keys import MAX_SEGMENTS, index_keys, key_row
-from mixforge.dedup.layouts import (BUCKET_SCHEMA, SIGNATURE_ROW_GROUP, DedupLayout, IndexLayout, read_table,
-                                    write_table)
+from mixforge.dedup.layouts import (
+    BUCKET_SCHEMA,
+    SIGNATURE_ROW_GROUP,
+    DedupLayout,
+    IndexLayout,
+    read_table,
+    write_table,
+)
 from mixforge.dedup.run import DedupRun
 
 
 def settings_fingerprint(cfg: DedupConfig) -> dict:
     """What must match for index and run signatures/hashes to be comparable."""
-    return {"partitions": cfg.partitions, "exact": cfg.exact.model_dump(mode="json"),
-            "minhash": cfg.minhash.model_dump(mode="json", exclude={"threshold", "verify", "verify_margin"})}
+    return {
+        "partitions": cfg.partitions,
+        "exact": cfg.exact.model_dump(mode="json"),
+        "minhash": cfg.minhash.model_dump(mode="json", exclude={"threshold", "verify", "verify_margin"}),
+    }
 
 
 def check_index(index: IndexLayout, cfg: DedupConfig, storage_options=None) -> list[int]:
@@ -36,8 +45,10 @@ def check_index(index: IndexLayout, cfg: DedupConfig, storage_options=None) -> l
     if not storage.create_only(index.settings, settings, storage_options):
         have = storage.read_json(index.settings, storage_options)
         if have != wanted:
-            raise ValueError(f"dedup index {index.uri} was built with other settings ({_diff(have, wanted)}); "
-                             "use a new index, or the settings it was built with")
+            raise ValueError(
+                f"dedup index {index.uri} was built with other settings ({_diff(have, wanted)}); "
+                "use a new index, or the settings it was built with"
+            )
     return index.segments(storage_options)
 
 

@@ -50,15 +50,20 @@ def index_keys(segment: int, run_keys: np.ndarray) -> np.ndarray:
     shard, row = key_shard(run_keys), key_row(run_keys).astype(np.uint64)
     if len(run_keys) and (shard.max() >= MAX_INDEX_SHARDS or row.max() >= MAX_INDEX_ROWS):
         raise ValueError(f"the dedup index holds at most {MAX_INDEX_SHARDS} shards of {MAX_INDEX_ROWS} rows per run")
-    return (INDEX_FLAG | (np.uint64(segment) << np.uint64(INDEX_SEGMENT_SHIFT))
-            | (shard.astype(np.uint64) << np.uint64(INDEX_ROW_BITS)) | row)
+    return (
+        INDEX_FLAG
+        | (np.uint64(segment) << np.uint64(INDEX_SEGMENT_SHIFT))
+        | (shard.astype(np.uint64) << np.uint64(INDEX_ROW_BITS))
+        | row
+    )
 
 
 def key_group(keys: np.ndarray) -> np.ndarray:
     """The file group a key's node and signature rows live in: a run shard, or an index segment's shard."""
     keys = np.asarray(keys, np.uint64)
-    return np.where(is_index_key(keys), keys >> np.uint64(INDEX_ROW_BITS),
-                    keys >> np.uint64(RUN_ROW_BITS)).astype(np.uint64)
+    return np.where(is_index_key(keys), keys >> np.uint64(INDEX_ROW_BITS), keys >> np.uint64(RUN_ROW_BITS)).astype(
+        np.uint64
+    )
 
 
 def index_group(group: int) -> tuple[int, int] | None:

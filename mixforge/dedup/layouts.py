@@ -16,8 +16,16 @@ from mixforge.dedup.keys import index_group
 
 BUCKET_SCHEMA = pa.schema([("band", pa.uint16()), ("band_hash", pa.uint64()), ("doc", pa.uint64())])
 EDGE_SCHEMA = pa.schema([("src", pa.uint64()), ("dst", pa.uint64()), ("exact", pa.bool_())])
-ASSIGN_SCHEMA = pa.schema([("row", pa.uint32()), ("dup_cluster", pa.string()), ("dup_count", pa.int64()),
-                           ("is_kept", pa.bool_()), ("duplicate_of", pa.string()), ("reason", pa.string())])
+ASSIGN_SCHEMA = pa.schema(
+    [
+        ("row", pa.uint32()),
+        ("dup_cluster", pa.string()),
+        ("dup_count", pa.int64()),
+        ("is_kept", pa.bool_()),
+        ("duplicate_of", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 SIGNATURE_ROW_GROUP = 1024  # rows per row group of signature files: verify reads only the groups it needs
 
 
@@ -79,16 +87,15 @@ class DedupLayout:
         return self._p("indexed.json")
 
 
-
 @dataclass(frozen=True)
 class IndexLayout:
     """A pool's persistent dedup index: one segment per run that added documents.
 
-        <index>/_index.json                       settings every segment was built with
-        <index>/segments/s-000001.json            commit marker of a segment (written last)
-        <index>/buckets/p-0003/s-000001.parquet   band rows of the segment's documents, by partition
-        <index>/nodes/s-000001/00004.parquet      keys, ids, exact hashes, keep values
-        <index>/signatures/s-000001/00004.parquet MinHash signatures (for verification)
+    <index>/_index.json                       settings every segment was built with
+    <index>/segments/s-000001.json            commit marker of a segment (written last)
+    <index>/buckets/p-0003/s-000001.parquet   band rows of the segment's documents, by partition
+    <index>/nodes/s-000001/00004.parquet      keys, ids, exact hashes, keep values
+    <index>/signatures/s-000001/00004.parquet MinHash signatures (for verification)
     """
 
     uri: str
@@ -120,7 +127,6 @@ class IndexLayout:
     def committed_runs(self, storage_options=None) -> set[str]:
         """Run ids whose documents are in the index (each segment's commit marker names its run)."""
         return {m.get("run_id") for m in storage.list_json(storage.join(self.uri, "segments"), storage_options)}
-
 
 
 @dataclass(frozen=True)

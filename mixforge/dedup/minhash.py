@@ -49,7 +49,9 @@ def _odd(x: int) -> int:
     return x | 1
 
 
-def ngram_hashes(tokens: np.ndarray, offsets: np.ndarray, n: int | np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray]:
+def ngram_hashes(
+    tokens: np.ndarray, offsets: np.ndarray, n: int | np.ndarray, salt: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of the n-grams of consecutive `tokens` (uint64) within each document.
 
     `offsets` (int64, len = docs + 1) delimit each document's tokens; `n` is one int or one per
@@ -105,7 +107,9 @@ class MinHasher:
             text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
         text = pc.fill_null(text, "") if text.null_count else text
         # whitespace is split on below; collapsing it here would be wasted work
-        return normalize_text(text, lowercase=self.cfg.lowercase, strip_punctuation=self.cfg.strip_punctuation, collapse_whitespace=False)
+        return normalize_text(
+            text, lowercase=self.cfg.lowercase, strip_punctuation=self.cfg.strip_punctuation, collapse_whitespace=False
+        )
 
     @staticmethod
     def _char_shingles(words: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +130,16 @@ class MinHasher:
         w_off = w_off - w_off[0]
         n_words = np.diff(w_off)
         n_words[(n_words == 1) & (pc.utf8_length(norm).to_numpy(zero_copy_only=False) == 0)] = 0
-        short = (n_words > 0) & (n_words < cfg.short_doc_words) if cfg.short_doc_strategy != "none" else np.zeros(len(n_words), bool)
-        use_char = (n_words > 0) if cfg.shingle == "char" else (short if cfg.short_doc_strategy == "char" else np.zeros(len(n_words), bool))
+        short = (
+            (n_words > 0) & (n_words < cfg.short_doc_words)
+            if cfg.short_doc_strategy != "none"
+            else np.zeros(len(n_words), bool)
+        )
+        use_char = (
+            (n_words > 0)
+            if cfg.shingle == "char"
+            else (short if cfg.short_doc_strategy == "char" else np.zeros(len(n_words), bool))
+        )
         word_docs = (n_words > 0) & ~use_char
         if not use_char.any():
             n = np.where(short, cfg.short_n, cfg.n) if cfg.short_doc_strategy == "smaller_n" else cfg.n

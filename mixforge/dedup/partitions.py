@@ -30,8 +30,9 @@ def input_bytes(uris: Sequence[str], storage_options=None) -> int:
     return total
 
 
-def resolve_partitions(cfg: DedupConfig, uris: Sequence[str], index: IndexLayout | None = None,
-                       storage_options=None) -> DedupConfig:
+def resolve_partitions(
+    cfg: DedupConfig, uris: Sequence[str], index: IndexLayout | None = None, storage_options=None
+) -> DedupConfig:
     """`cfg` with `partitions` set: the explicit value, else an existing index's, else auto from
     the input size. (An explicit value that differs from the index's is refused by `check_index`.)"""
     if cfg.partitions is not None:

@@ -35,4 +35,3 @@ class DedupRun:
     def verify(self) -> bool:
         """Whether MinHash edges are verified (the clusters then read the verified edges)."""
         return self.cfg.minhash.enabled and self.cfg.minhash.verify
-

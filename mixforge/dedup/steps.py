@@ -27,14 +27,26 @@ import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
-from mixforge.dedup.boilerplate import (boilerplate_hashes, count_line_docs, line_hashes, merge_line_counts,
-                                        remove_lines)
+from mixforge.dedup.boilerplate import (
+    boilerplate_hashes,
+    count_line_docs,
+    line_hashes,
+    merge_line_counts,
+    remove_lines,
+)
 from mixforge.dedup.clusters import candidate_edges, choose_keepers, connected_components
 from mixforge.dedup.config import DedupConfig
 from mixforge.dedup.hashing import exact_hashes
 from mixforge.dedup.keys import doc_keys, is_index_key, key_group, key_row, key_shard
-from mixforge.dedup.layouts import (ASSIGN_SCHEMA, BUCKET_SCHEMA, EDGE_SCHEMA, SIGNATURE_ROW_GROUP, Sources,
-                                    read_table, write_table)
+from mixforge.dedup.layouts import (
+    ASSIGN_SCHEMA,
+    BUCKET_SCHEMA,
+    EDGE_SCHEMA,
+    SIGNATURE_ROW_GROUP,
+    Sources,
+    read_table,
+    write_table,
+)
 from mixforge.dedup.minhash import MinHasher, estimated_jaccard
 from mixforge.dedup.run import DedupRun
 from mixforge.shards import read_documents
@@ -48,8 +60,10 @@ def _keep_value(table: pa.Table, cfg: DedupConfig) -> pa.Array:
         return pc.utf8_length(table.column(S.TEXT)).cast(pa.float64())
     if rule in ("highest", "earliest"):
         if column not in table.column_names:
-            raise KeyError(f"keep rule {rule!r} reads column {column!r}, which the input does not have "
-                           f"(columns: {', '.join(table.column_names)})")
+            raise KeyError(
+                f"keep rule {rule!r} reads column {column!r}, which the input does not have "
+                f"(columns: {', '.join(table.column_names)})"
+            )
         values = table.column(column)
         if pa.types.is_timestamp(values.type):
             values = values.cast(pa.int64())
@@ -91,8 +105,10 @@ def boilerplate_partition(run: DedupRun, partition: int) -> dict:
 
 def read_boilerplate(run: DedupRun) -> np.ndarray:
     """The run's boilerplate line hashes (sorted): few, by construction (each is in many documents)."""
-    found = [read_table(run.work.boilerplate(p), run.storage_options).column("hash").to_numpy()
-             for p in range(run.partitions)]
+    found = [
+        read_table(run.work.boilerplate(p), run.storage_options).column("hash").to_numpy()
+        for p in range(run.partitions)
+    ]
     return np.sort(np.concatenate(found)) if found else np.zeros(0, np.uint64)
 
 
@@ -107,8 +123,10 @@ def _sign_columns(uri: str, cfg: DedupConfig, storage_options) -> list[str]:
     with fs.open(path, "rb") as f:
         names = pq.read_schema(f).names
     if cfg.keep.column not in names:
-        raise KeyError(f"keep rule {cfg.keep.rule!r} reads column {cfg.keep.column!r}, which {uri} does not have "
-                       f"(columns: {', '.join(names)})")
+        raise KeyError(
+            f"keep rule {cfg.keep.rule!r} reads column {cfg.keep.column!r}, which {uri} does not have "
+            f"(columns: {', '.join(names)})"
+        )
     return [S.ID, S.TEXT] + ([cfg.keep.column] if cfg.keep.column not in (S.ID, S.TEXT) else [])
 
 
@@ -122,16 +140,21 @@ def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
     buckets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     nodes, sigs = [], []
     row = 0
-    for batch in read_documents(uri, batch_rows=run.batch_rows, columns=_sign_columns(uri, cfg, storage_options),
-                                storage_options=storage_options):
+    for batch in read_documents(
+        uri,
+        batch_rows=run.batch_rows,
+        columns=_sign_columns(uri, cfg, storage_options),
+        storage_options=storage_options,
+    ):
         n = batch.num_rows
         keys = doc_keys(shard, row, n)
         text = batch.column(S.TEXT)
         if boilerplate is not None and len(boilerplate):
             text, _ = remove_lines(text, boilerplate, cfg.boilerplate)
         exact = exact_hashes(text, cfg.exact)
-        nodes.append(pa.table({"doc": keys, "id": batch.column(S.ID), "exact": exact,
-                               "value": _keep_value(batch, cfg)}))
+        nodes.append(
+            pa.table({"doc": keys, "id": batch.column(S.ID), "exact": exact, "value": _keep_value(batch, cfg)})
+        )
         if cfg.exact.enabled:
             nonempty = pc.fill_null(pc.greater(pc.utf8_length(text), 0), False).to_numpy(zero_copy_only=False)
             buckets.append((np.full(int(nonempty.sum()), EXACT_BAND, np.uint16), exact[nonempty], keys[nonempty]))
@@ -140,8 +163,18 @@ def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
             band, band_hash, doc = hasher.bucket_entries(sig, keys)
             buckets.append((band.astype(np.uint16), band_hash, doc))
             if cfg.minhash.verify:
-                sigs.append(pa.table({"doc": keys, "sig": pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(sig.shape[1] * 8), n, [None, pa.py_buffer(np.ascontiguousarray(sig).tobytes())])}))
+                sigs.append(
+                    pa.table(
+                        {
+                            "doc": keys,
+                            "sig": pa.FixedSizeBinaryArray.from_buffers(
+                                pa.binary(sig.shape[1] * 8),
+                                n,
+                                [None, pa.py_buffer(np.ascontiguousarray(sig).tobytes())],
+                            ),
+                        }
+                    )
+                )
         row += n
     band = np.concatenate([b[0] for b in buckets]) if buckets else np.zeros(0, np.uint16)
     band_hash = np.concatenate([b[1] for b in buckets]) if buckets else np.zeros(0, np.uint64)
@@ -150,12 +183,21 @@ def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(cfg.partitions + 1))
     for p in range(cfg.partitions):
-        sel = order[bounds[p]:bounds[p + 1]]
+        sel = order[bounds[p] : bounds[p + 1]]
         rows = pa.table({"band": band[sel], "band_hash": band_hash[sel], "doc": doc[sel]}, schema=BUCKET_SCHEMA)
         write_table(layout.buckets(p, shard), rows, storage_options)
-    node_table = pa.concat_tables(nodes) if nodes else pa.table(
-        {"doc": pa.array([], pa.uint64()), "id": pa.array([], pa.string()), "exact": pa.array([], pa.uint64()),
-         "value": pa.array([], pa.float64())})
+    node_table = (
+        pa.concat_tables(nodes)
+        if nodes
+        else pa.table(
+            {
+                "doc": pa.array([], pa.uint64()),
+                "id": pa.array([], pa.string()),
+                "exact": pa.array([], pa.uint64()),
+                "value": pa.array([], pa.float64()),
+            }
+        )
+    )
     write_table(layout.nodes(shard), node_table, storage_options)
     if sigs:
         write_table(layout.signatures(shard), pa.concat_tables(sigs), storage_options, SIGNATURE_ROW_GROUP)
@@ -200,7 +242,7 @@ def partition_edges(run: DedupRun, partition: int) -> dict:
     if len(strangers):
         raise ValueError(f"partition {partition}: edges owned by shards outside this run: {strangers[:5].tolist()}")
     for s in shards:  # every owner gets a file, empty or not: a missing file is then an error, never "no edges"
-        sel = order[np.searchsorted(owner_sorted, s, "left"):np.searchsorted(owner_sorted, s, "right")]
+        sel = order[np.searchsorted(owner_sorted, s, "left") : np.searchsorted(owner_sorted, s, "right")]
         owned = pa.table({"src": src[sel], "dst": dst[sel], "exact": exact[sel]}, schema=EDGE_SCHEMA)
         write_table(layout.edges(partition, s), owned, storage_options)
     stats = {"partition": partition, "edges": int(len(src)), "fuzzy": int((~exact).sum())}
@@ -254,8 +296,9 @@ def _signature_rows(uri: str, wanted: np.ndarray, storage_options) -> tuple[np.n
     mask = np.isin(doc, wanted)
     raw = t.column("sig").combine_chunks().filter(pa.array(mask))
     width = raw.type.byte_width // 8
-    sigs = np.frombuffer(raw.buffers()[1], dtype=np.uint64, count=len(raw) * width,
-                         offset=raw.offset * raw.type.byte_width).reshape(len(raw), width)
+    sigs = np.frombuffer(
+        raw.buffers()[1], dtype=np.uint64, count=len(raw) * width, offset=raw.offset * raw.type.byte_width
+    ).reshape(len(raw), width)
     keys = doc[mask]
     order = np.argsort(keys, kind="stable")  # files are written in key order; this only guards it
     return keys[order], sigs[order]
@@ -318,15 +361,19 @@ def verify_shard_edges(run: DedupRun, shard: int) -> dict:
             else:
                 keys, sigs = _signature_rows(sources.signatures(g), np.unique(partner[sel]), storage_options)
             for i in range(0, len(sel), VERIFY_CHUNK):
-                c = sel[i:i + VERIFY_CHUNK]
+                c = sel[i : i + VERIFY_CHUNK]
                 estimate = estimated_jaccard(own_sigs[_rows(own_keys, local[c])], sigs[_rows(keys, partner[c])])
                 ok[c] = estimate >= threshold
             del keys, sigs
         keep[fuzzy] = ok
     result = edges.filter(pa.array(keep))
     write_table(layout.verified(shard), result, storage_options)
-    stats = {"shard": shard, "candidates": int(len(fuzzy)), "verified": int(keep[fuzzy].sum()),
-             "exact": int(exact.sum())}
+    stats = {
+        "shard": shard,
+        "candidates": int(len(fuzzy)),
+        "verified": int(keep[fuzzy].sum()),
+        "exact": int(exact.sum()),
+    }
     storage.write_json(done, stats, storage_options)
     return stats
 
@@ -369,8 +416,14 @@ def cluster(run: DedupRun) -> dict:
     value_arr = pa.concat_arrays(value_parts) if value_parts else pa.array([], pa.float64())
     rule = cfg.keep.rule
     in_pool = is_index_key(nodes)
-    assign = choose_keepers(nodes, roots, rule, None if rule == "smallest_id" else value_arr, ids_arr,
-                            prefer=in_pool if in_pool.any() else None)
+    assign = choose_keepers(
+        nodes,
+        roots,
+        rule,
+        None if rule == "smallest_id" else value_arr,
+        ids_arr,
+        prefer=in_pool if in_pool.any() else None,
+    )
     kept_pos = np.searchsorted(nodes, assign.kept)
     kept_id = ids_arr.take(pa.array(kept_pos))
     exact_dup = exact_arr == exact_arr[kept_pos]
@@ -380,15 +433,27 @@ def cluster(run: DedupRun) -> dict:
         a, b = int(np.searchsorted(node_shard, s, "left")), int(np.searchsorted(node_shard, s, "right"))
         is_kept, cluster_id = pa.array(assign.is_kept[a:b]), kept_id.slice(a, b - a)
         reason = pc.if_else(pa.array(exact_dup[a:b]), "exact_duplicate", "near_duplicate")
-        table = pa.table({"row": key_row(nodes[a:b]), "dup_cluster": cluster_id, "dup_count": assign.size[a:b],
-                          "is_kept": is_kept,
-                          "duplicate_of": pc.if_else(is_kept, no_reason, cluster_id),
-                          "reason": pc.if_else(is_kept, no_reason, reason)}, schema=ASSIGN_SCHEMA)
+        table = pa.table(
+            {
+                "row": key_row(nodes[a:b]),
+                "dup_cluster": cluster_id,
+                "dup_count": assign.size[a:b],
+                "is_kept": is_kept,
+                "duplicate_of": pc.if_else(is_kept, no_reason, cluster_id),
+                "reason": pc.if_else(is_kept, no_reason, reason),
+            },
+            schema=ASSIGN_SCHEMA,
+        )
         write_table(layout.assignment(s), table, storage_options)
     sizes = np.bincount(np.unique(roots, return_counts=True)[1]) if len(roots) else np.zeros(0, np.int64)
     histogram = {str(size): int(count) for size, count in enumerate(sizes) if count}
-    stats = {"clusters": int(len(np.unique(roots))), "docs_in_clusters": int(len(nodes)), "edges": int(n_edges),
-             "duplicates_of_indexed": int((~assign.is_kept & ~in_pool & is_index_key(assign.kept)).sum()),
-             "cluster_size_histogram": histogram, "largest_cluster": int(max(map(int, histogram), default=0))}
+    stats = {
+        "clusters": int(len(np.unique(roots))),
+        "docs_in_clusters": int(len(nodes)),
+        "edges": int(n_edges),
+        "duplicates_of_indexed": int((~assign.is_kept & ~in_pool & is_index_key(assign.kept)).sum()),
+        "cluster_size_histogram": histogram,
+        "largest_cluster": int(max(map(int, histogram), default=0)),
+    }
     storage.write_json(layout.clustered, stats, storage_options)
     return stats

@@ -52,13 +52,33 @@ from mixforge.filters.gopher_quality import GopherQuality
 from mixforge.filters.c4 import C4Quality
 from mixforge.filters.fineweb import FineWebQuality
 from mixforge.filters.url import URLFilter
+
 # isort: on
 from mixforge.filters.language import LanguageID, default_lid_model_path
 from mixforge.filters.text import TextBatch
 
 __all__ = [
-    "C4Config", "C4Quality", "Evaluation", "FilterConfig", "FineWebQuality", "FineWebQualityConfig",
-    "GopherQuality", "GopherQualityConfig", "GopherRepetition", "GopherRepetitionConfig", "LanguageID",
-    "LanguageIDConfig", "RULE_SETS", "RuleSet", "RuleSetConfig", "RuleSetConfigBase", "TextBatch", "URLFilter",
-    "URLFilterConfig", "build_rule_set", "default_lid_model_path", "safe_div", "zero_is_off",
+    "C4Config",
+    "C4Quality",
+    "Evaluation",
+    "FilterConfig",
+    "FineWebQuality",
+    "FineWebQualityConfig",
+    "GopherQuality",
+    "GopherQualityConfig",
+    "GopherRepetition",
+    "GopherRepetitionConfig",
+    "LanguageID",
+    "LanguageIDConfig",
+    "RULE_SETS",
+    "RuleSet",
+    "RuleSetConfig",
+    "RuleSetConfigBase",
+    "TextBatch",
+    "URLFilter",
+    "URLFilterConfig",
+    "build_rule_set",
+    "default_lid_model_path",
+    "safe_div",
+    "zero_is_off",
 ]

@@ -45,7 +45,10 @@ from pydantic_core import core_schema
 from mixforge.filters.text import TextBatch
 
 Mode = Literal["drop", "annotate"]
-MODE_FIELD = Field("drop", description="`drop`: the first failing sub-rule drops the document (drop_reason = its name); `annotate`: only write the columns.")
+MODE_FIELD = Field(
+    "drop",
+    description="`drop`: the first failing sub-rule drops the document (drop_reason = its name); `annotate`: only write the columns.",
+)
 
 
 @dataclass
@@ -53,7 +56,9 @@ class Evaluation:
     """What one rule set found about each document of a batch."""
 
     n_docs: int
-    fails: dict[str, np.ndarray] = field(default_factory=dict)  # "<ruleset>.<sub_rule>" -> bool[n_docs], in check order
+    fails: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # "<ruleset>.<sub_rule>" -> bool[n_docs], in check order
     features: dict[str, np.ndarray] = field(default_factory=dict)  # "<ruleset>.<feature>" -> values[n_docs]
     text: pa.Array | None = None  # edited text (same length) for the Filter to apply in drop mode, or None: no edit
     lines_removed: np.ndarray | None = None  # int[n_docs], with `text`
@@ -154,8 +159,14 @@ def _register(cls: type[RuleSet]) -> None:
         raise TypeError(f"rule set {where}: config_class must be a subclass of RuleSetConfigBase, got {config!r}")
     name_field = config.model_fields["name"]
     name = name_field.default
-    if not isinstance(name, str) or typing.get_origin(name_field.annotation) is not Literal or typing.get_args(name_field.annotation) != (name,):
-        raise TypeError(f"rule set {where}: {config.__name__} must declare name: Literal[\"<name>\"] = \"<name>\" (the key that selects it in FilterConfig.rules)")
+    if (
+        not isinstance(name, str)
+        or typing.get_origin(name_field.annotation) is not Literal
+        or typing.get_args(name_field.annotation) != (name,)
+    ):
+        raise TypeError(
+            f'rule set {where}: {config.__name__} must declare name: Literal["<name>"] = "<name>" (the key that selects it in FilterConfig.rules)'
+        )
     if cls.__dict__.get("name", name) != name:
         raise TypeError(f"rule set {where}: name {cls.__dict__['name']!r} differs from its config's name {name!r}")
     taken = _REGISTRY.get(name)
@@ -170,7 +181,9 @@ def build_rule_set(config: RuleSetConfigBase) -> RuleSet:
     """The rule set for one entry of `FilterConfig.rules`."""
     cls = _REGISTRY.get(config.name)
     if cls is None or not isinstance(config, cls.config_class):
-        raise TypeError(f"no rule set registered for {type(config).__name__} (name {config.name!r}); registered: {sorted(_REGISTRY)}")
+        raise TypeError(
+            f"no rule set registered for {type(config).__name__} (name {config.name!r}); registered: {sorted(_REGISTRY)}"
+        )
     return cls(config)
 
 
@@ -183,7 +196,8 @@ def _config_union() -> TypeAdapter:
     global _union_cache
     configs = tuple(cls.config_class for cls in _REGISTRY.values())
     if _union_cache is None or _union_cache[0] != configs:
-        _union_cache = (configs, TypeAdapter(typing.Annotated[typing.Union[configs], Field(discriminator="name")]))
+        union = typing.Union[configs]  # noqa: UP007 - a union of a runtime tuple of classes: `|` cannot spell it
+        _union_cache = (configs, TypeAdapter(typing.Annotated[union, Field(discriminator="name")]))
     return _union_cache[1]
 
 

@@ -33,7 +33,14 @@ from mixforge.filters.spacy_tokenizer import sentencizer_punct_chars
 from mixforge.filters.text import TextBatch, split_words
 
 CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
-POLICY_SUBSTRINGS = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
+POLICY_SUBSTRINGS = [
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+]
 
 
 def count_sentences(lines: pl.Series) -> np.ndarray:
@@ -54,7 +61,9 @@ def count_sentences(lines: pl.Series) -> np.ndarray:
     starter = ~final & ~words.str.contains(r"^\p{P}+$").to_numpy()
     line_of = np.repeat(np.arange(n, dtype=np.int64), counts)
     seen = np.cumsum(final)  # sentence-final tokens up to and including each token
-    before_line = np.concatenate([[0], np.cumsum(np.bincount(line_of, weights=final, minlength=n))[:-1]]).astype(np.int64)
+    before_line = np.concatenate([[0], np.cumsum(np.bincount(line_of, weights=final, minlength=n))[:-1]]).astype(
+        np.int64
+    )
     idx = np.flatnonzero(starter)
     prev = np.empty(len(idx), dtype=np.int64)
     if len(idx):
@@ -100,11 +109,19 @@ class C4Quality(RuleSet):
         if negative_is_off(c.min_words_per_line) is not None:
             alive &= n_words >= c.min_words_per_line
         lower = line.str.to_lowercase()
-        lorem = alive & lower.str.contains("lorem ipsum", literal=True).to_numpy() if c.filter_lorem_ipsum else np.zeros(n_lines, bool)
+        lorem = (
+            alive & lower.str.contains("lorem ipsum", literal=True).to_numpy()
+            if c.filter_lorem_ipsum
+            else np.zeros(n_lines, bool)
+        )
         alive &= ~lorem
         if c.filter_javascript:
             alive &= ~lower.str.contains("javascript", literal=True).to_numpy()
-        curly = alive & line.str.contains("{", literal=True).to_numpy() if c.filter_curly_bracket else np.zeros(n_lines, bool)
+        curly = (
+            alive & line.str.contains("{", literal=True).to_numpy()
+            if c.filter_curly_bracket
+            else np.zeros(n_lines, bool)
+        )
         alive &= ~curly
         if c.filter_policy and n_lines:
             alive &= ~lower.str.contains_any(POLICY_SUBSTRINGS).to_numpy()

@@ -42,34 +42,76 @@ DEFAULT_STOP_WORDS: dict[str, tuple[str, ...]] = {
 
 class LanguageIDConfig(_Strict):
     enabled: bool = Field(True, description="Run fastText language identification (writes `lang`, `lang_score`).")
-    model: str | None = Field(None, description="Path or fsspec URI of a fastText LID model; null: the bundled lid.176.ftz (CC BY-SA 3.0).")
-    keep: tuple[str, ...] | None = Field(None, description="Languages to keep (ISO 639 codes as the model predicts them, e.g. en, de, zh); null: any language.")
-    threshold: float = Field(0.65, ge=0.0, le=1.0, description="Minimum top-1 score (strictly greater) for a document to be kept.")
-    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-language minimum score, overriding `threshold` for that language.")
+    model: str | None = Field(
+        None, description="Path or fsspec URI of a fastText LID model; null: the bundled lid.176.ftz (CC BY-SA 3.0)."
+    )
+    keep: tuple[str, ...] | None = Field(
+        None,
+        description="Languages to keep (ISO 639 codes as the model predicts them, e.g. en, de, zh); null: any language.",
+    )
+    threshold: float = Field(
+        0.65, ge=0.0, le=1.0, description="Minimum top-1 score (strictly greater) for a document to be kept."
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per-language minimum score, overriding `threshold` for that language."
+    )
     mode: Mode = _MODE
 
 
 class GopherQualityConfig(RuleSetConfigBase):
-    name: Literal["gopher_quality"] = Field("gopher_quality", description="Rule set: Gopher quality heuristics (Rae et al. 2021, table A1).")
+    name: Literal["gopher_quality"] = Field(
+        "gopher_quality", description="Rule set: Gopher quality heuristics (Rae et al. 2021, table A1)."
+    )
     min_doc_words: int | None = Field(50, description="Fail if fewer non-symbol words (`word_count`).")
     max_doc_words: int | None = Field(100_000, description="Fail if more non-symbol words (`word_count`).")
-    min_avg_word_length: float | None = Field(3, description="Fail if the mean non-symbol word length is below (`mean_word_length`).")
-    max_avg_word_length: float | None = Field(10, description="Fail if the mean non-symbol word length is above (`mean_word_length`).")
-    max_symbol_word_ratio: float | None = Field(0.1, description="Fail if '#' per word, or ('...' + '…') per word, is above (`symbol_word_ratio`).")
-    max_bullet_lines_ratio: float | None = Field(0.9, description="Fail if the fraction of lines starting with '•' or '-' is above (`bullet_lines`).")
-    max_ellipsis_lines_ratio: float | None = Field(0.3, description="Fail if the fraction of lines ending with '...' or '…' is above (`ellipsis_lines`).")
-    min_alpha_words_ratio: float | None = Field(0.8, description="Fail if the fraction of words with a letter is below (`alpha_words`; datatrove: max_non_alpha_words_ratio).")
-    min_stop_words: int | None = Field(2, description="Fail if fewer distinct stop words of the document's language occur (`stop_words`).")
-    stop_words: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_STOP_WORDS), description="Stop words per language (case-sensitive, as in datatrove); languages without a list pass `stop_words`.")
+    min_avg_word_length: float | None = Field(
+        3, description="Fail if the mean non-symbol word length is below (`mean_word_length`)."
+    )
+    max_avg_word_length: float | None = Field(
+        10, description="Fail if the mean non-symbol word length is above (`mean_word_length`)."
+    )
+    max_symbol_word_ratio: float | None = Field(
+        0.1, description="Fail if '#' per word, or ('...' + '…') per word, is above (`symbol_word_ratio`)."
+    )
+    max_bullet_lines_ratio: float | None = Field(
+        0.9, description="Fail if the fraction of lines starting with '•' or '-' is above (`bullet_lines`)."
+    )
+    max_ellipsis_lines_ratio: float | None = Field(
+        0.3, description="Fail if the fraction of lines ending with '...' or '…' is above (`ellipsis_lines`)."
+    )
+    min_alpha_words_ratio: float | None = Field(
+        0.8,
+        description="Fail if the fraction of words with a letter is below (`alpha_words`; datatrove: max_non_alpha_words_ratio).",
+    )
+    min_stop_words: int | None = Field(
+        2, description="Fail if fewer distinct stop words of the document's language occur (`stop_words`)."
+    )
+    stop_words: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(DEFAULT_STOP_WORDS),
+        description="Stop words per language (case-sensitive, as in datatrove); languages without a list pass `stop_words`.",
+    )
 
 
 class GopherRepetitionConfig(RuleSetConfigBase):
-    name: Literal["gopher_repetition"] = Field("gopher_repetition", description="Rule set: Gopher repetition heuristics (Rae et al. 2021, table A1).")
-    dup_para_frac: float | None = Field(0.3, description="Max fraction of paragraphs (split on 2+ newlines) repeating an earlier one.")
-    dup_para_char_frac: float | None = Field(0.2, description="Max characters in repeated paragraphs / document characters.")
-    dup_line_frac: float | None = Field(0.3, description="Max fraction of lines (split on newlines) repeating an earlier one.")
-    dup_line_char_frac: float | None = Field(0.2, description="Max characters in repeated lines / document characters.")
-    top_n_grams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16}, description="n -> max characters of the most frequent word n-gram (times its count) / document characters.")
+    name: Literal["gopher_repetition"] = Field(
+        "gopher_repetition", description="Rule set: Gopher repetition heuristics (Rae et al. 2021, table A1)."
+    )
+    dup_para_frac: float | None = Field(
+        0.3, description="Max fraction of paragraphs (split on 2+ newlines) repeating an earlier one."
+    )
+    dup_para_char_frac: float | None = Field(
+        0.2, description="Max characters in repeated paragraphs / document characters."
+    )
+    dup_line_frac: float | None = Field(
+        0.3, description="Max fraction of lines (split on newlines) repeating an earlier one."
+    )
+    dup_line_char_frac: float | None = Field(
+        0.2, description="Max characters in repeated lines / document characters."
+    )
+    top_n_grams: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16},
+        description="n -> max characters of the most frequent word n-gram (times its count) / document characters.",
+    )
     dup_n_grams: dict[int, float] = Field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
         description="n -> max characters covered by repeated word n-grams (greedy, as datatrove) / document characters.",
@@ -81,36 +123,75 @@ class GopherRepetitionConfig(RuleSetConfigBase):
 
 
 class C4Config(RuleSetConfigBase):
-    name: Literal["c4"] = Field("c4", description="Rule set: C4 quality heuristics (Raffel et al. 2020), line removal plus document rules.")
-    remove_lines: bool = Field(True, description="In drop mode, kept documents get the failing lines removed (text edited); annotate mode never edits.")
-    remove_citations: bool = Field(True, description="Remove Wikipedia-style citations ([1], [edit], [citation needed]) from lines.")
-    filter_no_terminal_punct: bool = Field(True, description="Remove lines not ending in . ? ! \" ' (or ending in '...').")
+    name: Literal["c4"] = Field(
+        "c4", description="Rule set: C4 quality heuristics (Raffel et al. 2020), line removal plus document rules."
+    )
+    remove_lines: bool = Field(
+        True,
+        description="In drop mode, kept documents get the failing lines removed (text edited); annotate mode never edits.",
+    )
+    remove_citations: bool = Field(
+        True, description="Remove Wikipedia-style citations ([1], [edit], [citation needed]) from lines."
+    )
+    filter_no_terminal_punct: bool = Field(
+        True, description="Remove lines not ending in . ? ! \" ' (or ending in '...')."
+    )
     min_words_per_line: int | None = Field(3, description="Remove lines with fewer whitespace-separated words.")
     max_word_length: int | None = Field(1000, description="Remove lines with a word longer than this.")
-    min_num_sentences: int | None = Field(5, description="Fail if the kept lines hold fewer sentences (`too_few_sentences`).")
-    filter_lorem_ipsum: bool = Field(True, description="Fail documents with a kept line containing 'lorem ipsum' (`lorem_ipsum`).")
+    min_num_sentences: int | None = Field(
+        5, description="Fail if the kept lines hold fewer sentences (`too_few_sentences`)."
+    )
+    filter_lorem_ipsum: bool = Field(
+        True, description="Fail documents with a kept line containing 'lorem ipsum' (`lorem_ipsum`)."
+    )
     filter_javascript: bool = Field(True, description="Remove lines mentioning 'javascript'.")
-    filter_curly_bracket: bool = Field(True, description="Fail documents with a kept line containing '{' (`curly_bracket`).")
+    filter_curly_bracket: bool = Field(
+        True, description="Fail documents with a kept line containing '{' (`curly_bracket`)."
+    )
     filter_policy: bool = Field(True, description="Remove lines with terms-of-use/privacy/cookie phrases.")
 
 
 class FineWebQualityConfig(RuleSetConfigBase):
-    name: Literal["fineweb_quality"] = Field("fineweb_quality", description="Rule set: FineWeb quality heuristics (Penedo et al. 2024).")
-    line_punct_thr: float | None = Field(0.12, description="Fail if the fraction of non-blank lines ending in terminal punctuation is below (`line_punct_ratio`).")
+    name: Literal["fineweb_quality"] = Field(
+        "fineweb_quality", description="Rule set: FineWeb quality heuristics (Penedo et al. 2024)."
+    )
+    line_punct_thr: float | None = Field(
+        0.12,
+        description="Fail if the fraction of non-blank lines ending in terminal punctuation is below (`line_punct_ratio`).",
+    )
     line_punct_exclude_zero: bool = Field(False, description="Do not fail documents where that fraction is exactly 0.")
-    short_line_thr: float | None = Field(0.67, description="Fail if the fraction of non-blank lines of at most `short_line_length` characters is above (`short_line_ratio`).")
+    short_line_thr: float | None = Field(
+        0.67,
+        description="Fail if the fraction of non-blank lines of at most `short_line_length` characters is above (`short_line_ratio`).",
+    )
     short_line_length: int = Field(30, description="Characters at or below which a line is short.")
-    char_duplicates_ratio: float | None = Field(0.01, description="Fail if characters in repeated lines / non-newline characters is above (`char_dup_ratio`).")
+    char_duplicates_ratio: float | None = Field(
+        0.01, description="Fail if characters in repeated lines / non-newline characters is above (`char_dup_ratio`)."
+    )
     new_line_ratio: float | None = Field(0.3, description="Fail if newlines per word is above (`list_ratio`).")
 
 
 class URLFilterConfig(RuleSetConfigBase):
     name: Literal["url"] = Field("url", description="Rule set: URL block-lists. Documents without a URL pass.")
-    blocked_domains: str | None = Field(None, description="Path or fsspec URI of a file with one domain per line ('#' comments); a URL fails if its host or any parent domain is listed (`domain`).")
-    blocked_urls: str | None = Field(None, description="Path or fsspec URI of a file with one full URL per line (`url`).")
-    banned_words: str | None = Field(None, description="Path or fsspec URI of words; fail if any is a token of the URL split on non-alphanumerics (`banned_word`).")
-    banned_subwords: str | None = Field(None, description="Path or fsspec URI of substrings; fail if any occurs in the lowercased alphanumerics of the URL (`banned_subword`).")
-    soft_banned_words: str | None = Field(None, description="Path or fsspec URI of words; fail if at least `soft_word_threshold` of them are URL tokens (`soft_banned_words`).")
+    blocked_domains: str | None = Field(
+        None,
+        description="Path or fsspec URI of a file with one domain per line ('#' comments); a URL fails if its host or any parent domain is listed (`domain`).",
+    )
+    blocked_urls: str | None = Field(
+        None, description="Path or fsspec URI of a file with one full URL per line (`url`)."
+    )
+    banned_words: str | None = Field(
+        None,
+        description="Path or fsspec URI of words; fail if any is a token of the URL split on non-alphanumerics (`banned_word`).",
+    )
+    banned_subwords: str | None = Field(
+        None,
+        description="Path or fsspec URI of substrings; fail if any occurs in the lowercased alphanumerics of the URL (`banned_subword`).",
+    )
+    soft_banned_words: str | None = Field(
+        None,
+        description="Path or fsspec URI of words; fail if at least `soft_word_threshold` of them are URL tokens (`soft_banned_words`).",
+    )
     soft_word_threshold: int = Field(2, ge=1, description="See `soft_banned_words`.")
 
 
@@ -122,6 +203,14 @@ def _default_rules() -> tuple:
 class FilterConfig(_Strict):
     """The `filter` stage: language ID, then the rule sets in order."""
 
-    language_id: LanguageIDConfig = Field(default_factory=LanguageIDConfig, description="Language identification, applied first.")
-    rules: tuple[RuleSetConfig, ...] = Field(default_factory=_default_rules, description="Rule sets, applied in this order; each has `name` and its thresholds.")
-    default_language: str = Field("en", description="Language assumed for language-dependent rules (stop words) when language ID is off or gives no label.")
+    language_id: LanguageIDConfig = Field(
+        default_factory=LanguageIDConfig, description="Language identification, applied first."
+    )
+    rules: tuple[RuleSetConfig, ...] = Field(
+        default_factory=_default_rules,
+        description="Rule sets, applied in this order; each has `name` and its thresholds.",
+    )
+    default_language: str = Field(
+        "en",
+        description="Language assumed for language-dependent rules (stop words) when language ID is off or gives no label.",
+    )

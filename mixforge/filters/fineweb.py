@@ -35,8 +35,12 @@ class FineWebQuality(RuleSet):
 
         ends_punct = lines.values.str.slice(-1).is_in(_TERMINAL).to_numpy()
         punct_ratio = safe_div(lines.per_doc_count(ends_punct), n_lines)
-        ev.threshold(f"{name}.line_punct_ratio", punct_ratio, below=c.line_punct_thr,
-                     where=punct_ratio != 0 if c.line_punct_exclude_zero else None)
+        ev.threshold(
+            f"{name}.line_punct_ratio",
+            punct_ratio,
+            below=c.line_punct_thr,
+            where=punct_ratio != 0 if c.line_punct_exclude_zero else None,
+        )
 
         short = (lines.values.str.len_chars() <= c.short_line_length).to_numpy()
         short_ratio = safe_div(lines.per_doc_count(short), n_lines)
@@ -49,6 +53,11 @@ class FineWebQuality(RuleSet):
         list_ratio = safe_div(batch.newline_count, batch.words.counts)
         ev.threshold(f"{name}.list_ratio", list_ratio, above=c.new_line_ratio)
 
-        for key, val in (("line_punct_ratio", punct_ratio), ("short_line_ratio", short_ratio), ("char_dup_ratio", dup_ratio), ("list_ratio", list_ratio)):
+        for key, val in (
+            ("line_punct_ratio", punct_ratio),
+            ("short_line_ratio", short_ratio),
+            ("char_dup_ratio", dup_ratio),
+            ("list_ratio", list_ratio),
+        ):
             ev.add_feature(f"{name}.{key}", val)
         return ev

@@ -55,12 +55,21 @@ class GopherQuality(RuleSet):
         # Limits through zero_is_off: 0 turns a rule off, as in datatrove.
         ev.threshold(f"{n}.word_count", n_ns, below=zero_is_off(c.min_doc_words), above=zero_is_off(c.max_doc_words))
         # Per-character words (unspaced scripts): the English 3..10 bounds do not apply.
-        ev.threshold(f"{n}.mean_word_length", mean_len, below=zero_is_off(c.min_avg_word_length), above=zero_is_off(c.max_avg_word_length),
-                     where=None if batch.unspaced is None else ~np.asarray(batch.unspaced, dtype=bool))
+        ev.threshold(
+            f"{n}.mean_word_length",
+            mean_len,
+            below=zero_is_off(c.min_avg_word_length),
+            above=zero_is_off(c.max_avg_word_length),
+            where=None if batch.unspaced is None else ~np.asarray(batch.unspaced, dtype=bool),
+        )
 
         hash_ratio = safe_div(batch.count_literal("#"), n_words)
         ellipsis_ratio = safe_div(batch.count_literal("...") + batch.count_literal("…"), n_words)
-        ev.threshold(f"{n}.symbol_word_ratio", np.maximum(hash_ratio, ellipsis_ratio), above=zero_is_off(c.max_symbol_word_ratio))
+        ev.threshold(
+            f"{n}.symbol_word_ratio",
+            np.maximum(hash_ratio, ellipsis_ratio),
+            above=zero_is_off(c.max_symbol_word_ratio),
+        )
 
         lines = batch.lines
         n_lines = lines.counts.astype(np.float64)
@@ -79,9 +88,13 @@ class GopherQuality(RuleSet):
         ev.threshold(f"{n}.stop_words", n_stop, below=zero_is_off(c.min_stop_words), where=has_list)
 
         for key, val in (
-            ("n_words", n_ns), ("mean_word_length", mean_len), ("hash_ratio", hash_ratio),
-            ("ellipsis_ratio", ellipsis_ratio), ("bullet_lines_ratio", bullet_ratio),
-            ("ellipsis_lines_ratio", ellipsis_lines_ratio), ("alpha_words_ratio", alpha_ratio),
+            ("n_words", n_ns),
+            ("mean_word_length", mean_len),
+            ("hash_ratio", hash_ratio),
+            ("ellipsis_ratio", ellipsis_ratio),
+            ("bullet_lines_ratio", bullet_ratio),
+            ("ellipsis_lines_ratio", ellipsis_lines_ratio),
+            ("alpha_words_ratio", alpha_ratio),
             ("n_stop_words", n_stop),
         ):
             ev.add_feature(f"{n}.{key}", val)
@@ -107,5 +120,3 @@ class GopherQuality(RuleSet):
         frame = pl.DataFrame({"d": words.doc[is_stop], "w": words.values.filter(pl.Series(is_stop))})
         distinct = frame.unique()["d"].to_numpy()
         return np.bincount(distinct, minlength=batch.n_docs).astype(np.float64), has_list
-
-

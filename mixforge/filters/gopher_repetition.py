@@ -42,7 +42,9 @@ def _segments_regex_split(text_arrow, pattern: str, n_docs: int) -> Segments:
     return _segments_from_lists(pl.Series(pc.split_pattern_regex(text_arrow, pattern)), n_docs)
 
 
-def greedy_duplicate_chars(pos: np.ndarray, keys: np.ndarray, lens: np.ndarray, n: int, stop_above: float = float("inf")) -> int:
+def greedy_duplicate_chars(
+    pos: np.ndarray, keys: np.ndarray, lens: np.ndarray, n: int, stop_above: float = float("inf")
+) -> int:
     """datatrove's `find_all_duplicate` for one document, given only its *repeated* n-grams
     (positions in increasing order, a key per distinct n-gram, their character lengths).
 
@@ -151,7 +153,9 @@ class GopherRepetition(RuleSet):
                 top[n] = safe_div(self._top_chars(n, d, valid, glen, pos, cnt, first, n_docs), text_len)
             if n in c.dup_n_grams:
                 keep = repeated
-                dup[n] = self._dup_fraction(n, wl, d, m, pos[keep], key[keep], ~first[keep], glen, text_len, c.dup_n_grams[n])
+                dup[n] = self._dup_fraction(
+                    n, wl, d, m, pos[keep], key[keep], ~first[keep], glen, text_len, c.dup_n_grams[n]
+                )
         return top, dup
 
     @staticmethod

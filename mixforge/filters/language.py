@@ -87,7 +87,11 @@ class LanguageID(RuleSet):
         lang, score = self.predict(batch)
         ev = Evaluation(batch.n_docs)
         lang_np = np.array(lang.to_pylist(), dtype=object)
-        threshold = np.array([c.thresholds.get(x, c.threshold) for x in lang_np], dtype=np.float64) if c.thresholds else np.full(batch.n_docs, c.threshold)
+        threshold = (
+            np.array([c.thresholds.get(x, c.threshold) for x in lang_np], dtype=np.float64)
+            if c.thresholds
+            else np.full(batch.n_docs, c.threshold)
+        )
         fails = ~(score > threshold)
         if c.keep is not None:
             fails |= ~np.isin(lang_np.astype(str), list(c.keep))

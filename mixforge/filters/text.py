@@ -48,10 +48,27 @@ SIMPLE_CHUNK = r"^(?:\p{L}+|[0-9]+)$"
 # special case: "word," "word;" "word!" and, after a lowercase ASCII letter, "word.".
 FAST_CHUNK = r"^(?:\p{L}+[,;:!?]|[A-Za-z]*[a-z]\.)$"
 # Languages written without spaces between words (LID labels, lowercase; ISO 639-1 and 639-3).
-UNSPACED_LANGUAGES = frozenset({
-    "zh", "ja", "th", "ko", "yue", "wuu", "lo", "km", "my",
-    "zho", "cmn", "jpn", "tha", "kor", "lao", "khm", "mya",
-})
+UNSPACED_LANGUAGES = frozenset(
+    {
+        "zh",
+        "ja",
+        "th",
+        "ko",
+        "yue",
+        "wuu",
+        "lo",
+        "km",
+        "my",
+        "zho",
+        "cmn",
+        "jpn",
+        "tha",
+        "kor",
+        "lao",
+        "khm",
+        "mya",
+    }
+)
 # One character of an unspaced script (not a digit), or a CJK / fullwidth punctuation mark or symbol
 # (，。「」：！？): each is a word in those languages' documents.
 _UNSPACED_CHAR = (
@@ -108,7 +125,9 @@ def split_words(text: pl.Series, unspaced=None) -> tuple[pl.Series, np.ndarray]:
     return _tokenize_chunks(flat, chunk_counts, whole)
 
 
-def _split_unspaced(chunks: pl.Series, counts: np.ndarray, unspaced: np.ndarray) -> tuple[pl.Series, np.ndarray, np.ndarray | None]:
+def _split_unspaced(
+    chunks: pl.Series, counts: np.ndarray, unspaced: np.ndarray
+) -> tuple[pl.Series, np.ndarray, np.ndarray | None]:
     """Cut the chunks of the `unspaced` documents that contain an unspaced-script character into
     such characters (with their combining marks) and the runs of other characters between them:
     (new flat chunks, chunks per document, which new chunks are such characters, kept whole)."""
@@ -135,11 +154,15 @@ def _split_unspaced(chunks: pl.Series, counts: np.ndarray, unspaced: np.ndarray)
     idx = np.repeat(base, n_out) + within * np.repeat(step, n_out)
     out = pl.concat([chunks, flat_parts]).gather(idx)
     whole = np.zeros(len(out), dtype=bool)
-    whole[idx >= len(chunks)] = flat_parts.str.contains(UNSPACED_CHAR).to_numpy()[idx[idx >= len(chunks)] - len(chunks)]
+    whole[idx >= len(chunks)] = flat_parts.str.contains(UNSPACED_CHAR).to_numpy()[
+        idx[idx >= len(chunks)] - len(chunks)
+    ]
     return out, np.bincount(chunk_doc, weights=n_out, minlength=n_docs).astype(np.int64), whole
 
 
-def _tokenize_chunks(flat: pl.Series, chunk_counts: np.ndarray, whole: np.ndarray | None) -> tuple[pl.Series, np.ndarray]:
+def _tokenize_chunks(
+    flat: pl.Series, chunk_counts: np.ndarray, whole: np.ndarray | None
+) -> tuple[pl.Series, np.ndarray]:
     """spaCy English words of whitespace-free chunks (`whole`: chunks kept as one word), grouped
     per document by `chunk_counts`: (flat words, words per document)."""
     n_docs = len(chunk_counts)
@@ -155,10 +178,16 @@ def _tokenize_chunks(flat: pl.Series, chunk_counts: np.ndarray, whole: np.ndarra
     rest = np.flatnonzero(~simple)
     rest_chunks = flat.gather(rest)
     head = rest_chunks.str.slice(0, rest_chunks.str.len_chars() - 1)
-    fast_mask = (rest_chunks.str.contains(FAST_CHUNK) & ~head.is_in(specials) & ~rest_chunks.is_in(_all_specials())).to_numpy()
+    fast_mask = (
+        rest_chunks.str.contains(FAST_CHUNK) & ~head.is_in(specials) & ~rest_chunks.is_in(_all_specials())
+    ).to_numpy()
     fast_idx, complex_idx = rest[fast_mask], rest[~fast_mask]
     fast_chunks = rest_chunks.filter(pl.Series(fast_mask))
-    fast_parts = pl.DataFrame({"a": head.filter(pl.Series(fast_mask)), "b": fast_chunks.str.slice(-1)}).select(pl.concat_list("a", "b").alias("p"))["p"].explode()
+    fast_parts = (
+        pl.DataFrame({"a": head.filter(pl.Series(fast_mask)), "b": fast_chunks.str.slice(-1)})
+        .select(pl.concat_list("a", "b").alias("p"))["p"]
+        .explode()
+    )
     frame = pl.DataFrame({"c": flat.gather(complex_idx)}).with_columns(u=pl.col("c").rank("dense").cast(pl.Int64) - 1)
     u = frame["u"].to_numpy()
     uniq = frame.unique("u").sort("u")["c"]
@@ -210,7 +239,12 @@ class Segments:
     def filter(self, mask) -> Segments:
         m = np.asarray(mask, dtype=bool)
         doc = self.doc[m]
-        return Segments(self.values.filter(pl.Series(m)), doc, np.bincount(doc, minlength=self.n_docs).astype(np.int64), self.n_docs)
+        return Segments(
+            self.values.filter(pl.Series(m)),
+            doc,
+            np.bincount(doc, minlength=self.n_docs).astype(np.int64),
+            self.n_docs,
+        )
 
     def duplicates(self) -> tuple[np.ndarray, np.ndarray]:
         """datatrove's `find_duplicates` per document: (number of segments equal to an earlier
@@ -254,7 +288,9 @@ class TextBatch:
     documents without a `lang` (`FilterConfig.default_language`); it does not change words.
     """
 
-    def __init__(self, text, lang=None, url=None, unspaced_languages=UNSPACED_LANGUAGES, default_language: str = "en") -> None:
+    def __init__(
+        self, text, lang=None, url=None, unspaced_languages=UNSPACED_LANGUAGES, default_language: str = "en"
+    ) -> None:
         self.text_arrow = as_string_array(text)
         self.text = pl.Series("text", self.text_arrow)
         self.n_docs = len(self.text)
@@ -265,7 +301,10 @@ class TextBatch:
         if url is not None:
             url = url.to_arrow() if isinstance(url, pl.Series) else url
             url = url.combine_chunks() if isinstance(url, pa.ChunkedArray) else url
-            self.url = pl.Series("url", pa.array(url, pa.large_string()) if not isinstance(url, pa.Array) else url.cast(pa.large_string()))
+            self.url = pl.Series(
+                "url",
+                pa.array(url, pa.large_string()) if not isinstance(url, pa.Array) else url.cast(pa.large_string()),
+            )
 
     @cached_property
     def char_len(self) -> np.ndarray:

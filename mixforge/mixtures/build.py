@@ -45,15 +45,26 @@ def count_tokens(spec: MixSpec, shards: Sequence[PoolShard], executor: Executor 
     return [r["sidecar"] for r in results]
 
 
-def plan(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], executor: Executor | None = None,
-         limits: SearchLimits = SearchLimits()) -> MixPlan:
+def plan(
+    spec: MixSpec,
+    shards: Sequence[PoolShard],
+    sidecars: Sequence[str],
+    executor: Executor | None = None,
+    limits: SearchLimits = SearchLimits(),
+) -> MixPlan:
     return plan_mixture(spec, list(shards), list(sidecars), executor, limits)
 
 
 def data_key(spec: MixSpec, shards: Sequence[PoolShard]) -> str:
     """Names the data prefix: everything that determines the bytes of the data files."""
-    return sha256_json({"spec": spec.spec_hash(), "pool": [[s.uri, s.sha256] for s in shards],
-                        "code": __version__, "format": MANIFEST_FORMAT})[:20]
+    return sha256_json(
+        {
+            "spec": spec.spec_hash(),
+            "pool": [[s.uri, s.sha256] for s in shards],
+            "code": __version__,
+            "format": MANIFEST_FORMAT,
+        }
+    )[:20]
 
 
 def _merge_scatter(acc: dict | None, r: dict) -> dict:
@@ -69,8 +80,9 @@ def _merge_scatter(acc: dict | None, r: dict) -> dict:
     return acc
 
 
-def write_data(plan: MixPlan, executor: Executor | None = None, build_id: str | None = None,
-               max_buckets: int = MAX_BUCKETS) -> list[dict[str, Any]]:
+def write_data(
+    plan: MixPlan, executor: Executor | None = None, build_id: str | None = None, max_buckets: int = MAX_BUCKETS
+) -> list[dict[str, Any]]:
     """Draw the planned rows from the pool and write the output shards; their manifest entries.
     Also sets each group plan's unique_docs and max_doc_repeats from the draw."""
     executor = executor or SerialExecutor()
@@ -89,8 +101,9 @@ def write_data(plan: MixPlan, executor: Executor | None = None, build_id: str | 
         offset += p.n_files
     jobs = [W.DrawJob(ref, plan.ctx, tuple(phases), per_bucket, schema, scratch) for ref in plan.refs]
     try:
-        drawn = (executor.map(W.scatter, [(job, opts) for job in jobs], step="mix-draw", fold=_merge_scatter, storage_options=opts)
-                 or {"buckets": {}, "stats": {}, "rows": 0})
+        drawn = executor.map(
+            W.scatter, [(job, opts) for job in jobs], step="mix-draw", fold=_merge_scatter, storage_options=opts
+        ) or {"buckets": {}, "stats": {}, "rows": 0}
         gathers = []
         for b in range(-(-len(files) // per_bucket)):
             members = tuple((i, uris[i]) for i in range(b * per_bucket, min((b + 1) * per_bucket, len(files))))
@@ -104,13 +117,27 @@ def write_data(plan: MixPlan, executor: Executor | None = None, build_id: str | 
     group_index = {g.name: gi for gi, g in enumerate(spec.groups)}
     for p in plan.phases:
         for g in p.groups:
-            st = drawn["stats"].get(f"{p.name}/{group_index[g.name]}", {"tokens": 0, "docs": 0, "unique_docs": 0, "max_doc_repeats": 0})
+            st = drawn["stats"].get(
+                f"{p.name}/{group_index[g.name]}", {"tokens": 0, "docs": 0, "unique_docs": 0, "max_doc_repeats": 0}
+            )
             if (st["tokens"], st["docs"]) != (g.realised_tokens, g.realised_docs):  # the plan and the draw must agree
-                raise RuntimeError(f"phase {p.name!r}, group {g.name!r}: drew {st['tokens']:,} tokens in {st['docs']:,} rows "
-                                   f"but planned {g.realised_tokens:,} in {g.realised_docs:,}")
+                raise RuntimeError(
+                    f"phase {p.name!r}, group {g.name!r}: drew {st['tokens']:,} tokens in {st['docs']:,} rows "
+                    f"but planned {g.realised_tokens:,} in {g.realised_docs:,}"
+                )
             g.unique_docs, g.max_doc_repeats = st["unique_docs"], st["max_doc_repeats"]
-    return [{"uri": e["uri"], "phase": phase, "part": part, "rows": e["rows"], "tokens": e["tokens"],
-             "bytes": e["bytes"], "sha256": e["sha256"]} for (phase, part), e in zip(files, gathered)]
+    return [
+        {
+            "uri": e["uri"],
+            "phase": phase,
+            "part": part,
+            "rows": e["rows"],
+            "tokens": e["tokens"],
+            "bytes": e["bytes"],
+            "sha256": e["sha256"],
+        }
+        for (phase, part), e in zip(files, gathered)
+    ]
 
 
 def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> dict[str, Any]:
@@ -119,17 +146,44 @@ def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> d
     phases = []
     for p in plan.phases:
         phase_files = [i for i, f in enumerate(files) if f["phase"] == p.name]
-        phases.append({"name": p.name, "budget_tokens": p.budget_tokens, "realised_tokens": p.realised_tokens,
-                       "docs": sum(g.realised_docs for g in p.groups), "files": phase_files,
-                       "groups": [g.as_dict() for g in p.groups], "notes": p.notes})
-    return {"format": MANIFEST_FORMAT, "name": spec.name, "spec": spec.fingerprint(), "spec_hash": spec.spec_hash(),
-            "seed": spec.seed, "code_version": __version__, "data_key": data_key(spec, plan.shards),
-            "tokenizer": {"kind": spec.tokenizer.kind, "name": spec.tokenizer.name, "cache_key": tokens.tokenizer_key(spec.tokenizer)},
-            "pool": {"inputs": list(spec.pool), "run_ids": sorted({s.run_id for s in plan.shards if s.run_id}),
-                     "shards": [s.manifest_entry() for s in plan.shards],
-                     "docs": plan.pool_docs, "tokens": plan.pool_tokens},
-            "phases": phases, "files": files, "notes": plan.notes,
-            "derived_from": None, "takedown": None, "timestamps": {"started": started}}
+        phases.append(
+            {
+                "name": p.name,
+                "budget_tokens": p.budget_tokens,
+                "realised_tokens": p.realised_tokens,
+                "docs": sum(g.realised_docs for g in p.groups),
+                "files": phase_files,
+                "groups": [g.as_dict() for g in p.groups],
+                "notes": p.notes,
+            }
+        )
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": spec.name,
+        "spec": spec.fingerprint(),
+        "spec_hash": spec.spec_hash(),
+        "seed": spec.seed,
+        "code_version": __version__,
+        "data_key": data_key(spec, plan.shards),
+        "tokenizer": {
+            "kind": spec.tokenizer.kind,
+            "name": spec.tokenizer.name,
+            "cache_key": tokens.tokenizer_key(spec.tokenizer),
+        },
+        "pool": {
+            "inputs": list(spec.pool),
+            "run_ids": sorted({s.run_id for s in plan.shards if s.run_id}),
+            "shards": [s.manifest_entry() for s in plan.shards],
+            "docs": plan.pool_docs,
+            "tokens": plan.pool_tokens,
+        },
+        "phases": phases,
+        "files": files,
+        "notes": plan.notes,
+        "derived_from": None,
+        "takedown": None,
+        "timestamps": {"started": started},
+    }
 
 
 # ----------------------------------------------------------------------------- all in one
@@ -151,8 +205,12 @@ def build_mixture(spec: MixSpec, executor: Executor | None = None) -> dict[str, 
     t3 = time.perf_counter()
     version, manifest = commit(spec.store, spec.name, manifest_body(mix_plan, files, started), spec.storage_options)
     out = summary(manifest, spec.store)
-    out["seconds"] = {"tokens": round(t1 - t0, 3), "plan": round(t2 - t1, 3), "write": round(t3 - t2, 3),
-                      "commit": round(time.perf_counter() - t3, 3)}
+    out["seconds"] = {
+        "tokens": round(t1 - t0, 3),
+        "plan": round(t2 - t1, 3),
+        "write": round(t3 - t2, 3),
+        "commit": round(time.perf_counter() - t3, 3),
+    }
     return out
 
 
@@ -165,13 +223,24 @@ def _slug(value: Any) -> str:
     from mixforge.names import MAX_NAME_CHARS
 
     slug = re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
-    return slug[:MAX_NAME_CHARS - 4].strip("-") or "none"  # room for a "-N" suffix within the name limit
+    return slug[: MAX_NAME_CHARS - 4].strip("-") or "none"  # room for a "-N" suffix within the name limit
 
 
-def spec_for_pool(pool: str | Sequence[str], store: str, name: str = "default", *, group_by: str = "source",
-                  budget_fraction: float | None = 0.5, budget_tokens: int | None = None, temperature: float = 1.0,
-                  max_epochs: float = 1.0, seed: int = 0, licenses: dict[str, str] | None = None,
-                  storage_options: dict[str, Any] | None = None, **overrides: Any) -> MixSpec:
+def spec_for_pool(
+    pool: str | Sequence[str],
+    store: str,
+    name: str = "default",
+    *,
+    group_by: str = "source",
+    budget_fraction: float | None = 0.5,
+    budget_tokens: int | None = None,
+    temperature: float = 1.0,
+    max_epochs: float = 1.0,
+    seed: int = 0,
+    licenses: dict[str, str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> MixSpec:
     """A spec with one group per distinct value of `group_by` in the pool, shares by temperature
     sampling over their natural token shares (T=1: as in the pool), and a budget given as
     tokens or as a fraction of the pool. Reads only the `group_by` column."""
@@ -197,7 +266,17 @@ def spec_for_pool(pool: str | Sequence[str], store: str, name: str = "default", 
         raise ValueError(f"the pool has no non-null values of {group_by!r}")
     if budget_tokens is not None:
         budget_fraction = None
-    data = {"name": name, "pool": patterns, "store": store, "seed": seed, "groups": groups, "temperature": temperature,
-            "budget_tokens": budget_tokens, "budget_fraction": budget_fraction, "licenses": licenses or {},
-            "storage": {"options": storage_options or {}}, **overrides}
+    data = {
+        "name": name,
+        "pool": patterns,
+        "store": store,
+        "seed": seed,
+        "groups": groups,
+        "temperature": temperature,
+        "budget_tokens": budget_tokens,
+        "budget_fraction": budget_fraction,
+        "licenses": licenses or {},
+        "storage": {"options": storage_options or {}},
+        **overrides,
+    }
     return MixSpec.model_validate(data)

@@ -40,8 +40,16 @@ def file_stats(manifest: dict[str, Any], storage_options: Mapping[str, Any] | No
             table = pf.read(columns=cols, use_threads=False)
         p = phases.setdefault(entry["phase"], {"sources": {}, "lengths": [], "quality": {}})
         if S.SOURCE in table.column_names:
-            by_source = pa.table({"s": pc.fill_null(table.column(S.SOURCE).cast(pa.string()), "(none)"),
-                                  "t": table.column(N_TOKENS)}).group_by("s").aggregate([("t", "sum"), ("t", "count")])
+            by_source = (
+                pa.table(
+                    {
+                        "s": pc.fill_null(table.column(S.SOURCE).cast(pa.string()), "(none)"),
+                        "t": table.column(N_TOKENS),
+                    }
+                )
+                .group_by("s")
+                .aggregate([("t", "sum"), ("t", "count")])
+            )
             for s, t, n in zip(*(by_source.column(c).to_pylist() for c in ("s", "t_sum", "t_count"))):
                 d = p["sources"].setdefault(str(s), {"tokens": 0, "docs": 0})
                 d["tokens"] += int(t or 0)
@@ -136,12 +144,16 @@ def summary_stats(stats: dict[str, Any]) -> dict[str, Any]:
     document length percentiles."""
     out = {}
     for name, p in stats.items():
-        lengths = [round(float(x), 3) for x in np.percentile(p["lengths"], [10, 50, 90])] if len(p["lengths"]) else None
+        lengths = (
+            [round(float(x), 3) for x in np.percentile(p["lengths"], [10, 50, 90])] if len(p["lengths"]) else None
+        )
         out[name] = {"sources": {s: dict(d) for s, d in sorted(p["sources"].items())}, "length_p10_p50_p90": lengths}
     return out
 
 
-def prepare_card(body: dict[str, Any], data_prefix: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def prepare_card(
+    body: dict[str, Any], data_prefix: str, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Before the commit: the card's statistics (for the manifest) and its plots, written under
     the data prefix; returns the manifest's `card` entry."""
     stats = file_stats(body, storage_options)
@@ -153,53 +165,85 @@ def prepare_card(body: dict[str, Any], data_prefix: str, storage_options: Mappin
     return {"stats": summary_stats(stats), "plots": plots}
 
 
-def markdown(manifest: dict[str, Any], stats: dict[str, Any] | None = None, plots: bool = True, image_base: str = "") -> str:
+def markdown(
+    manifest: dict[str, Any], stats: dict[str, Any] | None = None, plots: bool = True, image_base: str = ""
+) -> str:
     """The card's markdown from the manifest (`stats`: summary_stats, default the manifest's own)."""
     if stats is None:
         stats = manifest["card"]["stats"]
     spec = manifest["spec"]
     total_tokens = sum(f["tokens"] for f in manifest["files"])
     total_rows = sum(f["rows"] for f in manifest["files"])
-    lines = [f"# Mixture `{manifest['name']}` {manifest['version']}", "",
-             f"- created: {manifest['timestamps']['committed']}",
-             f"- tokens: {total_tokens:,} ({spec['tokenizer']['kind']} `{spec['tokenizer']['name']}`), documents: {total_rows:,}, files: {len(manifest['files'])}",
-             f"- seed: {manifest['seed']}, spec sha256: `{manifest['spec_hash'][:16]}`, code: mixforge {manifest['code_version']}",
-             f"- pool: {', '.join(f'`{p}`' for p in spec['pool'])} (run ids: {', '.join(manifest['pool']['run_ids']) or 'n/a'}; {len(manifest['pool']['shards'])} shards)",
-             f"- manifest: `manifest.json` (lists every data file; load through it)"]
+    lines = [
+        f"# Mixture `{manifest['name']}` {manifest['version']}",
+        "",
+        f"- created: {manifest['timestamps']['committed']}",
+        f"- tokens: {total_tokens:,} ({spec['tokenizer']['kind']} `{spec['tokenizer']['name']}`), documents: {total_rows:,}, files: {len(manifest['files'])}",
+        f"- seed: {manifest['seed']}, spec sha256: `{manifest['spec_hash'][:16]}`, code: mixforge {manifest['code_version']}",
+        f"- pool: {', '.join(f'`{p}`' for p in spec['pool'])} (run ids: {', '.join(manifest['pool']['run_ids']) or 'n/a'}; {len(manifest['pool']['shards'])} shards)",
+        "- manifest: `manifest.json` (lists every data file; load through it)",
+    ]
     if manifest.get("derived_from"):
         d = manifest["derived_from"]
         t = manifest["takedown"]
-        lines += [f"- derived from {d['version']} minus a takedown: {t['removed_rows']:,} rows "
-                  f"({t['removed_unique_ids']:,} documents) removed; reason: {t['reason']}"]
+        lines += [
+            f"- derived from {d['version']} minus a takedown: {t['removed_rows']:,} rows "
+            f"({t['removed_unique_ids']:,} documents) removed; reason: {t['reason']}"
+        ]
     for phase in manifest["phases"]:
-        lines += ["", f"## Phase `{phase['name']}`: {phase['realised_tokens']:,} of {phase['budget_tokens']:,} tokens", "",
-                  "| group | sampling | target | realised | tokens | docs | unique docs | epochs | max epochs | short |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"## Phase `{phase['name']}`: {phase['realised_tokens']:,} of {phase['budget_tokens']:,} tokens",
+            "",
+            "| group | sampling | target | realised | tokens | docs | unique docs | epochs | max epochs | short |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for g in phase["groups"]:
-            lines.append(f"| {g['name']} | {g['sampling']} | {g['target_share']:.2%} | {g['realised_share']:.2%} | {g['realised_tokens']:,} | "
-                         f"{g['realised_docs']:,} | {g['unique_docs']:,} | {g['epochs']:.3f} | {g['max_epochs']:g} | {'yes' if g['short'] else ''} |")
+            lines.append(
+                f"| {g['name']} | {g['sampling']} | {g['target_share']:.2%} | {g['realised_share']:.2%} | {g['realised_tokens']:,} | "
+                f"{g['realised_docs']:,} | {g['unique_docs']:,} | {g['epochs']:.3f} | {g['max_epochs']:g} | {'yes' if g['short'] else ''} |"
+            )
     sources = {}
     for p in stats.values():
         for s, d in p["sources"].items():
             acc = sources.setdefault(s, {"tokens": 0, "docs": 0})
             acc["tokens"] += d["tokens"]
             acc["docs"] += d["docs"]
-    lines += ["", "## Sources and licences", "", "| source | tokens | share | docs | licence |", "|---|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "## Sources and licences",
+        "",
+        "| source | tokens | share | docs | licence |",
+        "|---|---:|---:|---:|---|",
+    ]
     for s, d in sorted(sources.items(), key=lambda kv: -kv[1]["tokens"]):
-        lines.append(f"| {s} | {d['tokens']:,} | {d['tokens'] / max(total_tokens, 1):.2%} | {d['docs']:,} | {licence_of(s, spec.get('licenses', {}))} |")
+        lines.append(
+            f"| {s} | {d['tokens']:,} | {d['tokens'] / max(total_tokens, 1):.2%} | {d['docs']:,} | {licence_of(s, spec.get('licenses', {}))} |"
+        )
     for name, p in stats.items():
         if p["length_p10_p50_p90"]:
             q = p["length_p10_p50_p90"]
-            lines += ["", f"Phase `{name}` document length (tokens): p10 {q[0]:,.0f}, median {q[1]:,.0f}, p90 {q[2]:,.0f}."]
+            lines += [
+                "",
+                f"Phase `{name}` document length (tokens): p10 {q[0]:,.0f}, median {q[1]:,.0f}, p90 {q[2]:,.0f}.",
+            ]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p[:-4]}]({image_base}{p})" for p in PLOTS]
     if manifest.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]
     files = manifest["files"]
-    lines += ["", "## Loading", "", "```python", "import datasets, json, fsspec",
-              "manifest = json.load(fsspec.open('<this folder>/manifest.json').open())",
-              "ds = datasets.load_dataset('parquet', data_files=[f['uri'] for f in manifest['files']], split='train')",
-              "```", "", f"or `mixforge mixtures show {manifest['name']} {manifest['version']} --files` ({len(files)} files)."]
+    lines += [
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "import datasets, json, fsspec",
+        "manifest = json.load(fsspec.open('<this folder>/manifest.json').open())",
+        "ds = datasets.load_dataset('parquet', data_files=[f['uri'] for f in manifest['files']], split='train')",
+        "```",
+        "",
+        f"or `mixforge mixtures show {manifest['name']} {manifest['version']} --files` ({len(files)} files).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -44,12 +44,16 @@ def print_mix(summary: dict, as_json: bool) -> None:
         from mixforge.contracts import MixSummary
 
         return _json(summary, MixSummary)
-    print(f"mixture {summary['name']} {summary['version']}: {summary['tokens']:,} tokens, {summary['docs']:,} documents, "
-          f"{summary['files']} files")
+    print(
+        f"mixture {summary['name']} {summary['version']}: {summary['tokens']:,} tokens, {summary['docs']:,} documents, "
+        f"{summary['files']} files"
+    )
     print(f"  {'phase':<8} {'group':<20} {'target':>8} {'realised':>9} {'tokens':>14} {'docs':>10} {'epochs':>7}")
     for g in summary["groups"]:
-        print(f"  {g['phase']:<8} {g['name']:<20} {g['target_share']:>8.2%} {g['realised_share']:>9.2%} {g['tokens']:>14,} "
-              f"{g['docs']:>10,} {g['epochs']:>7.3f}{'  short' if g.get('short') else ''}")
+        print(
+            f"  {g['phase']:<8} {g['name']:<20} {g['target_share']:>8.2%} {g['realised_share']:>9.2%} {g['tokens']:>14,} "
+            f"{g['docs']:>10,} {g['epochs']:>7.3f}{'  short' if g.get('short') else ''}"
+        )
     for note in summary.get("notes", []):
         print(f"  note: {note}")
     if summary.get("takedown"):
@@ -69,7 +73,9 @@ def print_list(rows: list[dict], as_json: bool) -> None:
         return
     print(f"{'name':<24} {'version':<8} {'created':<26} {'tokens':>14} {'docs':>10} {'files':>5}  derived from")
     for r in rows:
-        print(f"{r['name']:<24} {r['version']:<8} {r['created_at']:<26} {r['tokens']:>14,} {r['docs']:>10,} {r['files']:>5}  {r['derived_from'] or ''}")
+        print(
+            f"{r['name']:<24} {r['version']:<8} {r['created_at']:<26} {r['tokens']:>14,} {r['docs']:>10,} {r['files']:>5}  {r['derived_from'] or ''}"
+        )
 
 
 def print_show(result: dict, as_json: bool) -> None:
@@ -77,7 +83,9 @@ def print_show(result: dict, as_json: bool) -> None:
         if as_json:
             from mixforge.contracts import MixturesShow
 
-            return _json({"name": result["name"], "version": result["version"], "files": result["files_only"]}, MixturesShow)
+            return _json(
+                {"name": result["name"], "version": result["version"], "files": result["files_only"]}, MixturesShow
+            )
         print("\n".join(result["files_only"]))
         return
     print_mix(result, as_json)
@@ -89,12 +97,18 @@ def print_diff(d: dict, as_json: bool) -> None:
 
         return _json(d, MixtureDiff)
     print(f"mixture {d['name']}: {d['a']} -> {d['b']}{'  (spec changed)' if d['spec_changed'] else ''}")
-    print(f"  tokens {d['tokens_a']:,} -> {d['tokens_b']:,} ({d['tokens_change']:+,}); rows {d['docs_a']:,} -> {d['docs_b']:,}; "
-          f"documents added {d['docs_added']:,}, removed {d['docs_removed']:,}")
-    print(f"  {'phase':<8} {'group':<20} {'share a':>8} {'share b':>8} {'change':>9} {'tokens a':>12} {'tokens b':>12}")
+    print(
+        f"  tokens {d['tokens_a']:,} -> {d['tokens_b']:,} ({d['tokens_change']:+,}); rows {d['docs_a']:,} -> {d['docs_b']:,}; "
+        f"documents added {d['docs_added']:,}, removed {d['docs_removed']:,}"
+    )
+    print(
+        f"  {'phase':<8} {'group':<20} {'share a':>8} {'share b':>8} {'change':>9} {'tokens a':>12} {'tokens b':>12}"
+    )
     for g in d["groups"]:
-        print(f"  {g['phase']:<8} {g['name']:<20} {g['share_a']:>8.2%} {g['share_b']:>8.2%} {g['share_change_pp']:>+8.2f}pp "
-              f"{g['tokens_a']:>12,} {g['tokens_b']:>12,}")
+        print(
+            f"  {g['phase']:<8} {g['name']:<20} {g['share_a']:>8.2%} {g['share_b']:>8.2%} {g['share_change_pp']:>+8.2f}pp "
+            f"{g['tokens_a']:>12,} {g['tokens_b']:>12,}"
+        )
     if d["removed_sample"]:
         print(f"  removed (first {len(d['removed_sample'])}): {', '.join(d['removed_sample'])}")
     if d["added_sample"]:
@@ -116,7 +130,9 @@ def cmd_show(args: argparse.Namespace) -> dict:
     manifest = read_manifest(args.store, args.name, args.version, _storage_options(args))
     if args.files:
         return {"name": manifest["name"], "version": manifest["version"], "files_only": data_files(manifest)}
-    ensure_card(args.store, args.name, manifest["version"], _storage_options(args))  # a build stopped before writing it
+    ensure_card(
+        args.store, args.name, manifest["version"], _storage_options(args)
+    )  # a build stopped before writing it
     return summary(manifest, args.store)
 
 
@@ -136,25 +152,44 @@ def takedown_arguments(args: argparse.Namespace) -> dict[str, Any]:
     if args.ids_file:
         with open(args.ids_file, encoding="utf-8") as f:
             ids += [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    return {"store": args.store, "name": args.name, "from_version": args.from_version, "ids": ids,
-            "url_patterns": list(args.url_pattern or []), "reason": args.reason, "storage_options": _storage_options(args)}
+    return {
+        "store": args.store,
+        "name": args.name,
+        "from_version": args.from_version,
+        "ids": ids,
+        "url_patterns": list(args.url_pattern or []),
+        "reason": args.reason,
+        "storage_options": _storage_options(args),
+    }
 
 
-def register(sub: argparse._SubParsersAction, cmd_mix: Callable[[argparse.Namespace], dict],
-             cmd_takedown: Callable[[argparse.Namespace], dict],
-             preflight_mix: Callable[[argparse.Namespace], Any] | None = None) -> None:
+def register(
+    sub: argparse._SubParsersAction,
+    cmd_mix: Callable[[argparse.Namespace], dict],
+    cmd_takedown: Callable[[argparse.Namespace], dict],
+    preflight_mix: Callable[[argparse.Namespace], Any] | None = None,
+) -> None:
     """Add `mix` and `mixtures ...` to the `mixforge` parser (`preflight_mix`: the check `mix` runs
     before Prefect or Ray start)."""
+
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
+        p.add_argument(
+            "--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)"
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         p.add_argument("-v", "--verbose", action="store_true")
 
     def store(p: argparse.ArgumentParser) -> None:
         p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
-        p.add_argument("--storage-options", metavar="JSON", help='fsspec storage options, e.g. \'{"endpoint_url": "http://minio:9000"}\' (default: environment)')
+        p.add_argument(
+            "--storage-options",
+            metavar="JSON",
+            help='fsspec storage options, e.g. \'{"endpoint_url": "http://minio:9000"}\' (default: environment)',
+        )
 
-    p = sub.add_parser("mix", help="sample the curated pool into a new mixture version (spec: YAML, see configs/mixture.example.yaml)")
+    p = sub.add_parser(
+        "mix", help="sample the curated pool into a new mixture version (spec: YAML, see configs/mixture.example.yaml)"
+    )
     p.add_argument("--spec", required=True, metavar="FILE", help="mixture spec YAML (names its pool and store)")
     common(p)
     p.set_defaults(func=cmd_mix, printer=print_mix, preflight=preflight_mix)
@@ -189,7 +224,12 @@ def register(sub: argparse._SubParsersAction, cmd_mix: Callable[[argparse.Namesp
     p.add_argument("--from", dest="from_version", metavar="VERSION", help="version to derive from (default: latest)")
     p.add_argument("--id", action="append", metavar="ID", help="a document id to remove (repeatable)")
     p.add_argument("--ids-file", metavar="FILE", help="file with one id per line")
-    p.add_argument("--url-pattern", action="append", metavar="GLOB", help="remove documents whose URL matches (repeatable; * and ?)")
+    p.add_argument(
+        "--url-pattern",
+        action="append",
+        metavar="GLOB",
+        help="remove documents whose URL matches (repeatable; * and ?)",
+    )
     p.add_argument("--reason", required=True, help="why (recorded in the manifest)")
     store(p)
     common(p)

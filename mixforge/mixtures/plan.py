@@ -141,14 +141,18 @@ class MixPlan:
 # ----------------------------------------------------------------------------- shares
 
 
-def phase_shares(spec: MixSpec, phase: PhaseSpec, available: dict[str, int], empty: frozenset[str] = frozenset()) -> dict[str, float]:
+def phase_shares(
+    spec: MixSpec, phase: PhaseSpec, available: dict[str, int], empty: frozenset[str] = frozenset()
+) -> dict[str, float]:
     """Target share of each group in the phase (normalised weights, or temperature sampling); the
     groups in `empty` (empty, and allowed to be) get none, so the others share their weight."""
     weights = spec.phase_weights(phase)
     if phase.temperature is not None:
         total = sum(available[g] for g in weights) or 1
-        raw = {g: (1.0 if w is None else w) * (available[g] / total) ** (1.0 / phase.temperature) if available[g] else 0.0
-               for g, w in weights.items()}
+        raw = {
+            g: (1.0 if w is None else w) * (available[g] / total) ** (1.0 / phase.temperature) if available[g] else 0.0
+            for g, w in weights.items()
+        }
     else:
         raw = {g: 0.0 if g in empty else float(w) for g, w in weights.items()}
     norm = sum(raw.values())
@@ -157,8 +161,15 @@ def phase_shares(spec: MixSpec, phase: PhaseSpec, available: dict[str, int], emp
     return {g: v / norm for g, v in raw.items()}
 
 
-def redistribute(shares: dict[str, float], caps: dict[str, int], budget: int, on_short: str, phase: str,
-                 available: dict[str, int], max_epochs: dict[str, float]) -> tuple[dict[str, float], set[str], list[str]]:
+def redistribute(
+    shares: dict[str, float],
+    caps: dict[str, int],
+    budget: int,
+    on_short: str,
+    phase: str,
+    available: dict[str, int],
+    max_epochs: dict[str, float],
+) -> tuple[dict[str, float], set[str], list[str]]:
     """Target tokens per group after dealing with short groups; (targets, short groups, notes)."""
     targets = {g: s * budget for g, s in shares.items()}
     capped: set[str] = set()
@@ -172,17 +183,22 @@ def redistribute(shares: dict[str, float], caps: dict[str, int], budget: int, on
             raise ShortGroupError(
                 f"phase {phase!r}: group {g!r} is short: its target is {targets[g]:,.0f} tokens ({shares[g]:.2%} of {budget:,}) "
                 f"but it has {available[g]:,} tokens and max_epochs={max_epochs[g]:g} caps it at {caps[g]:,} "
-                f"(raise max_epochs, lower its weight or the budget, or set on_short: redistribute)")
+                f"(raise max_epochs, lower its weight or the budget, or set on_short: redistribute)"
+            )
         for g in over:
-            notes.append(f"phase {phase!r}: group {g!r} is short ({caps[g]:,} tokens at max_epochs={max_epochs[g]:g} "
-                         f"< target {targets[g]:,.0f}); its shortfall was redistributed over the other groups")
+            notes.append(
+                f"phase {phase!r}: group {g!r} is short ({caps[g]:,} tokens at max_epochs={max_epochs[g]:g} "
+                f"< target {targets[g]:,.0f}); its shortfall was redistributed over the other groups"
+            )
             targets[g] = float(caps[g])
             capped.add(g)
         free = [g for g in targets if g not in capped and shares[g] > 0]
         deficit = budget - sum(targets.values())
         if not free:
-            notes.append(f"phase {phase!r}: every group is at its cap; the phase has {sum(targets.values()):,.0f} of the "
-                         f"{budget:,} tokens asked for")
+            notes.append(
+                f"phase {phase!r}: every group is at its cap; the phase has {sum(targets.values()):,.0f} of the "
+                f"{budget:,} tokens asked for"
+            )
             break
         norm = sum(shares[g] for g in free)
         for g in free:
@@ -211,8 +227,10 @@ def why_empty(spec: MixSpec, gi: int, st: dict, stats: dict) -> str:
     if not st["matched_kept"]:
         return f"matches {st['matched']:,} documents of the pool, but every one is excluded (exclude, or an earlier takedown)"
     earlier = [g.name for g in spec.groups[:gi]]
-    return (f"matches {st['matched_kept']:,} documents of the pool, but every one belongs to an earlier group "
-            f"({', '.join(map(repr, earlier))}): a document joins the first group it matches")
+    return (
+        f"matches {st['matched_kept']:,} documents of the pool, but every one belongs to an earlier group "
+        f"({', '.join(map(repr, earlier))}): a document joins the first group it matches"
+    )
 
 
 def empty_groups(spec: MixSpec, stats: dict) -> tuple[frozenset[str], dict[str, str]]:
@@ -228,8 +246,10 @@ def empty_groups(spec: MixSpec, stats: dict) -> tuple[frozenset[str], dict[str, 
         if g.allow_empty:
             notes[g.name] = f"{what}; allowed (allow_empty: true), its weight went to the other groups"
         else:
-            errors.append(f"{what}; no version was written (fix the predicates, or set allow_empty: true on the group "
-                          "if it may be empty)")
+            errors.append(
+                f"{what}; no version was written (fix the predicates, or set allow_empty: true on the group "
+                "if it may be empty)"
+            )
     if errors:
         raise EmptyGroupError("\n".join(errors))
     return frozenset(notes), notes
@@ -254,14 +274,24 @@ def key_bracket(spec: MixSpec, norms: Mapping[str, Any], gi: int, st: dict) -> t
 # ----------------------------------------------------------------------------- the plan
 
 
-def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[str], executor: Executor | None = None,
-                 limits: SearchLimits = SearchLimits()) -> MixPlan:
+def plan_mixture(
+    spec: MixSpec,
+    shards: Sequence[PoolShard],
+    sidecars: Sequence[str],
+    executor: Executor | None = None,
+    limits: SearchLimits = SearchLimits(),
+) -> MixPlan:
     executor = executor or SerialExecutor()
     opts = spec.storage_options
     refs = [W.ShardRef(s.index, s.uri, s.rows, sc) for s, sc in zip(shards, sidecars)]
     columns = annotation_columns(spec, shards)
-    stats = executor.map(W.shard_stats, [(W.Context(spec, columns), ref, opts) for ref in refs], step="mix-shard-stats",
-                         fold=partial(W.merge_stats, spec), storage_options=opts)
+    stats = executor.map(
+        W.shard_stats,
+        [(W.Context(spec, columns), ref, opts) for ref in refs],
+        step="mix-shard-stats",
+        fold=partial(W.merge_stats, spec),
+        storage_options=opts,
+    )
     ctx = W.Context(spec, columns, group_norms(spec, stats))
     gstats = {g.name: stats["groups"][gi] for gi, g in enumerate(spec.groups)}
     available = {name: st["tokens"] for name, st in gstats.items()}
@@ -272,29 +302,53 @@ def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[
     for phase in spec.effective_phases():
         shares = phase_shares(spec, phase, available, empty)
         in_phase = list(shares)
-        budget = phase.budget_tokens if phase.budget_tokens is not None else int(phase.budget_fraction * sum(available[g] for g in in_phase))
+        budget = (
+            phase.budget_tokens
+            if phase.budget_tokens is not None
+            else int(phase.budget_fraction * sum(available[g] for g in in_phase))
+        )
         if budget <= 0:
             raise PlanError(f"phase {phase.name!r}: its groups have no tokens (budget_fraction of an empty pool)")
         caps = {g: int(math.floor(spec.group(g).max_epochs * gstats[g]["pass_tokens"])) for g in in_phase}
-        targets, short, notes = redistribute(shares, caps, budget, spec.on_short, phase.name, available,
-                                             {g: spec.group(g).max_epochs for g in in_phase})
+        targets, short, notes = redistribute(
+            shares, caps, budget, spec.on_short, phase.name, available, {g: spec.group(g).max_epochs for g in in_phase}
+        )
         plans, selections = [], {}
         for g in in_phase:
             gs, st, gi = spec.group(g), gstats[g], group_index[g]
             target = int(round(targets[g]))
             full = target // st["pass_tokens"] if st["pass_tokens"] and target > 0 else 0
             remainder = target - full * st["pass_tokens"] if st["pass_tokens"] else 0
-            plan = GroupPlan(phase=phase.name, name=g, sampling=gs.sampling.method, max_epochs=gs.max_epochs,
-                             requested_share=shares[g], target_share=targets[g] / budget, target_tokens=target,
-                             available_docs=st["docs"], available_tokens=st["tokens"], pass_tokens=st["pass_tokens"],
-                             cap_tokens=caps[g], full_passes=full, realised_tokens=full * st["pass_tokens"],
-                             realised_docs=full * st["copies"], short=g in short)
+            plan = GroupPlan(
+                phase=phase.name,
+                name=g,
+                sampling=gs.sampling.method,
+                max_epochs=gs.max_epochs,
+                requested_share=shares[g],
+                target_share=targets[g] / budget,
+                target_tokens=target,
+                available_docs=st["docs"],
+                available_tokens=st["tokens"],
+                pass_tokens=st["pass_tokens"],
+                cap_tokens=caps[g],
+                full_passes=full,
+                realised_tokens=full * st["pass_tokens"],
+                realised_docs=full * st["copies"],
+                short=g in short,
+            )
             plans.append(plan)
             selections[gi] = {"full": full, "cut": None, "extras": {}}
             if remainder > 0:
                 lo, hi = key_bracket(spec, ctx.norms, gi, st)
-                searches[f"{phase.name}/{gi}"] = {"phase": phase.name, "group": gi, "remainder": remainder, "lo": lo, "hi": hi,
-                                                  "plan": plan, "selection": selections[gi]}
+                searches[f"{phase.name}/{gi}"] = {
+                    "phase": phase.name,
+                    "group": gi,
+                    "remainder": remainder,
+                    "lo": lo,
+                    "hi": hi,
+                    "plan": plan,
+                    "selection": selections[gi],
+                }
         notes = [f"phase {phase.name!r}: {empty_notes[g]}" for g in in_phase if g in empty_notes] + notes
         phases.append(PhasePlan(phase.name, budget, plans, selections, 0, notes))
 
@@ -309,9 +363,11 @@ def plan_mixture(spec: MixSpec, shards: Sequence[PoolShard], sidecars: Sequence[
             gap_pp = abs(p.realised_share - p.target_share) * 100
             if gap_pp > spec.tolerance_pp:
                 biggest = gstats[p.name]["max_tokens"]
-                p.notes.append(f"realised share {p.realised_share:.2%} is {gap_pp:.2f} pp from its target {p.target_share:.2%}: "
-                               f"the group's documents are too long for the budget (largest {biggest:,} tokens vs a target of "
-                               f"{p.target_tokens:,})")
+                p.notes.append(
+                    f"realised share {p.realised_share:.2%} is {gap_pp:.2f} pp from its target {p.target_share:.2%}: "
+                    f"the group's documents are too long for the budget (largest {biggest:,} tokens vs a target of "
+                    f"{p.target_tokens:,})"
+                )
                 phase.notes.append(f"phase {phase.name!r}, group {p.name!r}: {p.notes[-1]}")
         phase.n_files = -(-total // spec.output.shard_tokens) if total else 0
     return MixPlan(spec, list(shards), refs, ctx, stats["docs"], stats["tokens"], phases)
@@ -321,27 +377,44 @@ def _request(search_id: str, s: dict) -> dict:
     return {"id": search_id, "phase": s["phase"], "group": s["group"], "lo": s["lo"], "hi": s["hi"]}
 
 
-def find_thresholds(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], executor: Executor,
-                    limits: SearchLimits, storage_options) -> None:
+def find_thresholds(
+    ctx: W.Context,
+    refs: Sequence[W.ShardRef],
+    searches: dict[str, dict],
+    executor: Executor,
+    limits: SearchLimits,
+    storage_options,
+) -> None:
     """Set each search's selection (cut and gap fillers) and its plan's realised figures."""
     active, rounds = dict(searches), 0
     while active:
         rounds += 1
         requests = [_request(i, s) for i, s in active.items()]
-        hist = executor.map(W.shard_histograms, [(ctx, ref, requests, limits.bins, storage_options) for ref in refs],
-                            step="mix-key-histograms", fold=W.merge_histograms, storage_options=storage_options)
+        hist = executor.map(
+            W.shard_histograms,
+            [(ctx, ref, requests, limits.bins, storage_options) for ref in refs],
+            step="mix-key-histograms",
+            fold=W.merge_histograms,
+            storage_options=storage_options,
+        )
         ready = {}
         for i, s in active.items():
             h = hist[i]
             cum = h["below_tokens"] + np.cumsum(h["tokens"])
-            j = int(np.searchsorted(cum, s["remainder"], side="right"))  # the bin of the copy that crosses the remainder
+            j = int(
+                np.searchsorted(cum, s["remainder"], side="right")
+            )  # the bin of the copy that crosses the remainder
             if j >= limits.bins:
-                raise PlanError(f"internal: threshold of group {ctx.spec.groups[s['group']].name!r} not inside its key interval")
-            after = np.cumsum(h["copies"][j + 1:])
-            k = min(j + 1 + int(np.searchsorted(after, FILL_WINDOW)), limits.bins - 1)  # enough copies after it to fill the gap
+                raise PlanError(
+                    f"internal: threshold of group {ctx.spec.groups[s['group']].name!r} not inside its key interval"
+                )
+            after = np.cumsum(h["copies"][j + 1 :])
+            k = min(
+                j + 1 + int(np.searchsorted(after, FILL_WINDOW)), limits.bins - 1
+            )  # enough copies after it to fill the gap
             edges = W.bin_edges(s["lo"], s["hi"], limits.bins)
             lo, hi = float(edges[j]), float(edges[k + 1])
-            window = int(h["copies"][j:k + 1].sum())
+            window = int(h["copies"][j : k + 1].sum())
             if window <= limits.max_window or rounds >= limits.max_rounds or (lo, hi) == (s["lo"], s["hi"]):
                 ready[i] = s
             s["lo"], s["hi"] = lo, hi
@@ -362,10 +435,17 @@ def merge_windows(acc: dict | None, w: dict) -> dict:
     return acc
 
 
-def settle(ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], executor: Executor, storage_options) -> None:
+def settle(
+    ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], executor: Executor, storage_options
+) -> None:
     requests = [_request(i, s) for i, s in searches.items()]
-    windows = executor.map(W.shard_window, [(ctx, ref, requests, storage_options) for ref in refs], step="mix-threshold-window",
-                           fold=merge_windows, storage_options=storage_options)
+    windows = executor.map(
+        W.shard_window,
+        [(ctx, ref, requests, storage_options) for ref in refs],
+        step="mix-threshold-window",
+        fold=merge_windows,
+        storage_options=storage_options,
+    )
     for i, s in searches.items():
         w = windows[i]
         parts = w["parts"]

@@ -42,8 +42,14 @@ class PoolShard:
     schema: pa.Schema = field(repr=False, compare=False)
 
     def manifest_entry(self) -> dict[str, Any]:
-        return {"uri": self.uri, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256,
-                "hash_of": "size + parquet footer", "run_id": self.run_id}
+        return {
+            "uri": self.uri,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "hash_of": "size + parquet footer",
+            "run_id": self.run_id,
+        }
 
 
 def resolve_pool(patterns: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> list[PoolShard]:
@@ -52,7 +58,9 @@ def resolve_pool(patterns: Sequence[str], storage_options: Mapping[str, Any] | N
     for pattern in patterns:
         for shard in storage.discover_shards(pattern, storage_options):
             if not shard.uri.endswith(".parquet"):
-                raise PoolError(f"pool shard {shard.uri} is not Parquet: a mixture samples a curated pool (contract Parquet)")
+                raise PoolError(
+                    f"pool shard {shard.uri} is not Parquet: a mixture samples a curated pool (contract Parquet)"
+                )
             uris.add(shard.uri)
     if not uris:
         raise PoolError(f"no pool shards found at {list(patterns)}")
@@ -98,9 +106,16 @@ def excluded_expr(exclude: Exclusions) -> pl.Expr | None:
 
 def excluded_rows(table: pa.Table, exclude: Exclusions) -> np.ndarray:
     """Which rows of `table` (its id and url columns; a missing url column is all null) `exclude` names."""
-    frame = pl.DataFrame({S.ID: pl.from_arrow(table.column(S.ID)).cast(pl.Utf8),
-                          S.URL: (pl.from_arrow(table.column(S.URL)).cast(pl.Utf8) if S.URL in table.column_names
-                                  else pl.Series(S.URL, [None] * table.num_rows, pl.Utf8))})
+    frame = pl.DataFrame(
+        {
+            S.ID: pl.from_arrow(table.column(S.ID)).cast(pl.Utf8),
+            S.URL: (
+                pl.from_arrow(table.column(S.URL)).cast(pl.Utf8)
+                if S.URL in table.column_names
+                else pl.Series(S.URL, [None] * table.num_rows, pl.Utf8)
+            ),
+        }
+    )
     expr = excluded_expr(exclude)
     if expr is None:
         return np.zeros(table.num_rows, bool)

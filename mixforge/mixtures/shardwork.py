@@ -46,7 +46,9 @@ class ShardRef:
 class Context:
     spec: MixSpec
     columns: tuple[str, ...]  # annotation columns to read
-    norms: Mapping[str, Any] = field(default_factory=dict)  # group name -> its sampler's pool-wide facts (Sampler.norm)
+    norms: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # group name -> its sampler's pool-wide facts (Sampler.norm)
 
 
 @dataclass
@@ -116,10 +118,16 @@ def shard_stats(ctx: Context, ref: ShardRef, storage_options=None) -> dict[str, 
         rows = np.flatnonzero(data.group == gi)
         tok = data.tokens[rows]
         reps = group.sampling.copies_in_pass(data.frame, rows)
-        groups[gi] = {"docs": len(rows), "tokens": int(tok.sum()), "pass_tokens": int((tok * reps).sum()),
-                      "copies": int(reps.sum()), "max_tokens": int(tok.max()) if len(rows) else 0,
-                      "matched": matched[gi], "matched_kept": matched_kept[gi],
-                      **group.sampling.shard_stats(data.frame, data.tokens, rows)}
+        groups[gi] = {
+            "docs": len(rows),
+            "tokens": int(tok.sum()),
+            "pass_tokens": int((tok * reps).sum()),
+            "copies": int(reps.sum()),
+            "max_tokens": int(tok.max()) if len(rows) else 0,
+            "matched": matched[gi],
+            "matched_kept": matched_kept[gi],
+            **group.sampling.shard_stats(data.frame, data.tokens, rows),
+        }
     return {"shards": 1, "docs": ref.rows, "tokens": int(data.tokens.sum()), "groups": groups}
 
 
@@ -147,9 +155,12 @@ def shard_histograms(ctx: Context, ref: ShardRef, requests: Sequence[dict], bins
         c = copies(ctx, data, ref.index, r["phase"], r["group"])
         b = np.searchsorted(bin_edges(r["lo"], r["hi"], bins), c.key, side="right") - 1
         below, inside = b < 0, (b >= 0) & (b < bins)
-        out[r["id"]] = {"below_tokens": int(c.tokens[below].sum()), "below_copies": int(below.sum()),
-                        "tokens": np.bincount(b[inside], weights=c.tokens[inside], minlength=bins).round().astype(np.int64),
-                        "copies": np.bincount(b[inside], minlength=bins).astype(np.int64)}
+        out[r["id"]] = {
+            "below_tokens": int(c.tokens[below].sum()),
+            "below_copies": int(below.sum()),
+            "tokens": np.bincount(b[inside], weights=c.tokens[inside], minlength=bins).round().astype(np.int64),
+            "copies": np.bincount(b[inside], minlength=bins).astype(np.int64),
+        }
     return out
 
 
@@ -168,9 +179,15 @@ def shard_window(ctx: Context, ref: ShardRef, requests: Sequence[dict], storage_
         c = copies(ctx, data, ref.index, r["phase"], r["group"])
         below = c.key < r["lo"]
         inside = ~below & (c.key < r["hi"])
-        out[r["id"]] = {"below_tokens": int(c.tokens[below].sum()), "below_copies": int(below.sum()),
-                        "shard": ref.index, "key": c.key[inside], "tokens": c.tokens[inside],
-                        "row": c.row[inside].astype(np.int64), "copy": c.copy[inside].astype(np.int64)}
+        out[r["id"]] = {
+            "below_tokens": int(c.tokens[below].sum()),
+            "below_copies": int(below.sum()),
+            "shard": ref.index,
+            "key": c.key[inside],
+            "tokens": c.tokens[inside],
+            "row": c.row[inside].astype(np.int64),
+            "copy": c.copy[inside].astype(np.int64),
+        }
     return out
 
 
@@ -181,7 +198,9 @@ def taken(c: Copies, shard_index: int, sel: dict) -> np.ndarray:
     """Which copies the partial pass takes: those before the cut in (key, shard, row, copy) order,
     plus the gap fillers named by the driver."""
     ck, cs, cr, cc = sel["cut"]
-    before = (c.key < ck) | ((c.key == ck) & ((shard_index < cs) | ((shard_index == cs) & ((c.row < cr) | ((c.row == cr) & (c.copy < cc))))))
+    before = (c.key < ck) | (
+        (c.key == ck) & ((shard_index < cs) | ((shard_index == cs) & ((c.row < cr) | ((c.row == cr) & (c.copy < cc)))))
+    )
     extra = sel["extras"].get(shard_index)
     if extra is not None and len(extra):
         width = int(c.copy.max()) + 1 if len(c.copy) else 1
@@ -189,7 +208,9 @@ def taken(c: Copies, shard_index: int, sel: dict) -> np.ndarray:
     return before
 
 
-def draw_counts(ctx: Context, data: ShardData, shard_index: int, phase: str, selections: Mapping[int, dict]) -> np.ndarray:
+def draw_counts(
+    ctx: Context, data: ShardData, shard_index: int, phase: str, selections: Mapping[int, dict]
+) -> np.ndarray:
     """How many times each row of the shard is taken in `phase` (0 for rows not taken)."""
     counts = np.zeros(len(data.tokens), np.int64)
     for gi, sel in selections.items():
@@ -222,8 +243,12 @@ def drawn_rows(job: DrawJob, data: ShardData) -> dict[str, np.ndarray]:
         for gi in ph["selections"]:
             member = data.group == gi
             cg = counts[member]
-            stats[f"{ph['name']}/{gi}"] = {"tokens": int((cg * data.tokens[member]).sum()), "docs": int(cg.sum()),
-                                           "unique_docs": int((cg > 0).sum()), "max_doc_repeats": int(cg.max()) if len(cg) else 0}
+            stats[f"{ph['name']}/{gi}"] = {
+                "tokens": int((cg * data.tokens[member]).sum()),
+                "docs": int(cg.sum()),
+                "unique_docs": int((cg > 0).sum()),
+                "max_doc_repeats": int(cg.max()) if len(cg) else 0,
+            }
         n = int(counts.sum())
         if not n:
             continue
@@ -233,8 +258,15 @@ def drawn_rows(job: DrawJob, data: ShardData) -> dict[str, np.ndarray]:
         # range, each sorted by the key, so any shard can place its rows without the others
         shuffle = rng_for(job.ctx.spec.seed, "shuffle", ph["name"], f"shard-{job.ref.index}").random(n)
         part = np.minimum((shuffle * ph["n_files"]).astype(np.int64), ph["n_files"] - 1)
-        parts.append({"row": row, "rep": rep, "shuffle": shuffle, "file": ph["file_offset"] + part,
-                      "group": data.group[row].astype(np.int64)})
+        parts.append(
+            {
+                "row": row,
+                "rep": rep,
+                "shuffle": shuffle,
+                "file": ph["file_offset"] + part,
+                "group": data.group[row].astype(np.int64),
+            }
+        )
     if not parts:
         empty = np.zeros(0, np.int64)
         return {"row": empty, "rep": empty, "shuffle": np.zeros(0), "file": empty, "group": empty, "stats": stats}
@@ -263,7 +295,11 @@ def scatter(job: DrawJob, storage_options: Mapping[str, Any] | None = None) -> d
                 if lo < hi:
                     table = pf.read_row_group(rg, columns=columns, use_threads=False)
                     pieces_by_rg.append(table.take(pa.array(rows_sorted[lo:hi] - starts[rg])))
-    table = pa.concat_tables(pieces_by_rg, promote_options="permissive") if pieces_by_rg else pa.schema(base_fields).empty_table()
+    table = (
+        pa.concat_tables(pieces_by_rg, promote_options="permissive")
+        if pieces_by_rg
+        else pa.schema(base_fields).empty_table()
+    )
     table = S.align_to_schema(table, pa.schema(base_fields))
     # into (file, shuffle key) order
     order = np.lexsort((d["rep"], d["row"], d["shuffle"], d["file"]))
@@ -272,13 +308,15 @@ def scatter(job: DrawJob, storage_options: Mapping[str, Any] | None = None) -> d
     table = table.take(pa.array(position[order]))
     names = np.array([g.name for g in job.ctx.spec.groups], dtype=object)
     cols = {k: d[k][order] for k in ("row", "rep", "shuffle", "file", "group")}
-    table = (table.append_column(N_TOKENS, pa.array(data.tokens[cols["row"]], pa.int64()))
-             .append_column(MIX_GROUP, pa.array(names[cols["group"]] if len(order) else [], pa.string()))
-             .append_column(FILE, pa.array(cols["file"], pa.int64()))
-             .append_column(SHUFFLE, pa.array(cols["shuffle"], pa.float64()))
-             .append_column(SHARD, pa.array(np.full(len(order), job.ref.index), pa.int64()))
-             .append_column(ROW, pa.array(cols["row"], pa.int64()))
-             .append_column(REP, pa.array(cols["rep"], pa.int64())))
+    table = (
+        table.append_column(N_TOKENS, pa.array(data.tokens[cols["row"]], pa.int64()))
+        .append_column(MIX_GROUP, pa.array(names[cols["group"]] if len(order) else [], pa.string()))
+        .append_column(FILE, pa.array(cols["file"], pa.int64()))
+        .append_column(SHUFFLE, pa.array(cols["shuffle"], pa.float64()))
+        .append_column(SHARD, pa.array(np.full(len(order), job.ref.index), pa.int64()))
+        .append_column(ROW, pa.array(cols["row"], pa.int64()))
+        .append_column(REP, pa.array(cols["rep"], pa.int64()))
+    )
     buckets = cols["file"] // job.files_per_bucket
     written = []
     edges = np.flatnonzero(np.diff(buckets)) + 1

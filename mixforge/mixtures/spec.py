@@ -34,7 +34,7 @@ class Range(StrictModel):
     max: float | None = Field(None, description="Exclusive upper bound.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.min is None and self.max is None:
             raise ValueError("a range needs min or max")
         if self.min is not None and self.max is not None and self.min >= self.max:
@@ -50,21 +50,32 @@ class GroupSpec(StrictModel):
     where: dict[str, Condition] = Field(
         default_factory=dict,
         description="Predicates over pool columns, all of which must hold: a value, a list of values, or a range "
-                    "{min, max}; `synthetic: true|false` selects rephrased rows or originals. Empty: every document.")
-    weight: float | None = Field(None, ge=0, description="Target share of the budget (weights are normalised over a phase's groups).")
+        "{min, max}; `synthetic: true|false` selects rephrased rows or originals. Empty: every document.",
+    )
+    weight: float | None = Field(
+        None, ge=0, description="Target share of the budget (weights are normalised over a phase's groups)."
+    )
     # Per phase on purpose: phases are separate stages of training, and a later phase (an anneal)
     # re-reading the best sources already seen in the main phase is the point of having it (OLMo 2's
     # Dolmino mix). The manifest reports each phase's epochs, so the total is visible.
-    max_epochs: float = Field(1.0, gt=0, description="Cap within each phase: tokens taken in a phase <= max_epochs x the group's tokens; a document is taken at most ceil(max_epochs) times in a phase (x its repeats when rehydrating). Another phase may take the same documents again.")
+    max_epochs: float = Field(
+        1.0,
+        gt=0,
+        description="Cap within each phase: tokens taken in a phase <= max_epochs x the group's tokens; a document is taken at most ceil(max_epochs) times in a phase (x its repeats when rehydrating). Another phase may take the same documents again.",
+    )
     sampling: Sampling = Field(
-        UniformSampling(), description="How the group's last, partial pass chooses documents: `method` names a sampler "
-                                       "(uniform, quality, rehydrate, or any registered one; mixforge.mixtures.samplers) and the "
-                                       "other keys are its settings.")
+        UniformSampling(),
+        description="How the group's last, partial pass chooses documents: `method` names a sampler "
+        "(uniform, quality, rehydrate, or any registered one; mixforge.mixtures.samplers) and the "
+        "other keys are its settings.",
+    )
     allow_empty: bool = Field(
-        False, description="Set when matching no document is expected, e.g. a nightly mixture whose pool only sometimes "
-                           "holds rephrased rows or a given source: an empty group is then a warning and its weight goes "
-                           "to the other groups. Without it, a group that can match nothing (a misspelt value, a range "
-                           "outside the scores) fails the build before any work. Its columns must still exist.")
+        False,
+        description="Set when matching no document is expected, e.g. a nightly mixture whose pool only sometimes "
+        "holds rephrased rows or a given source: an empty group is then a warning and its weight goes "
+        "to the other groups. Without it, a group that can match nothing (a misspelt value, a range "
+        "outside the scores) fails the build before any work. Its columns must still exist.",
+    )
 
 
 def describe_condition(column: str, cond: Condition) -> str:
@@ -85,20 +96,33 @@ def describe_where(where: dict[str, Condition]) -> str:
 class PhaseSpec(StrictModel):
     name: PhaseName = Field(..., description="Phase name, e.g. main or anneal; its data goes to its own folder.")
     budget_tokens: int | None = Field(None, ge=1, description="Tokens in this phase.")
-    budget_fraction: float | None = Field(None, gt=0, description="Or: this fraction of the tokens available in the phase's groups.")
-    weights: dict[str, float] | None = Field(None, description="Group name -> weight for this phase (default: the groups' own weights). Groups left out are not used.")
-    temperature: float | None = Field(None, gt=0, description="Temperature sampling across groups: share proportional to weight x (natural token share)^(1/T), weight defaulting to 1.")
+    budget_fraction: float | None = Field(
+        None, gt=0, description="Or: this fraction of the tokens available in the phase's groups."
+    )
+    weights: dict[str, float] | None = Field(
+        None,
+        description="Group name -> weight for this phase (default: the groups' own weights). Groups left out are not used.",
+    )
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        description="Temperature sampling across groups: share proportional to weight x (natural token share)^(1/T), weight defaulting to 1.",
+    )
 
     @model_validator(mode="after")
-    def _one_budget(self) -> "PhaseSpec":
+    def _one_budget(self) -> PhaseSpec:
         if (self.budget_tokens is None) == (self.budget_fraction is None):
             raise ValueError("give exactly one of budget_tokens and budget_fraction")
         return self
 
 
 class TokenizerSpec(StrictModel):
-    kind: Literal["tiktoken", "huggingface"] = Field("tiktoken", description="tiktoken encoding, or a Hugging Face tokenizer (needs the `tokenizers` package).")
-    name: str = Field("cl100k_base", description="tiktoken encoding name, or the path of a tokenizer.json (or a folder holding one).")
+    kind: Literal["tiktoken", "huggingface"] = Field(
+        "tiktoken", description="tiktoken encoding, or a Hugging Face tokenizer (needs the `tokenizers` package)."
+    )
+    name: str = Field(
+        "cl100k_base", description="tiktoken encoding name, or the path of a tokenizer.json (or a folder holding one)."
+    )
     batch_docs: int = Field(1024, ge=1, description="Documents per encode batch.")
 
 
@@ -114,27 +138,59 @@ class Exclusions(StrictModel):
 
 
 class OutputSpec(StrictModel):
-    shard_tokens: int = Field(50_000_000, ge=1, description="Tokens per output shard, about: a phase of T tokens gets ceil(T / shard_tokens) shards of near-equal size (equal slices of the global shuffle).")
+    shard_tokens: int = Field(
+        50_000_000,
+        ge=1,
+        description="Tokens per output shard, about: a phase of T tokens gets ceil(T / shard_tokens) shards of near-equal size (equal slices of the global shuffle).",
+    )
     row_group_rows: int = Field(16_384, ge=1, description="Rows per Parquet row group in output shards.")
 
 
 class MixSpec(StrictModel):
     """A mixture: pool, groups with target weights, budget, sampling and seed."""
 
-    name: MixtureName = Field(..., description="Mixture name (lowercase letters, digits, single dashes; at most 64); versions go to <store>/mixtures/<name>/vNNNN/ and it keys the Prefect artifacts.")
-    pool: list[str] = Field(..., min_length=1, description="Curated pool: globs, prefixes or files of contract Parquet (e.g. <root>/runs/<run_id>/dedup/).")
+    name: MixtureName = Field(
+        ...,
+        description="Mixture name (lowercase letters, digits, single dashes; at most 64); versions go to <store>/mixtures/<name>/vNNNN/ and it keys the Prefect artifacts.",
+    )
+    pool: list[str] = Field(
+        ...,
+        min_length=1,
+        description="Curated pool: globs, prefixes or files of contract Parquet (e.g. <root>/runs/<run_id>/dedup/).",
+    )
     store: str = Field(..., description="Store root URI; the mixture is written under <store>/mixtures/<name>/.")
-    seed: int = Field(0, ge=0, description="Seed of every random choice: same pool + spec + seed = byte-identical data.")
+    seed: int = Field(
+        0, ge=0, description="Seed of every random choice: same pool + spec + seed = byte-identical data."
+    )
     tokenizer: TokenizerSpec = TokenizerSpec()
     budget_tokens: int | None = Field(None, ge=1, description="Total tokens (without phases).")
-    budget_fraction: float | None = Field(None, gt=0, description="Or: this fraction of the tokens available in the groups (without phases).")
-    temperature: float | None = Field(None, gt=0, description="Temperature sampling across groups (without phases); see PhaseSpec.temperature.")
-    on_short: Literal["redistribute", "fail"] = Field("redistribute", description="A group whose capped tokens cannot meet its target: give the shortfall to the other groups in proportion to their shares, or fail.")
-    tolerance_pp: float = Field(0.5, gt=0, description="Allowed gap between planned and realised token share, in percentage points (reported when exceeded).")
+    budget_fraction: float | None = Field(
+        None, gt=0, description="Or: this fraction of the tokens available in the groups (without phases)."
+    )
+    temperature: float | None = Field(
+        None, gt=0, description="Temperature sampling across groups (without phases); see PhaseSpec.temperature."
+    )
+    on_short: Literal["redistribute", "fail"] = Field(
+        "redistribute",
+        description="A group whose capped tokens cannot meet its target: give the shortfall to the other groups in proportion to their shares, or fail.",
+    )
+    tolerance_pp: float = Field(
+        0.5,
+        gt=0,
+        description="Allowed gap between planned and realised token share, in percentage points (reported when exceeded).",
+    )
     groups: list[GroupSpec] = Field(..., min_length=1)
-    phases: list[PhaseSpec] = Field(default_factory=list, description="Optional phases (e.g. main, anneal), each with its own weights and budget. Without phases there is one phase, `main`.")
-    licenses: dict[str, str] = Field(default_factory=dict, description="Source name -> licence, shown in the data card (and `*` for the rest).")
-    exclude: Exclusions = Field(default_factory=Exclusions, description="Documents never sampled; the mixture's earlier takedowns are added when a version is built.")
+    phases: list[PhaseSpec] = Field(
+        default_factory=list,
+        description="Optional phases (e.g. main, anneal), each with its own weights and budget. Without phases there is one phase, `main`.",
+    )
+    licenses: dict[str, str] = Field(
+        default_factory=dict, description="Source name -> licence, shown in the data card (and `*` for the rest)."
+    )
+    exclude: Exclusions = Field(
+        default_factory=Exclusions,
+        description="Documents never sampled; the mixture's earlier takedowns are added when a version is built.",
+    )
     output: OutputSpec = OutputSpec()
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()
@@ -145,7 +201,7 @@ class MixSpec(StrictModel):
         return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "MixSpec":
+    def _consistent(self) -> MixSpec:
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):
             raise ValueError(f"group names must be distinct: {names}")
@@ -165,7 +221,9 @@ class MixSpec(StrictModel):
             if phase.temperature is None:
                 missing = [g for g, w in weights.items() if w is None]
                 if missing:
-                    raise ValueError(f"phase {phase.name!r}: groups {missing} have no weight (give weights, or a temperature)")
+                    raise ValueError(
+                        f"phase {phase.name!r}: groups {missing} have no weight (give weights, or a temperature)"
+                    )
             if not any((w is None or w > 0) for w in weights.values()):
                 raise ValueError(f"phase {phase.name!r}: no group has a positive weight")
         return self
@@ -173,8 +231,15 @@ class MixSpec(StrictModel):
     def effective_phases(self) -> list[PhaseSpec]:
         if self.phases:
             return list(self.phases)
-        return [PhaseSpec.model_construct(name="main", budget_tokens=self.budget_tokens, budget_fraction=self.budget_fraction,
-                                          weights=None, temperature=self.temperature)]
+        return [
+            PhaseSpec.model_construct(
+                name="main",
+                budget_tokens=self.budget_tokens,
+                budget_fraction=self.budget_fraction,
+                weights=None,
+                temperature=self.temperature,
+            )
+        ]
 
     def phase_weights(self, phase: PhaseSpec) -> dict[str, float | None]:
         """Group name -> weight (None: to be set by temperature sampling) for the groups in `phase`."""
@@ -188,7 +253,9 @@ class MixSpec(StrictModel):
     def fingerprint(self) -> dict[str, Any]:
         """The part of the spec that determines the data (where and how it runs is left out, and
         `allow_empty`, which decides whether a build may go ahead, never what it draws)."""
-        data = self.model_dump(mode="json", exclude={"ray": True, "storage": True, "groups": {"__all__": {"allow_empty"}}})
+        data = self.model_dump(
+            mode="json", exclude={"ray": True, "storage": True, "groups": {"__all__": {"allow_empty"}}}
+        )
         for group, dumped in zip(self.groups, data["groups"]):
             dumped["sampling"] = group.sampling.fingerprint()
         return data

@@ -42,7 +42,9 @@ def _hf_tokenizer_file(path: str) -> str:
     if os.path.isdir(path):
         path = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(path):
-        raise TokenizerUnavailable(f"Hugging Face tokenizer not found at {path!r} (expected a tokenizer.json or a folder holding one)")
+        raise TokenizerUnavailable(
+            f"Hugging Face tokenizer not found at {path!r} (expected a tokenizer.json or a folder holding one)"
+        )
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -66,7 +68,9 @@ def _hf_tokenizer(path: str):
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise TokenizerUnavailable("a Hugging Face tokenizer needs the `tokenizers` package (pip install tokenizers)") from None
+        raise TokenizerUnavailable(
+            "a Hugging Face tokenizer needs the `tokenizers` package (pip install tokenizers)"
+        ) from None
     if os.path.isdir(path):
         path = os.path.join(path, "tokenizer.json")
     return Tokenizer.from_file(path)
@@ -76,9 +80,13 @@ def count_batch(texts: list[str], spec: TokenizerSpec) -> np.ndarray:
     """Token counts of `texts` (no special tokens)."""
     if spec.kind == "tiktoken":
         enc = _tiktoken_encoding(spec.name)
-        return np.fromiter((len(t) for t in enc.encode_ordinary_batch(texts, num_threads=1)), dtype=np.int64, count=len(texts))
+        return np.fromiter(
+            (len(t) for t in enc.encode_ordinary_batch(texts, num_threads=1)), dtype=np.int64, count=len(texts)
+        )
     tok = _hf_tokenizer(spec.name)
-    return np.fromiter((len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)), dtype=np.int64, count=len(texts))
+    return np.fromiter(
+        (len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)), dtype=np.int64, count=len(texts)
+    )
 
 
 def sidecar_uri(shard_uri: str, spec: TokenizerSpec) -> str:
@@ -104,7 +112,9 @@ def shard_fingerprint(uri: str, storage_options: Mapping[str, Any] | None = None
     return {"uri": uri, "bytes": size, "rows": rows, "sha256": digest, "hash_of": "size + parquet footer"}
 
 
-def read_sidecar(uri: str, fingerprint: str, rows: int | None, storage_options: Mapping[str, Any] | None = None) -> np.ndarray | None:
+def read_sidecar(
+    uri: str, fingerprint: str, rows: int | None, storage_options: Mapping[str, Any] | None = None
+) -> np.ndarray | None:
     """Cached counts, or None when there is no sidecar or it belongs to another version of the shard."""
     fs, path = storage.filesystem(uri, storage_options)
     try:
@@ -121,23 +131,45 @@ def read_sidecar(uri: str, fingerprint: str, rows: int | None, storage_options: 
     return counts
 
 
-def count_shard(shard_uri: str, spec: TokenizerSpec, storage_options: Mapping[str, Any] | None = None,
-                fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+def count_shard(
+    shard_uri: str,
+    spec: TokenizerSpec,
+    storage_options: Mapping[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Count tokens of every document of a pool shard into its sidecar (skipped when cached)."""
     fp = fingerprint or shard_fingerprint(shard_uri, storage_options)
     target = sidecar_uri(shard_uri, spec)
     cached = read_sidecar(target, fp["sha256"], fp["rows"], storage_options)
     if cached is not None:
-        return {"shard": shard_uri, "sidecar": target, "docs": len(cached), "tokens": int(cached.sum()), "cached": True}
+        return {
+            "shard": shard_uri,
+            "sidecar": target,
+            "docs": len(cached),
+            "tokens": int(cached.sum()),
+            "cached": True,
+        }
     ids, counts = [], []
-    for table in read_documents(shard_uri, batch_rows=spec.batch_docs, columns=["id", "text"], storage_options=storage_options):
+    for table in read_documents(
+        shard_uri, batch_rows=spec.batch_docs, columns=["id", "text"], storage_options=storage_options
+    ):
         texts = [t or "" for t in table.column("text").to_pylist()]
         counts.append(count_batch(texts, spec))
         ids.append(table.column("id").combine_chunks().cast(pa.string()))
     n_tokens = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    table = pa.table({"id": pa.concat_arrays(ids) if ids else pa.array([], pa.string()), "n_tokens": pa.array(n_tokens, pa.int64())})
-    table = table.replace_schema_metadata({FINGERPRINT_KEY: fp["sha256"].encode(), b"mixforge.tokenizer": tokenizer_key(spec).encode()})
+    table = pa.table(
+        {"id": pa.concat_arrays(ids) if ids else pa.array([], pa.string()), "n_tokens": pa.array(n_tokens, pa.int64())}
+    )
+    table = table.replace_schema_metadata(
+        {FINGERPRINT_KEY: fp["sha256"].encode(), b"mixforge.tokenizer": tokenizer_key(spec).encode()}
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     storage.write_bytes(target, buf.getvalue(), storage_options)
-    return {"shard": shard_uri, "sidecar": target, "docs": len(n_tokens), "tokens": int(n_tokens.sum()), "cached": False}
+    return {
+        "shard": shard_uri,
+        "sidecar": target,
+        "docs": len(n_tokens),
+        "tokens": int(n_tokens.sum()),
+        "cached": False,
+    }

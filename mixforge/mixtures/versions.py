@@ -39,7 +39,7 @@ class VersionNotFound(FileNotFoundError):
 
 def now() -> str:
     """The manifests' timestamps: UTC, ISO 8601, to the second."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def format_version(n: int) -> str:
@@ -106,8 +106,12 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
 
 
-def commit_version(layout: MixtureLayout, make_manifest: Callable[[str], dict[str, Any]],
-                   storage_options: Mapping[str, Any] | None = None, max_attempts: int = 1000) -> tuple[str, dict[str, Any]]:
+def commit_version(
+    layout: MixtureLayout,
+    make_manifest: Callable[[str], dict[str, Any]],
+    storage_options: Mapping[str, Any] | None = None,
+    max_attempts: int = 1000,
+) -> tuple[str, dict[str, Any]]:
     """Allocate the next version number and commit its manifest create-only; (version, manifest).
 
     `make_manifest(version)` builds the manifest for a candidate number; a lost race moves on
@@ -124,8 +128,9 @@ def commit_version(layout: MixtureLayout, make_manifest: Callable[[str], dict[st
     raise RuntimeError(f"could not allocate a version of {layout.name!r} after {max_attempts} attempts")
 
 
-def commit(store: str, name: str, body: dict[str, Any], storage_options: Mapping[str, Any] | None = None
-           ) -> tuple[str, dict[str, Any]]:
+def commit(
+    store: str, name: str, body: dict[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
     """Commit a new version of mixture `name` whose manifest is `body` (every field but `version`, the
     commit time and the data card): prepare the card under the data prefix (its statistics go into
     the manifest, its plots beside the data), commit the manifest create-only, then write the card
@@ -146,7 +151,9 @@ def commit(store: str, name: str, body: dict[str, Any], storage_options: Mapping
     return version, manifest
 
 
-def ensure_card(store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None) -> str:
+def ensure_card(
+    store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None
+) -> str:
     """The version's README.md, rebuilt from its manifest first if it is missing; returns its markdown."""
     manifest = read_manifest(store, name, version, storage_options)
     layout = MixtureLayout(store, name)
@@ -159,7 +166,9 @@ def ensure_card(store: str, name: str, version: str | None = None, storage_optio
         return card.write_card(manifest, layout.version_dir(manifest["version"]), storage_options)
 
 
-def resolve_version(layout: MixtureLayout, version: str | None, storage_options: Mapping[str, Any] | None = None) -> str:
+def resolve_version(
+    layout: MixtureLayout, version: str | None, storage_options: Mapping[str, Any] | None = None
+) -> str:
     versions = list_versions(layout, storage_options)
     if not versions:
         raise VersionNotFound(f"mixture {layout.name!r} has no versions in {layout.store}")
@@ -172,7 +181,9 @@ def resolve_version(layout: MixtureLayout, version: str | None, storage_options:
     return version
 
 
-def read_manifest(store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def read_manifest(
+    store: str, name: str, version: str | None = None, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     layout = MixtureLayout(store, name)
     version = resolve_version(layout, version, storage_options)
     return storage.read_json(layout.manifest(version), storage_options)
@@ -193,27 +204,58 @@ def summary(manifest: dict[str, Any], store: str) -> dict[str, Any]:
     groups = []
     for phase in manifest["phases"]:
         for g in phase["groups"]:
-            groups.append({"name": g["name"], "phase": phase["name"], "target_share": round(g["target_share"], 6),
-                           "realised_share": round(g["realised_share"], 6), "requested_share": round(g["requested_share"], 6),
-                           "docs": g["realised_docs"], "unique_docs": g["unique_docs"], "tokens": g["realised_tokens"],
-                           "epochs": round(g["epochs"], 4), "max_epochs": g["max_epochs"], "short": g["short"]})
-    return {"name": manifest["name"], "version": version, "uri": layout.version_dir(version),
-            "manifest": layout.manifest(version), "card": layout.readme(version), "groups": groups,
-            "tokens": sum(f["tokens"] for f in manifest["files"]), "docs": sum(f["rows"] for f in manifest["files"]),
-            "files": len(manifest["files"]), "derived_from": manifest.get("derived_from"), "notes": manifest.get("notes", [])}
+            groups.append(
+                {
+                    "name": g["name"],
+                    "phase": phase["name"],
+                    "target_share": round(g["target_share"], 6),
+                    "realised_share": round(g["realised_share"], 6),
+                    "requested_share": round(g["requested_share"], 6),
+                    "docs": g["realised_docs"],
+                    "unique_docs": g["unique_docs"],
+                    "tokens": g["realised_tokens"],
+                    "epochs": round(g["epochs"], 4),
+                    "max_epochs": g["max_epochs"],
+                    "short": g["short"],
+                }
+            )
+    return {
+        "name": manifest["name"],
+        "version": version,
+        "uri": layout.version_dir(version),
+        "manifest": layout.manifest(version),
+        "card": layout.readme(version),
+        "groups": groups,
+        "tokens": sum(f["tokens"] for f in manifest["files"]),
+        "docs": sum(f["rows"] for f in manifest["files"]),
+        "files": len(manifest["files"]),
+        "derived_from": manifest.get("derived_from"),
+        "notes": manifest.get("notes", []),
+    }
 
 
-def version_rows(store: str, name: str | None = None, storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def version_rows(
+    store: str, name: str | None = None, storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """One row per version (of one mixture, or of all): what `mixtures list` prints."""
     rows = []
-    for mixture in ([name] if name else list_mixtures(store, storage_options)):
+    for mixture in [name] if name else list_mixtures(store, storage_options):
         layout = MixtureLayout(store, mixture)
         for version in list_versions(layout, storage_options):
             m = storage.read_json(layout.manifest(version), storage_options)
-            rows.append({"name": mixture, "version": version, "created_at": m["timestamps"]["committed"],
-                         "tokens": sum(f["tokens"] for f in m["files"]), "docs": sum(f["rows"] for f in m["files"]),
-                         "files": len(m["files"]), "spec_hash": m["spec_hash"][:12],
-                         "derived_from": (m.get("derived_from") or {}).get("version"), "manifest": layout.manifest(version)})
+            rows.append(
+                {
+                    "name": mixture,
+                    "version": version,
+                    "created_at": m["timestamps"]["committed"],
+                    "tokens": sum(f["tokens"] for f in m["files"]),
+                    "docs": sum(f["rows"] for f in m["files"]),
+                    "files": len(m["files"]),
+                    "spec_hash": m["spec_hash"][:12],
+                    "derived_from": (m.get("derived_from") or {}).get("version"),
+                    "manifest": layout.manifest(version),
+                }
+            )
     return rows
 
 
@@ -228,8 +270,9 @@ def _ids(manifest: dict[str, Any], storage_options: Mapping[str, Any] | None) ->
     return ids
 
 
-def diff(store: str, name: str, a: str, b: str, storage_options: Mapping[str, Any] | None = None,
-         sample: int = 20) -> dict[str, Any]:
+def diff(
+    store: str, name: str, a: str, b: str, storage_options: Mapping[str, Any] | None = None, sample: int = 20
+) -> dict[str, Any]:
     """What changed between two versions: group weights, tokens, documents added and removed."""
     ma = read_manifest(store, name, a, storage_options)
     mb = read_manifest(store, name, b, storage_options)
@@ -241,18 +284,37 @@ def diff(store: str, name: str, a: str, b: str, storage_options: Mapping[str, An
     groups = []
     for key in sorted(set(ga) | set(gb)):
         x, y = ga.get(key, {}), gb.get(key, {})
-        groups.append({"phase": key[0], "name": key[1],
-                       "share_a": x.get("realised_share", 0.0), "share_b": y.get("realised_share", 0.0),
-                       "share_change_pp": round((y.get("realised_share", 0.0) - x.get("realised_share", 0.0)) * 100, 4),
-                       "tokens_a": x.get("realised_tokens", 0), "tokens_b": y.get("realised_tokens", 0),
-                       "docs_a": x.get("realised_docs", 0), "docs_b": y.get("realised_docs", 0)})
+        groups.append(
+            {
+                "phase": key[0],
+                "name": key[1],
+                "share_a": x.get("realised_share", 0.0),
+                "share_b": y.get("realised_share", 0.0),
+                "share_change_pp": round((y.get("realised_share", 0.0) - x.get("realised_share", 0.0)) * 100, 4),
+                "tokens_a": x.get("realised_tokens", 0),
+                "tokens_b": y.get("realised_tokens", 0),
+                "docs_a": x.get("realised_docs", 0),
+                "docs_b": y.get("realised_docs", 0),
+            }
+        )
     ids_a, ids_b = _ids(ma, storage_options), _ids(mb, storage_options)
     added, removed = sorted(ids_b - ids_a), sorted(ids_a - ids_b)
     tokens_a, tokens_b = (sum(f["tokens"] for f in m["files"]) for m in (ma, mb))
-    return {"name": name, "a": ma["version"], "b": mb["version"],
-            "spec_changed": ma["spec_hash"] != mb["spec_hash"],
-            "tokens_a": tokens_a, "tokens_b": tokens_b, "tokens_change": tokens_b - tokens_a,
-            "docs_a": sum(f["rows"] for f in ma["files"]), "docs_b": sum(f["rows"] for f in mb["files"]),
-            "unique_docs_a": len(ids_a), "unique_docs_b": len(ids_b),
-            "docs_added": len(added), "docs_removed": len(removed),
-            "added_sample": added[:sample], "removed_sample": removed[:sample], "groups": groups}
+    return {
+        "name": name,
+        "a": ma["version"],
+        "b": mb["version"],
+        "spec_changed": ma["spec_hash"] != mb["spec_hash"],
+        "tokens_a": tokens_a,
+        "tokens_b": tokens_b,
+        "tokens_change": tokens_b - tokens_a,
+        "docs_a": sum(f["rows"] for f in ma["files"]),
+        "docs_b": sum(f["rows"] for f in mb["files"]),
+        "unique_docs_a": len(ids_a),
+        "unique_docs_b": len(ids_b),
+        "docs_added": len(added),
+        "docs_removed": len(removed),
+        "added_sample": added[:sample],
+        "removed_sample": removed[:sample],
+        "groups": groups,
+    }

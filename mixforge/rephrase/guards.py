@@ -16,7 +16,7 @@ def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     words = _WORD.findall(text.lower())
     if len(words) < n:
         return [tuple(words)] if words else []
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def echo_share(output: str, source: str, n: int) -> float:

@@ -14,13 +14,17 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
-    def apply_chat_template(self, messages: list[dict], tokenize: bool = ..., add_generation_prompt: bool = ...) -> str: ...
+    def apply_chat_template(
+        self, messages: list[dict], tokenize: bool = ..., add_generation_prompt: bool = ...
+    ) -> str: ...
 
 
 def render_prompt(tokenizer: Tokenizer, template: PromptTemplate, text: str) -> str:
     """The prompt string the engine gets: the model's chat template when it has one, else plain text."""
     user = template.user.replace("{text}", text)
-    messages = ([{"role": "system", "content": template.system}] if template.system else []) + [{"role": "user", "content": user}]
+    messages = ([{"role": "system", "content": template.system}] if template.system else []) + [
+        {"role": "user", "content": user}
+    ]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
@@ -41,6 +45,7 @@ _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 def chunk_text(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[str]:
     """Split `text` into pieces of at most `max_tokens` tokens: whole paragraphs packed together,
     a long paragraph by sentences, a long sentence by token windows. One piece when it fits."""
+
     def count(s: str) -> int:
         return len(tokenizer.encode(s, add_special_tokens=False))
 
@@ -58,7 +63,7 @@ def chunk_text(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[str]:
                 units.append((sentence, " "))
             else:
                 ids = tokenizer.encode(sentence, add_special_tokens=False)
-                units.extend((tokenizer.decode(ids[i:i + max_tokens]), "") for i in range(0, len(ids), max_tokens))
+                units.extend((tokenizer.decode(ids[i : i + max_tokens]), "") for i in range(0, len(ids), max_tokens))
         units[-1] = (units[-1][0], "\n\n")
     chunks, current, current_tokens = [], "", 0
     for piece, sep in units:

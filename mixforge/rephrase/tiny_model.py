@@ -60,9 +60,17 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llama(path: str | Path, *, vocab_size: int = 512, hidden_size: int = 64, num_heads: int = 2,
-                     num_layers: int = 2, intermediate_size: int = 128, max_position_embeddings: int = 2048,
-                     seed: int = 0) -> Path:
+def build_tiny_llama(
+    path: str | Path,
+    *,
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_heads: int = 2,
+    num_layers: int = 2,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 2048,
+    seed: int = 0,
+) -> Path:
     """Write a tiny random-weight Llama + tokenizer (+ chat template) to `path`; returns it.
 
     Idempotent: a directory that already holds a model (`config.json`) is returned as is.
@@ -82,26 +90,46 @@ def build_tiny_llama(path: str | Path, *, vocab_size: int = 512, hidden_size: in
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(PUBLIC_DOMAIN_TEXT.splitlines(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
-                                   model_max_length=max_position_embeddings)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        model_max_length=max_position_embeddings,
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(str(out))
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=max_position_embeddings, bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=False,
+        vocab_size=len(fast),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=False,
         torch_dtype="float32",
     )
     model = LlamaForCausalLM(config).eval()
     model.save_pretrained(str(out), safe_serialization=True)
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": fast.bos_token_id, "eos_token_id": fast.eos_token_id, "pad_token_id": fast.pad_token_id}))
+    (out / "generation_config.json").write_text(
+        json.dumps(
+            {"bos_token_id": fast.bos_token_id, "eos_token_id": fast.eos_token_id, "pad_token_id": fast.pad_token_id}
+        )
+    )
     return out
 
 

@@ -32,8 +32,13 @@ class ClassifyStage(Stage):
     name = "classify"
     reads = (S.TEXT,)
 
-    def __init__(self, config: ClassifyConfig, storage_options: Mapping[str, Any] | None = None,
-                 centroids: str | None = None, resources: Resources = Resources()) -> None:
+    def __init__(
+        self,
+        config: ClassifyConfig,
+        storage_options: Mapping[str, Any] | None = None,
+        centroids: str | None = None,
+        resources: Resources = Resources(),
+    ) -> None:
         """`centroids`: fitted cluster centroids (a version URI) when `embedding_clusters` is enabled;
         default: `config.embedding_clusters.centroids`. `resources`: what each worker takes (GPUs
         when it embeds on one)."""
@@ -46,9 +51,13 @@ class ClassifyStage(Stage):
         if emb.enabled:
             uri = centroids or emb.centroids
             if uri is None:
-                raise ValueError("embedding_clusters is enabled but no fitted centroids were given: run the classify "
-                                 "task (it fits them) or set embedding_clusters.centroids")
-            self.clusters = EmbeddingClusters(emb, store.resolve(uri, self.storage_options), threads=max(1, int(resources.cpus)))
+                raise ValueError(
+                    "embedding_clusters is enabled but no fitted centroids were given: run the classify "
+                    "task (it fits them) or set embedding_clusters.centroids"
+                )
+            self.clusters = EmbeddingClusters(
+                emb, store.resolve(uri, self.storage_options), threads=max(1, int(resources.cpus))
+            )
             self.classifiers.append(self.clusters)
         self.columns = report_columns(self.classifiers)
         self.writes = tuple(c.name for clf in self.classifiers for c in clf.columns())
@@ -74,5 +83,7 @@ class ClassifyStage(Stage):
                 else:
                     batch = batch.append_column(name, values)
         # the report's histograms and distributions, counted here rather than by reading the output back
-        ctx.add_figures(rp.table_figures(batch, self.columns["scores"], self.columns["labels"], self.config.histogram_bins))
+        ctx.add_figures(
+            rp.table_figures(batch, self.columns["scores"], self.columns["labels"], self.config.histogram_bins)
+        )
         return StageResult(batch)

@@ -49,7 +49,9 @@ class Filter(Stage):
         self.language_id = LanguageID(self.config.language_id) if self.config.language_id.enabled else None
         self.rule_sets = [build_rule_set(rc) for rc in self.config.rules]
         self._ready = False
-        self._order: list[str] = ["lang"] if self.language_id is not None and self.config.language_id.mode == "drop" else []
+        self._order: list[str] = (
+            ["lang"] if self.language_id is not None and self.config.language_id.mode == "drop" else []
+        )
 
     def drop_order(self) -> list[str]:
         return list(self._order)

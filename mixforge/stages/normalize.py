@@ -46,7 +46,9 @@ class Normalize(Stage):
         if cfg.strip_control_chars:
             text = _counted(ctx, "docs_control_chars_stripped", text, pc.replace_substring_regex(text, _CONTROL, ""))
         if cfg.unicode_form:
-            text = _counted(ctx, f"docs_{cfg.unicode_form.lower()}_changed", text, pc.utf8_normalize(text, form=cfg.unicode_form))
+            text = _counted(
+                ctx, f"docs_{cfg.unicode_form.lower()}_changed", text, pc.utf8_normalize(text, form=cfg.unicode_form)
+            )
         batch = batch.set_column(batch.column_names.index(S.TEXT), S.TEXT, text)
         if not cfg.drop_empty:
             return StageResult(batch)
@@ -83,18 +85,27 @@ def run_normalize(stage_layout, inputs, config, executor=None) -> dict:
     from mixforge.runner import run_stage
 
     opts = config.storage.options
-    summary = run_stage(Normalize(config.normalize), stage_layout, inputs, executor, config.read_options(), opts,
-                        write_stats=False)
+    summary = run_stage(
+        Normalize(config.normalize), stage_layout, inputs, executor, config.read_options(), opts, write_stats=False
+    )
     started = time.perf_counter()
     finished = [s for s in summary["shard_results"] if not s.get("quarantined")]
-    check = ids.check_unique_ids(stage_layout, [(s["index"], s["input"]) for s in finished], opts, executor,
-                                 docs={s["index"]: s["docs_kept"] for s in finished})
+    check = ids.check_unique_ids(
+        stage_layout,
+        [(s["index"], s["input"]) for s in finished],
+        opts,
+        executor,
+        docs={s["index"]: s["docs_kept"] for s in finished},
+    )
     if check["rewrote_now"]:
         summary = ids.restate_summary(summary, stage_layout, opts)
     seconds = round(time.perf_counter() - started, 3)
     logging.getLogger("mixforge").info(
         "normalize: %d id(s) held by more than one shard, %d row(s) dropped as duplicate_id (id check: %.1fs)",
-        check["duplicate_ids"], check["docs_dropped"], seconds)
+        check["duplicate_ids"],
+        check["docs_dropped"],
+        seconds,
+    )
     summary["id_check"] = {**{k: v for k, v in check.items() if k != "rewrote_now"}, "seconds": seconds}
     summary["seconds"] = round(summary["seconds"] + seconds, 3)
     storage.write_json(stage_layout.stats, summary, opts)

@@ -76,12 +76,16 @@ def get_stage(name: str) -> CurationStage:
         raise ValueError(f"unknown stage {name!r} (registered: {list(_STAGES)})") from None
 
 
-def plain_stage(name: str, build: Callable[["CurateConfig"], "Stage"]) -> StageRun:
+def plain_stage(name: str, build: Callable[[CurateConfig], Stage]) -> StageRun:
     """How a plain stage runs: `build(config)` over the run's shards through the shard runner."""
-    def run(run: "RunLayout", inputs: Sequence[tuple[int, str]], config: "CurateConfig", executor: "Executor") -> dict:
+
+    def run(run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig, executor: Executor) -> dict:
         from mixforge.runner import run_stage
 
-        return run_stage(build(config), run.stage(name), inputs, executor, config.read_options(), config.storage.options)
+        return run_stage(
+            build(config), run.stage(name), inputs, executor, config.read_options(), config.storage.options
+        )
+
     return run
 
 
@@ -115,12 +119,22 @@ def _load_builtins() -> None:
     if "normalize" in _STAGES:
         return
     builtins = [
-        CurationStage("normalize", _normalize, "Unicode, mojibake and control characters normalised; empty documents "
-                                               "and repeated ids dropped"),
-        CurationStage("filter", plain_stage("filter", _filter),
-                      "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)"),
-        CurationStage("classify", _classify, "apply the configured fastText classifiers and embedding clusters "
-                                             "(scores only: quality_*, domain, cluster_id)"),
+        CurationStage(
+            "normalize",
+            _normalize,
+            "Unicode, mojibake and control characters normalised; empty documents and repeated ids dropped",
+        ),
+        CurationStage(
+            "filter",
+            plain_stage("filter", _filter),
+            "language ID and heuristic quality filters (Gopher, C4, FineWeb, URL)",
+        ),
+        CurationStage(
+            "classify",
+            _classify,
+            "apply the configured fastText classifiers and embedding clusters "
+            "(scores only: quality_*, domain, cluster_id)",
+        ),
         CurationStage("dedup", _dedup, "exact and MinHash-LSH fuzzy deduplication, keeping dup_cluster/dup_count"),
     ]
     others = list(_STAGES.items())  # stages registered before the built-ins were listed go after them
@@ -129,7 +143,7 @@ def _load_builtins() -> None:
     _STAGES.update(others)
 
 
-def extra_settings(config: "CurateConfig", name: str) -> Any:
+def extra_settings(config: CurateConfig, name: str) -> Any:
     """The validated settings of a registered stage that is not built in (None: it has no model)."""
     stage = get_stage(name)
     raw = dict(config.extra_stages.get(name, {}))

@@ -34,15 +34,26 @@ from mixforge.rephrase.prompts import chunk_text, prompt_hash, reassemble, rende
 from mixforge.stage import Resources, ShardContext, Stage, StageResult
 
 PARENT_ID, STYLE, MODEL = "parent_id", "rephrase_style", "rephrase_model"
-PROMPT_HASH, SAMPLING, CHUNKS, TOKENS = "rephrase_prompt_hash", "rephrase_sampling", "rephrase_chunks", "rephrase_tokens"
+PROMPT_HASH, SAMPLING, CHUNKS, TOKENS = (
+    "rephrase_prompt_hash",
+    "rephrase_sampling",
+    "rephrase_chunks",
+    "rephrase_tokens",
+)
 NOT_SELECTED, OVER_CAP = "not_selected", "over_cap"
 
-SYNTHETIC_SCHEMA = pa.schema([
-    *S.CORE_SCHEMA,
-    pa.field(PARENT_ID, pa.string()), pa.field(STYLE, pa.string()), pa.field(MODEL, pa.string()),
-    pa.field(PROMPT_HASH, pa.string()), pa.field(SAMPLING, pa.string()),
-    pa.field(CHUNKS, pa.int32()), pa.field(TOKENS, pa.int32()),
-])
+SYNTHETIC_SCHEMA = pa.schema(
+    [
+        *S.CORE_SCHEMA,
+        pa.field(PARENT_ID, pa.string()),
+        pa.field(STYLE, pa.string()),
+        pa.field(MODEL, pa.string()),
+        pa.field(PROMPT_HASH, pa.string()),
+        pa.field(SAMPLING, pa.string()),
+        pa.field(CHUNKS, pa.int32()),
+        pa.field(TOKENS, pa.int32()),
+    ]
+)
 
 
 class Request(NamedTuple):
@@ -60,7 +71,9 @@ def selection_mask(batch: pa.Table, conditions: tuple[Condition, ...]) -> pa.Arr
     mask = pa.array([True] * batch.num_rows, pa.bool_())
     for c in conditions:
         if c.column not in batch.column_names:
-            raise ValueError(f"rephrase.select: column {c.column!r} is not in the input (columns: {batch.column_names})")
+            raise ValueError(
+                f"rephrase.select: column {c.column!r} is not in the input (columns: {batch.column_names})"
+            )
         col = batch.column(c.column)
         if c.op == "is_null":
             test = pc.is_null(col)
@@ -70,8 +83,14 @@ def selection_mask(batch: pa.Table, conditions: tuple[Condition, ...]) -> pa.Arr
             test = pc.is_in(col, value_set=pa.array(list(c.value)).cast(col.type))
             test = pc.invert(test) if c.op == "not_in" else test
         else:
-            fn = {"==": pc.equal, "!=": pc.not_equal, ">": pc.greater, ">=": pc.greater_equal,
-                  "<": pc.less, "<=": pc.less_equal}[c.op]
+            fn = {
+                "==": pc.equal,
+                "!=": pc.not_equal,
+                ">": pc.greater,
+                ">=": pc.greater_equal,
+                "<": pc.less,
+                "<=": pc.less_equal,
+            }[c.op]
             test = fn(col, pa.scalar(c.value).cast(col.type))
         mask = pc.and_(mask, pc.fill_null(test, False))
     return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
@@ -98,7 +117,9 @@ class RephraseStage(Stage):
         """`shards`: input shards in the run; the run's cap is split evenly over them."""
         self.config = config
         engine = config.engine
-        self.resources = Resources(cpus=1.0, gpus=0.0 if engine.device == "cpu" else float(engine.tensor_parallel_size))
+        self.resources = Resources(
+            cpus=1.0, gpus=0.0 if engine.device == "cpu" else float(engine.tensor_parallel_size)
+        )
         self.batch_rows = config.batch_docs  # one engine call per checkpointed batch
         # Ray workers run the engine with this interpreter (an environment with vLLM), when set.
         self.runtime_env = {"py_executable": engine.python} if engine.python else None
@@ -123,8 +144,12 @@ class RephraseStage(Stage):
     def styles_for(self, doc_id: str) -> list[str]:
         """`styles_per_doc` distinct styles, a weighted draw without replacement keyed by the id
         (Efraimidis-Spirakis: the largest u ** (1 / weight))."""
-        keys = [(_unit("style", doc_id, s) ** (1.0 / w), s) for s, w in zip(self.config.styles, self._style_weights) if w > 0]
-        return [s for _, s in sorted(keys, reverse=True)[:self.config.styles_per_doc]]
+        keys = [
+            (_unit("style", doc_id, s) ** (1.0 / w), s)
+            for s, w in zip(self.config.styles, self._style_weights)
+            if w > 0
+        ]
+        return [s for _, s in sorted(keys, reverse=True)[: self.config.styles_per_doc]]
 
     def requests(self, batch: pa.Table, ctx: ShardContext) -> tuple[list[Request], Counter]:
         """The generation requests of a batch (selection, cap, chunking, prompts) and the
@@ -143,18 +168,28 @@ class RephraseStage(Stage):
             chunks = chunk_text(tok, texts[row], cfg.chunk.max_tokens)
             tokens = sum(len(tok.encode(c, add_special_tokens=False)) for c in chunks)
             over_docs = self.docs_cap is not None and ctx.counters["rephrase_docs_selected"] + 1 > self.docs_cap
-            over_tokens = self.tokens_cap is not None and ctx.counters["rephrase_tokens_selected"] + tokens > self.tokens_cap
+            over_tokens = (
+                self.tokens_cap is not None and ctx.counters["rephrase_tokens_selected"] + tokens > self.tokens_cap
+            )
             if over_docs or over_tokens or ctx.counters["rephrase_cap_reached"]:
-                ctx.counters["rephrase_cap_reached"] = 1  # first-come: once the cap is hit, the rest of the shard is over it
+                ctx.counters["rephrase_cap_reached"] = (
+                    1  # first-come: once the cap is hit, the rest of the shard is over it
+                )
                 skipped[OVER_CAP] += 1
                 continue
             ctx.count("rephrase_docs_selected")
             ctx.count("rephrase_tokens_selected", tokens)
             for style in self.styles_for(ids[row]):
                 template = cfg.template(style)
-                jobs.append(Request(row, style, [render_prompt(tok, template, c) for c in chunks],
-                                    [(template.system or "") + "\n" + template.user.replace("{text}", c) for c in chunks],
-                                    [_seed(cfg.sampling.seed, f"{ids[row]}#{style}", i) for i in range(len(chunks))]))
+                jobs.append(
+                    Request(
+                        row,
+                        style,
+                        [render_prompt(tok, template, c) for c in chunks],
+                        [(template.system or "") + "\n" + template.user.replace("{text}", c) for c in chunks],
+                        [_seed(cfg.sampling.seed, f"{ids[row]}#{style}", i) for i in range(len(chunks))],
+                    )
+                )
         return jobs, skipped
 
     def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:
@@ -163,14 +198,15 @@ class RephraseStage(Stage):
         ids = batch.column(S.ID).to_pylist()
         self.batches_generated += 1
         started = time.perf_counter()
-        outs = self._engine.generate([p for job in jobs for p in job.prompts], cfg.sampling,
-                                     [seed for job in jobs for seed in job.seeds])
+        outs = self._engine.generate(
+            [p for job in jobs for p in job.prompts], cfg.sampling, [seed for job in jobs for seed in job.seeds]
+        )
         ctx.count("rephrase_generate_ms", int(1000 * (time.perf_counter() - started)))
 
         synthetic, used, failures = [], set(), {}
         k = 0
         for row, style, prompts, instructions, _ in jobs:
-            gens, k = outs[k:k + len(prompts)], k + len(prompts)
+            gens, k = outs[k : k + len(prompts)], k + len(prompts)
             ctx.count("rephrase_chunks", len(gens))
             ctx.count("rephrase_prompt_tokens", sum(g.prompt_tokens for g in gens))
             ctx.count("rephrase_generated_tokens", sum(g.tokens for g in gens))
@@ -185,13 +221,24 @@ class RephraseStage(Stage):
                 failures.setdefault(row, (style, *failed))
                 continue
             used.add(row)
-            synthetic.append({
-                S.ID: f"{ids[row]}#rephrase-{style}", S.TEXT: reassemble([g.text for g in gens], cfg.chunk.joiner),
-                S.SOURCE: cfg.source_name.format(source=self._value(batch, S.SOURCE, row) or "unknown", style=style),
-                S.URL: self._value(batch, S.URL, row), S.META: self._value(batch, S.META, row),
-                PARENT_ID: ids[row], STYLE: style, MODEL: cfg.engine.label, PROMPT_HASH: prompt_hash(prompts),
-                SAMPLING: cfg.sampling.as_json(), CHUNKS: len(gens), TOKENS: sum(g.tokens for g in gens),
-            })
+            synthetic.append(
+                {
+                    S.ID: f"{ids[row]}#rephrase-{style}",
+                    S.TEXT: reassemble([g.text for g in gens], cfg.chunk.joiner),
+                    S.SOURCE: cfg.source_name.format(
+                        source=self._value(batch, S.SOURCE, row) or "unknown", style=style
+                    ),
+                    S.URL: self._value(batch, S.URL, row),
+                    S.META: self._value(batch, S.META, row),
+                    PARENT_ID: ids[row],
+                    STYLE: style,
+                    MODEL: cfg.engine.label,
+                    PROMPT_HASH: prompt_hash(prompts),
+                    SAMPLING: cfg.sampling.as_json(),
+                    CHUNKS: len(gens),
+                    TOKENS: sum(g.tokens for g in gens),
+                }
+            )
         ctx.count("rephrase_docs_generated", len(synthetic))
         # A document is dropped only when none of its rephrasings survived the guards.
         dropped = {row: f for row, f in failures.items() if row not in used}
@@ -209,6 +256,9 @@ class RephraseStage(Stage):
         rows = sorted(dropped)
         removed = batch.take(pa.array(rows, pa.int64()))
         removed = removed.append_column(S.DROP_REASON, pa.array([dropped[r][1] for r in rows], pa.string()))
-        details = [f"{ctx.shard_uri} row {ctx.row_offset + r}: style {dropped[r][0]}, {dropped[r][2].tokens} tokens, "
-                   f"finish {dropped[r][2].finish_reason}: {dropped[r][2].text[:300]!r}" for r in rows]
+        details = [
+            f"{ctx.shard_uri} row {ctx.row_offset + r}: style {dropped[r][0]}, {dropped[r][2].tokens} tokens, "
+            f"finish {dropped[r][2].finish_reason}: {dropped[r][2].text[:300]!r}"
+            for r in rows
+        ]
         return removed.append_column(S.DROP_DETAIL, pa.array(details, pa.string()))
