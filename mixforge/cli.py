@@ -61,7 +61,8 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         return
     if summary.get("run_id") is None and "incremental" in summary:
         print(
-            f"nothing new to curate: all {summary['incremental'].get('input_shards', 0)} input shard(s) are in the pool already"
+            f"nothing new to curate: all {summary['incremental'].get('input_shards', 0)} "
+            "input shard(s) are in the pool already"
         )
         return
     print(f"run {summary['run_id']}{' (resumed)' if summary.get('resumed') else ''}")

@@ -73,10 +73,11 @@ class RayConfig(StrictModel):
     object_store_memory_mb: int = Field(512, ge=64, description="Object store size of a local Ray.")
     runtime_env: RuntimeEnv | None = Field(
         None,
-        description="Ray runtime_env of the job (passed to ray.init), e.g. {working_dir: '.', excludes: ['.venv', '.git', 'data']} "
-        "to ship this checkout's code to an existing cluster without rebuilding its image, or {env_vars: {...}}. "
-        "Does not change the data, so it is not part of the run id. Never credentials (secret-looking keys and env_vars such as "
-        "AWS_SECRET_ACCESS_KEY or HF_TOKEN are refused, as in storage.options): give those to the nodes' own environment.",
+        description="Ray runtime_env of the job (passed to ray.init), e.g. "
+        "{working_dir: '.', excludes: ['.venv', '.git', 'data']} to ship this checkout's code to an existing "
+        "cluster without rebuilding its image, or {env_vars: {...}}. Does not change the data, so it is not part "
+        "of the run id. Never credentials (secret-looking keys and env_vars such as AWS_SECRET_ACCESS_KEY or "
+        "HF_TOKEN are refused, as in storage.options): give those to the nodes' own environment.",
     )
 
 
@@ -86,23 +87,23 @@ class StorageConfig(StrictModel):
 
     options: StorageOptions = Field(
         default_factory=dict,
-        description="fsspec storage options without credentials, e.g. {endpoint_url: http://minio:9000} or "
-        "{profile: NAME, client_kwargs: {region_name: eu-west-1}}. Keys that look like credentials are refused at any depth "
+        description="fsspec storage options without credentials, e.g. {endpoint_url: http://minio:9000} or {profile: "
+        "NAME, client_kwargs: {region_name: eu-west-1}}. Keys that look like credentials are refused at any depth "
         "(case, '-', '_' and camelCase ignored): any key containing secret, token, password, passwd, passphrase, "
         "credential, access_key, api_key, account_key, private_key, sas_token, connection_string or authorization, "
-        "any word pwd or sas, and any key ending in key (key, secret_key, sse_customer_key; kms_key_id is allowed) - so "
-        "key, secret, token, session_token, security_token, aws_access_key_id, aws_secret_access_key, aws_session_token, "
-        "client_secret, credentials, private_key, api_key, account_key, sas_token, password; also URLs with a password. "
-        "gcsfs's token: anon|google_default|cloud|browser|cache is allowed. Credentials come from the environment "
-        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN), the fsspec/boto configuration (~/.aws/credentials, "
-        "profile: NAME), or the Prefect Secret block named by secret_block.",
+        "any word pwd or sas, and any key ending in key (key, secret_key, sse_customer_key; kms_key_id is allowed) "
+        "- so key, secret, token, session_token, security_token, aws_access_key_id, aws_secret_access_key, "
+        "aws_session_token, client_secret, credentials, private_key, api_key, account_key, sas_token, password; "
+        "also URLs with a password. gcsfs's token: anon|google_default|cloud|browser|cache is allowed. Credentials "
+        "come from the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN), the fsspec/boto "
+        "configuration (~/.aws/credentials, profile: NAME), or the Prefect Secret block named by secret_block.",
     )
     secret_block: str | None = Field(
         None,
         description="Name of a Prefect Secret block whose value is a JSON object of fsspec options holding the "
-        'credentials (e.g. {"key": ..., "secret": ...}). The flow run loads it when it first touches the store, keeps '
-        "it in memory only, merges it into the options and hands it to Ray workers as task arguments; it is never written "
-        "to parameters, artifacts, logs or files.",
+        'credentials (e.g. {"key": ..., "secret": ...}). The flow run loads it when it first '
+        "touches the store, keeps it in memory only, merges it into the options and hands it to Ray "
+        "workers as task arguments; it is never written to parameters, artifacts, logs or files.",
     )
 
     @model_validator(mode="before")
@@ -146,7 +147,8 @@ class CurateConfig(StrictModel):
     stages: tuple[str, ...] = Field(
         BUILTIN_STAGES,
         json_schema_extra=_stages_schema,
-        description="Stages to run, in pipeline order (normalize, filter, classify, dedup, and any registered stage). A first stage other than normalize on raw (non-Parquet-contract) input gets normalize put in front.",
+        description="Stages to run, in pipeline order (normalize, filter, classify, dedup, and any registered stage). "
+        "A first stage other than normalize on raw (non-Parquet-contract) input gets normalize put in front.",
     )
     read: ReadConfig = ReadConfig()
     normalize: NormalizeConfig = NormalizeConfig()

@@ -350,7 +350,10 @@ class _ZstdFraming:
             return None
         if self.frame_start is None:
             return f"is truncated: it ends at compressed byte {end} inside a frame's magic number"
-        return f"is truncated: it ends at compressed byte {end} inside the frame starting at compressed byte {self.frame_start}"
+        return (
+            f"is truncated: it ends at compressed byte {end} "
+            f"inside the frame starting at compressed byte {self.frame_start}"
+        )
 
 
 class _ZstdStream(_CheckedStream):

@@ -110,7 +110,7 @@ class Stage(ABC):
     # Ray runtime_env for the workers running this stage (e.g. {"py_executable": ...}); None: the driver's.
     runtime_env: dict | None = None
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Load models or other heavy state; called once per worker process, not per batch."""
 
     @abstractmethod

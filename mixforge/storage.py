@@ -350,7 +350,8 @@ def _extension(path: str) -> str:
 
 
 def _not_a_shard(path: str) -> str:
-    return f"not a shard format ({_extension(path)}; expected {', '.join(s for s in SHARD_SUFFIXES if not s.startswith('.json.'))})"
+    expected = ", ".join(s for s in SHARD_SUFFIXES if not s.startswith(".json."))
+    return f"not a shard format ({_extension(path)}; expected {expected})"
 
 
 DIRECTORY_IN_GLOB = "a directory: a glob does not descend into folders (name the folder, or use '**')"
@@ -537,7 +538,7 @@ def _discover_remote(fs, path: str, glob: bool, found: _Found, pattern: str) -> 
 def _distinct_files(fs, found: _Found) -> list[InputShard]:
     """One shard per file: a second path to the same local file (a symlink, a hard link) would read it twice."""
     shards, by_identity = [], {}
-    for uri, size, ident, is_link in sorted(found.files, key=lambda f: (f[3], f[0])):  # real paths first
+    for uri, size, ident, _is_link in sorted(found.files, key=lambda f: (f[3], f[0])):  # real paths first
         if ident is not None and ident in by_identity:
             found.skip(uri, f"same file as {by_identity[ident]} (read once)")
             continue

@@ -110,7 +110,7 @@ class Classifier(ABC):
                 f"a {self.kind} classifier applies {' or '.join(map(repr, self.card_kinds))} models"
             )
 
-    def setup(self, storage_options: Mapping[str, Any] | None) -> None:
+    def setup(self, storage_options: Mapping[str, Any] | None) -> None:  # noqa: B027 - optional hook, no-op by default
         """Load the model (called on each worker before its first batch; must be idempotent)."""
 
     @abstractmethod

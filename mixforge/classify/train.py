@@ -192,7 +192,7 @@ def _choose_positive(labels: list[str], configured: str | None) -> str:
         if configured not in labels:
             raise TrainingDataError(f"positive_label {configured!r} is not one of the labels found {labels}")
         return configured
-    found = [l for l in labels if l.lower() in _POSITIVE_NAMES]
+    found = [label for label in labels if label.lower() in _POSITIVE_NAMES]
     if len(found) != 1:
         raise TrainingDataError(f"cannot tell which of the labels {labels} is the positive one: set positive_label")
     return found[0]
@@ -245,7 +245,8 @@ def train_classifier(
         for label in labels:
             if split.counts["train"][label] == 0:
                 raise TrainingDataError(
-                    f"label {label!r} has no training documents (all {split.counts['test'][label]} fell in the held-out split)"
+                    f"label {label!r} has no training documents (all "
+                    f"{split.counts['test'][label]} fell in the held-out split)"
                 )
         kind = config.kind or ("binary-quality" if len(labels) == 2 else "multiclass-domain")
         if kind == "binary-quality" and len(labels) != 2:

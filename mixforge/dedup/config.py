@@ -43,7 +43,8 @@ class MinHashConfig(_Strict):
     enabled: bool = Field(True, description="Run MinHash fuzzy dedup.")
     shingle: Literal["word", "char"] = Field(
         "word",
-        description="Shingles of documents that are not short: word n-grams, or byte n-grams of the normalised text ('char').",
+        description="Shingles of documents that are not short: word n-grams, "
+        "or byte n-grams of the normalised text ('char').",
     )
     n: int = Field(
         5, ge=1, le=32, description="Shingle size: words per shingle ('word') or bytes per shingle ('char')."
@@ -56,7 +57,8 @@ class MinHashConfig(_Strict):
         1,
         ge=0,
         lt=2**63,
-        description="Seed of the permutation family; signatures are only comparable under the same seed and shingling.",
+        description="Seed of the permutation family; signatures are "
+        "only comparable under the same seed and shingling.",
     )
     threshold: float = Field(
         0.8,
@@ -71,28 +73,31 @@ class MinHashConfig(_Strict):
         2.5,
         ge=0.0,
         le=10.0,
-        description="Verification allows for the noise of the signature estimate: a pair passes when its estimated Jaccard is at least "
-        "threshold - verify_margin * sqrt(threshold * (1 - threshold) / num_perm), the estimate's standard error at the threshold "
-        "(0.8 - 2.5 * 0.038 = 0.705 with 112 permutations). 0 compares with the bare threshold, which drops about half of the pairs "
-        "whose true Jaccard is exactly the threshold.",
+        description="Verification allows for the noise of the signature estimate: a pair passes when its estimated "
+        "Jaccard is at least threshold - verify_margin * sqrt(threshold * (1 - threshold) / num_perm), the "
+        "estimate's standard error at the threshold (0.8 - 2.5 * 0.038 = 0.705 with 112 permutations). 0 compares "
+        "with the bare threshold, which drops about half of the pairs whose true Jaccard is exactly the threshold.",
     )
     lowercase: bool = Field(True, description="Lowercase the text before shingling.")
     strip_punctuation: bool = Field(True, description="Delete Unicode punctuation (category P) before shingling.")
     short_doc_words: int = Field(
         200,
         ge=0,
-        description="Documents with fewer words than this (after normalisation) follow `short_doc_strategy`; 0 disables it.",
+        description="Documents with fewer words than this (after normalisation) "
+        "follow `short_doc_strategy`; 0 disables it.",
     )
     short_doc_strategy: Literal["char", "smaller_n", "none"] = Field(
         "char",
-        description="Short documents: 'char' shingles their normalised text (words joined by single spaces) into byte short_char_n-grams; "
-        "'smaller_n' uses word short_n-grams; 'none' keeps the normal shingling. Any document shorter than one shingle becomes a single shingle of all of it.",
+        description="Short documents: 'char' shingles their normalised text (words joined by single spaces) "
+        "into byte short_char_n-grams; 'smaller_n' uses word short_n-grams; 'none' keeps the normal "
+        "shingling. Any document shorter than one shingle becomes a single shingle of all of it.",
     )
     short_char_n: int = Field(
         5,
         ge=1,
         le=32,
-        description="Bytes per shingle for short documents under the 'char' strategy (with shingle='char': under any strategy but 'none').",
+        description="Bytes per shingle for short documents under the 'char' "
+        "strategy (with shingle='char': under any strategy but 'none').",
     )
     short_n: int = Field(
         2, ge=1, le=32, description="Words per shingle for short documents under the 'smaller_n' strategy."
@@ -122,8 +127,9 @@ class KeepConfig(_Strict):
 
     rule: Literal["highest", "longest", "earliest", "smallest_id"] = Field(
         "smallest_id",
-        description="'highest': largest value of `column` (e.g. a quality score); 'longest': most characters of text; "
-        "'earliest': smallest value of `column` (e.g. a timestamp); 'smallest_id': smallest id. Documents with a null value are never preferred over ones with a value.",
+        description="'highest': largest value of `column` (e.g. a quality score); 'longest': most characters "
+        "of text; 'earliest': smallest value of `column` (e.g. a timestamp); 'smallest_id': "
+        "smallest id. Documents with a null value are never preferred over ones with a value.",
     )
     column: str | None = Field(None, description="Column read by the 'highest' and 'earliest' rules.")
 

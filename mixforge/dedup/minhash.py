@@ -18,8 +18,9 @@ candidate at threshold 0.8). Under the default 'char' strategy they are shingled
 `short_char_n`-grams of their normalised text instead (words joined by single spaces): the same
 two edits give Jaccard ~0.8, and a one-letter typo costs only ~5 shingles. Char shingles are
 salted so they never equal word shingles. A pair on both sides of the `short_doc_words` cut
-(e.g. 199 vs 201 words; word replacements never change the count) is shingled differently and not found by MinHash -- the price of one
-signature per document (exact dedup still finds exact copies).
+(e.g. 199 vs 201 words; word replacements never change the count) is shingled differently and
+not found by MinHash -- the price of one signature per document (exact dedup still finds exact
+copies).
 
 Empty documents (null, or no word left after normalisation) get the sentinel signature (all
 entries 2^64-1) which `estimated_jaccard` scores 0 against anything and `bucket_entries` leaves out.

@@ -22,7 +22,7 @@ CJK/Thai run is one word, as in datatrove):
 | c4 | yes (English keyword lists; ASCII terminal punctuation) | lines ending in 。！？ or without spaces are removed: annotate or disable |
 | fineweb_quality | yes | yes (terminal punctuation of many scripts; `list_ratio` counts per-character words); Thai, written without sentence-final punctuation, can fail `line_punct_ratio` |
 | url | language-independent | language-independent |
-"""
+"""  # noqa: E501 - markdown table rows in the docstring cannot be wrapped
 
 from mixforge.filters.base import (
     RULE_SETS,

@@ -47,7 +47,8 @@ from mixforge.filters.text import TextBatch
 Mode = Literal["drop", "annotate"]
 MODE_FIELD = Field(
     "drop",
-    description="`drop`: the first failing sub-rule drops the document (drop_reason = its name); `annotate`: only write the columns.",
+    description="`drop`: the first failing sub-rule drops the document "
+    "(drop_reason = its name); `annotate`: only write the columns.",
 )
 
 
@@ -165,7 +166,8 @@ def _register(cls: type[RuleSet]) -> None:
         or typing.get_args(name_field.annotation) != (name,)
     ):
         raise TypeError(
-            f'rule set {where}: {config.__name__} must declare name: Literal["<name>"] = "<name>" (the key that selects it in FilterConfig.rules)'
+            f'rule set {where}: {config.__name__} must declare name: Literal["<name>"] '
+            '= "<name>" (the key that selects it in FilterConfig.rules)'
         )
     if cls.__dict__.get("name", name) != name:
         raise TypeError(f"rule set {where}: name {cls.__dict__['name']!r} differs from its config's name {name!r}")
@@ -182,7 +184,8 @@ def build_rule_set(config: RuleSetConfigBase) -> RuleSet:
     cls = _REGISTRY.get(config.name)
     if cls is None or not isinstance(config, cls.config_class):
         raise TypeError(
-            f"no rule set registered for {type(config).__name__} (name {config.name!r}); registered: {sorted(_REGISTRY)}"
+            f"no rule set registered for {type(config).__name__} "
+            f"(name {config.name!r}); registered: {sorted(_REGISTRY)}"
         )
     return cls(config)
 

@@ -47,7 +47,8 @@ class LanguageIDConfig(_Strict):
     )
     keep: tuple[str, ...] | None = Field(
         None,
-        description="Languages to keep (ISO 639 codes as the model predicts them, e.g. en, de, zh); null: any language.",
+        description="Languages to keep (ISO 639 codes as the model "
+        "predicts them, e.g. en, de, zh); null: any language.",
     )
     threshold: float = Field(
         0.65, ge=0.0, le=1.0, description="Minimum top-1 score (strictly greater) for a document to be kept."
@@ -81,14 +82,16 @@ class GopherQualityConfig(RuleSetConfigBase):
     )
     min_alpha_words_ratio: float | None = Field(
         0.8,
-        description="Fail if the fraction of words with a letter is below (`alpha_words`; datatrove: max_non_alpha_words_ratio).",
+        description="Fail if the fraction of words with a letter is below "
+        "(`alpha_words`; datatrove: max_non_alpha_words_ratio).",
     )
     min_stop_words: int | None = Field(
         2, description="Fail if fewer distinct stop words of the document's language occur (`stop_words`)."
     )
     stop_words: dict[str, tuple[str, ...]] = Field(
         default_factory=lambda: dict(DEFAULT_STOP_WORDS),
-        description="Stop words per language (case-sensitive, as in datatrove); languages without a list pass `stop_words`.",
+        description="Stop words per language (case-sensitive, as in "
+        "datatrove); languages without a list pass `stop_words`.",
     )
 
 
@@ -114,11 +117,13 @@ class GopherRepetitionConfig(RuleSetConfigBase):
     )
     dup_n_grams: dict[int, float] = Field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-        description="n -> max characters covered by repeated word n-grams (greedy, as datatrove) / document characters.",
+        description="n -> max characters covered by repeated word n-grams "
+        "(greedy, as datatrove) / document characters.",
     )
     exact_dup_n_gram_features: bool = Field(
         False,
-        description="Compute the exact duplicated-n-gram fractions for every document. Default: exact only where a cheap upper bound exceeds the threshold (verdicts are exact either way).",
+        description="Compute the exact duplicated-n-gram fractions for every document. Default: exact only "
+        "where a cheap upper bound exceeds the threshold (verdicts are exact either way).",
     )
 
 
@@ -128,7 +133,8 @@ class C4Config(RuleSetConfigBase):
     )
     remove_lines: bool = Field(
         True,
-        description="In drop mode, kept documents get the failing lines removed (text edited); annotate mode never edits.",
+        description="In drop mode, kept documents get the failing lines "
+        "removed (text edited); annotate mode never edits.",
     )
     remove_citations: bool = Field(
         True, description="Remove Wikipedia-style citations ([1], [edit], [citation needed]) from lines."
@@ -157,12 +163,14 @@ class FineWebQualityConfig(RuleSetConfigBase):
     )
     line_punct_thr: float | None = Field(
         0.12,
-        description="Fail if the fraction of non-blank lines ending in terminal punctuation is below (`line_punct_ratio`).",
+        description="Fail if the fraction of non-blank lines ending in "
+        "terminal punctuation is below (`line_punct_ratio`).",
     )
     line_punct_exclude_zero: bool = Field(False, description="Do not fail documents where that fraction is exactly 0.")
     short_line_thr: float | None = Field(
         0.67,
-        description="Fail if the fraction of non-blank lines of at most `short_line_length` characters is above (`short_line_ratio`).",
+        description="Fail if the fraction of non-blank lines of at most "
+        "`short_line_length` characters is above (`short_line_ratio`).",
     )
     short_line_length: int = Field(30, description="Characters at or below which a line is short.")
     char_duplicates_ratio: float | None = Field(
@@ -175,22 +183,26 @@ class URLFilterConfig(RuleSetConfigBase):
     name: Literal["url"] = Field("url", description="Rule set: URL block-lists. Documents without a URL pass.")
     blocked_domains: str | None = Field(
         None,
-        description="Path or fsspec URI of a file with one domain per line ('#' comments); a URL fails if its host or any parent domain is listed (`domain`).",
+        description="Path or fsspec URI of a file with one domain per line ('#' comments); "
+        "a URL fails if its host or any parent domain is listed (`domain`).",
     )
     blocked_urls: str | None = Field(
         None, description="Path or fsspec URI of a file with one full URL per line (`url`)."
     )
     banned_words: str | None = Field(
         None,
-        description="Path or fsspec URI of words; fail if any is a token of the URL split on non-alphanumerics (`banned_word`).",
+        description="Path or fsspec URI of words; fail if any is a token of "
+        "the URL split on non-alphanumerics (`banned_word`).",
     )
     banned_subwords: str | None = Field(
         None,
-        description="Path or fsspec URI of substrings; fail if any occurs in the lowercased alphanumerics of the URL (`banned_subword`).",
+        description="Path or fsspec URI of substrings; fail if any occurs in the "
+        "lowercased alphanumerics of the URL (`banned_subword`).",
     )
     soft_banned_words: str | None = Field(
         None,
-        description="Path or fsspec URI of words; fail if at least `soft_word_threshold` of them are URL tokens (`soft_banned_words`).",
+        description="Path or fsspec URI of words; fail if at least `soft_word_threshold` "
+        "of them are URL tokens (`soft_banned_words`).",
     )
     soft_word_threshold: int = Field(2, ge=1, description="See `soft_banned_words`.")
 
@@ -212,5 +224,6 @@ class FilterConfig(_Strict):
     )
     default_language: str = Field(
         "en",
-        description="Language assumed for language-dependent rules (stop words) when language ID is off or gives no label.",
+        description="Language assumed for language-dependent rules (stop "
+        "words) when language ID is off or gives no label.",
     )

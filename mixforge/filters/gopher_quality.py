@@ -13,8 +13,9 @@ Words are spaCy English tokens as in datatrove; in documents of an unspaced-scri
 character is a word (`mixforge.filters.text`). `word_count`,
 `symbol_word_ratio`, `alpha_words` and `stop_words` (no list for these languages: pass) then work
 for them; the `mean_word_length` bounds (3..10) are English-specific and are not applied to these
-documents (per-character words have a mean length of about 1). Without a `lang`, a whole CJK/Thai run between spaces is one word, as in datatrove, and
-such documents fail `word_count` or `mean_word_length` (max 10).
+documents (per-character words have a mean length of about 1). Without a `lang`, a whole CJK/Thai
+run between spaces is one word, as in datatrove, and such documents fail `word_count` or
+`mean_word_length` (max 10).
 """
 
 from __future__ import annotations

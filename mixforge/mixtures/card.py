@@ -178,9 +178,12 @@ def markdown(
         f"# Mixture `{manifest['name']}` {manifest['version']}",
         "",
         f"- created: {manifest['timestamps']['committed']}",
-        f"- tokens: {total_tokens:,} ({spec['tokenizer']['kind']} `{spec['tokenizer']['name']}`), documents: {total_rows:,}, files: {len(manifest['files'])}",
-        f"- seed: {manifest['seed']}, spec sha256: `{manifest['spec_hash'][:16]}`, code: mixforge {manifest['code_version']}",
-        f"- pool: {', '.join(f'`{p}`' for p in spec['pool'])} (run ids: {', '.join(manifest['pool']['run_ids']) or 'n/a'}; {len(manifest['pool']['shards'])} shards)",
+        f"- tokens: {total_tokens:,} ({spec['tokenizer']['kind']} `{spec['tokenizer']['name']}`), "
+        f"documents: {total_rows:,}, files: {len(manifest['files'])}",
+        f"- seed: {manifest['seed']}, spec sha256: `{manifest['spec_hash'][:16]}`, "
+        f"code: mixforge {manifest['code_version']}",
+        f"- pool: {', '.join(f'`{p}`' for p in spec['pool'])} (run ids: "
+        f"{', '.join(manifest['pool']['run_ids']) or 'n/a'}; {len(manifest['pool']['shards'])} shards)",
         "- manifest: `manifest.json` (lists every data file; load through it)",
     ]
     if manifest.get("derived_from"):
@@ -200,8 +203,10 @@ def markdown(
         ]
         for g in phase["groups"]:
             lines.append(
-                f"| {g['name']} | {g['sampling']} | {g['target_share']:.2%} | {g['realised_share']:.2%} | {g['realised_tokens']:,} | "
-                f"{g['realised_docs']:,} | {g['unique_docs']:,} | {g['epochs']:.3f} | {g['max_epochs']:g} | {'yes' if g['short'] else ''} |"
+                f"| {g['name']} | {g['sampling']} | {g['target_share']:.2%} "
+                f"| {g['realised_share']:.2%} | {g['realised_tokens']:,} | "
+                f"{g['realised_docs']:,} | {g['unique_docs']:,} | {g['epochs']:.3f} "
+                f"| {g['max_epochs']:g} | {'yes' if g['short'] else ''} |"
             )
     sources = {}
     for p in stats.values():
@@ -218,7 +223,8 @@ def markdown(
     ]
     for s, d in sorted(sources.items(), key=lambda kv: -kv[1]["tokens"]):
         lines.append(
-            f"| {s} | {d['tokens']:,} | {d['tokens'] / max(total_tokens, 1):.2%} | {d['docs']:,} | {licence_of(s, spec.get('licenses', {}))} |"
+            f"| {s} | {d['tokens']:,} | {d['tokens'] / max(total_tokens, 1):.2%} "
+            f"| {d['docs']:,} | {licence_of(s, spec.get('licenses', {}))} |"
         )
     for name, p in stats.items():
         if p["length_p10_p50_p90"]:

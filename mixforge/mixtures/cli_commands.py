@@ -45,13 +45,15 @@ def print_mix(summary: dict, as_json: bool) -> None:
 
         return _json(summary, MixSummary)
     print(
-        f"mixture {summary['name']} {summary['version']}: {summary['tokens']:,} tokens, {summary['docs']:,} documents, "
+        f"mixture {summary['name']} {summary['version']}: "
+        f"{summary['tokens']:,} tokens, {summary['docs']:,} documents, "
         f"{summary['files']} files"
     )
     print(f"  {'phase':<8} {'group':<20} {'target':>8} {'realised':>9} {'tokens':>14} {'docs':>10} {'epochs':>7}")
     for g in summary["groups"]:
         print(
-            f"  {g['phase']:<8} {g['name']:<20} {g['target_share']:>8.2%} {g['realised_share']:>9.2%} {g['tokens']:>14,} "
+            f"  {g['phase']:<8} {g['name']:<20} {g['target_share']:>8.2%} "
+            f"{g['realised_share']:>9.2%} {g['tokens']:>14,} "
             f"{g['docs']:>10,} {g['epochs']:>7.3f}{'  short' if g.get('short') else ''}"
         )
     for note in summary.get("notes", []):
@@ -74,7 +76,8 @@ def print_list(rows: list[dict], as_json: bool) -> None:
     print(f"{'name':<24} {'version':<8} {'created':<26} {'tokens':>14} {'docs':>10} {'files':>5}  derived from")
     for r in rows:
         print(
-            f"{r['name']:<24} {r['version']:<8} {r['created_at']:<26} {r['tokens']:>14,} {r['docs']:>10,} {r['files']:>5}  {r['derived_from'] or ''}"
+            f"{r['name']:<24} {r['version']:<8} {r['created_at']:<26} {r['tokens']:>14,} "
+            f"{r['docs']:>10,} {r['files']:>5}  {r['derived_from'] or ''}"
         )
 
 
@@ -98,7 +101,8 @@ def print_diff(d: dict, as_json: bool) -> None:
         return _json(d, MixtureDiff)
     print(f"mixture {d['name']}: {d['a']} -> {d['b']}{'  (spec changed)' if d['spec_changed'] else ''}")
     print(
-        f"  tokens {d['tokens_a']:,} -> {d['tokens_b']:,} ({d['tokens_change']:+,}); rows {d['docs_a']:,} -> {d['docs_b']:,}; "
+        f"  tokens {d['tokens_a']:,} -> {d['tokens_b']:,} "
+        f"({d['tokens_change']:+,}); rows {d['docs_a']:,} -> {d['docs_b']:,}; "
         f"documents added {d['docs_added']:,}, removed {d['docs_removed']:,}"
     )
     print(
@@ -106,7 +110,8 @@ def print_diff(d: dict, as_json: bool) -> None:
     )
     for g in d["groups"]:
         print(
-            f"  {g['phase']:<8} {g['name']:<20} {g['share_a']:>8.2%} {g['share_b']:>8.2%} {g['share_change_pp']:>+8.2f}pp "
+            f"  {g['phase']:<8} {g['name']:<20} {g['share_a']:>8.2%} "
+            f"{g['share_b']:>8.2%} {g['share_change_pp']:>+8.2f}pp "
             f"{g['tokens_a']:>12,} {g['tokens_b']:>12,}"
         )
     if d["removed_sample"]:

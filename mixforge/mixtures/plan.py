@@ -181,7 +181,8 @@ def redistribute(
         if on_short == "fail":
             g = over[0]
             raise ShortGroupError(
-                f"phase {phase!r}: group {g!r} is short: its target is {targets[g]:,.0f} tokens ({shares[g]:.2%} of {budget:,}) "
+                f"phase {phase!r}: group {g!r} is short: its target is "
+                f"{targets[g]:,.0f} tokens ({shares[g]:.2%} of {budget:,}) "
                 f"but it has {available[g]:,} tokens and max_epochs={max_epochs[g]:g} caps it at {caps[g]:,} "
                 f"(raise max_epochs, lower its weight or the budget, or set on_short: redistribute)"
             )
@@ -225,7 +226,10 @@ def why_empty(spec: MixSpec, gi: int, st: dict, stats: dict) -> str:
     if not st["matched"]:
         return f"matches no document of the pool ({stats['shards']:,} shards, {stats['docs']:,} documents)"
     if not st["matched_kept"]:
-        return f"matches {st['matched']:,} documents of the pool, but every one is excluded (exclude, or an earlier takedown)"
+        return (
+            f"matches {st['matched']:,} documents of the pool, "
+            "but every one is excluded (exclude, or an earlier takedown)"
+        )
     earlier = [g.name for g in spec.groups[:gi]]
     return (
         f"matches {st['matched_kept']:,} documents of the pool, but every one belongs to an earlier group "

@@ -93,7 +93,8 @@ class Sampler(StrictModel):
         return u
 
     def shard_stats(self, frame: pl.DataFrame, tokens: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
-        """Figures of the group's `rows` in one shard that `norm` or `key_bracket` need (small: they go to the driver)."""
+        """Figures of the group's `rows` in one shard that `norm` or `key_bracket` need (small: they
+        go to the driver)."""
         return {}
 
     def merge_stats(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

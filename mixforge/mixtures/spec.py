@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,7 +24,7 @@ PhaseName = name_field("phase name")
 SYNTHETIC = "synthetic"  # predicate key: true = rephrased rows (parent_id set), false = original rows
 PARENT_ID = "parent_id"
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class Range(StrictModel):
@@ -42,7 +42,7 @@ class Range(StrictModel):
         return self
 
 
-Condition = Union[Range, list[Scalar], Scalar]
+Condition = Range | list[Scalar] | Scalar
 
 
 class GroupSpec(StrictModel):
@@ -61,7 +61,9 @@ class GroupSpec(StrictModel):
     max_epochs: float = Field(
         1.0,
         gt=0,
-        description="Cap within each phase: tokens taken in a phase <= max_epochs x the group's tokens; a document is taken at most ceil(max_epochs) times in a phase (x its repeats when rehydrating). Another phase may take the same documents again.",
+        description="Cap within each phase: tokens taken in a phase <= max_epochs x the group's "
+        "tokens; a document is taken at most ceil(max_epochs) times in a phase (x its "
+        "repeats when rehydrating). Another phase may take the same documents again.",
     )
     sampling: Sampling = Field(
         UniformSampling(),
@@ -101,12 +103,14 @@ class PhaseSpec(StrictModel):
     )
     weights: dict[str, float] | None = Field(
         None,
-        description="Group name -> weight for this phase (default: the groups' own weights). Groups left out are not used.",
+        description="Group name -> weight for this phase (default: the "
+        "groups' own weights). Groups left out are not used.",
     )
     temperature: float | None = Field(
         None,
         gt=0,
-        description="Temperature sampling across groups: share proportional to weight x (natural token share)^(1/T), weight defaulting to 1.",
+        description="Temperature sampling across groups: share proportional to "
+        "weight x (natural token share)^(1/T), weight defaulting to 1.",
     )
 
     @model_validator(mode="after")
@@ -141,7 +145,8 @@ class OutputSpec(StrictModel):
     shard_tokens: int = Field(
         50_000_000,
         ge=1,
-        description="Tokens per output shard, about: a phase of T tokens gets ceil(T / shard_tokens) shards of near-equal size (equal slices of the global shuffle).",
+        description="Tokens per output shard, about: a phase of T tokens gets ceil(T / "
+        "shard_tokens) shards of near-equal size (equal slices of the global shuffle).",
     )
     row_group_rows: int = Field(16_384, ge=1, description="Rows per Parquet row group in output shards.")
 
@@ -151,7 +156,8 @@ class MixSpec(StrictModel):
 
     name: MixtureName = Field(
         ...,
-        description="Mixture name (lowercase letters, digits, single dashes; at most 64); versions go to <store>/mixtures/<name>/vNNNN/ and it keys the Prefect artifacts.",
+        description="Mixture name (lowercase letters, digits, single dashes; at most 64); versions "
+        "go to <store>/mixtures/<name>/vNNNN/ and it keys the Prefect artifacts.",
     )
     pool: list[str] = Field(
         ...,
@@ -172,17 +178,20 @@ class MixSpec(StrictModel):
     )
     on_short: Literal["redistribute", "fail"] = Field(
         "redistribute",
-        description="A group whose capped tokens cannot meet its target: give the shortfall to the other groups in proportion to their shares, or fail.",
+        description="A group whose capped tokens cannot meet its target: give the "
+        "shortfall to the other groups in proportion to their shares, or fail.",
     )
     tolerance_pp: float = Field(
         0.5,
         gt=0,
-        description="Allowed gap between planned and realised token share, in percentage points (reported when exceeded).",
+        description="Allowed gap between planned and realised token share, "
+        "in percentage points (reported when exceeded).",
     )
     groups: list[GroupSpec] = Field(..., min_length=1)
     phases: list[PhaseSpec] = Field(
         default_factory=list,
-        description="Optional phases (e.g. main, anneal), each with its own weights and budget. Without phases there is one phase, `main`.",
+        description="Optional phases (e.g. main, anneal), each with its own weights "
+        "and budget. Without phases there is one phase, `main`.",
     )
     licenses: dict[str, str] = Field(
         default_factory=dict, description="Source name -> licence, shown in the data card (and `*` for the rest)."

@@ -77,7 +77,8 @@ def takedown_file(
 
 
 def _phases_after(parent: dict[str, Any], lost: Mapping[tuple[str, str], tuple[int, int]]) -> list[dict[str, Any]]:
-    """The parent's phases with each group's lost rows and tokens taken off (shares and epochs as the planner computes them)."""
+    """The parent's phases with each group's lost rows and tokens taken off (shares and epochs as the
+    planner computes them)."""
     phases = []
     for p in parent["phases"]:
         groups = []
