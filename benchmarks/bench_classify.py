@@ -2,7 +2,7 @@
 """Benchmark: the classify stage (fastText quality scores) through Prefect + Ray against a plain
 single-process loop over the same shards, in one run; plus sentence-embedding throughput on CPU.
 
-    .venv/bin/python benchmarks/bench_classify.py                                  # 32 shards x 20 MB, 2 workers, 3 repetitions
+    .venv/bin/python benchmarks/bench_classify.py   # 32 shards x 20 MB, 2 workers, 3 repetitions
     .venv/bin/python benchmarks/bench_classify.py --shards 4 --shard-mb 5 --repeat 1 --embed-docs 128   # quick
 
 Size: a stage run has fixed costs that do not grow with the data (the Prefect flow and task runs,
@@ -29,10 +29,10 @@ Variants (same Parquet zstd shards, each writing fresh zstd Parquet with one flo
              no Ray): the machine's ceiling for the per-core figure, since two busy processes on shared
              or hyper-threaded vCPUs each run slower than one alone
 
-Repetitions are interleaved (baseline, pool-reference, ours, stage-only, in-process, baseline, ...) so that the load other
-processes put on the machine hits all variants alike. The goal compares documents/s **per core**:
-ours/--workers against the baseline (one core); >= 0.85. Start-up (Prefect, Ray, worker
-processes) is excluded and reported separately.
+Repetitions are interleaved (baseline, pool-reference, ours, stage-only, in-process, baseline, ...)
+so that the load other processes put on the machine hits all variants alike. The goal compares
+documents/s **per core**: ours/--workers against the baseline (one core); >= 0.85. Start-up
+(Prefect, Ray, worker processes) is excluded and reported separately.
 
 Load evidence: on a shared machine a worker gets less than its core. Every run records the CPU
 seconds of the processes doing the work (baseline: this process; ours: the Ray worker processes)
@@ -332,7 +332,8 @@ def worker_timeline(done_dir: Path, started: float, finished: float) -> dict:
 
 
 def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
-    """The stage and the shard runner (reads, stats, _done markers, atomic writes) with no Ray: one process, one core."""
+    """The stage and the shard runner (reads, stats, _done markers, atomic writes) with no Ray: one
+    process, one core."""
     from mixforge.runner import ShardJob, run_shard
     from mixforge.runs import StageLayout
 
@@ -441,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--embed-max-chars", type=int, default=2000, help="characters embedded per document")
     args = parser.parse_args(argv)
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)
+
+    def log(*a):
+        print(*a, file=sys.stderr, flush=True)
 
     from mixforge.classify.config import ClassifierSpec, ClassifyConfig
     from mixforge.stages.classify import ClassifyStage
@@ -484,12 +487,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat):
             m = run_baseline(baseline_model, corpus.shards, str(out / "baseline"), corpus.text_bytes)
             log(
-                f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}"
+                f"  baseline run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, "
+                f"others' load {m.others_busy_cores}, {m.details}"
             )
             runs.setdefault("baseline", []).append(m)
             m = run_pool_reference(pool, corpus.shards, str(out / "pool-reference"), corpus.text_bytes, args.workers)
             log(
-                f"  pool-reference run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}"
+                f"  pool-reference run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, "
+                f"others' load {m.others_busy_cores}, {m.details}"
             )
             runs.setdefault("pool-reference", []).append(m)
             m = run_whole_stage(
@@ -497,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             m.description = f"classify task (stage + report) via Prefect flow on Ray, {args.workers} workers"
             log(
-                f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}"
+                f"  ours run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, "
+                f"others' load {m.others_busy_cores}, {m.details}"
             )
             runs.setdefault("ours", []).append(m)
             if args.skip_diagnostics:
@@ -509,12 +515,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"ClassifyStage via Prefect flow -> task -> run_stage on Ray, {args.workers} workers, no report"
             )
             log(
-                f"  stage-only run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, others' load {m.others_busy_cores}, {m.details}"
+                f"  stage-only run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, "
+                f"others' load {m.others_busy_cores}, {m.details}"
             )
             runs.setdefault("stage-only", []).append(m)
             m = run_in_process(in_process_stage, corpus.shards, str(out / "in-process"), corpus.text_bytes)
             log(
-                f"  in-process run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, others' load {m.others_busy_cores}, {m.details}"
+                f"  in-process run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, "
+                f"others' load {m.others_busy_cores}, {m.details}"
             )
             runs.setdefault("in-process", []).append(m)
         startup = dict(orch.startup)
@@ -526,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_diagnostics:
         stage_only = common.best_of("stage-only", runs["stage-only"])
         results += [stage_only, per_core(stage_only, args.workers), common.best_of("in-process", runs["in-process"])]
-    # Every repetition, side by side (they ran interleaved, under the same load), and the ratio with the wait for a core taken out.
+    # Every repetition, side by side (they ran interleaved, under the same load), and the ratio with
+    # the wait for a core taken out.
     repetitions = []
 
     def per_cpu(m: common.Measurement, base: common.Measurement) -> float:
@@ -596,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         notes=[
             "ours:per-core = ours docs/s / workers; the goal compares it with the one-core baseline",
             "pool-reference:per-core = the same plain loop in that many processes at once: the machine's own "
-            "ceiling for the per-core figure (ours cannot beat plain processes); extra.median_paired_ours_vs_pool_reference "
+            "ceiling for the per-core figure (ours cannot beat plain processes); "
+            "extra.median_paired_ours_vs_pool_reference "
             "is what orchestration costs on top of it",
             "extra.repetitions: each interleaved repetition's ratios and CPU shares (see the module docstring)",
             "both sides use the same preprocessing function and the same model; I/O included on both sides",

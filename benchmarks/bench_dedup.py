@@ -283,7 +283,7 @@ class Editor:
         lines = []
         for d in base[:3000]:
             vocab.update(w for w in re.findall(r"[A-Za-z]{3,12}", d["text"]))
-            lines.extend(l.strip() for l in d["text"].split("\n") if 20 <= len(l.strip()) <= 200)
+            lines.extend(line.strip() for line in d["text"].split("\n") if 20 <= len(line.strip()) <= 200)
         self.vocab = sorted(vocab)
         self.lines = lines
 
@@ -299,7 +299,7 @@ class Editor:
 
     def edit_line(self, text: str) -> tuple[str, str]:
         lines = text.split("\n")
-        nonempty = [i for i, l in enumerate(lines) if l.strip()]
+        nonempty = [i for i, line in enumerate(lines) if line.strip()]
         removable = [i for i in nonempty if len(lines[i]) <= 0.15 * len(text)] if len(nonempty) >= 3 else []
         if removable and self.rng.random() < 0.5:
             del lines[self.rng.choice(removable)]
@@ -469,7 +469,7 @@ def score(truth_path: str, removed: dict[str, str], clusters: dict[str, list[str
                 by_edit[edit_of[stand_in]][0] += 1
                 by_len[bucket(words_of[stand_in])][0] += 1
     false_clusters = []
-    for keeper, members in clusters.items():
+    for _keeper, members in clusters.items():
         truth_clusters = Counter(cluster_of[m] for m in members)
         if len(truth_clusters) > 1:
             false_clusters.append((len(members), len(truth_clusters)))
@@ -680,8 +680,13 @@ def main():
     t_import = time.perf_counter()
     from datatrove.executor import LocalPipelineExecutor
     # the package __init__ needs `tokenizers`
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                                  MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from datatrove.utils.hashing import HashConfig
@@ -694,21 +699,61 @@ def main():
         return ParquetReader(inp, text_key="text", id_key="id", glob_pattern="*.parquet")
 
     def flat(self, doc):  # one fixed schema (the default adapter infers it per batch and fails on all-null urls)
-        return {"id": doc.id, "text": doc.text, "source": doc.metadata.get("source"), "minhash_cluster_id": doc.metadata.get("minhash_cluster_id", -1)}
+        return {
+            "id": doc.id,
+            "text": doc.text,
+            "source": doc.metadata.get("source"),
+            "minhash_cluster_id": doc.metadata.get("minhash_cluster_id", -1),
+        }
 
     times = {"imports": time.perf_counter() - t_import}
     steps = [
-        ("signatures", [reader(), MinhashDedupSignature(output_folder=f"{work}/signatures", config=cfg)], n_files, workers),
-        ("buckets", [MinhashDedupBuckets(input_folder=f"{work}/signatures", output_folder=f"{work}/buckets", config=cfg)], cfg.num_buckets, workers),
-        ("cluster", [MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids", config=cfg, save_cluster_id=True)], 1, 1),
-        ("filter", [reader(), MinhashDedupFilter(input_folder=f"{work}/remove_ids", load_cluster_ids=True,
-                                                 exclusion_writer=ParquetWriter(f"{work}/removed", adapter=flat)),
-                    ParquetWriter(f"{work}/kept", adapter=flat)], n_files, workers),
+        (
+            "signatures",
+            [reader(), MinhashDedupSignature(output_folder=f"{work}/signatures", config=cfg)],
+            n_files,
+            workers,
+        ),
+        (
+            "buckets",
+            [MinhashDedupBuckets(input_folder=f"{work}/signatures", output_folder=f"{work}/buckets", config=cfg)],
+            cfg.num_buckets,
+            workers,
+        ),
+        (
+            "cluster",
+            [
+                MinhashDedupCluster(
+                    input_folder=f"{work}/buckets",
+                    output_folder=f"{work}/remove_ids",
+                    config=cfg,
+                    save_cluster_id=True,
+                )
+            ],
+            1,
+            1,
+        ),
+        (
+            "filter",
+            [
+                reader(),
+                MinhashDedupFilter(
+                    input_folder=f"{work}/remove_ids",
+                    load_cluster_ids=True,
+                    exclusion_writer=ParquetWriter(f"{work}/removed", adapter=flat),
+                ),
+                ParquetWriter(f"{work}/kept", adapter=flat),
+            ],
+            n_files,
+            workers,
+        ),
     ]
     start = time.perf_counter()
     for name, pipeline, tasks, w in steps:
         t0 = time.perf_counter()
-        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=w, logging_dir=f"{work}/logs/{name}", skip_completed=False).run()
+        LocalPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, workers=w, logging_dir=f"{work}/logs/{name}", skip_completed=False
+        ).run()
         times[name] = time.perf_counter() - t0
         print(f"step {name}: {times[name]:.1f}s", file=sys.stderr, flush=True)
     times["pipeline"] = time.perf_counter() - start
@@ -746,7 +791,7 @@ def run_datatrove(python: str, corpus: dict, work: Path, workers: int) -> dict:
     (work / "stderr.log").write_text(err)
     if proc.returncode != 0:
         raise RuntimeError(f"datatrove failed (rc {proc.returncode}); see {work / 'stderr.log'}:\n{err[-3000:]}")
-    times = json.loads(next(l for l in out.splitlines() if l.startswith("DATATROVE_TIMES ")).split(" ", 1)[1])
+    times = json.loads(next(line for line in out.splitlines() if line.startswith("DATATROVE_TIMES ")).split(" ", 1)[1])
     # keepers: kept docs with a cluster id; removed docs carry theirs
     kept = ds.dataset(str(work / "kept"), format="parquet").to_table(columns=["id", "minhash_cluster_id"])
     cid = kept.column("minhash_cluster_id")
@@ -793,7 +838,8 @@ def fmt_pr(s: dict | None) -> str:
 def print_report(doc: dict) -> None:
     c = doc["corpus"]
     print(
-        f"== dedup benchmark ==  docs={c['docs']:,}  planted copies={c['planted_copies']:,}  base docs={c['base_docs_used']:,}  "
+        f"== dedup benchmark ==  docs={c['docs']:,}  planted copies={c['planted_copies']:,}  "
+        f"base docs={c['base_docs_used']:,}  "
         f"shards={len(c['shards'])}  text={c['text_mb']} MB  workers={doc['params']['workers']}"
     )
     print(f"edits: {c['edits']}")
@@ -860,7 +906,8 @@ def print_report(doc: dict) -> None:
             )
         )
         print(
-            f"ours: worker sampled RSS by step MB {o['worker_sampled_rss_by_step_mb']}; apply-step worker peak (from _stats.json) "
+            f"ours: worker sampled RSS by step MB {o['worker_sampled_rss_by_step_mb']}; "
+            "apply-step worker peak (from _stats.json) "
             f"{o['apply_worker_peak_rss_mb_from_stats']}"
         )
         if d:
@@ -868,12 +915,15 @@ def print_report(doc: dict) -> None:
     if doc.get("scale"):
         print("RSS per worker at scale (ours):")
         print(
-            "  scale  docs      shards  seconds  driver MB (at start)  worker MB  precision  recall   worker RSS by step MB"
+            "  scale  docs      shards  seconds  driver MB (at start)  "
+            "worker MB  precision  recall   worker RSS by step MB"
         )
         for s in doc["scale"]:
             print(
-                f"  {s['scale']:>4}x  {s['docs']:>8,}  {s['shards']:>6}  {s['seconds']:>7.1f}  {s['driver_peak_rss_mb']:>9.0f} ({s['driver_rss_at_start_mb']:>6.0f})  "
-                f"{s['worker_peak_rss_mb']:>9.0f}  {s['precision']:>9.4f}  {s['recall']:.4f}   {s['worker_sampled_rss_by_step_mb']}"
+                f"  {s['scale']:>4}x  {s['docs']:>8,}  {s['shards']:>6}  {s['seconds']:>7.1f}  "
+                f"{s['driver_peak_rss_mb']:>9.0f} ({s['driver_rss_at_start_mb']:>6.0f})  "
+                f"{s['worker_peak_rss_mb']:>9.0f}  {s['precision']:>9.4f}  {s['recall']:.4f}   "
+                f"{s['worker_sampled_rss_by_step_mb']}"
             )
     if doc.get("startup_seconds"):
         print(f"start-up excluded (s): {doc['startup_seconds']}")
@@ -902,7 +952,8 @@ def main() -> None:
         "--docs-per-base",
         type=float,
         default=16.5,
-        help="corpus documents per base document used (originals + copies; default 16.5: 200k docs use ~12.1k of the ~12.5k base)",
+        help="corpus documents per base document used "
+        "(originals + copies; default 16.5: 200k docs use ~12.1k of the ~12.5k base)",
     )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -931,8 +982,9 @@ def main() -> None:
             work / "corpus" / f"n{n}-s{args.seed}-sd{args.shard_docs}",
             args.docs_per_base,
         )
+        built = "cached" if c["cached"] else f"built in {c['build_seconds']:.1f}s"
         print(
-            f"corpus {n:,}: {len(c['shards'])} shards, {c['text_mb']} MB, {'cached' if c['cached'] else 'built in %.1fs' % c['build_seconds']}",
+            f"corpus {n:,}: {len(c['shards'])} shards, {c['text_mb']} MB, {built}",
             file=sys.stderr,
             flush=True,
         )
@@ -966,7 +1018,8 @@ def main() -> None:
                 )
                 res["score"] = sc
                 print(
-                    f"ours {s:g}x: {res['seconds']}s {fmt_pr(sc)} driver {res['driver_peak_rss_mb']} MB worker {res['worker_peak_rss_mb']} MB",
+                    f"ours {s:g}x: {res['seconds']}s {fmt_pr(sc)} driver {res['driver_peak_rss_mb']} MB "
+                    f"worker {res['worker_peak_rss_mb']} MB",
                     file=sys.stderr,
                     flush=True,
                 )

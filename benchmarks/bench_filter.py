@@ -524,12 +524,14 @@ def main() -> None:
         "--datatrove-max-mb",
         type=float,
         default=None,
-        help="run datatrove on a deterministic subsample of the same shards (every k-th shard) of about this many MB; agreement is computed on it (datatrove needs ~10 min per 20 MB per core)",
+        help="run datatrove on a deterministic subsample of the same shards (every k-th shard) of about this many MB; "
+        "agreement is computed on it (datatrove needs ~10 min per 20 MB per core)",
     )
     p.add_argument(
         "--reuse-datatrove",
         action="store_true",
-        help="reuse the datatrove verdicts and timings already in --out-dir (same corpus options) instead of running datatrove again",
+        help="reuse the datatrove verdicts and timings already in --out-dir (same corpus options) "
+        "instead of running datatrove again",
     )
     p.add_argument("--datatrove-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -542,7 +544,8 @@ def main() -> None:
     parquet_paths, jsonl_paths, n_docs, blocked = build_corpus(args)
     mb = sum(p.stat().st_size for p in jsonl_paths) / 1e6
     print(
-        f"corpus: {n_docs} docs, {len(parquet_paths)} shards, ~{mb:.0f} MB JSONL, built in {time.perf_counter() - t:.0f}s; url block-list {blocked}",
+        f"corpus: {n_docs} docs, {len(parquet_paths)} shards, ~{mb:.0f} MB JSONL, "
+        f"built in {time.perf_counter() - t:.0f}s; url block-list {blocked}",
         file=sys.stderr,
     )
     blocked_file = out_dir / "blocked-domains.txt"
@@ -572,7 +575,8 @@ def main() -> None:
                 "mb_jsonl": sum(p.stat().st_size for p in dt_paths) / 1e6,
             }
             print(
-                f"datatrove runs on a subsample: every {step}th shard, {len(dt_paths)} of {len(jsonl_paths)} shards ({result['datatrove_subsample']['mb_jsonl']:.0f} MB); agreement is over those documents",
+                f"datatrove runs on a subsample: every {step}th shard, {len(dt_paths)} of {len(jsonl_paths)} shards "
+                f"({result['datatrove_subsample']['mb_jsonl']:.0f} MB); agreement is over those documents",
                 file=sys.stderr,
             )
         if args.reuse_datatrove:
@@ -612,12 +616,14 @@ def main() -> None:
     if "agreement" in result:
         if "datatrove_subsample" in result:
             print(
-                f"\n(datatrove measured on a subsample of the same shards: {json.dumps(result['datatrove_subsample'])})"
+                "\n(datatrove measured on a subsample of the same shards: "
+                f"{json.dumps(result['datatrove_subsample'])})"
             )
         print(f"\n{'rule':20s}{'docs':>8s}{'agree':>9s}{'ours-only drop':>16s}{'dt-only drop':>14s}")
         for rule, a in result["agreement"].items():
             print(
-                f"{rule:20s}{a['docs']:8d}{100 * a['agreement']:8.2f}%{a.get('dropped_by_ours_only', 0):16d}{a.get('dropped_by_datatrove_only', 0):14d}"
+                f"{rule:20s}{a['docs']:8d}{100 * a['agreement']:8.2f}%"
+                f"{a.get('dropped_by_ours_only', 0):16d}{a.get('dropped_by_datatrove_only', 0):14d}"
             )
     (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"\nJSON: {out_dir / 'result.json'}")

@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         "--in-flight", type=int, default=None, help="shards scheduled on Ray at once (default: --workers)"
     )
     args = parser.parse_args(argv)
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)
+
+    def log(*a):
+        print(*a, file=sys.stderr, flush=True)
 
     work = Path(args.work_dir)
     corpus_dir = work / "corpus" / f"parquet-{args.shards}x{args.shard_mb:g}mb-seed{args.seed}"
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.setdefault(m.name, []).append(m)
         extra = f", worker peak {m.worker_peak_rss_mb:.0f} MB" if m.worker_peak_rss_mb else ""
         log(
-            f"  {m.name}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, {m.mb_per_s:.1f} MB/s, peak RSS {m.peak_rss_mb:.0f} MB{extra}, "
+            f"  {m.name}: {m.seconds:.2f}s, {m.docs_per_s:,.0f} docs/s, {m.mb_per_s:.1f} MB/s, "
+            f"peak RSS {m.peak_rss_mb:.0f} MB{extra}, "
             f"CPU {m.cpu_seconds}s, others' load {m.others_busy_cores} cores"
             + (f", details {m.details}" if m.details else "")
         )
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "pool-reference": f"the baseline loop in {args.workers} processes, no orchestration",
         "ours": f"PassThrough, Prefect flow -> Ray, {args.workers} workers (read_documents)",
         "ours-raw": f"PassThrough reads_raw=True, Prefect flow -> Ray, {args.workers} workers (read_raw)",
-        "ours:in-flow": "ours timed inside the flow body (Prefect task + Ray + shards; without the flow run's enter/exit)",
+        "ours:in-flow": "ours timed inside the flow body "
+        "(Prefect task + Ray + shards; without the flow run's enter/exit)",
         "ours-raw:in-flow": "ours-raw timed inside the flow body",
     }
     results = [common.best_of(name, ms) for name, ms in runs.items()]
@@ -229,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         m.description = descriptions[m.name]
     best = {m.name: m for m in results}
     notes = [
-        f"baseline and pool-reference ran once before start-up and once per round after it; ours/ours-raw once per round "
+        "baseline and pool-reference ran once before start-up and once per round after it; "
+        "ours/ours-raw once per round "
         f"({args.repeat} rounds); fastest run reported, all runs listed",
-        "seconds exclude start-up; ours/ours-raw span the whole flow run (its fixed enter/exit cost included), :in-flow rows do not",
+        "seconds exclude start-up; ours/ours-raw span the whole flow run (its fixed enter/exit cost included), "
+        ":in-flow rows do not",
         "peak RSS MB = driver process during the timed part; worker peak = largest Ray worker (ours only)",
-        "CPU s = CPU seconds of this benchmark's process tree during the run (driver, pool or Ray workers and daemons, Prefect server)",
-        "others' cores = CPU cores used meanwhile by processes outside this benchmark's process tree (noise indicator)",
+        "CPU s = CPU seconds of this benchmark's process tree during the run "
+        "(driver, pool or Ray workers and daemons, Prefect server)",
+        "others' cores = CPU cores used meanwhile by processes outside this benchmark's process tree "
+        "(noise indicator)",
     ]
     common.report(
         results,

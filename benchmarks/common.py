@@ -441,9 +441,10 @@ def one_arrow_thread() -> Iterator[None]:
 @contextlib.contextmanager
 def timed() -> Iterator[dict]:
     """`with timed() as t: ...` then t["seconds"]; t["cpu_seconds"], CPU used meanwhile by this process
-    and its descendants (Ray workers and daemons, the Prefect server, pools); and two noise indicators: t["machine_busy_cores"],
-    CPU cores busy machine-wide meanwhile, and t["others_busy_cores"], the part of it not used by
-    this process and its descendants (someone else's load: results taken under it are slower)."""
+    and its descendants (Ray workers and daemons, the Prefect server, pools); and two noise indicators:
+    t["machine_busy_cores"], CPU cores busy machine-wide meanwhile, and t["others_busy_cores"], the
+    part of it not used by this process and its descendants (someone else's load: results taken
+    under it are slower)."""
     t: dict[str, Any] = {"seconds": 0.0, "cpu_seconds": None, "machine_busy_cores": None, "others_busy_cores": None}
     before, own_before = _cpu_jiffies(), own_tree_cpu_seconds()
     started = time.perf_counter()
@@ -796,7 +797,8 @@ def format_table(doc: dict) -> str:
         )
     for g in doc["goals"]:
         lines.append(
-            f"goal: {g['result']} {g['metric']} >= {g['target']}: measured {g['measured']:.2f} -> {'MET' if g['met'] else 'NOT MET'}"
+            f"goal: {g['result']} {g['metric']} >= {g['target']}: "
+            f"measured {g['measured']:.2f} -> {'MET' if g['met'] else 'NOT MET'}"
         )
     noisy = [r["name"] for r in doc["results"] if (r["others_busy_cores"] or 0) > 0.25]
     if noisy:

@@ -16,7 +16,8 @@ Two steps:
     .venv/bin/python benchmarks/gpu_embed_check.py prepare
     # anywhere with torch + transformers + numpy (the GPU machine: only these and the repo):
     PYTHONPATH=. python3 benchmarks/gpu_embed_check.py check --out $OUT/gpu_embed.json
-    PYTHONPATH=. .venv/bin/python benchmarks/gpu_embed_check.py check --device cpu --docs 64 --cpu-docs 64   # CPU-only dry run
+    # CPU-only dry run:
+    PYTHONPATH=. .venv/bin/python benchmarks/gpu_embed_check.py check --device cpu --docs 64 --cpu-docs 64
 
 Imports only `mixforge.classify.embed` and `mixforge.classify.kmeans` (numpy/torch/transformers):
 the GPU machine has neither pydantic, polars nor zstandard.

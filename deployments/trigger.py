@@ -2,7 +2,8 @@
 
     export PREFECT_API_URL=https://prefect.example.org/api     # + PREFECT_API_AUTH_STRING or PREFECT_API_KEY
     python deployments/trigger.py curate/curate \\
-        --params '{"input": "s3://crawl/2026-11/", "output": "s3://pool", "config": {"stages": ["normalize", "filter"]}}' \\
+        --params '{"input": "s3://crawl/2026-11/", "output": "s3://pool",
+                   "config": {"stages": ["normalize", "filter"]}}' \\
         --param run_id='"ci-1234"' --timeout 7200
 
 Needs only `prefect` (no mixforge): `pip install prefect==3.9.1`. Prints one JSON object on stdout

@@ -46,8 +46,8 @@ def markdown_summary(summary: dict) -> str:
     for r in stage_rows(summary):
         busy = "-" if r["worker_busy_share"] is None else f"{r['worker_busy_share']:.0%} of {r['workers']}"
         lines.append(
-            f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} | {r['shards_quarantined']} "
-            f"| {r['seconds']:.1f} | {busy} |"
+            f"| {r['stage']} | {r['docs_in']:,} | {r['docs_kept']:,} | {r['docs_dropped']:,} "
+            f"| {r['shards_quarantined']} | {r['seconds']:.1f} | {busy} |"
         )
     for s in summary["stages"]:
         if s["docs_dropped"] or s.get("docs_skipped"):

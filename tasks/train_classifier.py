@@ -46,7 +46,8 @@ def model_card_markdown(card: dict) -> str:
         f"- kind: {card['kind']}; labels: {', '.join(card['labels'])}"
         + (f"; positive label: `{card['positive_label']}`" if card.get("positive_label") else ""),
         f"- uri: `{card['uri']}`",
-        f"- model.bin sha256: `{card['files']['model.bin']['sha256']}` ({card['files']['model.bin']['bytes']:,} bytes)",
+        f"- model.bin sha256: `{card['files']['model.bin']['sha256']}` "
+        f"({card['files']['model.bin']['bytes']:,} bytes)",
         f"- created {card['created']} by mixforge {card['code_version']}",
         "",
         "## Held-out metrics",
@@ -63,7 +64,8 @@ def model_card_markdown(card: dict) -> str:
     lines += ["", "## Inputs", "", "| pattern | label | shards | docs used |", "|---|---|---:|---:|"]
     for inp in card["data"]["inputs"]:
         lines.append(
-            f"| `{inp['pattern']}` | {inp['label'] or '(column ' + str(card['data']['label_column']) + ')'} | {len(inp['shards'])} | {inp['docs_used']:,} |"
+            f"| `{inp['pattern']}` | {inp['label'] or '(column ' + str(card['data']['label_column']) + ')'} "
+            f"| {len(inp['shards'])} | {inp['docs_used']:,} |"
         )
     lines += ["", "## fastText parameters", "", "| parameter | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in card["fasttext"].items()]

@@ -10,9 +10,10 @@ says, for every row written, what must become of it:
 * `quarantined`: its shard cannot be read; the quarantine ledger names the shard.
 
 Ids supplied by the input are unique across shards here (the cross-shard rule is mixforge.ids'
-and its tests'); within a shard they repeat on purpose. Every row carries a tag (`bi007r0003`: kind 7, row 3) in a `tag` field and at the start of its
-text, so it can be found in kept shards (in `meta`) and in `_removed/` (in `meta`, or in the
-text preview of a row the reader could not parse). The tests compare what the pipeline did with
+and its tests'); within a shard they repeat on purpose. Every row carries a tag (`bi007r0003`:
+kind 7, row 3) in a `tag` field and at the start of its text, so it can be found in kept shards
+(in `meta`) and in `_removed/` (in `meta`, or in the text preview of a row the reader could not
+parse). The tests compare what the pipeline did with
 this record, not only with the runner's own counters.
 """
 

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import zstandard
 
 PROSE = [
-    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+    "must be in want of a wife.",
     "In the beginning God created the heaven and the earth. And the earth was without form, and void.",
     "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse.",
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness.",
@@ -19,7 +20,9 @@ PROSE = [
 ]
 
 
-_ADJ = "quiet bright ancient gentle narrow sudden distant careful hollow silver broken patient golden bitter steady".split()
+_ADJ = (
+    "quiet bright ancient gentle narrow sudden distant careful hollow silver broken patient golden bitter steady"
+).split()
 _NOUN = (
     "river garden village letter window harbour mountain teacher market evening winter candle forest "
     "bridge sailor kitchen meadow lantern journey orchard"

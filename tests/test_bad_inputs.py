@@ -219,7 +219,8 @@ def test_curate_flow_accounts_for_every_row(corpus, tmp_path, ray_local, prefect
     dropped = sum(n for _, _, n in figures.values())
     assert len(corpus.rows) == len(kept) + dropped + rows_in_quarantined
     print(
-        f"\nbad-input suite: {len(corpus.kinds)} kinds, {len(corpus.shards)} shards, {len(corpus.rows)} rows generated; "
+        f"\nbad-input suite: {len(corpus.kinds)} kinds, {len(corpus.shards)} shards, "
+        f"{len(corpus.rows)} rows generated; "
         f"quarantined: {len(expected_quarantined)} shards holding {rows_in_quarantined} rows "
         f"({normalize['docs_quarantined_decoded']} decoded before the error); "
         + "; ".join(f"{name}: {i} in = {k} kept + {d} dropped" for name, (i, k, d) in figures.items())

@@ -96,7 +96,8 @@ def junk_docs(n: int, seed: int) -> list[str]:
             elif kind == 3:
                 parts.append(
                     "".join(
-                        f'<div class="c{rnd.randint(0, 99)}"><a href="/p?id={rnd.randint(0, 10**6)}">{rnd.choice(spam)}</a></div>'
+                        f'<div class="c{rnd.randint(0, 99)}">'
+                        f'<a href="/p?id={rnd.randint(0, 10**6)}">{rnd.choice(spam)}</a></div>'
                         for _ in range(rnd.randint(3, 10))
                     )
                 )
@@ -129,7 +130,8 @@ def code_docs(n: int, seed: int = 1) -> list[str]:
         out.append(
             f"def {a}_{b}(self, {c}, timeout=None):\n    if {c} is None:\n        raise ValueError('missing {c}')\n"
             f"    for i, item in enumerate(self.{b}s):\n        self._{a}[i] = item.get('{c}', {rnd.randint(0, 99)})\n"
-            f"    return json.dumps({{'{a}': self._{a}, 'count': len(self.{b}s)}})\n\nclass {a.title()}{b.title()}(Base):\n"
+            f"    return json.dumps({{'{a}': self._{a}, 'count': len(self.{b}s)}})\n\n"
+            f"class {a.title()}{b.title()}(Base):\n"
             f"    def __init__(self, {c}):\n        super().__init__()\n        self.{c} = {c}\n"
         )
     return out
@@ -137,7 +139,9 @@ def code_docs(n: int, seed: int = 1) -> list[str]:
 
 def recipe_docs(n: int, seed: int = 2) -> list[str]:
     rnd = random.Random(seed)
-    food = "flour butter sugar eggs milk onions garlic tomatoes basil chicken rice lemon salt pepper cream potatoes".split()
+    food = (
+        "flour butter sugar eggs milk onions garlic tomatoes basil chicken rice lemon salt pepper cream potatoes"
+    ).split()
     steps = [
         "Preheat the oven to {t} degrees.",
         "Whisk the {a} with the {b} until smooth.",
@@ -358,7 +362,7 @@ def test_concurrent_version_allocation_is_distinct(tmp_path, s3_bucket):
     root, opts = s3_bucket
     for where, so in ((str(tmp_path), None), (root, opts)):
 
-        def publish(i: int) -> str:
+        def publish(i: int, where=where, so=so) -> str:
             return store.publish(
                 where,
                 "race",
@@ -588,7 +592,7 @@ def test_kmeans_on_sentence_embeddings_separates_domains(tmp_path):
     assert terms[int(np.argmax(by_domain["bible"]))] & {"lord", "god", "earth", "land", "sons", "begat", "father"}
 
 
-# ----------------------------------------------------------------------------- the composite in-process, and classifier kinds
+# ---------------------------------------------------------------------- the composite in-process, and classifier kinds
 
 
 @pytest.fixture(scope="module")
@@ -634,7 +638,8 @@ def test_classify_composite_runs_in_process(trained, tmp_path):
     root = str(tmp_path / "out")
     config = CurateConfig(
         classify={
-            # two multiclass classifiers: each writes <name>_label / <name>_score (one alone writes domain / domain_score)
+            # two multiclass classifiers: each writes <name>_label / <name>_score
+            # (one alone writes domain / domain_score)
             "classifiers": [
                 {"name": "prose-quality", "model": trained["quality"]},
                 {"name": "domains", "model": trained["domains"], "kind": "multiclass-domain"},

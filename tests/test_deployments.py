@@ -369,7 +369,9 @@ from mixforge.config import RayConfig
 from tasks import ray_runtime
 
 code = sys.argv[1]
-cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, object_store_memory=128 << 20, include_dashboard=False))
+cluster = Cluster(
+    initialize_head=True, head_node_args=dict(num_cpus=1, object_store_memory=128 << 20, include_dashboard=False)
+)
 
 @ray.remote
 def shipped():

@@ -305,7 +305,10 @@ SPACY_CASES = {
         '"',
         'says,--"I',
     ],
-    "BSL-1.0 GPL-2+ and/or /usr/bin a/b foo@bar.com http://x.com/a.b, (c) 2020-2021 *emph* _under_ #tag 10am 5km 10:30 x86_64": [
+    (
+        "BSL-1.0 GPL-2+ and/or /usr/bin a/b foo@bar.com http://x.com/a.b, (c) 2020-2021 "
+        "*emph* _under_ #tag 10am 5km 10:30 x86_64"
+    ): [
         "BSL-1.0",
         "GPL-2",
         "+",
@@ -495,10 +498,11 @@ def test_gopher_stop_words_per_language():
 
 def test_gopher_quality_passes_real_prose():
     text = (
-        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. "
-        "However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so "
-        "well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of "
-        "their daughters. And so we have to deal with that, as was said."
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife. However little known the feelings or views of such a man may be "
+        "on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding "
+        "families, that he is considered the rightful property of some one or other of their daughters. "
+        "And so we have to deal with that, as was said."
     )
     assert GopherQuality().evaluate([text]).first_failure().tolist() == [None]
 
@@ -529,10 +533,11 @@ def test_gopher_quality_chinese_paragraph_with_lang():
 
 def test_unspaced_fallback_in_filter_stage_uses_lang_column():
     english = (
-        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. "
-        "However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so "
-        "well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of "
-        "their daughters. And so we have to deal with that, as was said."
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife. However little known the feelings or views of such a man may be "
+        "on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding "
+        "families, that he is considered the rightful property of some one or other of their daughters. "
+        "And so we have to deal with that, as was said."
     )
     cfg = FilterConfig(language_id=NO_LID, rules=[GopherQualityConfig()])
     batch = pa.table(
@@ -837,8 +842,11 @@ def test_language_keep_list_and_thresholds(lid):
 
 GOOD = "\n".join(
     [
-        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
-        "However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of their daughters.",
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife.",
+        "However little known the feelings or views of such a man may be on his first entering a neighbourhood, "
+        "this truth is so well fixed in the minds of the surrounding families, that he is considered the rightful "
+        "property of some one or other of their daughters.",
         '"My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield Park is let at last?"',
         "Mr. Bennet replied that he had not.",
         '"But it is," returned she; "for Mrs. Long has just been here, and she told me all about it."',

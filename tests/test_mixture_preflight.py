@@ -163,8 +163,8 @@ def test_values_outside_the_statistics_min_max(pool, tmp_path):
         make_spec(pool, store, groups=one_group({"dup_count": 2.5}))
     )  # planning would not truncate it to 2
     assert (
-        line
-        == "groups[0].where.dup_count: value 2.5 is not a whole number ('dup_count' holds integers); group 'picked' matches nothing"
+        line == "groups[0].where.dup_count: value 2.5 is not a whole number ('dup_count' holds integers); "
+        "group 'picked' matches nothing"
     )
     # statistics only (no dictionaries in this pool): a string past the maximum is ruled out ...
     plain = write_shards(str(tmp_path / "plain"), [pool_rows(300, s * 300) for s in range(2)], use_dictionary=False)
@@ -222,7 +222,8 @@ def test_schema_drift_names_the_shards(tmp_path):
 
     report = inspect_spec(make_spec(folder, store, groups=one_group({"lang": "en"})))
     assert report.errors == [] and report.warnings == [
-        "groups[0].where.lang: column 'lang' is missing from 2 of 4 pool shards (part-00002.parquet, part-00003.parquet): "
+        "groups[0].where.lang: column 'lang' is missing from 2 of 4 pool shards "
+        "(part-00002.parquet, part-00003.parquet): "
         "their documents never match group 'picked'"
     ]
     [line] = errors_of(make_spec(folder, store, groups=one_group({"quality_score": {"min": 0.5}})))
@@ -354,8 +355,8 @@ def test_fifty_shards_checked_from_metadata_quickly(tmp_path, capsys):
     assert (report.shards, report.rows) == (50, 20_000)
     with capsys.disabled():
         print(
-            f"\npreflight: {report.shards} shards, {report.row_groups} row groups, {report.dictionary_chunks} dictionary "
-            f"chunks read, {wall * 1000:.0f} ms"
+            f"\npreflight: {report.shards} shards, {report.row_groups} row groups, "
+            f"{report.dictionary_chunks} dictionary chunks read, {wall * 1000:.0f} ms"
         )
 
 

@@ -811,7 +811,8 @@ def test_build_and_takedown_do_not_import_each_other():
                 sys.executable,
                 "-c",
                 f"import mixforge.mixtures.{first}; import sys; "
-                "print(sorted(m for m in sys.modules if m in ('mixforge.mixtures.build', 'mixforge.mixtures.takedown')))",
+                "print(sorted(m for m in sys.modules "
+                "if m in ('mixforge.mixtures.build', 'mixforge.mixtures.takedown')))",
             ],
             capture_output=True,
             text=True,

@@ -62,7 +62,10 @@ def _install_attempt_recorder(record_dir: Path, slow_dir: Path) -> None:
     def recorded(token, stage, job, read_options, storage_options):
         node = ray.get_runtime_context().get_node_id()
         store = job.layout.dir.split("/runs/")[0].rstrip("/").rsplit("/", 1)[-1]
-        name = f"{store}.{job.layout.dir.rstrip('/').rsplit('/', 1)[-1]}.{job.index}.{node}.{os.getpid()}.{time.time_ns()}"
+        name = (
+            f"{store}.{job.layout.dir.rstrip('/').rsplit('/', 1)[-1]}.{job.index}."
+            f"{node}.{os.getpid()}.{time.time_ns()}"
+        )
         open(os.path.join(records, name), "w").close()
         if os.path.exists(os.path.join(slow, f"{store}.{node}")):
             time.sleep(3)

@@ -284,8 +284,8 @@ def test_trailing_garbage_is_unreadable_and_the_valid_rows_are_counted(tmp_path,
     packed = zstd_frames(jsonl_rows(500)) if suffix.endswith("zst") else gzip.compress(jsonl_rows(500))
     err = unreadable(tmp_path / f"g{suffix}", packed + b"not a frame")
     assert (
-        f"trailing bytes that are not {'a zstd frame' if suffix.endswith('zst') else 'gzip'} at compressed byte {len(packed)}"
-        in str(err)
+        f"trailing bytes that are not {'a zstd frame' if suffix.endswith('zst') else 'gzip'} "
+        f"at compressed byte {len(packed)}" in str(err)
     )
     assert err.rows_decoded == 500  # the rows before the garbage were all decoded
 
