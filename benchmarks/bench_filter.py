@@ -515,6 +515,9 @@ def main() -> None:
     p.add_argument("--target-mb", type=float, default=200.0, help="MB of text in the scaled corpus")
     p.add_argument("--shard-mb", type=float, default=4.0)
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "out" / "filter"))
+    p.add_argument(
+        "--json-out", metavar="FILE", help="also write the results JSON here (default: OUT_DIR/result.json)"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
         "--datatrove-python", default=None, help="python of a venv with benchmarks/requirements-datatrove.txt"
@@ -625,8 +628,10 @@ def main() -> None:
                 f"{rule:20s}{a['docs']:8d}{100 * a['agreement']:8.2f}%"
                 f"{a.get('dropped_by_ours_only', 0):16d}{a.get('dropped_by_datatrove_only', 0):14d}"
             )
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nJSON: {out_dir / 'result.json'}")
+    json_out = Path(args.json_out) if args.json_out else out_dir / "result.json"
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nJSON: {json_out}")
 
 
 if __name__ == "__main__":
