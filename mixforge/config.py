@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from mixforge.classify.config import ClassifyConfig
 from mixforge.config_errors import ConfigError  # noqa: F401 - re-exported: mixforge.config.ConfigError
@@ -18,6 +18,7 @@ from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
 from mixforge.names import validate_name
 from mixforge.storage import SECRET_BLOCK_OPTION, RuntimeEnv, StorageOptions
+from mixforge.strict import StrictModel
 
 # Curation stages in pipeline order (DESIGN.md: normalize -> filter -> classify -> dedup); the
 # registry (mixforge.stages.registry) is the one list, and may hold stages registered beyond these.
@@ -29,10 +30,6 @@ def _stages_schema(schema: dict[str, Any]) -> None:
     from mixforge.stages.registry import stage_names
 
     schema["items"] = {"type": "string", "enum": list(stage_names())}
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ReadConfig(StrictModel):

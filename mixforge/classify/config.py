@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mixforge.names import InvalidName, name_field, validate_name
 from mixforge.storage import StorageOptions
+from mixforge.strict import StrictModel
 
 # Kept importable for mixforge.cli (it catches InvalidModelName and checks --name before a flow
 # starts); both are the one name rule of mixforge.names.
@@ -22,14 +23,10 @@ def validate_model_name(name: object) -> str:
     return validate_name(name, "model name")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # ----------------------------------------------------------------------------- preprocessing
 
 
-class PreprocessConfig(_Strict):
+class PreprocessConfig(StrictModel):
     """Text preparation shared by training and inference (it is stored in the model card and the
     stage applies the card's settings, so both sides are identical by construction)."""
 
@@ -50,7 +47,7 @@ class PreprocessConfig(_Strict):
 # ----------------------------------------------------------------------------- training
 
 
-class FastTextParams(_Strict):
+class FastTextParams(StrictModel):
     """fastText `train_supervised` hyper-parameters (names as fastText spells them)."""
 
     lr: float = Field(0.1, gt=0, description="Learning rate.")
@@ -76,7 +73,7 @@ class FastTextParams(_Strict):
     seed: int = Field(0, description="fastText's random seed.")
 
 
-class TrainClassifierConfig(_Strict):
+class TrainClassifierConfig(StrictModel):
     """Everything `train_classifier` takes besides the data URIs, the name and the store root."""
 
     kind: Literal["binary-quality", "multiclass-domain"] | None = Field(
@@ -130,7 +127,7 @@ class TrainClassifierConfig(_Strict):
 # ----------------------------------------------------------------------------- apply
 
 
-class ClassifierSpec(_Strict):
+class ClassifierSpec(StrictModel):
     """One trained classifier applied by the classify stage."""
 
     name: name_field("classifier name") = Field(
@@ -170,7 +167,7 @@ def classifier_kinds() -> list[str]:
     return sorted(CLASSIFIERS)
 
 
-class EmbeddingClustersConfig(_Strict):
+class EmbeddingClustersConfig(StrictModel):
     """Domains without labels: sentence embeddings -> k-means (as CLIMB) -> `cluster_id`."""
 
     enabled: bool = Field(False, description="Embed every document and write `cluster_id` (and `cluster_distance`).")
@@ -221,7 +218,7 @@ class EmbeddingClustersConfig(_Strict):
     )
 
 
-class ClassifyConfig(_Strict):
+class ClassifyConfig(StrictModel):
     """The classify stage: scores and labels only; selection belongs to the mixture spec."""
 
     classifiers: tuple[ClassifierSpec, ...] = Field(

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from mixforge.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExactConfig(_Strict):
+class ExactConfig(StrictModel):
     """Exact duplicates: documents whose normalised text hashes equal."""
 
     enabled: bool = Field(True, description="Run exact dedup (a hash of the normalised text).")
@@ -31,7 +29,7 @@ class ExactConfig(_Strict):
     )
 
 
-class MinHashConfig(_Strict):
+class MinHashConfig(StrictModel):
     """Fuzzy duplicates: MinHash signatures over shingles, LSH banding, optional verification.
 
     Short documents (fewer than `short_doc_words` words) are where word 5-gram MinHash loses
@@ -121,7 +119,7 @@ class MinHashConfig(_Strict):
         return self
 
 
-class KeepConfig(_Strict):
+class KeepConfig(StrictModel):
     """Which document of a duplicate cluster is kept. Ties are broken by smallest `id`, then
     smallest document key, never by worker or input order."""
 
@@ -140,7 +138,7 @@ class KeepConfig(_Strict):
         return self
 
 
-class BoilerplateConfig(_Strict):
+class BoilerplateConfig(StrictModel):
     """Lines repeated across many documents (navigation, licence footers) are removed from them."""
 
     enabled: bool = Field(False, description="Remove boilerplate lines.")
@@ -153,7 +151,7 @@ class BoilerplateConfig(_Strict):
     lowercase: bool = Field(False, description="Lowercase lines before hashing them.")
 
 
-class DedupConfig(_Strict):
+class DedupConfig(StrictModel):
     """The dedup stage: exact, then fuzzy, clusters resolved by the keep rule."""
 
     exact: ExactConfig = Field(default_factory=ExactConfig, description="Exact duplicates.")

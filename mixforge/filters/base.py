@@ -39,10 +39,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 from pydantic_core import core_schema
 
 from mixforge.filters.text import TextBatch
+from mixforge.strict import StrictModel
 
 Mode = Literal["drop", "annotate"]
 MODE_FIELD = Field(
@@ -111,11 +112,9 @@ def zero_is_off(limit):
     return limit if limit else None
 
 
-class RuleSetConfigBase(BaseModel):
+class RuleSetConfigBase(StrictModel):
     """Base of a rule set's config: one entry of `FilterConfig.rules`. A subclass declares
     `name: Literal["<rule set>"]` (the discriminator written in YAML) and its thresholds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     mode: Mode = MODE_FIELD

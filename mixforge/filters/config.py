@@ -17,15 +17,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mixforge.filters.base import MODE_FIELD as _MODE
 from mixforge.filters.base import Mode, RuleSetConfig, RuleSetConfigBase
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from mixforge.strict import StrictModel
 
 DEFAULT_STOP_WORDS: dict[str, tuple[str, ...]] = {
     # datatrove's/Gopher's English list.
@@ -40,7 +36,7 @@ DEFAULT_STOP_WORDS: dict[str, tuple[str, ...]] = {
 }
 
 
-class LanguageIDConfig(_Strict):
+class LanguageIDConfig(StrictModel):
     enabled: bool = Field(True, description="Run fastText language identification (writes `lang`, `lang_score`).")
     model: str | None = Field(
         None, description="Path or fsspec URI of a fastText LID model; null: the bundled lid.176.ftz (CC BY-SA 3.0)."
@@ -212,7 +208,7 @@ def _default_rules() -> tuple:
     return (GopherRepetitionConfig(), GopherQualityConfig(), C4Config(), FineWebQualityConfig())
 
 
-class FilterConfig(_Strict):
+class FilterConfig(StrictModel):
     """The `filter` stage: language ID, then the rule sets in order."""
 
     language_id: LanguageIDConfig = Field(
