@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 
 import pyarrow.parquet as pq
 import pytest
@@ -24,7 +25,13 @@ from tests.helpers import prose, write_shard
 
 def rows(prefix: str, id_list: list[str]) -> list[dict]:
     return [
-        {"id": i, "text": f"{prefix} {i}. " + prose(hash((prefix, i)) % 10_000, 3), "source": prefix} for i in id_list
+        # zlib.crc32, not hash(): str hashes change with every interpreter (PYTHONHASHSEED), and so would the texts
+        {
+            "id": i,
+            "text": f"{prefix} {i}. " + prose(zlib.crc32(f"{prefix}/{i}".encode()) % 10_000, 3),
+            "source": prefix,
+        }
+        for i in id_list
     ]
 
 
