@@ -208,23 +208,10 @@ def test_signal_ends_a_run_cleanly(tmp_path, sig, code):
     cfg.write_text("stages: [normalize]\nray:\n  num_cpus: 1\n  max_shards_in_flight: 1\n")
     store = tmp_path / "store"
     done_dir = store / "runs" / "sig" / "normalize" / "_done"
+    args = ["curate", "--input", str(tmp_path / "raw"), "--output", str(store), "--config", str(cfg)]
+    args += ["--run-id", "sig", "--json", "-q"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mixforge.cli",
-            "curate",
-            "--input",
-            str(tmp_path / "raw"),
-            "--output",
-            str(store),
-            "--config",
-            str(cfg),
-            "--run-id",
-            "sig",
-            "--json",
-            "-q",
-        ],
+        [sys.executable, "-m", "mixforge.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=ENV,
@@ -253,19 +240,7 @@ def test_signal_ends_a_run_cleanly(tmp_path, sig, code):
     assert not [p for p in started if _alive(p)], "processes the run started outlived it"
     assert lease.current(str(store / "runs" / "sig"))["released"] is True
     # and the run resumes from where it stopped
-    resumed = run_cli(
-        "curate",
-        "--input",
-        str(tmp_path / "raw"),
-        "--output",
-        str(store),
-        "--config",
-        str(cfg),
-        "--run-id",
-        "sig",
-        "--json",
-        "-q",
-    )
+    resumed = run_cli(*args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     stage = json.loads(resumed.stdout)["stages"][0]
     assert stage["docs_kept"] == 12 * 3000 and stage["shards_skipped"] >= 1
