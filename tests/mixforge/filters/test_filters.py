@@ -40,6 +40,7 @@ from mixforge.filters import (
 from mixforge.filters.spacy_tokenizer import tokenize as spacy_reference_tokenize
 from mixforge.stage import ShardContext
 from mixforge.stages.filter import Filter
+from tests.helpers import REPO
 
 NO_LID = LanguageIDConfig(enabled=False)
 
@@ -1003,9 +1004,8 @@ def test_c4_sentence_count_matches_spacy_sentencizer():
 
 def test_benchmark_url_block_list_uses_registered_domains():
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_filter.py"
+    path = REPO / "benchmarks" / "bench_filter.py"
     spec = importlib.util.spec_from_file_location("bench_filter", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

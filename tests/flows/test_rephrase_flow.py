@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,8 +19,8 @@ import yaml
 
 from mixforge.config import load_yaml
 from mixforge.rephrase.config import RephraseRunConfig
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
 

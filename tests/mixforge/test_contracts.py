@@ -16,9 +16,8 @@ import pytest
 
 from mixforge import cli, contracts, lease
 from mixforge.runner import summarize_stage
-from tests.helpers import docs, prose_docs, write_shard
+from tests.helpers import REPO, docs, prose_docs, write_shard
 
-REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "docs" / "schemas"
 ENV = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_AUTH_MODE": "disabled"}
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mixforge.classify import clusters as cl
-from tests.test_classify import bible_docs, code_docs, contract_table, prose_docs, recipe_docs, rows
+from tests.mixforge.classify.test_classify import bible_docs, code_docs, contract_table, prose_docs, recipe_docs, rows
 
 
 def write_sorted_shards(folder: Path, domains: dict[str, list[str]], sizes: list[int]) -> list[tuple[int, str]]:

@@ -14,7 +14,8 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 INFRA = REPO / "infra"
 K8S_MANIFESTS = sorted((INFRA / "k8s").glob("*.yaml")) + [INFRA / "ray" / "raycluster.yaml"]
 K8S_VERSION = "1.33.0"

@@ -1,6 +1,6 @@
 """Scale-out with real parts: a two-node Ray cluster on one machine (ray.cluster_utils).
 
-The scenario runs as its own process (`python tests/test_multinode.py WORKDIR`): it owns its Ray
+The scenario runs as its own process (`python tests/flows/test_multinode.py WORKDIR`): it owns its Ray
 cluster, so it never collides with the session's local Ray (the `ray_local` fixture). In that
 process the curate flow joins the cluster through RAY_ADDRESS, exactly as on a real cluster:
 
@@ -25,7 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 N_SHARDS = 6
 DOCS_PER_SHARD = 600
 STAGES = ["normalize", "filter", "dedup"]

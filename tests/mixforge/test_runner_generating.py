@@ -1,7 +1,7 @@
 """The shard runner with generating stages (new rows, e.g. rephrasings) and batch checkpoints.
 
 A small generating stage stands in for rephrase here so the runner's accounting and resume
-logic are tested in the main environment, without vLLM; tests/test_rephrase.py runs the real
+logic are tested in the main environment, without vLLM; tests/mixforge/rephrase/test_rephrase.py runs the real
 stage on the real engine.
 """
 
