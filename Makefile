@@ -38,7 +38,7 @@ test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python -m pytest -q tests/mixforge/rephrase/test_rephrase.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_passthrough.py
+	$(BIN)/python -m benchmarks.bench_passthrough
 
 # Re-resolve the pinned direct dependencies (pyproject.toml) into the full lock.
 lock:

@@ -54,14 +54,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+if __package__ in (None, ""):  # run as a file: python benchmarks/bench_classify.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import harness  # noqa: E402
 
 GOAL_PER_CORE = 0.85
 BATCH_ROWS = 4096  # = mixforge ReadOptions().batch_rows
 
 
-def train_model(store: str, corpus: common.Corpus, train_docs: int) -> str:
+def train_model(store: str, corpus: harness.Corpus, train_docs: int) -> str:
     """A quality model trained on the corpus's first documents (positive) against generated junk."""
     import pyarrow.parquet as pq
 
@@ -151,21 +152,21 @@ def _pool_shard(job: tuple[str, str]) -> int:
     return baseline_shard(*job)
 
 
-def one_core(name: str, description: str, work, out_dir: str, text_bytes: int) -> common.Measurement:
+def one_core(name: str, description: str, work, out_dir: str, text_bytes: int) -> harness.Measurement:
     """Time `work()` (returns the documents it did) in this process, Arrow on one thread; its CPU
     seconds and CPU share go into the details (see the module docstring)."""
-    common.fresh_dir(out_dir)
-    common.PeakRSS.reset()
+    harness.fresh_dir(out_dir)
+    harness.PeakRSS.reset()
     cpu_started = time.process_time()
-    with common.one_arrow_thread(), common.timed() as t:
+    with harness.one_arrow_thread(), harness.timed() as t:
         docs = work()
     cpu_s = time.process_time() - cpu_started
-    return common.Measurement(
+    return harness.Measurement(
         name,
         docs,
         text_bytes,
         t["seconds"],
-        common.PeakRSS.mb(),
+        harness.PeakRSS.mb(),
         description=description,
         machine_busy_cores=t["machine_busy_cores"],
         others_busy_cores=t["others_busy_cores"],
@@ -174,7 +175,7 @@ def one_core(name: str, description: str, work, out_dir: str, text_bytes: int) -
     )
 
 
-def run_baseline(model: BaselineModel, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
+def run_baseline(model: BaselineModel, inputs: list[str], out_dir: str, text_bytes: int) -> harness.Measurement:
     """Plain loop, one core: read -> preprocess -> fastText predict -> write the scores."""
     return one_core(
         "baseline",
@@ -187,20 +188,20 @@ def run_baseline(model: BaselineModel, inputs: list[str], out_dir: str, text_byt
     )
 
 
-def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int, workers: int) -> common.Measurement:
+def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int, workers: int) -> harness.Measurement:
     """The same plain loop in --workers processes at once, no orchestration: what this machine gives
     two busy processes (on shared or hyper-threaded cores each runs slower than one alone)."""
-    common.fresh_dir(out_dir)
-    common.PeakRSS.reset()
+    harness.fresh_dir(out_dir)
+    harness.PeakRSS.reset()
     jobs = [(src, os.path.join(out_dir, f"part-{i:05d}.parquet")) for i, src in enumerate(inputs)]
-    with common.timed() as t:
+    with harness.timed() as t:
         docs = sum(pool.imap_unordered(_pool_shard, jobs, chunksize=1))
-    return common.Measurement(
+    return harness.Measurement(
         "pool-reference",
         docs,
         text_bytes,
         t["seconds"],
-        common.PeakRSS.mb(),
+        harness.PeakRSS.mb(),
         description=f"the baseline loop in {workers} plain processes at once (multiprocessing), no Prefect or Ray",
         machine_busy_cores=t["machine_busy_cores"],
         others_busy_cores=t["others_busy_cores"],
@@ -264,18 +265,18 @@ def _classify_flow_factory():
 
 def run_whole_stage(
     flow_fn, name: str, model_uri: str, inputs: list[str], root: str, workers: int, text_bytes: int, run: int
-) -> common.Measurement:
+) -> harness.Measurement:
     """The production classify task (stage + report + artifact) in a flow; timed, start-up excluded."""
     config = {
         "classify": {"classifiers": [{"name": "bench-quality", "model": model_uri}]},
         "ray": {"num_cpus": workers},
     }  # shards in flight: the production default (2 per CPU: the next one is queued)
-    common.fresh_dir(root)
-    common.PeakRSS.reset()
+    harness.fresh_dir(root)
+    harness.PeakRSS.reset()
     pids = ray_worker_pids()
     cpu_before = pids_cpu_seconds(pids)
     started_at = time.time()
-    with common.timed() as t:
+    with harness.timed() as t:
         out = flow_fn([(i, p) for i, p in enumerate(inputs)], root, f"bench-{run}", config)
     work_cpu = pids_cpu_seconds(pids) - cpu_before
     timeline = worker_timeline(
@@ -284,12 +285,12 @@ def run_whole_stage(
     summary = out["summary"]
     if summary["shards_skipped"] or summary["quarantined"]:
         raise RuntimeError(f"{name}: unexpected skipped/quarantined shards: {summary}")
-    return common.Measurement(
+    return harness.Measurement(
         name,
         summary["docs_in"],
         text_bytes,
         t["seconds"],
-        common.PeakRSS.mb(),
+        harness.PeakRSS.mb(),
         summary.get("worker_peak_rss_mb"),
         machine_busy_cores=t["machine_busy_cores"],
         others_busy_cores=t["others_busy_cores"],
@@ -331,7 +332,7 @@ def worker_timeline(done_dir: Path, started: float, finished: float) -> dict:
     }
 
 
-def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
+def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> harness.Measurement:
     """The stage and the shard runner (reads, stats, _done markers, atomic writes) with no Ray: one
     process, one core."""
     from mixforge.runner import ShardJob, run_shard
@@ -357,8 +358,8 @@ def idle_worker_cores(seconds: float = 3.0) -> float:
 
 
 def with_worker_cpu(
-    orch: common.Orchestration, name: str, stage, inputs: list[str], out_dir: str, text_bytes: int, workers: int
-) -> common.Measurement:
+    orch: harness.Orchestration, name: str, stage, inputs: list[str], out_dir: str, text_bytes: int, workers: int
+) -> harness.Measurement:
     pids = ray_worker_pids()
     cpu_before = pids_cpu_seconds(pids)
     m = orch.run_stage_flow(name, stage, inputs, out_dir, text_bytes)
@@ -375,9 +376,9 @@ def with_worker_cpu(
     return m
 
 
-def per_core(m: common.Measurement, cores: int) -> common.Measurement:
+def per_core(m: harness.Measurement, cores: int) -> harness.Measurement:
     """The same run expressed per core: seconds x cores, so docs/s is per core."""
-    out = common.Measurement(
+    out = harness.Measurement(
         f"{m.name}:per-core",
         m.docs,
         m.text_bytes,
@@ -394,7 +395,7 @@ def per_core(m: common.Measurement, cores: int) -> common.Measurement:
     return out
 
 
-def embedding_throughput(corpus: common.Corpus, n_docs: int, max_chars: int, workers: int) -> dict:
+def embedding_throughput(corpus: harness.Corpus, n_docs: int, max_chars: int, workers: int) -> dict:
     import pyarrow.parquet as pq
 
     texts = pq.read_table(corpus.shards[-1], columns=["text"]).column("text").to_pylist()[:n_docs]
@@ -404,7 +405,7 @@ def embedding_throughput(corpus: common.Corpus, n_docs: int, max_chars: int, wor
         "docs": len(texts),
         "max_chars": max_chars,
         "batch_size": 64,
-        "text_mb": round(sum(len(t[:max_chars].encode()) for t in texts) / common.MB, 3),
+        "text_mb": round(sum(len(t[:max_chars].encode()) for t in texts) / harness.MB, 3),
     }
     started = time.perf_counter()
     embedder = TransformerEmbedder(device="cpu", batch_size=64, max_chars=max_chars, threads=1)
@@ -414,7 +415,7 @@ def embedding_throughput(corpus: common.Corpus, n_docs: int, max_chars: int, wor
 
     for threads in sorted({1, workers}):
         torch.set_num_threads(threads)
-        with common.timed() as t:
+        with harness.timed() as t:
             embedder.embed(texts)
         out[f"threads_{threads}"] = {
             "seconds": round(t["seconds"], 3),
@@ -425,12 +426,12 @@ def embedding_throughput(corpus: common.Corpus, n_docs: int, max_chars: int, wor
 
 
 def main(argv: list[str] | None = None) -> int:
-    common.configure_environment()
+    harness.configure_environment()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    common.add_common_args(parser, shards=32, shard_mb=20, repeat=3)
+    harness.add_common_args(parser, shards=32, shard_mb=20, repeat=3)
     parser.add_argument(
         "--train-docs", type=int, default=2000, help="positive (and as many junk) documents to train the model on"
     )
@@ -451,16 +452,16 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work_dir)
     corpus_dir = work / "corpus" / f"parquet-{args.shards}x{args.shard_mb:g}mb-seed{args.seed}"
-    corpus = common.make_corpus(
+    corpus = harness.make_corpus(
         corpus_dir, args.shards, args.shard_mb, "parquet", args.seed, args.corpus_dir, rebuild=args.rebuild_corpus
     )
-    log(f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / common.MB:.1f} MB text")
+    log(f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / harness.MB:.1f} MB text")
     t0 = time.perf_counter()
     model_uri = train_model(str(work / "classify-store"), corpus, args.train_docs)
     log(f"model {model_uri} ({time.perf_counter() - t0:.1f}s)")
     out = work / "out-classify"
 
-    runs: dict[str, list[common.Measurement]] = {}
+    runs: dict[str, list[harness.Measurement]] = {}
     config = ClassifyConfig(classifiers=[ClassifierSpec(name="bench-quality", model=model_uri)])
     stage = ClassifyStage(config)  # sent to Ray unloaded: each worker loads the model once
     in_process_stage = ClassifyStage(config)
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         while len(set(pool.map(_pool_ready, range(args.workers), chunksize=1))) < args.workers:
             pass  # every process has run its initializer (imports, model load) before any timing
-        orch = stack.enter_context(common.Orchestration(args.workers))
+        orch = stack.enter_context(harness.Orchestration(args.workers))
         flow_fn = _classify_flow_factory()
         idle_cores = idle_worker_cores()
         log(f"idle Ray workers use {idle_cores} cores")
@@ -527,18 +528,18 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault("in-process", []).append(m)
         startup = dict(orch.startup)
 
-    baseline = common.best_of("baseline", runs["baseline"])
-    ours = common.best_of("ours", runs["ours"])
-    pool_ref = common.best_of("pool-reference", runs["pool-reference"])
+    baseline = harness.best_of("baseline", runs["baseline"])
+    ours = harness.best_of("ours", runs["ours"])
+    pool_ref = harness.best_of("pool-reference", runs["pool-reference"])
     results = [baseline, pool_ref, per_core(pool_ref, args.workers), ours, per_core(ours, args.workers)]
     if not args.skip_diagnostics:
-        stage_only = common.best_of("stage-only", runs["stage-only"])
-        results += [stage_only, per_core(stage_only, args.workers), common.best_of("in-process", runs["in-process"])]
+        stage_only = harness.best_of("stage-only", runs["stage-only"])
+        results += [stage_only, per_core(stage_only, args.workers), harness.best_of("in-process", runs["in-process"])]
     # Every repetition, side by side (they ran interleaved, under the same load), and the ratio with
     # the wait for a core taken out.
     repetitions = []
 
-    def per_cpu(m: common.Measurement, base: common.Measurement) -> float:
+    def per_cpu(m: harness.Measurement, base: harness.Measurement) -> float:
         return round((m.docs / m.details["work_cpu_seconds"]) / (base.docs / base.details["work_cpu_seconds"]), 3)
 
     for r, (b, pr, o) in enumerate(zip(runs["baseline"], runs["pool-reference"], runs["ours"])):
@@ -579,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         log("embedding throughput ...")
         extra["embedding_cpu"] = embedding_throughput(corpus, args.embed_docs, args.embed_max_chars, args.workers)
         log(f"  {extra['embedding_cpu']}")
-    common.report(
+    harness.report(
         results,
         "baseline",
         benchmark="classify",

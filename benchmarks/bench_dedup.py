@@ -68,8 +68,9 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+if __package__ in (None, ""):  # run as a file: python benchmarks/bench_dedup.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import (  # noqa: E402
     DEFAULT_CORPUS_DIR,
     REPO,
     Orchestration,

@@ -2,14 +2,14 @@
 """Benchmark: what orchestration costs. A pass-through stage (read -> write) through Prefect + Ray
 against a plain single-process, single-threaded pyarrow loop over the same shards, in one run.
 
-    .venv/bin/python benchmarks/bench_passthrough.py                        # 8 shards x 50 MB, 2 workers
-    .venv/bin/python benchmarks/bench_passthrough.py --shard-mb 5 --repeat 1  # quick
-    .venv/bin/python benchmarks/bench_passthrough.py --json-out /tmp/passthrough.json
+    .venv/bin/python -m benchmarks.bench_passthrough                        # 8 shards x 50 MB, 2 workers
+    .venv/bin/python -m benchmarks.bench_passthrough --shard-mb 5 --repeat 1  # quick
+    .venv/bin/python -m benchmarks.bench_passthrough --json-out /tmp/passthrough.json
 
 Variants (each over the same Parquet zstd shards, each writing fresh zstd Parquet):
   baseline        pa.set_cpu_count(1); ParquetFile.iter_batches(use_threads=False) -> ParquetWriter, shard after shard
-  pool-reference  the same loop in a pool of --workers processes (no Prefect, no Ray): what the
-                  machine allows, so the gap between it and `ours` is the orchestration's cost
+  pool-ceiling    the same loop in --workers bare processes (harness.BarePool; no Prefect, no Ray): what
+                  the machine allows, so the gap between it and `ours` is the orchestration's cost
   ours            PassThrough through a Prefect flow -> task -> tasks.stage_runner.run_stage on a local
                   Ray with --workers CPUs and --workers shards in flight (contract input: read_documents)
   ours-raw        the same with reads_raw=True: raw-input validation and normalisation (read_raw) too
@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing
 import os
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+if __package__ in (None, ""):  # run as a file: python benchmarks/bench_passthrough.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import harness  # noqa: E402
 
 GOAL_RATIO = 1.6
 BATCH_ROWS = 4096  # = mixforge ReadOptions().batch_rows, what `ours` reads with
@@ -52,55 +51,23 @@ def baseline_shard(task: tuple[str, str, int]) -> int:
     return rows
 
 
-def _single_threaded_worker() -> None:
-    import pyarrow as pa
-
-    pa.set_cpu_count(1)
-    pa.set_io_thread_count(1)
-
-
-def run_baseline(inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
-    common.fresh_dir(out_dir)
-    common.PeakRSS.reset()
-    with common.one_arrow_thread(), common.timed() as t:
-        docs = sum(
+def run_baseline(inputs: list[str], out_dir: str, text_bytes: int) -> harness.Measurement:
+    return harness.measure(
+        "baseline",
+        lambda: sum(
             baseline_shard((src, os.path.join(out_dir, f"part-{i:05d}.parquet"), BATCH_ROWS))
             for i, src in enumerate(inputs)
-        )
-    return common.Measurement(
-        "baseline",
-        docs,
-        text_bytes,
-        t["seconds"],
-        common.PeakRSS.mb(),
-        machine_busy_cores=t["machine_busy_cores"],
-        others_busy_cores=t["others_busy_cores"],
-        cpu_seconds=t["cpu_seconds"],
+        ),
+        text_bytes=text_bytes,
+        out_dir=out_dir,
+        one_thread=True,
     )
 
 
-def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int) -> common.Measurement:
-    common.fresh_dir(out_dir)
-    common.PeakRSS.reset()
-    tasks = [(src, os.path.join(out_dir, f"part-{i:05d}.parquet"), BATCH_ROWS) for i, src in enumerate(inputs)]
-    with common.timed() as t:
-        docs = sum(pool.imap_unordered(baseline_shard, tasks, chunksize=1))
-    return common.Measurement(
-        "pool-reference",
-        docs,
-        text_bytes,
-        t["seconds"],
-        common.PeakRSS.mb(),
-        machine_busy_cores=t["machine_busy_cores"],
-        others_busy_cores=t["others_busy_cores"],
-        cpu_seconds=t["cpu_seconds"],
-    )
-
-
-def in_flow(m: common.Measurement) -> common.Measurement:
+def in_flow(m: harness.Measurement) -> harness.Measurement:
     """The same run timed inside the flow body: without the flow run's fixed enter/exit cost."""
     d = m.details
-    return common.Measurement(
+    return harness.Measurement(
         f"{m.name}:in-flow",
         m.docs,
         m.text_bytes,
@@ -114,7 +81,7 @@ def in_flow(m: common.Measurement) -> common.Measurement:
     )
 
 
-def breakdown(m: common.Measurement, workers: int) -> dict:
+def breakdown(m: harness.Measurement, workers: int) -> dict:
     """Where one `ours` run's wall time went."""
     d = m.details
     return {
@@ -136,12 +103,12 @@ def check_outputs(out_dir: str, expected_docs: int, pattern: str = "part-*.parqu
 
 
 def main(argv: list[str] | None = None) -> int:
-    common.configure_environment()
+    harness.configure_environment()
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    common.add_common_args(parser, repeat=3)
-    parser.add_argument("--no-reference", action="store_true", help="skip the pool-reference variant")
+    harness.add_common_args(parser, repeat=3)
+    parser.add_argument("--no-reference", action="store_true", help=f"skip the {harness.CEILING} variant")
     parser.add_argument(
         "--in-flight", type=int, default=None, help="shards scheduled on Ray at once (default: --workers)"
     )
@@ -153,18 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir)
     corpus_dir = work / "corpus" / f"parquet-{args.shards}x{args.shard_mb:g}mb-seed{args.seed}"
     log(f"corpus: {corpus_dir} ...")
-    corpus = common.make_corpus(
+    corpus = harness.make_corpus(
         corpus_dir, args.shards, args.shard_mb, "parquet", args.seed, args.corpus_dir, rebuild=args.rebuild_corpus
     )
     log(
-        f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / common.MB:.1f} MB text, "
+        f"corpus: {corpus.docs:,} docs, {corpus.text_bytes / harness.MB:.1f} MB text, "
         + ("cached" if corpus.cached else f"built in {corpus.build_seconds:.1f}s")
     )
     inputs, out = corpus.shards, work / "out"
 
-    runs: dict[str, list[common.Measurement]] = {}
+    runs: dict[str, list[harness.Measurement]] = {}
 
-    def record(m: common.Measurement, out_dir: Path) -> None:
+    def record(m: harness.Measurement, out_dir: Path) -> None:
         check_outputs(str(out_dir), corpus.docs)
         runs.setdefault(m.name, []).append(m)
         extra = f", worker peak {m.worker_peak_rss_mb:.0f} MB" if m.worker_peak_rss_mb else ""
@@ -179,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"baseline, {label}")
         record(run_baseline(inputs, str(out / "baseline"), corpus.text_bytes), out / "baseline")
         if pool is not None:
-            log(f"pool-reference, {label}")
+            log(f"{harness.CEILING}, {label}")
+            ceiling_out = out / harness.CEILING
+            tasks = [(src, str(ceiling_out / f"part-{i:05d}.parquet"), BATCH_ROWS) for i, src in enumerate(inputs)]
             record(
-                run_pool_reference(pool, inputs, str(out / "pool-reference"), corpus.text_bytes),
-                out / "pool-reference",
+                pool.measure(
+                    harness.CEILING, baseline_shard, tasks, text_bytes=corpus.text_bytes, out_dir=ceiling_out
+                ),
+                ceiling_out,
             )
 
     from mixforge.stage import PassThrough
@@ -196,14 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         pool = None
         if not args.no_reference:
-            pool = stack.enter_context(
-                multiprocessing.get_context("spawn").Pool(args.workers, initializer=_single_threaded_worker)
-            )
-            pool.map(time.sleep, [0.2] * args.workers)  # workers started and imported before timing
+            pool = stack.enter_context(harness.BarePool(args.workers))
         references(pool, "before start-up (nothing else of ours running)")
 
         log("starting Prefect and Ray ...")
-        with common.Orchestration(args.workers, args.in_flight) as orch:
+        with harness.Orchestration(args.workers, args.in_flight) as orch:
             log(
                 "start-up: "
                 + ", ".join(f"{k} {v:.2f}s" for k, v in orch.startup.items())
@@ -221,19 +189,19 @@ def main(argv: list[str] | None = None) -> int:
 
     descriptions = {
         "baseline": "1 process, 1 thread: ParquetFile.iter_batches -> ParquetWriter (zstd)",
-        "pool-reference": f"the baseline loop in {args.workers} processes, no orchestration",
+        harness.CEILING: f"the baseline loop in {args.workers} bare processes, no orchestration",
         "ours": f"PassThrough, Prefect flow -> Ray, {args.workers} workers (read_documents)",
         "ours-raw": f"PassThrough reads_raw=True, Prefect flow -> Ray, {args.workers} workers (read_raw)",
         "ours:in-flow": "ours timed inside the flow body "
         "(Prefect task + Ray + shards; without the flow run's enter/exit)",
         "ours-raw:in-flow": "ours-raw timed inside the flow body",
     }
-    results = [common.best_of(name, ms) for name, ms in runs.items()]
+    results = [harness.best_of(name, ms) for name, ms in runs.items()]
     for m in results:
         m.description = descriptions[m.name]
     best = {m.name: m for m in results}
     notes = [
-        "baseline and pool-reference ran once before start-up and once per round after it; "
+        f"baseline and {harness.CEILING} ran once before start-up and once per round after it; "
         "ours/ours-raw once per round "
         f"({args.repeat} rounds); fastest run reported, all runs listed",
         "seconds exclude start-up; ours/ours-raw span the whole flow run (its fixed enter/exit cost included), "
@@ -244,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "others' cores = CPU cores used meanwhile by processes outside this benchmark's process tree "
         "(noise indicator)",
     ]
-    common.report(
+    harness.report(
         results,
         "baseline",
         benchmark="passthrough",

@@ -21,10 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402
+if __package__ in (None, ""):  # run as a file: python benchmarks/bench_preflight.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import harness  # noqa: E402
 
 
 def cases(tmp: str) -> dict[str, list[str]]:
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; the median is reported")
     parser.add_argument("--json-out", metavar="FILE", help="write the results as JSON")
     opts = parser.parse_args()
-    common.configure_environment()
+    harness.configure_environment()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         baseline = [run(["--help"])[0] for _ in range(opts.repeat)]
@@ -111,7 +112,7 @@ def main() -> None:
                 "runs_s": [round(x, 3) for x in times],
                 "error": summary["error"][:200],
             }
-    doc = {"benchmark": "preflight", "environment": common.environment(), "results": results}
+    doc = {"benchmark": "preflight", "environment": harness.environment(), "results": results}
     for name, r in results.items():
         print(f"{name:<40} {r['median_s']:>7.2f} s   {r.get('error', '')[:90]}")
     print(f"load average at end: {doc['environment'].get('loadavg_at_end')}")

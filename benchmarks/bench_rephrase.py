@@ -67,7 +67,7 @@ def corpus(n: int, corpus_dir: str) -> list[dict]:
     """Real documents from ../shared/corpus when present (cut to ~2 KB), else generated prose."""
     docs: list[dict] = []
     if os.path.isdir(corpus_dir):
-        from benchmarks.common import load_base_documents
+        from benchmarks.harness import load_base_documents
 
         base, _ = load_base_documents(corpus_dir)
         docs = [
