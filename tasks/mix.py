@@ -4,11 +4,10 @@ itself, the commit and the artifacts run in-process."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mixforge.config import RayConfig
@@ -22,6 +21,7 @@ from mixforge.mixtures.versions import MixtureLayout, commit, ensure_card
 from mixforge.mixtures.versions import summary as version_summary
 from mixforge.names import artifact_key
 from tasks.executor import RayExecutor
+from tasks.reporting import embed_images, location
 
 
 @task(name="check-spec", cache_policy=NO_CACHE)
@@ -111,14 +111,11 @@ def weight_rows(manifest: dict) -> list[dict]:
     ]
 
 
-def link_for(uri: str) -> str:
-    return "file://" + os.path.abspath(uri) if "://" not in uri else uri
-
-
 @task(name="publish-mixture-artifacts", cache_policy=NO_CACHE)
 def publish_mixture_artifacts(manifest: dict, store: str, storage_options: dict[str, Any] | None = None) -> dict:
-    """Table of realised weights, the data card and a link to the manifest, all keyed by the
-    mixture's name: each version adds to the same artifact histories in the Prefect UI."""
+    """Table of realised weights, the data card (its plots embedded) and where the manifest is (a
+    presigned link on S3, a path to copy on a local store), all keyed by the mixture's name: each
+    version adds to the same artifact histories in the Prefect UI."""
     name, version = manifest["name"], manifest["version"]
     layout = MixtureLayout(store, name)
     create_table_artifact(
@@ -128,12 +125,13 @@ def publish_mixture_artifacts(manifest: dict, store: str, storage_options: dict[
     )
     card = ensure_card(store, name, version, storage_options)
     create_markdown_artifact(
-        key=artifact_key("mixture", name, "card"), markdown=card, description=f"mixture {name} {version}: data card"
+        key=artifact_key("mixture", name, "card"),
+        markdown=embed_images(card, layout.readme(version), storage_options),
+        description=f"mixture {name} {version}: data card",
     )
-    create_link_artifact(
+    create_markdown_artifact(
         key=artifact_key("mixture", name, "manifest"),
-        link=link_for(layout.manifest(version)),
-        link_text=f"{name} {version} manifest.json",
+        markdown=f"# Mixture `{name}` {version}: manifest\n\n{location(layout.manifest(version), storage_options)}\n",
         description=f"mixture {name} {version}: manifest",
     )
     return version_summary(manifest, store)
