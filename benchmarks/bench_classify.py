@@ -2,8 +2,8 @@
 """Benchmark: the classify stage (fastText quality scores) through Prefect + Ray against a plain
 single-process loop over the same shards, in one run; plus sentence-embedding throughput on CPU.
 
-    .venv/bin/python benchmarks/bench_classify.py   # 32 shards x 20 MB, 2 workers, 3 repetitions
-    .venv/bin/python benchmarks/bench_classify.py --shards 4 --shard-mb 5 --repeat 1 --embed-docs 128   # quick
+    .venv/bin/python -m benchmarks.bench_classify   # 32 shards x 20 MB, 2 workers, 3 repetitions
+    .venv/bin/python -m benchmarks.bench_classify --shards 4 --shard-mb 5 --repeat 1 --embed-docs 128   # quick
 
 Size: a stage run has fixed costs that do not grow with the data (the Prefect flow and task runs,
 the last shards finishing unevenly across workers, the report's plots and artifact; about 1-2 s
@@ -25,11 +25,11 @@ Variants (same Parquet zstd shards, each writing fresh zstd Parquet with one flo
   in-process ClassifyStage through mixforge.runner.run_shard in this process, one core, no Ray: the
              stage and runner code alone (what Ray adds = stage-only against this)
 
-  pool-reference  the baseline loop in --workers plain processes at once (multiprocessing, no Prefect,
+  pool-ceiling  the baseline loop in --workers bare processes at once (harness.BarePool, no Prefect,
              no Ray): the machine's ceiling for the per-core figure, since two busy processes on shared
              or hyper-threaded vCPUs each run slower than one alone
 
-Repetitions are interleaved (baseline, pool-reference, ours, stage-only, in-process, baseline, ...)
+Repetitions are interleaved (baseline, pool-ceiling, ours, stage-only, in-process, baseline, ...)
 so that the load other processes put on the machine hits all variants alike. The goal compares
 documents/s **per core**: ours/--workers against the baseline (one core); >= 0.85. Start-up
 (Prefect, Ray, worker processes) is excluded and reported separately.
@@ -143,11 +143,6 @@ def baseline_shard(src: str, out: str, m: BaselineModel | None = None) -> int:
     return docs
 
 
-def _pool_ready(_: int) -> int:
-    time.sleep(0.5)
-    return os.getpid()
-
-
 def _pool_shard(job: tuple[str, str]) -> int:
     return baseline_shard(*job)
 
@@ -155,24 +150,11 @@ def _pool_shard(job: tuple[str, str]) -> int:
 def one_core(name: str, description: str, work, out_dir: str, text_bytes: int) -> harness.Measurement:
     """Time `work()` (returns the documents it did) in this process, Arrow on one thread; its CPU
     seconds and CPU share go into the details (see the module docstring)."""
-    harness.fresh_dir(out_dir)
-    harness.PeakRSS.reset()
     cpu_started = time.process_time()
-    with harness.one_arrow_thread(), harness.timed() as t:
-        docs = work()
+    m = harness.measure(name, work, text_bytes=text_bytes, description=description, out_dir=out_dir, one_thread=True)
     cpu_s = time.process_time() - cpu_started
-    return harness.Measurement(
-        name,
-        docs,
-        text_bytes,
-        t["seconds"],
-        harness.PeakRSS.mb(),
-        description=description,
-        machine_busy_cores=t["machine_busy_cores"],
-        others_busy_cores=t["others_busy_cores"],
-        cpu_seconds=t["cpu_seconds"],
-        details={"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / t["seconds"], 3)},
-    )
+    m.details = {"work_cpu_seconds": round(cpu_s, 3), "cpu_share": round(cpu_s / m.seconds, 3)}
+    return m
 
 
 def run_baseline(model: BaselineModel, inputs: list[str], out_dir: str, text_bytes: int) -> harness.Measurement:
@@ -188,63 +170,19 @@ def run_baseline(model: BaselineModel, inputs: list[str], out_dir: str, text_byt
     )
 
 
-def run_pool_reference(pool, inputs: list[str], out_dir: str, text_bytes: int, workers: int) -> harness.Measurement:
-    """The same plain loop in --workers processes at once, no orchestration: what this machine gives
-    two busy processes (on shared or hyper-threaded cores each runs slower than one alone)."""
-    harness.fresh_dir(out_dir)
-    harness.PeakRSS.reset()
-    jobs = [(src, os.path.join(out_dir, f"part-{i:05d}.parquet")) for i, src in enumerate(inputs)]
-    with harness.timed() as t:
-        docs = sum(pool.imap_unordered(_pool_shard, jobs, chunksize=1))
-    return harness.Measurement(
-        "pool-reference",
-        docs,
-        text_bytes,
-        t["seconds"],
-        harness.PeakRSS.mb(),
-        description=f"the baseline loop in {workers} plain processes at once (multiprocessing), no Prefect or Ray",
-        machine_busy_cores=t["machine_busy_cores"],
-        others_busy_cores=t["others_busy_cores"],
-        cpu_seconds=t["cpu_seconds"],
-        details={"cpu_share": round(t["cpu_seconds"] / (t["seconds"] * workers), 3) if t["cpu_seconds"] else None},
-    )
-
-
-def pids_cpu_seconds(pids) -> float:
-    """user + system CPU seconds of these processes (all threads), from /proc."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except OSError:
-            pass
-    return total
-
-
 def ray_worker_pids() -> list[int]:
     """This driver's Ray worker processes: descendants of this process (the local Ray's raylet is its
     child) whose command line is a Ray worker's; other sessions' Ray workers on the machine are not counted."""
-    parent, cmdline = {}, {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    parent[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    cmdline[int(entry.name)] = f.read()
-            except (OSError, ValueError, IndexError):
-                continue
-    mine, todo = set(), [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        children = [c for c, p in parent.items() if p == pid and c not in mine]
-        mine.update(children)
-        todo.extend(children)
-    return sorted(
-        p for p in mine if cmdline.get(p, b"").startswith(b"ray::") or b"default_worker.py" in cmdline.get(p, b"")
-    )
+    workers = []
+    for pid in harness.descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::") or b"default_worker.py" in cmd:
+            workers.append(pid)
+    return sorted(workers)
 
 
 def _classify_flow_factory():
@@ -274,11 +212,11 @@ def run_whole_stage(
     harness.fresh_dir(root)
     harness.PeakRSS.reset()
     pids = ray_worker_pids()
-    cpu_before = pids_cpu_seconds(pids)
+    cpu_before = harness.pids_cpu_seconds(pids)
     started_at = time.time()
     with harness.timed() as t:
         out = flow_fn([(i, p) for i, p in enumerate(inputs)], root, f"bench-{run}", config)
-    work_cpu = pids_cpu_seconds(pids) - cpu_before
+    work_cpu = harness.pids_cpu_seconds(pids) - cpu_before
     timeline = worker_timeline(
         Path(root, "runs", f"bench-{run}", "classify", "_done"), started_at, started_at + t["seconds"]
     )
@@ -352,18 +290,18 @@ def run_in_process(stage, inputs: list[str], out_dir: str, text_bytes: int) -> h
 def idle_worker_cores(seconds: float = 3.0) -> float:
     """CPU cores the idle Ray workers use anyway (their background threads): part of ours' work_cpu_seconds."""
     pids = ray_worker_pids()
-    before = pids_cpu_seconds(pids)
+    before = harness.pids_cpu_seconds(pids)
     time.sleep(seconds)
-    return round((pids_cpu_seconds(pids) - before) / seconds, 4)
+    return round((harness.pids_cpu_seconds(pids) - before) / seconds, 4)
 
 
 def with_worker_cpu(
     orch: harness.Orchestration, name: str, stage, inputs: list[str], out_dir: str, text_bytes: int, workers: int
 ) -> harness.Measurement:
     pids = ray_worker_pids()
-    cpu_before = pids_cpu_seconds(pids)
+    cpu_before = harness.pids_cpu_seconds(pids)
     m = orch.run_stage_flow(name, stage, inputs, out_dir, text_bytes)
-    work_cpu = pids_cpu_seconds(pids) - cpu_before
+    work_cpu = harness.pids_cpu_seconds(pids) - cpu_before
     m.details.update(
         {
             "work_cpu_seconds": round(work_cpu, 3),
@@ -386,6 +324,7 @@ def per_core(m: harness.Measurement, cores: int) -> harness.Measurement:
         m.peak_rss_mb,
         m.worker_peak_rss_mb,
         description=f"{m.name} docs/s divided by its {cores} cores",
+        ceiling=f"{harness.CEILING}:per-core",
         runs_seconds=[round(s * cores, 3) for s in m.runs_seconds],
         details=dict(m.details),
         machine_busy_cores=m.machine_busy_cores,
@@ -439,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-diagnostics",
         action="store_true",
-        help="run only baseline, pool-reference and ours (not stage-only, in-process)",
+        help="run only baseline, pool-ceiling and ours (not stage-only, in-process)",
     )
     parser.add_argument("--embed-max-chars", type=int, default=2000, help="characters embedded per document")
     args = parser.parse_args(argv)
@@ -468,14 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     in_process_stage.setup()  # loaded once, untimed, as a worker does
     baseline_model = BaselineModel(model_uri)  # likewise
     import contextlib
-    import multiprocessing
 
     with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(
-            multiprocessing.get_context("spawn").Pool(args.workers, initializer=_pool_init, initargs=(model_uri,))
-        )
-        while len(set(pool.map(_pool_ready, range(args.workers), chunksize=1))) < args.workers:
-            pass  # every process has run its initializer (imports, model load) before any timing
+        # every process runs its initializer (imports, model load) before any timing
+        pool = stack.enter_context(harness.BarePool(args.workers, _pool_init, (model_uri,)))
         orch = stack.enter_context(harness.Orchestration(args.workers))
         flow_fn = _classify_flow_factory()
         idle_cores = idle_worker_cores()
@@ -492,12 +427,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"others' load {m.others_busy_cores}, {m.details}"
             )
             runs.setdefault("baseline", []).append(m)
-            m = run_pool_reference(pool, corpus.shards, str(out / "pool-reference"), corpus.text_bytes, args.workers)
+            ceiling_out = out / harness.CEILING
+            m = pool.measure(
+                harness.CEILING,
+                _pool_shard,
+                [(src, str(ceiling_out / f"part-{i:05d}.parquet")) for i, src in enumerate(corpus.shards)],
+                text_bytes=corpus.text_bytes,
+                out_dir=ceiling_out,
+                description=f"the baseline loop in {args.workers} bare processes at once (multiprocessing), "
+                "no Prefect or Ray",
+            )
             log(
-                f"  pool-reference run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, "
+                f"  {harness.CEILING} run {r + 1}: {m.seconds:.2f}s, {m.docs_per_s / args.workers:,.0f} docs/s/core, "
                 f"others' load {m.others_busy_cores}, {m.details}"
             )
-            runs.setdefault("pool-reference", []).append(m)
+            runs.setdefault(harness.CEILING, []).append(m)
             m = run_whole_stage(
                 flow_fn, "ours", model_uri, corpus.shards, str(out / "ours"), args.workers, corpus.text_bytes, r
             )
@@ -530,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = harness.best_of("baseline", runs["baseline"])
     ours = harness.best_of("ours", runs["ours"])
-    pool_ref = harness.best_of("pool-reference", runs["pool-reference"])
+    pool_ref = harness.best_of(harness.CEILING, runs[harness.CEILING])
     results = [baseline, pool_ref, per_core(pool_ref, args.workers), ours, per_core(ours, args.workers)]
     if not args.skip_diagnostics:
         stage_only = harness.best_of("stage-only", runs["stage-only"])
@@ -542,11 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     def per_cpu(m: harness.Measurement, base: harness.Measurement) -> float:
         return round((m.docs / m.details["work_cpu_seconds"]) / (base.docs / base.details["work_cpu_seconds"]), 3)
 
-    for r, (b, pr, o) in enumerate(zip(runs["baseline"], runs["pool-reference"], runs["ours"])):
+    for r, (b, pr, o) in enumerate(zip(runs["baseline"], runs[harness.CEILING], runs["ours"])):
         rep = {
             "per_core_ratio": round(o.docs_per_s / args.workers / b.docs_per_s, 3),
-            "pool_reference_per_core_ratio": round(pr.docs_per_s / args.workers / b.docs_per_s, 3),
-            "ours_vs_pool_reference": round(o.docs_per_s / pr.docs_per_s, 3),
+            "pool_ceiling_per_core_ratio": round(pr.docs_per_s / args.workers / b.docs_per_s, 3),
+            "ours_vs_pool_ceiling": round(o.docs_per_s / pr.docs_per_s, 3),
             "per_cpu_second_ratio": per_cpu(o, b),
             "baseline_cpu_share": b.details["cpu_share"],
             "ours_cpu_share": o.details["cpu_share"],
@@ -569,11 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     extra = {
         "repetitions": repetitions,
         "median_paired_per_core_ratio": round(statistics.median(r["per_core_ratio"] for r in repetitions), 3),
-        "median_paired_ours_vs_pool_reference": round(
-            statistics.median(r["ours_vs_pool_reference"] for r in repetitions), 3
+        "median_paired_ours_vs_pool_ceiling": round(
+            statistics.median(r["ours_vs_pool_ceiling"] for r in repetitions), 3
         ),
         "idle_worker_cores": idle_cores,
-        "loadavg": open("/proc/loadavg").read().split()[:3],
     }
     log(f"repetitions: {repetitions}")
     if args.embed_docs:
@@ -605,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         extra=extra,
         notes=[
             "ours:per-core = ours docs/s / workers; the goal compares it with the one-core baseline",
-            "pool-reference:per-core = the same plain loop in that many processes at once: the machine's own "
+            f"{harness.CEILING}:per-core = the same plain loop in that many processes at once: the machine's own "
             "ceiling for the per-core figure (ours cannot beat plain processes); "
-            "extra.median_paired_ours_vs_pool_reference "
+            "extra.median_paired_ours_vs_pool_ceiling "
             "is what orchestration costs on top of it",
             "extra.repetitions: each interleaved repetition's ratios and CPU shares (see the module docstring)",
             "both sides use the same preprocessing function and the same model; I/O included on both sides",

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 r"""Benchmark: mixforge's vectorised filter rules vs datatrove's, same corpus, 2 workers each, one run.
 
-    PYTHONPATH=. python benchmarks/bench_filter.py --datatrove-python /tmp/dt-venv/bin/python  # ~200 MB
-    PYTHONPATH=. python benchmarks/bench_filter.py --target-mb 5 --datatrove-python ...        # quick
+    .venv/bin/python -m benchmarks.bench_filter --datatrove-python /tmp/dt-venv/bin/python  # ~200 MB
+    .venv/bin/python -m benchmarks.bench_filter --target-mb 5 --datatrove-python ...        # quick
+    .venv/bin/python -m benchmarks.bench_filter --target-mb 5                               # ours only
 
 The corpus is ../shared/corpus/*.jsonl.zst (when present) scaled up to --target-mb of text by
 repeating documents with a light perturbation (one word of one line duplicated), else synthetic.
@@ -18,9 +19,15 @@ a URL; block-list = the most frequent registered domains of the corpus), and sep
 per-shard compute seconds / 2 workers); I/O (reading shards, writing verdicts) is excluded on both
 sides and the pool wall-clock is reported too.
 
+Against the pool ceiling (harness): the default filter stage (language ID off, as the `pipeline`
+timing) over the same Parquet shards through the library's shard runner (read, filter, write kept
+and `_removed`, markers) in --workers bare processes (`pool-ceiling`, no Ray, no Prefect), and the
+same stage through a Prefect flow on a local Ray with --workers CPUs (`ours`, start-up excluded);
+both I/O included. Skip both with --no-ceiling.
+
 Rerun (about 25 min on 2 busy cores; datatrove is the slow side, hence the subsample):
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_filter.py --datatrove-python /tmp/dt-venv/bin/python \
+    .venv/bin/python -m benchmarks.bench_filter --datatrove-python /tmp/dt-venv/bin/python \
         --datatrove-max-mb 100          # datatrove on every 2nd shard (~105 of ~206 MB)
     ... --reuse-datatrove               # rerun our side only, against the stored datatrove verdicts
 
@@ -78,8 +85,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: python benchmarks/bench_filter.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import harness  # noqa: E402
+
 RULES = ("gopher_repetition", "gopher_quality", "fineweb_quality", "c4")
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -181,11 +191,12 @@ def registered_domain(url: str) -> str | None:
     return ".".join(parts[-k:]) if len(parts) >= k else None
 
 
-def build_corpus(args) -> tuple[list[Path], list[Path], int, list[str]]:
+def build_corpus(args) -> tuple[list[Path], list[Path], list[int], list[int], list[str]]:
+    """Parquet and JSONL shards of the same documents, each shard's documents and text bytes, the URL block-list."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = Path(args.out_dir) / "shards"
+    out = Path(args.work_dir) / "shards"
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("shard-*"):
         old.unlink()
@@ -194,7 +205,7 @@ def build_corpus(args) -> tuple[list[Path], list[Path], int, list[str]]:
     base = _read_corpus(corpus_dir) if corpus_dir.is_dir() else _synthetic(5000, rng)
     target = int(args.target_mb * 1e6)
     shard_bytes = int(args.shard_mb * 1e6)
-    parquet_paths, jsonl_paths = [], []
+    parquet_paths, jsonl_paths, shard_docs, shard_text = [], [], [], []
     buf: list[dict] = []
     size = total = n_docs = 0
     copy = 0
@@ -214,6 +225,8 @@ def build_corpus(args) -> tuple[list[Path], list[Path], int, list[str]]:
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
         parquet_paths.append(pq_path)
         jsonl_paths.append(js_path)
+        shard_docs.append(len(buf))
+        shard_text.append(size)
         buf, size = [], 0
 
     while total < target:
@@ -233,7 +246,7 @@ def build_corpus(args) -> tuple[list[Path], list[Path], int, list[str]]:
     hosts = Counter(registered_domain(d["url"]) for d in base if d["url"])
     hosts.pop(None, None)
     blocked = [h for h, _ in hosts.most_common(5)]
-    return parquet_paths, jsonl_paths, n_docs, blocked
+    return parquet_paths, jsonl_paths, shard_docs, shard_text, blocked
 
 
 # ----------------------------------------------------------------------------- our side
@@ -314,14 +327,12 @@ def _ours_shard(task):
 
 
 def run_ours(parquet_paths, out_dir: Path, blocked_file: str, workers: int, with_lid: bool) -> dict:
-    import multiprocessing as mp
-
     vdir = out_dir / "verdicts-ours"
     vdir.mkdir(parents=True, exist_ok=True)
     tasks = [(str(p), str(vdir / (p.stem + ".jsonl")), blocked_file, with_lid) for p in parquet_paths]
-    t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(workers) as pool:
-        results = pool.map(_ours_shard, tasks, chunksize=1)
+    t0 = time.perf_counter()  # the pool's start included, as datatrove's
+    with harness.BarePool(workers, initializer=None) as pool:
+        results = list(pool.imap_unordered(_ours_shard, tasks))
     wall = time.perf_counter() - t0
     agg = {k: sum(r[k] for r in results) for k in results[0]}
     agg["wall_s"] = wall
@@ -509,20 +520,45 @@ def compare(out_dir: Path) -> dict:
     return report
 
 
+def run_stage_vs_ceiling(parquet_paths, out_dir: Path, workers: int, text_bytes: int) -> list:
+    """The default filter stage (language ID off) over the Parquet shards through the library's shard
+    runner: in `workers` bare processes (the pool ceiling), then through a Prefect flow on Ray (ours)."""
+    from mixforge.filters import FilterConfig, LanguageIDConfig
+    from mixforge.runner import run_stage
+    from mixforge.runs import StageLayout
+    from mixforge.stages.filter import Filter
+
+    stage = Filter(FilterConfig(language_id=LanguageIDConfig(enabled=False)))
+    inputs = [(i, str(p)) for i, p in enumerate(parquet_paths)]
+    with harness.BarePool(workers, imports=("mixforge.runner", "mixforge.stages.filter")) as pool:
+        ceiling_dir = out_dir / harness.CEILING
+        ceiling = harness.measure(
+            harness.CEILING,
+            lambda: run_stage(stage, StageLayout(str(ceiling_dir)), inputs, pool.executor())["docs_in"],
+            text_bytes=text_bytes,
+            out_dir=ceiling_dir,
+            workers=workers,
+            description=f"the filter stage (shard runner: read, filter, write) in {workers} bare processes",
+        )
+    with harness.Orchestration(workers) as orch:
+        ours = orch.run_stage_flow("ours", stage, [str(p) for p in parquet_paths], str(out_dir / "ours"), text_bytes)
+        startup = dict(orch.startup)
+    ours.description = f"the same stage through a Prefect flow on Ray, {workers} workers (start-up excluded)"
+    return [ceiling, ours], startup
+
+
 def main() -> None:
+    harness.configure_environment()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpus-dir", default=str(REPO.parent / "shared" / "corpus"))
+    harness.add_run_args(p, repeat=None, work_dir=str(harness.REPO / "benchmarks" / "out" / "filter"))
+    p.add_argument("--out-dir", dest="work_dir", help=argparse.SUPPRESS)  # the former name of --work-dir
     p.add_argument("--target-mb", type=float, default=200.0, help="MB of text in the scaled corpus")
     p.add_argument("--shard-mb", type=float, default=4.0)
-    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "out" / "filter"))
-    p.add_argument(
-        "--json-out", metavar="FILE", help="also write the results JSON here (default: OUT_DIR/result.json)"
-    )
-    p.add_argument("--workers", type=int, default=2)
     p.add_argument(
         "--datatrove-python", default=None, help="python of a venv with benchmarks/requirements-datatrove.txt"
     )
     p.add_argument("--no-lid", action="store_true", help="skip language ID on both sides")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the pool ceiling and the stage on Prefect + Ray")
     p.add_argument(
         "--datatrove-max-mb",
         type=float,
@@ -533,7 +569,7 @@ def main() -> None:
     p.add_argument(
         "--reuse-datatrove",
         action="store_true",
-        help="reuse the datatrove verdicts and timings already in --out-dir (same corpus options) "
+        help="reuse the datatrove verdicts and timings already in --work-dir (same corpus options) "
         "instead of running datatrove again",
     )
     p.add_argument("--datatrove-worker", default=None, help=argparse.SUPPRESS)
@@ -541,10 +577,11 @@ def main() -> None:
     if args.datatrove_worker:
         return datatrove_worker_main(args)
 
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.work_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    parquet_paths, jsonl_paths, n_docs, blocked = build_corpus(args)
+    parquet_paths, jsonl_paths, shard_docs, shard_text, blocked = build_corpus(args)
+    n_docs, text_bytes = sum(shard_docs), sum(shard_text)
     mb = sum(p.stat().st_size for p in jsonl_paths) / 1e6
     print(
         f"corpus: {n_docs} docs, {len(parquet_paths)} shards, ~{mb:.0f} MB JSONL, "
@@ -554,84 +591,114 @@ def main() -> None:
     blocked_file = out_dir / "blocked-domains.txt"
     blocked_file.write_text("\n".join(blocked) + "\n")
     with_lid = not args.no_lid
-    load_start = os.getloadavg()
     for old in (out_dir / "verdicts-ours").glob("*.jsonl"):
         old.unlink()
     ours = run_ours(parquet_paths, out_dir, str(blocked_file), args.workers, with_lid)
     print(f"ours: {json.dumps(ours)}", file=sys.stderr)
-    result = {
-        "docs": n_docs,
-        "corpus_mb_jsonl": mb,
-        "workers": args.workers,
-        "ours": ours,
-        "load_avg": {"start": load_start, "after_ours": os.getloadavg()},
-    }
+    extra: dict = {"corpus_mb_jsonl": round(mb, 2), "ours_timings": ours}
+    dt, dt_shards = None, range(len(jsonl_paths))
     if args.datatrove_python or args.reuse_datatrove:
-        dt_paths = jsonl_paths
         if args.datatrove_max_mb and mb > args.datatrove_max_mb:
             step = max(1, round(mb / args.datatrove_max_mb))
-            dt_paths = jsonl_paths[::step]
-            result["datatrove_subsample"] = {
+            dt_shards = dt_shards[::step]
+            extra["datatrove_subsample"] = {
                 "every_kth_shard": step,
-                "shards": len(dt_paths),
+                "shards": len(dt_shards),
                 "of_shards": len(jsonl_paths),
-                "mb_jsonl": sum(p.stat().st_size for p in dt_paths) / 1e6,
+                "mb_jsonl": sum(jsonl_paths[k].stat().st_size for k in dt_shards) / 1e6,
             }
             print(
-                f"datatrove runs on a subsample: every {step}th shard, {len(dt_paths)} of {len(jsonl_paths)} shards "
-                f"({result['datatrove_subsample']['mb_jsonl']:.0f} MB); agreement is over those documents",
+                f"datatrove runs on a subsample: every {step}th shard, {len(dt_shards)} of {len(jsonl_paths)} "
+                f"shards ({extra['datatrove_subsample']['mb_jsonl']:.0f} MB); agreement is over those documents",
                 file=sys.stderr,
             )
         if args.reuse_datatrove:
             dt = json.loads((out_dir / "datatrove-result.json").read_text())
-            print("datatrove: reusing the verdicts and timings of the previous run in --out-dir", file=sys.stderr)
+            print("datatrove: reusing the verdicts and timings of the previous run in --work-dir", file=sys.stderr)
         else:
             for old in (out_dir / "verdicts-datatrove").glob("*.jsonl"):
                 old.unlink()
+            dt_paths = [jsonl_paths[k] for k in dt_shards]
             dt = run_datatrove(args.datatrove_python, dt_paths, out_dir, blocked, args.workers, with_lid)
         print(f"datatrove: {json.dumps(dt)}", file=sys.stderr)
-        result["datatrove"] = dt
-        result["agreement"] = compare(out_dir)
-    result["load_avg"]["end"] = os.getloadavg()
-    print(
-        f"load average (1, 5, 15 min): start {load_start}, end {result['load_avg']['end']} on {os.cpu_count()} CPUs",
-        file=sys.stderr,
-    )
+        extra["datatrove_timings"] = dt
+        extra["agreement"] = compare(out_dir)
     w = args.workers
 
-    def rate(side, keys):
-        secs = sum(side.get(k, 0.0) for k in keys) / w
-        return side["docs"] / secs if secs else float("nan")
-
-    rows = [
-        ("heuristic rules (4 rule sets)", ["heuristics_s"]),
-        ("heuristics + LID", ["heuristics_s", "lid_s"]),
-        ("LID only", ["lid_s"]),
-    ]
-    result["docs_per_s"] = {}
-    print(f"\n{'':34s}{'ours docs/s':>14s}{'datatrove docs/s':>18s}{'speed-up':>10s}")
-    for label, keys in rows:
-        o = rate(ours, keys)
-        d = rate(result["datatrove"], keys) if "datatrove" in result else float("nan")
-        result["docs_per_s"][label] = {"ours": o, "datatrove": d, "speedup": o / d if d == d and d else None}
-        print(f"{label:34s}{o:14.0f}{d:18.0f}{(o / d if d == d and d else float('nan')):10.1f}")
-    print(f"{'ours, default pipeline (drop mode)':34s}{rate(ours, ['pipeline_s']):14.0f}")
-    if "agreement" in result:
-        if "datatrove_subsample" in result:
-            print(
-                "\n(datatrove measured on a subsample of the same shards: "
-                f"{json.dumps(result['datatrove_subsample'])})"
+    def rows_of(side: str, timings: dict, shards) -> list:
+        """Throughput = documents / (summed per-shard compute seconds / workers): I/O excluded."""
+        text = sum(shard_text[k] for k in shards)
+        out = []
+        for label, keys in (
+            ("heuristics", ["heuristics_s"]),
+            ("heuristics+lid", ["heuristics_s", "lid_s"]),
+            ("lid", ["lid_s"]),
+            ("pipeline", ["pipeline_s"]),
+        ):
+            seconds = sum(timings.get(k, 0.0) for k in keys) / w
+            if label == "pipeline" and side != "ours" or seconds <= 0:
+                continue
+            out.append(
+                harness.Measurement(
+                    f"{side}:{label}", timings["docs"], text, seconds, float("nan"), baseline=f"datatrove:{label}"
+                )
             )
-        print(f"\n{'rule':20s}{'docs':>8s}{'agree':>9s}{'ours-only drop':>16s}{'dt-only drop':>14s}")
-        for rule, a in result["agreement"].items():
-            print(
+        return out
+
+    results = rows_of("ours", ours, range(len(parquet_paths)))
+    results[-1].description = "ours, default pipeline (drop mode), compute only"
+    if dt is not None:
+        results = rows_of("datatrove", dt, dt_shards) + results
+    startup = None
+    if not args.no_ceiling:
+        staged, startup = run_stage_vs_ceiling(parquet_paths, out_dir, args.workers, text_bytes)
+        results += staged
+    # The former report's table, kept for comparison with published figures.
+    rate = {r.name: r.docs_per_s for r in results}
+    extra["docs_per_s"] = {
+        label: {
+            "ours": rate.get(f"ours:{key}"),
+            "datatrove": rate.get(f"datatrove:{key}"),
+            "speedup": rate[f"ours:{key}"] / rate[f"datatrove:{key}"] if f"datatrove:{key}" in rate else None,
+        }
+        for label, key in (
+            ("heuristic rules (4 rule sets)", "heuristics"),
+            ("heuristics + LID", "heuristics+lid"),
+            ("LID only", "lid"),
+        )
+        if f"ours:{key}" in rate
+    }
+    sections = []
+    if "agreement" in extra:
+        lines = []
+        if "datatrove_subsample" in extra:
+            lines.append(
+                f"(datatrove measured on a subsample of the same shards: {json.dumps(extra['datatrove_subsample'])})"
+            )
+        lines.append(f"{'rule':20s}{'docs':>8s}{'agree':>9s}{'ours-only drop':>16s}{'dt-only drop':>14s}")
+        for rule, a in extra["agreement"].items():
+            lines.append(
                 f"{rule:20s}{a['docs']:8d}{100 * a['agreement']:8.2f}%"
                 f"{a.get('dropped_by_ours_only', 0):16d}{a.get('dropped_by_datatrove_only', 0):14d}"
             )
-    json_out = Path(args.json_out) if args.json_out else out_dir / "result.json"
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nJSON: {json_out}")
+        sections.append("\n".join(lines))
+    harness.report(
+        results,
+        None,
+        benchmark="filter",
+        params={"docs": n_docs, "target_mb": args.target_mb, "shard_mb": args.shard_mb, "workers": w, "lid": with_lid},
+        startup=startup,
+        extra=extra,
+        sections=sections,
+        notes=[
+            "ours:<rules> and datatrove:<rules>: documents / (summed per-shard compute seconds / workers), I/O "
+            "excluded, each against datatrove's same rules (vs baseline); peak RSS not measured for those",
+            f"{harness.CEILING} and ours: the whole default filter stage with I/O, in bare processes and on "
+            "Prefect + Ray",
+        ],
+        json_out=args.json_out or str(out_dir / "result.json"),
+        print_json=args.json,
+    )
 
 
 if __name__ == "__main__":

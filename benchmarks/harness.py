@@ -416,6 +416,7 @@ class Measurement:
     others_busy_cores: float | None = None  # see timed()
     cpu_seconds: float | None = None  # see timed(): CPU of this process tree during the run
     baseline: str | None = None  # the row this one's `ratio` is against (None: the report's baseline)
+    ceiling: str | None = None  # the row its `ratio_to_ceiling` is against (None: CEILING)
 
     @property
     def docs_per_s(self) -> float:
@@ -573,7 +574,11 @@ def measure(
 # ----------------------------------------------------------------------------- pool ceiling (bare processes)
 
 
-def _hold(seconds: float) -> int:
+def _hold(seconds: float, imports: Sequence[str] = ()) -> int:
+    import importlib
+
+    for name in imports:
+        importlib.import_module(name)
     time.sleep(seconds)  # hold this worker so that the next warm-up call lands on another one
     return os.getpid()
 
@@ -593,11 +598,19 @@ class BarePool:
     `measure(name, fn, tasks, ...)` times `fn(task)` (it returns the documents it did) over every task,
     one task per worker at a time: with the benchmark's plain per-shard loop as `fn`, that is the pool
     ceiling, the most this machine gives without orchestration. `executor()` is an `Executor` over the
-    same processes, to run a stage's own steps (a composite, `runner.run_stage`) with no orchestration.
+    same processes (warmed with `imports`), to run a stage's own steps (a composite,
+    `runner.run_stage`) with no orchestration.
     """
 
-    def __init__(self, workers: int, initializer: Callable | None = _single_arrow_thread, initargs: tuple = ()):
+    def __init__(
+        self,
+        workers: int,
+        initializer: Callable | None = _single_arrow_thread,
+        initargs: tuple = (),
+        imports: Sequence[str] = (),
+    ):
         self.workers = workers
+        self.imports = tuple(imports)  # modules every worker imports before anything is timed
         self._initializer, self._initargs = initializer, initargs
         self.pool = None
 
@@ -608,7 +621,7 @@ class BarePool:
         self.pool = cf.ProcessPoolExecutor(
             self.workers, mp_context=mp.get_context("spawn"), initializer=self._initializer, initargs=self._initargs
         )
-        self.pids = sorted(set(self.pool.map(_hold, [0.3] * self.workers)))
+        self.pids = sorted(set(self.pool.map(_hold, [0.3] * self.workers, [self.imports] * self.workers)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -861,10 +874,11 @@ def report(
     """Print a table (stdout, or stderr with print_json) and write/print the JSON report.
 
     Every row gets `ratio`, its docs/s over its baseline's (`Measurement.baseline`, else
-    `baseline_name`; None when that row is absent), and `ratio_to_ceiling`, over the `pool-ceiling`
-    row's. goals: (result name, minimum docs/s ratio against the baseline) pairs, checked and reported;
-    or (result name, minimum, metric description, measured value) for a figure computed by the
-    benchmark. extra: JSON (flat items are also printed); sections: text blocks printed after the table.
+    `baseline_name`; None when that row is absent), and `ratio_to_ceiling`, over its ceiling's
+    (`Measurement.ceiling`, else the `pool-ceiling` row). goals: (result name, minimum docs/s ratio
+    against the baseline) pairs, checked and reported; or (result name, minimum, metric description,
+    measured value) for a figure computed by the benchmark. extra: JSON (flat items are also
+    printed); sections: text blocks printed after the table.
     """
     rate = {r.name: r.docs_per_s for r in results}
     rows = []
@@ -881,7 +895,8 @@ def report(
                 "mb_per_s": round(r.mb_per_s, 2),
                 "baseline": base,
                 "ratio": _ratio(r.docs_per_s, rate.get(base)),
-                "ratio_to_ceiling": _ratio(r.docs_per_s, rate.get(CEILING)),
+                "ceiling": r.ceiling or CEILING,
+                "ratio_to_ceiling": _ratio(r.docs_per_s, rate.get(r.ceiling or CEILING)),
                 "peak_rss_mb": r.peak_rss_mb,
                 "worker_peak_rss_mb": r.worker_peak_rss_mb,
                 "runs_seconds": r.runs_seconds,
@@ -985,7 +1000,7 @@ def format_table(doc: dict, sections: Sequence[str] = ()) -> str:
                 "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
                 "-" if r["ratio_to_ceiling"] is None else f"{r['ratio_to_ceiling']:.2f}x",
                 "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.2f}",
-                f"{r['peak_rss_mb']:.0f}",
+                "-" if r["peak_rss_mb"] != r["peak_rss_mb"] else f"{r['peak_rss_mb']:.0f}",
                 "-" if r["worker_peak_rss_mb"] is None else f"{r['worker_peak_rss_mb']:.0f}",
                 "-" if r["others_busy_cores"] is None else f"{r['others_busy_cores']:.2f}",
                 " ".join(f"{s:.2f}" for s in r["runs_seconds"]),
