@@ -118,15 +118,16 @@ def stage_rows(summary: dict) -> list[dict]:
                 "docs_in": s["docs_in"],
                 "docs_kept": s["docs_kept"],
                 "docs_dropped": sum(s["docs_dropped"].values()),
-                **{f"dropped: {k}": s["docs_dropped"].get(k, 0) for k in dropped},
-                # a generating stage (rephrase) passes some inputs over without dropping them
-                **{f"skipped: {k}": s.get("docs_skipped", {}).get(k, 0) for k in skipped},
                 "shards_quarantined": len(s["quarantined"]),
                 "seconds": s["seconds"],
                 # the workers that ran shards this time and how busy they were (low: stragglers, uneven shards)
                 "workers": s.get("workers"),
                 "worker_busy_share": s.get("worker_busy_share"),
                 "worker_peak_rss_mb": s.get("worker_peak_rss_mb"),
+                # after the totals, which stay in view in the UI however many reasons there are
+                **{f"dropped: {k}": s["docs_dropped"].get(k, 0) for k in dropped},
+                # a generating stage (rephrase) passes some inputs over without dropping them
+                **{f"skipped: {k}": s.get("docs_skipped", {}).get(k, 0) for k in skipped},
             }
         )
     return rows
