@@ -8,6 +8,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from mixforge.classify.card import classifier_card_markdown
 from mixforge.classify.config import TrainClassifierConfig
 from mixforge.classify.train import train_classifier
 from mixforge.names import artifact_key
@@ -33,41 +34,6 @@ def train_classifier_task(
 def publish_model_card(card: dict) -> None:
     create_markdown_artifact(
         key=artifact_key("model", card["name"]),
-        markdown=model_card_markdown(card),
+        markdown=classifier_card_markdown(card),  # the model's card.md
         description=f"model {card['name']} {card['version']}: data, metrics, parameters",
     )
-
-
-def model_card_markdown(card: dict) -> str:
-    m = card["metrics"]
-    lines = [
-        f"# Model `{card['name']}` {card['version']}",
-        "",
-        f"- kind: {card['kind']}; labels: {', '.join(card['labels'])}"
-        + (f"; positive label: `{card['positive_label']}`" if card.get("positive_label") else ""),
-        f"- uri: `{card['uri']}`",
-        f"- model.bin sha256: `{card['files']['model.bin']['sha256']}` "
-        f"({card['files']['model.bin']['bytes']:,} bytes)",
-        f"- created {card['created']} by mixforge {card['code_version']}",
-        "",
-        "## Held-out metrics",
-        "",
-        "| metric | value |",
-        "|---|---:|",
-    ]
-    for key in ("auc", "precision", "recall", "accuracy", "n_test"):
-        value = m.get(key)
-        lines.append(f"| {key} | {value if not isinstance(value, float) else f'{value:.4f}'} |")
-    lines += ["", "## Documents per label", "", "| label | train | test |", "|---|---:|---:|"]
-    for label, n in card["data"]["docs_per_label"].items():
-        lines.append(f"| {label} | {n['train']:,} | {n['test']:,} |")
-    lines += ["", "## Inputs", "", "| pattern | label | shards | docs used |", "|---|---|---:|---:|"]
-    for inp in card["data"]["inputs"]:
-        lines.append(
-            f"| `{inp['pattern']}` | {inp['label'] or '(column ' + str(card['data']['label_column']) + ')'} "
-            f"| {len(inp['shards'])} | {inp['docs_used']:,} |"
-        )
-    lines += ["", "## fastText parameters", "", "| parameter | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in card["fasttext"].items()]
-    lines += ["", f"Preprocessing: {card['preprocess']}"]
-    return "\n".join(lines) + "\n"

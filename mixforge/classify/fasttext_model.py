@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from mixforge.classify import store
 from mixforge.classify.config import PreprocessConfig
+from mixforge.classify.preprocess import preprocess
 
 LABEL_PREFIX = "__label__"
 MODEL_FILE = "model.bin"
@@ -30,6 +32,13 @@ class FastTextClassifier:
         self.preprocess = PreprocessConfig(**card.get("preprocess", {}))
         self.model = None
 
+    @classmethod
+    def open(cls, uri: str, storage_options: Mapping[str, Any] | None = None) -> FastTextClassifier:
+        """The model version at `uri` (a version folder, its model.bin, or a model folder: the latest), loaded."""
+        classifier = cls(store.resolve(uri, storage_options))
+        classifier.load(storage_options)
+        return classifier
+
     def load(self, storage_options: Mapping[str, Any] | None = None) -> None:
         if self.model is None:
             self.model = load_fasttext(store.fetch(self.version, MODEL_FILE, storage_options))
@@ -38,6 +47,10 @@ class FastTextClassifier:
                 raise ValueError(
                     f"{self.version.uri}: model labels {have} differ from its card's {sorted(self.labels)}"
                 )
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, len(labels)) probabilities of raw texts, prepared with the card's preprocessing first."""
+        return self.probabilities(preprocess(pa.array(list(texts), pa.string()), self.preprocess).to_pylist())
 
     def probabilities(self, prepared: list[str]) -> np.ndarray:
         """(n, len(labels)) probabilities, columns in `self.labels` order. `prepared` has no newlines."""

@@ -1,9 +1,9 @@
-"""Versioned models in the store: `<root>/models/<name>/vNNNN/{model.bin | centroids.npy} + card.json`.
+"""Versioned models in the store: `<root>/models/<name>/vNNNN/{model.bin | centroids.npy} + card.json [+ card.md]`.
 
 Publishing a version, safe under concurrent trainings on any fsspec store (S3 has no rename):
 1. claim the next free number with a create-only write of `vNNNN/_claim.json` (the loser of a race
    gets FileExistsError and tries the next number), so no two builds ever write the same folder;
-2. write the model file(s) into the claimed folder;
+2. write the model file(s) into the claimed folder, and the readable card (`card.md`) when there is one;
 3. commit `card.json` create-only. A version *exists* once its card does: readers list and load
    only versions with a card, and the card holds the sha256 of every file, checked on load.
 A build that dies between 1 and 3 leaves a claimed number without a card: it is skipped, never reused.
@@ -19,7 +19,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from mixforge import __version__, storage
 from mixforge.names import validate_name
 
 CARD = "card.json"
+CARD_MD = "card.md"  # the card for people, rendered from card.json (not listed in its `files`)
 CLAIM = "_claim.json"
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
 MAX_CLAIM_ATTEMPTS = 1000
@@ -86,11 +87,13 @@ def publish(
     files: Mapping[str, str | os.PathLike | bytes],
     card: dict,
     storage_options: Mapping[str, Any] | None = None,
+    markdown: Callable[[dict], str] | None = None,
 ) -> ModelVersion:
     """Publish `files` (name -> local path or bytes) and `card` as the next version of model `name`.
 
     The card gets `name`, `version`, `uri`, `files` ({name: {sha256, bytes}}), `created`,
-    `code_version` and `build_id` added.
+    `code_version` and `build_id` added. `markdown(full card)`, when given, is written as `card.md`
+    before the card is committed, so a committed version always has it.
     """
     name_dir = models_dir(root, name)
     build_id = uuid.uuid4().hex
@@ -124,6 +127,8 @@ def publish(
     from mixforge import contracts
 
     contracts.validate(full, contracts.ModelCard)  # what every card holds (docs/schemas/model-card); kinds add theirs
+    if markdown is not None:
+        storage.write_bytes(storage.join(uri, CARD_MD), markdown(full).encode(), storage_options)
     body = json.dumps(full, indent=2, sort_keys=True, default=str).encode() + b"\n"
     if not storage.create_only(storage.join(uri, CARD), body, storage_options):  # cannot happen: we own the claim
         raise RuntimeError(f"{uri}/{CARD} appeared during publishing; the claim of {version} was not exclusive")

@@ -10,6 +10,17 @@ fastText training file and a held-out file:
 Every document is prepared with `mixforge.classify.preprocess` (settings recorded in the card).
 The held-out split is a seeded hash of the document id, so it does not depend on input order or
 batching; with `fasttext.thread=1` a training is reproducible bit for bit.
+
+The recipe (issue #16; `benchmarks/bench_classifier_recipe.py` measures it against bare fastText):
+1. the training lines are shuffled (seeded by `fasttext.seed`) before fastText reads them: fastText
+   reads its file in order, and the inputs arrive one label after the other, so unshuffled it ends
+   every epoch on the last label's documents;
+2. a model trained on the training split is scored on the held-out split: the card's metrics;
+3. the shipped model is then trained with the same recipe on ALL the labelled documents (training
+   and held-out), so no labelled document is wasted on the published model;
+4. fastText sometimes diverges ("Encountered NaN"), more often at a high learning rate: a diverged
+   training is retried with half the learning rate, at most `MAX_LR_HALVINGS` times; the card records
+   every diverged attempt and `fasttext.lr` is the rate the shipped model was trained with.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +46,7 @@ import pyarrow.compute as pc
 
 from mixforge import schema as S
 from mixforge.classify import store
+from mixforge.classify.card import classifier_card_markdown
 from mixforge.classify.config import TrainClassifierConfig
 from mixforge.classify.fasttext_model import LABEL_PREFIX, MODEL_FILE, FastTextClassifier, load_fasttext
 from mixforge.classify.metrics import binary_metrics, multiclass_metrics
@@ -45,11 +58,16 @@ from mixforge.storage import discover_shards
 log = logging.getLogger("mixforge")
 
 POSITIVE, NEGATIVE = "positive", "negative"
+MAX_LR_HALVINGS = 3  # a diverged training is retried at lr/2, lr/4, lr/8, then the error is raised
 _POSITIVE_NAMES = ("positive", "pos", "hq", "high", "good", "1", "true")
 
 
 class TrainingDataError(ValueError):
     pass
+
+
+class TrainingDiverged(RuntimeError):
+    """fastText stopped with "Encountered NaN"."""
 
 
 @dataclass
@@ -167,8 +185,58 @@ def _train_fasttext(train_path: str, params: dict, model_path: str, workdir: str
     )
     if proc.returncode != 0 or not os.path.isfile(model_path):
         detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
-        hint = " (the training diverged: lower fasttext.lr)" if "NaN" in detail else ""
-        raise RuntimeError(f"fastText training failed: {detail}{hint}")
+        if "NaN" in detail:
+            raise TrainingDiverged(f"fastText training failed: {detail}")
+        raise RuntimeError(f"fastText training failed: {detail}")
+
+
+def _train_converging(
+    train_path: str, params: dict, model_path: str, workdir: str, model: str, diverged: list[dict]
+) -> dict:
+    """Train, halving the learning rate after each divergence (at most MAX_LR_HALVINGS times).
+
+    Returns the parameters that trained; appends each diverged attempt to `diverged`."""
+    for halvings in range(MAX_LR_HALVINGS + 1):
+        try:
+            _train_fasttext(train_path, params, model_path, workdir)
+            return params
+        except TrainingDiverged as e:
+            diverged.append({"model": model, "lr": params["lr"], "error": str(e)})
+            if halvings == MAX_LR_HALVINGS:
+                raise TrainingDiverged(
+                    f"{e} (the training diverged at every learning rate from {params['lr'] * 2**halvings:g} "
+                    f"down to {params['lr']:g}: lower fasttext.lr further or check the data)"
+                ) from None
+            log.warning(
+                "fastText diverged at lr=%g (%s model); retrying at lr=%g", params["lr"], model, params["lr"] / 2
+            )
+            params = {**params, "lr": params["lr"] / 2}
+    raise AssertionError("unreachable")
+
+
+def _shuffle_lines(sources: Sequence[str], target: str, seed: int) -> int:
+    """Write the lines of `sources` to `target` in a seeded random order; returns the number of lines.
+
+    Only the line offsets are held in memory (8 bytes a line), not the text."""
+    offsets, files = array("q"), []
+    for i, path in enumerate(sources):
+        position = 0
+        with open(path, "rb") as f:
+            for line in f:
+                offsets.extend((i, position, len(line)))
+                position += len(line)
+    n = len(offsets) // 3
+    with open(target, "wb") as out:
+        try:
+            files = [open(path, "rb") for path in sources]
+            for j in np.random.default_rng(seed).permutation(n):
+                source, position, length = offsets[3 * j : 3 * j + 3]
+                files[source].seek(position)
+                out.write(files[source].read(length))
+        finally:
+            for f in files:
+                f.close()
+    return n
 
 
 def _pythonpath() -> str:
@@ -258,11 +326,14 @@ def train_classifier(
         )
 
         params = config.fasttext.model_dump()
+        diverged: list[dict] = []
         t0 = time.perf_counter()
-        model_path = os.path.join(tmp, MODEL_FILE)
-        _train_fasttext(split.train_path, params, model_path, tmp)
+        shuffled = os.path.join(tmp, "train-shuffled.txt")
+        _shuffle_lines([split.train_path], shuffled, params["seed"])
+        eval_path = os.path.join(tmp, "evaluated.bin")
+        params = _train_converging(shuffled, params, eval_path, tmp, "evaluated", diverged)
         train_seconds = time.perf_counter() - t0
-        model = load_fasttext(model_path)
+        model = load_fasttext(eval_path)
 
         test_labels, test_texts = _read_examples(split.test_path)
         scorer = FastTextClassifier(
@@ -278,6 +349,17 @@ def train_classifier(
             metrics = multiclass_metrics(test_labels, probs, labels)
         if not test_labels:
             log.warning("model %s: the held-out split is empty; metrics are undefined", name)
+
+        # The shipped model: the same recipe on every labelled document, held-out ones included.
+        t0 = time.perf_counter()
+        model_path = os.path.join(tmp, MODEL_FILE)
+        if test_labels:
+            n_all = _shuffle_lines([split.train_path, split.test_path], shuffled, params["seed"])
+            params = _train_converging(shuffled, params, model_path, tmp, "shipped", diverged)
+        else:  # nothing was held out: the evaluated model already saw every document
+            n_all = len(_read_examples(split.train_path)[0])
+            os.replace(eval_path, model_path)
+        final_seconds = time.perf_counter() - t0
 
         card = {
             "kind": kind,
@@ -295,6 +377,12 @@ def train_classifier(
                 "text_field": config.text_field,
                 "seconds_prepare": round(prepared_seconds, 3),
                 "seconds_train": round(train_seconds, 3),
+                "shipped_model": "trained on all labelled documents (training and held-out splits) after the "
+                "held-out evaluation; the metrics are those of the same recipe trained on the training split",
+                "docs_shipped_model": n_all,
+                "seconds_train_shipped": round(final_seconds, 3),
+                "shuffle_seed": params["seed"],
+                "diverged": diverged,
             },
             "data": {
                 "label_column": label_column,
@@ -316,7 +404,7 @@ def train_classifier(
                 "test_file_sha256": store.sha256_file(split.test_path),
             },
         }
-        version = store.publish(root, name, {MODEL_FILE: model_path}, card, so)
+        version = store.publish(root, name, {MODEL_FILE: model_path}, card, so, markdown=classifier_card_markdown)
     from mixforge import contracts
 
     contracts.validate(version.card, contracts.ClassifierCard)  # a classifier card's contract (docs/schemas)
