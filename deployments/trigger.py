@@ -7,7 +7,9 @@
         --param run_id='"ci-1234"' --timeout 7200
 
 Needs only `prefect` (no mixforge): `pip install prefect==3.9.1`. Prints one JSON object on stdout
-(flow run id, name, state, UI URL, the artifacts the run published); progress goes to stderr.
+(flow run id, name, state, UI URL, the artifacts the run published, with their data up to 16,000
+characters, and the runs of the flows it called with their artifacts: `subflow_runs`); progress
+goes to stderr. `pipeline/nightly`'s own artifact `pipeline-{mixture}` sums the night up.
 Exit status: 0 completed, 1 failed / crashed / cancelled, 3 still running when --timeout ran out
 (the run goes on; see its URL).
 """
@@ -40,15 +42,50 @@ def parse_parameters(params: str | None, params_file: str | None, pairs: list[st
     return out
 
 
-def artifacts_of(flow_run_id) -> list[dict]:
-    from prefect.client.orchestration import get_client
+# An artifact's data (markdown, table) is reported up to this size: a summary, not an embedded plot.
+MAX_REPORTED_DATA = 16_000
+
+
+def artifacts_of(client, flow_run_id) -> list[dict]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    )
+    out = []
+    for a in found:
+        data = a.data if isinstance(a.data, str) else json.dumps(a.data)
+        small = data is not None and len(data) <= MAX_REPORTED_DATA
+        out.append(
+            {"key": a.key, "type": a.type, "description": a.description}
+            | ({"data": data} if small else {"data_chars": len(data or "")})
         )
-    return [{"key": a.key, "type": a.type, "description": a.description} for a in found]
+    return out
+
+
+def subflow_runs_of(client, flow_run_id) -> list[dict]:
+    """The runs of the flows this run called (the pipeline's curate, rephrase and mix), with their
+    artifacts (data left out: the parent's summary is what to read)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])),
+        sort=FlowRunSort.START_TIME_ASC,
+    )
+    flows = {f.id: f.name for f in client.read_flows()} if runs else {}
+    return [
+        {
+            "flow_run_id": str(r.id),
+            "flow": flows.get(r.flow_id),
+            "flow_run_name": r.name,
+            "state": r.state.type.value if r.state else None,
+            "artifacts": [
+                {k: v for k, v in a.items() if k in ("key", "type", "description")} for a in artifacts_of(client, r.id)
+            ],
+        }
+        for r in runs
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parameters = parse_parameters(args.params, args.params_file, args.param)
 
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_UI_URL
 
@@ -94,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         "state_name": state.name if state else None,
         "message": state.message if state else None,
         "url": f"{ui.rstrip('/')}/runs/flow-run/{flow_run.id}" if ui else None,
-        "artifacts": artifacts_of(flow_run.id),
     }
+    with get_client(sync_client=True) as client:
+        summary["artifacts"] = artifacts_of(client, flow_run.id)
+        summary["subflow_runs"] = subflow_runs_of(client, flow_run.id)
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     if state is None or not state.is_final():
         print(f"{args.deployment}: still {summary['state_name']} after {args.timeout:.0f}s", file=sys.stderr)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from typing import Annotated
 
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows.parameters import Incremental, InputUri, RunId, StoreUri
 from mixforge import planning
 from mixforge.config import CurateConfig
 from mixforge.runner import completed_outputs
@@ -11,21 +15,35 @@ from tasks.planning import mark_run_complete, plan_run
 from tasks.reporting import publish_run_artifacts
 from tasks.stages import stage_task
 
+CURATE_EXAMPLE = {
+    "stages": ["normalize", "filter", "dedup"],
+    "filter": {"language_id": {"keep": ["en"], "thresholds": [{"language": "en", "min_score": 0.65}]}},
+    "ray": {"num_cpus": 8},
+}
+
 
 @flow(name="curate", validate_parameters=True)
 def curate(
-    input: str,
-    output: str,
-    config: CurateConfig = CurateConfig(),
-    run_id: str | None = None,
-    incremental: bool = False,
+    input: InputUri,
+    output: StoreUri,
+    config: Annotated[CurateConfig, Field(examples=[CURATE_EXAMPLE])] = CurateConfig(),
+    run_id: RunId = None,
+    incremental: Incremental = False,
 ) -> dict:
-    """Curate raw shards at `input` (glob, prefix or file URI) into `<output>/runs/<run_id>/<stage>/`.
+    """Curate raw shards at `input` into `{output}/runs/{run_id}/{stage}/`.
 
-    `incremental`: curate only the input shards that no completed run of the store's pool has
-    curated (same URI and size), deduplicated against the pool's dedup index (`dedup.index`,
-    default `<output>/index/dedup`). With nothing new, nothing runs: the summary's `run_id` and
-    `output` are null and `incremental.new_shards` is 0.
+    Args:
+        input: Raw shards to curate: a glob, a prefix (folder) or one file, local or an fsspec URI
+            (JSONL, JSONL.gz/.zst, Parquet).
+        output: The store root: runs go to `{output}/runs/{run_id}/`, the dedup index of incremental
+            runs to `{output}/index/dedup` unless `config.dedup.index` names another.
+        config: The stages to run and their settings (the curate YAML config: `mixforge curate --config`).
+        run_id: Name of the run (lowercase letters, digits, dashes); empty: a hash of the input shards,
+            the config and the code version, so a rerun with the same inputs resumes the same run.
+        incremental: Curate only the input shards that no completed run of the store's pool has curated
+            (same URI and size), deduplicated against the pool's dedup index (`dedup.index`, default
+            `{output}/index/dedup`). With nothing new, nothing runs: the summary's `run_id` and `output`
+            are null and `incremental.new_shards` is 0.
     """
     logger = get_run_logger()
     plan = plan_run(input, output, config, run_id, incremental)

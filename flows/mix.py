@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from typing import Annotated
 
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows.parameters import StoreUri
 from mixforge.config import RayConfig
 from mixforge.mixtures.spec import MixSpec
 from mixforge.mixtures.takedown import takedown_figures
@@ -21,14 +25,28 @@ from tasks.mix import (
     write_mixture,
 )
 
-__all__ = ["mix", "mix_takedown"]
+__all__ = ["mix", "mix_takedown", "MIX_SPEC_EXAMPLE"]
+
+MIX_SPEC_EXAMPLE = {
+    "name": "web-books",
+    "pool": ["s3://mixforge/runs/crawl-2026-11/dedup/"],
+    "store": "s3://mixforge",
+    "budget_tokens": 1_000_000_000,
+    "groups": [
+        {"name": "web", "where": {"source": "web"}, "weight": 0.7},
+        {"name": "books", "where": {"source": "books"}, "weight": 0.3, "max_epochs": 2},
+    ],
+}
 
 
 @flow(name="mix", validate_parameters=True)
-def mix(spec: MixSpec) -> dict:
-    """Sample the pool named by `spec` into `<store>/mixtures/<name>/vNNNN/`; returns the mix summary.
+def mix(spec: Annotated[MixSpec, Field(examples=[MIX_SPEC_EXAMPLE])]) -> dict:
+    """Sample the pool named by `spec` into `{store}/mixtures/{name}/vNNNN/`; returns the mix summary.
 
-    `spec` may be a MixSpec or a dict of the same fields (validated into one)."""
+    Args:
+        spec: The mixture spec (the mixture YAML: `mixforge mix SPEC`): its pool, store, groups and
+            their weights. Paths are absolute paths or URIs.
+    """
     logger = get_run_logger()
     started = now()
     for warning in check_spec(spec):  # unknown columns, impossible values, empty groups: before any work
@@ -55,18 +73,28 @@ def mix(spec: MixSpec) -> dict:
 
 @flow(name="mix-takedown", validate_parameters=True)
 def mix_takedown(
-    store: str,
-    name: str,
-    reason: str,
-    ids: list[str] | None = None,
-    url_patterns: list[str] | None = None,
-    from_version: str | None = None,
-    storage_options: StorageOptions | None = None,
-    ray: RayConfig | None = None,
+    store: StoreUri,
+    name: Annotated[str, Field(examples=["web-books"])],
+    reason: Annotated[str, Field(examples=["takedown request 2026-118"])],
+    ids: Annotated[list[str] | None, Field(examples=[["c4-0001234", "web-88f2"]])] = None,
+    url_patterns: Annotated[list[str] | None, Field(examples=[["https://example.com/private/*"]])] = None,
+    from_version: Annotated[str | None, Field(examples=["v0003"])] = None,
+    storage_options: Annotated[StorageOptions | None, Field(examples=[{"endpoint_url": "http://minio:9000"}])] = None,
+    ray: Annotated[RayConfig | None, Field(examples=[{"num_cpus": 4}])] = None,
 ) -> dict:
-    """A new version of mixture `name`: `from_version` (default: latest) minus `ids` and URLs
-    matching `url_patterns` (globs), without resampling the rest; each data file holding such a
-    document is rewritten as a Ray task on the cluster `ray` names (default: a local Ray, or $RAY_ADDRESS)."""
+    """A new version of mixture `name` without some documents, the rest not resampled; each data file
+    holding such a document is rewritten as a Ray task.
+
+    Args:
+        store: The store root holding `{store}/mixtures/{name}/`.
+        name: The mixture.
+        reason: Why, recorded in the new version's manifest and card.
+        ids: Document ids to remove.
+        url_patterns: URL globs: documents whose `url` matches one are removed.
+        from_version: The version to derive from; empty: the latest.
+        storage_options: fsspec options of the store, without credentials (as `config.storage.options`).
+        ray: The Ray cluster to run on; empty: a local Ray, or `$RAY_ADDRESS`.
+    """
     manifest = derive_mixture(
         store,
         name,

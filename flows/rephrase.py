@@ -1,18 +1,43 @@
-"""rephrase: curated contract shards -> synthetic rows (`<output>/runs/<run_id>/rephrase/`)."""
+"""rephrase: curated contract shards -> synthetic rows (`{output}/runs/{run_id}/rephrase/`)."""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from typing import Annotated
 
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows.parameters import RunId, StoreUri
 from mixforge import planning
 from mixforge.rephrase.config import RephraseRunConfig
 from tasks.rephrase import rephrase_documents
 from tasks.reporting import publish_run_artifacts
 
+# The `rephrase:` section of configs/rephrase.example.yaml, shortened.
+REPHRASE_EXAMPLE = {
+    "engine": {"model": "/models/Qwen2.5-1.5B-Instruct", "device": "gpu"},
+    "select": [{"column": "quality_fineweb", "op": "<", "value": 0.5}],
+    "cap": {"tokens": 50_000_000},
+    "styles": ["wikipedia", "qa"],
+}
+
 
 @flow(name="rephrase", validate_parameters=True)
-def rephrase(input: str, output: str, config: RephraseRunConfig, run_id: str | None = None) -> dict:
-    """Rephrase the selected documents of `input` (contract shards, e.g. a curate output) with vLLM."""
+def rephrase(
+    input: Annotated[str, Field(examples=["s3://mixforge/runs/crawl-2026-11/dedup/"])],
+    output: StoreUri,
+    config: Annotated[RephraseRunConfig, Field(examples=[{"rephrase": REPHRASE_EXAMPLE}])],
+    run_id: RunId = None,
+) -> dict:
+    """Rephrase the selected documents of `input` with vLLM into `{output}/runs/{run_id}/rephrase/`.
+
+    Args:
+        input: Contract shards to rephrase (e.g. a curate run's final folder): a glob, a prefix or a file.
+        output: The store root: the run goes to `{output}/runs/{run_id}/rephrase/`.
+        config: What to rephrase and how (`rephrase`: the engine, selection, styles; the rephrase YAML
+            config), and where it runs (`ray`, `storage`).
+        run_id: Name of the run; empty: a hash of the inputs, the config and the code version.
+    """
     logger = get_run_logger()
     plan = planning.start_run(planning.plan_generating("rephrase", input, output, config, run_id))
     run = plan.run

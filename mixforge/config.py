@@ -7,15 +7,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    PlainSerializer,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from mixforge.classify.config import ClassifyConfig
 from mixforge.config_errors import ConfigError  # noqa: F401 - re-exported: mixforge.config.ConfigError
 from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
+from mixforge.forms import keyed_list
 from mixforge.names import validate_name
 from mixforge.storage import SECRET_BLOCK_OPTION, RuntimeEnv, StorageOptions
 from mixforge.strict import StrictModel
@@ -57,6 +70,68 @@ class NormalizeConfig(StrictModel):
     drop_empty: bool = Field(True, description="Drop documents that are empty or whitespace-only after normalisation.")
 
 
+class RayRuntimeEnv(StrictModel):
+    """The Ray runtime_env keys a form offers; any other key Ray knows (conda, pip, uv, image_uri,
+    config, ...) is passed on as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    working_dir: str | None = Field(
+        None,
+        description="Local folder (or URI of a zip) shipped to every worker as its working directory.",
+        examples=["."],
+    )
+    excludes: list[str] | None = Field(
+        None, description="Paths or globs of working_dir not shipped.", examples=[[".venv", ".git", "data"]]
+    )
+    py_modules: list[str] | None = Field(
+        None, description="Local packages (folders or URIs) importable on every worker.", examples=[["mixforge"]]
+    )
+    py_executable: str | None = Field(
+        None,
+        description="Python executable the workers run (e.g. a venv's python).",
+        examples=["/opt/venv/bin/python"],
+    )
+    env_vars: (
+        keyed_list(
+            "EnvVar",
+            "One environment variable of the workers.",
+            ("name", str, "Variable name."),
+            ("value", str, "Its value (never a credential)."),
+            {"name": "OMP_NUM_THREADS", "value": "1"},
+        )
+        | None
+    ) = Field(None, description="Environment variables set on every worker (never credentials).")
+
+
+def _env_vars_as_mapping(data: Any) -> Any:
+    # The form gives env_vars as [{name, value}]: a mapping before the credential check reads the
+    # names (unvalidated here, so that no type error can echo a value before that check).
+    if isinstance(data, Mapping) and isinstance(data.get("env_vars"), (list, tuple)):
+        entries = data["env_vars"]
+        if all(isinstance(e, Mapping) and set(e) == {"name", "value"} for e in entries):
+            return {**data, "env_vars": {e["name"]: e["value"] for e in entries}}
+    return data
+
+
+def _typed_runtime_env(env: dict[str, Any]) -> dict[str, Any]:
+    # Checked after the credential check, so no error echoes a secret; ray.init gets a plain dict.
+    typed = RayRuntimeEnv.model_validate(env)
+    return {k: v for k, v in typed if k in typed.model_fields_set or k in (typed.model_extra or {})}
+
+
+# The Ray runtime_env: a dict for ray.init, typed fields in the Prefect form, credentials refused.
+TypedRuntimeEnv = Annotated[
+    RuntimeEnv,
+    AfterValidator(_typed_runtime_env),
+    BeforeValidator(_env_vars_as_mapping),
+    PlainSerializer(lambda env: RayRuntimeEnv.model_validate(env).model_dump(exclude_unset=True)),
+    GetPydanticSchema(
+        get_pydantic_json_schema=lambda _schema, handler: handler(RayRuntimeEnv.__pydantic_core_schema__)
+    ),
+]
+
+
 class RayConfig(StrictModel):
     address: str | None = Field(
         None,
@@ -68,7 +143,7 @@ class RayConfig(StrictModel):
     )
     max_retries: int = Field(3, ge=0, description="Retries of a shard whose worker died or raised.")
     object_store_memory_mb: int = Field(512, ge=64, description="Object store size of a local Ray.")
-    runtime_env: RuntimeEnv | None = Field(
+    runtime_env: TypedRuntimeEnv | None = Field(
         None,
         description="Ray runtime_env of the job (passed to ray.init), e.g. "
         "{working_dir: '.', excludes: ['.venv', '.git', 'data']} to ship this checkout's code to an existing "

@@ -131,19 +131,19 @@ class ClassifierSpec(StrictModel):
     """One trained classifier applied by the classify stage."""
 
     name: name_field("classifier name") = Field(
-        description="Short name; the column suffix (`quality_<name>`, `<name>_label`). "
+        description="Short name; the column suffix (`quality_{name}`, `{name}_label`). "
         "Lowercase letters, digits, dashes (written as underscores in column names)."
     )
     model: str = Field(
-        description="URI of a model version dir (`<root>/models/<name>/v0003`), of its model.bin, or "
-        "`<root>/models/<name>` for the latest version (resolved once when the stage is built)."
+        description="URI of a model version dir (`{root}/models/{name}/v0003`), of its model.bin, or "
+        "`{root}/models/{name}` for the latest version (resolved once when the stage is built)."
     )
     kind: str = Field(
         "binary-quality",
         json_schema_extra=lambda schema: schema.update(enum=classifier_kinds()),
-        description="binary-quality: writes `quality_<name>` = probability of the positive label; "
+        description="binary-quality: writes `quality_{name}` = probability of the positive label; "
         "multiclass-domain: writes `domain` + `domain_score` (top label and its "
-        "probability), or `<name>_label`/`<name>_score` when several multiclass classifiers "
+        "probability), or `{name}_label`/`{name}_score` when several multiclass classifiers "
         "run; or any kind registered with mixforge.classify.classifiers.register_classifier.",
     )
     positive_label: str | None = Field(
@@ -173,12 +173,12 @@ class EmbeddingClustersConfig(StrictModel):
     enabled: bool = Field(False, description="Embed every document and write `cluster_id` (and `cluster_distance`).")
     name: name_field("model name") = Field(
         "clusters",
-        description="Model name under which fitted centroids are stored (`<root>/models/<name>/vNNNN/centroids.npy`).",
+        description="Model name under which fitted centroids are stored (`{root}/models/{name}/vNNNN/centroids.npy`).",
     )
     centroids: str | None = Field(
         None,
         description="Use these fitted centroids (URI of a version dir, its centroids.npy, "
-        "or `<root>/models/<name>` for the latest) instead of fitting new ones.",
+        "or `{root}/models/{name}` for the latest) instead of fitting new ones.",
     )
     k: int = Field(16, ge=2, description="Number of clusters.")
     model: str | None = Field(
@@ -229,7 +229,7 @@ class ClassifyConfig(StrictModel):
     report_max_sources: int = Field(
         20, ge=1, description="Sources shown separately in histograms; the rest are grouped as `(other)`."
     )
-    plots: bool = Field(True, description="Write PNG plots to `<stage dir>/_plots/` (needs matplotlib).")
+    plots: bool = Field(True, description="Write PNG plots to `{stage dir}/_plots/` (needs matplotlib).")
 
     @model_validator(mode="after")
     def _distinct(self) -> ClassifyConfig:

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from mixforge.filters.base import MODE_FIELD as _MODE
 from mixforge.filters.base import Mode, RuleSetConfig, RuleSetConfigBase
+from mixforge.forms import as_any_of, keyed_list
 from mixforge.strict import StrictModel
 
 DEFAULT_STOP_WORDS: dict[str, tuple[str, ...]] = {
@@ -36,6 +37,37 @@ DEFAULT_STOP_WORDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Mappings written `{de: 0.5}` in YAML, typed lists of entries in the Prefect form (mixforge.forms).
+LanguageThresholds = keyed_list(
+    "LanguageThreshold",
+    "The minimum language-ID score of one language.",
+    ("language", str, "Language code as the model predicts it."),
+    ("min_score", float, "Minimum top-1 score (strictly greater) to keep it."),
+    {"language": "de", "min_score": 0.5},
+)
+StopWordLists = keyed_list(
+    "StopWordList",
+    "The stop words of one language.",
+    ("language", str, "Language code (as language ID writes it in `lang`)."),
+    ("words", tuple[str, ...], "Its stop words (case-sensitive)."),
+    {"language": "en", "words": list(DEFAULT_STOP_WORDS["en"])},
+)
+TopNGramLimits = keyed_list(
+    "TopNGramLimit",
+    "The limit on the most frequent word n-gram of one length.",
+    ("n", int, "n-gram length in words."),
+    ("max_fraction", float, "Max characters of the most frequent n-gram (times its count) / document characters."),
+    {"n": 2, "max_fraction": 0.2},
+)
+DupNGramLimits = keyed_list(
+    "DupNGramLimit",
+    "The limit on repeated word n-grams of one length.",
+    ("n", int, "n-gram length in words."),
+    ("max_fraction", float, "Max characters covered by repeated n-grams / document characters."),
+    {"n": 5, "max_fraction": 0.15},
+)
+
+
 class LanguageIDConfig(StrictModel):
     enabled: bool = Field(True, description="Run fastText language identification (writes `lang`, `lang_score`).")
     model: str | None = Field(
@@ -49,8 +81,10 @@ class LanguageIDConfig(StrictModel):
     threshold: float = Field(
         0.65, ge=0.0, le=1.0, description="Minimum top-1 score (strictly greater) for a document to be kept."
     )
-    thresholds: dict[str, float] = Field(
-        default_factory=dict, description="Per-language minimum score, overriding `threshold` for that language."
+    thresholds: LanguageThresholds = Field(
+        default_factory=dict,
+        description="Per-language minimum score, overriding `threshold` for that language "
+        "(YAML: a mapping, e.g. {de: 0.5}, or a list of {language, min_score}).",
     )
     mode: Mode = _MODE
 
@@ -84,10 +118,10 @@ class GopherQualityConfig(RuleSetConfigBase):
     min_stop_words: int | None = Field(
         2, description="Fail if fewer distinct stop words of the document's language occur (`stop_words`)."
     )
-    stop_words: dict[str, tuple[str, ...]] = Field(
+    stop_words: StopWordLists = Field(
         default_factory=lambda: dict(DEFAULT_STOP_WORDS),
-        description="Stop words per language (case-sensitive, as in "
-        "datatrove); languages without a list pass `stop_words`.",
+        description="Stop words per language (case-sensitive, as in datatrove); languages without a list pass "
+        "`stop_words` (YAML: a mapping, e.g. {en: [the, be, ...]}, or a list of {language, words}).",
     )
 
 
@@ -107,14 +141,15 @@ class GopherRepetitionConfig(RuleSetConfigBase):
     dup_line_char_frac: float | None = Field(
         0.2, description="Max characters in repeated lines / document characters."
     )
-    top_n_grams: dict[int, float] = Field(
+    top_n_grams: TopNGramLimits = Field(
         default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16},
-        description="n -> max characters of the most frequent word n-gram (times its count) / document characters.",
+        description="n -> max characters of the most frequent word n-gram (times its count) / document characters "
+        "(YAML: a mapping, e.g. {2: 0.2}, or a list of {n, max_fraction}).",
     )
-    dup_n_grams: dict[int, float] = Field(
+    dup_n_grams: DupNGramLimits = Field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-        description="n -> max characters covered by repeated word n-grams "
-        "(greedy, as datatrove) / document characters.",
+        description="n -> max characters covered by repeated word n-grams (greedy, as datatrove) / document "
+        "characters (YAML: a mapping, e.g. {5: 0.15}, or a list of {n, max_fraction}).",
     )
     exact_dup_n_gram_features: bool = Field(
         False,
@@ -216,6 +251,7 @@ class FilterConfig(StrictModel):
     )
     rules: tuple[RuleSetConfig, ...] = Field(
         default_factory=_default_rules,
+        json_schema_extra=as_any_of,
         description="Rule sets, applied in this order; each has `name` and its thresholds.",
     )
     default_language: str = Field(
