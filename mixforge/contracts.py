@@ -197,13 +197,13 @@ class CurateSummary(Contract):
 
 class MixGroup(Contract):
     name: str
-    target_share: float
+    target_share: float = Field(description="effective share: requested, after empty or short groups gave theirs up")
     realised_share: float
     docs: int = Field(description="rows written, repeats included")
     tokens: int
     epochs: float
     phase: str = optional()
-    requested_share: float = optional()
+    requested_share: float = optional("the spec's weight, normalised over the phase")
     unique_docs: int = optional()
     max_epochs: float = optional()
     short: bool = optional("could not reach its target within max_epochs")
@@ -238,6 +238,54 @@ class MixSummary(Contract):
     takedown: TakedownSummary = optional("mixtures takedown: what it removed")
     seconds: dict[str, float] = optional()
     built: bool = optional("pipeline/demo: false when the night was a no-op")
+
+
+class PlanGroup(Contract):
+    phase: str
+    name: str
+    sampling: str
+    requested_share: float = Field(description="the spec's weight, normalised over the phase")
+    target_share: float = Field(description="effective share: requested, after empty or short groups gave theirs up")
+    available_docs: int
+    available_tokens: int
+    target_tokens: int
+    tokens: int = Field(description="tokens to draw (exactly what a build draws)")
+    docs: int = Field(description="rows to draw, repeats included")
+    full_passes: int
+    epochs: float
+    max_epochs: float
+    short: bool
+
+
+class PlanPhase(Contract):
+    name: str
+    budget_tokens: int
+    tokens: int
+    files: int
+
+
+class PlanPool(Contract):
+    shards: int
+    docs: int
+    tokens: int
+    shards_counted_now: int = optional("shards without cached token counts: counted in memory, not kept")
+
+
+class MixPlan(Contract):
+    """`--json` of `mix --dry-run`: what a build would draw; nothing is written."""
+
+    dry_run: bool
+    name: str
+    store: str
+    next_version: str = Field(description="the version a build would make (unless another build commits first)")
+    pool: PlanPool
+    phases: list[PlanPhase]
+    groups: list[PlanGroup]
+    tokens: int
+    docs: int
+    files: int
+    notes: list[str]
+    seconds: float = optional()
 
 
 class MixtureVersionRow(Contract):
@@ -284,6 +332,13 @@ class DiffGroup(Contract):
     docs_b: int = optional()
 
 
+class SpecChange(Contract):
+    path: str = Field(description="dotted path of the spec field, groups and phases by name: groups[web].weight")
+    change: Literal["changed", "added", "removed", "reordered"]
+    a: Any = Field(description="the value in version a (null where absent)")
+    b: Any = Field(description="the value in version b (null where absent)")
+
+
 class MixtureDiff(Contract):
     """`--json` of `mixtures diff`."""
 
@@ -291,6 +346,7 @@ class MixtureDiff(Contract):
     a: str
     b: str
     spec_changed: bool
+    spec_changes: list[SpecChange]
     tokens_a: int
     tokens_b: int
     tokens_change: int
@@ -598,6 +654,7 @@ SCHEMAS: dict[str, tuple[Any, str]] = {
     "mixtures-list": (MixturesList, "--json of mixtures list"),
     "mixtures-show": (MixturesShow, "--json of mixtures show (with --files: name, version, files)"),
     "mixtures-diff": (MixtureDiff, "--json of mixtures diff"),
+    "mix-plan": (MixPlan, "--json of mix --dry-run"),
     "runs-unlock": (RunsUnlockSummary, "--json of runs unlock"),
     "demo": (DemoSummary, "--json of demo"),
     "stage-stats": (StageSummary, "runs/<run_id>/<stage>/_stats.json"),

@@ -4,12 +4,14 @@ Each step is a plain function; the per-shard work (token counting, planning aggr
 gather) runs on an injected `mixforge.executor.Executor`: the Prefect tasks hand in a RayExecutor,
 tests and benchmarks run it in-process (SerialExecutor, the default). The driver only ever
 receives per-shard aggregates, never pool rows. The commit is versions.commit, which takedowns
-share.
+share. `dry_run` stops after the plan and writes nothing (`mix --dry-run`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -23,22 +25,43 @@ from mixforge.mixtures.exclusions import with_standing_takedowns
 from mixforge.mixtures.plan import MixPlan, SearchLimits, plan_mixture
 from mixforge.mixtures.pool import PoolShard, output_schema, resolve_pool
 from mixforge.mixtures.preflight import check_spec
-from mixforge.mixtures.spec import MixSpec, sha256_json
-from mixforge.mixtures.versions import MANIFEST_FORMAT, MixtureLayout, commit, now, summary
+from mixforge.mixtures.spec import MixSpec, absolute_path, sha256_json
+from mixforge.mixtures.versions import (
+    MANIFEST_FORMAT,
+    MixtureLayout,
+    commit,
+    format_version,
+    list_versions,
+    now,
+    parse_version,
+    summary,
+)
 from mixforge.mixtures.write import MAX_BUCKETS, GatherJob, files_per_bucket, gather, remove_scratch
 
 log = logging.getLogger("mixforge")
 
-__all__ = ["count_tokens", "plan", "write_data", "manifest_body", "build_mixture", "spec_for_pool"]
+__all__ = ["count_tokens", "plan", "write_data", "manifest_body", "build_mixture", "dry_run", "spec_for_pool"]
 
 
 # ----------------------------------------------------------------------------- steps
 
 
-def count_tokens(spec: MixSpec, shards: Sequence[PoolShard], executor: Executor | None = None) -> list[str]:
-    """Count tokens of every pool document into per-shard sidecars (cached); their URIs."""
+def count_tokens(
+    spec: MixSpec, shards: Sequence[PoolShard], executor: Executor | None = None, scratch: str | None = None
+) -> list[str]:
+    """Count tokens of every pool document into per-shard sidecars (cached); their URIs. With
+    `scratch` (a local folder), counts not cached yet go there instead of beside the pool."""
     executor = executor or SerialExecutor()
-    calls = [(s.uri, spec.tokenizer, spec.storage_options, {"rows": s.rows, "sha256": s.sha256}) for s in shards]
+    calls = [
+        (
+            s.uri,
+            spec.tokenizer,
+            spec.storage_options,
+            {"rows": s.rows, "sha256": s.sha256},
+            None if scratch is None else os.path.join(scratch, f"{s.index:06d}.parquet"),
+        )
+        for s in shards
+    ]
     results = executor.map(tokens.count_shard, calls, step="mix-count-tokens", storage_options=spec.storage_options)
     fresh = sum(not r["cached"] for r in results)
     log.info("token counts: %d pool shards (%d counted now, %d cached)", len(results), fresh, len(results) - fresh)
@@ -214,6 +237,70 @@ def build_mixture(spec: MixSpec, executor: Executor | None = None) -> dict[str, 
     return out
 
 
+def plan_summary(mix_plan: MixPlan) -> dict[str, Any]:
+    """What a plan will draw, per phase and group (the `mix --dry-run` output, less what only a
+    dry run knows): shares requested and effective, what is available, what will be drawn."""
+    groups, phases = [], []
+    for p in mix_plan.phases:
+        phases.append(
+            {"name": p.name, "budget_tokens": p.budget_tokens, "tokens": p.realised_tokens, "files": p.n_files}
+        )
+        for g in p.groups:
+            groups.append(
+                {
+                    "phase": p.name,
+                    "name": g.name,
+                    "sampling": g.sampling,
+                    "requested_share": round(g.requested_share, 6),
+                    "target_share": round(g.target_share, 6),
+                    "available_docs": g.available_docs,
+                    "available_tokens": g.available_tokens,
+                    "target_tokens": g.target_tokens,
+                    "tokens": g.realised_tokens,
+                    "docs": g.realised_docs,
+                    "full_passes": g.full_passes,
+                    "epochs": round(g.epochs, 4),
+                    "max_epochs": g.max_epochs,
+                    "short": g.short,
+                }
+            )
+    return {
+        "name": mix_plan.spec.name,
+        "pool": {"shards": len(mix_plan.shards), "docs": mix_plan.pool_docs, "tokens": mix_plan.pool_tokens},
+        "phases": phases,
+        "groups": groups,
+        "tokens": sum(p.realised_tokens for p in mix_plan.phases),
+        "docs": sum(g.realised_docs for p in mix_plan.phases for g in p.groups),
+        "files": sum(p.n_files for p in mix_plan.phases),
+        "notes": mix_plan.notes,
+    }
+
+
+def dry_run(spec: MixSpec, executor: Executor | None = None) -> dict[str, Any]:
+    """The plan of a build of `spec`, exactly as `build_mixture` would draw it (same checks, same
+    per-group tokens and rows), writing nothing: token counts the pool has no sidecar for yet are
+    counted into a temporary local folder, removed on return."""
+    started = time.perf_counter()
+    warnings = check_spec(spec)
+    spec = with_standing_takedowns(spec)
+    shards = resolve_pool(spec.pool, spec.storage_options)
+    with tempfile.TemporaryDirectory(prefix="mixforge-dry-run-") as scratch:
+        sidecars = count_tokens(spec, shards, executor, scratch=scratch)
+        counted = sum(s.startswith(scratch) for s in sidecars)
+        mix_plan = plan(spec, shards, sidecars, executor)
+    versions = list_versions(MixtureLayout(spec.store, spec.name), spec.storage_options)
+    out = plan_summary(mix_plan)
+    out["notes"] = warnings + out["notes"]
+    out["pool"]["shards_counted_now"] = counted  # no cached token counts: counted in memory, not kept
+    return {
+        "dry_run": True,
+        **out,
+        "store": spec.store,
+        "next_version": format_version(parse_version(versions[-1]) + 1 if versions else 1),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
 # ----------------------------------------------------------------------------- specs made in code
 
 
@@ -247,7 +334,10 @@ def spec_for_pool(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    patterns = [pool] if isinstance(pool, str) else list(pool)
+    # paths given in code are the process's own: resolved against its working directory here, once
+    # (a build refuses relative paths, which would mean another folder on another worker)
+    patterns = [absolute_path(p, os.getcwd()) for p in ([pool] if isinstance(pool, str) else pool)]
+    store = absolute_path(store, os.getcwd())
     values: set[Any] = set()
     for shard in resolve_pool(patterns, storage_options):
         fs, path = storage.filesystem(shard.uri, storage_options)

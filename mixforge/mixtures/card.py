@@ -66,6 +66,20 @@ def file_stats(manifest: dict[str, Any], storage_options: Mapping[str, Any] | No
     return phases
 
 
+def weight_bars(manifest: dict[str, Any]) -> tuple[list[str], dict[str, list[float]]]:
+    """weights.png's data: a label per group, and its two bars in % of tokens: requested (the
+    spec's weights) beside effective (after empty or short groups' shares went to the others). The
+    realised share is within tolerance_pp of the effective one; the card's table has all three."""
+    labels, requested, effective = [], [], []
+    multi = len(manifest["phases"]) > 1
+    for phase in manifest["phases"]:
+        for g in phase["groups"]:
+            labels.append(f"{phase['name']}/{g['name']}" if multi else g["name"])
+            requested.append(100 * g["requested_share"])
+            effective.append(100 * g["target_share"])
+    return labels, {"requested": requested, "effective": effective}
+
+
 def render_plots(manifest: dict[str, Any], stats: dict[str, Any]) -> dict[str, bytes]:
     """PNG bytes by file name: group weights, length and quality distributions, source composition."""
     import matplotlib
@@ -82,17 +96,11 @@ def render_plots(manifest: dict[str, Any], stats: dict[str, Any]) -> dict[str, b
         plt.close(fig)
         out[name] = buf.getvalue()
 
-    labels, target, realised = [], [], []
-    multi = len(manifest["phases"]) > 1
-    for phase in manifest["phases"]:
-        for g in phase["groups"]:
-            labels.append(f"{phase['name']}/{g['name']}" if multi else g["name"])
-            target.append(100 * g["target_share"])
-            realised.append(100 * g["realised_share"])
+    labels, bars = weight_bars(manifest)
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 3.5))
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, target, 0.4, label="target")
-    ax.bar(x + 0.2, realised, 0.4, label="realised")
+    for offset, (label, heights) in zip((-0.2, 0.2), bars.items()):
+        ax.bar(x + offset, heights, 0.4, label=label)
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylabel("% of tokens")
     ax.set_title("Group weights")
@@ -198,16 +206,23 @@ def markdown(
             "",
             f"## Phase `{phase['name']}`: {phase['realised_tokens']:,} of {phase['budget_tokens']:,} tokens",
             "",
-            "| group | sampling | target | realised | tokens | docs | unique docs | epochs | max epochs | short |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| group | sampling | requested | effective | realised | tokens | docs | unique docs | epochs "
+            "| max epochs | short |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for g in phase["groups"]:
             lines.append(
-                f"| {g['name']} | {g['sampling']} | {g['target_share']:.2%} "
+                f"| {g['name']} | {g['sampling']} | {g['requested_share']:.2%} | {g['target_share']:.2%} "
                 f"| {g['realised_share']:.2%} | {g['realised_tokens']:,} | "
                 f"{g['realised_docs']:,} | {g['unique_docs']:,} | {g['epochs']:.3f} "
                 f"| {g['max_epochs']:g} | {'yes' if g['short'] else ''} |"
             )
+    lines += [
+        "",
+        "Requested: the spec's weights, normalised over the phase. Effective: the shares planned after a group "
+        "allowed to be empty or short of tokens (max_epochs) gave its share to the others. Realised: the tokens "
+        "drawn.",
+    ]
     sources = {}
     for p in stats.values():
         for s, d in p["sources"].items():

@@ -1,8 +1,8 @@
 """The `mix` and `mixtures list|show|diff|takedown` commands, registered into `mixforge.cli`.
 
 Only mixforge/cli.py imports flows, so the two commands that run flows (`mix`, `mixtures takedown`)
-are passed in by it; list/show/diff read the store directly. Each parser sets `printer`, the
-function that prints its summary (JSON with --json).
+are passed in by it; `mix --dry-run` plans in this process and list/show/diff read the store
+directly. Each parser sets `printer`, the function that prints its summary (JSON with --json).
 """
 
 from __future__ import annotations
@@ -49,10 +49,13 @@ def print_mix(summary: dict, as_json: bool) -> None:
         f"{summary['tokens']:,} tokens, {summary['docs']:,} documents, "
         f"{summary['files']} files"
     )
-    print(f"  {'phase':<8} {'group':<20} {'target':>8} {'realised':>9} {'tokens':>14} {'docs':>10} {'epochs':>7}")
+    print(
+        f"  {'phase':<8} {'group':<20} {'requested':>9} {'effective':>9} {'realised':>9} {'tokens':>14} "
+        f"{'docs':>10} {'epochs':>7}"
+    )
     for g in summary["groups"]:
         print(
-            f"  {g['phase']:<8} {g['name']:<20} {g['target_share']:>8.2%} "
+            f"  {g['phase']:<8} {g['name']:<20} {_share(g.get('requested_share'))} {g['target_share']:>9.2%} "
             f"{g['realised_share']:>9.2%} {g['tokens']:>14,} "
             f"{g['docs']:>10,} {g['epochs']:>7.3f}{'  short' if g.get('short') else ''}"
         )
@@ -63,6 +66,41 @@ def print_mix(summary: dict, as_json: bool) -> None:
         print(f"  takedown: {t['removed_rows']:,} rows ({t['removed_unique_ids']:,} documents) removed: {t['reason']}")
     print(f"manifest:  {summary['manifest']}")
     print(f"data card: {summary['card']}")
+
+
+def _share(value: float | None) -> str:
+    return f"{'-':>9}" if value is None else f"{value:>9.2%}"
+
+
+def print_plan(plan: dict, as_json: bool) -> None:
+    """The plan of `mix --dry-run`: what a build would draw, group by group."""
+    if as_json:
+        from mixforge.contracts import MixPlan
+
+        return _json(plan, MixPlan)
+    pool = plan["pool"]
+    print(
+        f"mixture {plan['name']} (dry run; would be {plan['next_version']}): {plan['tokens']:,} tokens, "
+        f"{plan['docs']:,} documents, {plan['files']} files, from a pool of {pool['tokens']:,} tokens in "
+        f"{pool['docs']:,} documents ({pool['shards']} shards)"
+    )
+    print(
+        f"  {'phase':<8} {'group':<20} {'requested':>9} {'effective':>9} {'available docs':>14} "
+        f"{'available tok':>14} {'to draw':>14} {'epochs':>7}"
+    )
+    for g in plan["groups"]:
+        print(
+            f"  {g['phase']:<8} {g['name']:<20} {_share(g['requested_share'])} {g['target_share']:>9.2%} "
+            f"{g['available_docs']:>14,} {g['available_tokens']:>14,} {g['tokens']:>14,} "
+            f"{g['epochs']:>7.3f}{'  short' if g['short'] else ''}"
+        )
+    for note in plan["notes"]:
+        print(f"  note: {note}")
+    print(f"nothing written (store: {plan['store']}); run without --dry-run to build it")
+
+
+def print_mix_or_plan(result: dict, as_json: bool) -> None:
+    (print_plan if result.get("dry_run") else print_mix)(result, as_json)
 
 
 def print_list(rows: list[dict], as_json: bool) -> None:
@@ -100,6 +138,11 @@ def print_diff(d: dict, as_json: bool) -> None:
 
         return _json(d, MixtureDiff)
     print(f"mixture {d['name']}: {d['a']} -> {d['b']}{'  (spec changed)' if d['spec_changed'] else ''}")
+    changes = d.get("spec_changes", [])
+    if changes:
+        print(f"  spec: {len(changes)} field{'s' * (len(changes) != 1)} changed")
+    for c in changes:
+        print(f"    {c['path'] or '(spec)'}: {_value(c['a'], c['change'])} -> {_value(c['b'], c['change'])}")
     print(
         f"  tokens {d['tokens_a']:,} -> {d['tokens_b']:,} "
         f"({d['tokens_change']:+,}); rows {d['docs_a']:,} -> {d['docs_b']:,}; "
@@ -120,7 +163,23 @@ def print_diff(d: dict, as_json: bool) -> None:
         print(f"  added (first {len(d['added_sample'])}): {', '.join(d['added_sample'])}")
 
 
+def _value(value: Any, change: str, limit: int = 100) -> str:
+    """A spec value as the spec would write it (JSON), shortened; `(absent)` for an added or removed field."""
+    if value is None and change in ("added", "removed"):
+        return "(absent)"
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # ----------------------------------------------------------------------------- commands over the store
+
+
+def cmd_dry_run(args: argparse.Namespace) -> dict:
+    """`mix --dry-run`: the plan, in this process (no Prefect flow, no Ray), nothing written."""
+    from mixforge.mixtures.build import dry_run
+    from mixforge.mixtures.spec import load_spec
+
+    return dry_run(load_spec(args.spec))
 
 
 def cmd_list(args: argparse.Namespace) -> list[dict]:
@@ -195,9 +254,24 @@ def register(
     p = sub.add_parser(
         "mix", help="sample the curated pool into a new mixture version (spec: YAML, see configs/mixture.example.yaml)"
     )
-    p.add_argument("--spec", required=True, metavar="FILE", help="mixture spec YAML (names its pool and store)")
+    p.add_argument(
+        "--spec",
+        required=True,
+        metavar="FILE",
+        help="mixture spec YAML (names its pool and store; relative paths are relative to this file's folder)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (per group: requested and effective share, documents and tokens available, tokens "
+        "to draw, epochs) and write nothing; runs in this process, without Prefect or Ray",
+    )
     common(p)
-    p.set_defaults(func=cmd_mix, printer=print_mix, preflight=preflight_mix)
+
+    def mix(args: argparse.Namespace) -> dict:
+        return cmd_dry_run(args) if args.dry_run else cmd_mix(args)
+
+    p.set_defaults(func=mix, printer=print_mix_or_plan, preflight=preflight_mix)
 
     m = sub.add_parser("mixtures", help="list, show, diff and take down mixture versions")
     msub = m.add_subparsers(dest="action", required=True, metavar="ACTION")

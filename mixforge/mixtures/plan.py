@@ -79,8 +79,8 @@ class GroupPlan:
     name: str
     sampling: str
     max_epochs: float
-    requested_share: float  # from the spec's weights (after temperature sampling)
-    target_share: float  # after redistributing short groups' shortfall
+    requested_share: float  # the spec's weights normalised over the phase (after temperature sampling)
+    target_share: float  # effective: after empty (allowed) and short groups' shares went to the others
     target_tokens: int
     available_docs: int
     available_tokens: int
@@ -304,6 +304,7 @@ def plan_mixture(
 
     phases, searches = [], {}
     for phase in spec.effective_phases():
+        requested = phase_shares(spec, phase, available)
         shares = phase_shares(spec, phase, available, empty)
         in_phase = list(shares)
         budget = (
@@ -328,7 +329,7 @@ def plan_mixture(
                 name=g,
                 sampling=gs.sampling.method,
                 max_epochs=gs.max_epochs,
-                requested_share=shares[g],
+                requested_share=requested[g],
                 target_share=targets[g] / budget,
                 target_tokens=target,
                 available_docs=st["docs"],

@@ -42,7 +42,16 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.config_errors import ConfigError
-from mixforge.mixtures.spec import PARENT_ID, SYNTHETIC, GroupSpec, MixSpec, Range, describe_condition
+from mixforge.mixtures.spec import (
+    PARENT_ID,
+    SYNTHETIC,
+    GroupSpec,
+    MixSpec,
+    Range,
+    describe_condition,
+    describe_where,
+    relative_paths,
+)
 
 DICTIONARY_READ_MAX_BYTES = 1 << 20  # compressed bytes of one column's chunks per shard read for their values
 READ_THREADS = 8  # footers are small: on an object store the time is request latency, so overlap them
@@ -310,6 +319,9 @@ def inspect_spec(spec: MixSpec, origin: str | None = None) -> Preflight:
     """Every finding about `spec` (errors and warnings), never raising for them."""
     started = time.perf_counter()
     report = Preflight(origin=None if origin is None else os.fspath(origin))
+    if _check_paths(spec, report):  # nothing else is read: a relative pool would be read from the wrong folder
+        report.seconds = time.perf_counter() - started
+        return report
     _check_tokenizer(spec, report)
     _check_store(spec, report)
     shards = _read_pool(spec, report)
@@ -326,6 +338,20 @@ def inspect_spec(spec: MixSpec, origin: str | None = None) -> Preflight:
                 GroupCheck(spec, gi, group, pool, report).run()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_paths(spec: MixSpec, report: Preflight) -> bool:
+    """Relative local paths: an error (load_spec resolves a spec file's against its folder, so only
+    a spec given as a mapping, e.g. from the Prefect UI, still has them). True when any was found."""
+    relative = relative_paths(spec)
+    for path, value in relative.items():
+        report.add(
+            path,
+            f"relative path {value!r}: a spec given as a mapping (Prefect UI, deployment, API, Python) needs "
+            "absolute paths or URIs (e.g. /data/store, s3://bucket/store); only a spec file resolves relative "
+            "paths, against its own folder",
+        )
+    return bool(relative)
 
 
 def _check_tokenizer(spec: MixSpec, report: Preflight) -> None:
@@ -586,7 +612,11 @@ class GroupCheck:
         having = pool.having(column)
         if not having:
             self.wrong = True
-            self.report.add(path, pool.unknown_column(column))
+            self.report.add(
+                path,
+                f"{pool.unknown_column(column)}; group {self.group.name!r} ({describe_where(self.group.where)}) "
+                "can match nothing",
+            )
             return
         if len(having) < len(pool.shards):
             missing = [s.uri for s in pool.shards if column not in s.schema.names]

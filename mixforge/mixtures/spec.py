@@ -1,8 +1,11 @@
 """The mixture spec: what to take from the curated pool, how much, and how (YAML + pydantic).
 
 A spec names its pool and its store, defines groups by predicates over pool columns, and gives
-each group a target share of a token budget. Groups are disjoint: a document belongs to the first
-group (in spec order) whose predicates it matches; documents matching no group are not used.
+each group a target share of a token budget. Its paths are absolute paths or URIs; `load_spec`
+resolves a spec file's relative paths against the file's folder, and a build refuses any left
+(a spec given as a mapping, e.g. from the Prefect UI: preflight.py). Groups are disjoint: a
+document belongs to the first group (in spec order) whose predicates it matches; documents
+matching no group are not used.
 """
 
 from __future__ import annotations
@@ -162,9 +165,14 @@ class MixSpec(StrictModel):
     pool: list[str] = Field(
         ...,
         min_length=1,
-        description="Curated pool: globs, prefixes or files of contract Parquet (e.g. <root>/runs/<run_id>/dedup/).",
+        description="Curated pool: globs, prefixes or files of contract Parquet (e.g. <root>/runs/<run_id>/dedup/). "
+        "Absolute paths or URIs; in a spec file, relative paths are relative to its folder.",
     )
-    store: str = Field(..., description="Store root URI; the mixture is written under <store>/mixtures/<name>/.")
+    store: str = Field(
+        ...,
+        description="Store root URI; the mixture is written under <store>/mixtures/<name>/. An absolute path or "
+        "URI; in a spec file, a relative path is relative to its folder.",
+    )
     seed: int = Field(
         0, ge=0, description="Seed of every random choice: same pool + spec + seed = byte-identical data."
     )
@@ -281,6 +289,53 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
+# ----------------------------------------------------------------------------- paths
+
+
+def is_relative_path(uri: str) -> bool:
+    """A local path that means nothing without a working directory (no scheme, not absolute, no ~)."""
+    return "://" not in uri and not os.path.isabs(uri) and not uri.startswith("~")
+
+
+def absolute_path(uri: str, base: str | os.PathLike) -> str:
+    """`uri` with a relative local path resolved against the folder `base` (URIs and absolute
+    paths as they are; `~` expanded)."""
+    if "://" in uri:
+        return uri
+    uri = os.path.expanduser(uri)
+    return uri if os.path.isabs(uri) else os.path.normpath(os.path.join(os.fspath(base), uri))
+
+
+def path_fields(spec: MixSpec) -> dict[str, str]:
+    """Every path the spec holds, by field: `pool[i]`, `store`, and a Hugging Face tokenizer's file."""
+    paths = {f"pool[{i}]": p for i, p in enumerate(spec.pool)} | {"store": spec.store}
+    if spec.tokenizer.kind == "huggingface":
+        paths["tokenizer.name"] = spec.tokenizer.name
+    return paths
+
+
+def relative_paths(spec: MixSpec) -> dict[str, str]:
+    """The spec's relative local paths, by field: a spec given as a mapping (the Prefect UI, an API
+    call) has no folder to resolve them against, and a worker's working directory is no answer."""
+    return {f: p for f, p in path_fields(spec).items() if is_relative_path(p)}
+
+
+def with_paths_under(spec: MixSpec, base: str | os.PathLike) -> MixSpec:
+    """`spec` with its relative local paths resolved against the folder `base`."""
+    tokenizer = spec.tokenizer
+    if tokenizer.kind == "huggingface":
+        tokenizer = tokenizer.model_copy(update={"name": absolute_path(tokenizer.name, base)})
+    return spec.model_copy(
+        update={
+            "pool": [absolute_path(p, base) for p in spec.pool],
+            "store": absolute_path(spec.store, base),
+            "tokenizer": tokenizer,
+        }
+    )
+
+
 def load_spec(path: str | os.PathLike) -> MixSpec:
-    """Load and validate a mixture spec YAML (ConfigError naming the field's path on bad input)."""
-    return load_yaml(path, MixSpec)
+    """Load and validate a mixture spec YAML (ConfigError naming the field's path on bad input).
+    Relative paths in it (pool, store, a tokenizer file) are relative to the spec file's folder,
+    never to the working directory, so a spec means the same data wherever it is run from."""
+    return with_paths_under(load_yaml(path, MixSpec), os.path.dirname(os.path.abspath(path)))

@@ -136,11 +136,14 @@ def count_shard(
     spec: TokenizerSpec,
     storage_options: Mapping[str, Any] | None = None,
     fingerprint: dict[str, Any] | None = None,
+    write_to: str | None = None,
 ) -> dict[str, Any]:
-    """Count tokens of every document of a pool shard into its sidecar (skipped when cached)."""
+    """Count tokens of every document of a pool shard into its sidecar (skipped when cached);
+    `write_to`: where to write counts that are not cached instead (a dry run leaves the pool alone)."""
     fp = fingerprint or shard_fingerprint(shard_uri, storage_options)
     target = sidecar_uri(shard_uri, spec)
     cached = read_sidecar(target, fp["sha256"], fp["rows"], storage_options)
+    target = target if cached is not None or write_to is None else write_to
     if cached is not None:
         return {
             "shard": shard_uri,

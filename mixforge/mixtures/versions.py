@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -102,6 +103,21 @@ def list_mixtures(store: str, storage_options: Mapping[str, Any] | None = None) 
     return sorted(n for n in _ls_names(storage.join(store, "mixtures"), storage_options) if is_valid_name(n))
 
 
+SIGNIFICANT_DIGITS = 12
+
+
+def tidy_floats(value: Any) -> Any:
+    """Every float to 12 significant digits, the one rule for computed figures in a manifest: a
+    share of 0.1 + 0.2 is written 0.3, not 0.30000000000000004."""
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: tidy_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [tidy_floats(v) for v in value]
+    return value
+
+
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
 
@@ -137,6 +153,8 @@ def commit(
     beside it. A crash after the commit leaves a version whose card `ensure_card` rebuilds from
     the manifest alone. Builds and takedowns both end here."""
     layout = MixtureLayout(store, name)
+    # computed figures tidied; the spec is kept as written (its hash is of those values)
+    body = {**tidy_floats({k: v for k, v in body.items() if k != "spec"}), "spec": body["spec"]}
     body = {**body, "card": card.prepare_card(body, layout.data_prefix(body["data_key"]), storage_options)}
 
     def make(version: str) -> dict[str, Any]:
@@ -270,10 +288,49 @@ def _ids(manifest: dict[str, Any], storage_options: Mapping[str, Any] | None) ->
     return ids
 
 
+def _named_items(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, dict) and "name" in x for x in value) and bool(value)
+
+
+def spec_changes(a: Any, b: Any, path: str = "") -> list[dict[str, Any]]:
+    """The fields that differ between two specs (as manifests hold them), one entry each: its dotted
+    path (groups and phases by name: `groups[web].where.source`), `changed`, `added` or `removed`,
+    and the values in a and b (null where absent). A reordering of named items is one `reordered`
+    entry: a document joins the first group it matches, so group order is part of the spec."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in list(a) + [k for k in b if k not in a]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in b:
+                out.append({"path": sub, "change": "removed", "a": a[key], "b": None})
+            elif key not in a:
+                out.append({"path": sub, "change": "added", "a": None, "b": b[key]})
+            else:
+                out += spec_changes(a[key], b[key], sub)
+        return out
+    if _named_items(a) and _named_items(b):
+        xa, xb = {x["name"]: x for x in a}, {x["name"]: x for x in b}
+        out = []
+        for key in list(xa) + [k for k in xb if k not in xa]:
+            sub = f"{path}[{key}]"
+            if key not in xb:
+                out.append({"path": sub, "change": "removed", "a": xa[key], "b": None})
+            elif key not in xa:
+                out.append({"path": sub, "change": "added", "a": None, "b": xb[key]})
+            else:
+                out += spec_changes(xa[key], xb[key], sub)
+        common_a, common_b = [k for k in xa if k in xb], [k for k in xb if k in xa]
+        if common_a != common_b:
+            out.append({"path": path, "change": "reordered", "a": list(xa), "b": list(xb)})
+        return out
+    return [] if a == b else [{"path": path, "change": "changed", "a": a, "b": b}]
+
+
 def diff(
     store: str, name: str, a: str, b: str, storage_options: Mapping[str, Any] | None = None, sample: int = 20
 ) -> dict[str, Any]:
-    """What changed between two versions: group weights, tokens, documents added and removed."""
+    """What changed between two versions: the spec's fields, group weights, tokens, documents added
+    and removed."""
     ma = read_manifest(store, name, a, storage_options)
     mb = read_manifest(store, name, b, storage_options)
 
@@ -305,6 +362,7 @@ def diff(
         "a": ma["version"],
         "b": mb["version"],
         "spec_changed": ma["spec_hash"] != mb["spec_hash"],
+        "spec_changes": spec_changes(ma["spec"], mb["spec"]),
         "tokens_a": tokens_a,
         "tokens_b": tokens_b,
         "tokens_change": tokens_b - tokens_a,

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from mixforge import storage
 from mixforge.config import ConfigError
@@ -28,7 +29,7 @@ from mixforge.mixtures.samplers import SAMPLERS, Sampler
 from mixforge.mixtures.spec import MixSpec, load_spec
 from mixforge.mixtures.takedown import derive_version
 from mixforge.mixtures.tokens import count_shard
-from tests.helpers import prose
+from tests.helpers import REPO, prose
 
 SOURCES = ("web", "books", "code")
 TOL = 0.005  # 0.5 percentage points
@@ -817,7 +818,7 @@ def test_build_and_takedown_do_not_import_each_other():
             capture_output=True,
             text=True,
             timeout=120,
-            cwd=os.path.dirname(os.path.dirname(__file__)),
+            cwd=REPO,
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split() == [f"['mixforge.mixtures.{first}']"], proc.stdout + proc.stderr
@@ -881,7 +882,7 @@ def test_spec_yaml_errors_name_the_field(tmp_path):
 
 
 def test_example_spec_validates():
-    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "configs", "mixture.example.yaml"))
+    spec = load_spec(os.path.join(REPO, "configs", "mixture.example.yaml"))
     assert [p.name for p in spec.phases] == ["main", "anneal"]
 
 
@@ -938,9 +939,10 @@ def test_spec_hash_of_existing_specs_is_unchanged():
         "rehydrate-default": one("books", {"method": "rehydrate"}),
     }
     hashes = {name: MixSpec.model_validate(data).spec_hash() for name, data in specs.items()}
-    hashes["example"] = load_spec(
-        os.path.join(os.path.dirname(__file__), "..", "configs", "mixture.example.yaml")
-    ).spec_hash()
+    # the example's own text (load_spec resolves its relative paths against its folder, which is
+    # part of the hash, as any path is: pinned here is how a given spec hashes)
+    with open(os.path.join(REPO, "configs", "mixture.example.yaml")) as f:
+        hashes["example"] = MixSpec.model_validate(yaml.safe_load(f)).spec_hash()
     assert hashes == PINNED_HASHES
     # the manifest's `spec` keeps the flat shape of the built-in methods
     flat = MixSpec.model_validate(specs["rehydrate-default"]).fingerprint()["groups"][0]["sampling"]
@@ -1012,7 +1014,9 @@ def test_flow_artifacts_cli_and_hf_datasets(pool, tmp_path, capsys):
     cards = artifacts_for("mixture-flow-mix-card")
     assert len(cards) == 2 and any("# Mixture `flow-mix` v0002" in c.data for c in cards)
     links = artifacts_for("mixture-flow-mix-manifest")
-    assert any("(file://" in link.data and "v0002/manifest.json" in link.data for link in links)  # markdown link
+    # a local store's manifest as a path to copy (a browser opens no file:// link from a web page)
+    assert any(f"`{store}/mixtures/flow-mix/v0002/manifest.json`" in link.data for link in links)
+    assert not any("file://" in link.data for link in links)
 
     taken = mix_takedown(store=store, name="flow-mix", reason="opt-out", url_patterns=["*/private/*"])
     assert taken["version"] == "v0003" and taken["takedown"]["removed_unique_ids"] > 0
