@@ -70,7 +70,7 @@ def train_model(store: str, corpus: harness.Corpus, train_docs: int) -> str:
     from mixforge.classify.config import TrainClassifierConfig
     from mixforge.classify.train import train_classifier
     from tests.helpers import write_shard
-    from tests.test_classify import junk_docs
+    from tests.mixforge.classify.test_classify import junk_docs
 
     versions = model_store.list_versions(store, "bench-quality") if os.path.isdir(store) else []
     if versions:
@@ -213,13 +213,12 @@ def run_whole_stage(
     harness.PeakRSS.reset()
     pids = ray_worker_pids()
     cpu_before = harness.pids_cpu_seconds(pids)
+    run_id = f"bench-{run}" if run >= 0 else "bench-warm-up"  # a valid name (no "--1")
     started_at = time.time()
     with harness.timed() as t:
-        out = flow_fn([(i, p) for i, p in enumerate(inputs)], root, f"bench-{run}", config)
+        out = flow_fn([(i, p) for i, p in enumerate(inputs)], root, run_id, config)
     work_cpu = harness.pids_cpu_seconds(pids) - cpu_before
-    timeline = worker_timeline(
-        Path(root, "runs", f"bench-{run}", "classify", "_done"), started_at, started_at + t["seconds"]
-    )
+    timeline = worker_timeline(Path(root, "runs", run_id, "classify", "_done"), started_at, started_at + t["seconds"])
     summary = out["summary"]
     if summary["shards_skipped"] or summary["quarantined"]:
         raise RuntimeError(f"{name}: unexpected skipped/quarantined shards: {summary}")

@@ -71,14 +71,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: python benchmarks/bench_dedup.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import (  # noqa: E402
-    DEFAULT_CORPUS_DIR,
+    CEILING,
     REPO,
+    BarePool,
+    Measurement,
     Orchestration,
     PeakRSS,
+    add_run_args,
     configure_environment,
     current_rss_mb,
-    environment,
     load_base_documents,
+    report,
     reset_worker_peaks,
     timed,
 )
@@ -623,6 +626,28 @@ def descendants_selector(root: int):
 # ----------------------------------------------------------------------------- ours
 
 
+def run_ceiling(pool: BarePool, corpus: dict, out_root: Path, workers: int) -> dict:
+    """The pool ceiling: the same dedup composite, its steps in `workers` bare processes (no Ray, no Prefect)."""
+    from mixforge.config import CurateConfig
+    from mixforge.runs import RunLayout
+    from mixforge.stages.registry import get_stage
+
+    shutil.rmtree(out_root, ignore_errors=True)
+    config = CurateConfig(stages=["dedup"], ray={"num_cpus": workers})
+    inputs = list(enumerate(sorted(corpus["shards"])))
+    PeakRSS.reset()
+    with timed() as t:
+        summary = get_stage("dedup").run(RunLayout(str(out_root), "run-ceiling"), inputs, config, pool.executor())
+    return {
+        "seconds": round(t["seconds"], 2),
+        "cpu_seconds": t["cpu_seconds"],
+        "others_busy_cores": t["others_busy_cores"],
+        "docs_in": summary["docs_in"],
+        "docs_kept": summary["docs_kept"],
+        "driver_peak_rss_mb": PeakRSS.mb(),
+    }
+
+
 def run_ours(orch: Orchestration, corpus: dict, out_root: Path, workers: int) -> dict:
     import pyarrow.parquet as pq
 
@@ -836,14 +861,20 @@ def fmt_pr(s: dict | None) -> str:
     return "-" if not s else f"P {s['precision']:.4f}  R {s['recall']:.4f}"
 
 
-def print_report(doc: dict) -> None:
+def format_report(doc: dict) -> str:
+    """The quality and memory figures (the throughput table is the harness's)."""
+    lines: list[str] = []
+
+    def out(text: str) -> None:
+        lines.append(text)
+
     c = doc["corpus"]
-    print(
+    out(
         f"== dedup benchmark ==  docs={c['docs']:,}  planted copies={c['planted_copies']:,}  "
         f"base docs={c['base_docs_used']:,}  "
         f"shards={len(c['shards'])}  text={c['text_mb']} MB  workers={doc['params']['workers']}"
     )
-    print(f"edits: {c['edits']}")
+    out(f"edits: {c['edits']}")
     o, d = doc.get("ours"), doc.get("datatrove")
     rows = [("", "ours", "datatrove")]
     if o:
@@ -886,50 +917,51 @@ def print_report(doc: dict) -> None:
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for r in rows:
-            print("  ".join(cell.ljust(widths[0]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(r)))
+            out("  ".join(cell.ljust(widths[0]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(r)))
         if d:
-            print(
+            out(
                 f"speed: datatrove / ours wall = {d['seconds'] / o['seconds']:.2f}x  (goal >= 3x); CPU seconds ratio "
                 f"{d['cpu_seconds'] / o['cpu_seconds']:.2f}x (less sensitive to other load on the machine)"
             )
-        print(
+        out(
             "recall by edit (ours | datatrove): "
             + ", ".join(
                 f"{k} {v['recall']:.3f}" + (f" | {sd['recall_by_edit'][k]['recall']:.3f}" if sd else "")
                 for k, v in so["recall_by_edit"].items()
             )
         )
-        print(
+        out(
             "recall by words (ours | datatrove): "
             + ", ".join(
                 f"{k} {v['recall']:.3f}" + (f" | {sd['recall_by_words'][k]['recall']:.3f}" if sd else "")
                 for k, v in so["recall_by_words"].items()
             )
         )
-        print(
+        out(
             f"ours: worker sampled RSS by step MB {o['worker_sampled_rss_by_step_mb']}; "
             "apply-step worker peak (from _stats.json) "
             f"{o['apply_worker_peak_rss_mb_from_stats']}"
         )
         if d:
-            print(f"datatrove steps (s): {d['step_seconds']}")
+            out(f"datatrove steps (s): {d['step_seconds']}")
     if doc.get("scale"):
-        print("RSS per worker at scale (ours):")
-        print(
+        out("RSS per worker at scale (ours):")
+        out(
             "  scale  docs      shards  seconds  driver MB (at start)  "
             "worker MB  precision  recall   worker RSS by step MB"
         )
         for s in doc["scale"]:
-            print(
+            out(
                 f"  {s['scale']:>4}x  {s['docs']:>8,}  {s['shards']:>6}  {s['seconds']:>7.1f}  "
                 f"{s['driver_peak_rss_mb']:>9.0f} ({s['driver_rss_at_start_mb']:>6.0f})  "
                 f"{s['worker_peak_rss_mb']:>9.0f}  {s['precision']:>9.4f}  {s['recall']:.4f}   "
                 f"{s['worker_sampled_rss_by_step_mb']}"
             )
     if doc.get("startup_seconds"):
-        print(f"start-up excluded (s): {doc['startup_seconds']}")
+        out(f"start-up excluded (s): {doc['startup_seconds']}")
     for g in doc.get("goals", []):
-        print(f"goal {g['goal']}: measured {g['measured']} -> {'MET' if g['met'] else 'NOT MET'}")
+        out(f"goal {g['goal']}: measured {g['measured']} -> {'MET' if g['met'] else 'NOT MET'}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -956,14 +988,17 @@ def main() -> None:
         help="corpus documents per base document used "
         "(originals + copies; default 16.5: 200k docs use ~12.1k of the ~12.5k base)",
     )
-    ap.add_argument("--workers", type=int, default=2)
+    add_run_args(
+        ap,
+        repeat=None,
+        work_dir="/tmp/mixforge-bench/dedup",
+        json_out=str(REPO / "benchmarks" / "out" / "dedup" / "result.json"),
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--corpus-dir", default=str(DEFAULT_CORPUS_DIR))
-    ap.add_argument("--work-dir", default="/tmp/mixforge-bench/dedup")
     ap.add_argument("--datatrove-python", default="/tmp/dt-venv/bin/python")
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--skip-ours", action="store_true")
-    ap.add_argument("--json-out", default=str(REPO / "benchmarks" / "out" / "dedup" / "result.json"))
+    ap.add_argument("--skip-ceiling", action="store_true", help=f"skip the {CEILING} (the composite, bare processes)")
     args = ap.parse_args()
     scales = [float(s) for s in args.scale.split(",")]
     work = Path(args.work_dir)
@@ -1000,7 +1035,6 @@ def main() -> None:
         "params": {k: v for k, v in vars(args).items()},
         "base": base_stats,
         "corpus": {k: v for k, v in corpus.items()},
-        "environment": environment(),
     }
     truth = str(Path(corpus["shards"][0]).parent.parent / "_truth.parquet")
 
@@ -1045,6 +1079,12 @@ def main() -> None:
             if len(scales) > 1:
                 doc["scale"] = scale_rows
 
+    if not args.skip_ceiling:
+        print(f"running the {CEILING} ...", file=sys.stderr, flush=True)
+        with BarePool(args.workers, imports=("mixforge.dedup.composite",)) as pool:
+            doc["pool_ceiling"] = run_ceiling(pool, corpus, work / "ceiling", args.workers)
+        print(f"{CEILING}: {doc['pool_ceiling']['seconds']}s", file=sys.stderr, flush=True)
+
     if not args.skip_datatrove:
         print("running datatrove ...", file=sys.stderr, flush=True)
         dt = run_datatrove(args.datatrove_python, corpus, work / "datatrove", args.workers)
@@ -1069,12 +1109,30 @@ def main() -> None:
             {"goal": "worker peak RSS flat across scales (max/min <= 1.25)", "measured": growth, "met": growth <= 1.25}
         )
     doc["goals"] = goals
-    doc["environment"]["loadavg_at_end"] = os.getloadavg()
-    print_report(doc)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-    with open(args.json_out, "w") as f:
-        json.dump(doc, f, indent=2, default=str)
-    print(f"JSON: {args.json_out}")
+    text_bytes = int(float(corpus["text_mb"]) * 1e6)
+    rows = []
+    for name, key, description in (
+        ("datatrove", "datatrove", "datatrove MinHash (4 steps), LocalPipelineExecutor, interpreter start excluded"),
+        (CEILING, "pool_ceiling", f"the dedup composite's steps in {args.workers} bare processes"),
+        ("ours", "ours", f"curate(stages=[dedup]) on Prefect + a local Ray with {args.workers} CPUs"),
+    ):
+        if doc.get(key):
+            r = doc[key]
+            rss = r.get("driver_peak_rss_mb", r.get("main_peak_rss_mb", float("nan")))
+            m = Measurement(name, corpus["docs"], text_bytes, r["seconds"], rss, r.get("worker_peak_rss_mb"))
+            m.description, m.cpu_seconds, m.others_busy_cores = description, r["cpu_seconds"], r["others_busy_cores"]
+            rows.append(m)
+    report(
+        rows,
+        "datatrove",
+        benchmark="dedup",
+        params=doc["params"],
+        startup=doc.get("startup_seconds"),
+        extra={k: v for k, v in doc.items() if k not in ("params", "startup_seconds")},  # both in the report
+        sections=[format_report(doc)],
+        notes=["quality (precision / recall against the planted duplicates) and memory: the section above the notes"],
+        json_out=args.json_out,
+    )
 
 
 if __name__ == "__main__":

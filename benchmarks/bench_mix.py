@@ -1,7 +1,7 @@
 """Mixture planning and drawing over a pool of >= 1M documents, against a plain read + write.
 
-    .venv/bin/python benchmarks/bench_mix.py                      # 1M documents in 8 shards
-    .venv/bin/python benchmarks/bench_mix.py --docs 250000 --json-out /tmp/mix.json
+    .venv/bin/python -m benchmarks.bench_mix                      # 1M documents in 8 shards
+    .venv/bin/python -m benchmarks.bench_mix --docs 250000 --json-out /tmp/mix.json
 
 It:
 1. generates a synthetic curated pool (contract Parquet with source, lang, domain, quality_score,
@@ -13,7 +13,8 @@ It:
 4. times writing the mixture (draw + scatter per pool shard, gather per bucket of output files;
    text read only here), then the commit with its data card;
 5. times the baseline: a plain read of every pool shard and a write of the same selected rows
-   (no shuffle, no repeats bookkeeping), with pyarrow, in the driver;
+   (no shuffle, no repeats bookkeeping), with pyarrow, in the driver; and the same plain loop in
+   --workers bare processes (the pool ceiling, harness.BarePool);
 6. reports the driver's peak RSS after planning and after writing (worker processes excluded):
    run it at two --docs to see that it stays flat as the pool grows.
 """
@@ -22,20 +23,19 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-import os
-import resource
+import contextlib
 import shutil
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+if __package__ in (None, ""):  # run as a file: python benchmarks/bench_mix.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
 
 WORDS = (
     "the of and to in a is that for it as with was on be by this are from or at an have not but "
@@ -82,71 +82,39 @@ def make_pool(root: Path, docs: int, shards: int, seed: int) -> Path:
     return pool
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def counting_executor(workers: int, calls_log: collections.Counter):
-    """An Executor over `workers` worker processes (0: in the driver, serially) that counts the
-    steps it runs, so what the driver holds is measured apart from the per-shard work; and the
-    process pool to shut down (None when serial)."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    from mixforge.executor import Executor, SerialExecutor, format_error
-
-    class CountingExecutor(Executor):
-        def __init__(self, pool: cf.ProcessPoolExecutor | None) -> None:
-            self.pool = pool
-
-        def run(self, fn, calls, **kw):
-            calls_log[fn.__name__] += 1
-            if self.pool is None:
-                yield from SerialExecutor().run(fn, calls, **kw)
-                return
-            futures = {self.pool.submit(fn, *c.args): c.label for c in calls}
-            for f in cf.as_completed(futures):  # folded as they finish
-                error = f.exception()
-                yield futures[f], (None if error else f.result()), (format_error(error) if error else None)
-
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) if workers > 0 else None
-    return CountingExecutor(pool), pool
-
-
-def baseline(plan, out_dir: Path) -> dict:
-    """Plain read of each pool shard + write of the rows the plan draws from it (no shuffle)."""
+def selected_rows(plan, out_dir: Path) -> list[tuple[str, np.ndarray, str]]:
+    """(pool shard, the rows the plan draws from it, output file) per shard: the baseline's work list."""
     from mixforge.mixtures import shardwork as W
     from mixforge.mixtures.pool import output_schema
 
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
     phases, offset = [], 0
     for p in plan.phases:
         phases.append({"name": p.name, "file_offset": offset, "n_files": p.n_files, "selections": p.selections})
         offset += p.n_files
-    selected = {}
+    tasks = []
     for ref in plan.refs:  # which rows (not timed: the plan's business)
         job = W.DrawJob(ref, plan.ctx, tuple(phases), 1, output_schema(plan.shards), "")
-        selected[ref.index] = np.sort(W.drawn_rows(job, W.load(plan.ctx, ref))["row"])
-    t = time.perf_counter()
-    rows = 0
-    for s, shard in enumerate(plan.shards):
-        table = pq.read_table(shard.uri)
-        picked = table.take(pa.array(selected[s]))
-        pq.write_table(picked, out_dir / f"part-{s:05d}.parquet", compression="zstd")
-        rows += picked.num_rows
-    return {"seconds": time.perf_counter() - t, "rows": rows}
+        rows = np.sort(W.drawn_rows(job, W.load(plan.ctx, ref))["row"])
+        tasks.append((plan.shards[ref.index].uri, rows, str(out_dir / f"part-{ref.index:05d}.parquet")))
+    return tasks
+
+
+def write_selected(task: tuple[str, np.ndarray, str]) -> int:
+    """The plain loop over one pool shard: read it, take the selected rows, write them (no shuffle)."""
+    uri, rows, out = task
+    picked = pq.read_table(uri).take(pa.array(rows))
+    pq.write_table(picked, out, compression="zstd")
+    return picked.num_rows
 
 
 def main() -> None:
+    harness.configure_environment()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    harness.add_run_args(p, repeat=None, work_dir="/tmp/mixforge-bench-mix", corpus_dir=False)
     p.add_argument("--docs", type=int, default=1_000_000)
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--fraction", type=float, default=0.5, help="budget as a fraction of the pool's tokens")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work-dir", default="/tmp/mixforge-bench-mix")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for the per-shard work (0: in the driver)")
-    p.add_argument("--json-out")
     args = p.parse_args()
 
     from mixforge.mixtures import build as B
@@ -191,34 +159,71 @@ def main() -> None:
         }
     )
     calls: collections.Counter = collections.Counter()
-    executor, process_pool = counting_executor(args.workers, calls)
-    rss_start = peak_rss_mb()
+    with contextlib.ExitStack() as stack:
+        # Arrow keeps its threads in these workers, as before the harness (initializer=None)
+        pool = None
+        if args.workers > 0:
+            imports = ("mixforge.mixtures.shardwork",)  # warm, so planning is timed without them
+            pool = stack.enter_context(harness.BarePool(args.workers, initializer=None, imports=imports))
+        executor = harness.counting_executor(calls, pool and pool.pool)
+        rss_start = harness.PeakRSS.mb()
 
-    t = time.perf_counter()
-    shards = B.resolve_pool(spec.pool)
-    B.count_tokens(spec, shards, executor)
-    count_first = time.perf_counter() - t
-    if process_pool is not None:  # warm the workers' imports, so planning is timed without them
-        executor.map(W_warm, [() for _ in range(args.workers)])
+        t = time.perf_counter()
+        shards = B.resolve_pool(spec.pool)
+        B.count_tokens(spec, shards, executor)
+        count_first = time.perf_counter() - t
 
-    # the measured run: plan (aggregates only), then draw + write
-    calls.clear()
-    t0 = time.perf_counter()
-    shards = B.resolve_pool(spec.pool)
-    sidecars = B.count_tokens(spec, shards, executor)  # cached sidecars
-    t1 = time.perf_counter()
-    plan = B.plan(spec, shards, sidecars, executor)
-    t2 = time.perf_counter()
-    rss_plan = peak_rss_mb()
-    plan_calls = {k: v for k, v in calls.items() if k != "count_shard"}
-    files = B.write_data(plan, executor)
-    t3 = time.perf_counter()
-    version, _ = V.commit(spec.store, spec.name, B.manifest_body(plan, files, V.now()), None)
-    t4 = time.perf_counter()
-    rss_write = peak_rss_mb()
-    if process_pool is not None:
-        process_pool.shutdown()
-    base = baseline(plan, work / "baseline")
+        # the measured run: plan (aggregates only), then draw + write
+        calls.clear()
+        t0 = time.perf_counter()
+        shards = B.resolve_pool(spec.pool)
+        sidecars = B.count_tokens(spec, shards, executor)  # cached sidecars
+        t1 = time.perf_counter()
+        plan = B.plan(spec, shards, sidecars, executor)
+        t2 = time.perf_counter()
+        rss_plan = harness.PeakRSS.mb()
+        plan_calls = {k: v for k, v in calls.items() if k != "count_shard"}
+        files = B.write_data(plan, executor)
+        t3 = time.perf_counter()
+        version, _ = V.commit(spec.store, spec.name, B.manifest_body(plan, files, V.now()), None)
+        t4 = time.perf_counter()
+        rss_write = harness.PeakRSS.mb()
+        rows = sum(f["rows"] for f in files)
+        text_bytes = 0  # the benchmark reads no text size: rates are rows/s
+        ceiling = None
+        if pool is not None:
+            tasks = selected_rows(plan, work / harness.CEILING)
+            ceiling = pool.measure(
+                harness.CEILING,
+                write_selected,
+                tasks,
+                text_bytes=text_bytes,
+                out_dir=work / harness.CEILING,
+                description=f"the baseline loop in {args.workers} bare processes",
+            )
+    tasks = selected_rows(plan, work / "baseline")
+    base = harness.measure(
+        "baseline",
+        lambda: sum(write_selected(task) for task in tasks),
+        text_bytes=text_bytes,
+        out_dir=work / "baseline",
+        description="plain read of each pool shard + write of the rows the plan draws from it, in the driver",
+    )
+    base_s = base.seconds
+
+    def row(name: str, seconds: float, description: str) -> harness.Measurement:
+        return harness.Measurement(name, rows, text_bytes, seconds, rss_write, description=description)
+
+    results = [
+        base,
+        *([ceiling] if ceiling else []),
+        row("ours:plan", t2 - t0, "resolve the pool, cached token counts, plan (aggregates only)"),
+        row("ours:draw_and_write", t3 - t2, f"draw + scatter + gather + write, {args.workers} worker processes"),
+        row("ours:plan+write+commit", t4 - t0, "the whole mixture build: plan, write, commit with its card"),
+    ]
+    for m in results:
+        if m.docs != base.docs:
+            raise AssertionError(f"{m.name}: {m.docs} rows, the mixture has {base.docs}")
 
     groups = [
         {
@@ -231,12 +236,10 @@ def main() -> None:
         }
         for g in plan.phases[0].groups
     ]
-    rows = sum(f["rows"] for f in files)
-    report = {
+    extra = {
         "pool_docs": plan.pool_docs,
         "pool_shards": len(shards),
         "pool_tokens": plan.pool_tokens,
-        "workers": args.workers,
         "mixture_rows": rows,
         "mixture_tokens": sum(f["tokens"] for f in files),
         "mixture_files": len(files),
@@ -248,31 +251,37 @@ def main() -> None:
             "plan_incl_resolve": round(t2 - t0, 2),
             "draw_and_write_mixture": round(t3 - t2, 2),
             "commit_and_card": round(t4 - t3, 2),
-            "baseline_read_write_selected": round(base["seconds"], 2),
+            "baseline_read_write_selected": round(base_s, 2),
         },
         "planning_rounds": plan_calls,
-        "ratio_plan_vs_baseline": round((t2 - t0) / base["seconds"], 3),
-        "ratio_write_vs_baseline": round((t3 - t2) / base["seconds"], 3),
+        # time ratios (lower is better), as published before the harness; the table's are their inverse
+        "ratio_plan_vs_baseline": round((t2 - t0) / base_s, 3),
+        "ratio_write_vs_baseline": round((t3 - t2) / base_s, 3),
         "driver_peak_rss_mb": {
             "after_imports": round(rss_start),
             "after_plan": round(rss_plan),
             "after_write_and_commit": round(rss_write),
-            "after_baseline_in_driver": round(peak_rss_mb()),
+            "after_baseline_in_driver": round(harness.PeakRSS.mb()),
         },
         "groups": groups,
         "version": version,
         "max_share_gap_pp": round(max(abs(g["realised_share"] - g["target_share"]) for g in groups) * 100, 4),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-    print(json.dumps(report, indent=2))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2))
-
-
-def W_warm() -> None:
-    import mixforge.mixtures.shardwork  # noqa: F401
+    harness.report(
+        results,
+        "baseline",
+        benchmark="mix",
+        params={"docs": args.docs, "shards": args.shards, "fraction": args.fraction, "workers": args.workers},
+        extra=extra,
+        notes=[
+            "docs/s = mixture rows over seconds for every row (the baseline writes the same rows), so vs baseline "
+            "is the inverse of extra.ratio_*_vs_baseline; MB/s is not measured (0)",
+            "peak RSS of ours rows = the driver's after write and commit (worker processes excluded)",
+        ],
+        json_out=args.json_out,
+        print_json=args.json,
+    )
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("DO_NOT_TRACK", "1")
     main()

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Seconds from `mixforge ...` to its first error, for each mistake the pre-flight check catches.
 
-    .venv/bin/python benchmarks/bench_preflight.py
-    .venv/bin/python benchmarks/bench_preflight.py --repeat 5 --json-out /tmp/preflight.json
+    .venv/bin/python -m benchmarks.bench_preflight
+    .venv/bin/python -m benchmarks.bench_preflight --repeat 5 --json-out /tmp/preflight.json
 
 Each case runs the real CLI in a fresh process (`python -m mixforge.cli ... --json`), so the
 figure includes Python start-up and imports: what a user waits for. Before the pre-flight check

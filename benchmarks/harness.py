@@ -654,22 +654,29 @@ class BarePool:
 
     def executor(self, calls_log: Counter | None = None) -> Executor:
         """An `Executor` running calls in these processes; `calls_log` counts the calls of each step."""
-        from mixforge.executor import Executor, format_error
+        return counting_executor(calls_log, self.pool)
 
-        pool = self.pool
 
-        class BarePoolExecutor(Executor):
-            def run(self, fn, calls, **_):
-                import concurrent.futures as cf
+def counting_executor(calls_log: Counter | None = None, pool=None) -> Executor:
+    """An `Executor` over a `concurrent.futures` pool (None: serially in this process) that counts the
+    calls of each step in `calls_log`."""
+    import concurrent.futures as cf
 
-                if calls_log is not None:
-                    calls_log[fn.__name__] += 1
-                futures = {pool.submit(fn, *c.args): c.label for c in calls}
-                for f in cf.as_completed(futures):  # yielded as they finish, for the executor's fold
-                    error = f.exception()
-                    yield futures[f], (None if error else f.result()), (format_error(error) if error else None)
+    from mixforge.executor import Executor, SerialExecutor, format_error
 
-        return BarePoolExecutor()
+    class CountingExecutor(Executor):
+        def run(self, fn, calls, **kw):
+            if calls_log is not None:
+                calls_log[fn.__name__] += 1
+            if pool is None:
+                yield from SerialExecutor().run(fn, calls, **kw)
+                return
+            futures = {pool.submit(fn, *c.args): c.label for c in calls}
+            for f in cf.as_completed(futures):  # yielded as they finish, for the executor's fold
+                error = f.exception()
+                yield futures[f], (None if error else f.result()), (format_error(error) if error else None)
+
+    return CountingExecutor()
 
 
 # ----------------------------------------------------------------------------- orchestration (Prefect + Ray)
