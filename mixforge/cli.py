@@ -282,6 +282,108 @@ def cmd_runs_unlock(args: argparse.Namespace) -> dict:
     return {"run_id": args.run_id, "released": released is not None, "holder": released}
 
 
+def cmd_runs_list(args: argparse.Namespace) -> dict:
+    from mixforge import run_admin
+
+    return run_admin.runs_list(args.store, _storage_options_arg(args))
+
+
+def cmd_runs_show(args: argparse.Namespace) -> dict:
+    from mixforge import run_admin
+
+    return run_admin.runs_show(args.store, args.run_id, _storage_options_arg(args))
+
+
+def cmd_runs_clean(args: argparse.Namespace) -> dict:
+    from mixforge import run_admin
+
+    return run_admin.runs_clean(args.store, args.dry_run, _storage_options_arg(args))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _print_runs_list(summary: dict, as_json: bool) -> None:
+    if as_json:
+        from mixforge import contracts
+
+        contracts.print_json(summary, contracts.RunsList)
+        return
+    if not summary["runs"]:
+        print(f"no runs under {summary['store']}")
+        return
+    header = ("run id", "created", "status", "stages done", "docs in", "kept", "size")
+    print("{:<24} {:<20} {:<10} {:<28} {:>9} {:>9} {:>10}  in use by".format(*header))
+    for r in summary["runs"]:
+        done = f"{len(r['stages_done'])}/{len(r['stages'])} " + ",".join(r["stages_done"])
+        print(
+            f"{r['run_id']:<24} {r['created'] or '-':<20} {r['status']:<10} {done:<28} {_count(r['docs_in']):>9} "
+            f"{_count(r['docs_kept']):>9} {_size(r['bytes']):>10}  {'; '.join(r['used_by']) or '-'}"
+        )
+
+
+def _print_runs_show(summary: dict, as_json: bool) -> None:
+    if as_json:
+        from mixforge import contracts
+
+        contracts.print_json(summary, contracts.RunsShow)
+        return
+    s, manifest = summary, summary["manifest"] or {}
+    print(f"run {s['run_id']}: {s['status']}  ({s['dir']})")
+    print(f"  created      {s['created'] or '-'}   code {manifest.get('code_version', '-')}")
+    print(f"  config hash  {manifest.get('config_hash', '-')}")
+    inputs = manifest.get("inputs") or []
+    print(f"  inputs       {len(inputs)} shard(s)" + (f", first {inputs[0]['uri']}" if inputs else ""))
+    print(f"  lease        {s['lease_state']}" + (f": {s['held_by']}" if s["held_by"] else ""))
+    print(f"  size         {_size(s['bytes'])}, scratch {_size(s['scratch_bytes'])}")
+    for f in s["scratch"]:
+        print(f"    scratch {f['uri']} ({_size(f['bytes'])})")
+    print(f"  in use by    {'; '.join(s['used_by']) or '-'}")
+    for st in s["stage_stats"]:
+        if not st["done"]:
+            print(f"  {st['name']:<12} not finished")
+            continue
+        x = st["stats"]
+        dropped = ", ".join(f"{k}={v:,}" for k, v in x["docs_dropped"].items()) or "none"
+        print(
+            f"  {st['name']:<12} {x['docs_in']:>9,} in {x['docs_kept']:>9,} kept  dropped: {dropped}  "
+            f"quarantined shards: {len(x['quarantined'])}  {x['seconds']:.1f}s"
+        )
+
+
+def _print_runs_clean(summary: dict, as_json: bool) -> None:
+    if as_json:
+        from mixforge import contracts
+
+        contracts.print_json(summary, contracts.RunsClean)
+        return
+    verb = "would remove" if summary["dry_run"] else "removed"
+    for r in summary["removed"]:
+        what = "run" if r["what"] == "run" else "scratch"
+        print(f"{verb} {what} {r['uri']} ({r['status']}, {_size(r['bytes'])})")
+    for k in summary["kept"]:
+        print(f"kept {k['run_id']} ({k['status']}): {k['reason']}")
+    print(f"{verb} {len(summary['removed'])} item(s), {_size(summary['bytes_removed'])}")
+
+
+def cmd_explain(args: argparse.Namespace) -> dict:
+    from mixforge import explain
+
+    args.printer = explain.print_explain
+    return explain.explain(args.store, args.run_id, args.doc_id, _storage_options_arg(args))
+
+
 def storage_exists(uri: str, options: dict) -> bool:
     from mixforge import storage
 
@@ -406,20 +508,91 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_demo, preflight=preflight_demo)
 
-    r = sub.add_parser("runs", help="runs in a store (unlock)")
-    rsub = r.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = rsub.add_parser("unlock", help="release a run's lease when the process holding it is gone")
-    p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
-    p.add_argument(
-        "--storage-options",
-        metavar="JSON",
-        help="fsspec storage options without credentials, e.g. '{\"endpoint_url\": ...}'",
+    r = sub.add_parser(
+        "runs",
+        help="runs in a store: list, show, clean, unlock",
+        description="The runs under ROOT/runs/: list them, inspect one, remove unfinished ones and scratch, "
+        "release a lease.",
     )
+    rsub = r.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+
+    def runs_parser(name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+        import textwrap
+
+        p = rsub.add_parser(
+            name,
+            help=help,
+            description=textwrap.fill(description, 100),  # the raw formatter keeps the example's layout
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
+        p.add_argument(
+            "--storage-options",
+            metavar="JSON",
+            help="fsspec storage options without credentials, e.g. '{\"endpoint_url\": ...}'",
+        )
+        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+        p.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+        return p
+
+    p = runs_parser(
+        "list",
+        "every run of the store, newest first: status, stages done, documents, size, what uses it",
+        "One row per run under ROOT/runs/: its id, when it started, its status (running: a live process holds "
+        "its lease; complete; failed: its process ended without finishing; incomplete: killed, or never "
+        "leased), the stages it finished, documents read and kept, bytes on disk, and the mixture versions, "
+        "dedup indexes or runs that use it.",
+        "mixforge runs list --store data",
+    )
+    p.set_defaults(func=cmd_runs_list, printer=_print_runs_list)
+    p = runs_parser(
+        "show",
+        "one run: its manifest, each stage's stats, its lease, scratch and size",
+        "The run's manifest (_run.json: inputs, config hash, code version), each stage's summary "
+        "(_stats.json), who holds its lease, its scratch folders and its size.",
+        "mixforge runs show run-0123456789abcdef --store data --json",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(func=cmd_runs_show, printer=_print_runs_show)
+    p = runs_parser(
+        "clean",
+        "remove failed and unfinished runs nothing uses, and the scratch of complete runs",
+        "Removes runs that are failed or incomplete, held by no live process and used by no mixture version, "
+        "dedup index or other run, and the scratch of complete runs (dedup _work/, _pieces/). A complete run "
+        "is never removed. --dry-run lists what would go, with sizes, and removes nothing.",
+        "mixforge runs clean --store data --dry-run",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.set_defaults(func=cmd_runs_clean, printer=_print_runs_clean)
+    p = runs_parser(
+        "unlock",
+        "release a run's lease when the process holding it is gone",
+        "Releases the lease of RUN_ID by hand, so the next run of it starts at once (a lease whose "
+        "heartbeats stop is taken over by itself after its TTL).",
+        "mixforge runs unlock run-0123456789abcdef --store data",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(func=cmd_runs_unlock, printer=_print_plain)
+
+    p = sub.add_parser(
+        "explain",
+        help="one document's path through a run: kept or dropped at each stage, and why",
+        description="Prints what each stage of RUN_ID did with DOC_ID: kept (with the scores and labels it "
+        "added) or dropped (stage, rule, measured value, threshold, shard and row), its duplicate cluster and "
+        "the document dedup kept for it, rows generated from it, and the mixture versions containing it.",
+        epilog="example:\n  mixforge explain --store data --run run-0123456789abcdef 'emma:ch001'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("doc_id", metavar="DOC_ID")
+    p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
+    p.add_argument("--run", required=True, metavar="RUN_ID", dest="run_id", help="the run to look in")
+    p.add_argument("--storage-options", metavar="JSON", help="fsspec storage options without credentials")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_runs_unlock, printer=_print_plain)
+    p.set_defaults(func=cmd_explain)
 
     from mixforge.mixtures import cli_commands
 

@@ -568,6 +568,138 @@ class RunsUnlockSummary(Contract):
     holder: LeaseRecord | None = Field(description="the lease that was released; null when the run held none")
 
 
+RunStatus = Literal["running", "complete", "failed", "incomplete"]
+
+
+class RunRow(Contract):
+    """A run as `runs list` shows it (mixforge.run_admin says how each status is read from the store)."""
+
+    run_id: str
+    created: str | None = Field(description="when the run was first started (UTC, from `_run.json`)")
+    status: RunStatus = Field(
+        description="running: a live process holds its lease; complete: every stage finished; failed: its process "
+        "ended without finishing; incomplete: its process died holding the lease, or never took one"
+    )
+    stages: list[str] = Field(description="the stages it was started with, in order")
+    stages_done: list[str] = Field(description="those with a `_stats.json`")
+    docs_in: int | None = Field(description="documents the first stage read; null until it finished")
+    docs_kept: int | None = Field(description="documents the last finished stage kept")
+    bytes: int = Field(description="bytes of every file under runs/<run_id>/")
+    scratch_bytes: int = Field(description="bytes of its scratch (dedup `_work/`, `_pieces/`)")
+    used_by: list[str] = Field(description="mixture versions, dedup indexes and runs that use it; clean keeps it")
+    held_by: str | None = Field(description="the process holding its lease, when running")
+
+
+class RunsList(Contract):
+    """`--json` of `runs list`: newest first."""
+
+    store: str
+    runs: list[RunRow]
+
+
+class RunStageStats(Contract):
+    name: str
+    done: bool
+    stats: StageSummary | None = Field(description="the stage's `_stats.json` without `shard_results`")
+
+
+class ScratchFolder(Contract):
+    uri: str
+    bytes: int
+
+
+class RunsShow(RunRow):
+    """`--json` of `runs show`."""
+
+    dir: str
+    manifest: dict[str, Any] | None = Field(description="`_run.json`: inputs, config and its hash, code version")
+    completion: dict[str, Any] | None = Field(description="`_complete.json`, when the curate flow wrote it")
+    stage_stats: list[RunStageStats]
+    lease: LeaseRecord | None = Field(description="the lease's latest generation; null when never leased")
+    lease_state: str = Field(description='"held", or why the lease is free ("released", "stale: ...")')
+    scratch: list[ScratchFolder]
+
+
+class RunRemoval(Contract):
+    run_id: str
+    what: Literal["run", "scratch"] = Field(description="the whole run, or one scratch folder of a complete run")
+    uri: str
+    bytes: int
+    status: RunStatus
+
+
+class RunKept(Contract):
+    run_id: str
+    status: RunStatus
+    reason: str
+
+
+class RunsClean(Contract):
+    """`--json` of `runs clean`."""
+
+    store: str
+    dry_run: bool
+    removed: list[RunRemoval] = Field(description="what was removed (with dry_run: what would be)")
+    kept: list[RunKept] = Field(description="unfinished runs kept: in use, or held by a live process")
+    bytes_removed: int
+
+
+class ExplainDrop(Contract):
+    """Why a stage dropped the document: its `_removed/` drop columns (schema.DROP_FIELDS)."""
+
+    reason: str | None = Field(description="drop_reason, as counted in the stage's docs_dropped")
+    rule: str | None = Field(description="the rule that dropped it, e.g. gopher_quality.alpha_words")
+    value: float | None = Field(description="what the rule measured (null: a yes/no rule)")
+    op: str | None = Field(description='how the value failed the threshold: "<", "<=", ">", ">="')
+    threshold: float | None = Field(description="the rule's limit")
+    shard: str | None = Field(description="URI of the stage's input shard")
+    row: int | None = Field(description="row (from 0) or JSONL line (from 1) in that shard, as `unit` says")
+    unit: str | None = Field(description='"row" or "line"')
+    detail: str | None = Field(description="the readable drop_detail")
+
+
+class ExplainStage(Contract):
+    name: str
+    outcome: Literal["kept", "dropped", "not reached", "absent"] = Field(
+        description="absent: in no output of the stage although an earlier stage kept it (e.g. a quarantined shard)"
+    )
+    file: str = optional("the kept or _removed/ shard holding the document")
+    columns: dict[str, Any] = optional("kept: the columns this stage added (scores, labels, dup_cluster ...)")
+    drop: ExplainDrop = optional("dropped: why")
+
+
+class ExplainCluster(Contract):
+    cluster: str
+    size: int | None
+    kept: str = Field(description="the id of the document dedup kept for the cluster")
+    dropped: list[str] = Field(description="ids of the copies dedup dropped (at most 50)")
+
+
+class ExplainChild(Contract):
+    id: str
+    run_id: str
+    stage: str
+    style: str = optional()
+
+
+class ExplainMixture(Contract):
+    name: str
+    version: str
+
+
+class ExplainSummary(Contract):
+    """One document's path through a run (`mixforge explain`)."""
+
+    run_id: str
+    store: str
+    id: str
+    outcome: Literal["kept", "dropped"] = Field(description="at the last stage that has it")
+    stages: list[ExplainStage] = Field(description="every stage of the run, in pipeline order")
+    duplicate_cluster: ExplainCluster | None
+    children: list[ExplainChild] = Field(description="rows generated from it (parent_id), at most 50")
+    mixtures: list[ExplainMixture] = Field(description="mixture versions of the store that contain it")
+
+
 class DemoSummary(CurateSummary):
     """`--json` of `demo`: the curate summary plus the mixture built from it."""
 
@@ -656,6 +788,10 @@ SCHEMAS: dict[str, tuple[Any, str]] = {
     "mixtures-diff": (MixtureDiff, "--json of mixtures diff"),
     "mix-plan": (MixPlan, "--json of mix --dry-run"),
     "runs-unlock": (RunsUnlockSummary, "--json of runs unlock"),
+    "runs-list": (RunsList, "--json of runs list"),
+    "runs-show": (RunsShow, "--json of runs show"),
+    "runs-clean": (RunsClean, "--json of runs clean"),
+    "explain": (ExplainSummary, "--json of explain"),
     "demo": (DemoSummary, "--json of demo"),
     "stage-stats": (StageSummary, "runs/<run_id>/<stage>/_stats.json"),
     "shard-marker": (ShardStats, "runs/<run_id>/<stage>/_done/part-NNNNN.json (and what run_shard returns)"),

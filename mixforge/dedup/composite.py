@@ -8,6 +8,11 @@
     apply                   an ordinary stage over the shards (stats, `_removed/` audit, resume markers)
     [index-shards -> index-buckets]  with a persistent index: this run's kept documents appended
 
+Its working files (`<stage dir>/_work/`) are scratch: once the stage's outputs, `_stats.json` and the
+index segment's commit are written, they are removed, and a rerun of the finished stage answers from
+`_stats.json` and the commit marker (both outside `_work/`). The persistent index lives in its own
+folder (`dedup.index`, e.g. `<root>/index/dedup`) and never points into a run's `_work/`.
+
 The same code runs in this process (`SerialExecutor`, tests and benchmarks) and on Ray
 (`tasks.executor.RayExecutor`, the Prefect task). The driver only hands out work and sums small
 stats: signatures, buckets and edges go from step to step through the store, never through it.
@@ -81,13 +86,25 @@ def plan_dedup(
 
 
 def run_dedup(
-    stage_layout: StageLayout, run_id: str, inputs: Sequence[tuple[int, str]], config: CurateConfig, executor: Executor
+    stage_layout: StageLayout,
+    run_id: str,
+    inputs: Sequence[tuple[int, str]],
+    config: CurateConfig,
+    executor: Executor,
+    *,
+    keep_work: bool = False,
 ) -> dict:
     """Deduplicate (index, input URI) shards into `stage_layout` on `executor`; the stage summary with its
     `dedup` figures (and `index`, when this run's documents were appended to a persistent index), also
-    written as `_stats.json`. Every step resumes from its markers: a rerun recomputes only what is missing."""
+    written as `_stats.json`. Every step resumes from its markers: a rerun recomputes only what is missing,
+    and a rerun of the finished stage nothing. `keep_work`: leave `_work/` in place (to inspect it)."""
     started = time.perf_counter()
     opts = config.storage.options
+    finished = finished_summary(stage_layout, run_id, config.dedup, opts)
+    if finished is not None:
+        if not keep_work:
+            remove_work(stage_layout, opts)  # a run stopped while removing it
+        return finished
     run = plan_dedup(stage_layout.dir, inputs, config.dedup, config.read.batch_rows, opts)
     input_units = {i: (i, uri) for i, uri in inputs}
     shard_units = {i: (i,) for i in run.shards}
@@ -116,7 +133,50 @@ def run_dedup(
     storage.write_json(stage_layout.stats, summary, opts)
     if appended is not None and not appended.committed:
         _commit(run, run_id, appended)
+    if not keep_work:
+        remove_work(stage_layout, opts)
     return summary
+
+
+def finished_summary(
+    stage_layout: StageLayout, run_id: str, cfg: DedupConfig, storage_options: Mapping[str, Any] | None = None
+) -> dict | None:
+    """The summary of the stage when an earlier attempt of `run_id` finished it, else None.
+
+    Finished: `_stats.json` written and, when the run appends to an index, the segment it names
+    committed by this run. Both live outside `_work/`, so this holds once the work files are gone
+    (and a run stopped between its stats and its commit still has them, and resumes from them).
+    """
+    try:
+        stats = storage.read_json(stage_layout.stats, storage_options)
+    except FileNotFoundError:
+        return None
+    if "shard_results" not in stats:
+        return None
+    if cfg.index and cfg.update_index:
+        segment = (stats.get("index") or {}).get("segment")
+        if segment is None:
+            return None
+        try:
+            marker = storage.read_json(IndexLayout(cfg.index).committed(int(segment)), storage_options)
+        except FileNotFoundError:
+            return None
+        if marker.get("run_id") != run_id:
+            return None
+    results = [{**r, "skipped": True} for r in stats["shard_results"]]
+    return {**stats, "shards_skipped": len(results), "shard_results": results}
+
+
+def work_dir(stage_layout: StageLayout) -> str:
+    """The stage's scratch: signatures, buckets, edges, assignments and resume markers of its steps."""
+    return storage.join(stage_layout.dir, "_work")
+
+
+def remove_work(stage_layout: StageLayout, storage_options: Mapping[str, Any] | None = None) -> None:
+    fs, path = storage.filesystem(work_dir(stage_layout), storage_options)
+    fs.invalidate_cache(path)  # s3fs answers exists() from cached listings otherwise
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _figures(run: DedupRun, cluster_stats: dict, partitions: list[dict], verified: list[dict] | None) -> dict:
