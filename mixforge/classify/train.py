@@ -185,6 +185,7 @@ def _train_fasttext(train_path: str, params: dict, model_path: str, workdir: str
     )
     if proc.returncode != 0 or not os.path.isfile(model_path):
         detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
+        detail = detail.removeprefix("fastText training failed: ")  # the worker's own prefix
         if "NaN" in detail:
             raise TrainingDiverged(f"fastText training failed: {detail}")
         raise RuntimeError(f"fastText training failed: {detail}")
