@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import posixpath
 import re
@@ -20,6 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from mixforge import storage
 from mixforge.names import artifact_key
 from mixforge.runner import quarantine_rows
+
+log = logging.getLogger(__name__)
 
 # Prefect 3.9's server sets no limit on an artifact's data (its size settings bound flow parameters,
 # `server.api.max_parameter_size` = 512 KiB, and events, `server.events.maximum_size_bytes` = 1.5 MB),
@@ -96,8 +99,9 @@ def location(uri: str, storage_options: Mapping[str, Any] | None = None, now: da
         return f"`{os.path.abspath(path)}`"
     try:
         url = fs.sign(path, expiration=int(LINK_EXPIRY.total_seconds()))
-    except NotImplementedError:  # a store without signed URLs
-        return f"`{uri}`"
+    except Exception as e:  # a store or credentials that cannot sign: the link is a convenience, the run is done
+        log.warning("no presigned link for %s (%s: %s)", uri, type(e).__name__, e)
+        return f"`{uri}` (no presigned link: {type(e).__name__})"
     expires = (now or datetime.now(UTC)) + LINK_EXPIRY
     return (
         f"[{posixpath.basename(path)}]({url}) (presigned link, valid until {expires:%Y-%m-%d %H:%M} UTC, "

@@ -117,10 +117,14 @@ def test_embed_images_downscales_a_large_plot_and_caps_the_artifact(tmp_path):
     assert out.count("this artifact holds its size limit of images") == len(names) - len(shown)
 
 
-def test_location_local_is_an_absolute_path_to_copy(tmp_path, monkeypatch):
+def test_location_local_is_an_absolute_path_to_copy_and_unsigned_stores_the_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert location("store/mixtures/m/v0001/manifest.json") == f"`{tmp_path}/store/mixtures/m/v0001/manifest.json`"
     assert "file://" not in location(f"file://{tmp_path}/manifest.json")
+    # a store that cannot sign: the URI, and why there is no link (publishing goes on)
+    assert (
+        location("memory://m/manifest.json") == "`memory://m/manifest.json` (no presigned link: NotImplementedError)"
+    )
 
 
 def test_s3_presigned_link_opens_and_images_read_from_s3(s3_bucket):
