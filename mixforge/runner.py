@@ -26,8 +26,8 @@ from mixforge import contracts, progress, storage
 from mixforge import schema as S
 from mixforge.executor import Call, Executor, SerialExecutor
 from mixforge.runs import StageLayout
-from mixforge.shards import REJECT_SCHEMA, ReadOptions, ShardUnreadable, ShardWriter, read_documents, read_raw
-from mixforge.stage import ShardContext, Stage, add_figures, locate_drops
+from mixforge.shards import ReadOptions, ShardUnreadable, ShardWriter, read_documents, read_raw
+from mixforge.stage import ShardContext, Stage, add_figures, locate_drops, locate_rejects
 
 log = logging.getLogger("mixforge")
 
@@ -109,7 +109,7 @@ class _Outputs:
 
     def __init__(self, kept_uri: str, removed_uri: str, storage_options) -> None:
         self.kept = ShardWriter(kept_uri, storage_options=storage_options)
-        self.removed = ShardWriter(removed_uri, empty_schema=REJECT_SCHEMA, storage_options=storage_options)
+        self.removed = ShardWriter(removed_uri, empty_schema=S.REMOVED_SCHEMA, storage_options=storage_options)
 
     def close(self) -> None:
         self.kept.close()
@@ -150,7 +150,9 @@ def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_opt
 
 def _process_batch(stage: Stage, batch: _Batch, ctx: ShardContext, tally: _Tally, out: _Outputs) -> None:
     docs, rejects = batch.docs, batch.rejects
+    ctx.positions, ctx.position_unit = batch.positions, batch.unit
     if rejects is not None and rejects.num_rows:
+        rejects = locate_rejects(rejects, ctx)  # every drop has the schema.DROP_FIELDS
         tally.docs_in += rejects.num_rows
         tally.chars_in += _chars(rejects)
         tally.removed(rejects)
@@ -159,9 +161,8 @@ def _process_batch(stage: Stage, batch: _Batch, ctx: ShardContext, tally: _Tally
     tally.docs_in += docs.num_rows
     tally.chars_in += chars
     _ensure_setup(stage)  # lazily: a resumed shard whose batches are all checkpointed loads no model
-    ctx.positions, ctx.position_unit = batch.positions, batch.unit
     result = stage.process(docs, ctx)
-    removed = locate_drops(result, docs, ctx)  # every drop names shard and line/row
+    removed = locate_drops(result, docs, ctx)  # every drop names shard and line/row, with the DROP_FIELDS
     ctx.row_offset += docs.num_rows
     out.kept.write(result.kept)
     tally.docs_kept += result.kept.num_rows

@@ -10,13 +10,33 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ID, TEXT, SOURCE, URL, META = "id", "text", "source", "url", "meta"
 CORE_COLUMNS = (ID, TEXT, SOURCE, URL, META)
 
-# Audit columns of `_removed/` shards.
-DROP_REASON = "drop_reason"
-DROP_DETAIL = "drop_detail"  # human-readable: names shard and row/line
+# Audit columns of `_removed/` shards: one schema for every stage that drops (README, "Data contract").
+DROP_REASON = "drop_reason"  # what the stage counts the drop under (`_stats.json` docs_dropped)
+DROP_DETAIL = "drop_detail"  # readable: "<shard> row|line <n>: gopher_quality.alpha_words: 0.42 < 0.8"
+DROP_RULE = "drop_rule"  # the rule that dropped the row (first failing, in check order); else drop_reason
+DROP_VALUE = "drop_value"  # what the rule measured (null: a yes/no rule)
+DROP_OP = "drop_op"  # how the value failed its threshold: "<", "<=", ">", ">=" (null: no comparison)
+DROP_THRESHOLD = "drop_threshold"
+DROP_SHARD = "drop_shard"  # URI of the stage's input shard, as the quarantine ledger's `shard`
+DROP_ROW = "drop_row"  # where in that shard: a row (from 0) or a JSONL line (from 1), as `drop_unit` says
+DROP_UNIT = "drop_unit"  # "row" | "line"
+DROP_FIELDS = (
+    pa.field(DROP_REASON, pa.string()),
+    pa.field(DROP_DETAIL, pa.string()),
+    pa.field(DROP_RULE, pa.string()),
+    pa.field(DROP_VALUE, pa.float64()),
+    pa.field(DROP_OP, pa.string()),
+    pa.field(DROP_THRESHOLD, pa.float64()),
+    pa.field(DROP_SHARD, pa.string()),
+    pa.field(DROP_ROW, pa.int64()),
+    pa.field(DROP_UNIT, pa.string()),
+)
+DROP_COLUMNS = tuple(f.name for f in DROP_FIELDS)
 
 CORE_SCHEMA = pa.schema(
     [
@@ -27,6 +47,24 @@ CORE_SCHEMA = pa.schema(
         pa.field(META, pa.string()),
     ]
 )
+
+
+# A `_removed/` shard: the dropped rows' columns, then DROP_FIELDS (an empty shard: the core columns).
+REMOVED_SCHEMA = pa.schema(list(CORE_SCHEMA) + list(DROP_FIELDS))
+
+
+def describe_drops(rule, value, op, threshold) -> pa.Array:
+    """The readable part of drop details, vectorised: "<rule>: <value> <op> <threshold>" where the rule
+    compared a value with a threshold, else "<rule>". Numbers are rounded to 4 decimals."""
+
+    def number(x):
+        return pc.cast(pc.round(x, 4), pa.string())
+
+    rule = pc.cast(rule, pa.string())
+    compared = pc.binary_join_element_wise(
+        pc.binary_join_element_wise(rule, "", ":"), number(value), pc.cast(op, pa.string()), number(threshold), " "
+    )
+    return pc.coalesce(compared, rule)
 
 
 def text_digest(raw: bytes) -> str:

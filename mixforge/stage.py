@@ -11,6 +11,7 @@ Stages declare what they need (CPUs, GPUs) and what they read and write, as NeMo
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,14 +42,18 @@ class ShardContext:
     # known for the whole shard (restored from a checkpoint that predates figures).
     figures: dict | None = field(default_factory=dict)
 
-    def where(self, rows) -> pa.Array:
-        """ "<shard uri> line|row <n>" for the given row indices of the current batch (drop details)."""
+    def rows_in_shard(self, rows) -> pa.Array:
+        """Where the given row indices of the current batch are in the shard (int64, in `position_unit`s)."""
         if isinstance(rows, pa.ChunkedArray):
             rows = rows.combine_chunks()
         elif not isinstance(rows, pa.Array):
             rows = pa.array(rows, pa.int64())
         at = self.positions.take(rows) if self.positions is not None else pc.add(rows, self.row_offset)
-        return pc.binary_join_element_wise(f"{self.shard_uri} {self.position_unit} ", pc.cast(at, pa.string()), "")
+        return at.cast(pa.int64())
+
+    def where(self, rows) -> pa.Array:
+        """ "<shard uri> line|row <n>" for the given row indices of the current batch (drop details)."""
+        return _where(self.shard_uri, self.position_unit, self.rows_in_shard(rows))
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += int(n)
@@ -86,7 +91,9 @@ class StageResult:
     """
 
     kept: pa.Table
-    removed: pa.Table | None = None  # input columns + drop_reason (+ optional drop_detail)
+    # input columns + drop_reason (+ optional drop_detail, drop_rule, drop_value, drop_op, drop_threshold;
+    # the runner completes the schema.DROP_FIELDS: shard, row, and a detail naming them)
+    removed: pa.Table | None = None
     # Row indices, within the batch, of the `removed` rows (in their order): the runner then names
     # shard and line/row in every drop_detail the stage left null. None: found by id.
     removed_rows: pa.Array | None = None
@@ -122,12 +129,22 @@ class Stage(ABC):
 
 
 def split_by_reason(
-    batch: pa.Table, reason: pa.Array, ctx: ShardContext | None = None, detail: str | pa.Array | None = None
+    batch: pa.Table,
+    reason: pa.Array,
+    ctx: ShardContext | None = None,
+    detail: str | pa.Array | None = None,
+    *,
+    rule: pa.Array | None = None,
+    value: pa.Array | None = None,
+    op: pa.Array | None = None,
+    threshold: pa.Array | None = None,
 ) -> StageResult:
     """Rows whose `reason` is null are kept; the others are removed, labelled with it.
 
     `detail` (one text, or one per row) explains the drop; with `ctx` it is prefixed with the
-    shard and line/row. Without a detail, the runner names shard and line/row alone.
+    shard and line/row. Without a detail, the runner names shard and line/row and the measure.
+    `rule`, `value`, `op`, `threshold` (one per row, or None): what the drop measured
+    (schema.DROP_RULE ...): `gopher_quality.alpha_words`, 0.42, "<", 0.8.
     """
     reason = reason.combine_chunks() if isinstance(reason, pa.ChunkedArray) else reason
     dropped = pc.is_valid(reason)
@@ -138,38 +155,67 @@ def split_by_reason(
     if detail is not None and ctx is not None:
         detail = detail.filter(dropped) if isinstance(detail, (pa.Array, pa.ChunkedArray)) else detail
         removed = removed.append_column(S.DROP_DETAIL, pc.binary_join_element_wise(ctx.where(rows), detail, ": "))
+    for name, values in ((S.DROP_RULE, rule), (S.DROP_VALUE, value), (S.DROP_OP, op), (S.DROP_THRESHOLD, threshold)):
+        if values is not None:
+            removed = removed.append_column(name, values.filter(dropped))
     return StageResult(batch.filter(pc.invert(dropped)), removed, removed_rows=rows)
 
 
-def locate_drops(result: StageResult, batch: pa.Table, ctx: ShardContext) -> pa.Table | None:
-    """`result.removed` with every null drop_detail filled with "<shard uri> line|row <n>".
+def _where(shard: str, unit: str, rows: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(f"{shard} {unit} ", pc.cast(rows, pa.string()), "")
 
-    The rows are `result.removed_rows`, or else found in `batch` by id (ids are unique within
+
+def _column(table: pa.Table, field: pa.Field) -> pa.Array:
+    if field.name not in table.column_names:
+        return pa.nulls(table.num_rows, field.type)
+    return table.column(field.name).combine_chunks().cast(field.type)
+
+
+def complete_drops(removed: pa.Table, shard: str, unit: str, rows: pa.Array) -> pa.Table:
+    """`removed` with the drop columns (schema.DROP_FIELDS) last, in their order and types: the shard, the
+    rows (`rows`, int64, null: not known), the rule (drop_reason where the stage named none), and a
+    drop_detail where the stage left none: "<shard> row|line <n>: <rule>[: <value> <op> <threshold>]"."""
+    drop = {f.name: _column(removed, f) for f in S.DROP_FIELDS}
+    drop[S.DROP_SHARD] = pa.array([shard] * removed.num_rows, pa.string())
+    drop[S.DROP_ROW] = rows
+    drop[S.DROP_UNIT] = pc.if_else(pc.is_valid(rows), pa.scalar(unit), pa.scalar(None, pa.string()))
+    drop[S.DROP_RULE] = pc.coalesce(drop[S.DROP_RULE], drop[S.DROP_REASON])
+    if drop[S.DROP_DETAIL].null_count:
+        measure = S.describe_drops(drop[S.DROP_RULE], drop[S.DROP_VALUE], drop[S.DROP_OP], drop[S.DROP_THRESHOLD])
+        where = pc.coalesce(
+            _where(shard, unit, rows),
+            pc.binary_join_element_wise(f"{shard} id ", removed.column(S.ID).cast(pa.string()), ""),
+        )
+        drop[S.DROP_DETAIL] = pc.coalesce(drop[S.DROP_DETAIL], pc.binary_join_element_wise(where, measure, ": "))
+    rest = removed.drop_columns([c for c in S.DROP_COLUMNS if c in removed.column_names])
+    for f in S.DROP_FIELDS:
+        rest = rest.append_column(f, drop[f.name])
+    return rest
+
+
+def locate_drops(result: StageResult, batch: pa.Table, ctx: ShardContext) -> pa.Table | None:
+    """`result.removed` completed with the drop columns (`complete_drops`): every drop names its shard and
+    line/row. The rows are `result.removed_rows`, or else found in `batch` by id (ids are unique within
     a shard); a row found neither way is named by its id.
     """
     removed = result.removed
     if removed is None or removed.num_rows == 0:
         return removed
-    detail = (
-        removed.column(S.DROP_DETAIL).combine_chunks()
-        if S.DROP_DETAIL in removed.column_names
-        else pa.nulls(removed.num_rows, pa.string())
-    )
-    if detail.null_count:
-        if result.removed_rows is not None:
-            where = ctx.where(result.removed_rows)
-        else:
-            rows = pc.index_in(removed.column(S.ID), value_set=batch.column(S.ID).combine_chunks())
-            found = pc.is_valid(rows)
-            where = pc.if_else(
-                found,
-                ctx.where(pc.fill_null(rows, 0)),
-                pc.binary_join_element_wise(f"{ctx.shard_uri} id ", removed.column(S.ID).cast(pa.string()), ""),
-            )
-        detail = pc.coalesce(detail, where)
-    if S.DROP_DETAIL in removed.column_names:
-        return removed.set_column(removed.column_names.index(S.DROP_DETAIL), S.DROP_DETAIL, detail)
-    return removed.append_column(S.DROP_DETAIL, detail)
+    if result.removed_rows is not None:
+        rows = ctx.rows_in_shard(result.removed_rows)
+    else:
+        found = pc.index_in(removed.column(S.ID), value_set=batch.column(S.ID).combine_chunks())
+        rows = pc.if_else(pc.is_valid(found), ctx.rows_in_shard(pc.fill_null(found, 0)), pa.scalar(None, pa.int64()))
+    return complete_drops(removed, ctx.shard_uri, ctx.position_unit, rows)
+
+
+def locate_rejects(rejects: pa.Table, ctx: ShardContext) -> pa.Table:
+    """Rows a raw reader could not use (`shards.read_raw`), completed with the drop columns: the reader
+    names shard and line/row at the start of each drop_detail ("<shard> line <n>: ..."), read back here."""
+    prefix = re.escape(f"{ctx.shard_uri} {ctx.position_unit} ")
+    found = pc.extract_regex(pc.fill_null(rejects.column(S.DROP_DETAIL), ""), f"^{prefix}(?P<row>[0-9]+):")
+    rows = pc.cast(pc.struct_field(found, "row"), pa.int64())
+    return complete_drops(rejects, ctx.shard_uri, ctx.position_unit, rows)
 
 
 class PassThrough(Stage):

@@ -73,9 +73,23 @@ class ApplyDedup(Stage):
             return StageResult(out)
         gone = sub.filter(pc.invert(sub.column("is_kept")))  # in row order, like the removed rows
         removed = out.filter(pa.array(removed_mask))
-        removed = removed.append_column(DUPLICATE_OF, gone.column("duplicate_of"))
-        removed = removed.append_column(S.DROP_REASON, gone.column("reason"))
-        return StageResult(out.filter(pa.array(~removed_mask)), removed)
+        rows = pa.array(np.flatnonzero(removed_mask))
+        reason, kept = gone.column("reason").combine_chunks(), gone.column("duplicate_of").combine_chunks()
+        # "<shard> row <n>: near_duplicate of 'b' (cluster of 3)": which document the cluster kept
+        detail = pc.binary_join_element_wise(
+            ctx.where(rows),
+            ": ",
+            reason,
+            " of '",
+            kept,
+            "' (cluster of ",
+            pc.cast(removed.column(DUP_COUNT), pa.string()),
+            ")",
+            "",
+        )
+        removed = removed.append_column(DUPLICATE_OF, kept)
+        removed = removed.append_column(S.DROP_REASON, reason).append_column(S.DROP_DETAIL, detail)
+        return StageResult(out.filter(pa.array(~removed_mask)), removed, removed_rows=rows)
 
 
 def _chars(text: pa.ChunkedArray) -> int:

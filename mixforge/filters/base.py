@@ -53,6 +53,37 @@ MODE_FIELD = Field(
 )
 
 
+_COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What a sub-rule compares, for the drop details: a document fails when `value` is `below_op`
+    `below` or `above_op` `above` (limits: numbers, or arrays with one per document; None: that side is
+    off). A document failing the sub-rule otherwise (a yes/no part, e.g. a keep-list) is recorded under
+    the rule `otherwise` (None: the sub-rule's name) with its value and no threshold."""
+
+    value: np.ndarray
+    below: Any = None
+    above: Any = None
+    below_op: str = "<"
+    above_op: str = ">"
+    otherwise: str | None = None
+
+
+@dataclass
+class Failures:
+    """Per document, the first failing sub-rule (in check order) and what it measured: `reason` its
+    name (None: passed), `rule` the finer name (= reason unless a `Measure.otherwise`), `value`,
+    `threshold` (NaN: none) and `op` (None: no comparison)."""
+
+    reason: np.ndarray
+    rule: np.ndarray
+    value: np.ndarray
+    op: np.ndarray
+    threshold: np.ndarray
+
+
 @dataclass
 class Evaluation:
     """What one rule set found about each document of a batch."""
@@ -62,14 +93,18 @@ class Evaluation:
         default_factory=dict
     )  # "<ruleset>.<sub_rule>" -> bool[n_docs], in check order
     features: dict[str, np.ndarray] = field(default_factory=dict)  # "<ruleset>.<feature>" -> values[n_docs]
+    # What a sub-rule compared (drop details); a sub-rule without one is a yes/no rule.
+    measures: dict[str, Measure] = field(default_factory=dict)
     text: pa.Array | None = None  # edited text (same length) for the Filter to apply in drop mode, or None: no edit
     lines_removed: np.ndarray | None = None  # int[n_docs], with `text`
     chars_removed: np.ndarray | None = None  # int[n_docs], with `text`
 
-    def add_rule(self, name: str, fails) -> None:
+    def add_rule(self, name: str, fails, measure: Measure | None = None) -> None:
         arr = np.asarray(fails, dtype=bool)
         assert arr.shape == (self.n_docs,), (name, arr.shape, self.n_docs)
         self.fails[name] = arr
+        if measure is not None:
+            self.measures[name] = measure
 
     def threshold(self, name: str, values, *, below=None, above=None, where=None) -> np.ndarray:
         """Add sub-rule `name`: a document fails when its value is strictly below `below` or
@@ -84,7 +119,7 @@ class Evaluation:
             fails |= values > above
         if where is not None:
             fails &= np.asarray(where, dtype=bool)
-        self.add_rule(name, fails)
+        self.add_rule(name, fails, Measure(values, below=below, above=above))
         return fails
 
     def add_feature(self, name: str, values) -> None:
@@ -104,6 +139,43 @@ class Evaluation:
         for name, f in self.fails.items():
             reason[f & (reason == None)] = name  # noqa: E711 (elementwise)
         return reason
+
+    def failures(self) -> Failures:
+        """`first_failure` with what that sub-rule measured (vectorised: one pass per sub-rule)."""
+        n = self.n_docs
+        out = Failures(
+            reason=np.full(n, None, dtype=object),
+            rule=np.full(n, None, dtype=object),
+            value=np.full(n, np.nan),
+            op=np.full(n, None, dtype=object),
+            threshold=np.full(n, np.nan),
+        )
+        open_ = np.ones(n, dtype=bool)
+        for name, f in self.fails.items():
+            first = f & open_
+            if not first.any():
+                continue
+            open_ &= ~first
+            out.reason[first] = name
+            out.rule[first] = name
+            measure = self.measures.get(name)
+            if measure is None:
+                continue
+            idx = np.flatnonzero(first)
+            value = np.asarray(measure.value, dtype=np.float64)[idx]
+            out.value[idx] = value
+            explained = np.zeros(len(idx), dtype=bool)
+            for limit, op in ((measure.below, measure.below_op), (measure.above, measure.above_op)):
+                if limit is None:
+                    continue
+                limit = np.broadcast_to(np.asarray(limit, dtype=np.float64), (n,))[idx]
+                hit = ~explained & _COMPARE[op](value, limit)
+                out.threshold[idx[hit]] = limit[hit]
+                out.op[idx[hit]] = op
+                explained |= hit
+            if measure.otherwise is not None:
+                out.rule[idx[~explained]] = measure.otherwise
+        return out
 
 
 def zero_is_off(limit):

@@ -2,9 +2,10 @@
 
 Writes `lang` (the top-1 label without `__label__`, e.g. `en`, `zh`) and `lang_score` (its
 probability, as fastText returns it: float32, may exceed 1.0 by a few 1e-5). Sub-rule (drop_reason):
-`lang`, failing when the document's language is not in the keep-list, or its score is not
-strictly above the language's threshold (datatrove's `LanguageFilter` semantics for thresholds
-of 0.5 or more; below 0.5 datatrove also keeps documents whose keep-listed language is not the top-1).
+`lang`, failing when the document's language is not in the keep-list (drop_rule
+`lang.not_in_keep_list`), or its score is not strictly above the language's threshold (drop
+detail "lang: 0.41 <= 0.65"; datatrove's `LanguageFilter` semantics for thresholds of 0.5 or more;
+below 0.5 datatrove also keeps documents whose keep-listed language is not the top-1).
 
 Newlines are replaced by spaces before prediction (as datatrove does); all documents of a batch go
 to fastText in one call. The model is loaded once per worker, in `setup()`.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mixforge.filters.base import Evaluation, RuleSet
+from mixforge.filters.base import Evaluation, Measure, RuleSet
 from mixforge.filters.config import LanguageIDConfig
 from mixforge.filters.text import TextBatch
 
@@ -95,7 +96,8 @@ class LanguageID(RuleSet):
         fails = ~(score > threshold)
         if c.keep is not None:
             fails |= ~np.isin(lang_np.astype(str), list(c.keep))
-        ev.add_rule("lang", fails)
+        # Drop details: "lang: 0.41 <= 0.65", or the rule `lang.not_in_keep_list` for a kept-out language.
+        ev.add_rule("lang", fails, Measure(score, below=threshold, below_op="<=", otherwise="lang.not_in_keep_list"))
         ev.add_feature("lang", lang_np)
         ev.add_feature("lang_score", score)
         return ev

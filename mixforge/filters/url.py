@@ -21,7 +21,7 @@ import fsspec
 import numpy as np
 import polars as pl
 
-from mixforge.filters.base import Evaluation, RuleSet
+from mixforge.filters.base import Evaluation, Measure, RuleSet
 from mixforge.filters.config import URLFilterConfig
 from mixforge.filters.text import TextBatch
 
@@ -80,6 +80,7 @@ class URLFilter(RuleSet):
 
         banned = np.zeros(n, dtype=bool)
         soft = np.zeros(n, dtype=bool)
+        soft_count = np.zeros(n, dtype=np.int64)
         if self.banned_words or self.soft_words:
             tokens = url.str.extract_all(r"[a-zA-Z0-9]+")
             counts = tokens.list.len().fill_null(0).to_numpy()
@@ -90,9 +91,13 @@ class URLFilter(RuleSet):
             if self.soft_words:
                 hit = flat.is_in(self.soft_words).to_numpy()
                 distinct = pl.DataFrame({"d": doc[hit], "w": flat.filter(pl.Series(hit))}).unique()["d"].to_numpy()
-                soft = np.bincount(distinct, minlength=n) >= self.config.soft_word_threshold
+                soft_count = np.bincount(distinct, minlength=n)
+                soft = soft_count >= self.config.soft_word_threshold
         ev.add_rule(f"{name}.banned_word", banned & has_url)
-        ev.add_rule(f"{name}.soft_banned_words", soft & has_url)
+        soft_measure = (
+            Measure(soft_count, above=self.config.soft_word_threshold, above_op=">=") if self.soft_words else None
+        )
+        ev.add_rule(f"{name}.soft_banned_words", soft & has_url, soft_measure)
         if self.banned_subwords:
             normalized = url.str.replace_all(r"[^a-zA-Z0-9]+", "").str.to_lowercase()
             sub = normalized.str.contains_any(self.banned_subwords).fill_null(False).to_numpy()

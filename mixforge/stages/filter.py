@@ -19,6 +19,11 @@ Columns written (stable names):
   `gopher_repetition_dup_5_gram`, `c4_n_sentences`, `fineweb_quality_list_ratio`: the measured
   values, when `write_features`; null where the rule set did not evaluate the document.
 
+A dropped document's `_removed/` row says why (schema.DROP_FIELDS): `drop_rule` (the first failing
+sub-rule, as `drop_reason`; `lang.not_in_keep_list` for a language outside the keep-list),
+`drop_value`, `drop_op` and `drop_threshold` where the sub-rule compared a measure with a limit, and
+`drop_detail` "<shard> row <n>: gopher_quality.alpha_words: 0.42 < 0.8".
+
 C4 in drop mode edits the text of the documents it keeps (removed lines), and later rule sets see
 the edited text, as in datatrove's pipeline. Counters: `c4.lines_removed`, `c4.chars_removed`
 (over kept documents; blank lines are not counted).
@@ -70,7 +75,12 @@ class Filter(Stage):
         original_text = batch.column(S.TEXT).combine_chunks() if n else pa.array([], pa.string())
         text = as_string_array(original_text)
         url = batch.column(S.URL) if S.URL in batch.column_names else None
+        # The first failing sub-rule of each dropped document and what it measured (drop details).
         reason = np.full(n, None, dtype=object)
+        rule = np.full(n, None, dtype=object)
+        op = np.full(n, None, dtype=object)
+        value = np.full(n, np.nan)
+        threshold = np.full(n, np.nan)
         alive = np.ones(n, dtype=bool)
         edited = np.zeros(n, dtype=bool)
         new_columns: dict[str, pa.Array] = {}
@@ -83,7 +93,9 @@ class Filter(Stage):
             new_columns[LANG_SCORE] = pa.array(ev.features["lang_score"], pa.float64())
             fails = ev.fails["lang"]
             if self.config.language_id.mode == "drop":
-                reason[fails] = "lang"
+                found = ev.failures()
+                reason[fails], rule[fails], op[fails] = found.reason[fails], found.rule[fails], found.op[fails]
+                value[fails], threshold[fails] = found.value[fails], found.threshold[fails]
                 alive &= ~fails
             else:
                 new_columns["fail_lang"] = pa.array(np.where(fails, "lang", None).tolist(), pa.string())
@@ -101,15 +113,18 @@ class Filter(Stage):
             ev = rs.evaluate_batch(sub)
             if rc.mode == "drop":
                 self._order.extend(name for name in ev.fails if name not in self._order)
-            first = ev.first_failure()
-            failing = first != None  # noqa: E711 (elementwise)
-            if rc.mode == "drop":
-                reason[idx[failing]] = first[failing]
-                alive[idx[failing]] = False
+                found = ev.failures()
+                first = found.reason
+                failing = first != None  # noqa: E711 (elementwise)
+                at = idx[failing]
+                reason[at], rule[at], op[at] = first[failing], found.rule[failing], found.op[failing]
+                value[at], threshold[at] = found.value[failing], found.threshold[failing]
+                alive[at] = False
                 if ev.text is not None:  # an editing rule set (C4 with remove_lines)
                     text, changed = self._apply_edits(text, idx, ~failing, ev, ctx, rs.name)
                     edited[changed] = True
             else:
+                first = ev.first_failure()
                 col = np.full(n, None, dtype=object)
                 col[idx] = first
                 new_columns[f"fail_{rs.name}"] = pa.array(col.tolist(), pa.string())
@@ -129,7 +144,14 @@ class Filter(Stage):
                 batch = batch.set_column(batch.column_names.index(name), name, values)
             else:
                 batch = batch.append_column(name, values)
-        return split_by_reason(batch, pa.array(reason.tolist(), pa.string()))
+        return split_by_reason(
+            batch,
+            pa.array(reason, pa.string()),
+            rule=pa.array(rule, pa.string()),
+            value=pa.array(value, pa.float64(), from_pandas=True),  # NaN: nothing measured (null)
+            op=pa.array(op, pa.string()),
+            threshold=pa.array(threshold, pa.float64(), from_pandas=True),
+        )
 
     @staticmethod
     def _apply_edits(text: pa.Array, idx: np.ndarray, kept_local: np.ndarray, ev, ctx: ShardContext, name: str):
