@@ -377,6 +377,13 @@ def _print_runs_clean(summary: dict, as_json: bool) -> None:
     print(f"{verb} {len(summary['removed'])} item(s), {_size(summary['bytes_removed'])}")
 
 
+def cmd_explain(args: argparse.Namespace) -> dict:
+    from mixforge import explain
+
+    args.printer = explain.print_explain
+    return explain.explain(args.store, args.run_id, args.doc_id, _storage_options_arg(args))
+
+
 def storage_exists(uri: str, options: dict) -> bool:
     from mixforge import storage
 
@@ -568,6 +575,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.set_defaults(func=cmd_runs_unlock, printer=_print_plain)
+
+    p = sub.add_parser(
+        "explain",
+        help="one document's path through a run: kept or dropped at each stage, and why",
+        description="Prints what each stage of RUN_ID did with DOC_ID: kept (with the scores and labels it "
+        "added) or dropped (stage, rule, measured value, threshold, shard and row), its duplicate cluster and "
+        "the document dedup kept for it, rows generated from it, and the mixture versions containing it.",
+        epilog="example:\n  mixforge explain --store data --run run-0123456789abcdef 'emma:ch001'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("doc_id", metavar="DOC_ID")
+    p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
+    p.add_argument("--run", required=True, metavar="RUN_ID", dest="run_id", help="the run to look in")
+    p.add_argument("--storage-options", metavar="JSON", help="fsspec storage options without credentials")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_explain)
 
     from mixforge.mixtures import cli_commands
 

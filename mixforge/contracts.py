@@ -644,6 +644,62 @@ class RunsClean(Contract):
     bytes_removed: int
 
 
+class ExplainDrop(Contract):
+    """Why a stage dropped the document: its `_removed/` drop columns (schema.DROP_FIELDS)."""
+
+    reason: str | None = Field(description="drop_reason, as counted in the stage's docs_dropped")
+    rule: str | None = Field(description="the rule that dropped it, e.g. gopher_quality.alpha_words")
+    value: float | None = Field(description="what the rule measured (null: a yes/no rule)")
+    op: str | None = Field(description='how the value failed the threshold: "<", "<=", ">", ">="')
+    threshold: float | None = Field(description="the rule's limit")
+    shard: str | None = Field(description="URI of the stage's input shard")
+    row: int | None = Field(description="row (from 0) or JSONL line (from 1) in that shard, as `unit` says")
+    unit: str | None = Field(description='"row" or "line"')
+    detail: str | None = Field(description="the readable drop_detail")
+
+
+class ExplainStage(Contract):
+    name: str
+    outcome: Literal["kept", "dropped", "not reached", "absent"] = Field(
+        description="absent: in no output of the stage although an earlier stage kept it (e.g. a quarantined shard)"
+    )
+    file: str = optional("the kept or _removed/ shard holding the document")
+    columns: dict[str, Any] = optional("kept: the columns this stage added (scores, labels, dup_cluster ...)")
+    drop: ExplainDrop = optional("dropped: why")
+
+
+class ExplainCluster(Contract):
+    cluster: str
+    size: int | None
+    kept: str = Field(description="the id of the document dedup kept for the cluster")
+    dropped: list[str] = Field(description="ids of the copies dedup dropped (at most 50)")
+
+
+class ExplainChild(Contract):
+    id: str
+    run_id: str
+    stage: str
+    style: str = optional()
+
+
+class ExplainMixture(Contract):
+    name: str
+    version: str
+
+
+class ExplainSummary(Contract):
+    """One document's path through a run (`mixforge explain`)."""
+
+    run_id: str
+    store: str
+    id: str
+    outcome: Literal["kept", "dropped"] = Field(description="at the last stage that has it")
+    stages: list[ExplainStage] = Field(description="every stage of the run, in pipeline order")
+    duplicate_cluster: ExplainCluster | None
+    children: list[ExplainChild] = Field(description="rows generated from it (parent_id), at most 50")
+    mixtures: list[ExplainMixture] = Field(description="mixture versions of the store that contain it")
+
+
 class DemoSummary(CurateSummary):
     """`--json` of `demo`: the curate summary plus the mixture built from it."""
 
@@ -735,6 +791,7 @@ SCHEMAS: dict[str, tuple[Any, str]] = {
     "runs-list": (RunsList, "--json of runs list"),
     "runs-show": (RunsShow, "--json of runs show"),
     "runs-clean": (RunsClean, "--json of runs clean"),
+    "explain": (ExplainSummary, "--json of explain"),
     "demo": (DemoSummary, "--json of demo"),
     "stage-stats": (StageSummary, "runs/<run_id>/<stage>/_stats.json"),
     "shard-marker": (ShardStats, "runs/<run_id>/<stage>/_done/part-NNNNN.json (and what run_shard returns)"),
