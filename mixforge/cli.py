@@ -696,12 +696,16 @@ def _main(argv: list[str], out: _Stdout) -> int:
     _setup_environment()
     _setup_logging(args.verbose)
     interrupts.install()
-    plan, bar = None, None
+    plan, bar, services = None, None, None
     try:
         if getattr(args, "preflight", None) is not None:
             plan = args.preflight(args)  # before Prefect or Ray start; writes nothing
+            if not getattr(args, "dry_run", False):
+                services = _LocalServices.start(args, plan)
         bar = _install_progress(args)
         with local_prefect_settings():
+            if services is not None:
+                services.ready()
             summary = args.func(args)
     except interrupts.Interrupted as e:
         interrupts.ignore_further()
@@ -731,6 +735,9 @@ def _main(argv: list[str], out: _Stdout) -> int:
         if out.as_json:
             out.emit(_print_plain, _failure(args.command, "failed", f"{type(e).__name__}: {e}", EXIT_FAILED, plan))
         return EXIT_FAILED
+    finally:
+        if services is not None:
+            services.close()
     _close(bar)
     out.emit(getattr(args, "printer", _print_summary), summary)
     return 0
@@ -750,8 +757,101 @@ def _interrupted_note(plan: Any) -> str:
         return f"(could not read the run's progress: {e})"
 
 
+class _LocalServices:
+    """What a command that runs a flow needs started, chosen to cost seconds, not tens of seconds:
+
+    * the executor: a local process pool when no Ray cluster is named and the inputs are small
+      (`tasks.executor.choose_executor`), else Ray;
+    * the Prefect API: the shared local server (`mixforge.prefect_server`), started in the background
+      by the first command and reused by the next ones, unless PREFECT_API_URL names one or
+      MIXFORGE_PREFECT_SERVER=temporary asks for Prefect's own temporary server.
+
+    Both start while the command imports Prefect and its flow; `ready()` waits for them."""
+
+    # What `start` sets in the environment (the flows read it there); `close` puts it back, so a
+    # command run in-process (tests, notebooks) leaves its caller's environment as it found it.
+    ENVIRONMENT = ("PREFECT_API_URL", "MIXFORGE_SHARED_PREFECT_SERVER", "MIXFORGE_EXECUTOR")
+
+    def __init__(self, starting: Any, executor: str, saved: dict[str, str | None]) -> None:
+        self.starting, self.executor, self.keepalive, self.saved = starting, executor, None, saved
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, plan: Any) -> _LocalServices:
+        from mixforge import prefect_server
+
+        saved = {name: os.environ.get(name) for name in cls.ENVIRONMENT}
+        starting = None
+        if prefect_server.mode() == "shared":
+            starting = prefect_server.start_or_reuse()
+            prefect_server.use(starting.server)  # before Prefect is imported: it reads the URL then
+        executor = _choose_executor(args, plan)
+        if executor == "local":
+            from mixforge.executor import warm_local_pool
+
+            warm_local_pool(_ray_config(args).num_cpus)
+        return cls(starting, executor, saved)
+
+    def ready(self) -> None:
+        import prefect.flows  # noqa: F401 - the import overlaps the server's start; the wait comes after
+
+        if self.starting is not None:
+            from mixforge import prefect_server
+
+            server = self.starting.wait()
+            self.keepalive = prefect_server.KeepAlive(server)
+
+    def close(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        for name, value in self.saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _ray_config(args: argparse.Namespace):
+    from mixforge.config import RayConfig
+
+    try:
+        if args.command == "mix" or args.command == "mixtures":
+            from mixforge.mixtures.spec import load_spec
+
+            return load_spec(args.spec).ray
+        if args.command == "train-classifier":
+            return RayConfig()
+        return _load_curate_config(getattr(args, "config", None)).ray
+    except Exception:  # noqa: BLE001 - the pre-flight has checked the config; this only sizes the pool
+        return RayConfig()
+
+
+def _input_bytes(args: argparse.Namespace, plan: Any) -> int | None:
+    """The size of the job's inputs where the pre-flight knows it (None: unknown, Ray decides)."""
+    shards = getattr(plan, "input_shards", None)
+    if shards:
+        sizes = [s.size for s in shards]
+        return None if any(size is None for size in sizes) else sum(sizes)
+    if args.command == "demo":
+        from pathlib import Path
+
+        return sum(f.stat().st_size for f in Path(demo_corpus_path()).iterdir())
+    return None
+
+
+def _choose_executor(args: argparse.Namespace, plan: Any) -> str:
+    from tasks.executor import choose_executor
+
+    chosen = choose_executor(_ray_config(args), _input_bytes(args, plan))
+    logging.getLogger("mixforge").debug("executor: %s", chosen)
+    return chosen
+
+
 def _shutdown_local_services() -> None:
-    """Stop the local Ray this process started (a cluster the user runs is only disconnected from)."""
+    """Stop the local pool or the local Ray this process started (a cluster the user runs is only
+    disconnected from), without waiting for calls in flight: the run resumes from its markers."""
+    from mixforge.executor import shutdown_local_pool
+
+    shutdown_local_pool(kill=True)
     if "ray" in sys.modules:
         import ray
 
@@ -760,11 +860,13 @@ def _shutdown_local_services() -> None:
 
 
 def local_prefect_settings():
-    """Without a Prefect server (ephemeral API) nothing watches for crashed runs, so flow-run
+    """On a temporary or the shared local server nothing watches for crashed runs, so flow-run
     heartbeats only cost time: a sync flow run waits up to a second for its heartbeat thread."""
     import contextlib
 
-    if os.environ.get("PREFECT_API_URL"):
+    from mixforge import prefect_server
+
+    if prefect_server.mode() == "external":
         return contextlib.nullcontext()
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 

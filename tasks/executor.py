@@ -1,9 +1,10 @@
-"""The Ray executor: each call of a library step is a Ray task (bounded in flight, retried).
+"""The Ray executor, and the choice between it and the local pool for a job.
 
 The library's steps are plain functions (mixforge.executor); this is the only place that
-turns them into Ray tasks. Every call runs through one worker-side wrapper that gives it its
-CPU slot (Arrow's thread pool sized to the step's CPUs, so workers do not oversubscribe a
-node) and the driver's Secret-block credentials, in memory.
+turns them into Ray tasks: each call is a Ray task (bounded in flight, retried), through the
+worker-side wrapper every executor uses (`mixforge.executor.call_on_worker`: the step's CPU
+slot for Arrow, the driver's Secret-block credentials in memory). Ray is imported only when a
+job runs on it: a small job in the local pool never pays its import or start.
 """
 
 from __future__ import annotations
@@ -11,33 +12,28 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa
-import ray
-
-from mixforge import storage
 from mixforge.config import RayConfig
-from mixforge.executor import ONE_CPU, Call, Executor, Resources, format_error
-from tasks import ray_runtime
+from mixforge.executor import (
+    ONE_CPU,
+    Call,
+    Executor,
+    LocalPoolExecutor,
+    Resources,
+    call_on_worker,
+    format_error,
+    secrets_for,
+)
+
+_remote_call = None
 
 
-def reset_peak_rss() -> None:
-    """Reset this process's peak-RSS counter (Linux; a no-op elsewhere), so a call's peak is its own."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+def _remote():
+    global _remote_call
+    if _remote_call is None:
+        import ray
 
-
-def _call_on_worker(cpus: float, secrets: Mapping[str, Mapping[str, Any]], fn: Callable, *args):
-    """On the worker: one CPU slot for Arrow, the driver's credentials in memory, then `fn(*args)`."""
-    reset_peak_rss()
-    pa.set_cpu_count(max(1, int(cpus)))
-    with storage.handed_secrets(secrets):
-        return fn(*args)
-
-
-_remote_call = ray.remote(_call_on_worker)
+        _remote_call = ray.remote(call_on_worker)
+    return _remote_call
 
 
 def ray_map(
@@ -59,6 +55,10 @@ def ray_map(
     each task as an argument, in memory: never in `runtime_env`, logs or files. Workers without a
     block authenticate from their own environment or instance role.
     """
+    import ray
+
+    from tasks import ray_runtime
+
     fn = getattr(fn, "_function", fn)  # a ray.remote function: the plain function behind it
     ray_runtime.connect(ray_config)
     limit = ray_config.max_shards_in_flight or 2 * ray_runtime.cluster_cpus()
@@ -71,8 +71,8 @@ def ray_map(
     )
     if runtime_env:
         options["runtime_env"] = runtime_env
-    submit = _remote_call.options(**options)
-    secrets = _secrets_for(calls, storage_options)
+    submit = _remote().options(**options)
+    secrets = secrets_for([Call(label, args) for label, args in calls], storage_options)
     pending: dict[ray.ObjectRef, Any] = {}
     queue = list(reversed(calls))
     while queue or pending:
@@ -88,14 +88,6 @@ def ray_map(
                 yield label, None, format_error(getattr(e, "cause", None) or e)
 
 
-def _secrets_for(calls: Sequence[tuple[Any, tuple]], storage_options: Mapping[str, Any] | None) -> dict[str, dict]:
-    """Resolve (on the driver) every Secret block the calls refer to; all this process holds go along."""
-    for opts in [storage_options, *(a for _, args in calls for a in args if isinstance(a, Mapping))]:
-        if opts and storage.SECRET_BLOCK_OPTION in opts:
-            storage.resolve_options(opts)
-    return storage.resolved_secrets()
-
-
 class RayExecutor(Executor):
     """Calls as Ray tasks on the cluster `ray_config` names (a local Ray by default)."""
 
@@ -104,6 +96,10 @@ class RayExecutor(Executor):
         self.max_retries = ray_config.max_retries
 
     def cluster_gpus(self) -> float:
+        import ray
+
+        from tasks import ray_runtime
+
         ray_runtime.connect(self.ray_config)
         return ray.cluster_resources().get("GPU", 0)
 
@@ -125,3 +121,43 @@ class RayExecutor(Executor):
             runtime_env,
             storage_options,
         )
+
+
+# ----------------------------------------------------------------------------- which executor runs a job
+
+# A job on this machine whose inputs are at most this size runs in a local process pool: starting
+# Ray (8-12 s on a small machine) would cost more than the work. A named cluster always wins.
+LOCAL_MAX_MB_DEFAULT = 256
+EXECUTOR_ENV = "MIXFORGE_EXECUTOR"  # auto (default) | ray | local
+
+
+def choose_executor(ray_config: RayConfig, input_bytes: int | None) -> str:
+    """`local` or `ray` for a job over `input_bytes` of input, as `$MIXFORGE_EXECUTOR` asks (`auto`:
+    local when no Ray cluster is named or already joined and the inputs are small). The choice is
+    recorded in the environment, so every step of the job in this process (and the flows it runs)
+    uses the same executor."""
+    import os
+    import sys
+
+    from tasks.ray_runtime import resolve_address
+
+    asked = os.environ.get(EXECUTOR_ENV, "auto").strip().lower() or "auto"
+    if asked not in ("auto", "ray", "local"):
+        raise ValueError(f"{EXECUTOR_ENV}={asked!r}: expected auto, ray or local")
+    ray_joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    if asked == "auto":
+        limit = float(os.environ.get("MIXFORGE_LOCAL_MAX_MB", LOCAL_MAX_MB_DEFAULT)) * (1 << 20)
+        small = input_bytes is not None and input_bytes <= limit
+        named = resolve_address(ray_config) is not None
+        asked = "local" if small and not named and not ray_joined else "ray"
+    os.environ[EXECUTOR_ENV] = asked
+    return asked
+
+
+def executor_for(ray_config: RayConfig) -> Executor:
+    """The executor of a step: the local pool when this job chose it (`choose_executor`), else Ray."""
+    import os
+
+    if os.environ.get(EXECUTOR_ENV, "").strip().lower() == "local":
+        return LocalPoolExecutor(ray_config.num_cpus, ray_config.max_retries)
+    return RayExecutor(ray_config)

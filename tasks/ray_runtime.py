@@ -10,8 +10,6 @@ import logging
 import os
 import socket
 
-import ray
-
 from mixforge import interrupts
 from mixforge.config import RayConfig
 
@@ -52,6 +50,8 @@ def check_reachable(address: str, timeout_s: float | None = None) -> None:
 
 def connect(cfg: RayConfig) -> None:
     """Initialise Ray once per process (idempotent)."""
+    import ray  # here, not at the top: a job in the local pool never imports Ray
+
     if ray.is_initialized():
         return
     address = resolve_address(cfg)
@@ -80,4 +80,6 @@ def connect(cfg: RayConfig) -> None:
 
 
 def cluster_cpus() -> int:
+    import ray
+
     return max(1, int(ray.cluster_resources().get("CPU", 1)))

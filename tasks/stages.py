@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from mixforge.config import CurateConfig
 from mixforge.runs import RunLayout
 from mixforge.stages.registry import get_stage
-from tasks.executor import RayExecutor
+from tasks.executor import executor_for
 from tasks.reporting import publish_stage_report
 
 
@@ -19,7 +19,7 @@ from tasks.reporting import publish_stage_report
 # result; retries happen per shard on Ray, so the task itself has none.
 @task(name="curation-stage", cache_policy=NO_CACHE)
 def run_curation_stage(name: str, run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig) -> dict:
-    summary = get_stage(name).run(run, inputs, config, RayExecutor(config.ray))
+    summary = get_stage(name).run(run, inputs, config, executor_for(config.ray))
     publish_stage_report(run.run_id, summary, config.storage.options)
     return summary
 

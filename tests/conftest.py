@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 
@@ -20,6 +22,24 @@ os.environ.update(
 )
 os.environ.pop("AWS_SESSION_TOKEN", None)
 os.environ.pop("AWS_PROFILE", None)
+# CLI commands run by the tests share one local Prefect server (mixforge.prefect_server), in a Prefect
+# home of the test session's own (never the developer's), stopped when the session ends; one a test
+# starts in a home of its own stops itself after two idle minutes.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="mixforge-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["MIXFORGE_PREFECT_SERVER_IDLE_S"] = "120"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("MIXFORGE_PREFECT_SERVER", None)
+os.environ.pop("MIXFORGE_EXECUTOR", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_prefect_server():
+    yield
+    from mixforge import prefect_server
+
+    prefect_server.stop()
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
 def free_port() -> int:
