@@ -365,6 +365,7 @@ def embedding_throughput(corpus: harness.Corpus, n_docs: int, max_chars: int, wo
 
 def main(argv: list[str] | None = None) -> int:
     harness.configure_environment()
+    os.environ.setdefault("MIXFORGE_EXECUTOR", "ray")  # ours on Ray, as measured before small jobs ran locally
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter

@@ -966,6 +966,7 @@ def format_report(doc: dict) -> str:
 
 def main() -> None:
     configure_environment()
+    os.environ.setdefault("MIXFORGE_EXECUTOR", "ray")  # ours on Ray, as measured before small jobs ran locally
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", type=int, default=200_000, help="documents in the (1x) corpus (default 200000)")
     ap.add_argument(
