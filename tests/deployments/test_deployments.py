@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from prefect.flows import load_flow_from_entrypoint
 
 from tests.conftest import free_port
 from tests.helpers import REPO, docs, prose_docs, write_shard
@@ -46,7 +48,6 @@ def base_env(home: Path) -> dict:
 
 
 def test_every_deployment_names_a_flow_and_its_parameters_fit_it():
-    from prefect.flows import load_flow_from_entrypoint
     from prefect.utilities.callables import parameter_schema
 
     deployments = prefect_deployments()
@@ -72,6 +73,150 @@ def test_every_deployment_names_a_flow_and_its_parameters_fit_it():
     assert nightly["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
     assert by_name["gpu"]["work_pool"]["name"] == "mixforge-gpu" and "gpu" in by_name["gpu"]["tags"]
     assert all(not d.get("schedules") for d in deployments if d["name"] != "nightly")
+
+
+FLOWS = ["curate", "mix", "mix_takedown", "pipeline", "rephrase", "train_classifier"]
+# Form fields the issue named (#16: rule sets, language thresholds, runtime_env, licences) that must be typed.
+NAMED_FIELDS = re.compile(r"\.(filter|rules|language_id|thresholds|stop_words|n_grams|runtime_env|licenses)\b")
+PLACEHOLDER = re.compile(r"<[A-Za-z_][^<>]*>")
+
+
+def json_editors(schema: dict, node: dict | None = None, path: str = "", seen: tuple = ()) -> list[str]:
+    """Paths of the properties the Prefect UI renders as a raw JSON editor: no type (`Any`), an
+    object without properties (a free mapping), a `oneOf`; `anyOf` branches and array items are
+    followed (the UI offers typed choices and lists of typed items)."""
+    node = schema if node is None else node
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        if name in seen:
+            return []
+        node = {**schema["definitions"][name], **{k: v for k, v in node.items() if k != "$ref"}}
+        seen = (*seen, name)
+    if "oneOf" in node:
+        return [path]
+    for key in ("anyOf", "allOf"):
+        if key in node:
+            return [p for i, sub in enumerate(node[key]) for p in json_editors(schema, sub, f"{path}|{i}", seen)]
+    if "enum" in node or "const" in node:
+        return []
+    if node.get("type") is None or (node["type"] == "object" and not node.get("properties")):
+        return [path]
+    if node["type"] == "object":
+        return [p for k, v in node["properties"].items() for p in json_editors(schema, v, f"{path}.{k}", seen)]
+    if node["type"] == "array":
+        return json_editors(schema, node.get("items", {}), f"{path}[]", seen)
+    return []
+
+
+def descriptions(node, path: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "description" and isinstance(v, str):
+                yield path, v
+            yield from descriptions(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from descriptions(v, f"{path}[{i}]")
+
+
+def check_form(name: str, schema: dict) -> list[str]:
+    """Every parameter described, with an example; no `<placeholder>` (the UI renders descriptions as
+    HTML); the named fields typed. Returns the JSON editors left."""
+    for param, prop in schema["properties"].items():
+        assert prop.get("description"), f"{name}.{param}: no description"
+        assert prop.get("examples"), f"{name}.{param}: no example"
+    hidden = [(p, d) for p, d in descriptions(schema) if PLACEHOLDER.search(d) and not p.startswith(PENDING_DOCS)]
+    assert not hidden, f"{name}: placeholders the UI hides: {hidden}"
+    editors = json_editors(schema)
+    named = [p for p in editors if NAMED_FIELDS.search(p) and not p.endswith(PENDING_EDITORS)]
+    assert not named, f"{name}: raw JSON editors for {named}"
+    return editors
+
+
+# The mixture spec's descriptions and licences (mixforge/mixtures/spec.py) are changed by its owner.
+PENDING_DOCS = (".definitions.MixSpec.",)
+PENDING_EDITORS = (".licenses",)
+
+
+def test_every_flow_parameter_has_a_description_an_example_and_typed_fields():
+    from prefect.utilities.callables import parameter_schema
+
+    for func in FLOWS:
+        module = "mix" if func == "mix_takedown" else func
+        flow = load_flow_from_entrypoint(f"{REPO / 'flows' / module}.py:{func}")
+        editors = check_form(func, parameter_schema(flow.fn).model_dump())
+        if func == "curate":  # open by nature: fsspec options, the settings of plugin stages
+            assert sorted(editors) == [".config.extra_stages", ".config.storage.options"]
+
+
+def test_the_form_fields_in_the_form_and_in_yaml_are_the_same_config():
+    """Mappings as YAML (and the CLI) write them, and the typed lists of the form: one config; it
+    dumps (Prefect parameters, the form's defaults) as the lists, which validate back to it."""
+    from mixforge.config import CurateConfig
+
+    as_yaml = yaml.safe_load(
+        """
+        filter:
+          language_id: {keep: [en, de], thresholds: {de: 0.8}}
+          rules:
+            - {name: gopher_repetition, top_n_grams: {2: 0.25}, dup_n_grams: {5: 0.2, 6: 0.18}}
+            - {name: gopher_quality, stop_words: {en: [the, and], de: [der, die]}}
+        ray: {runtime_env: {working_dir: ., excludes: [.venv], env_vars: {OMP_NUM_THREADS: "1"}, conda: {x: 1}}}
+        """
+    )
+    as_form = {
+        "filter": {
+            "language_id": {"keep": ["en", "de"], "thresholds": [{"language": "de", "min_score": 0.8}]},
+            "rules": [
+                {
+                    "name": "gopher_repetition",
+                    "top_n_grams": [{"n": 2, "max_fraction": 0.25}],
+                    "dup_n_grams": [{"n": 5, "max_fraction": 0.2}, {"n": 6, "max_fraction": 0.18}],
+                },
+                {
+                    "name": "gopher_quality",
+                    "stop_words": [
+                        {"language": "en", "words": ["the", "and"]},
+                        {"language": "de", "words": ["der", "die"]},
+                    ],
+                },
+            ],
+        },
+        "ray": {
+            "runtime_env": {
+                "working_dir": ".",
+                "excludes": [".venv"],
+                "env_vars": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+                "conda": {"x": 1},
+            }
+        },
+    }
+    config = CurateConfig.model_validate(as_yaml)
+    assert CurateConfig.model_validate(as_form) == config
+    # what the stages read: mappings, and the runtime_env ray.init gets
+    assert config.filter.language_id.thresholds == {"de": 0.8}
+    assert config.filter.rules[0].top_n_grams == {2: 0.25}
+    assert config.filter.rules[1].stop_words == {"en": ("the", "and"), "de": ("der", "die")}
+    assert config.ray.runtime_env == {
+        "working_dir": ".",
+        "excludes": [".venv"],
+        "env_vars": {"OMP_NUM_THREADS": "1"},
+        "conda": {"x": 1},
+    }
+    dumped = config.model_dump(mode="json")
+    assert dumped["filter"]["language_id"]["thresholds"] == as_form["filter"]["language_id"]["thresholds"]
+    assert dumped["ray"]["runtime_env"] == as_form["ray"]["runtime_env"]
+    assert CurateConfig.model_validate(dumped) == config
+    # the form's typed entries keep their checks, and a credential in env_vars is refused in either shape
+    for bad in (
+        {"filter": {"language_id": {"thresholds": [{"language": "de"}]}}},
+        {"filter": {"language_id": {"thresholds": [{"language": "de", "min_score": 0.5}] * 2}}},
+        {"ray": {"runtime_env": {"env_vars": [{"name": "HF_TOKEN", "value": "hf_secret"}]}}},
+        {"ray": {"runtime_env": {"working_dir": 3}}},
+    ):
+        with pytest.raises(ValueError) as err:
+            CurateConfig.model_validate(bad)
+        assert "hf_secret" not in str(err.value)
 
 
 def test_deploy_helper_refuses_what_it_cannot_deploy(tmp_path):
@@ -211,6 +356,7 @@ def test_deployments_are_registered_with_forms_and_schedules(prefect_server, wor
         assert set(spec["tags"]) <= set(d.tags)
         assert d.enforce_parameter_schema
         assert [s.schedule.cron for s in d.schedules] == [s["cron"] for s in spec.get("schedules", [])]
+        check_form(full, d.parameter_openapi_schema)  # the form as deployed: described, typed
 
     # The curate form: typed fields from the flow signature, the config as nested sections.
     schema = by_name["curate/curate"].parameter_openapi_schema
@@ -347,15 +493,31 @@ def test_nightly_deployment_is_incremental(prefect_server, worker):
         assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], worker["log"].read_text()[-4000:])
         return json.loads(proc.stdout)
 
-    assert night()["state"] == "COMPLETED"
+    first = night()
+    assert first["state"] == "COMPLETED"
     (run_id,) = [p.name for p in (store / "runs").iterdir()]
     assert (store / "runs" / run_id / "_complete.json").is_file()
     assert (store / "index" / "dedup" / "_index.json").is_file()  # the default index of an incremental store
     assert sorted(p.name for p in (store / "mixtures" / "nightly").glob("v*")) == ["v0001"]
+    # The parent run carries the night's summary, and trigger.py reports it, with its subflows.
+    (summary,) = first["artifacts"]
+    assert summary["key"] == "pipeline-nightly" and summary["type"] == "markdown"
+    assert summary["description"] == "pipeline: mixture nightly v0001 built"
+    assert f"## Curated (run `{run_id}`)" in summary["data"]
+    assert "| 30 | 30 | 0 | 0 |" in summary["data"]  # docs in, kept, dropped, quarantined
+    assert "| nightly | v0001 | yes |" in summary["data"]
+    subflows = {r["flow"]: r for r in first["subflow_runs"]}
+    assert set(subflows) == {"curate", "mix"} and all(r["state"] == "COMPLETED" for r in subflows.values())
+    assert f"curate-{run_id}" in {a["key"] for a in subflows["curate"]["artifacts"]}
 
-    assert night()["state"] == "COMPLETED"
+    second = night()
+    assert second["state"] == "COMPLETED"
     assert [p.name for p in (store / "runs").iterdir()] == [run_id]
     assert sorted(p.name for p in (store / "mixtures" / "nightly").glob("v*")) == ["v0001"]
+    (summary,) = second["artifacts"]
+    assert summary["description"] == "pipeline: nothing new, nightly v0001 still current"
+    assert "nothing new under" in summary["data"] and "| nightly | v0001 | no |" in summary["data"]
+    assert [r["flow"] for r in second["subflow_runs"]] == ["curate"]  # nothing mixed
 
 
 # --------------------------------------------------------------------------- code shipped to a cluster
