@@ -594,10 +594,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser(
+        "server",
+        help="the local Prefect server that commands share: status, stop",
+        description="Commands that run a flow share one local Prefect server (started in the background by the "
+        "first of them, stopped after MIXFORGE_PREFECT_SERVER_IDLE_S idle seconds, default 900); its UI shows "
+        "every local run. `status` prints its address; `stop` stops it now. Not used when PREFECT_API_URL names "
+        "a server, or with MIXFORGE_PREFECT_SERVER=temporary.",
+        epilog="example:\n  mixforge server status",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", choices=("status", "stop"))
+    p.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_server, printer=_print_server)
+
     from mixforge.mixtures import cli_commands
 
     cli_commands.register(sub, cmd_mix=cmd_mix, cmd_takedown=cmd_mixtures_takedown, preflight_mix=preflight_mix)
     return parser
+
+
+def cmd_server(args: argparse.Namespace) -> dict:
+    from mixforge import prefect_server
+
+    mode = prefect_server.mode()
+    server = prefect_server.stop() if args.action == "stop" else prefect_server.running()
+    return {
+        "action": args.action,
+        "mode": mode,
+        "url": server.url if server else None,
+        "external": os.environ.get("PREFECT_API_URL") if mode == "external" else None,
+    }
+
+
+def _print_server(summary: dict, as_json: bool) -> None:
+    if summary["action"] == "stop":
+        print(f"stopped the shared Prefect server at {summary['url']}" if summary["url"] else "no shared server ran")
+    elif summary["mode"] == "external":
+        print(f"commands use the Prefect server at {summary['external']} (PREFECT_API_URL)")
+    elif summary["url"]:
+        print(f"shared Prefect server running: {summary['url']} (UI and API; mode {summary['mode']})")
+    else:
+        print(
+            f"no shared Prefect server running (mode {summary['mode']}: the next command starts one)"
+            if summary["mode"] == "shared"
+            else "commands use Prefect's temporary server (MIXFORGE_PREFECT_SERVER)"
+        )
 
 
 class _Stdout:

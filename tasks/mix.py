@@ -1,6 +1,7 @@
-"""Prefect tasks of the mix flow: each builds a RayExecutor and calls the library (the per-shard work
-of token counts, planning aggregates, draw and write, and takedowns runs as Ray tasks); the plan
-itself, the commit and the artifacts run in-process."""
+"""Prefect tasks of the mix flow: each takes the job's executor (`tasks.executor.executor_for`: Ray,
+or the local pool for a small job) and calls the library (the per-shard work of token counts,
+planning aggregates, draw and write, and takedowns runs there); the plan itself, the commit and
+the artifacts run in-process."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from mixforge.mixtures.spec import MixSpec
 from mixforge.mixtures.versions import MixtureLayout, commit, ensure_card
 from mixforge.mixtures.versions import summary as version_summary
 from mixforge.names import artifact_key
-from tasks.executor import RayExecutor
+from tasks.executor import executor_for
 from tasks.reporting import embed_images, location
 
 
@@ -46,18 +47,18 @@ def resolve_pool(spec: MixSpec) -> list[PoolShard]:
 @task(name="count-tokens", cache_policy=NO_CACHE)
 def count_tokens(spec: MixSpec, shards: list[PoolShard]) -> list[str]:
     """Token-count sidecars of the pool shards (counted on Ray where not cached)."""
-    return build.count_tokens(spec, shards, RayExecutor(spec.ray))
+    return build.count_tokens(spec, shards, executor_for(spec.ray))
 
 
 @task(name="plan-mixture", cache_policy=NO_CACHE)
 def plan_mixture(spec: MixSpec, shards: list[PoolShard], sidecars: list[str]) -> MixPlan:
     """Plan on aggregates: the per-shard work runs as Ray tasks, the driver sees no pool rows."""
-    return build.plan(spec, shards, sidecars, RayExecutor(spec.ray))
+    return build.plan(spec, shards, sidecars, executor_for(spec.ray))
 
 
 @task(name="write-mixture", cache_policy=NO_CACHE)
 def write_mixture(plan: MixPlan) -> list[dict]:
-    return build.write_data(plan, RayExecutor(plan.spec.ray))
+    return build.write_data(plan, executor_for(plan.spec.ray))
 
 
 @task(name="commit-mixture", cache_policy=NO_CACHE)
@@ -88,7 +89,7 @@ def derive_mixture(
         url_patterns=url_patterns,
         reason=reason,
         storage_options=storage_options,
-        executor=RayExecutor(ray_config),
+        executor=executor_for(ray_config),
     )
 
 
