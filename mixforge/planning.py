@@ -423,8 +423,11 @@ def curated_pool(
 
 
 def spec_with_pool(spec, pool: Sequence[str]):
-    """A mixture spec sampling `pool` instead of the pool it names."""
-    return spec.model_copy(update={"pool": list(pool)})
+    """A mixture spec sampling `pool` instead of the pool it names (absolute: a spec's relative paths
+    mean paths relative to its file, and this pool comes from the command's working directory)."""
+    from mixforge.mixtures.spec import absolute_path
+
+    return spec.model_copy(update={"pool": [absolute_path(p, os.getcwd()) for p in pool]})
 
 
 def mixture_spec(

@@ -100,6 +100,7 @@ def weight_rows(manifest: dict) -> list[dict]:
             "phase": p["name"],
             "group": g["name"],
             "sampling": g["sampling"],
+            "requested_share": round(g["requested_share"], 6),
             "target_share": round(g["target_share"], 6),
             "realised_share": round(g["realised_share"], 6),
             "tokens": g["realised_tokens"],
