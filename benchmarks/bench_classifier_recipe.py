@@ -25,8 +25,9 @@ folds, never a chosen seed):
                     is then applied as the classify stage applies it (its card's preprocessing,
                     `FastTextClassifier.probabilities`) to the held-out documents
   fasttext-default  bare fastText `train_supervised` with its defaults on lower-cased, whitespace-joined
-                    text (one training per child process, as mixforge does: fasttext-numpy2 diverges
-                    at random on a second training in one process)
+                    text, the training lines in a seeded random order (as `shuf` gives them); one
+                    training per child process, as mixforge does (fasttext-numpy2 diverges at random
+                    on a second training in one process)
   fasttext-2gram    the same with wordNgrams=2, epoch=25
 
 A training that fails (fastText's "Encountered NaN") counts as a failure of its variant (AUC 0.5 for
@@ -168,11 +169,13 @@ def bare_text(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def run_bare(train: list[Example], test: list[Example], params: dict, tmp: str) -> list[float]:
+def run_bare(train: list[Example], test: list[Example], params: dict, tmp: str, seed: int) -> list[float]:
     from mixforge.classify.fasttext_model import LABEL_PREFIX, load_fasttext
     from mixforge.classify.train import _train_fasttext
 
     train_path, model_path = os.path.join(tmp, "bare-train.txt"), os.path.join(tmp, "bare-model.bin")
+    train = list(train)
+    random.Random(seed).shuffle(train)  # as `shuf` would: fastText reads its file in order
     with open(train_path, "w", encoding="utf-8") as f:
         for ex in train:
             f.write(f"{LABEL_PREFIX}{'pos' if ex.label else 'neg'} {bare_text(ex.text)}\n")
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
                             if card["metrics"].get("auc") is not None:
                                 inner_aucs.append(card["metrics"]["auc"])
                         else:
-                            scores = run_bare(train, test, params, tmp)
+                            scores = run_bare(train, test, params, tmp, seed=repeat * 1000 + fold)
                         auc = roc_auc(y, scores)
                     except RuntimeError as e:  # fastText diverged ("Encountered NaN"): counted, scored as chance
                         failures[variant].append(f"repeat {repeat} fold {fold}: {e}")
