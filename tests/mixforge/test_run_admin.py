@@ -52,7 +52,7 @@ def curate(
 ) -> str:
     """A curate run as the flow makes it; `stop_after`: its process gives up after that stage (failed);
     `keep_work`: the dedup stage leaves its `_work/` behind (as runs made before it was removed did)."""
-    dedup = {"index": index} if index else {}
+    dedup = {"partitions": 2, **({"index": index} if index else {})}  # few partitions: few files
     config = CurateConfig(stages=list(stages), storage={"options": options or {}}, dedup=dedup)
     plan = planning.start_run(planning.plan_curate(input, store, config, run_id))
     shards, summaries = plan.shards, []
@@ -268,7 +268,7 @@ def test_dedup_scratch_goes_when_the_stage_is_done_and_resume_and_the_index_stil
     in its own folder; a rerun of the finished stage recomputes nothing; a run stopped between its stats
     and its commit still resumes from its work files."""
     index = IndexLayout(str(tmp_path / "index" / "dedup"))
-    config = CurateConfig(stages=["dedup"], dedup={"index": index.uri})
+    config = CurateConfig(stages=["dedup"], dedup={"index": index.uri, "partitions": 2})
 
     def contract_shards(name: str, seed: int) -> list[tuple[int, str]]:
         store = str(tmp_path / f"{name}-norm")
