@@ -140,11 +140,19 @@ PENDING_EDITORS = (".licenses",)
 
 def test_every_flow_parameter_has_a_description_an_example_and_typed_fields():
     from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
 
     for func in FLOWS:
         module = "mix" if func == "mix_takedown" else func
         flow = load_flow_from_entrypoint(f"{REPO / 'flows' / module}.py:{func}")
-        editors = check_form(func, parameter_schema(flow.fn).model_dump())
+        schema = parameter_schema(flow.fn).model_dump_for_openapi()
+        editors = check_form(func, schema)
+        # the examples and the defaults are what a server enforcing the schema accepts, and the flow too
+        examples = {k: v["examples"][0] for k, v in schema["properties"].items()}
+        defaults = {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
+        for params in (examples, {**examples, **defaults}):
+            validate(params, schema, raise_on_error=True)
+            flow.validate_parameters(params)
         if func == "curate":  # open by nature: fsspec options, the settings of plugin stages
             assert sorted(editors) == [".config.extra_stages", ".config.storage.options"]
 
