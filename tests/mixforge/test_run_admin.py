@@ -88,9 +88,15 @@ def start_and_kill(input: str, store: str, run_id: str) -> None:
 
 
 def cli(capsys, *args: str) -> tuple[int, dict]:
+    """The command's exit code and its --json output, checked against its committed JSON Schema."""
+    import jsonschema
+
     code = main([*args, "--json"])
-    out = capsys.readouterr().out
-    return code, json.loads(out)
+    value = json.loads(capsys.readouterr().out)
+    if code == 0:
+        schema = json.loads((REPO / "docs" / "schemas" / f"runs-{args[1]}.schema.json").read_text())
+        jsonschema.Draft202012Validator(schema).validate(value)
+    return code, value
 
 
 def tree(root) -> dict[str, tuple[int, int]]:
