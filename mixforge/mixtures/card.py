@@ -143,7 +143,10 @@ def render_plots(manifest: dict[str, Any], stats: dict[str, Any]) -> dict[str, b
     return out
 
 
-def licence_of(source: str, licenses: Mapping[str, str]) -> str:
+def licence_of(source: str, licenses: Mapping[str, str] | list[dict[str, str]]) -> str:
+    """`licenses` as a spec holds it, or as a manifest stores it (a list of {source, licence} since 0.4)."""
+    if isinstance(licenses, list):
+        licenses = {entry["source"]: entry["licence"] for entry in licenses}
     return licenses.get(source) or licenses.get("*") or "undeclared"
 
 

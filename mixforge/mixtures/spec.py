@@ -18,8 +18,18 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mixforge.config import RayConfig, StorageConfig, StrictModel, load_yaml
+from mixforge.forms import keyed_list
 from mixforge.mixtures.samplers import Sampling, UniformSampling
 from mixforge.names import name_field
+
+# A mapping in YAML (`web: ODC-By 1.0`), a list of typed entries in the Prefect form and in the manifest.
+SourceLicences = keyed_list(
+    "SourceLicence",
+    "The licence of one source.",
+    ("source", str, "Source name (`*`: every other source)."),
+    ("licence", str, "Its licence, shown in the data card."),
+    {"source": "web", "licence": "ODC-By 1.0"},
+)
 
 MixtureName = name_field("mixture name")
 GroupName = name_field("group name")
@@ -160,17 +170,17 @@ class MixSpec(StrictModel):
     name: MixtureName = Field(
         ...,
         description="Mixture name (lowercase letters, digits, single dashes; at most 64); versions "
-        "go to <store>/mixtures/<name>/vNNNN/ and it keys the Prefect artifacts.",
+        "go to {store}/mixtures/{name}/vNNNN/ and it keys the Prefect artifacts.",
     )
     pool: list[str] = Field(
         ...,
         min_length=1,
-        description="Curated pool: globs, prefixes or files of contract Parquet (e.g. <root>/runs/<run_id>/dedup/). "
+        description="Curated pool: globs, prefixes or files of contract Parquet (e.g. {root}/runs/{run_id}/dedup/). "
         "Absolute paths or URIs; in a spec file, relative paths are relative to its folder.",
     )
     store: str = Field(
         ...,
-        description="Store root URI; the mixture is written under <store>/mixtures/<name>/. An absolute path or "
+        description="Store root URI; the mixture is written under {store}/mixtures/{name}/. An absolute path or "
         "URI; in a spec file, a relative path is relative to its folder.",
     )
     seed: int = Field(
@@ -201,8 +211,8 @@ class MixSpec(StrictModel):
         description="Optional phases (e.g. main, anneal), each with its own weights "
         "and budget. Without phases there is one phase, `main`.",
     )
-    licenses: dict[str, str] = Field(
-        default_factory=dict, description="Source name -> licence, shown in the data card (and `*` for the rest)."
+    licenses: SourceLicences = Field(
+        default_factory=dict, description="Each source's licence, shown in the data card (source `*`: the rest)."
     )
     exclude: Exclusions = Field(
         default_factory=Exclusions,
@@ -275,6 +285,7 @@ class MixSpec(StrictModel):
         )
         for group, dumped in zip(self.groups, data["groups"]):
             dumped["sampling"] = group.sampling.fingerprint()
+        data["licenses"] = dict(self.licenses)  # hashed as the mapping it always was (the form shows a list)
         return data
 
     def spec_hash(self) -> str:

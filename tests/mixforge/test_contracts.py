@@ -386,6 +386,11 @@ def test_every_json_output_has_a_schema():
         "mixtures-show",
         "mixtures-diff",
         "runs-unlock",
+        "runs-list",
+        "runs-show",
+        "runs-clean",
+        "explain",
+        "mix-plan",
         "demo",
     }
     assert outputs <= set(contracts.SCHEMAS)

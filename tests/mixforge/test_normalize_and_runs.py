@@ -18,7 +18,7 @@ from mixforge.shards import ReadOptions
 from mixforge.stage import ShardContext, Stage, StageResult, split_by_reason
 from mixforge.stages.normalize import Normalize
 from mixforge.storage import InputShard
-from tests.helpers import docs, write_shard
+from tests.helpers import REPO, docs, write_shard
 
 
 def normalize_texts(texts, config=NormalizeConfig()):
@@ -146,7 +146,7 @@ def test_config_errors_name_the_field(tmp_path, yaml_text, message):
 def test_shipped_configs_validate():
     import glob
 
-    paths = glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.yaml"))
+    paths = glob.glob(str(REPO / "configs" / "*.yaml"))
     assert paths, "configs/ should ship example configs"
     for path in paths:
         name = os.path.basename(path)

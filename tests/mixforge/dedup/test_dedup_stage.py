@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -148,22 +149,30 @@ def test_empty_and_tiny_documents_have_a_defined_outcome(tmp_path):
 
 def test_failed_partition_is_retried_without_double_counting(tmp_path):
     """A dedup run killed after its edge step resumes from the files already written."""
+    from mixforge.dedup.composite import run_dedup as dedup_stage
+    from mixforge.dedup.composite import work_dir
     from mixforge.dedup.layouts import DedupLayout
+    from mixforge.executor import SerialExecutor
+    from mixforge.runs import StageLayout
 
     summary, kept, removed, out = run_dedup(tmp_path, "resume", CurateConfig(stages=["dedup"]))
-    # Simulate a crash after clustering: the apply step's outputs and one partition's edges are gone.
-    for p in out.glob("part-*.parquet"):
-        p.unlink()
-    for p in (out / "_done").glob("*.json"):
-        p.unlink()
-    os.remove(DedupLayout(str(out)).edges_done(0))
-    os.remove(DedupLayout(str(out)).edges(0, 1))
-    os.remove(DedupLayout(str(out)).verified_done(1))
-    os.remove(DedupLayout(str(out)).clustered)
-    again, kept2, removed2, _ = run_dedup(tmp_path, "resume", CurateConfig(stages=["dedup"]))
-    stage = again["stages"][-1]
-    assert stage["docs_in"] == 10 and stage["docs_kept"] == 5  # counted once
+    assert not (out / "_work").exists()  # the stage's scratch goes once it has finished
+    # The same stage with its work files kept, then a crash after clustering simulated: the apply
+    # step's outputs, the stage's stats and one partition's edges are gone.
+    config = CurateConfig(stages=["dedup"])
+    inputs = [(i, str(p)) for i, p in enumerate(sorted((out.parent / "normalize").glob("part-*.parquet")))]
+    layout = StageLayout(str(tmp_path / "killed" / "dedup"))
+    dedup_stage(layout, "killed", inputs, config, SerialExecutor(), keep_work=True)
+    work = DedupLayout(layout.dir)
+    for p in [*glob.glob(f"{layout.dir}/part-*.parquet"), *glob.glob(f"{layout.dir}/_done/*.json"), layout.stats]:
+        os.remove(p)
+    for p in (work.edges_done(0), work.edges(0, 1), work.verified_done(1), work.clustered):
+        os.remove(p)
+    again = dedup_stage(layout, "killed", inputs, config, SerialExecutor())
+    assert again["docs_in"] == 10 and again["docs_kept"] == 5  # counted once
+    kept2 = pa.concat_tables([pq.read_table(p) for p in sorted(glob.glob(f"{layout.dir}/part-*.parquet"))])
     assert kept2.sort_by("id").equals(kept.sort_by("id"))
+    assert not os.path.exists(work_dir(layout))
 
 
 def test_incremental_dedup_against_a_persistent_index(tmp_path, s3_bucket):

@@ -71,12 +71,12 @@ def _shards(tmp_path, extra: dict | None = None) -> tuple[list[str], dict[str, s
 
 
 def _run_dedup(tmp_path, name: str, uris: list[str], cfg: DedupConfig) -> tuple[dict, DedupRun]:
-    """The library's dedup DAG in this process (batches of 2 rows); its summary and the run it planned."""
+    """The library's dedup DAG in this process (batches of 2 rows); its summary and the run it planned
+    (its work files kept: the tests read them)."""
     inputs = list(enumerate(uris))
     layout = StageLayout(str(tmp_path / name))
-    summary = run_dedup(
-        layout, name, inputs, CurateConfig(stages=["dedup"], dedup=cfg, read={"batch_rows": 2}), SerialExecutor()
-    )
+    config = CurateConfig(stages=["dedup"], dedup=cfg, read={"batch_rows": 2})
+    summary = run_dedup(layout, name, inputs, config, SerialExecutor(), keep_work=True)
     return summary, plan_dedup(layout.dir, inputs, cfg, batch_rows=2)
 
 
