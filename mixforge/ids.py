@@ -57,7 +57,8 @@ from mixforge.dedup.hashing import hash_strings
 from mixforge.executor import Executor, SerialExecutor
 from mixforge.runner import summarize_stage
 from mixforge.runs import StageLayout
-from mixforge.shards import REJECT_SCHEMA, ShardWriter, read_documents
+from mixforge.shards import ShardWriter, read_documents
+from mixforge.stage import complete_drops
 
 REASON = "duplicate_id"
 COUNTER = "duplicate_ids_across_shards"  # in a shard's `_done` counters: rows this check dropped
@@ -345,16 +346,17 @@ def _write_dropped(
     here = f"{uris[shard]} (shard {shard}) output row "
     drop_ids = drops.column("id").combine_chunks()
     kept_in = drops.column("kept_in").combine_chunks()
-    writer = ShardWriter(layout.dropped(round_no, shard), empty_schema=REJECT_SCHEMA, storage_options=storage_options)
+    writer = ShardWriter(
+        layout.dropped(round_no, shard), empty_schema=S.REMOVED_SCHEMA, storage_options=storage_options
+    )
     chars, first_row = 0, 0
     try:
         for batch in read_documents(stage.part(shard), batch_rows=batch_rows, storage_options=storage_options):
             hit = pc.fill_null(pc.is_in(batch.column(S.ID), value_set=drop_ids), False)
             if pc.any(hit).as_py():
                 rows = batch.filter(hit)
-                row_numbers = pa.array(np.flatnonzero(hit.to_numpy(zero_copy_only=False)) + first_row).cast(
-                    pa.string()
-                )
+                rows_at = pa.array(np.flatnonzero(hit.to_numpy(zero_copy_only=False)) + first_row, pa.int64())
+                row_numbers = rows_at.cast(pa.string())
                 keeper = kept_in.take(pc.index_in(rows.column(S.ID), value_set=drop_ids))
                 keeper_uri = holder_uris.take(
                     pa.array(np.searchsorted(holders, keeper.to_numpy(zero_copy_only=False)))
@@ -372,7 +374,10 @@ def _write_dropped(
                 labelled = rows.append_column(
                     S.DROP_REASON, pa.array([REASON] * rows.num_rows, pa.string())
                 ).append_column(S.DROP_DETAIL, detail)
-                writer.write(S.align_to_schema(labelled, REJECT_SCHEMA))
+                # the drop columns of every `_removed/` row: shard and row of the output shard it leaves
+                writer.write(
+                    S.align_to_schema(complete_drops(labelled, stage.part(shard), "row", rows_at), S.REMOVED_SCHEMA)
+                )
                 chars += _chars(rows)
             first_row += batch.num_rows
     except BaseException:
@@ -419,11 +424,11 @@ def _copy_without(src: str, dst: str, drop_ids: pa.Array, storage_options, batch
 
 
 def _append(src: str | None, extra: str, dst: str, storage_options, batch_rows: int) -> None:
-    writer = ShardWriter(dst, empty_schema=REJECT_SCHEMA, storage_options=storage_options)
+    writer = ShardWriter(dst, empty_schema=S.REMOVED_SCHEMA, storage_options=storage_options)
     try:
         for uri in ([src] if src else []) + [extra]:
             for batch in read_documents(uri, batch_rows=batch_rows, storage_options=storage_options):
-                writer.write(batch)
+                writer.write(S.align_to_schema(batch, S.REMOVED_SCHEMA))  # an older `_removed/`: null drop columns
     except BaseException:
         writer.abort()
         raise
