@@ -417,8 +417,74 @@ class UsageError(Exception):
     pass
 
 
+def documented(help: str, description: str, *examples: str) -> dict[str, Any]:
+    """`add_parser` keywords of a command: its one-line help, a description (paragraphs separated by
+    blank lines) and its examples in the epilog. The raw formatter keeps the examples' layout, so the
+    description is wrapped here."""
+    import textwrap
+
+    assert help and "\n" not in help and examples, "a command has a one-line help and at least one example"
+    return {
+        "help": help,
+        "description": "\n\n".join(textwrap.fill(part, 100) for part in description.split("\n\n")),
+        "epilog": ("example:\n" if len(examples) == 1 else "examples:\n") + "\n".join(f"  {e}" for e in examples),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
+# Descriptions and examples of the built-in stage commands (a stage registered elsewhere gets a
+# description from its help; see build_parser).
+_STAGE_DOCS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "filter": (
+        "Runs the filter stage over the input shards: fastText language ID, then the configured rule sets "
+        "(Gopher repetition and quality, C4, FineWeb quality, URL block-lists) in order, each dropping or "
+        "only annotating. Every drop goes to _removed/ with its rule, measured value and threshold. Settings: "
+        "the config's filter: section (configs/curate.yaml lists every key).",
+        (
+            "mixforge filter --input ./raw/ --output ./store --json",
+            "mixforge filter --input 'raw/*.jsonl.zst' --output ./store --config configs/curate.yaml",
+        ),
+    ),
+    "classify": (
+        "Runs the classify stage over the input shards: the fastText classifiers trained with train-classifier "
+        "(quality_<name>, or domain and domain_score) and optional k-means clusters of sentence embeddings "
+        "(cluster_id), with score histograms per source. It scores only; a mixture spec selects. Settings: the "
+        "config's classify: section (configs/classify.example.yaml).",
+        (
+            "mixforge classify --input ./store/runs/run-0123456789abcdef/filter --output ./store "
+            "--config configs/classify.example.yaml",
+        ),
+    ),
+    "dedup": (
+        "Runs the dedup stage over the input shards: exact duplicates (a hash of the normalised text), then "
+        "near duplicates (MinHash LSH, verified), one document kept per cluster by the keep rule, with "
+        "dup_cluster and dup_count; the removed ones go to _removed/ naming the document kept. With "
+        "dedup.index, new documents are deduplicated against a pool's persistent index. Settings: the "
+        "config's dedup: section (configs/curate.yaml).",
+        ("mixforge dedup --input ./store/runs/run-0123456789abcdef/filter --output ./store",),
+    ),
+}
+
+_STAGE_IO = (
+    "\n\nOutputs go to ROOT/runs/<run_id>/<stage>/ (kept shards, _removed/, _stats.json); raw input "
+    "(not contract Parquet) gets normalize put in front. Rerunning a run id resumes it."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mixforge", description="Raw text shards -> versioned pretraining-data mixtures.")
+    from mixforge import __version__
+
+    parser = _Parser(
+        prog="mixforge",
+        description="Raw text shards -> versioned pretraining-data mixtures.",
+        epilog="Each command's description and examples: mixforge COMMAND --help\n"
+        "examples:\n"
+        "  mixforge demo\n"
+        "  mixforge curate --input 'raw/*.jsonl.zst' --output ./store --config configs/curate.yaml\n"
+        "  mixforge mix --spec configs/mixture.example.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mixforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -443,7 +509,19 @@ def build_parser() -> argparse.ArgumentParser:
             "--output", required=True, metavar="ROOT_URI", help="store root; outputs go to ROOT/runs/<run_id>/<stage>/"
         )
 
-    p = sub.add_parser("curate", help="raw shards -> curated pool (normalize, then the configured stages)")
+    p = sub.add_parser(
+        "curate",
+        **documented(
+            "raw shards -> curated pool (normalize, then the configured stages)",
+            "Runs the configured stages over the input shards (default: normalize, filter, classify when "
+            "classifiers are configured, dedup), each writing its kept shards, _removed/ (every dropped "
+            "document with its reason) and _stats.json under ROOT/runs/<run_id>/<stage>/. The config "
+            "(configs/curate.yaml lists every key) is checked before anything starts. Rerunning a run id "
+            "resumes it; --incremental curates only the shards the store's pool has not seen.",
+            "mixforge curate --input 'raw/*.jsonl.zst' --output ./store --config configs/curate.yaml",
+            "mixforge curate --input 's3://crawl/2026-11/' --output s3://pool --incremental --json",
+        ),
+    )
     stage_io(p)
     common(p)
     p.add_argument(
@@ -459,20 +537,45 @@ def build_parser() -> argparse.ArgumentParser:
     for name in stage_names():  # one command per registered stage (normalize runs as part of `curate`)
         if name == "normalize":
             continue
-        p = sub.add_parser(name, help=get_stage(name).help)
+        stage = get_stage(name)
+        description, examples = _STAGE_DOCS.get(name) or (
+            f"Runs the {name} stage over the input shards: {stage.help}. Settings: extra_stages.{name} in the config.",
+            (f"mixforge {name} --input ./store/runs/run-0123456789abcdef/filter --output ./store",),
+        )
+        p = sub.add_parser(name, **documented(stage.help, description + _STAGE_IO, *examples))
         stage_io(p)
         common(p)
         p.set_defaults(func=cmd_curate, preflight=preflight_curate)
 
     p = sub.add_parser(
-        "rephrase", help="synthetic rephrasings of selected documents with an LLM (vLLM), with provenance"
+        "rephrase",
+        **documented(
+            "synthetic rephrasings of selected documents with an LLM (vLLM), with provenance",
+            "Rewrites the documents of curated shards that the config's rephrase.select picks (up to its cap) "
+            "in the configured styles with a vLLM engine, and writes the synthetic rows, each with its parent_id, "
+            "style, model and prompt hash, under ROOT/runs/<run_id>/rephrase/. Long documents are split into "
+            "chunks; empty, truncated and echoed outputs are dropped. Needs --config naming at least "
+            "rephrase.engine.model (configs/rephrase.example.yaml). Rerunning a run id resumes it, batch by batch.",
+            "mixforge rephrase --input ./store/runs/run-0123456789abcdef/dedup --output ./store "
+            "--config configs/rephrase.example.yaml",
+        ),
     )
     stage_io(p)
     common(p)
     p.set_defaults(func=cmd_rephrase, preflight=preflight_rephrase)
 
     p = sub.add_parser(
-        "train-classifier", help="train a fastText quality/domain classifier into ROOT/models/<name>/vNNNN/"
+        "train-classifier",
+        **documented(
+            "train a fastText quality/domain classifier into ROOT/models/<name>/vNNNN/",
+            "Trains a fastText classifier on positive and negative documents (a binary quality score), or on "
+            "documents labelled by a field (--input with --label-column: binary or multiclass), reports its "
+            "held-out metrics, and stores a new version ROOT/models/<name>/vNNNN/ with model.bin and its model "
+            "card (card.json, card.md). The classify stage applies it when the config names it "
+            "(configs/classify.example.yaml).",
+            "mixforge train-classifier --positive 'refs/*.jsonl' --negative 'web/*.jsonl' --name edu --output ./store",
+            "mixforge train-classifier --input labelled.parquet --label-column topic --name topic --output ./store",
+        ),
     )
     p.add_argument(
         "--positive",
@@ -503,29 +606,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_train_classifier, printer=_print_model, preflight=preflight_train_classifier)
 
-    p = sub.add_parser("demo", help="curate the bundled sample corpus into ./data and build a mixture from it")
+    p = sub.add_parser(
+        "demo",
+        **documented(
+            "curate the bundled sample corpus into ./data and build a mixture from it",
+            "Runs the whole pipeline on the bundled sample corpus (public-domain books and one shard of broken "
+            "rows, in every input format): curates it under ROOT/runs/<run_id>/ and builds a version of the "
+            "mixture `demo` from it, with its manifest and data card under ROOT/mixtures/demo/. `make demo` "
+            "runs this.",
+            "mixforge demo",
+            "mixforge demo --output /tmp/mixforge-demo --json",
+        ),
+    )
     p.add_argument("--output", default="data", metavar="ROOT_URI", help="store root (default: ./data)")
     common(p)
     p.set_defaults(func=cmd_demo, preflight=preflight_demo)
 
     r = sub.add_parser(
         "runs",
-        help="runs in a store: list, show, clean, unlock",
-        description="The runs under ROOT/runs/: list them, inspect one, remove unfinished ones and scratch, "
-        "release a lease.",
+        **documented(
+            "runs in a store: list, show, clean, unlock",
+            "The runs under ROOT/runs/: list them, inspect one, remove unfinished ones and scratch, release a "
+            "lease. mixforge runs ACTION --help describes each.",
+            "mixforge runs list --store data",
+            "mixforge runs clean --store data --dry-run",
+        ),
     )
     rsub = r.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
 
     def runs_parser(name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
-        import textwrap
-
-        p = rsub.add_parser(
-            name,
-            help=help,
-            description=textwrap.fill(description, 100),  # the raw formatter keeps the example's layout
-            epilog=f"example:\n  {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        p = rsub.add_parser(name, **documented(help, description, example))
         p.add_argument("--store", required=True, metavar="ROOT_URI", help="store root (local path, s3://, gs://...)")
         p.add_argument(
             "--storage-options",

@@ -235,6 +235,7 @@ def register(
 ) -> None:
     """Add `mix` and `mixtures ...` to the `mixforge` parser (`preflight_mix`: the check `mix` runs
     before Prefect or Ray start)."""
+    from mixforge.cli import documented  # the one way a command gets its help, description and examples
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -252,7 +253,18 @@ def register(
         )
 
     p = sub.add_parser(
-        "mix", help="sample the curated pool into a new mixture version (spec: YAML, see configs/mixture.example.yaml)"
+        "mix",
+        **documented(
+            "sample the curated pool into a new mixture version (spec: YAML, see configs/mixture.example.yaml)",
+            "Builds a new immutable version of the mixture a spec describes: groups of the curated pool chosen "
+            "by predicates over columns, their target token shares, a token budget, epoch caps, sampling within "
+            "and across groups, phases and licences. It counts tokens, plans every group's share, draws "
+            "deterministically and writes shuffled shards, a manifest and a data card under "
+            "STORE/mixtures/<name>/vNNNN/. The spec is checked against the pool before anything starts; "
+            "--dry-run prints the plan and writes nothing.",
+            "mixforge mix --spec configs/mixture.example.yaml --dry-run",
+            "mixforge mix --spec configs/mixture.example.yaml --json",
+        ),
     )
     p.add_argument(
         "--spec",
@@ -273,33 +285,81 @@ def register(
 
     p.set_defaults(func=mix, printer=print_mix_or_plan, preflight=preflight_mix)
 
-    m = sub.add_parser("mixtures", help="list, show, diff and take down mixture versions")
+    m = sub.add_parser(
+        "mixtures",
+        **documented(
+            "list, show, diff and take down mixture versions",
+            "The mixture versions under STORE/mixtures/: list them, show one (or the data files to train on), "
+            "compare two, derive one without taken-down documents. mixforge mixtures ACTION --help describes each.",
+            "mixforge mixtures list --store ./store",
+            "mixforge mixtures show web-books-code --files --store ./store",
+        ),
+    )
     msub = m.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    p = msub.add_parser("list", help="every version of every mixture (or of NAME)")
+    p = msub.add_parser(
+        "list",
+        **documented(
+            "every version of every mixture (or of NAME)",
+            "One row per mixture version in the store: name, version, when it was built, tokens, documents, "
+            "data files, and the version a takedown derived it from.",
+            "mixforge mixtures list --store ./store",
+            "mixforge mixtures list web-books-code --store s3://pool --json",
+        ),
+    )
     p.add_argument("name", nargs="?", help="only this mixture")
     store(p)
     common(p)
     p.set_defaults(func=cmd_list, printer=print_list)
 
-    p = msub.add_parser("show", help="a version's groups and weights, or with --files the data files to train on")
-    p.add_argument("name")
+    p = msub.add_parser(
+        "show",
+        **documented(
+            "a version's groups and weights, or with --files the data files to train on",
+            "Prints a version's groups with their requested, effective and realised shares, tokens, documents "
+            "and epochs, with the paths of its manifest and data card (rebuilt if a build stopped before writing "
+            "it). With --files, only the data files its manifest lists, one per line, e.g. for "
+            'datasets.load_dataset("parquet", data_files=...).',
+            "mixforge mixtures show web-books-code v0002 --store ./store",
+            "mixforge mixtures show web-books-code --files --store ./store",
+        ),
+    )
+    p.add_argument("name", help="mixture name")
     p.add_argument("version", nargs="?", default=None, help="e.g. v0002 (default: latest)")
     p.add_argument("--files", action="store_true", help="print only the data files the manifest lists, one per line")
     store(p)
     common(p)
     p.set_defaults(func=cmd_show, printer=print_show)
 
-    p = msub.add_parser("diff", help="weights, tokens and documents added/removed between two versions")
-    p.add_argument("name")
+    p = msub.add_parser(
+        "diff",
+        **documented(
+            "weights, tokens and documents added/removed between two versions",
+            "Compares two versions of a mixture: the spec fields that changed (old -> new value), tokens and "
+            "rows, documents added and removed (with a sample of their ids), and each group's share.",
+            "mixforge mixtures diff web-books-code v0001 v0002 --store ./store",
+        ),
+    )
+    p.add_argument("name", help="mixture name")
     p.add_argument("a", help="older version, e.g. v0001")
     p.add_argument("b", help="newer version, e.g. v0002")
     store(p)
     common(p)
     p.set_defaults(func=cmd_diff, printer=print_diff)
 
-    p = msub.add_parser("takedown", help="derive a new version minus ids or URL patterns (no resampling)")
-    p.add_argument("name")
+    p = msub.add_parser(
+        "takedown",
+        **documented(
+            "derive a new version minus ids or URL patterns (no resampling)",
+            "Derives a new version of a mixture from an existing one (default: the latest) without the "
+            "documents given by id or URL pattern, leaving every other row where it was. The reason is recorded "
+            "in the manifest, and every later build of the mixture excludes these documents too.",
+            "mixforge mixtures takedown web-books-code --id doc-123 --reason 'DMCA request 42' --store ./store",
+            "mixforge mixtures takedown nightly --url-pattern 'https://example.com/*' --reason 'opt-out' "
+            "--store s3://pool",
+        ),
+    )
+    p.add_argument("name", help="mixture name")
     p.add_argument("--from", dest="from_version", metavar="VERSION", help="version to derive from (default: latest)")
     p.add_argument("--id", action="append", metavar="ID", help="a document id to remove (repeatable)")
     p.add_argument("--ids-file", metavar="FILE", help="file with one id per line")
