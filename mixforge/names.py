@@ -65,3 +65,18 @@ def artifact_key(*parts: str) -> str:
     if not _ARTIFACT_KEY.match(key) or "--" in key:
         raise InvalidName(f"invalid artifact key {key!r}: lowercase letters, digits and single dashes only")
     return key
+
+
+# Versions of immutable things (models, mixtures): v0001, v0002, ... (four digits at least, so they sort).
+VERSION_RE = re.compile(r"^v(\d{4,})$")
+
+
+def version_label(n: int) -> str:
+    return f"v{n:04d}"
+
+
+def parse_version(label: str) -> int:
+    m = VERSION_RE.match(label)
+    if not m:
+        raise ValueError(f"not a version: {label!r} (expected v0001, v0002, ...)")
+    return int(m.group(1))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -300,7 +299,7 @@ def mark_run_complete(run: RunLayout, summary: dict, storage_options: Mapping[st
         "output": summary["output"],
         "stages": [s["name"] for s in summary["stages"]],
         "docs_kept": final.get("docs_kept"),
-        "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "completed": storage.utc_timestamp(),
     }
     storage.write_json(completion_marker(run), record, storage_options)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,7 +149,7 @@ def open_run(
     run_id = validate_name(run_id, "run id") if run_id is not None else compute_run_id(inputs, config)
     layout = RunLayout(root, run_id)
     manifest = _run_manifest(run_id, inputs, config)
-    body = {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    body = {**manifest, "created": storage.utc_timestamp()}
     if storage.create_only(layout.manifest, json.dumps(body, indent=2, sort_keys=True).encode(), storage_options):
         return layout, False
     _refuse_if_different(layout, storage.read_json(layout.manifest, storage_options), manifest)

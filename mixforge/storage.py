@@ -19,8 +19,9 @@ import re
 import stat
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -643,6 +644,31 @@ def create_only(uri: str, data: bytes, storage_options: Mapping[str, Any] | None
     except FileExistsError:
         return False
     return True
+
+
+def create_next(
+    first: int,
+    uri_of: Callable[[int], str],
+    data_of: Callable[[int], bytes],
+    storage_options: Mapping[str, Any] | None = None,
+    max_attempts: int = 1000,
+    what: str = "a number",
+) -> int:
+    """The one allocator of numbered, immutable things (model versions, mixture versions, dedup index
+    segments): write `data_of(n)` create-only at `uri_of(n)` for n = first, first + 1, ... until one
+    write wins, and return that n. Two writers racing for a number both move on safely: the loser
+    simply takes the next one, and nothing is ever overwritten."""
+    n = first
+    for _ in range(max_attempts):
+        if create_only(uri_of(n), data_of(n), storage_options):
+            return n
+        n += 1
+    raise RuntimeError(f"could not claim {what} after {max_attempts} attempts (from {uri_of(first)})")
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    """Every timestamp mixforge writes (run manifests, cards, markers, leases): UTC, ISO 8601, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def write_json(uri: str, obj: Any, storage_options: Mapping[str, Any] | None = None) -> None:

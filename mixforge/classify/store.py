@@ -15,9 +15,7 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,21 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from mixforge import __version__, storage
-from mixforge.names import validate_name
+from mixforge.names import VERSION_RE, validate_name, version_label
 
 CARD = "card.json"
 CARD_MD = "card.md"  # the card for people, rendered from card.json (not listed in its `files`)
 CLAIM = "_claim.json"
-_VERSION_DIR = re.compile(r"^v(\d{4,})$")
 MAX_CLAIM_ATTEMPTS = 1000
 
 
 def models_dir(root: str, name: str) -> str:
     return storage.join(root, "models", validate_name(name, "model name"))
-
-
-def version_label(n: int) -> str:
-    return f"v{n:04d}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,7 @@ def _version_numbers(name_dir: str, storage_options) -> tuple[set[int], set[int]
         return set(), set()
     claimed, committed = set(), set()
     for entry in entries:
-        m = _VERSION_DIR.match(posixpath.basename(entry.rstrip("/")))
+        m = VERSION_RE.match(posixpath.basename(entry.rstrip("/")))
         if not m:
             continue
         claimed.add(int(m.group(1)))
@@ -98,14 +91,15 @@ def publish(
     name_dir = models_dir(root, name)
     build_id = uuid.uuid4().hex
     claimed, _ = _version_numbers(name_dir, storage_options)
-    n = max(claimed, default=0) + 1
-    for _ in range(MAX_CLAIM_ATTEMPTS):
-        claim = json.dumps({"build_id": build_id, "claimed": _now()}).encode()
-        if storage.create_only(storage.join(name_dir, version_label(n), CLAIM), claim, storage_options):
-            break
-        n += 1
-    else:
-        raise RuntimeError(f"could not claim a version of {name_dir} after {MAX_CLAIM_ATTEMPTS} attempts")
+    claim = json.dumps({"build_id": build_id, "claimed": storage.utc_timestamp()}).encode()
+    n = storage.create_next(
+        max(claimed, default=0) + 1,
+        lambda n: storage.join(name_dir, version_label(n), CLAIM),
+        lambda n: claim,
+        storage_options,
+        MAX_CLAIM_ATTEMPTS,
+        what=f"a version of {name_dir}",
+    )
     version = version_label(n)
     uri = storage.join(name_dir, version)
 
@@ -120,7 +114,7 @@ def publish(
         "version": version,
         "uri": uri,
         "files": described,
-        "created": card.get("created") or _now(),
+        "created": card.get("created") or storage.utc_timestamp(),
         "code_version": __version__,
         "build_id": build_id,
     }
@@ -139,10 +133,10 @@ def resolve(uri: str, storage_options: Mapping[str, Any] | None = None) -> Model
     """A committed model version from: a version folder, a file inside one, or a model folder (latest)."""
     uri = uri.rstrip("/")
     base = posixpath.basename(uri)
-    if not _VERSION_DIR.match(base) and "." in base:  # a file in a version folder (model.bin, centroids.npy)
+    if not VERSION_RE.match(base) and "." in base:  # a file in a version folder (model.bin, centroids.npy)
         uri = posixpath.dirname(uri)
         base = posixpath.basename(uri)
-    if _VERSION_DIR.match(base):
+    if VERSION_RE.match(base):
         card_uri = storage.join(uri, CARD)
         if not storage.exists(card_uri, storage_options):
             raise FileNotFoundError(f"model version {uri} has no {CARD}: it does not exist or was never committed")
@@ -187,7 +181,3 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

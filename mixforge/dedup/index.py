@@ -67,9 +67,14 @@ def claim_segment(run: DedupRun, run_id: str) -> int:
         names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
     except FileNotFoundError:
         names = []
-    seg = max((int(n[2:8]) for n in names if n.startswith("s-")), default=0) + 1
-    while not storage.create_only(index.claim(seg), run_id.encode(), storage_options):
-        seg += 1  # another run claimed it first
+    seg = storage.create_next(  # another run may claim a number first: then the next one
+        max((int(n[2:8]) for n in names if n.startswith("s-")), default=0) + 1,
+        index.claim,
+        lambda _: run_id.encode(),
+        storage_options,
+        MAX_SEGMENTS,
+        what=f"a segment of dedup index {index.uri}",
+    )
     if seg >= MAX_SEGMENTS:
         raise ValueError(f"dedup index {index.uri} is full ({MAX_SEGMENTS} segments)")
     storage.write_json(mine, {"segment": seg}, storage_options)

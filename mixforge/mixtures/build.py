@@ -30,13 +30,12 @@ from mixforge.mixtures.versions import (
     MANIFEST_FORMAT,
     MixtureLayout,
     commit,
-    format_version,
     list_versions,
     now,
-    parse_version,
     summary,
 )
 from mixforge.mixtures.write import MAX_BUCKETS, GatherJob, files_per_bucket, gather, remove_scratch
+from mixforge.names import parse_version, version_label
 
 log = logging.getLogger("mixforge")
 
@@ -296,7 +295,7 @@ def dry_run(spec: MixSpec, executor: Executor | None = None) -> dict[str, Any]:
         "dry_run": True,
         **out,
         "store": spec.store,
-        "next_version": format_version(parse_version(versions[-1]) + 1 if versions else 1),
+        "next_version": version_label(parse_version(versions[-1]) + 1 if versions else 1),
         "seconds": round(time.perf_counter() - started, 3),
     }
 

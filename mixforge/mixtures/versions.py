@@ -15,7 +15,6 @@ an existing version's files hold, and readers only ever reach files through a ma
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import re
@@ -25,9 +24,8 @@ from typing import Any
 
 from mixforge import storage
 from mixforge.mixtures import card
-from mixforge.names import is_valid_name, validate_name
+from mixforge.names import VERSION_RE, is_valid_name, parse_version, validate_name, version_label
 
-VERSION_RE = re.compile(r"^v(\d{4,})$")
 # Part of every data key: /2 draws by per-shard keys with a bucketed shuffle and commits the card
 # with the manifest. Its bytes differ from /1's for the same spec, so its data goes to new prefixes
 # and never overwrites files that /1 versions list.
@@ -39,19 +37,8 @@ class VersionNotFound(FileNotFoundError):
 
 
 def now() -> str:
-    """The manifests' timestamps: UTC, ISO 8601, to the second."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def format_version(n: int) -> str:
-    return f"v{n:04d}"
-
-
-def parse_version(v: str) -> int:
-    m = VERSION_RE.match(v)
-    if not m:
-        raise ValueError(f"not a version: {v!r} (expected v0001, v0002, ...)")
-    return int(m.group(1))
+    """The manifests' timestamps (`storage.utc_timestamp`, the one format of every timestamp)."""
+    return storage.utc_timestamp()
 
 
 @dataclass(frozen=True)
@@ -134,14 +121,21 @@ def commit_version(
     to the next number (the data files stay valid: they are listed by whichever manifest wins).
     """
     existing = list_versions(layout, storage_options)
-    n = parse_version(existing[-1]) + 1 if existing else 1
-    for _ in range(max_attempts):
-        version = format_version(n)
-        manifest = make_manifest(version)
-        if storage.create_only(layout.manifest(version), manifest_bytes(manifest), storage_options):
-            return version, manifest
-        n += 1
-    raise RuntimeError(f"could not allocate a version of {layout.name!r} after {max_attempts} attempts")
+    manifests: dict[int, dict[str, Any]] = {}
+
+    def body(n: int) -> bytes:
+        manifests[n] = make_manifest(version_label(n))
+        return manifest_bytes(manifests[n])
+
+    n = storage.create_next(
+        parse_version(existing[-1]) + 1 if existing else 1,
+        lambda n: layout.manifest(version_label(n)),
+        body,
+        storage_options,
+        max_attempts,
+        what=f"a version of mixture {layout.name!r}",
+    )
+    return version_label(n), manifests[n]
 
 
 def commit(
@@ -193,7 +187,7 @@ def resolve_version(
     if version in (None, "latest"):
         return versions[-1]
     if re.fullmatch(r"\d+", version):
-        version = format_version(int(version))
+        version = version_label(int(version))
     if version not in versions:
         raise VersionNotFound(f"mixture {layout.name!r} has no version {version} (versions: {', '.join(versions)})")
     return version

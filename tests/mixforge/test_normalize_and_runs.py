@@ -197,7 +197,9 @@ def test_the_runner_names_shard_and_row_of_drops_without_detail(tmp_path, by_han
     assert stats["docs_dropped"] == {"odd": 4}
     removed = pq.read_table(layout.removed(0))
     assert removed.column("id").to_pylist() == ["d-1", "d-3", "d-5", "d-7"]
-    assert removed.column(S.DROP_DETAIL).to_pylist() == [f"{src} row {n}" for n in (1, 3, 5, 7)]
+    assert removed.column(S.DROP_DETAIL).to_pylist() == [f"{src} row {n}: odd" for n in (1, 3, 5, 7)]
+    assert removed.column("drop_row").to_pylist() == [1, 3, 5, 7]
+    assert set(removed.column("drop_shard").to_pylist()) == {src}
 
 
 def test_quarantine_ledger_in_marker_stats_and_summary(tmp_path):
