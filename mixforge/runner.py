@@ -7,6 +7,7 @@ atomically, so a crash at any point leaves either a finished shard or one that i
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import resource
@@ -148,6 +149,30 @@ def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_opt
             yield _Batch(table)
 
 
+class UndeclaredColumns(TypeError):
+    """A stage read or wrote a column its `reads`/`writes` do not declare (a bug in the stage)."""
+
+
+def check_declared_columns(stage: Stage, docs: pa.Table, kept: pa.Table) -> None:
+    """A stage's `reads` and `writes` are its contract with the stages around it: the columns it
+    needs must be there, the columns it adds must be declared, and it may not lose a column it was
+    given. Checked on every batch (names only: a few set operations). A `writes` entry may be a
+    pattern (`gopher_quality_*`: the features a rule set measures)."""
+    if stage.reads_raw:  # its input has any schema: it makes the contract columns itself
+        return
+    have, out = set(docs.column_names), set(kept.column_names)
+    missing = [c for c in stage.reads if c not in have]
+    if missing:
+        raise UndeclaredColumns(f"stage {stage.name!r} reads column(s) {missing} that its input lacks")
+    added = out - have - set(S.CORE_COLUMNS)  # the contract's own columns are never an addition
+    undeclared = sorted(c for c in added if not any(fnmatch.fnmatchcase(c, w) for w in stage.writes))
+    if undeclared:
+        raise UndeclaredColumns(f"stage {stage.name!r} wrote column(s) {undeclared} not declared in its `writes`")
+    lost = sorted(have - out)
+    if lost and not stage.generates:
+        raise UndeclaredColumns(f"stage {stage.name!r} lost column(s) {lost} of its input")
+
+
 def _process_batch(stage: Stage, batch: _Batch, ctx: ShardContext, tally: _Tally, out: _Outputs) -> None:
     docs, rejects = batch.docs, batch.rejects
     ctx.positions, ctx.position_unit = batch.positions, batch.unit
@@ -162,6 +187,7 @@ def _process_batch(stage: Stage, batch: _Batch, ctx: ShardContext, tally: _Tally
     tally.chars_in += chars
     _ensure_setup(stage)  # lazily: a resumed shard whose batches are all checkpointed loads no model
     result = stage.process(docs, ctx)
+    check_declared_columns(stage, docs, result.kept)
     removed = locate_drops(result, docs, ctx)  # every drop names shard and line/row, with the DROP_FIELDS
     ctx.row_offset += docs.num_rows
     out.kept.write(result.kept)

@@ -45,7 +45,7 @@ LANG, LANG_SCORE = "lang", "lang_score"
 
 class Filter(Stage):
     name = "filter"
-    reads = (S.TEXT, S.URL)
+    reads = (S.TEXT,)  # and the url where there is one (the url rule set passes documents without)
     writes = (S.TEXT, LANG, LANG_SCORE)
 
     def __init__(self, config: FilterConfig | None = None, write_features: bool = True) -> None:
@@ -53,6 +53,12 @@ class Filter(Stage):
         self.write_features = write_features
         self.language_id = LanguageID(self.config.language_id) if self.config.language_id.enabled else None
         self.rule_sets = [build_rule_set(rc) for rc in self.config.rules]
+        # the columns documented above: the verdicts of annotate-mode rule sets, the measured features
+        self.writes = (
+            *Filter.writes,
+            *(f"fail_{rs.name}" for rs in self.rule_sets),
+            *((f"{rs.name.replace('.', '_')}_*" for rs in self.rule_sets) if write_features else ()),
+        )
         self._ready = False
         self._order: list[str] = (
             ["lang"] if self.language_id is not None and self.config.language_id.mode == "drop" else []
