@@ -16,7 +16,7 @@ from tasks.reporting import publish_run_artifacts
 # The `rephrase:` section of configs/rephrase.example.yaml, shortened.
 REPHRASE_EXAMPLE = {
     "engine": {"model": "/models/Qwen2.5-1.5B-Instruct", "device": "gpu"},
-    "select": [{"column": "quality_fineweb", "op": "<", "value": 0.5}],
+    "select": {"quality_fineweb": {"max": 0.5}},
     "cap": {"tokens": 50_000_000},
     "styles": ["wikipedia", "qa"],
 }

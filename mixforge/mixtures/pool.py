@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.mixtures import tokens as T
-from mixforge.mixtures.spec import PARENT_ID, SYNTHETIC, Exclusions, MixSpec, Range
+from mixforge.mixtures.spec import Exclusions, MixSpec
+from mixforge.predicates import columns as where_columns
+from mixforge.predicates import compile_where
 
 N_TOKENS = "n_tokens"
 MIX_GROUP = "mix_group"
@@ -129,60 +131,14 @@ def predicate_columns(spec: MixSpec) -> set[str]:
     if spec.exclude.url_patterns:
         cols.add(S.URL)
     for g in spec.groups:
-        for col in g.where:
-            cols.add(PARENT_ID if col == SYNTHETIC else col)
+        cols |= where_columns(g.where)
         cols.update(g.sampling.columns())
     return cols
 
 
-def literal_values(dtype: pl.DataType, values: Sequence[Any]) -> list[Any]:
-    """The spec's literal values as `dtype`, leaving out those that can never equal a value of it:
-    a plain cast would turn 2.5 into 2 on an integer column, or True into 1 (preflight reports them)."""
-    if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
-        values = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
-        if dtype == pl.String:
-            return values
-    elif dtype == pl.Boolean:
-        return [v for v in values if isinstance(v, bool)]
-    elif dtype.is_numeric():
-        values = [v for v in values if not isinstance(v, bool)]
-        if dtype.is_integer():
-            values = [v for v in values if not (isinstance(v, float) and not v.is_integer())]
-    if dtype == pl.Null:
-        return []
-    out = []
-    for v in values:  # one at a time: a list of mixed types is no Series
-        cast = pl.Series([v]).cast(dtype, strict=False)
-        if cast.null_count() == 0:
-            out.append(cast[0])
-    return out
-
-
-def _condition(frame: pl.DataFrame, column: str, cond: Any) -> pl.Expr:
-    if column == SYNTHETIC:
-        has_parent = pl.col(PARENT_ID).is_not_null() if PARENT_ID in frame.columns else pl.lit(False)
-        return has_parent if bool(cond) else ~has_parent
-    dtype = frame.schema[column]
-    col = pl.col(column)
-    if isinstance(cond, Range):
-        expr = pl.lit(True)
-        if cond.min is not None:
-            expr = expr & (col >= cond.min)
-        if cond.max is not None:
-            expr = expr & (col < cond.max)
-        return expr.fill_null(False)
-    values = literal_values(dtype, cond if isinstance(cond, list) else [cond])
-    if not values:
-        return pl.lit(False)
-    return col.is_in(pl.Series(values, dtype=dtype).implode()).fill_null(False)
-
-
 def group_predicate(frame: pl.DataFrame, group: Any) -> pl.Expr:
     """True for rows matching every predicate of `group` (on their own: earlier groups aside)."""
-    pred = pl.lit(True)
-    for column, cond in group.where.items():
-        pred = pred & _condition(frame, column, cond)
-    return pred
+    return compile_where(group.where, frame.schema)
 
 
 def assign_groups(spec: MixSpec, frame: pl.DataFrame) -> np.ndarray:

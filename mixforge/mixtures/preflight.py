@@ -42,15 +42,22 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.config_errors import ConfigError
-from mixforge.mixtures.spec import (
+from mixforge.mixtures.spec import GroupSpec, MixSpec, relative_paths
+from mixforge.predicates import (
+    KIND_WORDS,
     PARENT_ID,
     SYNTHETIC,
-    GroupSpec,
-    MixSpec,
+    Missing,
+    NeverEqual,
+    Not,
     Range,
+    TypeMismatch,
+    as_kind,
     describe_condition,
     describe_where,
-    relative_paths,
+    equal_values,
+    kind_of,
+    type_problem,
 )
 
 DICTIONARY_READ_MAX_BYTES = 1 << 20  # compressed bytes of one column's chunks per shard read for their values
@@ -146,26 +153,6 @@ class ShardFacts:
         return [rg for rg, n in zip(self.row_groups, self.row_group_rows) if n]
 
 
-def kind_of(t: pa.DataType) -> str:
-    """What predicates can do with an Arrow type: int, float, string, bool, null or other."""
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_null(t):
-        return "null"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "string"
-    return "other"
-
-
-KIND_WORDS = {"int": "integers", "float": "numbers", "string": "strings", "bool": "true/false", "null": "only nulls"}
-
-
 def _chunk_facts(chunk: pq.ColumnChunkMetaData, rows: int) -> ChunkFacts:
     st = chunk.statistics if chunk.is_stats_set else None
     if st is None:
@@ -251,42 +238,6 @@ def _dictionary_reads(
         if rgs and size <= DICTIONARY_READ_MAX_BYTES:
             out += [(column, r) for r in rgs]
     return out
-
-
-# ----------------------------------------------------------------------------- literal values
-
-
-class TypeMismatch(Exception):
-    pass
-
-
-class NeverEqual(Exception):
-    pass
-
-
-def as_kind(value: Any, kind: str) -> Any:
-    """`value` as a value of a column of `kind` (as planning compares it: pool.literal_values).
-    TypeMismatch: the spec mixes types up; NeverEqual: no value of the column can equal it."""
-    if kind == "string":
-        return str(value).lower() if isinstance(value, bool) else str(value)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise TypeMismatch(f"{value!r} is not true or false")
-        return value
-    if kind in ("int", "float"):
-        if isinstance(value, bool):
-            raise TypeMismatch(f"{str(value).lower()} is a boolean")
-        if isinstance(value, str):
-            try:
-                value = float(value) if kind == "float" or not value.strip().lstrip("+-").isdigit() else int(value)
-            except ValueError:
-                raise NeverEqual(f"value {value!r} is no number") from None
-        if kind == "int" and isinstance(value, float):
-            if not value.is_integer():
-                raise NeverEqual(f"value {value!r} is not a whole number")
-            value = int(value)
-        return value
-    return value  # other types: compared as planning does, not checked here
 
 
 # ----------------------------------------------------------------------------- the check
@@ -405,9 +356,8 @@ def _spec_columns(spec: MixSpec) -> tuple[list[str], dict[str, set[str]]]:
             if column == SYNTHETIC:
                 continue
             columns.add(column)
-            if not isinstance(cond, Range):
-                values = cond if isinstance(cond, list) else [cond]
-                candidates.setdefault(column, set()).update(as_kind(v, "string") for v in values)
+            if not isinstance(cond, (Range, Missing, Not)):  # values that must occur somewhere
+                candidates.setdefault(column, set()).update(as_kind(v, "string") for v in equal_values(cond))
     return sorted(columns), candidates
 
 
@@ -620,17 +570,23 @@ class GroupCheck:
             return
         if len(having) < len(pool.shards):
             missing = [s.uri for s in pool.shards if column not in s.schema.names]
+            never = not (isinstance(cond, Missing) and cond.missing)  # a missing column is all null
             self.report.add(
                 path,
                 f"column {column!r} is missing from {len(missing)} of {len(pool.shards)} pool shards "
-                f"({_named(missing)}): their documents never match group {self.group.name!r}",
+                f"({_named(missing)}): their documents {'never' if never else 'all'} match "
+                f"{'group' if never else 'this predicate of group'} {self.group.name!r}",
                 error=False,
             )
         kinds = pool.kinds(column)
         if isinstance(cond, Range):
             self.range(column, cond, kinds)
+        elif isinstance(cond, Missing):
+            self.missing_test(column, cond)
+        elif isinstance(cond, Not):
+            self.not_values(column, cond, kinds)
         else:
-            self.values(column, cond if isinstance(cond, list) else [cond], kinds)
+            self.values(column, equal_values(cond), kinds)
 
     def _where(self, shards: list[ShardFacts], column: str) -> str:
         """' in N of M shards (...)' when a column's type differs across shards."""
@@ -639,17 +595,18 @@ class GroupCheck:
             "" if len(shards) == total else f" in {len(shards)} of {total} shards ({_named([s.uri for s in shards])})"
         )
 
+    def _type_checked(self, column: str, cond: Any, kinds: dict[str, list[ShardFacts]]) -> bool:
+        """False (and an error per kind) where `cond` mixes up the column's type."""
+        for kind, shards in kinds.items():
+            problem = type_problem(column, cond, kind)
+            if problem:
+                self.wrong = True
+                self.report.add(self.path(column), problem + self._where(shards, column))
+        return not self.wrong
+
     def range(self, column: str, cond: Range, kinds: dict[str, list[ShardFacts]]) -> None:
         path = self.path(column)
-        for kind, shards in kinds.items():
-            if kind not in ("int", "float", "null"):
-                self.wrong = True
-                self.report.add(
-                    path,
-                    f"a range {{min, max}} needs a numeric column, but {column!r} holds "
-                    f"{KIND_WORDS.get(kind, kind)}{self._where(shards, column)}",
-                )
-        if self.wrong:
+        if not self._type_checked(column, cond, kinds):
             return
 
         def test(s: ShardFacts, rg: dict[str, ChunkFacts]) -> bool:
@@ -659,7 +616,12 @@ class GroupCheck:
             if facts.low is None or facts.high is None:
                 return True
             try:
-                return (cond.min is None or facts.high >= cond.min) and (cond.max is None or facts.low < cond.max)
+                return (
+                    (cond.min is None or facts.high >= cond.min)
+                    and (cond.above is None or facts.high > cond.above)
+                    and (cond.max is None or facts.low < cond.max)
+                    and (cond.at_most is None or facts.low <= cond.at_most)
+                )
             except TypeError:
                 return True
 
@@ -744,4 +706,53 @@ class GroupCheck:
         def test(s: ShardFacts, rg: dict[str, ChunkFacts]) -> bool:
             return any(may_hold(s, rg, i) for i in occurring)
 
+        self.tests.append(test)
+
+    def missing_test(self, column: str, cond: Missing) -> None:
+        def test(s: ShardFacts, rg: dict[str, ChunkFacts]) -> bool:
+            facts = rg.get(column)
+            if facts is None or kind_of(s.schema.field(column).type) == "null":  # missing or all-null column
+                return cond.missing
+            if cond.missing:
+                return facts.nulls is None or facts.nulls > 0
+            return not facts.all_null
+
+        if not any(test(s, rg) for s in self.pool.shards for rg in s.nonempty_row_groups()):
+            self.impossible.append(
+                (
+                    self.path(column),
+                    f"no row of the pool has {column} {'missing' if cond.missing else 'set'} "
+                    f"(the row-group statistics count {'no' if cond.missing else 'only'} nulls)",
+                )
+            )
+        self.tests.append(test)
+
+    def not_values(self, column: str, cond: Not, kinds: dict[str, list[ShardFacts]]) -> None:
+        if not self._type_checked(column, cond, kinds):
+            return
+        left_out: dict[str, set] = {}
+        for kind in kinds:
+            for v in cond.values:
+                try:
+                    left_out.setdefault(kind, set()).add(as_kind(v, kind))
+                except NeverEqual:  # equals nothing there: leaves nothing out
+                    left_out.setdefault(kind, set())
+
+        def test(s: ShardFacts, rg: dict[str, ChunkFacts]) -> bool:
+            facts = rg.get(column)
+            kind = None if facts is None else kind_of(s.schema.field(column).type)
+            if facts is None or facts.all_null or kind == "null":
+                return False
+            # a dictionary read shows every value there: all of them left out means no row can match
+            return facts.values is None or not facts.values <= left_out.get(kind, set())
+
+        if not any(test(s, rg) for s in self.pool.having(column) for rg in s.nonempty_row_groups()):
+            seen = self.pool.describe_values(column)
+            self.impossible.append(
+                (
+                    self.path(column),
+                    f"no value of the pool satisfies {describe_condition(column, cond)}"
+                    + (f" ({seen} in the pool's metadata)" if seen else ""),
+                )
+            )
         self.tests.append(test)

@@ -21,6 +21,15 @@ from mixforge.config import RayConfig, StorageConfig, StrictModel, load_yaml
 from mixforge.forms import keyed_list
 from mixforge.mixtures.samplers import Sampling, UniformSampling
 from mixforge.names import name_field
+from mixforge.predicates import (  # noqa: F401 - re-exported: the where syntax is mixforge.predicates'
+    PARENT_ID,
+    SYNTHETIC,
+    Condition,
+    Range,
+    Where,
+    describe_condition,
+    describe_where,
+)
 
 # A mapping in YAML (`web: ODC-By 1.0`), a list of typed entries in the Prefect form and in the manifest.
 SourceLicences = keyed_list(
@@ -34,36 +43,15 @@ SourceLicences = keyed_list(
 MixtureName = name_field("mixture name")
 GroupName = name_field("group name")
 PhaseName = name_field("phase name")
-SYNTHETIC = "synthetic"  # predicate key: true = rephrased rows (parent_id set), false = original rows
-PARENT_ID = "parent_id"
-
-Scalar = bool | int | float | str
-
-
-class Range(StrictModel):
-    """A numeric range: `min <= value < max` (either end may be left open)."""
-
-    min: float | None = Field(None, description="Inclusive lower bound.")
-    max: float | None = Field(None, description="Exclusive upper bound.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Range:
-        if self.min is None and self.max is None:
-            raise ValueError("a range needs min or max")
-        if self.min is not None and self.max is not None and self.min >= self.max:
-            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
-        return self
-
-
-Condition = Range | list[Scalar] | Scalar
 
 
 class GroupSpec(StrictModel):
     name: GroupName = Field(..., description="Group name (lowercase letters, digits, single dashes; at most 64).")
-    where: dict[str, Condition] = Field(
+    where: Where = Field(
         default_factory=dict,
-        description="Predicates over pool columns, all of which must hold: a value, a list of values, or a range "
-        "{min, max}; `synthetic: true|false` selects rephrased rows or originals. Empty: every document.",
+        description="Predicates over pool columns, all of which must hold: a value, a list of values, a range "
+        "{min, max} (or above / at_most), {not: values}, {missing: true|false}; `synthetic: true|false` selects "
+        "rephrased rows or originals. Empty: every document.",
     )
     weight: float | None = Field(
         None, ge=0, description="Target share of the budget (weights are normalised over a phase's groups)."
@@ -91,21 +79,6 @@ class GroupSpec(StrictModel):
         "to the other groups. Without it, a group that can match nothing (a misspelt value, a range "
         "outside the scores) fails the build before any work. Its columns must still exist.",
     )
-
-
-def describe_condition(column: str, cond: Condition) -> str:
-    """A predicate as a user reads it: `source = 'web'`, `lang in ['en', 'fr']`, `0.5 <= quality < 0.9`."""
-    if isinstance(cond, Range):
-        low = f"{cond.min:g} <= " if cond.min is not None else ""
-        high = f" < {cond.max:g}" if cond.max is not None else ""
-        return f"{low}{column}{high}"
-    if isinstance(cond, list):
-        return f"{column} in {cond!r}"
-    return f"{column} = {str(cond).lower() if isinstance(cond, bool) else repr(cond)}"
-
-
-def describe_where(where: dict[str, Condition]) -> str:
-    return " and ".join(describe_condition(c, v) for c, v in where.items()) or "every document (where: {})"
 
 
 class PhaseSpec(StrictModel):

@@ -1,34 +1,90 @@
-"""Rephrase config: what to select, how much, how to prompt, sample and guard (issue #6).
+"""Rephrase config: what to select, how much, how to prompt, sample and guard.
 
 Validated like every config (unknown keys and bad values are errors naming the field); the
-same model is the `rephrase` flow's parameter.
+same model is the `rephrase` flow's parameter. `select` is a predicate in the mixture's `where`
+syntax (mixforge.predicates); the former list of `{column, op, value}` conditions is still read,
+with a FutureWarning that shows the same selection in the new syntax.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+import yaml
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from mixforge.config import RayConfig, StorageConfig
+from mixforge.predicates import Not, Range, Where
 from mixforge.strict import StrictModel
 
 
-class Condition(StrictModel):
-    """One test on a column of the input rows, e.g. `{column: quality_fineweb, op: ">=", value: 0.8}`."""
+class LegacyCondition(StrictModel):
+    """The former `select` entry, e.g. `{column: quality_fineweb, op: ">=", value: 0.8}` (deprecated)."""
 
     column: str
     op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "is_null", "not_null"]
     value: Any = None
 
     @model_validator(mode="after")
-    def _value_fits_op(self) -> Condition:
+    def _value_fits_op(self) -> LegacyCondition:
         if self.op in ("in", "not_in") and not isinstance(self.value, (list, tuple)):
             raise ValueError(f"op {self.op!r} needs a list value")
         if self.op not in ("is_null", "not_null", "in", "not_in") and self.value is None:
             raise ValueError(f"op {self.op!r} needs a value")
         return self
+
+    def as_condition(self) -> Any:
+        """The same test in the where syntax (plain data, validated with the rest of `select`)."""
+        bound = {">=": "min", ">": "above", "<": "max", "<=": "at_most"}
+        if self.op in bound:
+            if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+                raise ValueError(
+                    f"{self.column} {self.op} {self.value!r}: ranges compare numbers; this condition has no "
+                    "equivalent in the where syntax"
+                )
+            return {bound[self.op]: self.value}
+        return {
+            "==": lambda v: v,
+            "in": list,
+            "!=": lambda v: {"not": v},
+            "not_in": lambda v: {"not": list(v)},
+            "is_null": lambda _: {"missing": True},
+            "not_null": lambda _: {"missing": False},
+        }[self.op](self.value)
+
+
+_WHERE = TypeAdapter(Where)
+
+
+def _merged(column: str, first: Any, second: Any) -> Any:
+    """Two legacy conditions on one column as one condition, where the syntax has one."""
+    if second == {"missing": False}:
+        return first  # every other test already needs a value
+    if first == {"missing": False}:
+        return second
+    a, b = (_WHERE.validate_python({column: c})[column] for c in (first, second))
+    merged = {**first, **second} if isinstance(a, Range) and isinstance(b, Range) else {}
+    if merged and len(merged.keys() & {"min", "above"}) <= 1 and len(merged.keys() & {"max", "at_most"}) <= 1:
+        return merged  # a lower and an upper bound (>= and <): one range
+    if isinstance(a, Not) and isinstance(b, Not):
+        return {"not": [*a.values, *b.values]}
+    raise ValueError(
+        f"select: the conditions {first} and {second} on column {column!r} cannot be written as one; "
+        "write select as a mapping of column -> condition (see mixforge.predicates)"
+    )
+
+
+def legacy_select(conditions: list[Any]) -> dict[str, Any]:
+    """The former list of `{column, op, value}` conditions as a where mapping (in order of columns)."""
+    where: dict[str, Any] = {}
+    for raw in conditions:
+        c = raw if isinstance(raw, LegacyCondition) else LegacyCondition.model_validate(raw)
+        cond = c.as_condition()
+        where[c.column] = _merged(c.column, where[c.column], cond) if c.column in where else cond
+    return where
 
 
 class Cap(StrictModel):
@@ -144,7 +200,13 @@ class RephraseConfig(StrictModel):
     """Generate synthetic rephrasings of selected documents with an LLM (vLLM)."""
 
     engine: EngineConfig
-    select: tuple[Condition, ...] = Field((), description="All must hold for a document to be rephrased; empty: all.")
+    select: Where = Field(
+        default_factory=dict,
+        description="Which documents to rephrase: column -> condition, all of which must hold (the mixture's "
+        "`where` syntax: a value, a list of values, a range {min, max} or above / at_most, {not: values}, "
+        "{missing: true|false}, synthetic: true|false). Empty: every document.",
+        examples=[{"quality_fineweb": {"max": 0.5}, "lang": "en"}],
+    )
     cap: Cap = Cap()
     styles: tuple[str, ...] = Field(
         ("wikipedia",),
@@ -174,6 +236,28 @@ class RephraseConfig(StrictModel):
         "one batch. Keep it several times engine.max_num_seqs so continuous "
         "batching stays full.",
     )
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _legacy_select(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) or value is None:
+            return {} if value is None else value
+        if not isinstance(value, (list, tuple)):
+            return value  # the where model says what is wrong
+        where = legacy_select(list(value))
+        shown = "select: " + yaml.safe_dump(where, default_flow_style=True, sort_keys=False, width=1 << 16).strip()
+        nulls = (
+            " (unlike not_in, {not: [...]} never selects a row whose value is null)"
+            if any((c.get("op") if isinstance(c, Mapping) else c.op) == "not_in" for c in value)
+            else ""
+        )
+        warnings.warn(
+            "rephrase.select as a list of {column, op, value} is deprecated and will be refused in the next "
+            f"release; write it in the mixture's where syntax: {shown}{nulls}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return where
 
     @model_validator(mode="after")
     def _styles_known(self) -> RephraseConfig:

@@ -1,9 +1,10 @@
-"""rephrase: synthetic rewrites of selected documents by an LLM (vLLM), with provenance (issue #6).
+"""rephrase: synthetic rewrites of selected documents by an LLM (vLLM), with provenance.
 
 A generating stage: its output is the synthetic rows, not its inputs (the pool stays where it
 is). Every input row has exactly one outcome, so counts reconcile (docs_in = used + skipped + dropped):
 - used: at least one of its rephrasings passed the guards and was written;
-- skipped, counted by reason, no rows written: `not_selected` (fails the `select` predicate) or
+- skipped, counted by reason, no rows written: `not_selected` (fails the `select` predicate, in the
+  mixture's `where` syntax: mixforge.predicates) or
   `over_cap` (past the run's doc/token cap);
 - dropped to `_removed/` with the input text: every rephrasing was rejected by a guard
   (`rephrase_empty`, `rephrase_truncated`, `rephrase_echo`; a chunked document's output is
@@ -25,15 +26,15 @@ from collections import Counter
 from typing import NamedTuple
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mixforge import schema as S
+from mixforge.predicates import PARENT_ID, check_schema, matching_rows
 from mixforge.rephrase import guards as G
-from mixforge.rephrase.config import Condition, RephraseConfig
+from mixforge.rephrase.config import RephraseConfig
 from mixforge.rephrase.prompts import chunk_text, prompt_hash, reassemble, render_prompt
 from mixforge.stage import Resources, ShardContext, Stage, StageResult
 
-PARENT_ID, STYLE, MODEL = "parent_id", "rephrase_style", "rephrase_model"
+STYLE, MODEL = "rephrase_style", "rephrase_model"
 PROMPT_HASH, SAMPLING, CHUNKS, TOKENS = (
     "rephrase_prompt_hash",
     "rephrase_sampling",
@@ -66,34 +67,13 @@ class Request(NamedTuple):
     seeds: list[int | None]
 
 
-def selection_mask(batch: pa.Table, conditions: tuple[Condition, ...]) -> pa.Array:
-    """Boolean mask (nulls count as false) of rows meeting every condition."""
-    mask = pa.array([True] * batch.num_rows, pa.bool_())
-    for c in conditions:
-        if c.column not in batch.column_names:
-            raise ValueError(
-                f"rephrase.select: column {c.column!r} is not in the input (columns: {batch.column_names})"
-            )
-        col = batch.column(c.column)
-        if c.op == "is_null":
-            test = pc.is_null(col)
-        elif c.op == "not_null":
-            test = pc.is_valid(col)
-        elif c.op in ("in", "not_in"):
-            test = pc.is_in(col, value_set=pa.array(list(c.value)).cast(col.type))
-            test = pc.invert(test) if c.op == "not_in" else test
-        else:
-            fn = {
-                "==": pc.equal,
-                "!=": pc.not_equal,
-                ">": pc.greater,
-                ">=": pc.greater_equal,
-                "<": pc.less,
-                "<=": pc.less_equal,
-            }[c.op]
-            test = fn(col, pa.scalar(c.value).cast(col.type))
-        mask = pc.and_(mask, pc.fill_null(test, False))
-    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+def selected_rows(batch: pa.Table, config: RephraseConfig) -> list[bool]:
+    """Which rows of `batch` the config's `select` picks (a predicate naming no column of the input
+    is a mistake in the config: ValueError naming it)."""
+    problems = check_schema(config.select, batch.schema, "rephrase.select")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return matching_rows(config.select, batch)
 
 
 def _unit(*parts: object) -> float:
@@ -158,7 +138,7 @@ class RephraseStage(Stage):
             self.setup()
         cfg, tok = self.config, self._engine.tokenizer
         skipped: Counter = Counter()
-        selected = selection_mask(batch, cfg.select).to_pylist()
+        selected = selected_rows(batch, cfg)
         ids, texts = batch.column(S.ID).to_pylist(), batch.column(S.TEXT).to_pylist()
         jobs: list[Request] = []
         for row in range(batch.num_rows):

@@ -101,7 +101,7 @@ def test_rephrase_flow_on_s3_with_engine_in_its_own_environment(tiny_model, s3_b
 
     config = RephraseRunConfig.model_validate(
         {
-            "rephrase": rephrase_settings(tiny_model, select=[{"column": "quality", "op": ">=", "value": 0.5}]),
+            "rephrase": rephrase_settings(tiny_model, select={"quality": {"min": 0.5}}),
             "ray": {"max_shards_in_flight": 2},
             "storage": {"options": options},
         }

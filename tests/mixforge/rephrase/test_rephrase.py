@@ -76,7 +76,7 @@ def test_stage_writes_synthetic_rows_with_provenance(tiny_model, tmp_path):
     from mixforge.stages.rephrase import RephraseStage
 
     shard = write_contract_shard(tmp_path / "in.parquet", 6, long_every=5)
-    config = make_config(tiny_model, select=[{"column": "quality_score", "op": ">=", "value": 0.3}])
+    config = make_config(tiny_model, select={"quality_score": {"min": 0.3}})
     stats, layout = run(RephraseStage(config), tmp_path, shard)
 
     out = pq.read_table(layout.part(0)).to_pylist()
