@@ -100,8 +100,11 @@ def check_output(output: str, storage_options: Mapping[str, Any] | None = None) 
         raise ConfigError(f"--output {output!r}: the store cannot be reached ({e})") from None
 
 
-def discover(input: str, storage_options: Mapping[str, Any] | None = None) -> tuple[list[InputShard], dict[str, Any]]:
-    """Input shards at `input` and a record of what discovery found and skipped; ConfigError when none."""
+def discover(
+    input: str, storage_options: Mapping[str, Any] | None = None, allow_empty: bool = False
+) -> tuple[list[InputShard], dict[str, Any]]:
+    """Input shards at `input` and a record of what discovery found and skipped; ConfigError when none
+    (`allow_empty`: an input that exists and holds no shards is fine; one that does not exist never is)."""
     try:
         found = storage.discover_inputs(input, storage_options)
     except FileNotFoundError as e:
@@ -111,7 +114,7 @@ def discover(input: str, storage_options: Mapping[str, Any] | None = None) -> tu
     info = found.as_dict()
     for s in found.skipped:
         log.warning("input %s skipped: %s", s["uri"], s["reason"])
-    if not found.shards:
+    if not found.shards and not allow_empty:
         what = (
             f"; skipped {len(found.skipped)}: " + ", ".join(f"{s['uri']} ({s['reason']})" for s in found.skipped[:3])
             if found.skipped
@@ -184,7 +187,8 @@ def plan_curate(
     check_output(output, options)
     if incremental:
         config = incremental_config(config, output)
-    shards, inputs = discover(input, options)
+    # an incremental night over an empty input folder has nothing new; a missing input is still an error
+    shards, inputs = discover(input, options, allow_empty=incremental)
     info = None
     if incremental:
         runs = pool_runs(output, config.dedup.index, options)

@@ -365,6 +365,7 @@ class _Found:
     files: list[tuple[str, int | None, Any, bool]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     metadata: int = 0
+    folder: bool = False  # the pattern named a folder that exists (an empty one is not "nothing there")
 
     def skip(self, uri: str, reason: str) -> None:
         self.skipped.append({"uri": uri, "reason": reason})
@@ -466,7 +467,7 @@ def discover_inputs(pattern: str, storage_options: Mapping[str, Any] | None = No
     enter. Metadata names (`_stats.json`, `_removed/`, `_done/`, dotfiles) are never inputs, so a
     run's own output folder can be the next stage's input; they are only counted. One listing gives
     the sizes too (they go into the run id). FileNotFoundError (naming the pattern) when nothing is
-    there or the glob matches nothing at all.
+    there or the glob matches nothing at all; an empty folder gives an empty discovery.
     """
     fs, path = filesystem(pattern, storage_options)
     found = _Found()
@@ -475,7 +476,7 @@ def discover_inputs(pattern: str, storage_options: Mapping[str, Any] | None = No
         _discover_local(fs, path, glob, found, pattern)
     else:
         _discover_remote(fs, path, glob, found, pattern)
-    if not found.files and not found.skipped and not found.metadata:
+    if not found.files and not found.skipped and not found.metadata and not found.folder:
         raise FileNotFoundError(f"no input found at {pattern!r}" + (" (the glob matches nothing)" if glob else ""))
     shards = _distinct_files(fs, found)
     return Discovery(
@@ -498,6 +499,7 @@ def _discover_local(fs, path: str, glob: bool, found: _Found, pattern: str) -> N
             )
         _walk_local(top, found, lambda p: bool(regex.match(p)), root, depth, glob=True)
     elif os.path.isdir(path):
+        found.folder = True
         _walk_local(path.rstrip("/") or "/", found, lambda p: True, path.rstrip("/") + "/", None, glob=False)
     elif os.path.lexists(path):
         is_link = os.path.islink(path)
@@ -517,6 +519,7 @@ def _discover_remote(fs, path: str, glob: bool, found: _Found, pattern: str) -> 
     elif fs.isfile(path):
         listing, root = {path: fs.info(path)}, path  # a file named on purpose is never metadata
     elif fs.isdir(path):
+        found.folder = True
         listing, root = fs.find(path, detail=True), path.rstrip("/") + "/"
     else:
         raise FileNotFoundError(f"no input found at {pattern!r}")

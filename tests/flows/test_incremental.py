@@ -265,3 +265,18 @@ def test_cli_curate_incremental_twice(tmp_path, capsys):
     assert second["run_id"] is None and second["incremental"]["new_shards"] == 0
     assert main(argv[:-2] + ["-q"]) == 0
     assert "nothing new to curate" in capsys.readouterr().out
+
+
+def test_incremental_over_an_empty_input_folder_is_a_no_op_but_a_missing_one_fails(tmp_path):
+    from mixforge import planning
+    from mixforge.config import CurateConfig
+    from mixforge.config_errors import ConfigError
+
+    (tmp_path / "empty").mkdir()
+    config = CurateConfig(stages=["normalize", "dedup"])
+    plan = planning.plan_curate(str(tmp_path / "empty"), str(tmp_path / "store"), config, incremental=True)
+    assert plan.run is None and plan.incremental["input_shards"] == 0 and plan.incremental["new_shards"] == 0
+    with pytest.raises(ConfigError, match="no shards"):  # not incremental: an empty input is a mistake
+        planning.plan_curate(str(tmp_path / "empty"), str(tmp_path / "store"), config)
+    with pytest.raises(ConfigError, match="--input"):  # a typo never passes as "nothing new"
+        planning.plan_curate(str(tmp_path / "typo"), str(tmp_path / "store"), config, incremental=True)
