@@ -84,7 +84,7 @@ def make_pool(root: Path, docs: int, shards: int, seed: int) -> Path:
 
 def selected_rows(plan, out_dir: Path) -> list[tuple[str, np.ndarray, str]]:
     """(pool shard, the rows the plan draws from it, output file) per shard: the baseline's work list."""
-    from mixforge.mixtures import shardwork as W
+    from mixforge.mixtures import shard_steps as W
     from mixforge.mixtures.pool import output_schema
 
     phases, offset = [], 0
@@ -163,7 +163,7 @@ def main() -> None:
         # Arrow keeps its threads in these workers, as before the harness (initializer=None)
         pool = None
         if args.workers > 0:
-            imports = ("mixforge.mixtures.shardwork",)  # warm, so planning is timed without them
+            imports = ("mixforge.mixtures.shard_steps",)  # warm, so planning is timed without them
             pool = stack.enter_context(harness.BarePool(args.workers, initializer=None, imports=imports))
         executor = harness.counting_executor(calls, pool and pool.pool)
         rss_start = harness.PeakRSS.mb()

@@ -184,9 +184,8 @@ def main() -> None:
         ),
     }
     print("\n".join(rows))
-    print(
-        f"load average (start, end): {doc['environment'].get('loadavg_at_start')} {doc['environment'].get('loadavg_at_end')}"
-    )
+    env = doc["environment"]
+    print(f"load average (start, end): {env.get('loadavg_at_start')} {env.get('loadavg_at_end')}")
     print(json.dumps(doc, indent=2) if not args.json_out else f"report: {args.json_out}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(doc, indent=2))

@@ -5,7 +5,7 @@
     tokens.py      token counts, cached per pool shard
     pool.py        pool shards, fingerprints, output schema, group predicates, what an exclusion matches
     seeds.py       stable seeds for every random choice
-    shardwork.py   per-shard work: group stats, key histograms, rows near thresholds, the draw (scatter)
+    shard_steps.py   per-shard work: group stats, key histograms, rows near thresholds, the draw (scatter)
     plan.py        exact token planning from per-shard aggregates (the driver never holds pool rows)
     write.py       gather of the drawn rows into output shards, bucket by bucket
     versions.py    store layout, the clock, create-only version commits, list / show / diff

@@ -19,7 +19,7 @@ from typing import Any
 
 from mixforge import __version__, storage
 from mixforge.executor import Executor, SerialExecutor
-from mixforge.mixtures import shardwork as W
+from mixforge.mixtures import shard_steps as W
 from mixforge.mixtures import tokens
 from mixforge.mixtures.exclusions import with_standing_takedowns
 from mixforge.mixtures.plan import MixPlan, SearchLimits, plan_mixture
@@ -121,7 +121,7 @@ def write_data(
     for p in plan.phases:
         phases.append({"name": p.name, "file_offset": offset, "n_files": p.n_files, "selections": p.selections})
         offset += p.n_files
-    jobs = [W.DrawJob(ref, plan.ctx, tuple(phases), per_bucket, schema, scratch) for ref in plan.refs]
+    jobs = [W.DrawJob(ref, plan.view, tuple(phases), per_bucket, schema, scratch) for ref in plan.refs]
     try:
         drawn = executor.map(
             W.scatter, [(job, opts) for job in jobs], step="mix-draw", fold=_merge_scatter, storage_options=opts

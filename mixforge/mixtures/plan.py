@@ -32,7 +32,7 @@ import numpy as np
 from mixforge import schema as S
 from mixforge.config_errors import ConfigError
 from mixforge.executor import Executor, SerialExecutor
-from mixforge.mixtures import shardwork as W
+from mixforge.mixtures import shard_steps as W
 from mixforge.mixtures.pool import PoolError, PoolShard, predicate_columns
 from mixforge.mixtures.spec import PARENT_ID, MixSpec, PhaseSpec, describe_where
 
@@ -124,7 +124,7 @@ class MixPlan:
     spec: MixSpec
     shards: list[PoolShard]
     refs: list[W.ShardRef]
-    ctx: W.Context
+    view: W.PoolView
     pool_docs: int
     pool_tokens: int
     phases: list[PhasePlan]
@@ -291,12 +291,12 @@ def plan_mixture(
     columns = annotation_columns(spec, shards)
     stats = executor.map(
         W.shard_stats,
-        [(W.Context(spec, columns), ref, opts) for ref in refs],
+        [(W.PoolView(spec, columns), ref, opts) for ref in refs],
         step="mix-shard-stats",
         fold=partial(W.merge_stats, spec),
         storage_options=opts,
     )
-    ctx = W.Context(spec, columns, group_norms(spec, stats))
+    view = W.PoolView(spec, columns, group_norms(spec, stats))
     gstats = {g.name: stats["groups"][gi] for gi, g in enumerate(spec.groups)}
     available = {name: st["tokens"] for name, st in gstats.items()}
     group_index = {g.name: gi for gi, g in enumerate(spec.groups)}
@@ -344,7 +344,7 @@ def plan_mixture(
             plans.append(plan)
             selections[gi] = {"full": full, "cut": None, "extras": {}}
             if remainder > 0:
-                lo, hi = key_bracket(spec, ctx.norms, gi, st)
+                lo, hi = key_bracket(spec, view.norms, gi, st)
                 searches[f"{phase.name}/{gi}"] = {
                     "phase": phase.name,
                     "group": gi,
@@ -357,7 +357,7 @@ def plan_mixture(
         notes = [f"phase {phase.name!r}: {empty_notes[g]}" for g in in_phase if g in empty_notes] + notes
         phases.append(PhasePlan(phase.name, budget, plans, selections, 0, notes))
 
-    find_thresholds(ctx, refs, searches, executor, limits, opts)
+    find_thresholds(view, refs, searches, executor, limits, opts)
 
     for phase in phases:
         total, shares = realised_shares([p.realised_tokens for p in phase.groups])
@@ -375,7 +375,7 @@ def plan_mixture(
                 )
                 phase.notes.append(f"phase {phase.name!r}, group {p.name!r}: {p.notes[-1]}")
         phase.n_files = -(-total // spec.output.shard_tokens) if total else 0
-    return MixPlan(spec, list(shards), refs, ctx, stats["docs"], stats["tokens"], phases)
+    return MixPlan(spec, list(shards), refs, view, stats["docs"], stats["tokens"], phases)
 
 
 def _request(search_id: str, s: dict) -> dict:
@@ -383,7 +383,7 @@ def _request(search_id: str, s: dict) -> dict:
 
 
 def find_thresholds(
-    ctx: W.Context,
+    view: W.PoolView,
     refs: Sequence[W.ShardRef],
     searches: dict[str, dict],
     executor: Executor,
@@ -397,7 +397,7 @@ def find_thresholds(
         requests = [_request(i, s) for i, s in active.items()]
         hist = executor.map(
             W.shard_histograms,
-            [(ctx, ref, requests, limits.bins, storage_options) for ref in refs],
+            [(view, ref, requests, limits.bins, storage_options) for ref in refs],
             step="mix-key-histograms",
             fold=W.merge_histograms,
             storage_options=storage_options,
@@ -411,7 +411,7 @@ def find_thresholds(
             )  # the bin of the copy that crosses the remainder
             if j >= limits.bins:
                 raise PlanError(
-                    f"internal: threshold of group {ctx.spec.groups[s['group']].name!r} not inside its key interval"
+                    f"internal: threshold of group {view.spec.groups[s['group']].name!r} not inside its key interval"
                 )
             after = np.cumsum(h["copies"][j + 1 :])
             k = min(
@@ -426,7 +426,7 @@ def find_thresholds(
         for i in ready:
             del active[i]
         if ready:
-            settle(ctx, refs, ready, executor, storage_options)
+            settle(view, refs, ready, executor, storage_options)
 
 
 def merge_windows(acc: dict | None, w: dict) -> dict:
@@ -441,12 +441,12 @@ def merge_windows(acc: dict | None, w: dict) -> dict:
 
 
 def settle(
-    ctx: W.Context, refs: Sequence[W.ShardRef], searches: dict[str, dict], executor: Executor, storage_options
+    view: W.PoolView, refs: Sequence[W.ShardRef], searches: dict[str, dict], executor: Executor, storage_options
 ) -> None:
     requests = [_request(i, s) for i, s in searches.items()]
     windows = executor.map(
         W.shard_window,
-        [(ctx, ref, requests, storage_options) for ref in refs],
+        [(view, ref, requests, storage_options) for ref in refs],
         step="mix-threshold-window",
         fold=merge_windows,
         storage_options=storage_options,

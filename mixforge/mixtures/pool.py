@@ -1,7 +1,7 @@
 """The curated pool a mixture samples from: its shards, their fingerprints, and annotation columns.
 
 Planning reads only annotation columns (source, the predicate and sampling columns) and the
-cached token counts, one shard at a time (shardwork.py); text is read only when writing.
+cached token counts, one shard at a time (shard_steps.py); text is read only when writing.
 """
 
 from __future__ import annotations

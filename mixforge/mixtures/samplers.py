@@ -1,7 +1,7 @@
 """How a group's documents are chosen: one `Sampler` class per method, found by its `method` name.
 
 Every sampler is "a seeded key per copy, smallest first": a group's partial pass takes its copies
-in key order and plan.py finds the cut in tokens (shardwork.py computes the keys per shard). So a
+in key order and plan.py finds the cut in tokens (shard_steps.py computes the keys per shard). So a
 sampler says only
 - which annotation columns it reads (`columns`; `numeric_columns` for the pre-flight check);
 - how many copies of each document one pass holds (`copies_in_pass`: 1 unless it rehydrates);

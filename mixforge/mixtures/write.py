@@ -1,6 +1,6 @@
 """Writing a planned mixture: scatter (per pool shard) then gather (per bucket of output files).
 
-Scatter (shardwork.scatter) draws one pool shard's rows, reads their text (only the row groups
+Scatter (shard_steps.scatter) draws one pool shard's rows, reads their text (only the row groups
 that hold drawn rows) and writes them into one scratch piece per *bucket* of output files, one row
 group per output file. A bucket is a run of consecutive output files; there are at most
 `MAX_BUCKETS`, so a build writes at most pool shards x MAX_BUCKETS pieces however many output files
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from mixforge import schema as S
 from mixforge import storage
 from mixforge.mixtures.pool import N_TOKENS
-from mixforge.mixtures.shardwork import FILE, REP, ROW, SHARD, SHUFFLE
+from mixforge.mixtures.shard_steps import FILE, REP, ROW, SHARD, SHUFFLE
 
 COMPRESSION = "zstd"
 MAX_BUCKETS = 64

@@ -43,7 +43,10 @@ class ShardRef:
 
 
 @dataclass(frozen=True)
-class Context:
+class PoolView:
+    """What every per-shard step needs of the mixture: its spec, the annotation columns to read,
+    and the groups' pool-wide sampler facts."""
+
     spec: MixSpec
     columns: tuple[str, ...]  # annotation columns to read
     norms: Mapping[str, Any] = field(
@@ -58,16 +61,16 @@ class ShardData:
     group: np.ndarray  # int16 per row: group index in spec order, -1 for none
 
 
-def load(ctx: Context, ref: ShardRef, storage_options: Mapping[str, Any] | None = None) -> ShardData:
+def load(view: PoolView, ref: ShardRef, storage_options: Mapping[str, Any] | None = None) -> ShardData:
     fs, path = storage.filesystem(ref.uri, storage_options)
     with fs.open(path, "rb") as f:
         pf = pq.ParquetFile(f)
-        present = [c for c in ctx.columns if c in pf.schema_arrow.names]
+        present = [c for c in view.columns if c in pf.schema_arrow.names]
         table = pf.read(columns=present, use_threads=False)
     frame = pl.from_arrow(table) if present else pl.DataFrame()
     if not isinstance(frame, pl.DataFrame):
         frame = frame.to_frame()
-    for col in ctx.columns:  # a column only some shards have: nulls here
+    for col in view.columns:  # a column only some shards have: nulls here
         if col not in frame.columns:
             frame = frame.with_columns(pl.lit(None).alias(col))
     fs, path = storage.filesystem(ref.sidecar, storage_options)
@@ -75,7 +78,7 @@ def load(ctx: Context, ref: ShardRef, storage_options: Mapping[str, Any] | None 
         tokens = pq.ParquetFile(f).read(columns=[N_TOKENS]).column(0).to_numpy().astype(np.int64)
     if len(tokens) != ref.rows or frame.height != ref.rows:
         raise PoolError(f"{ref.uri}: {ref.rows} rows but {len(tokens)} token counts in {ref.sidecar}")
-    return ShardData(frame, tokens, assign_groups(ctx.spec, frame))
+    return ShardData(frame, tokens, assign_groups(view.spec, frame))
 
 
 @dataclass
@@ -86,16 +89,16 @@ class Copies:
     copy: np.ndarray  # copy number of that row in the pass
 
 
-def copies(ctx: Context, data: ShardData, shard_index: int, phase: str, gi: int) -> Copies:
+def copies(view: PoolView, data: ShardData, shard_index: int, phase: str, gi: int) -> Copies:
     """The group's copies in this shard with their keys for `phase` (same on every call)."""
-    group = ctx.spec.groups[gi]
+    group = view.spec.groups[gi]
     rows = np.flatnonzero(data.group == gi)
     reps = group.sampling.copies_in_pass(data.frame, rows)
     n = int(reps.sum())
     member = np.repeat(np.arange(len(rows)), reps)
     copy_no = np.arange(n) - np.repeat(np.cumsum(reps) - reps, reps)
-    u = rng_for(ctx.spec.seed, "draw", phase, group.name, f"shard-{shard_index}").random(n)
-    key = group.sampling.copy_keys(u, data.frame, data.tokens, rows[member], ctx.norms.get(group.name))
+    u = rng_for(view.spec.seed, "draw", phase, group.name, f"shard-{shard_index}").random(n)
+    key = group.sampling.copy_keys(u, data.frame, data.tokens, rows[member], view.norms.get(group.name))
     return Copies(key, data.tokens[rows][member], rows[member], copy_no)
 
 
@@ -107,14 +110,14 @@ def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- planning rounds
 
 
-def shard_stats(ctx: Context, ref: ShardRef, storage_options=None) -> dict[str, Any]:
+def shard_stats(view: PoolView, ref: ShardRef, storage_options=None) -> dict[str, Any]:
     """Per group: documents, tokens, tokens of one (rehydrated) pass, copies, longest document, what
     its sampler needs (a score range); and the rows matching its predicates on their own (all, and
     not excluded), which explain a group left empty."""
-    data = load(ctx, ref, storage_options)
-    matched, matched_kept = match_counts(ctx.spec, data.frame)
+    data = load(view, ref, storage_options)
+    matched, matched_kept = match_counts(view.spec, data.frame)
     groups = {}
-    for gi, group in enumerate(ctx.spec.groups):
+    for gi, group in enumerate(view.spec.groups):
         rows = np.flatnonzero(data.group == gi)
         tok = data.tokens[rows]
         reps = group.sampling.copies_in_pass(data.frame, rows)
@@ -146,13 +149,13 @@ def merge_stats(spec: MixSpec, acc: dict | None, s: dict) -> dict:
     return {**out, "groups": groups}
 
 
-def shard_histograms(ctx: Context, ref: ShardRef, requests: Sequence[dict], bins: int, storage_options=None) -> dict:
+def shard_histograms(view: PoolView, ref: ShardRef, requests: Sequence[dict], bins: int, storage_options=None) -> dict:
     """For each request {phase, group, lo, hi}: tokens and copies with key < lo, and token / copy
     histograms over [lo, hi) in `bins` equal bins."""
-    data = load(ctx, ref, storage_options)
+    data = load(view, ref, storage_options)
     out = {}
     for r in requests:
-        c = copies(ctx, data, ref.index, r["phase"], r["group"])
+        c = copies(view, data, ref.index, r["phase"], r["group"])
         b = np.searchsorted(bin_edges(r["lo"], r["hi"], bins), c.key, side="right") - 1
         below, inside = b < 0, (b >= 0) & (b < bins)
         out[r["id"]] = {
@@ -170,13 +173,13 @@ def merge_histograms(acc: dict | None, h: dict) -> dict:
     return {k: {f: acc[k][f] + v[f] for f in v} for k, v in h.items()}
 
 
-def shard_window(ctx: Context, ref: ShardRef, requests: Sequence[dict], storage_options=None) -> dict:
+def shard_window(view: PoolView, ref: ShardRef, requests: Sequence[dict], storage_options=None) -> dict:
     """For each request {phase, group, lo, hi}: tokens and copies with key < lo, and the copies with
     lo <= key < hi themselves (key, tokens, row, copy): the rows near a group's threshold."""
-    data = load(ctx, ref, storage_options)
+    data = load(view, ref, storage_options)
     out = {}
     for r in requests:
-        c = copies(ctx, data, ref.index, r["phase"], r["group"])
+        c = copies(view, data, ref.index, r["phase"], r["group"])
         below = c.key < r["lo"]
         inside = ~below & (c.key < r["hi"])
         out[r["id"]] = {
@@ -209,17 +212,17 @@ def taken(c: Copies, shard_index: int, sel: dict) -> np.ndarray:
 
 
 def draw_counts(
-    ctx: Context, data: ShardData, shard_index: int, phase: str, selections: Mapping[int, dict]
+    view: PoolView, data: ShardData, shard_index: int, phase: str, selections: Mapping[int, dict]
 ) -> np.ndarray:
     """How many times each row of the shard is taken in `phase` (0 for rows not taken)."""
     counts = np.zeros(len(data.tokens), np.int64)
     for gi, sel in selections.items():
-        group = ctx.spec.groups[gi]
+        group = view.spec.groups[gi]
         rows = np.flatnonzero(data.group == gi)
         if sel["full"]:
             counts[rows] += sel["full"] * group.sampling.copies_in_pass(data.frame, rows)
         if sel["cut"] is not None:
-            c = copies(ctx, data, shard_index, phase, gi)
+            c = copies(view, data, shard_index, phase, gi)
             counts += np.bincount(c.row[taken(c, shard_index, sel)], minlength=len(counts))
     return counts
 
@@ -227,7 +230,7 @@ def draw_counts(
 @dataclass(frozen=True)
 class DrawJob:
     ref: ShardRef
-    ctx: Context
+    view: PoolView
     phases: tuple[dict, ...]  # {name, file_offset, n_files, selections: {group index: selection}}
     files_per_bucket: int
     schema: pa.Schema  # output schema
@@ -239,7 +242,7 @@ def drawn_rows(job: DrawJob, data: ShardData) -> dict[str, np.ndarray]:
     shuffle key; plus per (phase, group) realised figures."""
     parts, stats = [], {}
     for ph in job.phases:
-        counts = draw_counts(job.ctx, data, job.ref.index, ph["name"], ph["selections"])
+        counts = draw_counts(job.view, data, job.ref.index, ph["name"], ph["selections"])
         for gi in ph["selections"]:
             member = data.group == gi
             cg = counts[member]
@@ -256,7 +259,7 @@ def drawn_rows(job: DrawJob, data: ShardData) -> dict[str, np.ndarray]:
         rep = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
         # global shuffle: a uniform key per drawn row; a phase's files are equal slices of the key
         # range, each sorted by the key, so any shard can place its rows without the others
-        shuffle = rng_for(job.ctx.spec.seed, "shuffle", ph["name"], f"shard-{job.ref.index}").random(n)
+        shuffle = rng_for(job.view.spec.seed, "shuffle", ph["name"], f"shard-{job.ref.index}").random(n)
         part = np.minimum((shuffle * ph["n_files"]).astype(np.int64), ph["n_files"] - 1)
         parts.append(
             {
@@ -277,7 +280,7 @@ def scatter(job: DrawJob, storage_options: Mapping[str, Any] | None = None) -> d
     """Draw this shard's rows and write them, with their text, into one scratch piece per bucket
     of output files (one row group per output file inside a piece); returns the buckets written
     and the realised figures per (phase, group)."""
-    data = load(job.ctx, job.ref, storage_options)
+    data = load(job.view, job.ref, storage_options)
     d = drawn_rows(job, data)
     base_fields = [f for f in job.schema if f.name not in (N_TOKENS, MIX_GROUP)]
     by_row = np.lexsort((d["rep"], d["row"]))  # read in pool row order
@@ -306,7 +309,7 @@ def scatter(job: DrawJob, storage_options: Mapping[str, Any] | None = None) -> d
     position = np.empty(len(by_row), np.int64)
     position[by_row] = np.arange(len(by_row))
     table = table.take(pa.array(position[order]))
-    names = np.array([g.name for g in job.ctx.spec.groups], dtype=object)
+    names = np.array([g.name for g in job.view.spec.groups], dtype=object)
     cols = {k: d[k][order] for k in ("row", "rep", "shuffle", "file", "group")}
     table = (
         table.append_column(N_TOKENS, pa.array(data.tokens[cols["row"]], pa.int64()))
