@@ -14,7 +14,7 @@ Each command runs in a fresh process, as a user runs it, in three set-ups:
 * `shared-cold`: the default, with no shared Prefect server running yet (the first command of
   the day starts it in the background);
 * `shared-warm`: the default again, the server now running (every later command);
-* `temporary-ray`: as before 0.4 (Prefect's temporary server and a local Ray for every command:
+* `temporary-ray`: as before 0.3 (Prefect's temporary server and a local Ray for every command:
   `MIXFORGE_PREFECT_SERVER=temporary MIXFORGE_EXECUTOR=ray`), the baseline.
 
 The goal (#16): the whole command at most 12 s wall on a quiet machine, fixed overhead at most 5 s.

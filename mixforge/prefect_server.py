@@ -8,7 +8,7 @@ by itself after `MIXFORGE_PREFECT_SERVER_IDLE_S` seconds (default 900) without a
 command keeps it alive by asking its health every few seconds. Its UI shows every local run.
 
     MIXFORGE_PREFECT_SERVER=shared     (default) start or reuse the shared local server
-    MIXFORGE_PREFECT_SERVER=temporary  Prefect's own temporary server, stopped at exit (as before 0.4)
+    MIXFORGE_PREFECT_SERVER=temporary  Prefect's own temporary server, stopped at exit (as before 0.3)
     PREFECT_API_URL=...                a server you run: used as is, nothing is started
 
 `mixforge server status` says which server the commands use; `mixforge server stop` stops it.
