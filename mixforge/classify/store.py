@@ -149,15 +149,21 @@ def resolve(uri: str, storage_options: Mapping[str, Any] | None = None) -> Model
 
 
 def fetch(version: ModelVersion, fname: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """A local, sha256-verified copy of one file of a version (content-addressed cache; local files
-    are used in place)."""
+    """A local, sha256-verified copy of one file of a version (see `local_copy`)."""
     expected = version.card.get("files", {}).get(fname, {}).get("sha256")
-    src = version.file(fname)
+    return local_copy(version.file(fname), storage_options, expected)
+
+
+def local_copy(src: str, storage_options: Mapping[str, Any] | None = None, expected: str | None = None) -> str:
+    """A local copy of the model file `src`, checked against sha256 `expected` when given: local files
+    are used in place, remote ones cached once per machine under `$MIXFORGE_MODEL_CACHE/<sha256>/<name>`
+    (keyed by the sha256 of the URI when there is no expected hash)."""
     fs, path = storage.filesystem(src, storage_options)
     if storage.is_local(fs):
         if expected and sha256_file(path) != expected:
             raise ValueError(f"{src}: sha256 does not match its model card")
         return path
+    fname = posixpath.basename(path)
     cache = Path(os.environ.get("MIXFORGE_MODEL_CACHE", Path(tempfile.gettempdir()) / "mixforge-models"))
     target = cache / (expected or hashlib.sha256(src.encode()).hexdigest()) / fname
     if target.is_file() and (not expected or sha256_file(str(target)) == expected):

@@ -14,13 +14,13 @@ to fastText in one call. The model is loaded once per worker, in `setup()`.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from mixforge.classify import store
+from mixforge.classify.fasttext_model import load_fasttext
 from mixforge.filters.base import Evaluation, Measure, RuleSet
 from mixforge.filters.config import LanguageIDConfig
 from mixforge.filters.text import TextBatch
@@ -40,28 +40,8 @@ def default_lid_model_path() -> Path:
 
 
 def local_model_path(uri: str | os.PathLike | None) -> str:
-    """A local file for a model path or fsspec URI (remote files are copied to a temp dir once)."""
-    if uri is None:
-        return str(default_lid_model_path())
-    uri = str(uri)
-    if "://" not in uri or uri.startswith("file://"):
-        return uri.removeprefix("file://")
-    import fsspec
-
-    target = Path(tempfile.gettempdir()) / "mixforge-models" / uri.replace("://", "/").replace("/", "_")
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.part")
-        with fsspec.open(uri, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)
-    return str(target)
-
-
-def load_fasttext(path: str):
-    from fasttext.FastText import _FastText  # fasttext-numpy2; _FastText avoids load_model's stderr warning
-
-    return _FastText(model_path=path)
+    """A local file for a model path or fsspec URI (the bundled lid.176 when None; remote files cached once)."""
+    return str(default_lid_model_path()) if uri is None else store.local_copy(str(uri))
 
 
 class LanguageID(RuleSet):
