@@ -31,13 +31,17 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def sha256_json(obj: Any) -> str:
+    """The sha256 hex digest of `obj`'s canonical JSON (run configs, mixture specs, takedown keys)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
 def compute_run_id(inputs: Sequence[InputShard], config: Mapping[str, Any], code_version: str = __version__) -> str:
     """Hash of the inputs (URIs and sizes), the config and the code version."""
-    h = hashlib.sha256()
-    h.update(
-        canonical_json({"inputs": [[s.uri, s.size] for s in inputs], "config": config, "code": code_version}).encode()
+    return (
+        "run-"
+        + sha256_json({"inputs": [[s.uri, s.size] for s in inputs], "config": config, "code": code_version})[:16]
     )
-    return "run-" + h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def _run_manifest(run_id: str, inputs: Sequence[InputShard], config: Mapping[str
         "run_id": run_id,
         "code_version": __version__,
         "config": config,
-        "config_hash": hashlib.sha256(canonical_json(config).encode()).hexdigest(),
+        "config_hash": sha256_json(config),
         "inputs": [{"uri": s.uri, "size": s.size} for s in inputs],
     }
 

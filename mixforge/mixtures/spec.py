@@ -10,8 +10,6 @@ matching no group are not used.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any, Literal
 
@@ -30,6 +28,7 @@ from mixforge.predicates import (  # noqa: F401 - re-exported: the where syntax 
     describe_condition,
     describe_where,
 )
+from mixforge.runs import sha256_json
 
 # A mapping in YAML (`web: ODC-By 1.0`), a list of typed entries in the Prefect form and in the manifest.
 SourceLicences = keyed_list(
@@ -267,10 +266,6 @@ class MixSpec(StrictModel):
     @property
     def storage_options(self) -> dict[str, Any]:
         return dict(self.storage.options)
-
-
-def sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- paths
