@@ -1,4 +1,5 @@
-"""curate: raw shards -> curated pool (normalize -> filter -> classify -> dedup, as configured)."""
+"""curate: raw shards -> curated pool (normalize -> filter -> classify -> dedup, as configured; a
+generating stage such as rephrase adds its rows beside the pool, in `generated`)."""
 
 from __future__ import annotations
 
@@ -70,19 +71,24 @@ def curate(
         plan.run.dir,
     )
     try:
-        shards, summaries = plan.shards, []
+        shards, summaries, output, generated = plan.shards, [], None, []
         for name in plan.stages:
             summary = stage_task(name)(name, plan.run, shards, plan.config)
             summaries.append(summary)
-            shards = completed_outputs(plan.run.stage(name), summary)
+            if planning.generates(name):  # new rows beside the pool: the next stage reads what this one read
+                generated.append(summary["output"])
+            else:
+                shards, output = completed_outputs(plan.run.stage(name), summary), summary["output"]
 
         result = {
             "run_id": plan.run.run_id,
-            "output": summaries[-1]["output"],
+            "output": output,
             "resumed": plan.resumed,
             "inputs": plan.inputs,
             "stages": [{k: v for k, v in s.items() if k != "shard_results"} for s in summaries],
         }
+        if generated:
+            result["generated"] = generated
         if plan.incremental is not None:
             result["incremental"] = plan.incremental
         mark_run_complete(plan.run, result, config.storage.options)

@@ -10,7 +10,7 @@ from pydantic import Field
 from flows.parameters import RunId, StoreUri
 from mixforge import planning
 from mixforge.rephrase.config import RephraseRunConfig
-from tasks.rephrase import rephrase_documents
+from tasks.rephrase import plan_rephrase, rephrase_documents
 from tasks.reporting import publish_run_artifacts
 
 # The `rephrase:` section of configs/rephrase.example.yaml, shortened.
@@ -39,7 +39,7 @@ def rephrase(
         run_id: Name of the run; empty: a hash of the inputs, the config and the code version.
     """
     logger = get_run_logger()
-    plan = planning.start_run(planning.plan_generating("rephrase", input, output, config, run_id))
+    plan = plan_rephrase(input, output, config, run_id)
     run = plan.run
     logger.info(
         "%s run %s: rephrase over %d shards -> %s",

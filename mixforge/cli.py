@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mixforge.stages.registry import get_stage, stage_names
 
     for name in stage_names():  # one command per registered stage (normalize runs as part of `curate`)
-        if name == "normalize":
+        if name == "normalize" or get_stage(name).generates:
             continue
         stage = get_stage(name)
         description, examples = _STAGE_DOCS.get(name) or (

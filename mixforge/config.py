@@ -254,12 +254,19 @@ class CurateConfig(StrictModel):
     def _extra_stage_settings(self) -> CurateConfig:
         from mixforge.stages.registry import get_stage
 
-        for name, settings in self.extra_stages.items():
+        for name in self.extra_stages:
             if name in BUILTIN_STAGES:
                 raise ValueError(f"extra_stages.{name}: a built-in stage's settings go in its own section ({name}:)")
+        # every stage it names or configures, so a stage run without its required settings fails here, not mid-run
+        for name in dict.fromkeys([*(s for s in self.stages if s not in BUILTIN_STAGES), *self.extra_stages]):
             model = get_stage(name).config_model
-            if model is not None:
-                model.model_validate(settings)
+            if model is None:
+                continue
+            try:
+                model.model_validate(self.extra_stages.get(name, {}))
+            except ValidationError as e:
+                problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
+                raise ValueError(f"extra_stages.{name}: {problems}") from None
         return self
 
     def read_options(self):

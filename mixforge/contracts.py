@@ -190,6 +190,10 @@ class CurateSummary(Contract):
     resumed: bool = optional()
     inputs: InputsRecord = optional()
     incremental: IncrementalRecord = optional()
+    generated: list[str] = Field(
+        default_factory=list,
+        description="folders of the generating stages' rows (e.g. rephrase), added to the pool beside `output`",
+    )
 
 
 # ----------------------------------------------------------------------------- mixtures

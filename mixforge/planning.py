@@ -16,7 +16,8 @@ Incremental curation (the nightly pipeline) works on a *pool*: the completed cur
 - An input shard is **already curated** when a completed run of the pool took it as input with
   the same URI and size (what a run id hashes). A shard rewritten with another size counts as
   new; documents of it that the pool already has are then removed as duplicates by the index.
-- The pool's curated data is each of those runs' final-stage folder.
+- The pool's curated data is each of those runs' final-stage folder (its last stage that does not
+  generate rows), plus the folders of its generating stages (e.g. rephrase), whose rows join the pool.
 """
 
 from __future__ import annotations
@@ -233,6 +234,14 @@ def plan_generating(stage: str, input: str, output: str, config: Any, run_id: st
     return RunPlan(run, list(enumerate(s.uri for s in shards)), (stage,), exists, config, None, inputs, tuple(shards))
 
 
+def generating_run_of(stage: str, input: str, output: str, config: Any) -> tuple[RunLayout, bool]:
+    """The one-stage run `plan_generating` makes of `input` under `output` (by its default run id) and
+    whether it has finished (its stage stats are written once every shard is done)."""
+    options = config.storage.options
+    run, _ = check_run(output, storage.discover_shards(input, options), config.run_fingerprint(), None, options)
+    return run, storage.exists(run.stage(stage).stats, options)
+
+
 # The leases this process holds, by run folder: taken by `start_run`, given up by `finish_run`.
 _HELD: dict[str, leases.Lease] = {}
 
@@ -291,18 +300,41 @@ def progress_note(run: RunLayout, storage_options: Mapping[str, Any] | None = No
 # ----------------------------------------------------------------------------- run completion
 
 
+def generates(stage: str) -> bool:
+    """Whether `stage` writes new rows (its output joins the pool) rather than passing its inputs on;
+    a stage no longer registered counts as passing them on."""
+    from mixforge.stages.registry import get_stage
+
+    try:
+        return get_stage(stage).generates
+    except ValueError:
+        return False
+
+
+def final_stage(stages: Sequence[str]) -> str | None:
+    """The stage whose output is a run's output: its last stage that does not generate rows."""
+    return next((s for s in reversed(stages) if not generates(s)), None)
+
+
+def is_generated_output(folder: str) -> bool:
+    """Whether `folder` is a generating stage's output (`.../runs/<run_id>/<stage>`): synthetic rows."""
+    return generates(folder.rstrip("/").rsplit("/", 1)[-1])
+
+
 def completion_marker(run: RunLayout) -> str:
     return storage.join(run.dir, COMPLETE_MARKER)
 
 
 def mark_run_complete(run: RunLayout, summary: dict, storage_options: Mapping[str, Any] | None = None) -> None:
     """Record that every stage of `run` has finished (written last, after the dedup index update)."""
-    final = summary["stages"][-1] if summary["stages"] else {}
+    stages = [s["name"] for s in summary["stages"]]
+    final = next((s for s in summary["stages"] if s["name"] == final_stage(stages)), {})
     record = {
         "run_id": run.run_id,
         "output": summary["output"],
-        "stages": [s["name"] for s in summary["stages"]],
+        "stages": stages,
         "docs_kept": final.get("docs_kept"),
+        "generated": list(summary.get("generated", [])),
         "completed": storage.utc_timestamp(),
     }
     storage.write_json(completion_marker(run), record, storage_options)
@@ -340,6 +372,7 @@ class PoolRun:
     run_id: str
     output: str  # the final stage's folder: the run's curated shards
     inputs: frozenset[tuple[str, int | None]]  # (URI, size) of every input shard it curated
+    generated: tuple[str, ...] = ()  # its generating stages' folders (synthetic rows, in the pool too)
 
 
 def list_run_ids(root: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -382,9 +415,10 @@ def pool_runs(root: str, index: str, storage_options: Mapping[str, Any] | None =
             return None  # not a run (or one still being created)
         config = manifest.get("config") or {}
         stages = config.get("stages") or []
-        if (config.get("dedup") or {}).get("index") != index or not stages:
+        if (config.get("dedup") or {}).get("index") != index or final_stage(stages) is None:
             return None  # another pool's run, or one without dedup
-        final = run.stage(stages[-1])
+        final = run.stage(final_stage(stages))
+        generated = [run.stage(s) for s in stages if generates(s)]
         if not _exists(completion_marker(run), storage_options):
             if run_id not in in_index or not _exists(final.stats, storage_options):
                 return None  # unfinished: its shards are still to be curated
@@ -394,12 +428,23 @@ def pool_runs(root: str, index: str, storage_options: Mapping[str, Any] | None =
                 run_id,
                 index,
             )
-            record = {"run_id": run_id, "output": final.dir, "stages": stages, "repaired": True}
+            # a generating stage that died after the index update is left out: its rows are partial
+            generated = [g for g in generated if _exists(g.stats, storage_options)]
+            record = {
+                "run_id": run_id,
+                "output": final.dir,
+                "stages": stages,
+                "generated": [g.dir for g in generated],
+                "repaired": True,
+            }
             storage.create_only(
                 completion_marker(run), json.dumps(record, indent=2, sort_keys=True).encode(), storage_options
             )
+        elif generated:  # complete: the generating stages its marker lists (a repaired run may lack some)
+            listed = (_read_optional(completion_marker(run), storage_options) or {}).get("generated")
+            generated = [g for g in generated if listed is None or g.dir in listed]
         inputs = frozenset((s["uri"], s.get("size")) for s in manifest.get("inputs", []))
-        return PoolRun(run_id, final.dir, inputs)
+        return PoolRun(run_id, final.dir, inputs, tuple(g.dir for g in generated))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         runs = list(pool.map(load, list_run_ids(root, storage_options)))
@@ -419,10 +464,12 @@ def curated_pool(
     output: str, curated: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
 ) -> list[str]:
     """The folders of curated shards a pipeline's mixture samples: the curate run's final-stage
-    folder, or, for an incremental run, that of every completed run of its pool (sorted)."""
+    folder, or, for an incremental run, that of every completed run of its pool, each with the
+    folders its generating stages wrote (sorted)."""
     if not curated.get("incremental"):
-        return [curated["output"]]
-    return sorted(r.output for r in pool_runs(output, curated["incremental"]["index"], storage_options))
+        return sorted(f for f in (curated["output"], *curated.get("generated", [])) if f is not None)
+    runs = pool_runs(output, curated["incremental"]["index"], storage_options)
+    return sorted(folder for r in runs for folder in (r.output, *r.generated))
 
 
 def spec_with_pool(spec, pool: Sequence[str]):

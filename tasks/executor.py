@@ -154,10 +154,11 @@ def choose_executor(ray_config: RayConfig, input_bytes: int | None) -> str:
     return asked
 
 
-def executor_for(ray_config: RayConfig) -> Executor:
-    """The executor of a step: the local pool when this job chose it (`choose_executor`), else Ray."""
+def executor_for(ray_config: RayConfig, needs_ray: bool = False) -> Executor:
+    """The executor of a step: the local pool when this job chose it (`choose_executor`), else Ray.
+    `needs_ray`: Ray whatever the job chose (the local pool ignores a step's GPUs and runtime_env)."""
     import os
 
-    if os.environ.get(EXECUTOR_ENV, "").strip().lower() == "local":
+    if not needs_ray and os.environ.get(EXECUTOR_ENV, "").strip().lower() == "local":
         return LocalPoolExecutor(ray_config.num_cpus, ray_config.max_retries)
     return RayExecutor(ray_config)

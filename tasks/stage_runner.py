@@ -1,5 +1,5 @@
 """A plain stage over its shards on Ray: the library's `runner.run_stage` with the Ray executor
-(the rephrase task, benchmarks and tests run single stages this way; curation stages go through
+(benchmarks and tests run single stages this way; curation stages, rephrase included, go through
 `tasks.stages`)."""
 
 from __future__ import annotations

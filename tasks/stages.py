@@ -19,7 +19,9 @@ from tasks.reporting import publish_stage_report
 # result; retries happen per shard on Ray, so the task itself has none.
 @task(name="curation-stage", cache_policy=NO_CACHE)
 def run_curation_stage(name: str, run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig) -> dict:
-    summary = get_stage(name).run(run, inputs, config, executor_for(config.ray))
+    stage = get_stage(name)
+    needs_ray = stage.needs_ray is not None and stage.needs_ray(config)
+    summary = stage.run(run, inputs, config, executor_for(config.ray, needs_ray=needs_ray))
     publish_stage_report(run.run_id, summary, config.storage.options)
     return summary
 

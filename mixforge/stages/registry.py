@@ -35,6 +35,11 @@ class CurationStage:
     run: StageRun
     help: str  # one line: the CLI command's help and the Prefect task's description
     config_model: type | None = None  # settings of a stage that is not built in (CurateConfig.extra_stages[name])
+    # A generating stage writes new rows (e.g. rephrasings): the next stage still reads its inputs, and its
+    # output joins the run's generated folders rather than becoming the run's output.
+    generates: bool = False
+    # Whether it must run on Ray whatever the job chose (GPUs or a runtime_env, which the local pool ignores).
+    needs_ray: Callable[[CurateConfig], bool] | None = None
 
 
 _STAGES: dict[str, CurationStage] = {}
@@ -113,6 +118,20 @@ def _dedup(run, inputs, config, executor) -> dict:
     return run_dedup(run.stage("dedup"), run.run_id, inputs, config, executor)
 
 
+def _rephrase(run, inputs, config, executor) -> dict:
+    from mixforge.runner import run_stage
+    from mixforge.stages.rephrase import RephraseStage
+
+    stage = RephraseStage(extra_settings(config, "rephrase"), shards=max(1, len(inputs)))
+    return run_stage(stage, run.stage("rephrase"), inputs, executor, config.read_options(), config.storage.options)
+
+
+def _rephrase_config() -> type:
+    from mixforge.rephrase.config import RephraseConfig
+
+    return RephraseConfig
+
+
 def _load_builtins() -> None:
     """The built-in stages, in pipeline order (their code is imported when they run, so listing the
     stages, for the config or the CLI's help, stays cheap)."""
@@ -136,6 +155,14 @@ def _load_builtins() -> None:
             "(scores only: quality_*, domain, cluster_id)",
         ),
         CurationStage("dedup", _dedup, "exact and MinHash-LSH fuzzy deduplication, keeping dup_cluster/dup_count"),
+        CurationStage(
+            "rephrase",
+            _rephrase,
+            "synthetic rephrasings of selected documents with an LLM (vLLM), with provenance",
+            config_model=_rephrase_config(),
+            generates=True,
+            needs_ray=lambda config: True,  # its GPUs and the engine's runtime_env need Ray
+        ),
     ]
     others = list(_STAGES.items())  # stages registered before the built-ins were listed go after them
     _STAGES.clear()
