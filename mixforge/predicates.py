@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from pydantic import Field, model_serializer, model_validator
 
+from mixforge.schema import PARENT_ID
 from mixforge.strict import StrictModel
 
 if TYPE_CHECKING:
     import polars as pl
 
 SYNTHETIC = "synthetic"  # predicate key: true = rephrased rows (parent_id set), false = original rows
-PARENT_ID = "parent_id"  # the document a synthetic row was generated from
 
 Scalar = bool | int | float | str
 

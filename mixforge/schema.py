@@ -49,6 +49,22 @@ CORE_SCHEMA = pa.schema(
 )
 
 
+# Annotation columns stages append after the core columns (and the mixture's own), named once here.
+LANG, LANG_SCORE = "lang", "lang_score"  # filter: language id
+DOMAIN, DOMAIN_SCORE = "domain", "domain_score"  # classify: the only multiclass-domain classifier
+CLUSTER_ID, CLUSTER_DISTANCE = "cluster_id", "cluster_distance"  # classify: embedding clusters
+DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF = "dup_cluster", "dup_count", "duplicate_of"  # dedup
+PARENT_ID = "parent_id"  # rephrase: the document a synthetic row was generated from
+N_TOKENS, MIX_GROUP = "n_tokens", "mix_group"  # mixtures: tokens per row, the group it was drawn for
+
+
+def set_column(table: pa.Table, name: str, values) -> pa.Table:
+    """`table` with column `name` replaced in place when present (a rerun over annotated shards), else appended."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
 # A `_removed/` shard: the dropped rows' columns, then DROP_FIELDS (an empty shard: the core columns).
 REMOVED_SCHEMA = pa.schema(list(CORE_SCHEMA) + list(DROP_FIELDS))
 

@@ -41,6 +41,7 @@ from mixforge.classify import store
 from mixforge.classify.config import ClassifierSpec, EmbeddingClustersConfig, PreprocessConfig
 from mixforge.classify.fasttext_model import MODEL_FILE, FastTextClassifier
 from mixforge.classify.preprocess import preprocess
+from mixforge.schema import CLUSTER_DISTANCE, CLUSTER_ID, DOMAIN, DOMAIN_SCORE
 
 # How the report shows a column: a histogram per source over [0, 1] (a score), a count per value
 # (a label), or not at all.
@@ -212,9 +213,6 @@ class FastTextQuality(_FastText):
         return {quality.name: pa.array(probs[:, self.model.labels.index(self.positive)], pa.float32())}
 
 
-DOMAIN, DOMAIN_SCORE = "domain", "domain_score"
-
-
 @register_classifier
 class FastTextDomain(_FastText):
     kind = "multiclass-domain"
@@ -239,9 +237,6 @@ class FastTextDomain(_FastText):
 
 
 # ----------------------------------------------------------------------------- embedding clusters
-
-
-CLUSTER_ID, CLUSTER_DISTANCE = "cluster_id", "cluster_distance"
 
 
 class EmbeddingClusters(Classifier):

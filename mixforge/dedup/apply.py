@@ -11,9 +11,8 @@ from mixforge import schema as S
 from mixforge.dedup.boilerplate import remove_lines
 from mixforge.dedup.layouts import read_table
 from mixforge.dedup.run import DedupRun
+from mixforge.schema import DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF
 from mixforge.stage import ShardContext, Stage, StageResult
-
-DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF = "dup_cluster", "dup_count", "duplicate_of"
 
 
 class ApplyDedup(Stage):
@@ -65,10 +64,7 @@ class ApplyDedup(Stage):
             ctx.count("boilerplate.docs_edited", int((lines > 0).sum()))
             out = out.set_column(out.column_names.index(S.TEXT), S.TEXT, edited)
         for name, values in ((DUP_CLUSTER, cluster), (DUP_COUNT, pa.array(count))):
-            if name in out.column_names:
-                out = out.set_column(out.column_names.index(name), name, values)
-            else:
-                out = out.append_column(name, values)
+            out = S.set_column(out, name, values)
         if not removed_mask.any():
             return StageResult(out)
         gone = sub.filter(pc.invert(sub.column("is_kept")))  # in row order, like the removed rows

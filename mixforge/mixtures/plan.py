@@ -34,7 +34,8 @@ from mixforge.config_errors import ConfigError
 from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures import shard_steps as W
 from mixforge.mixtures.pool import PoolError, PoolShard, predicate_columns
-from mixforge.mixtures.spec import PARENT_ID, MixSpec, PhaseSpec, describe_where
+from mixforge.mixtures.spec import MixSpec, PhaseSpec, describe_where
+from mixforge.schema import PARENT_ID
 
 FILL_WINDOW = 128  # copies after a threshold tried as gap fillers: part of the draw (changing it changes data)
 

@@ -23,9 +23,8 @@ from mixforge.mixtures import tokens as T
 from mixforge.mixtures.spec import Exclusions, MixSpec
 from mixforge.predicates import columns as where_columns
 from mixforge.predicates import compile_where
+from mixforge.schema import MIX_GROUP, N_TOKENS
 
-N_TOKENS = "n_tokens"
-MIX_GROUP = "mix_group"
 _RUN_ID = re.compile(r"/runs/([^/]+)/")
 
 

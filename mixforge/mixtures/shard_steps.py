@@ -25,9 +25,10 @@ import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
-from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, PoolError, assign_groups, match_counts
+from mixforge.mixtures.pool import PoolError, assign_groups, match_counts
 from mixforge.mixtures.seeds import rng_for
 from mixforge.mixtures.spec import MixSpec
+from mixforge.schema import MIX_GROUP, N_TOKENS
 
 # helper columns of the scratch pieces (dropped when the final shards are written)
 FILE, SHUFFLE, SHARD, ROW, REP = "_file", "_shuffle", "_shard", "_row", "_rep"

@@ -24,11 +24,12 @@ from mixforge import schema as S
 from mixforge import storage
 from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures.plan import epochs_of, realised_shares
-from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS, excluded_rows
+from mixforge.mixtures.pool import excluded_rows
 from mixforge.mixtures.spec import Exclusions
 from mixforge.mixtures.versions import MixtureLayout, commit, now, read_manifest, summary
 from mixforge.mixtures.write import parquet_bytes
 from mixforge.runs import sha256_json
+from mixforge.schema import MIX_GROUP, N_TOKENS
 
 # what a takedown's `mix` summary adds to a version's summary (the manifest holds the rest)
 TAKEDOWN_FIGURES = ("removed_rows", "removed_tokens", "removed_unique_ids", "reason")

@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
-from mixforge.mixtures.pool import N_TOKENS
 from mixforge.mixtures.shard_steps import FILE, REP, ROW, SHARD, SHUFFLE
+from mixforge.schema import N_TOKENS
 
 COMPRESSION = "zstd"
 MAX_BUCKETS = 64

@@ -78,10 +78,7 @@ class ClassifyStage(Stage):
         text = BatchText(batch.column(S.TEXT))
         for clf in self.classifiers:
             for name, values in clf.score(text).items():  # a rerun over classified shards overwrites the columns
-                if name in batch.column_names:
-                    batch = batch.set_column(batch.column_names.index(name), name, values)
-                else:
-                    batch = batch.append_column(name, values)
+                batch = S.set_column(batch, name, values)
         # the report's histograms and distributions, counted here rather than by reading the output back
         ctx.add_figures(
             rp.table_figures(batch, self.columns["scores"], self.columns["labels"], self.config.histogram_bins)

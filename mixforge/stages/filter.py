@@ -38,9 +38,8 @@ import pyarrow.compute as pc
 from mixforge import schema as S
 from mixforge.filters import FilterConfig, LanguageID, TextBatch, build_rule_set
 from mixforge.filters.text import as_string_array
+from mixforge.schema import LANG, LANG_SCORE
 from mixforge.stage import ShardContext, Stage, StageResult, split_by_reason
-
-LANG, LANG_SCORE = "lang", "lang_score"
 
 
 class Filter(Stage):
@@ -146,10 +145,7 @@ class Filter(Stage):
             out_text = pc.if_else(pa.array(edited), text.cast(original_text.type), original_text)
             batch = batch.set_column(batch.column_names.index(S.TEXT), S.TEXT, out_text)
         for name, values in new_columns.items():
-            if name in batch.column_names:
-                batch = batch.set_column(batch.column_names.index(name), name, values)
-            else:
-                batch = batch.append_column(name, values)
+            batch = S.set_column(batch, name, values)
         return split_by_reason(
             batch,
             pa.array(reason, pa.string()),
