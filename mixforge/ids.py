@@ -40,7 +40,6 @@ same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import copy
-import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ from mixforge.dedup.hashing import hash_strings
 from mixforge.executor import Executor, SerialExecutor
 from mixforge.runner import summarize_stage
 from mixforge.runs import StageLayout
-from mixforge.shards import ShardWriter, read_documents
+from mixforge.shards import ShardWriter, parquet_file, read_documents, read_parquet, write_parquet
 from mixforge.stage import complete_drops
 
 REASON = "duplicate_id"
@@ -117,24 +116,11 @@ class IdCheckLayout:
         return self._p(f"r-{round_no:04d}", "applied", f"s-{shard:05d}.json")
 
 
-def _write_table(uri: str, table: pa.Table, storage_options) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes(uri, buf.getvalue(), storage_options)
-
-
-def _read_table(uri: str, storage_options, columns: list[str] | None = None) -> pa.Table:
-    fs, path = storage.filesystem(uri, storage_options)
-    with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
-
-
 def _footer(uri: str, storage_options) -> pq.FileMetaData | None:
     """The Parquet footer of `uri`, or None if there is no such file."""
-    fs, path = storage.filesystem(uri, storage_options)
     try:
-        with fs.open(path, "rb") as f:
-            return pq.ParquetFile(f).metadata
+        with parquet_file(uri, storage_options) as pf:
+            return pf.metadata
     except FileNotFoundError:
         return None
 
@@ -246,13 +232,14 @@ def hash_shard(
     shard_column = np.full(len(hashes), shard, np.uint32)
     for p in range(partitions):
         sel = order[bounds[p] : bounds[p + 1]]
-        _write_table(
+        write_parquet(
             layout.hashes(p, shard),
             pa.table(
                 {"hash": hashes[sel], "id": id_array.take(pa.array(sel)), "shard": shard_column[sel]},
                 schema=HASH_SCHEMA,
             ),
             storage_options,
+            compression="zstd",
         )
     stats = {"shard": shard, "ids": len(id_array), "id_bytes": int(id_array.nbytes)}
     storage.write_json(marker, stats, storage_options)
@@ -275,7 +262,7 @@ def find_duplicates(round_no: int, partition: int, layout: IdCheckLayout, storag
     plan = _read_plan(layout, round_no, storage_options)
     new = sorted(int(i) for i, _ in plan["new"])
     shards = sorted(new + [int(i) for i, _ in plan["earlier"]])
-    tables = [_read_table(layout.hashes(partition, s), storage_options) for s in shards]
+    tables = [read_parquet(layout.hashes(partition, s), storage_options) for s in shards]
     rows = pa.concat_tables(tables) if tables else HASH_SCHEMA.empty_table()
     n_ids = rows.num_rows
     del tables
@@ -300,10 +287,11 @@ def find_duplicates(round_no: int, partition: int, layout: IdCheckLayout, storag
     )
     by_shard = {}
     for (shard,), group in drops.group_by("shard", maintain_order=True):
-        _write_table(
+        write_parquet(
             layout.drops(round_no, partition, int(shard)),
             group.select("id", "kept_in").to_arrow().cast(DROP_SCHEMA),
             storage_options,
+            compression="zstd",
         )
         by_shard[str(int(shard))] = group.height
     stats = {
@@ -338,7 +326,7 @@ def _write_dropped(
     batch_rows: int,
 ) -> tuple[int, int]:
     """Write the rows `shard` drops, labelled, to their own file; returns (rows, chars)."""
-    drops = pa.concat_tables([_read_table(layout.drops(round_no, p, shard), storage_options) for p in partitions])
+    drops = pa.concat_tables([read_parquet(layout.drops(round_no, p, shard), storage_options) for p in partitions])
     plan = _read_plan(layout, round_no, storage_options)
     uris = dict((int(i), uri) for i, uri in plan["new"] + plan["earlier"])
     holders = sorted(uris)
@@ -471,7 +459,7 @@ def drop_duplicate_ids(
 
     part_rows = _rows(part, storage_options)
     if part_rows == pending["part_rows"] and n:
-        drop_ids = _read_table(dropped_uri, storage_options, columns=[S.ID]).column(S.ID).combine_chunks()
+        drop_ids = read_parquet(dropped_uri, storage_options, columns=[S.ID]).column(S.ID).combine_chunks()
         _copy_without(part, part, drop_ids, storage_options, batch_rows)
     elif part_rows != pending["part_rows"] - n:
         raise RuntimeError(

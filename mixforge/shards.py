@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from mixforge import schema as S
-from mixforge.storage import atomic_open, filesystem, is_local
+from mixforge.storage import atomic_open, filesystem, is_local, write_bytes
 
 PARQUET_COMPRESSION = "zstd"
 REJECT_PREVIEW_CHARS = 4096  # text kept in the audit for rows that could not be used
@@ -402,6 +402,35 @@ class _ZstdStream(_CheckedStream):
 
 
 # ----------------------------------------------------------------------------- Parquet
+
+
+def parquet_bytes(table: pa.Table, **options) -> bytes:
+    """`table` as one Parquet file in memory; `options` go to `pq.write_table` as the caller gives them."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **options)
+    return buf.getvalue()
+
+
+def write_parquet(uri: str, table: pa.Table, storage_options: Mapping[str, Any] | None = None, **options) -> None:
+    """Write `table` to `uri` atomically (`options`: as `parquet_bytes`)."""
+    write_bytes(uri, parquet_bytes(table, **options), storage_options)
+
+
+def read_parquet(
+    uri: str, storage_options: Mapping[str, Any] | None = None, columns: list[str] | None = None
+) -> pa.Table:
+    """A whole Parquet file (or `columns` of it) from any fsspec URI."""
+    fs, path = filesystem(uri, storage_options)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+@contextlib.contextmanager
+def parquet_file(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[pq.ParquetFile]:
+    """A Parquet file opened on any fsspec URI, for footer reads and row-group reads (closed on exit)."""
+    fs, path = filesystem(uri, storage_options)
+    with fs.open(path, "rb") as f:
+        yield pq.ParquetFile(f)
 
 
 def _open_parquet(uri: str, f) -> pq.ParquetFile:

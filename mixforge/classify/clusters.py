@@ -23,11 +23,10 @@ import numpy as np
 import pyarrow as pa
 
 from mixforge import schema as S
-from mixforge import storage
 from mixforge.classify import store
 from mixforge.classify.config import EmbeddingClustersConfig
 from mixforge.classify.kmeans import assign, kmeans, top_terms  # noqa: F401 - part of this module's interface
-from mixforge.shards import read_documents
+from mixforge.shards import parquet_file, read_documents
 
 CENTROIDS_FILE = "centroids.npy"
 
@@ -56,11 +55,8 @@ def sample_threshold(total_docs: int, sample_size: int) -> int:
 
 def shard_rows(uri: str, storage_options: Mapping[str, Any] | None = None) -> int:
     """Documents in a contract (Parquet) shard, from its footer alone."""
-    import pyarrow.parquet as pq
-
-    fs, path = storage.filesystem(uri, storage_options)
-    with fs.open(path, "rb") as f:
-        return pq.ParquetFile(f).metadata.num_rows
+    with parquet_file(uri, storage_options) as pf:
+        return pf.metadata.num_rows
 
 
 def sample_shard(

@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 
 from mixforge import schema as S
 from mixforge.dedup.boilerplate import remove_lines
-from mixforge.dedup.layouts import read_table
 from mixforge.dedup.run import DedupRun
 from mixforge.schema import DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF
+from mixforge.shards import read_parquet
 from mixforge.stage import ShardContext, Stage, StageResult
 
 
@@ -34,7 +34,7 @@ class ApplyDedup(Stage):
 
     def _assignment(self, shard: int) -> pa.Table:
         if self._loaded is None or self._loaded[0] != shard:
-            self._loaded = (shard, read_table(self.layout.assignment(shard), self.storage_options))
+            self._loaded = (shard, read_parquet(self.layout.assignment(shard), self.storage_options))
         return self._loaded[1]
 
     def process(self, batch: pa.Table, ctx: ShardContext) -> StageResult:

@@ -21,10 +21,10 @@ from mixforge.dedup.layouts import (
     SIGNATURE_ROW_GROUP,
     DedupLayout,
     IndexLayout,
-    read_table,
     write_table,
 )
 from mixforge.dedup.run import DedupRun
+from mixforge.shards import read_parquet
 
 
 def settings_fingerprint(cfg: DedupConfig) -> dict:
@@ -82,7 +82,7 @@ def claim_segment(run: DedupRun, run_id: str) -> int:
 
 
 def _removed_rows(layout: DedupLayout, shard: int, storage_options) -> np.ndarray:
-    assign = read_table(layout.assignment(shard), storage_options, columns=["row", "is_kept"])
+    assign = read_parquet(layout.assignment(shard), storage_options, columns=["row", "is_kept"])
     return assign.column("row").to_numpy()[~assign.column("is_kept").to_numpy()]
 
 
@@ -90,13 +90,13 @@ def index_shard(run: DedupRun, seg: int, shard: int) -> dict:
     """Node keys and signatures of the shard's kept documents, under their index keys."""
     layout, index, storage_options = run.work, run.index, run.storage_options
     removed = _removed_rows(layout, shard, storage_options)
-    nodes = read_table(layout.nodes(shard), storage_options)
+    nodes = read_parquet(layout.nodes(shard), storage_options)
     keep = ~np.isin(key_row(nodes.column("doc").to_numpy()), removed)
     nodes = nodes.filter(pa.array(keep))
     nodes = nodes.set_column(0, "doc", pa.array(index_keys(seg, nodes.column("doc").to_numpy())))
     write_table(index.nodes(seg, shard), nodes, storage_options)
     if storage.exists(layout.signatures(shard), storage_options):
-        sigs = read_table(layout.signatures(shard), storage_options)
+        sigs = read_parquet(layout.signatures(shard), storage_options)
         sigs = sigs.filter(pa.array(~np.isin(key_row(sigs.column("doc").to_numpy()), removed)))
         sigs = sigs.set_column(0, "doc", pa.array(index_keys(seg, sigs.column("doc").to_numpy())))
         write_table(index.signatures(seg, shard), sigs, storage_options, SIGNATURE_ROW_GROUP)
@@ -108,7 +108,7 @@ def index_partition(run: DedupRun, seg: int, partition: int) -> dict:
     layout, storage_options = run.work, run.storage_options
     parts = []
     for shard in run.shards:
-        rows = read_table(layout.buckets(partition, shard), storage_options)
+        rows = read_parquet(layout.buckets(partition, shard), storage_options)
         doc = rows.column("doc").to_numpy()
         rows = rows.filter(pa.array(~np.isin(key_row(doc), _removed_rows(layout, shard, storage_options))))
         parts.append(rows.set_column(2, "doc", pa.array(index_keys(seg, rows.column("doc").to_numpy()))))

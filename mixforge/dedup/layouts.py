@@ -5,14 +5,13 @@ files' schemas, and how they are written and read (whole Parquet files, each wri
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mixforge import storage
 from mixforge.dedup.keys import index_group
+from mixforge.shards import write_parquet
 
 BUCKET_SCHEMA = pa.schema([("band", pa.uint16()), ("band_hash", pa.uint64()), ("doc", pa.uint64())])
 EDGE_SCHEMA = pa.schema([("src", pa.uint64()), ("dst", pa.uint64()), ("exact", pa.bool_())])
@@ -148,12 +147,5 @@ class Sources:
 
 
 def write_table(uri: str, table: pa.Table, storage_options, row_group_size: int | None = None) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
-    storage.write_bytes(uri, buf.getvalue(), storage_options)
-
-
-def read_table(uri: str, storage_options, columns: list[str] | None = None) -> pa.Table:
-    fs, path = storage.filesystem(uri, storage_options)
-    with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
+    """A dedup work file (zstd)."""
+    write_parquet(uri, table, storage_options, compression="zstd", row_group_size=row_group_size)

@@ -44,12 +44,11 @@ from mixforge.dedup.layouts import (
     EDGE_SCHEMA,
     SIGNATURE_ROW_GROUP,
     Sources,
-    read_table,
     write_table,
 )
 from mixforge.dedup.minhash import MinHasher, estimated_jaccard
 from mixforge.dedup.run import DedupRun
-from mixforge.shards import read_documents
+from mixforge.shards import parquet_file, read_documents, read_parquet
 
 EXACT_BAND = np.uint16(0xFFFF)  # bucket rows of the exact hash share the LSH shuffle
 
@@ -95,7 +94,7 @@ def boilerplate_partition(run: DedupRun, partition: int) -> dict:
     layout, cfg, storage_options = run.work, run.cfg, run.storage_options
     parts = []
     for s in run.shards:
-        t = read_table(layout.line_counts(partition, s), storage_options)
+        t = read_parquet(layout.line_counts(partition, s), storage_options)
         parts.append((t.column("hash").to_numpy(), t.column("docs").to_numpy()))
     hashes, counts = merge_line_counts(parts)
     found = boilerplate_hashes(hashes, counts, cfg.boilerplate)
@@ -106,7 +105,7 @@ def boilerplate_partition(run: DedupRun, partition: int) -> dict:
 def read_boilerplate(run: DedupRun) -> np.ndarray:
     """The run's boilerplate line hashes (sorted): few, by construction (each is in many documents)."""
     found = [
-        read_table(run.work.boilerplate(p), run.storage_options).column("hash").to_numpy()
+        read_parquet(run.work.boilerplate(p), run.storage_options).column("hash").to_numpy()
         for p in range(run.partitions)
     ]
     return np.sort(np.concatenate(found)) if found else np.zeros(0, np.uint64)
@@ -119,9 +118,8 @@ def _sign_columns(uri: str, cfg: DedupConfig, storage_options) -> list[str]:
     """The columns signing reads: id, text and the keep rule's column (shards can be wide)."""
     if cfg.keep.rule not in ("highest", "earliest"):
         return [S.ID, S.TEXT]
-    fs, path = storage.filesystem(uri, storage_options)
-    with fs.open(path, "rb") as f:
-        names = pq.read_schema(f).names
+    with parquet_file(uri, storage_options) as pf:
+        names = pf.schema_arrow.names
     if cfg.keep.column not in names:
         raise KeyError(
             f"keep rule {cfg.keep.rule!r} reads column {cfg.keep.column!r}, which {uri} does not have "
@@ -221,8 +219,8 @@ def partition_edges(run: DedupRun, partition: int) -> dict:
     done = layout.edges_done(partition)
     if storage.exists(done, storage_options):
         return storage.read_json(done, storage_options)
-    tables = [read_table(layout.buckets(partition, s), storage_options) for s in shards]
-    tables += [read_table(run.index.buckets(partition, g), storage_options) for g in run.segments]
+    tables = [read_parquet(layout.buckets(partition, s), storage_options) for s in shards]
+    tables += [read_parquet(run.index.buckets(partition, g), storage_options) for g in run.segments]
     rows = pa.concat_tables(tables) if tables else BUCKET_SCHEMA.empty_table()
     band = rows.column("band").to_numpy()
     band_hash = rows.column("band_hash").to_numpy()
@@ -265,7 +263,7 @@ def shard_edges(run: DedupRun, shard: int) -> pa.Table:
     """The candidate edges `shard` owns, from every partition: unique (src, dst), sorted;
     `exact` is set when any partition found the pair through the exact hash (a pair shares
     buckets in several bands, which may live in different partitions)."""
-    t = pa.concat_tables([read_table(run.work.edges(p, shard), run.storage_options) for p in range(run.partitions)])
+    t = pa.concat_tables([read_parquet(run.work.edges(p, shard), run.storage_options) for p in range(run.partitions)])
     if t.num_rows == 0:
         return EDGE_SCHEMA.empty_table()
     src, dst = t.column("src").to_numpy(), t.column("dst").to_numpy()
@@ -288,9 +286,7 @@ def _signature_rows(uri: str, wanted: np.ndarray, storage_options) -> tuple[np.n
 
     Reads only the row groups whose key range holds a wanted key: a shard's edges usually
     need a few partners from each other shard, not all of its signatures."""
-    fs, path = storage.filesystem(uri, storage_options)
-    with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
+    with parquet_file(uri, storage_options) as pf:
         t = pf.read_row_groups(_row_groups_holding(pf.metadata, wanted), columns=["doc", "sig"])
     doc = t.column("doc").to_numpy()
     mask = np.isin(doc, wanted)
@@ -392,7 +388,7 @@ def cluster(run: DedupRun) -> dict:
     layout, cfg, shards, storage_options = run.work, run.cfg, run.shards, run.storage_options
     if storage.exists(layout.clustered, storage_options):
         return storage.read_json(layout.clustered, storage_options)
-    parts = [read_table(layout.verified(s), storage_options) if run.verify else shard_edges(run, s) for s in shards]
+    parts = [read_parquet(layout.verified(s), storage_options) if run.verify else shard_edges(run, s) for s in shards]
     edges = pa.concat_tables(parts) if parts else EDGE_SCHEMA.empty_table()
     n_edges = edges.num_rows
     nodes, roots = connected_components(edges.column("src").to_numpy(), edges.column("dst").to_numpy())
@@ -407,7 +403,7 @@ def cluster(run: DedupRun) -> dict:
     exact_arr = np.zeros(len(nodes), np.uint64)
     for j, g in enumerate(uniq.tolist()):
         a, b = bounds[j], bounds[j + 1]
-        t = read_table(sources.nodes(g), storage_options)
+        t = read_parquet(sources.nodes(g), storage_options)
         pos = np.searchsorted(t.column("doc").to_numpy(), nodes[a:b])  # node files are sorted by key
         id_parts.append(t.column("id").take(pa.array(pos)).combine_chunks())
         value_parts.append(t.column("value").take(pa.array(pos)).combine_chunks().cast(pa.float64()))

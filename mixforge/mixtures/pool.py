@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
@@ -24,6 +23,7 @@ from mixforge.mixtures.spec import Exclusions, MixSpec
 from mixforge.predicates import columns as where_columns
 from mixforge.predicates import compile_where
 from mixforge.schema import MIX_GROUP, N_TOKENS
+from mixforge.shards import parquet_file
 
 _RUN_ID = re.compile(r"/runs/([^/]+)/")
 
@@ -69,9 +69,8 @@ def resolve_pool(patterns: Sequence[str], storage_options: Mapping[str, Any] | N
     def describe(item: tuple[int, str]) -> PoolShard:
         index, uri = item
         fp = T.shard_fingerprint(uri, storage_options)
-        fs, path = storage.filesystem(uri, storage_options)
-        with fs.open(path, "rb") as f:
-            schema = pq.ParquetFile(f).schema_arrow
+        with parquet_file(uri, storage_options) as pf:
+            schema = pf.schema_arrow
         match = _RUN_ID.search(uri)
         return PoolShard(index, uri, fp["rows"], fp["bytes"], fp["sha256"], match.group(1) if match else None, schema)
 

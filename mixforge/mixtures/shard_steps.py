@@ -29,6 +29,7 @@ from mixforge.mixtures.pool import PoolError, assign_groups, match_counts
 from mixforge.mixtures.seeds import rng_for
 from mixforge.mixtures.spec import MixSpec
 from mixforge.schema import MIX_GROUP, N_TOKENS
+from mixforge.shards import parquet_file
 
 # helper columns of the scratch pieces (dropped when the final shards are written)
 FILE, SHUFFLE, SHARD, ROW, REP = "_file", "_shuffle", "_shard", "_row", "_rep"
@@ -63,9 +64,7 @@ class ShardData:
 
 
 def load(view: PoolView, ref: ShardRef, storage_options: Mapping[str, Any] | None = None) -> ShardData:
-    fs, path = storage.filesystem(ref.uri, storage_options)
-    with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
+    with parquet_file(ref.uri, storage_options) as pf:
         present = [c for c in view.columns if c in pf.schema_arrow.names]
         table = pf.read(columns=present, use_threads=False)
     frame = pl.from_arrow(table) if present else pl.DataFrame()
@@ -74,9 +73,8 @@ def load(view: PoolView, ref: ShardRef, storage_options: Mapping[str, Any] | Non
     for col in view.columns:  # a column only some shards have: nulls here
         if col not in frame.columns:
             frame = frame.with_columns(pl.lit(None).alias(col))
-    fs, path = storage.filesystem(ref.sidecar, storage_options)
-    with fs.open(path, "rb") as f:
-        tokens = pq.ParquetFile(f).read(columns=[N_TOKENS]).column(0).to_numpy().astype(np.int64)
+    with parquet_file(ref.sidecar, storage_options) as pf:
+        tokens = pf.read(columns=[N_TOKENS]).column(0).to_numpy().astype(np.int64)
     if len(tokens) != ref.rows or frame.height != ref.rows:
         raise PoolError(f"{ref.uri}: {ref.rows} rows but {len(tokens)} token counts in {ref.sidecar}")
     return ShardData(frame, tokens, assign_groups(view.spec, frame))
@@ -288,9 +286,7 @@ def scatter(job: DrawJob, storage_options: Mapping[str, Any] | None = None) -> d
     rows_sorted = d["row"][by_row]
     pieces_by_rg: list[pa.Table] = []
     if len(rows_sorted):
-        fs, path = storage.filesystem(job.ref.uri, storage_options)
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
+        with parquet_file(job.ref.uri, storage_options) as pf:
             columns = [c for c in pf.schema_arrow.names if c in {fl.name for fl in base_fields}]
             starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)])
             bounds = np.searchsorted(rows_sorted, starts)

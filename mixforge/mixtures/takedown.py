@@ -18,7 +18,6 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
@@ -30,6 +29,7 @@ from mixforge.mixtures.versions import MixtureLayout, commit, now, read_manifest
 from mixforge.mixtures.write import parquet_bytes
 from mixforge.runs import sha256_json
 from mixforge.schema import MIX_GROUP, N_TOKENS
+from mixforge.shards import parquet_file, read_parquet
 
 # what a takedown's `mix` summary adds to a version's summary (the manifest holds the rest)
 TAKEDOWN_FIGURES = ("removed_rows", "removed_tokens", "removed_unique_ids", "reason")
@@ -44,15 +44,12 @@ def takedown_file(
 ) -> dict[str, Any]:
     """One data file of the parent version: its manifest entry in the derived version (the same entry
     when no row is excluded, else a new file under `prefix`) and what it lost."""
-    fs, path = storage.filesystem(entry["uri"], storage_options)
-    with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
+    with parquet_file(entry["uri"], storage_options) as pf:
         probe = pf.read(columns=[c for c in (S.ID, S.URL) if c in pf.schema_arrow.names], use_threads=False)
     mask = excluded_rows(probe, exclude)
     if not mask.any():
         return {"entry": entry, "removed_rows": 0, "removed_ids": [], "lost": {}}
-    with fs.open(path, "rb") as f:
-        table = pq.read_table(f)
+    table = read_parquet(entry["uri"], storage_options)
     gone = table.filter(pa.array(mask))
     lost = (
         pl.from_arrow(gone.select([MIX_GROUP, N_TOKENS]))

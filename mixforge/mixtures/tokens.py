@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import os
 import posixpath
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 
 from mixforge import storage
 from mixforge.mixtures.spec import TokenizerSpec
-from mixforge.shards import read_documents, shard_stem
+from mixforge.shards import parquet_file, read_documents, shard_stem, write_parquet
 
 FINGERPRINT_KEY = b"mixforge.pool_fingerprint"
 
@@ -116,10 +115,8 @@ def read_sidecar(
     uri: str, fingerprint: str, rows: int | None, storage_options: Mapping[str, Any] | None = None
 ) -> np.ndarray | None:
     """Cached counts, or None when there is no sidecar or it belongs to another version of the shard."""
-    fs, path = storage.filesystem(uri, storage_options)
     try:
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
+        with parquet_file(uri, storage_options) as pf:
             meta = pf.schema_arrow.metadata or {}
             if meta.get(FINGERPRINT_KEY, b"").decode() != fingerprint:
                 return None
@@ -166,9 +163,7 @@ def count_shard(
     table = table.replace_schema_metadata(
         {FINGERPRINT_KEY: fp["sha256"].encode(), b"mixforge.tokenizer": tokenizer_key(spec).encode()}
     )
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes(target, buf.getvalue(), storage_options)
+    write_parquet(target, table, storage_options, compression="zstd")
     return {
         "shard": shard_uri,
         "sidecar": target,

@@ -15,7 +15,6 @@ group size, no timestamps.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +22,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mixforge import schema as S
-from mixforge import storage
+from mixforge import shards, storage
 from mixforge.mixtures.shard_steps import FILE, REP, ROW, SHARD, SHUFFLE
 from mixforge.schema import N_TOKENS
 
@@ -49,9 +47,8 @@ def files_per_bucket(n_files: int, max_buckets: int = MAX_BUCKETS) -> int:
 
 
 def parquet_bytes(table: pa.Table, row_group_rows: int, compression: str = COMPRESSION) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression, row_group_size=max(1, row_group_rows))
-    return buf.getvalue()
+    """A mixture data file's bytes: `row_group_rows` rows a row group (at least 1)."""
+    return shards.parquet_bytes(table, compression=compression, row_group_size=max(1, row_group_rows))
 
 
 def gather(job: GatherJob, storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -59,9 +56,8 @@ def gather(job: GatherJob, storage_options: Mapping[str, Any] | None = None) -> 
     # which row groups of which piece hold which output file: the `_file` column's statistics
     where: dict[int, list[tuple[str, list[int]]]] = {}
     for uri in job.pieces:
-        fs, path = storage.filesystem(uri, storage_options)
-        with fs.open(path, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
+        with shards.parquet_file(uri, storage_options) as pf:
+            meta = pf.metadata
         col = meta.schema.names.index(FILE)
         by_file: dict[int, list[int]] = {}
         for rg in range(meta.num_row_groups):
@@ -75,9 +71,8 @@ def gather(job: GatherJob, storage_options: Mapping[str, Any] | None = None) -> 
     for file_index, uri in job.files:
         tables = []
         for piece, rgs in where.get(file_index, []):
-            fs, path = storage.filesystem(piece, storage_options)
-            with fs.open(path, "rb") as f:
-                tables.append(pq.ParquetFile(f).read_row_groups(rgs, use_threads=False))
+            with shards.parquet_file(piece, storage_options) as pf:
+                tables.append(pf.read_row_groups(rgs, use_threads=False))
         if tables:
             table = pa.concat_tables(tables)
             order = np.lexsort([table.column(c).to_numpy() for c in (REP, ROW, SHARD, SHUFFLE)])
