@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from mixforge import schema as S
-from mixforge.storage import atomic_open, filesystem, is_local, write_bytes
+from mixforge.storage import SHARD_SUFFIXES, atomic_open, filesystem, is_local, write_bytes
 
 PARQUET_COMPRESSION = "zstd"
 REJECT_PREVIEW_CHARS = 4096  # text kept in the audit for rows that could not be used
@@ -42,7 +42,6 @@ REJECT_SCHEMA = pa.schema(
     list(S.CORE_SCHEMA) + [pa.field(S.DROP_REASON, pa.string()), pa.field(S.DROP_DETAIL, pa.string())]
 )
 DUPLICATE_ID = "duplicate_id"  # drop reason: an input id already used earlier in the same shard
-SHARD_SUFFIXES = (".parquet", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".jsonl")
 _READ_CHUNK = 1 << 14  # compressed bytes per read: also the precision of "detected by byte N"
 _ID_PREVIEW_CHARS = 200  # an id quoted in a drop detail is cut here (ids can be hostile)
 
@@ -97,7 +96,7 @@ def shard_format(uri: str) -> str:
     name = uri.lower()
     if name.endswith(".parquet"):
         return "parquet"
-    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst")):
+    if name.endswith(SHARD_SUFFIXES):  # every other shard suffix is JSON lines, plain or compressed
         return "jsonl"
     raise ShardUnreadable(f"{uri}: unknown shard format (expected .parquet, .jsonl, .jsonl.gz or .jsonl.zst)", 0)
 
