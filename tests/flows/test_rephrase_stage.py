@@ -115,3 +115,36 @@ def test_curate_with_rephrase_lists_its_generated_folder_and_the_pool_adds_it(tm
     for _ in range(2):  # repaired, then read back as complete
         (pool_run,) = planning.pool_runs(store, config.dedup.index or planning.default_dedup_index(store))
         assert pool_run.output == run.stage("dedup").dir and pool_run.generated == ()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_rephrase_flow_runs_the_registered_stage_under_its_own_run_id(tmp_path, monkeypatch):
+    from flows.rephrase import rephrase
+    from mixforge.rephrase.config import RephraseRunConfig
+    from tasks.rephrase import finished_rephrase_outputs
+
+    config = RephraseRunConfig(rephrase=REPHRASE)
+    monkeypatch.setitem(engines._ENGINES, config.rephrase.engine, FakeEngine())
+    executors = []
+
+    def in_process(ray_config, needs_ray=False):
+        executors.append(needs_ray)
+        return SerialExecutor()
+
+    monkeypatch.setattr("tasks.stages.executor_for", in_process)
+    folder = write_shard(str(tmp_path / "curated" / "part-00000.parquet"), prose_docs(5, "c"))
+    store = str(tmp_path / "store")
+    assert finished_rephrase_outputs.fn([str(tmp_path / "curated")], store, config) == (
+        [str(tmp_path / "curated")],
+        [],
+    )
+
+    first = rephrase(input=os.path.dirname(folder), output=store, config=config)
+    again = rephrase(input=os.path.dirname(folder), output=store, config=config)
+
+    # the run id the rephrase flow always had: its inputs and RephraseRunConfig's fingerprint
+    run, finished = planning.generating_run_of("rephrase", os.path.dirname(folder), store, config)
+    assert finished and first["run_id"] == again["run_id"] == run.run_id and again["resumed"]
+    assert executors == [True, True]
+    assert first["output"] == run.stage("rephrase").dir and first["stages"][0]["docs_used"] == 5
+    assert finished_rephrase_outputs.fn([str(tmp_path / "curated")], store, config) == ([], [first["output"]])
