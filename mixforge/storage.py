@@ -678,10 +678,14 @@ def write_json(uri: str, obj: Any, storage_options: Mapping[str, Any] | None = N
     write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode() + b"\n", storage_options)
 
 
-def read_json(uri: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
     fs, path = filesystem(uri, storage_options)
     with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+        return f.read()
+
+
+def read_json(uri: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    return json.loads(read_bytes(uri, storage_options))
 
 
 def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:

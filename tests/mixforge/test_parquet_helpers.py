@@ -35,3 +35,13 @@ def test_write_read_and_open_round_trip(tmp_path):
         assert pf.metadata.num_row_groups == 3
         assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
         assert pf.read_row_groups([2]).column("id").to_pylist() == ["d8", "d9"]
+
+
+def test_storage_read_bytes_reads_what_write_bytes_wrote(tmp_path):
+    from mixforge import storage
+
+    uri = str(tmp_path / "a" / "blob.bin")
+    storage.write_bytes(uri, b"\x00\x01payload")
+    assert storage.read_bytes(uri) == b"\x00\x01payload"
+    storage.write_json(uri, {"b": 1, "a": [2]})
+    assert storage.read_json(uri) == {"a": [2], "b": 1}
