@@ -291,10 +291,21 @@ class CurateConfig(StrictModel):
         """
         used = (set(self.stages) & set(BUILTIN_STAGES)) | {"read", "stages"}
         fingerprint = self.model_dump(mode="json", include=used)
-        extra = {name: settings for name, settings in self.extra_stages.items() if name in self.stages}
+        extra = {name: _settings_fingerprint(name, s) for name, s in self.extra_stages.items() if name in self.stages}
         if extra:  # only when used: run ids of built-in pipelines stay as they were
             fingerprint["extra_stages"] = extra
         return fingerprint
+
+
+def _settings_fingerprint(name: str, settings: dict[str, Any]) -> Any:
+    """A stage's settings as they go into the run id: its config model's `fingerprint()` where it has
+    one (leaving out where it runs, e.g. rephrase's engine.python), else the settings as written."""
+    from mixforge.stages.registry import get_stage, stage_names
+
+    model = get_stage(name).config_model if name in stage_names() else None
+    if model is not None and hasattr(model, "fingerprint"):
+        return model.model_validate(settings).fingerprint()
+    return settings
 
 
 def _format_errors(origin: str, err: ValidationError) -> str:

@@ -289,6 +289,10 @@ class RephraseConfig(StrictModel):
     def template(self, style: str) -> PromptTemplate:
         return self.templates.get(style) or BUILTIN_TEMPLATES[style]
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What goes into a run id: where the engine's Python lives does not change the data."""
+        return self.model_dump(mode="json", exclude={"engine": {"python"}})
+
 
 class RephraseRunConfig(StrictModel):
     """The `rephrase` flow's parameters besides input, output and run id."""
@@ -298,5 +302,4 @@ class RephraseRunConfig(StrictModel):
     storage: StorageConfig = StorageConfig()
 
     def run_fingerprint(self) -> dict[str, Any]:
-        # Where the engine's Python lives does not change the data: not part of the run id.
-        return {"stage": "rephrase", "rephrase": self.rephrase.model_dump(mode="json", exclude={"engine": {"python"}})}
+        return {"stage": "rephrase", "rephrase": self.rephrase.fingerprint()}

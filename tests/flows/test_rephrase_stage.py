@@ -24,7 +24,7 @@ from mixforge.rephrase.engine import Generation
 from mixforge.runs import RunLayout
 from mixforge.shards import read_documents
 from mixforge.stages.registry import extra_settings, get_stage
-from tests.helpers import prose_docs, write_shard
+from tests.helpers import REPO, prose_docs, write_shard
 
 
 class WordTokenizer:
@@ -148,3 +148,16 @@ def test_the_rephrase_flow_runs_the_registered_stage_under_its_own_run_id(tmp_pa
     assert executors == [True, True]
     assert first["output"] == run.stage("rephrase").dir and first["stages"][0]["docs_used"] == 5
     assert finished_rephrase_outputs.fn([str(tmp_path / "curated")], store, config) == ([], [first["output"]])
+
+
+def test_where_the_engine_python_lives_is_not_part_of_the_run_id():
+    import yaml
+
+    from mixforge.config import CurateConfig
+
+    def config(python):
+        settings = yaml.safe_load((REPO / "configs" / "rephrase.example.yaml").read_text())["rephrase"]
+        settings["engine"]["python"] = python
+        return CurateConfig(stages=["normalize", "dedup", "rephrase"], extra_stages={"rephrase": settings})
+
+    assert config("/opt/a/bin/python").run_fingerprint() == config("/opt/b/bin/python").run_fingerprint()
