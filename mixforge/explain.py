@@ -23,9 +23,8 @@ from mixforge import schema as S
 from mixforge import storage
 from mixforge.config_errors import ConfigError
 from mixforge.runs import RunLayout
+from mixforge.schema import DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF, PARENT_ID
 
-PARENT_ID = "parent_id"  # rephrase's column (mixforge.stages.rephrase), read here without importing it
-DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF = "dup_cluster", "dup_count", "duplicate_of"  # mixforge.dedup.apply
 _SKIP = {S.TEXT, S.META}  # never read: the bulk of a shard
 MAX_LISTED = 50  # cluster members and children listed at most
 SHOWN_COLUMNS = 8  # a kept stage's columns in the text output (--json has them all)

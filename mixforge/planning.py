@@ -30,8 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from mixforge import lease as leases
 from mixforge import schema as S
 from mixforge import storage
@@ -40,6 +38,7 @@ from mixforge.config_errors import ConfigError
 from mixforge.dedup.layouts import IndexLayout
 from mixforge.names import validate_name
 from mixforge.runs import RunLayout, check_run, open_run
+from mixforge.shards import parquet_file
 from mixforge.storage import InputShard, filesystem
 
 log = logging.getLogger("mixforge")
@@ -163,10 +162,9 @@ def is_contract_shard(uri: str, storage_options) -> bool:
     """A Parquet shard with the contract's core columns (a stage's output) needs no normalize."""
     if not uri.lower().endswith(".parquet"):
         return False
-    fs, path = filesystem(uri, storage_options)
     try:
-        with fs.open(path, "rb") as f:
-            names = set(pq.read_schema(f).names)
+        with parquet_file(uri, storage_options) as pf:
+            names = set(pf.schema_arrow.names)
     except Exception:
         return False  # unreadable: let normalize quarantine it with a clear error
     return set(S.CORE_COLUMNS) <= names

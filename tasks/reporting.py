@@ -66,9 +66,7 @@ def embed_images(markdown: str, base_uri: str, storage_options: Mapping[str, Any
 
 
 def _read(uri: str, storage_options: Mapping[str, Any] | None) -> bytes:
-    fs, path = storage.filesystem(uri, storage_options)
-    with fs.open(path, "rb") as f:
-        return f.read()
+    return storage.read_bytes(uri, storage_options)
 
 
 def _png_within(data: bytes, max_bytes: int) -> bytes | None:

@@ -25,7 +25,7 @@ from mixforge.mixtures.exclusions import with_standing_takedowns
 from mixforge.mixtures.plan import MixPlan, SearchLimits, plan_mixture
 from mixforge.mixtures.pool import PoolShard, output_schema, resolve_pool
 from mixforge.mixtures.preflight import check_spec
-from mixforge.mixtures.spec import MixSpec, absolute_path, sha256_json
+from mixforge.mixtures.spec import MixSpec, absolute_path
 from mixforge.mixtures.versions import (
     MANIFEST_FORMAT,
     MixtureLayout,
@@ -36,6 +36,8 @@ from mixforge.mixtures.versions import (
 )
 from mixforge.mixtures.write import MAX_BUCKETS, GatherJob, files_per_bucket, gather, remove_scratch
 from mixforge.names import parse_version, version_label
+from mixforge.runs import sha256_json
+from mixforge.shards import read_parquet
 
 log = logging.getLogger("mixforge")
 
@@ -331,7 +333,6 @@ def spec_for_pool(
     sampling over their natural token shares (T=1: as in the pool), and a budget given as
     tokens or as a fraction of the pool. Reads only the `group_by` column."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     # paths given in code are the process's own: resolved against its working directory here, once
     # (a build refuses relative paths, which would mean another folder on another worker)
@@ -339,11 +340,9 @@ def spec_for_pool(
     store = absolute_path(store, os.getcwd())
     values: set[Any] = set()
     for shard in resolve_pool(patterns, storage_options):
-        fs, path = storage.filesystem(shard.uri, storage_options)
         if group_by not in shard.schema.names:
             raise ValueError(f"pool shard {shard.uri} has no column {group_by!r} to group by")
-        with fs.open(path, "rb") as f:
-            values.update(pc.unique(pq.read_table(f, columns=[group_by]).column(0)).to_pylist())
+        values.update(pc.unique(read_parquet(shard.uri, storage_options, columns=[group_by]).column(0)).to_pylist())
     groups, seen = [], set()
     for value in sorted(v for v in values if v is not None):
         slug, i = _slug(value), 2

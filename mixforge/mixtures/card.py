@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mixforge import schema as S
 from mixforge import storage
-from mixforge.mixtures.pool import MIX_GROUP, N_TOKENS
+from mixforge.schema import MIX_GROUP, N_TOKENS
+from mixforge.shards import parquet_file
 
 SAMPLE_ROWS = 200_000
 PLOTS = ("weights.png", "lengths.png", "quality.png", "sources.png")
@@ -32,9 +32,7 @@ def file_stats(manifest: dict[str, Any], storage_options: Mapping[str, Any] | No
     """Per phase: tokens by source, token lengths and quality scores of (a sample of) its rows."""
     phases: dict[str, dict[str, Any]] = {}
     for entry in manifest["files"]:
-        fs, path = storage.filesystem(entry["uri"], storage_options)
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
+        with parquet_file(entry["uri"], storage_options) as pf:
             names = pf.schema_arrow.names
             cols = [c for c in names if c in (N_TOKENS, S.SOURCE, MIX_GROUP) or c.startswith("quality_")]
             table = pf.read(columns=cols, use_threads=False)
@@ -277,9 +275,7 @@ def write_card(manifest: dict[str, Any], version_dir: str, storage_options: Mapp
         text = markdown(manifest)
         plots = {}
         for name, uri in manifest["card"]["plots"].items():
-            fs, path = storage.filesystem(uri, storage_options)
-            with fs.open(path, "rb") as f:
-                plots[name] = f.read()
+            plots[name] = storage.read_bytes(uri, storage_options)
     else:  # a manifest from before cards were committed with it: read the data files
         stats = file_stats(manifest, storage_options)
         text = markdown(manifest, summary_stats(stats))

@@ -170,10 +170,8 @@ def ensure_card(
     manifest = read_manifest(store, name, version, storage_options)
     layout = MixtureLayout(store, name)
     readme = layout.readme(manifest["version"])
-    fs, path = storage.filesystem(readme, storage_options)
     try:
-        with fs.open(path, "rb") as f:
-            return f.read().decode()
+        return storage.read_bytes(readme, storage_options).decode()
     except FileNotFoundError:
         return card.write_card(manifest, layout.version_dir(manifest["version"]), storage_options)
 
@@ -272,13 +270,11 @@ def version_rows(
 
 
 def _ids(manifest: dict[str, Any], storage_options: Mapping[str, Any] | None) -> set[str]:
-    import pyarrow.parquet as pq
+    from mixforge.shards import read_parquet
 
     ids: set[str] = set()
     for uri in data_files(manifest):
-        fs, path = storage.filesystem(uri, storage_options)
-        with fs.open(path, "rb") as f:
-            ids.update(pq.read_table(f, columns=["id"]).column(0).to_pylist())
+        ids.update(read_parquet(uri, storage_options, columns=["id"]).column(0).to_pylist())
     return ids
 
 

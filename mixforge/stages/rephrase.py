@@ -28,10 +28,11 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from mixforge import schema as S
-from mixforge.predicates import PARENT_ID, check_schema, matching_rows
+from mixforge.predicates import check_schema, matching_rows
 from mixforge.rephrase import guards as G
 from mixforge.rephrase.config import RephraseConfig
 from mixforge.rephrase.prompts import chunk_text, prompt_hash, reassemble, render_prompt
+from mixforge.schema import PARENT_ID
 from mixforge.stage import Resources, ShardContext, Stage, StageResult
 
 STYLE, MODEL = "rephrase_style", "rephrase_model"
