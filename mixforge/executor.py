@@ -194,6 +194,15 @@ def secrets_for(calls: Sequence[Call], storage_options: Mapping[str, Any] | None
 # ----------------------------------------------------------------------------- a local process pool
 
 
+def _call_pickled(cpus: float, secrets: Mapping[str, Mapping[str, Any]], payload: bytes):
+    """In a pool worker: the step and its arguments, pickled by cloudpickle as Ray pickles them (so a
+    step defined in a test, a notebook or `__main__` runs in the pool as it runs on Ray)."""
+    import cloudpickle
+
+    fn, args = cloudpickle.loads(payload)
+    return call_on_worker(cpus, secrets, fn, *args)
+
+
 def _pool_worker_init() -> None:
     # The driver owns Ctrl-C: it stops the run and then the pool (a worker killed by SIGINT mid-write
     # would only leave a half-written temporary file, but its traceback would bury the resume hint).
@@ -288,6 +297,8 @@ class LocalPoolExecutor(Executor):
         runtime_env: dict | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> Iterator[tuple[Any, Any, str | None]]:
+        import cloudpickle
+
         secrets = secrets_for(calls, storage_options)
         cpus = max(1.0, resources.cpus)
         limit = max(1, int(self.workers // cpus))
@@ -298,7 +309,8 @@ class LocalPoolExecutor(Executor):
             while queue or pending:
                 while queue and len(pending) < limit:
                     call, attempt = queue.pop()
-                    pending[pool.submit(call_on_worker, cpus, secrets, fn, *call.args)] = (call, attempt)
+                    payload = cloudpickle.dumps((fn, call.args))
+                    pending[pool.submit(_call_pickled, cpus, secrets, payload)] = (call, attempt)
                 done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
                 for future in done:
                     if future not in pending:  # already counted with a broken pool, below

@@ -1,6 +1,6 @@
-"""A plain stage over its shards on Ray: the library's `runner.run_stage` with the Ray executor
-(benchmarks and tests run single stages this way; curation stages, rephrase included, go through
-`tasks.stages`)."""
+"""A plain stage over its shards: the library's `runner.run_stage` with the job's executor (Ray, or
+the local pool where `MIXFORGE_EXECUTOR` chose it). Benchmarks and tests run single stages this
+way; curation stages, rephrase included, go through `tasks.stages`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mixforge.runner import run_stage as run_stage_with
 from mixforge.runs import StageLayout
 from mixforge.shards import ReadOptions
 from mixforge.stage import Stage
-from tasks.executor import RayExecutor
+from tasks.executor import executor_for
 
 
 def run_stage(
@@ -24,5 +24,5 @@ def run_stage(
     read_options: ReadOptions = ReadOptions(),
     storage_options: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Process every (index, input URI) with `stage` on Ray; the stage summary (also `_stats.json`)."""
-    return run_stage_with(stage, layout, inputs, RayExecutor(ray_config), read_options, storage_options)
+    """Process every (index, input URI) with `stage`; the stage summary (also `_stats.json`)."""
+    return run_stage_with(stage, layout, inputs, executor_for(ray_config), read_options, storage_options)

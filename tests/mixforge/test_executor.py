@@ -72,3 +72,15 @@ def test_without_retries_a_dead_worker_fails_its_units_by_name(tmp_path):
         assert executor.map(square, [(3,)]) == [9]  # the next step gets a fresh pool
     finally:
         shutdown_local_pool()
+
+
+def test_the_pool_runs_steps_defined_anywhere_as_ray_does():
+    offset = 10
+
+    def add_offset(x: int) -> int:  # a closure: standard pickle refuses it, Ray's cloudpickle does not
+        return x + offset
+
+    try:
+        assert LocalPoolExecutor(2).map(add_offset, [(1,), (2,)]) == [11, 12]
+    finally:
+        shutdown_local_pool()
