@@ -93,8 +93,8 @@ def selected_rows(plan, out_dir: Path) -> list[tuple[str, np.ndarray, str]]:
         offset += p.n_files
     tasks = []
     for ref in plan.refs:  # which rows (not timed: the plan's business)
-        job = W.DrawJob(ref, plan.ctx, tuple(phases), 1, output_schema(plan.shards), "")
-        rows = np.sort(W.drawn_rows(job, W.load(plan.ctx, ref))["row"])
+        job = W.DrawJob(ref, plan.view, tuple(phases), 1, output_schema(plan.shards), "")
+        rows = np.sort(W.drawn_rows(job, W.load(plan.view, ref))["row"])
         tasks.append((plan.shards[ref.index].uri, rows, str(out_dir / f"part-{ref.index:05d}.parquet")))
     return tasks
 
