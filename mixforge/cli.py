@@ -987,7 +987,22 @@ def _input_bytes(args: argparse.Namespace, plan: Any) -> int | None:
         from pathlib import Path
 
         return sum(f.stat().st_size for f in Path(demo_corpus_path()).iterdir())
+    if args.command == "mix":
+        return _pool_bytes(args.spec)
     return None
+
+
+def _pool_bytes(spec_path: str) -> int | None:
+    """The size of a mixture's pool (one listing per pool pattern; None where a size is unknown)."""
+    from mixforge import storage
+    from mixforge.mixtures.spec import load_spec
+
+    try:
+        spec = load_spec(spec_path)
+        sizes = [s.size for p in spec.pool for s in storage.discover_inputs(p, spec.storage_options).shards]
+    except Exception:  # noqa: BLE001 - the pre-flight has judged the spec; this only picks the executor
+        return None
+    return None if any(size is None for size in sizes) else sum(sizes)
 
 
 def _choose_executor(args: argparse.Namespace, plan: Any) -> str:

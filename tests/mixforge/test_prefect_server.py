@@ -93,3 +93,20 @@ def test_commands_share_the_server_and_run_small_jobs_without_ray(tmp_path, home
     assert third.returncode == 0, third.stderr[-3000:]
     assert "started a local Ray" in third.stderr and "started a local pool of" not in third.stderr
     assert json.loads(third.stdout)["stages"][-1]["docs_kept"] == summary["stages"][-1]["docs_kept"]
+
+
+def test_a_mix_is_sized_by_its_pool(tmp_path):
+    """`mix` picks its executor by the size of the pool it samples (a small pool: no Ray to start)."""
+    import argparse
+
+    from mixforge import cli
+
+    first = write_shard(str(tmp_path / "pool" / "a.parquet"), docs(5))
+    second = write_shard(str(tmp_path / "pool" / "b.parquet"), docs(7, prefix="e"))
+    spec = tmp_path / "spec.yaml"
+    body = "name: small\npool: [{}]\nstore: store\nbudget_tokens: 1000\ngroups:\n  - {{name: all, weight: 1}}\n"
+    spec.write_text(body.format("pool/"))
+    sized = cli._input_bytes(argparse.Namespace(command="mix", spec=str(spec)), None)
+    assert sized == os.path.getsize(first) + os.path.getsize(second)
+    spec.write_text(body.format("missing/"))
+    assert cli._input_bytes(argparse.Namespace(command="mix", spec=str(spec)), None) is None  # unknown: Ray decides
