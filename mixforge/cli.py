@@ -161,7 +161,7 @@ def preflight_demo(args: argparse.Namespace):
 
     planning.check_run_id(args.run_id)
     planning.check_output(os.path.abspath(args.output))
-    _load_curate_config(args.config)
+    return _load_curate_config(args.config)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
@@ -245,8 +245,10 @@ def preflight_mix(args: argparse.Namespace):
     from mixforge.mixtures.preflight import check_spec
     from mixforge.mixtures.spec import load_spec
 
-    for warning in check_spec(load_spec(args.spec), origin=args.spec):
+    spec = load_spec(args.spec)
+    for warning in check_spec(spec, origin=args.spec):
         print(f"mixforge: warning: {warning}", file=sys.stderr)
+    return spec
 
 
 def cmd_mix(args: argparse.Namespace) -> dict:
@@ -936,11 +938,15 @@ class _LocalServices:
         if prefect_server.mode() == "shared":
             starting = prefect_server.start_or_reuse()
             prefect_server.use(starting.server)  # before Prefect is imported: it reads the URL then
-        executor = _choose_executor(args, plan)
+        from tasks.executor import choose_executor
+
+        ray_config = _ray_config(plan)
+        executor = choose_executor(ray_config, _input_bytes(args, plan))
+        logging.getLogger("mixforge").debug("executor: %s", executor)
         if executor == "local":
             from mixforge.executor import warm_local_pool
 
-            warm_local_pool(_ray_config(args).num_cpus)
+            warm_local_pool(ray_config.num_cpus)
         return cls(starting, executor, saved)
 
     def ready(self) -> None:
@@ -962,19 +968,13 @@ class _LocalServices:
                 os.environ[name] = value
 
 
-def _ray_config(args: argparse.Namespace):
+def _ray_config(plan: Any):
+    """The Ray settings of what the pre-flight planned: a run plan's config, a curate config (demo) or
+    a mixture spec; the defaults for a command with none (train-classifier)."""
     from mixforge.config import RayConfig
 
-    try:
-        if args.command == "mix" or args.command == "mixtures":
-            from mixforge.mixtures.spec import load_spec
-
-            return load_spec(args.spec).ray
-        if args.command == "train-classifier":
-            return RayConfig()
-        return _load_curate_config(getattr(args, "config", None)).ray
-    except Exception:  # noqa: BLE001 - the pre-flight has checked the config; this only sizes the pool
-        return RayConfig()
+    ray = getattr(getattr(plan, "config", plan), "ray", None)
+    return ray if isinstance(ray, RayConfig) else RayConfig()
 
 
 def _input_bytes(args: argparse.Namespace, plan: Any) -> int | None:
@@ -988,29 +988,19 @@ def _input_bytes(args: argparse.Namespace, plan: Any) -> int | None:
 
         return sum(f.stat().st_size for f in Path(demo_corpus_path()).iterdir())
     if args.command == "mix":
-        return _pool_bytes(args.spec)
+        return _pool_bytes(plan)
     return None
 
 
-def _pool_bytes(spec_path: str) -> int | None:
+def _pool_bytes(spec: Any) -> int | None:
     """The size of a mixture's pool (one listing per pool pattern; None where a size is unknown)."""
     from mixforge import storage
-    from mixforge.mixtures.spec import load_spec
 
     try:
-        spec = load_spec(spec_path)
         sizes = [s.size for p in spec.pool for s in storage.discover_inputs(p, spec.storage_options).shards]
     except Exception:  # noqa: BLE001 - the pre-flight has judged the spec; this only picks the executor
         return None
     return None if any(size is None for size in sizes) else sum(sizes)
-
-
-def _choose_executor(args: argparse.Namespace, plan: Any) -> str:
-    from tasks.executor import choose_executor
-
-    chosen = choose_executor(_ray_config(args), _input_bytes(args, plan))
-    logging.getLogger("mixforge").debug("executor: %s", chosen)
-    return chosen
 
 
 def _shutdown_local_services() -> None:

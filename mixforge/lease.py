@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mixforge import storage
@@ -59,14 +60,18 @@ def _now() -> float:
     return time.time()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host is running (an exited child not yet reaped, a zombie, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(0) said it exists
 
 
 def _generations(run_dir: str, storage_options) -> list[int]:
@@ -105,7 +110,7 @@ def why_free(record: dict | None, now: float | None = None) -> str | None:
     age = now - float(record.get("heartbeat_at", 0))
     if age > float(record.get("ttl_s", DEFAULT_TTL_S)):
         return f"stale: last heartbeat {age:.0f}s ago"
-    if record.get("host") == socket.gethostname() and not _pid_alive(int(record.get("pid", -1))):
+    if record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid", -1))):
         return f"stale: process {record.get('pid')} on this host has ended"
     return None
 

@@ -12,8 +12,8 @@ command keeps it alive by asking its health every few seconds. Its UI shows ever
     PREFECT_API_URL=...                a server you run: used as is, nothing is started
 
 `mixforge server status` says which server the commands use; `mixforge server stop` stops it.
-Only the standard library is imported here until a server must be started: the check that one is
-running costs milliseconds.
+Prefect itself is imported only in the server process: the check that a server is running (a
+state file, a process check shared with the run leases, one health request) costs milliseconds.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from mixforge.lease import pid_alive
 
 log = logging.getLogger("mixforge")
 
@@ -97,23 +99,10 @@ def healthy(server: Server, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a server this process started and that has exited is a zombie until reaped: not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def running() -> Server | None:
     """The shared server of this PREFECT_HOME when it is up and of this Prefect version."""
     server = _read_state()
-    if server is None or server.prefect != _prefect_version() or not _alive(server.pid):
+    if server is None or server.prefect != _prefect_version() or not pid_alive(server.pid):
         return None
     return server if healthy(server) else None
 
@@ -230,13 +219,13 @@ def stop() -> Server | None:
         server = _read_state()
         with contextlib.suppress(FileNotFoundError):
             state_path().unlink()
-        if server is None or not _alive(server.pid):
+        if server is None or not pid_alive(server.pid):
             return None
         os.kill(server.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while _alive(server.pid) and time.monotonic() < deadline:
+        while pid_alive(server.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(server.pid):
+        if pid_alive(server.pid):
             os.kill(server.pid, signal.SIGKILL)
         return server
 

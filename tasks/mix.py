@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mixforge.config import RayConfig
 from mixforge.mixtures import build, pool, takedown
+from mixforge.mixtures import plan as planner
 from mixforge.mixtures.exclusions import with_standing_takedowns
 from mixforge.mixtures.plan import MixPlan
 from mixforge.mixtures.pool import PoolShard
@@ -53,7 +54,7 @@ def count_tokens(spec: MixSpec, shards: list[PoolShard]) -> list[str]:
 @task(name="plan-mixture", cache_policy=NO_CACHE)
 def plan_mixture(spec: MixSpec, shards: list[PoolShard], sidecars: list[str]) -> MixPlan:
     """Plan on aggregates: the per-shard work runs as Ray tasks, the driver sees no pool rows."""
-    return build.plan(spec, shards, sidecars, executor_for(spec.ray))
+    return planner.plan_mixture(spec, shards, sidecars, executor_for(spec.ray))
 
 
 @task(name="write-mixture", cache_policy=NO_CACHE)

@@ -22,7 +22,7 @@ from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures import shard_steps as W
 from mixforge.mixtures import tokens
 from mixforge.mixtures.exclusions import with_standing_takedowns
-from mixforge.mixtures.plan import MixPlan, SearchLimits, plan_mixture
+from mixforge.mixtures.plan import MixPlan, plan_mixture
 from mixforge.mixtures.pool import PoolShard, output_schema, resolve_pool
 from mixforge.mixtures.preflight import check_spec
 from mixforge.mixtures.spec import MixSpec, absolute_path
@@ -41,7 +41,7 @@ from mixforge.shards import read_parquet
 
 log = logging.getLogger("mixforge")
 
-__all__ = ["count_tokens", "plan", "write_data", "manifest_body", "build_mixture", "dry_run", "spec_for_pool"]
+__all__ = ["count_tokens", "write_data", "manifest_body", "build_mixture", "dry_run", "spec_for_pool"]
 
 
 # ----------------------------------------------------------------------------- steps
@@ -67,16 +67,6 @@ def count_tokens(
     fresh = sum(not r["cached"] for r in results)
     log.info("token counts: %d pool shards (%d counted now, %d cached)", len(results), fresh, len(results) - fresh)
     return [r["sidecar"] for r in results]
-
-
-def plan(
-    spec: MixSpec,
-    shards: Sequence[PoolShard],
-    sidecars: Sequence[str],
-    executor: Executor | None = None,
-    limits: SearchLimits = SearchLimits(),
-) -> MixPlan:
-    return plan_mixture(spec, list(shards), list(sidecars), executor, limits)
 
 
 def data_key(spec: MixSpec, shards: Sequence[PoolShard]) -> str:
@@ -223,7 +213,7 @@ def build_mixture(spec: MixSpec, executor: Executor | None = None) -> dict[str, 
     shards = resolve_pool(spec.pool, spec.storage_options)
     sidecars = count_tokens(spec, shards, executor)
     t1 = time.perf_counter()
-    mix_plan = plan(spec, shards, sidecars, executor)
+    mix_plan = plan_mixture(spec, shards, sidecars, executor)
     t2 = time.perf_counter()
     files = write_data(mix_plan, executor)
     t3 = time.perf_counter()
@@ -288,7 +278,7 @@ def dry_run(spec: MixSpec, executor: Executor | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mixforge-dry-run-") as scratch:
         sidecars = count_tokens(spec, shards, executor, scratch=scratch)
         counted = sum(s.startswith(scratch) for s in sidecars)
-        mix_plan = plan(spec, shards, sidecars, executor)
+        mix_plan = plan_mixture(spec, shards, sidecars, executor)
     versions = list_versions(MixtureLayout(spec.store, spec.name), spec.storage_options)
     out = plan_summary(mix_plan)
     out["notes"] = warnings + out["notes"]

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from mixforge import prefect_server
+from mixforge.lease import pid_alive
 from tests.helpers import REPO, docs, write_shard
 
 
@@ -44,9 +45,9 @@ def test_an_idle_server_stops_by_itself(home, monkeypatch):
     monkeypatch.setenv(prefect_server.IDLE_ENV, "4")
     server = prefect_server.start_or_reuse().wait()
     deadline = time.monotonic() + 60
-    while prefect_server._alive(server.pid) and time.monotonic() < deadline:
+    while pid_alive(server.pid) and time.monotonic() < deadline:
         time.sleep(0.5)  # no requests from here on (a health check would count as one)
-    assert not prefect_server._alive(server.pid)
+    assert not pid_alive(server.pid)
     assert not prefect_server.state_path().exists()  # it forgot itself
     assert prefect_server.running() is None
 
@@ -100,13 +101,16 @@ def test_a_mix_is_sized_by_its_pool(tmp_path):
     import argparse
 
     from mixforge import cli
+    from mixforge.mixtures.spec import load_spec
 
     first = write_shard(str(tmp_path / "pool" / "a.parquet"), docs(5))
     second = write_shard(str(tmp_path / "pool" / "b.parquet"), docs(7, prefix="e"))
     spec = tmp_path / "spec.yaml"
     body = "name: small\npool: [{}]\nstore: store\nbudget_tokens: 1000\ngroups:\n  - {{name: all, weight: 1}}\n"
     spec.write_text(body.format("pool/"))
-    sized = cli._input_bytes(argparse.Namespace(command="mix", spec=str(spec)), None)
+    mix = argparse.Namespace(command="mix", spec=str(spec))
+    sized = cli._input_bytes(mix, cli.preflight_mix(mix))  # the pre-flight's spec
     assert sized == os.path.getsize(first) + os.path.getsize(second)
     spec.write_text(body.format("missing/"))
-    assert cli._input_bytes(argparse.Namespace(command="mix", spec=str(spec)), None) is None  # unknown: Ray decides
+    unknown = load_spec(str(spec))  # (its pre-flight would refuse the missing pool)
+    assert cli._input_bytes(mix, unknown) is None  # unknown: Ray decides
