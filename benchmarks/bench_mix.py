@@ -119,6 +119,7 @@ def main() -> None:
 
     from mixforge.mixtures import build as B
     from mixforge.mixtures import versions as V
+    from mixforge.mixtures.plan import plan_mixture
     from mixforge.mixtures.spec import MixSpec
 
     work = Path(args.work_dir)
@@ -179,7 +180,7 @@ def main() -> None:
         shards = B.resolve_pool(spec.pool)
         sidecars = B.count_tokens(spec, shards, executor)  # cached sidecars
         t1 = time.perf_counter()
-        plan = B.plan(spec, shards, sidecars, executor)
+        plan = plan_mixture(spec, shards, sidecars, executor)
         t2 = time.perf_counter()
         rss_plan = harness.PeakRSS.mb()
         plan_calls = {k: v for k, v in calls.items() if k != "count_shard"}

@@ -17,7 +17,7 @@ import pytest
 from mixforge import storage
 from mixforge.config import ConfigError
 from mixforge.mixtures import build as B
-from mixforge.mixtures.plan import EmptyGroupError
+from mixforge.mixtures.plan import EmptyGroupError, plan_mixture
 from mixforge.mixtures.preflight import PreflightError, check_spec, inspect_spec
 from mixforge.mixtures.samplers import NumericColumn, Sampler
 from mixforge.mixtures.spec import MixSpec, load_spec
@@ -385,7 +385,7 @@ def test_planning_names_the_empty_group_and_why(tmp_path):
     assert check_spec(spec) == []  # the metadata cannot see it
     shards = B.resolve_pool(spec.pool)
     with pytest.raises(EmptyGroupError) as e:
-        B.plan(spec, shards, B.count_tokens(spec, shards))
+        plan_mixture(spec, shards, B.count_tokens(spec, shards))
     assert str(e.value) == (
         "group 'good-books' (groups[1]: source = 'books' and 0.6 <= quality_score) matches no document of "
         "the pool (2 shards, 600 documents); no version was written (fix the predicates, or set "
@@ -405,7 +405,7 @@ def test_planning_names_the_empty_group_and_why(tmp_path):
         match=r"group 'web' \(groups\[1\]: source = 'web'\) matches 200 documents of the "
         r"pool, but every one belongs to an earlier group \('all'\)",
     ):
-        B.plan(shadowed, shards, B.count_tokens(shadowed, shards))
+        plan_mixture(shadowed, shards, B.count_tokens(shadowed, shards))
     # ... or are all taken down
     ids = [r["id"] for s in range(2) for r in correlated_rows(300, s * 300) if r["source"] == "code"]
     excluded = make_spec(
@@ -418,7 +418,7 @@ def test_planning_names_the_empty_group_and_why(tmp_path):
         ],
     )
     with pytest.raises(EmptyGroupError, match="matches 200 documents of the pool, but every one is excluded"):
-        B.plan(excluded, shards, B.count_tokens(excluded, shards))
+        plan_mixture(excluded, shards, B.count_tokens(excluded, shards))
     assert not os.path.exists(os.path.join(store, "mixtures"))
 
 

@@ -24,7 +24,7 @@ from mixforge.config import ConfigError
 from mixforge.executor import Executor, SerialExecutor
 from mixforge.mixtures import build as B
 from mixforge.mixtures import versions as V
-from mixforge.mixtures.plan import FILL_WINDOW, ShortGroupError
+from mixforge.mixtures.plan import FILL_WINDOW, ShortGroupError, plan_mixture
 from mixforge.mixtures.samplers import SAMPLERS, Sampler
 from mixforge.mixtures.spec import MixSpec, load_spec
 from mixforge.mixtures.takedown import derive_version
@@ -215,7 +215,7 @@ def test_short_group_fails_with_a_clear_error(pool, tmp_path):
     spec = make_spec(pool, str(tmp_path / "store"), budget_tokens=150_000, on_short="fail")
     shards = B.resolve_pool(spec.pool)
     with pytest.raises(ShortGroupError) as e:
-        B.plan(spec, shards, B.count_tokens(spec, shards))
+        plan_mixture(spec, shards, B.count_tokens(spec, shards))
     msg = str(e.value)  # names the group, its target, its tokens and the cap
     assert "group 'web' is short" in msg and "75,000 tokens" in msg and "max_epochs=1 caps it at" in msg
     web = next(g for g in spec.groups if g.name == "web")
@@ -224,7 +224,7 @@ def test_short_group_fails_with_a_clear_error(pool, tmp_path):
 
 def _plan(spec: MixSpec, executor: Executor | None = None, **kw):
     shards = B.resolve_pool(spec.pool, spec.storage_options)
-    return B.plan(spec, shards, B.count_tokens(spec, shards), executor, **kw)
+    return plan_mixture(spec, shards, B.count_tokens(spec, shards), executor, **kw)
 
 
 def pool_table(pool: str) -> pa.Table:
