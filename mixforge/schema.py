@@ -56,6 +56,9 @@ CLUSTER_ID, CLUSTER_DISTANCE = "cluster_id", "cluster_distance"  # classify: emb
 DUP_CLUSTER, DUP_COUNT, DUPLICATE_OF = "dup_cluster", "dup_count", "duplicate_of"  # dedup
 PARENT_ID = "parent_id"  # rephrase: the document a synthetic row was generated from
 N_TOKENS, MIX_GROUP = "n_tokens", "mix_group"  # mixtures: tokens per row, the group it was drawn for
+# mixtures: where a mixture row came from (lineage): the pool shard (an index into the manifest's
+# pool.shards), its row there, and which copy of that document it is (0 unless repeated)
+POOL_SHARD, POOL_ROW, POOL_COPY = "pool_shard", "pool_row", "pool_copy"
 
 
 def set_column(table: pa.Table, name: str, values) -> pa.Table:
