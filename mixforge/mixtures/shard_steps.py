@@ -281,7 +281,8 @@ def scatter(job: DrawJob, storage_options: Mapping[str, Any] | None = None) -> d
     and the realised figures per (phase, group)."""
     data = load(job.view, job.ref, storage_options)
     d = drawn_rows(job, data)
-    base_fields = [f for f in job.schema if f.name not in (N_TOKENS, MIX_GROUP)]
+    # a pool's own lineage columns (a mixture used as a pool) are not read: the gather writes this draw's
+    base_fields = [f for f in job.schema if f.name not in (N_TOKENS, MIX_GROUP, S.POOL_SHARD, S.POOL_ROW, S.POOL_COPY)]
     by_row = np.lexsort((d["rep"], d["row"]))  # read in pool row order
     rows_sorted = d["row"][by_row]
     pieces_by_rg: list[pa.Table] = []

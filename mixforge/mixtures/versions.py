@@ -27,9 +27,10 @@ from mixforge.mixtures import card
 from mixforge.names import VERSION_RE, is_valid_name, parse_version, validate_name, version_label
 
 # Part of every data key: /2 draws by per-shard keys with a bucketed shuffle and commits the card
-# with the manifest. Its bytes differ from /1's for the same spec, so its data goes to new prefixes
-# and never overwrites files that /1 versions list.
-MANIFEST_FORMAT = "mixforge.mixture/2"
+# with the manifest; /3 adds the lineage columns (pool_shard, pool_row, pool_copy) to every row. Each
+# format's bytes differ from the one before for the same spec, so its data goes to new prefixes and
+# never overwrites files that older versions list. Readers accept /2 (no lineage columns) and /3.
+MANIFEST_FORMAT = "mixforge.mixture/3"
 
 
 class VersionNotFound(FileNotFoundError):

@@ -8,6 +8,10 @@ it has. Gather takes one bucket: for each of its output files it reads that file
 every piece, sorts the rows by their shuffle key (ties: shard, row, repeat) and writes the shard.
 No step holds more than one pool shard's drawn rows or one output shard.
 
+Every row keeps its lineage (mixforge.mixture/3): `pool_shard` (its pool shard, an index into the
+manifest's `pool.shards`), `pool_row` (its row there) and `pool_copy` (which copy of that document
+it is in the phase, 0..k-1), the last columns of a data file. A takedown carries them unchanged.
+
 Output shards are byte-identical for the same plan: fixed schema, fixed row order, fixed row
 group size, no timestamps.
 """
@@ -26,11 +30,14 @@ import pyarrow.compute as pc
 from mixforge import schema as S
 from mixforge import shards, storage
 from mixforge.mixtures.shard_steps import FILE, REP, ROW, SHARD, SHUFFLE
-from mixforge.schema import N_TOKENS
+from mixforge.schema import N_TOKENS, POOL_COPY, POOL_ROW, POOL_SHARD
 
 COMPRESSION = "zstd"
 MAX_BUCKETS = 64
 HELPERS = (FILE, SHUFFLE, SHARD, ROW, REP)
+# the helper columns kept as lineage columns, and their types in a data file
+LINEAGE = ((SHARD, POOL_SHARD, pa.int32()), (ROW, POOL_ROW, pa.int64()), (REP, POOL_COPY, pa.int32()))
+LINEAGE_COLUMNS = tuple(name for _, name, _ in LINEAGE)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,13 @@ class GatherJob:
     pieces: tuple[str, ...]  # this bucket's piece from every pool shard that drew rows for it
     schema: pa.Schema
     row_group_rows: int
+
+
+def with_lineage(schema: pa.Schema) -> pa.Schema:
+    """A data file's schema: `schema` (the pool's columns, n_tokens, mix_group) then the lineage columns
+    (a pool that is itself a mixture has them already: they describe the pool's pool, so they are replaced)."""
+    fields = [f for f in schema if f.name not in LINEAGE_COLUMNS]
+    return pa.schema(fields + [pa.field(name, type_) for _, name, type_ in LINEAGE])
 
 
 def files_per_bucket(n_files: int, max_buckets: int = MAX_BUCKETS) -> int:
@@ -68,6 +82,7 @@ def gather(job: GatherJob, storage_options: Mapping[str, Any] | None = None) -> 
         for file_index, rgs in by_file.items():
             where.setdefault(file_index, []).append((uri, rgs))
     out = []
+    schema = with_lineage(job.schema)
     for file_index, uri in job.files:
         tables = []
         for piece, rgs in where.get(file_index, []):
@@ -76,10 +91,13 @@ def gather(job: GatherJob, storage_options: Mapping[str, Any] | None = None) -> 
         if tables:
             table = pa.concat_tables(tables)
             order = np.lexsort([table.column(c).to_numpy() for c in (REP, ROW, SHARD, SHUFFLE)])
-            table = table.take(pa.array(order)).drop_columns(list(HELPERS))
+            table = table.take(pa.array(order))
+            for helper, name, type_ in LINEAGE:
+                table = table.append_column(name, table.column(helper).cast(type_))
+            table = table.drop_columns(list(HELPERS))
         else:
-            table = job.schema.empty_table()
-        table = S.align_to_schema(table, job.schema).combine_chunks()
+            table = schema.empty_table()
+        table = S.align_to_schema(table, schema).combine_chunks()
         data = parquet_bytes(table, job.row_group_rows)
         storage.write_bytes(uri, data, storage_options)
         out.append(
