@@ -107,6 +107,36 @@ def write_selected(task: tuple[str, np.ndarray, str]) -> int:
     return picked.num_rows
 
 
+SHUFFLE_CEILING = f"{harness.CEILING}:shuffle"
+
+
+def scatter_selected(task: tuple[str, np.ndarray, str]) -> int:
+    """The first pass of the plain shuffle loop over one pool shard: read it, take the selected rows, give
+    each a random key and write them as one scratch piece (lz4, as a build's scratch)."""
+    uri, rows, out = task
+    picked = pq.read_table(uri).take(pa.array(rows))
+    keys = np.random.default_rng(len(rows)).random(picked.num_rows)
+    pq.write_table(picked.append_column("_key", pa.array(keys)), out, compression="lz4")
+    return picked.num_rows
+
+
+def gather_pieces(task: tuple[list[str], str]) -> int:
+    """The second pass: read every piece of one output file, order the rows by key, write the file."""
+    pieces, out = task
+    table = pa.concat_tables([pq.read_table(p) for p in pieces])
+    table = table.take(pa.array(np.argsort(table.column("_key").to_numpy(), kind="stable"))).drop_columns(["_key"])
+    pq.write_table(table, out, compression="zstd")
+    return table.num_rows
+
+
+def shuffle_loop(pool: harness.BarePool, tasks: list[tuple[str, np.ndarray, str]], out_dir: Path) -> int:
+    """The plain two-pass shuffle a build does (scatter per pool shard, then gather the output file),
+    with no orchestration: the ceiling of draw + write, which shuffles (the plain loop above does not)."""
+    pieces = [(uri, rows, str(out_dir / f"piece-{i:05d}.parquet")) for i, (uri, rows, _) in enumerate(tasks)]
+    sum(pool.imap_unordered(scatter_selected, pieces))
+    return sum(pool.imap_unordered(gather_pieces, [([p[2] for p in pieces], str(out_dir / "part-00000.parquet"))]))
+
+
 def main() -> None:
     harness.configure_environment()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,7 +221,7 @@ def main() -> None:
         rss_write = harness.PeakRSS.mb()
         rows = sum(f["rows"] for f in files)
         text_bytes = 0  # the benchmark reads no text size: rates are rows/s
-        ceiling = None
+        ceiling = shuffle_ceiling = None
         if pool is not None:
             tasks = selected_rows(plan, work / harness.CEILING)
             ceiling = pool.measure(
@@ -201,6 +231,16 @@ def main() -> None:
                 text_bytes=text_bytes,
                 out_dir=work / harness.CEILING,
                 description=f"the baseline loop in {args.workers} bare processes",
+            )
+            shuffle_dir = work / SHUFFLE_CEILING
+            shuffle_ceiling = harness.measure(
+                SHUFFLE_CEILING,
+                lambda: shuffle_loop(pool, tasks, shuffle_dir),
+                text_bytes=text_bytes,
+                out_dir=shuffle_dir,
+                workers=args.workers,
+                description=f"the same two-pass shuffle (scatter per shard, gather, sort by key) in {args.workers} "
+                "bare processes",
             )
     tasks = selected_rows(plan, work / "baseline")
     base = harness.measure(
@@ -215,11 +255,16 @@ def main() -> None:
     def row(name: str, seconds: float, description: str) -> harness.Measurement:
         return harness.Measurement(name, rows, text_bytes, seconds, rss_write, description=description)
 
+    draw_and_write = row(
+        "ours:draw_and_write", t3 - t2, f"draw + scatter + gather + write, {args.workers} worker processes"
+    )
+    if shuffle_ceiling is not None:
+        draw_and_write.ceiling = SHUFFLE_CEILING  # compared with the loop that does the same work
     results = [
         base,
-        *([ceiling] if ceiling else []),
+        *([ceiling, shuffle_ceiling] if ceiling else []),
         row("ours:plan", t2 - t0, "resolve the pool, cached token counts, plan (aggregates only)"),
-        row("ours:draw_and_write", t3 - t2, f"draw + scatter + gather + write, {args.workers} worker processes"),
+        draw_and_write,
         row("ours:plan+write+commit", t4 - t0, "the whole mixture build: plan, write, commit with its card"),
     ]
     for m in results:
