@@ -873,5 +873,68 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- lineage (mixforge lineage)
+
+
+class LineageDocument(Contract):
+    """A document behind the tokens asked about: its lineage sidecar row, with the pool shard's URI."""
+
+    id: str
+    source: str | None
+    group: str | None = Field(description="mix_group: the mixture group it was drawn for")
+    pool_shard: int | None = Field(
+        description="index into the mixture manifest's pool.shards (null: a version before mixforge.mixture/3)"
+    )
+    pool_shard_uri: str | None
+    pool_row: int | None = Field(description="its row in that pool shard")
+    pool_copy: int | None = Field(description="which copy of the document it is in the phase (0..k-1)")
+    run_id: str | None = Field(description="the curation run of its pool shard")
+    file: int = Field(description="the export part holding it: an index into the export manifest's files")
+    file_uri: str
+    token_start: int = Field(description="offset of its first token in the part (BOS included)")
+    token_end: int = Field(description="offset just past its EOS")
+    prefix_tokens: int = Field(description="BOS and metadata prefix tokens before its text")
+    stream_start: int = Field(description="offset of its first token in the phase's token stream")
+    tokens_in_range: int = Field(description="how many of its tokens the question's range holds")
+    position: Literal["bos", "prefix", "text", "eos"] = optional("--token: where in the document the token falls")
+    explain: ExplainSummary | None = optional("--explain: its path through its run (null: see explain_error)")
+    explain_error: str = optional("--explain: why there is no explanation")
+
+
+class LineageFile(Contract):
+    index: int
+    uri: str
+    phase: str
+    part: int
+    tokens: int
+    docs: int
+
+
+class Lineage(Contract):
+    """`--json` of `lineage`: the documents behind a token of an export part, or behind a training step
+    (sequential concatenate-and-chunk reading of the phase's parts)."""
+
+    mixture: str
+    version: str
+    export: str = Field(description="the export's folder name under the version's export/")
+    export_uri: str
+    phase: str
+    phase_tokens: int
+    query: Literal["token", "step"]
+    stream_start: int = Field(description="the range asked about in the phase's token stream: first token")
+    stream_end: int = Field(description="just past its last token")
+    files: list[LineageFile] = Field(description="the parts the range overlaps, in stream order")
+    documents: list[LineageDocument] = Field(description="every document overlapping the range, in stream order")
+    file: int = optional("--token: the part asked about")
+    token: int = optional("--token: the offset asked about in that part")
+    step: int = optional()
+    global_batch: int = optional()
+    seq_len: int = optional()
+    last_step: int = optional("--step: the phase's last step (possibly partial)")
+
+
+SCHEMAS["lineage"] = (Lineage, "--json of lineage")
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
