@@ -1,0 +1,218 @@
+"""Regressors from a mixture's weights to a target's loss, chosen per target by k-fold CV.
+
+- `lightgbm` (RegMix): gradient-boosted trees on the weight vector; settings for small swarms (a
+  leaf may hold 2 proxies, LightGBM's default of 20 would never split 16 of them).
+- `loglinear` (data-mixing laws, olmix): loss = c + k x exp(sum_j t_j w_j), fitted by least
+  squares (scipy) from several starting offsets c; smooth, so it extrapolates and can be optimised
+  directly. A small ridge on t keeps it identifiable (the weights sum to 1, so t + a and k x e^-a
+  are the same law).
+
+`fit_target` scores every regressor on the same folds by pooled out-of-fold predictions
+(Spearman, the ranking that choosing a mixture needs; MAE beside it), keeps the best by Spearman
+(ties: lower MAE) and refits it on every proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import Field
+
+from mixforge.strict import StrictModel
+
+RegressorName = Literal["lightgbm", "loglinear"]
+
+
+class FitOptions(StrictModel):
+    regressors: list[RegressorName] = Field(
+        ["lightgbm", "loglinear"], min_length=1, description="Regressors tried per target; the best by CV is kept."
+    )
+    folds: int = Field(5, ge=2, description="k of the k-fold cross-validation (at most the number of proxies).")
+    seed: int = Field(0, ge=0, description="Seed of the fold split and of LightGBM.")
+
+
+class Regressor(Protocol):
+    name: str
+    smooth: bool  # differentiable in the weights: a direct optimiser can follow it
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Regressor: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
+class LightGBMRegressor:
+    name = "lightgbm"
+    smooth = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.model = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LightGBMRegressor:
+        import lightgbm as lgb
+
+        n = len(y)
+        self.model = lgb.LGBMRegressor(
+            objective="regression",
+            n_estimators=500,
+            learning_rate=0.03,
+            num_leaves=15,
+            min_child_samples=max(2, min(20, n // 8)),
+            min_data_in_bin=1,
+            subsample=1.0,
+            colsample_bytree=1.0,
+            random_state=self.seed,
+            deterministic=True,
+            n_jobs=1,
+            verbose=-1,
+        )
+        self.model.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(np.atleast_2d(np.asarray(X, dtype=np.float64)))
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "model": self.model.booster_.model_to_string()}
+
+
+class LogLinearRegressor:
+    """loss = c + k exp(t . w), k > 0 (parameterised as exp(log_k))."""
+
+    name = "loglinear"
+    smooth = True
+
+    def __init__(self, ridge: float = 1e-3) -> None:
+        self.ridge = ridge
+        self.c = 0.0
+        self.log_k = 0.0
+        self.t = np.zeros(0)
+
+    def _residuals(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        c, log_k, t = theta[0], theta[1], theta[2:]
+        pred = c + np.exp(np.clip(log_k + X @ t, -50, 50))
+        return np.concatenate([pred - y, np.sqrt(self.ridge) * t])
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LogLinearRegressor:
+        from scipy.optimize import least_squares
+
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        spread = max(float(y.max() - y.min()), 1e-6)
+        best = None
+        # Starting points: c below the smallest loss by several fractions of the spread; log-linear
+        # least squares of log(y - c) on the weights gives k and t for each.
+        for gap in (0.05, 0.3, 1.0, 3.0):
+            c0 = float(y.min()) - gap * spread
+            A = np.hstack([np.ones((len(y), 1)), X])
+            coef = np.linalg.lstsq(A, np.log(y - c0), rcond=None)[0]
+            theta0 = np.concatenate([[c0, coef[0]], coef[1:]])
+            fit = least_squares(self._residuals, theta0, args=(X, y), method="trf", max_nfev=2000)
+            if best is None or fit.cost < best.cost:
+                best = fit
+        self.c, self.log_k, self.t = float(best.x[0]), float(best.x[1]), best.x[2:]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        return self.c + np.exp(np.clip(self.log_k + X @ self.t, -50, 50))
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "c": self.c, "k": float(np.exp(self.log_k)), "t": self.t.tolist()}
+
+
+def make_regressor(name: RegressorName, seed: int = 0) -> Regressor:
+    if name == "lightgbm":
+        return LightGBMRegressor(seed)
+    if name == "loglinear":
+        return LogLinearRegressor()
+    raise ValueError(f"unknown regressor {name!r} (lightgbm or loglinear)")
+
+
+@dataclass
+class CVScore:
+    regressor: str
+    spearman: float  # of the pooled out-of-fold predictions against the actual losses (nan: constant)
+    mae: float
+    oof: np.ndarray = field(repr=False)  # out-of-fold prediction of each proxy
+
+    def report(self) -> dict[str, Any]:
+        return {"regressor": self.regressor, "spearman": _num(self.spearman), "mae": _num(self.mae)}
+
+
+@dataclass
+class TargetFit:
+    """The regressor kept for one target (refitted on every proxy) and every regressor's CV score."""
+
+    target: str
+    chosen: str
+    model: Regressor
+    scores: dict[str, CVScore]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "chosen": self.chosen,
+            "cv": [s.report() for s in self.scores.values()],
+            "model": self.model.state(),
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if x != x else round(float(x), 6)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    """The fold of each of n items: a seeded shuffle dealt round-robin (fold sizes differ by <= 1)."""
+    k = min(folds, n)
+    out = np.empty(n, dtype=np.int64)
+    out[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    return out
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, name: RegressorName, folds: int, seed: int = 0) -> CVScore:
+    ids = fold_ids(len(y), folds, seed)
+    oof = np.empty(len(y))
+    for f in np.unique(ids):
+        test = ids == f
+        oof[test] = make_regressor(name, seed).fit(X[~test], y[~test]).predict(X[test])
+    return CVScore(name, spearman(oof, y), float(np.mean(np.abs(oof - y))), oof)
+
+
+def fit_target(X: np.ndarray, y: np.ndarray, target: str = "target", options: FitOptions = FitOptions()) -> TargetFit:
+    """Cross-validate each of options.regressors on the proxies' weights X (n, G) and losses y (n,),
+    keep the best by Spearman (ties, or no ranking at all: lower MAE) and refit it on all of them."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be (n, groups) and y (n,), got {X.shape} and {y.shape}")
+    if len(y) < 3:
+        raise ValueError(f"fitting needs at least 3 proxies, got {len(y)}")
+    scores = {name: cross_validate(X, y, name, options.folds, options.seed) for name in options.regressors}
+
+    def rank(s: CVScore) -> tuple[float, float]:
+        return (-(s.spearman if s.spearman == s.spearman else -2.0), s.mae)
+
+    chosen = min(scores.values(), key=rank).regressor
+    return TargetFit(target, chosen, make_regressor(chosen, options.seed).fit(X, y), scores)
+
+
+def fit_targets(
+    X: np.ndarray, losses: Mapping[str, Sequence[float]], options: FitOptions = FitOptions()
+) -> dict[str, TargetFit]:
+    """One `fit_target` per target: losses maps a target's name to each proxy's loss on it (rows of X)."""
+    return {name: fit_target(X, np.asarray(y), name, options) for name, y in losses.items()}
