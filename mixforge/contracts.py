@@ -873,6 +873,124 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- exports (mixforge export)
+
+
+class ExportTokenizer(Contract):
+    kind: str
+    name: str
+    key: str = Field(description="tiktoken-<encoding> or hf-<12 hex of the tokenizer.json sha256>: in the folder name")
+    sha256: str
+    vocab_size: int
+    eos_id: int
+    bos_id: int | None
+
+
+class ExportFileRef(Contract):
+    uri: str
+    bytes: int
+    sha256: str
+
+
+class ExportPart(Contract):
+    """One output part: its format's files and its lineage sidecar."""
+
+    phase: str
+    part: int
+    uri: str = Field(description="the data file (the format's first file)")
+    files: list[ExportFileRef] = Field(description="every file of the part (.bin and .idx, or .npy and .idx.npy)")
+    lineage: str = Field(description="the lineage sidecar: one row per document in file order")
+    docs: int
+    tokens: int
+    groups: dict[str, int] = Field(description="tokens per mix group")
+    group_docs: dict[str, int] = optional("documents per mix group")
+    lineage_sha256: str = optional()
+    copied_from: str = optional("a takedown re-export: the parent export's part, copied untouched")
+    rewritten_from: str = optional("a takedown re-export: the parent export's part, less the removed documents")
+
+
+class ExportGroup(Contract):
+    name: str
+    docs: int
+    tokens: int
+
+
+class ExportPhase(Contract):
+    name: str
+    tokens: int
+    docs: int
+    groups: list[ExportGroup]
+    files: list[int] = Field(description="indexes into the manifest's files, in stream order")
+    metadata_prefix: bool = optional("whether its documents carry the metadata prefix")
+
+
+class ExportManifest(Contract):
+    """`mixtures/<name>/vNNNN/export/<format>-<tokenizer key>[-<tag>]/manifest.json`: a complete export
+    (written last, create-only)."""
+
+    format: str
+    mixture: str
+    version: str
+    uri: str = Field(description="the export's folder")
+    export_format: str = Field(description="megatron or npy")
+    tokenizer: ExportTokenizer
+    dtype: str
+    seed: int
+    config: dict[str, Any] = Field(description="the export settings (ExportConfig), tokenizer resolved")
+    config_hash: str
+    partitions: dict[str, int] = Field(description="output parts per phase")
+    phases: list[ExportPhase]
+    files: list[ExportPart]
+    tokens: int
+    docs: int
+    derived_from: str | None = Field(description="the parent version's export manifest whose parts were reused")
+    reused_files: int = Field(description="parts copied untouched from the parent version's export")
+    timestamps: ManifestTimestamps
+    code_version: str
+    mixture_manifest: str = optional("the exported version's manifest")
+
+
+class ExportSummaryPhase(Contract):
+    name: str
+    tokens: int
+    docs: int
+    files: int
+
+
+class ExportSummaryGroup(Contract):
+    phase: str
+    group: str
+    docs: int
+    tokens: int
+    files: int = optional("parts of the phase")
+
+
+class ExportSummary(Contract):
+    """`--json` of `export`."""
+
+    mixture: str
+    version: str
+    key: str = Field(description="the export's folder name: <format>-<tokenizer key>[-<tag>]")
+    uri: str
+    manifest: str
+    format: str
+    tokenizer: str = Field(description="the tokenizer key")
+    tokens: int
+    docs: int
+    files: int
+    reused_files: int
+    phases: list[ExportSummaryPhase]
+    groups: list[ExportSummaryGroup]
+    dtype: str = optional()
+    seed: int = optional()
+    card: str = optional("the version's data card (its export section lists the export)")
+    seconds: float = optional()
+
+
+SCHEMAS["export"] = (ExportSummary, "--json of export")
+SCHEMAS["export-manifest"] = (ExportManifest, "mixtures/<name>/vNNNN/export/<key>/manifest.json")
+
+
 # ----------------------------------------------------------------------------- lineage (mixforge lineage)
 
 
