@@ -80,7 +80,7 @@ def test_sample_tokens_takes_each_group_by_weight():
     assert not np.array_equal(out, sample_tokens({"a": a_docs, "b": b}, {"a": 3, "b": 1}, 400, seed=6))
     # Documents are shuffled together, not one group after the other.
     b_at = np.flatnonzero(out == 7)
-    assert b_at.max() - b_at.min() + 1 > 150
+    assert b_at.max() - b_at.min() + 1 > len(b_at)  # not one contiguous run
 
     # With eos: every document ends with it (the cut one excepted); repeats beyond the cap are refused.
     with_eos = sample_tokens({"b": b}, {"b": 1}, n_tokens=62, seed=0, eos_id=0)
