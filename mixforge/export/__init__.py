@@ -1,0 +1,1 @@
+"""Training-ready exports of a mixture version: tokenised, globally shuffled files with lineage sidecars."""
