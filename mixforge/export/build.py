@@ -192,7 +192,7 @@ def _parent_export(plan: ExportPlan, storage_options) -> tuple[dict[str, Any] | 
         return None, frozenset()
     if manifest.get("config_hash") != plan.config_hash:
         return None, frozenset()
-    return manifest, frozenset(takedown.get("removed_ids") or takedown.get("ids") or [])
+    return manifest, frozenset(takedown["removed_ids"])
 
 
 def check_export(
@@ -415,6 +415,7 @@ def run_export(
     plan = check_export(store, name, version, config, storage_options)
     if plan.existing is not None:
         log.info("export %s is complete: nothing to do", plan.dir)
+        remove_scratch(plan.work, storage_options)  # left by a run stopped after its commit
         return plan.existing
     claim = {"config": plan.config_dump, "config_hash": plan.config_hash}
     if not storage.create_only(storage.join(plan.work, "config.json"), json.dumps(claim).encode(), storage_options):

@@ -145,7 +145,8 @@ def check_round_trip(manifest: dict, storage_options: dict | None = None) -> dic
 
 def test_round_trip_gives_back_every_document_as_often_as_the_version(store):
     config = ExportConfig(file_tokens=3_000, metadata=DOMAIN_PREFIX)
-    manifest = run_export(store, NAME, None, config)
+    reported = []
+    manifest = run_export(store, NAME, None, config, progress=lambda *a: reported.append(a))
     contracts.validate(manifest, contracts.ExportManifest)
     contracts.validate(report.export_summary(manifest, store, 1.5), contracts.ExportSummary)  # the --json
     assert manifest["uri"] == export_dir(store, NAME, "v0001", "megatron", "tiktoken-cl100k_base")
@@ -173,6 +174,13 @@ def test_round_trip_gives_back_every_document_as_often_as_the_version(store):
         assert sum(g["tokens"] for g in phase["groups"]) == phase["tokens"]
         assert phase["metadata_prefix"] == (phase["name"] == "main")
     assert manifest["tokens"] == sum(f["tokens"] for f in manifest["files"])
+    # progress: every unit of every step, as it finishes
+    last = {step: (done, total) for step, done, total in reported}
+    mixture_files = {p["name"]: len(p["files"]) for p in mixture["phases"]}
+    assert last == {
+        **{f"export-scatter ({p})": (n, n) for p, n in mixture_files.items()},
+        **{f"export-gather ({p})": (n, n) for p, n in manifest["partitions"].items()},
+    }
 
     # a rerun with the same settings is a no-op returning the same manifest, touching nothing
     before = os.stat(storage.join(manifest["uri"], "manifest.json")).st_mtime_ns
