@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from mixforge import schema as S
 from mixforge import storage
@@ -45,18 +46,6 @@ EXPORT_DIR = "export"  # under a version's folder
 MANIFEST = "manifest.json"  # written last: an export without it is unfinished
 # sidecar columns (export design, "Lineage sidecar")
 TOKEN_START, DOC_TOKENS, PREFIX_TOKENS, RUN_ID = "token_start", "n_tokens", "prefix_tokens", "run_id"
-SIDECAR_COLUMNS = (
-    TOKEN_START,
-    DOC_TOKENS,
-    PREFIX_TOKENS,
-    S.ID,
-    S.SOURCE,
-    S.MIX_GROUP,
-    S.POOL_SHARD,
-    S.POOL_ROW,
-    S.POOL_COPY,
-    RUN_ID,
-)
 
 
 class LineageError(ConfigError):
@@ -154,44 +143,40 @@ class _Context:
         self.bos = bool((manifest.get("config") or {}).get("bos"))
         self._explained: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def sidecar(self, file_index: int) -> dict[str, np.ndarray | list]:
-        """A part's sidecar as columns (absent nullable columns: all null)."""
+    def sidecar(self, file_index: int) -> tuple[np.ndarray, pa.Table]:
+        """A part's sidecar: its documents' first-token offsets, and the table (rows become dicts only
+        for the documents an answer names: a part may hold hundreds of thousands)."""
         entry = self.manifest["files"][file_index]
         uri = entry.get("lineage") or _sidecar_uri(entry["uri"])
         try:
             table = read_parquet(uri, self.storage_options)
         except FileNotFoundError:
             raise LineageError(f"part {file_index} ({entry['uri']}) has no lineage sidecar at {uri}") from None
-        out: dict[str, Any] = {}
-        for column in SIDECAR_COLUMNS:
-            if column in table.column_names:
-                col = table.column(column)
-                out[column] = (
-                    col.to_numpy().astype(np.int64) if column in (TOKEN_START, DOC_TOKENS) else col.to_pylist()
-                )
-            else:
-                out[column] = [None] * table.num_rows
-        return out
+        return table.column(TOKEN_START).to_numpy().astype(np.int64), table
 
-    def document(self, side: Mapping[str, Any], i: int, file_index: int, stream_offset: int) -> dict[str, Any]:
-        start, n = int(side[TOKEN_START][i]), int(side[DOC_TOKENS][i])
-        shard = side[S.POOL_SHARD][i]
+    def documents(self, table: pa.Table, first: int, end: int, file_index: int, stream_offset: int) -> list[dict]:
+        """Sidecar rows [first, end) as answers (columns a sidecar lacks, such as the pool shard, row and
+        copy of a version before mixforge.mixture/3: null)."""
+        return [self.document(row, file_index, stream_offset) for row in table.slice(first, end - first).to_pylist()]
+
+    def document(self, row: Mapping[str, Any], file_index: int, stream_offset: int) -> dict[str, Any]:
+        start, n = int(row[TOKEN_START]), int(row[DOC_TOKENS])
+        shard = row.get(S.POOL_SHARD)
         pool = self.pool[shard] if shard is not None and 0 <= shard < len(self.pool) else {}
-        run_id = side[RUN_ID][i] or pool.get("run_id")
         doc = {
-            "id": side[S.ID][i],
-            "source": side[S.SOURCE][i],
-            "group": side[S.MIX_GROUP][i],
+            "id": row[S.ID],
+            "source": row.get(S.SOURCE),
+            "group": row.get(S.MIX_GROUP),
             "pool_shard": shard,
             "pool_shard_uri": pool.get("uri"),
-            "pool_row": side[S.POOL_ROW][i],
-            "pool_copy": side[S.POOL_COPY][i],
-            "run_id": run_id,
+            "pool_row": row.get(S.POOL_ROW),
+            "pool_copy": row.get(S.POOL_COPY),
+            "run_id": row.get(RUN_ID) or pool.get("run_id"),
             "file": file_index,
             "file_uri": self.manifest["files"][file_index]["uri"],
             "token_start": start,
             "token_end": start + n,
-            "prefix_tokens": int(side[PREFIX_TOKENS][i] or 0),
+            "prefix_tokens": int(row.get(PREFIX_TOKENS) or 0),
             "stream_start": stream_offset + start,
         }
         if self.explain:
@@ -202,7 +187,10 @@ class _Context:
         from mixforge.explain import explain
 
         if not doc["run_id"]:
-            return {"explain": None, "explain_error": "no run id: the pool shard is not a curation run's output"}
+            return {
+                "explain": None,
+                "explain_error": "no run id: the sidecar names none, and its pool shard is unknown or no run's output",
+            }
         key = (doc["run_id"], doc["id"])
         if key not in self._explained:
             store = _run_store(doc["pool_shard_uri"], doc["run_id"]) or self.store
@@ -281,9 +269,9 @@ def at_token(
     phase = _phase(manifest, entry["phase"])
     parts = phase_parts(manifest, phase)
     offset = sum(int(manifest["files"][i]["tokens"]) for i in parts[: parts.index(index)])
-    side = ctx.sidecar(index)
-    i = int(np.searchsorted(side[TOKEN_START], token, side="right")) - 1
-    doc = ctx.document(side, i, index, offset)
+    starts, table = ctx.sidecar(index)
+    i = int(np.searchsorted(starts, token, side="right")) - 1
+    doc = ctx.documents(table, i, i + 1, index, offset)[0]
     doc["tokens_in_range"] = 1
     doc["position"] = _position(doc, token, ctx.bos)
     return {
@@ -342,11 +330,10 @@ def at_step(
             continue
         index, offset = parts[k], int(starts[k])
         a, b = max(lo - offset, 0), min(hi - offset, int(sizes[k]))  # the range within the part
-        side = ctx.sidecar(index)
-        first_doc = int(np.searchsorted(side[TOKEN_START], a, side="right")) - 1
-        last_doc = int(np.searchsorted(side[TOKEN_START], b, side="left"))  # exclusive
-        for i in range(first_doc, last_doc):
-            doc = ctx.document(side, i, index, offset)
+        doc_starts, table = ctx.sidecar(index)
+        first_doc = int(np.searchsorted(doc_starts, a, side="right")) - 1
+        end_doc = int(np.searchsorted(doc_starts, b, side="left"))
+        for doc in ctx.documents(table, first_doc, end_doc, index, offset):
             doc["tokens_in_range"] = min(doc["token_end"], b) - max(doc["token_start"], a)
             docs.append(doc)
         files.append(_file_summary(manifest, index))
