@@ -21,6 +21,7 @@ from mixforge.config_errors import ConfigError
 from mixforge.export import lineage as L
 from mixforge.export.cli_commands import register
 from mixforge.mixtures import build as B
+from mixforge.mixtures.takedown import derive_manifest
 from mixforge.mixtures.versions import MANIFEST_FORMAT, read_manifest
 from tests.helpers import REPO
 from tests.mixforge import test_explain
@@ -65,6 +66,17 @@ def test_mixture_rows_carry_their_pool_shard_row_and_copy(mixture):
     assert all(sorted(c) == list(range(len(c))) for c in copies.values())
     assert max(len(c) for c in copies.values()) == 3
     assert len({len(c) for c in copies.values()}) > 1 and np.mean([len(c) for c in copies.values()]) > 1
+
+
+def test_a_takedown_carries_the_lineage_columns_unchanged(mixture):
+    store, manifest = mixture
+    columns = [S.ID, S.POOL_SHARD, S.POOL_ROW, S.POOL_COPY]
+    before = pa.concat_tables(pq.read_table(f["uri"], columns=columns) for f in manifest["files"])
+    gone = before.column(S.ID)[0].as_py()
+    derived = derive_manifest(store, "test-mix", manifest["version"], ids=[gone], reason="test")
+    assert derived["format"] == "mixforge.mixture/3"
+    after = pa.concat_tables(pq.read_table(f["uri"], columns=columns) for f in derived["files"])
+    assert after.to_pylist() == [r for r in before.to_pylist() if r[S.ID] != gone] and after.num_rows < before.num_rows
 
 
 # ----------------------------------------------------------------------------- a tiny export, built by hand
