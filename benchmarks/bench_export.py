@@ -1,0 +1,761 @@
+"""Export benchmark (issue #17): tokens/s per core of the whole export against datatrove and bare `tokenizers`.
+
+    .venv/bin/python -m benchmarks.bench_export                                  # 16 MB version, scales 1,2,4
+    .venv/bin/python -m benchmarks.bench_export --mb 4 --scale 1 --skip-datatrove   # quick check
+    .venv/bin/python -m benchmarks.bench_export --profile --json-out /tmp/export.json
+
+Set-up (untimed, cached in --work-dir):
+1. a Hugging Face byte-level BPE tokenizer (--vocab, 32k) trained on the text of --corpus-dir
+   (../shared/corpus) and saved as tokenizer.json, `<|endoftext|>` its EOS (datatrove's tokenizer
+   only takes HF tokenizers, so both sides use this one file);
+2. a pool of ~--mb MB of that text (`harness.make_corpus`, 4 Parquet shards) and, per --scale s, a
+   mixture version of it (`spec_for_pool`, one group per source, temperature 1) with budget s x the
+   pool and max_epochs s: the 2x and 4x versions hold every document 2 and 4 times (repeats are
+   rows, as in any mixture), in data files of --mix-file-tokens each.
+
+Measured, every process with RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=false (one tokenizer thread):
+* `ceiling:tokenizers`: bare `tokenizers.Tokenizer.encode_batch_fast` (no offsets: the fastest
+  batch call; 1 thread, batches of 1,024, no special tokens) over the version's texts, loaded in
+  memory first; CPU = process time of the encode calls; tokens = the ids plus one EOS per document
+  (what the other rows write). `bare:encode_batch`: the same with `encode_batch` (offsets computed:
+  what datatrove calls); `bare:load_tokenizer`: through mixforge's `load_tokenizer(...).encode_batch`
+  (flat ids and offsets): the wrapper's own cost;
+* `datatrove`: datatrove's `ParquetReader` (text and id columns) -> `DocumentTokenizer` (same
+  tokenizer.json, eos_token `<|endoftext|>`, `shuffle_documents=True`, seed 0, max_tokens_per_file
+  = --file-tokens) over the version's data files, one task per file, `LocalPipelineExecutor` with
+  --workers workers (start method fork, so its workers are children whose CPU `getrusage` counts), in
+  its own venv (--datatrove-python) as a subprocess; CPU = RUSAGE_SELF + RUSAGE_CHILDREN of that
+  process around the pipeline run (its interpreter start and imports excluded, as ours). Its shuffle
+  is within each task's output file only (a permutation of that task's documents); the global
+  shuffle datatrove offers is a second step, `DocumentTokenizerMerger` (one task: it reads every
+  file's documents in a random order of files and documents), measured as `datatrove+merge`
+  (tokenizer + merger CPU);
+* `ours`: `mixforge.export.build.run_export(store, name, version, ExportConfig(format="megatron",
+  tokenizer=huggingface tokenizer.json, eos_token, file_tokens=--file-tokens), executor=...)` with
+  the executor over --workers bare worker processes (`harness.BarePool`, warmed, Arrow on one
+  thread as in `executor.call_on_worker`): read, tokenise, global shuffle (scatter/gather), write
+  .bin/.idx and lineage sidecars, manifest; CPU = the benchmark's process tree (driver + workers).
+  Run at every --scale with the same --file-tokens: peak RSS per worker (the max over the workers
+  of VmHWM, reset before each run) should stay flat while the version grows.
+
+tokens/s per core = tokens written / CPU-seconds. Goal (issue #17): ours >= 1.5x datatrove, or
+>= 0.9x the ceiling when datatrove is already within 1.5x of it (both are checked and shown).
+--profile runs one more 1x export in this process and cProfiles one scatter and one gather call
+(the second of each: the first pays the imports and the tokenizer load), reporting where the time goes.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One tokenizer thread in this process and in every child (read when `tokenizers` starts its thread pool).
+os.environ["RAYON_NUM_THREADS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+if __package__ in (None, ""):  # run as a file: python benchmarks/bench_export.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import harness  # noqa: E402
+
+EOS = "<|endoftext|>"
+CEILING_ROW = "ceiling:tokenizers"
+DATATROVE_ROW = "datatrove"
+DEFAULT_DT_PYTHON = "/tmp/dt-venv/bin/python"
+TOKENIZER_VERSION = 1  # bump when the trained tokenizer's recipe changes
+ENCODE_BATCH = 1024  # documents per encode call (TokenizerSpec.batch_docs' default)
+CALLS = {
+    CEILING_ROW: "tokenizers' encode_batch_fast",
+    "bare:encode_batch": "tokenizers' encode_batch (with offsets)",
+    "bare:load_tokenizer": "mixforge load_tokenizer().encode_batch",
+}
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def train_tokenizer(out_dir: Path, corpus_dir: str, vocab: int) -> Path:
+    """A byte-level BPE tokenizer.json trained on the corpus text (cached by its recipe and inputs)."""
+    docs, origin = harness.load_base_documents(corpus_dir)
+    texts = [d["text"] for d in docs]
+    key = hashlib.sha256(
+        json.dumps([TOKENIZER_VERSION, vocab, origin, len(texts), sum(map(len, texts))]).encode()
+    ).hexdigest()[:12]
+    path = out_dir / f"bpe-{vocab}-{key}" / "tokenizer.json"
+    if path.exists():
+        return path
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    started = time.perf_counter()
+    tok.train_from_iterator(texts, trainer, length=len(texts))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path.with_suffix(".tmp")))
+    os.replace(path.with_suffix(".tmp"), path)
+    print(f"tokenizer: trained {tok.get_vocab_size()} tokens in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    return path
+
+
+def build_version(work: Path, pool_dir: str, scale: int, tokenizer: Path, mix_file_tokens: int, executor) -> dict:
+    """The mixture version of `scale` x the pool (cached: reused when its recipe matches); its manifest."""
+    from mixforge.mixtures.build import build_mixture, spec_for_pool
+    from mixforge.storage import read_json
+
+    store = work / "store"
+    name = f"bench-x{scale}"
+    recipe = {
+        "pool": json.loads((Path(pool_dir) / harness.CORPUS_MANIFEST).read_text())["params"],
+        "scale": scale,
+        "tokenizer_sha256": hashlib.sha256(tokenizer.read_bytes()).hexdigest(),
+        "mix_file_tokens": mix_file_tokens,
+    }
+    marker = store / f"{name}.bench.json"
+    if marker.exists():
+        cached = json.loads(marker.read_text())
+        if cached["recipe"] == recipe and os.path.exists(cached["manifest"]):
+            return version_info(str(store), read_json(cached["manifest"]))
+    shutil.rmtree(store / "mixtures" / name, ignore_errors=True)
+    spec = spec_for_pool(
+        pool_dir,
+        str(store),
+        name=name,
+        budget_fraction=float(scale),
+        max_epochs=float(scale),
+        tokenizer={"kind": "huggingface", "name": str(tokenizer)},
+        output={"shard_tokens": mix_file_tokens},
+    )
+    out = build_mixture(spec, executor)
+    store.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"recipe": recipe, "manifest": out["manifest"]}))
+    return version_info(str(store), read_json(out["manifest"]))
+
+
+def version_info(store: str, manifest: dict) -> dict:
+    files = manifest["files"]
+    return {
+        "store": store,
+        "name": manifest["name"],
+        "version": manifest["version"],
+        "files": files,
+        "docs": sum(f["rows"] for f in files),
+        "tokens": sum(f["tokens"] for f in files),
+    }
+
+
+def version_texts(manifest: dict) -> list[str]:
+    """Every row's text of the version, in data-file order (repeats included)."""
+    import pyarrow.parquet as pq
+
+    texts: list[str] = []
+    for f in manifest["files"]:
+        texts.extend(pq.read_table(f["uri"], columns=["text"]).column("text").to_pylist())
+    return texts
+
+
+# ----------------------------------------------------------------------------- measurement helpers
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime + cutime + cstime of a live process (its reaped children included)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process tree: this process and its reaped children (getrusage),
+    plus every live descendant with its own reaped children (/proc), so a worker that exits is not lost."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = harness.descendants(os.getpid()) - {os.getpid()}
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + sum(_proc_cpu(p) for p in live)
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def reset_peaks(pids) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+
+
+@contextlib.contextmanager
+def cpu_timed():
+    """`harness.timed()` (wall seconds, other processes' load) with CPU seconds of the whole tree,
+    exited children included."""
+    before = tree_cpu_seconds()
+    with harness.timed() as t:
+        yield t
+    t["cpu_seconds"] = round(tree_cpu_seconds() - before, 3)
+
+
+def per_core_row(name: str, tokens: int, cpu: float, docs: int, **more) -> dict:
+    return {
+        "variant": name,
+        "tokens": tokens,
+        "docs": docs,
+        "cpu_seconds": round(cpu, 3),
+        "tokens_per_cpu_s": round(tokens / cpu) if cpu > 0 else None,
+        **more,
+    }
+
+
+# ----------------------------------------------------------------------------- ceiling
+
+
+def _encode_rate(name: str, texts: list[str], encode) -> dict:
+    """Tokens (+ one EOS per document) over the process time of `encode(batch) -> text tokens`."""
+    encode(texts[:8])  # warm
+    n, started, wall = 0, time.process_time(), time.perf_counter()
+    for i in range(0, len(texts), ENCODE_BATCH):
+        n += encode(texts[i : i + ENCODE_BATCH])
+    cpu, wall = time.process_time() - started, time.perf_counter() - wall
+    return per_core_row(name, n + len(texts), cpu, len(texts), wall_seconds=round(wall, 3), text_tokens=n)
+
+
+def measure_ceiling(texts: list[str], tokenizer: Path) -> list[dict]:
+    """Bare `tokenizers` over texts already in memory, one thread, no special tokens: `encode_batch_fast`
+    (no offsets: the fastest call, the ceiling) and `encode_batch` (what datatrove calls); then the
+    same through mixforge's `load_tokenizer` (flat ids + offsets), the wrapper's own cost."""
+    from tokenizers import Tokenizer
+
+    from mixforge.mixtures.spec import TokenizerSpec
+    from mixforge.tokenizer import load_tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer))
+    loaded = load_tokenizer(TokenizerSpec(kind="huggingface", name=str(tokenizer)), eos_token=EOS)
+    return [
+        _encode_rate(
+            CEILING_ROW, texts, lambda b: sum(len(e.ids) for e in tok.encode_batch_fast(b, add_special_tokens=False))
+        ),
+        _encode_rate(
+            "bare:encode_batch",
+            texts,
+            lambda b: sum(len(e.ids) for e in tok.encode_batch(b, add_special_tokens=False)),
+        ),
+        _encode_rate("bare:load_tokenizer", texts, lambda b: len(loaded.encode_batch(b)[0])),
+    ]
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+def export_config(tokenizer: Path, file_tokens: int):
+    from mixforge.export.build import ExportConfig
+    from mixforge.mixtures.spec import TokenizerSpec
+
+    return ExportConfig(
+        format="megatron",
+        tokenizer=TokenizerSpec(kind="huggingface", name=str(tokenizer)),
+        eos_token=EOS,
+        file_tokens=file_tokens,
+        seed=0,
+    )
+
+
+def clear_exports(manifest: dict) -> None:
+    from mixforge.mixtures.versions import MixtureLayout
+
+    version_dir = MixtureLayout(manifest["store"], manifest["name"]).version_dir(manifest["version"])
+    shutil.rmtree(os.path.join(version_dir, "export"), ignore_errors=True)
+
+
+def run_ours(manifest: dict, tokenizer: Path, file_tokens: int, pool: harness.BarePool) -> dict:
+    """One full export of the version (its export folder removed first) in the pool's workers."""
+    from mixforge.export.build import run_export
+
+    clear_exports(manifest)
+    config = export_config(tokenizer, file_tokens)
+    reset_peaks(pool.pids)
+    harness.PeakRSS.reset()
+    with cpu_timed() as t:
+        out = run_export(manifest["store"], manifest["name"], manifest["version"], config, executor=pool.executor())
+    workers = {str(pid): _vm_hwm_mb(pid) for pid in pool.pids}
+    return {
+        "tokens": out["tokens"],
+        "docs": out["docs"],
+        "partitions": out["partitions"],
+        "files": len(out["files"]),
+        "seconds": round(t["seconds"], 3),
+        "cpu_seconds": t["cpu_seconds"],
+        "others_busy_cores": t["others_busy_cores"],
+        "driver_peak_rss_mb": harness.PeakRSS.mb(),
+        "worker_peak_rss_mb": max(workers.values()),
+        "worker_peak_rss_by_pid_mb": workers,
+    }
+
+
+class ProfilingExecutor:
+    """Runs every call in this process (as SerialExecutor) and cProfiles one call (the second, else the
+    first) of the first step whose function name contains each of `names`."""
+
+    def __new__(cls, names: tuple[str, ...], profiles: dict):
+        import cProfile
+
+        from mixforge.executor import Executor, SerialExecutor
+
+        class _Profiling(Executor):
+            def run(self, fn, calls, **kw):
+                # a composite may wrap its steps (export's `_indexed_call(i, step, job, options)`): name the step
+                step = next((a for a in calls[0].args if callable(a)), fn) if calls else fn
+                label = next((n for n in names if n in step.__name__ and n not in profiles), None)
+                if label is None:
+                    yield from SerialExecutor().run(fn, calls, **kw)
+                    return
+                # the second call when there is one: the first pays this process's imports and tokenizer load
+                k = min(1, len(calls) - 1)
+                yield from SerialExecutor().run(fn, calls[:k], **kw)
+                prof = cProfile.Profile()
+                started, cpu = time.perf_counter(), time.process_time()
+                prof.enable()
+                result = fn(*calls[k].args)
+                prof.disable()
+                profiles[label] = {
+                    "function": f"{step.__module__}.{step.__name__}",
+                    "unit": str(calls[k].label),
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "cpu_seconds": round(time.process_time() - cpu, 3),
+                    "profile": prof,
+                }
+                yield calls[k].label, result, None
+                yield from SerialExecutor().run(fn, calls[k + 1 :], **kw)
+
+        return _Profiling()
+
+
+def profile_steps(manifest: dict, tokenizer: Path, file_tokens: int) -> dict:
+    """cProfile of one scatter and one gather call of a 1x export, in this process."""
+    import pstats
+
+    from mixforge.export.build import run_export
+
+    clear_exports(manifest)
+    profiles: dict = {}
+    run_export(
+        manifest["store"],
+        manifest["name"],
+        manifest["version"],
+        export_config(tokenizer, file_tokens),
+        executor=ProfilingExecutor(("scatter", "gather"), profiles),
+    )
+    out = {}
+    for label, p in profiles.items():
+        stats = pstats.Stats(p.pop("profile"))
+        total = stats.total_tt
+        rows = []
+        for (file, line, func), (_calls, nc, tt, ct, _callers) in stats.stats.items():
+            rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": nc, "tottime": tt, "cumtime": ct})
+        by_tot = sorted(rows, key=lambda r: -r["tottime"])[:15]
+        by_cum = sorted(rows, key=lambda r: -r["cumtime"])[:25]
+        for r in by_tot + by_cum:
+            r["tottime"], r["cumtime"] = round(r["tottime"], 4), round(r["cumtime"], 4)
+            r["share_tottime"] = round(r["tottime"] / total, 3) if total else None
+        out[label] = {**p, "profiled_seconds": round(total, 3), "top_tottime": by_tot, "top_cumtime": by_cum}
+    clear_exports(manifest)
+    return out
+
+
+# ----------------------------------------------------------------------------- datatrove (its own venv)
+
+
+def datatrove_worker_main(spec_path: str) -> None:
+    """In datatrove's venv: tokenizer (+ merger) over the version's data files; CPU of this process tree."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.tokens import DocumentTokenizer, DocumentTokenizerMerger
+
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(spec["out_dir"])
+    paths_file = out / "paths.txt"
+    paths_file.write_text("\n".join(spec["files"]) + "\n")
+
+    def cpu() -> float:
+        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+    result = {}
+    tokenize = LocalPipelineExecutor(
+        pipeline=[
+            ParquetReader(spec["data_dir"], paths_file=str(paths_file), read_metadata=False, text_key="text"),
+            DocumentTokenizer(
+                output_folder=str(out / "tokenized"),
+                tokenizer_name_or_path=spec["tokenizer"],
+                eos_token=spec["eos"],
+                shuffle_documents=True,
+                seed=spec["seed"],
+                max_tokens_per_file=spec["file_tokens"],
+            ),
+        ],
+        tasks=len(spec["files"]),
+        workers=spec["workers"],
+        logging_dir=str(out / "logs-tokenize"),
+        skip_completed=False,
+        start_method="fork",
+    )
+    merge = LocalPipelineExecutor(
+        pipeline=[
+            DocumentTokenizerMerger(
+                input_folder=str(out / "tokenized"),
+                output_folder=str(out / "merged"),
+                save_filename="merged",
+                max_tokens_per_file=spec["file_tokens"],
+                shuffle=True,
+                seed=spec["seed"],
+                progress=False,
+            )
+        ],
+        tasks=1,
+        workers=1,
+        logging_dir=str(out / "logs-merge"),
+        skip_completed=False,
+    )
+    for name, executor in (("tokenize", tokenize), ("merge", merge)):
+        c0, t0 = cpu(), time.perf_counter()
+        executor.run()
+        result[name] = {"cpu_seconds": cpu() - c0, "seconds": time.perf_counter() - t0}
+        folder = out / ("tokenized" if name == "tokenize" else "merged")
+        result[name]["token_bytes"] = sum(p.stat().st_size for p in folder.glob("*.ds"))
+        result[name]["files"] = len(list(folder.glob("*.ds")))
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+def run_datatrove(python: str, manifest: dict, tokenizer: Path, file_tokens: int, workers: int, work: Path) -> dict:
+    out = Path(harness.fresh_dir(work / "datatrove"))
+    data_dir = os.path.commonpath([f["uri"] for f in manifest["files"]])
+    spec = {
+        "data_dir": data_dir,
+        "files": [os.path.relpath(f["uri"], data_dir) for f in manifest["files"]],
+        "tokenizer": str(tokenizer),
+        "eos": EOS,
+        "seed": 0,
+        "file_tokens": file_tokens,
+        "workers": workers,
+        "out_dir": str(out),
+        "result": str(out / "result.json"),
+    }
+    spec_path = out / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", TQDM_DISABLE="1")
+    with cpu_timed() as t:
+        proc = subprocess.run(
+            [python, str(Path(__file__).resolve()), "--datatrove-worker", str(spec_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    (out / "stderr.log").write_text(proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"datatrove failed (rc {proc.returncode}); see {out / 'stderr.log'}:\n{proc.stderr[-3000:]}"
+        )
+    result = json.loads((out / "result.json").read_text())
+    result["subprocess"] = {
+        "seconds": round(t["seconds"], 3),
+        "cpu_seconds": t["cpu_seconds"],
+        "others_busy_cores": t["others_busy_cores"],
+    }
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def per_core_section(rows: list[dict]) -> str:
+    by = {r["variant"]: r["tokens_per_cpu_s"] for r in rows}
+    lines = [
+        "tokens/s per core (tokens written / CPU-seconds of the process tree; one tokenizer thread everywhere):",
+        f"  {'variant':24s}{'tokens':>12s}{'docs':>8s}{'CPU s':>9s}{'tok/s/core':>12s}"
+        f"{'vs datatrove':>14s}{'vs ceiling':>12s}",
+    ]
+    for r in rows:
+        lines.append(
+            f"  {r['variant']:24s}{r['tokens']:>12,}{r['docs']:>8,}{r['cpu_seconds']:>9.2f}"
+            f"{r['tokens_per_cpu_s'] or 0:>12,}"
+            f"{_x(ratio(r['tokens_per_cpu_s'], by.get(DATATROVE_ROW))):>14s}"
+            f"{_x(ratio(r['tokens_per_cpu_s'], by.get(CEILING_ROW))):>12s}"
+        )
+    return "\n".join(lines)
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def scale_section(scales: list[dict]) -> str:
+    lines = [
+        "ours at each scale (same --file-tokens): peak RSS per worker should stay flat",
+        f"  {'scale':>5s}{'docs':>8s}{'tokens':>12s}{'parts':>7s}{'seconds':>9s}{'CPU s':>8s}"
+        f"{'tok/s/core':>12s}{'worker peak MB':>16s}{'driver MB':>11s}{'others':>8s}",
+    ]
+    for s in scales:
+        lines.append(
+            f"  {s['scale']:>4d}x{s['docs']:>8,}{s['tokens']:>12,}{sum(s['partitions'].values()):>7d}"
+            f"{s['seconds']:>9.2f}{s['cpu_seconds']:>8.2f}{s['tokens_per_cpu_s']:>12,}"
+            f"{s['worker_peak_rss_mb']:>16.0f}{s['driver_peak_rss_mb']:>11.0f}{s['others_busy_cores'] or 0:>8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def profile_section(profiles: dict) -> str:
+    lines = []
+    for label, p in profiles.items():
+        lines.append(
+            f"profile of one {label} call ({p['function']} {p['unit']}): {p['seconds']:.2f}s wall, "
+            f"{p['cpu_seconds']:.2f} CPU s; top by own time:"
+        )
+        for r in p["top_tottime"][:12]:
+            lines.append(
+                f"  {r['tottime']:8.3f}s {100 * (r['share_tottime'] or 0):5.1f}%  cum {r['cumtime']:8.3f}s  "
+                f"{r['calls']:>8d}x  {r['function']}"
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    harness.configure_environment()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    harness.add_run_args(p, repeat=1, work_dir="/tmp/mixforge-bench-export")
+    p.add_argument("--mb", type=float, default=16.0, help="MB of text in the pool = the 1x version (default 16)")
+    p.add_argument("--scale", default="1,2,4", help="version sizes as multiples of the pool; the first is compared")
+    p.add_argument("--vocab", type=int, default=32000, help="vocabulary of the trained BPE tokenizer")
+    p.add_argument("--file-tokens", type=int, default=1 << 20, help="ExportConfig.file_tokens (and datatrove's)")
+    p.add_argument("--mix-file-tokens", type=int, default=1 << 20, help="tokens per data file of the versions")
+    p.add_argument("--datatrove-python", default=DEFAULT_DT_PYTHON, help="python of a venv with datatrove")
+    p.add_argument("--skip-datatrove", action="store_true")
+    p.add_argument("--profile", action="store_true", help="cProfile one scatter and one gather call (1x)")
+    p.add_argument("--datatrove-worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.datatrove_worker:
+        return datatrove_worker_main(args.datatrove_worker)
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    scales = [int(s) for s in args.scale.split(",")]
+    tokenizer = train_tokenizer(work / "tokenizer", args.corpus_dir, args.vocab)
+    shards = 4
+    corpus = harness.make_corpus(work / "pool", shards, args.mb / shards, corpus_dir=args.corpus_dir)
+
+    with harness.BarePool(args.workers, imports=("mixforge.export.build", "tokenizers")) as pool:
+        versions = {
+            s: build_version(work, corpus.dir, s, tokenizer, args.mix_file_tokens, pool.executor()) for s in scales
+        }
+        base = versions[scales[0]]
+        sizes = ", ".join(f"{s}x: {v['docs']:,} docs, {v['tokens']:,} tokens" for s, v in versions.items())
+        print(f"versions: {sizes}", file=sys.stderr)
+        ours = {}
+        for s in scales:  # --repeat runs at the compared scale, the least CPU reported
+            runs = [
+                run_ours(versions[s], tokenizer, args.file_tokens, pool)
+                for _ in range(args.repeat if s == scales[0] else 1)
+            ]
+            ours[s] = min(runs, key=lambda r: r["cpu_seconds"])
+            ours[s]["runs_cpu_seconds"] = [r["cpu_seconds"] for r in runs]
+            print(f"ours {s}x: {json.dumps({k: v for k, v in ours[s].items() if 'by_pid' not in k})}", file=sys.stderr)
+
+    texts = version_texts(base)
+    text_bytes = sum(len(t.encode()) for t in texts)
+    ceilings = [measure_ceiling(texts, tokenizer) for _ in range(args.repeat)]
+    per_core = [min(rows, key=lambda r: r["cpu_seconds"]) for rows in zip(*ceilings)]
+    for row, rows in zip(per_core, zip(*ceilings)):
+        row["runs_cpu_seconds"] = [r["cpu_seconds"] for r in rows]
+    del texts
+    print(f"ceiling: {json.dumps(per_core)}", file=sys.stderr)
+    dt = None
+    if not args.skip_datatrove:
+        if not os.path.exists(args.datatrove_python):
+            raise SystemExit(
+                f"{args.datatrove_python} not found: python3 -m venv /tmp/dt-venv && /tmp/dt-venv/bin/pip install "
+                "-r benchmarks/requirements-datatrove.txt (or --skip-datatrove)"
+            )
+        dt_runs = [
+            run_datatrove(args.datatrove_python, base, tokenizer, args.file_tokens, args.workers, work)
+            for _ in range(args.repeat)
+        ]
+        dt = min(dt_runs, key=lambda r: r["tokenize"]["cpu_seconds"])
+        dt["runs_cpu_seconds"] = [round(r["tokenize"]["cpu_seconds"], 3) for r in dt_runs]
+        print(f"datatrove: {json.dumps(dt)}", file=sys.stderr)
+        token_size = 2 if args.vocab <= 65536 else 4
+        dt_tokens = dt["tokenize"]["token_bytes"] // token_size
+        per_core.append(per_core_row(DATATROVE_ROW, dt_tokens, dt["tokenize"]["cpu_seconds"], base["docs"]))
+        per_core.append(
+            per_core_row(
+                "datatrove+merge",
+                dt["merge"]["token_bytes"] // token_size,
+                dt["tokenize"]["cpu_seconds"] + dt["merge"]["cpu_seconds"],
+                base["docs"],
+            )
+        )
+    o = ours[scales[0]]
+    per_core.append(
+        per_core_row("ours", o["tokens"], o["cpu_seconds"], o["docs"], runs_cpu_seconds=o["runs_cpu_seconds"])
+    )
+    # every side writes the same tokens: the version's texts, one EOS each (a cheap check that they did the same work)
+    same_tokens = len({r["tokens"] for r in per_core if r["variant"] != "datatrove+merge"}) == 1
+    for s in scales:
+        ours[s]["scale"] = s
+        ours[s]["tokens_per_cpu_s"] = round(ours[s]["tokens"] / ours[s]["cpu_seconds"])
+
+    rate = {r["variant"]: r["tokens_per_cpu_s"] for r in per_core}
+    ours_vs_dt, ours_vs_ceiling = ratio(rate["ours"], rate.get(DATATROVE_ROW)), ratio(rate["ours"], rate[CEILING_ROW])
+    dt_vs_ceiling = ratio(rate.get(DATATROVE_ROW), rate[CEILING_ROW])
+    goals = []
+    if ours_vs_dt is not None:
+        goals.append(("ours", 1.5, "tokens/s per core vs datatrove", ours_vs_dt))
+    goals.append(("ours", 0.9, "tokens/s per core vs the bare-tokenizers ceiling", ours_vs_ceiling))
+    # The issue's rule: the ceiling goal applies when datatrove is already within 1.5x of the ceiling.
+    applicable = "ceiling" if dt_vs_ceiling is not None and dt_vs_ceiling * 1.5 >= 1 else "datatrove"
+    met = (ours_vs_ceiling or 0) >= 0.9 if applicable == "ceiling" else (ours_vs_dt or 0) >= 1.5
+
+    docs = o["docs"]
+    results = [
+        harness.Measurement(
+            r["variant"],
+            r["docs"],
+            text_bytes,
+            r.get("wall_seconds", float("nan")),
+            float("nan"),
+            description=f"{CALLS[r['variant']]} in this process, one thread, texts in memory",
+            cpu_seconds=r["cpu_seconds"],
+            baseline="-",
+            ceiling="-",
+        )
+        for r in per_core
+        if r["variant"] == CEILING_ROW or r["variant"].startswith("bare:")
+    ]
+    if dt is not None:
+        results.append(
+            harness.Measurement(
+                DATATROVE_ROW,
+                docs,
+                text_bytes,
+                dt["tokenize"]["seconds"],
+                float("nan"),
+                description=f"ParquetReader -> DocumentTokenizer (shuffle within each task's file), "
+                f"LocalPipelineExecutor, {args.workers} workers, own venv",
+                cpu_seconds=round(dt["tokenize"]["cpu_seconds"], 3),
+                baseline="-",
+                ceiling="-",
+            )
+        )
+        results.append(
+            harness.Measurement(
+                "datatrove+merge",
+                docs,
+                text_bytes,
+                dt["tokenize"]["seconds"] + dt["merge"]["seconds"],
+                float("nan"),
+                description="the same, then DocumentTokenizerMerger (its global shuffle, one task)",
+                cpu_seconds=round(dt["tokenize"]["cpu_seconds"] + dt["merge"]["cpu_seconds"], 3),
+                baseline=DATATROVE_ROW,
+                ceiling="-",
+            )
+        )
+    results.append(
+        harness.Measurement(
+            "ours",
+            docs,
+            text_bytes,
+            o["seconds"],
+            o["driver_peak_rss_mb"],
+            o["worker_peak_rss_mb"],
+            description=f"run_export (megatron, global shuffle, lineage) on {args.workers} bare worker processes",
+            others_busy_cores=o["others_busy_cores"],
+            cpu_seconds=o["cpu_seconds"],
+            baseline=DATATROVE_ROW,
+            ceiling="-",
+        )
+    )
+    profiles = {}
+    if args.profile:
+        profiles = profile_steps(base, tokenizer, args.file_tokens)
+    sections = [per_core_section(per_core), scale_section([ours[s] for s in scales])]
+    if profiles:
+        sections.append(profile_section(profiles))
+    extra = {
+        "tokens_per_cpu_s": per_core,
+        "ratios": {"ours/datatrove": ours_vs_dt, "ours/ceiling": ours_vs_ceiling, "datatrove/ceiling": dt_vs_ceiling},
+        "goal": {"applicable": applicable, "met": met},
+        "same_tokens_everywhere": same_tokens,
+        "scales": [ours[s] for s in scales],
+        "worker_peak_rss_mb_by_scale": {f"{s}x": ours[s]["worker_peak_rss_mb"] for s in scales},
+        "datatrove": dt,
+        "tokenizer": {"path": str(tokenizer), "vocab": args.vocab, "eos": EOS},
+        "version": {
+            "store": base["store"],
+            "name": base["name"],
+            "version": base["version"],
+            "docs": base["docs"],
+            "tokens": base["tokens"],
+            "files": len(base["files"]),
+        },
+        "profile": profiles,
+    }
+    harness.report(
+        results,
+        None,
+        benchmark="export",
+        params={
+            "mb": args.mb,
+            "scales": args.scale,
+            "workers": args.workers,
+            "file_tokens": args.file_tokens,
+            "mix_file_tokens": args.mix_file_tokens,
+            "vocab": args.vocab,
+        },
+        corpus=corpus,
+        goals=goals,
+        extra=extra,
+        sections=sections,
+        notes=[
+            "the table's seconds and docs/s are wall time (the ceiling rows: one process); the figure the issue "
+            "asks for is tokens/s per core (the section above the goals), which other load moves less",
+            f"goal rule: ours >= 1.5x datatrove, or >= 0.9x the ceiling when datatrove is within 1.5x of it "
+            f"(datatrove/ceiling {dt_vs_ceiling}); applicable here: {applicable} -> {'MET' if met else 'NOT MET'}",
+            "datatrove writes .ds token files (its DocumentTokenizer format) with its in-file shuffle; its "
+            "MegatronDocumentTokenizer has no shuffle; ours writes Megatron .bin/.idx + lineage sidecars",
+        ],
+        json_out=args.json_out,
+        print_json=args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
