@@ -65,7 +65,7 @@ class ExportConfig(StrictModel):
     eos_token: str | None = Field(None, description="End-of-document token (null: the tokenizer's own).")
     bos_token: str | None = Field(None, description="Beginning-of-document token (needed by bos: true).")
     bos: bool = Field(False, description="Put bos_token before every document.")
-    seed: int = Field(0, ge=0, description="Shuffle seed: same version and seed, byte-identical files.")
+    seed: int = Field(0, ge=0, lt=2**63, description="Shuffle seed: same version and seed, byte-identical files.")
     file_tokens: int = Field(2**25, ge=1, description="Target tokens per output file.")
     metadata: MetadataConditioning | None = Field(None, description="Metadata conditioning (null: off).")
     phases: list[str] | None = Field(None, description="The phases to export (null: every phase).")
