@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/mixforge demo
 
 test: $(STAMP) $(VLLM_STAMP)
+	PYTHON=$(PYTHON) bash tests/megatron_env.sh  # megatron-core's own reader checks the Megatron export
 	$(BIN)/python -m pytest -q
 	$(VLLM_VENV)/bin/python -m pytest -q tests/mixforge/rephrase/test_rephrase.py
 
@@ -48,4 +49,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) data
+	rm -rf $(VENV) $(VLLM_VENV) .venv-megatron data

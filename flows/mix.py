@@ -7,8 +7,10 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows.export import EXPORT_EXAMPLE, export_mixture
 from flows.parameters import StoreUri
 from mixforge.config import RayConfig
+from mixforge.export.build import ExportConfig
 from mixforge.mixtures.spec import MixSpec
 from mixforge.mixtures.takedown import takedown_figures
 from mixforge.mixtures.versions import now
@@ -40,12 +42,17 @@ MIX_SPEC_EXAMPLE = {
 
 
 @flow(name="mix", validate_parameters=True)
-def mix(spec: Annotated[MixSpec, Field(examples=[MIX_SPEC_EXAMPLE])]) -> dict:
+def mix(
+    spec: Annotated[MixSpec, Field(examples=[MIX_SPEC_EXAMPLE])],
+    export: Annotated[ExportConfig | None, Field(examples=[EXPORT_EXAMPLE])] = None,
+) -> dict:
     """Sample the pool named by `spec` into `{store}/mixtures/{name}/vNNNN/`; returns the mix summary.
 
     Args:
         spec: The mixture spec (the mixture YAML: `mixforge mix SPEC`): its pool, store, groups and
             their weights. Paths are absolute paths or URIs.
+        export: Also export the new version as training-ready token files (the `export` flow's
+            settings: format, tokenizer, seed, metadata conditioning); empty: no export.
     """
     logger = get_run_logger()
     started = now()
@@ -68,6 +75,15 @@ def mix(spec: Annotated[MixSpec, Field(examples=[MIX_SPEC_EXAMPLE])]) -> dict:
         summary["files"],
         summary["card"],
     )
+    if export is not None:
+        summary["export"] = export_mixture(
+            store=spec.store,
+            name=summary["name"],
+            version=summary["version"],
+            config=export,
+            storage_options=spec.storage_options or None,
+            ray=spec.ray,
+        )
     return summary
 
 

@@ -8,12 +8,14 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.curate import CURATE_EXAMPLE, curate
+from flows.export import EXPORT_EXAMPLE
 from flows.mix import MIX_SPEC_EXAMPLE, mix
 from flows.parameters import Incremental, InputUri, RunId, StoreUri
 from flows.rephrase import REPHRASE_EXAMPLE
 from flows.rephrase import rephrase as rephrase_flow
 from mixforge import planning
 from mixforge.config import CurateConfig
+from mixforge.export.build import ExportConfig
 from mixforge.mixtures.spec import MixSpec
 from mixforge.rephrase.config import RephraseConfig, RephraseRunConfig
 from tasks.pipeline_summary import publish_night_summary
@@ -31,6 +33,7 @@ def pipeline(
     run_id: RunId = None,
     incremental: Incremental = False,
     rephrase: Annotated[RephraseConfig | None, Field(examples=[REPHRASE_EXAMPLE])] = None,
+    export: Annotated[ExportConfig | None, Field(examples=[EXPORT_EXAMPLE])] = None,
 ) -> dict:
     """Curate `input` into `{output}/runs/{run_id}/`, then sample the curated pool into a new
     version of a mixture under `{output}/mixtures/`. The flow run's artifact `pipeline-{mixture name}`
@@ -52,6 +55,8 @@ def pipeline(
             latest version.
         rephrase: Rephrase every pool folder not rephrased yet with vLLM before mixing (the `rephrase:`
             section of the rephrase YAML); empty: no rephrasing.
+        export: Export each new version as training-ready token files (format, tokenizer, seed,
+            metadata conditioning: the `export` flow's settings); empty: no export.
     """
     logger = get_run_logger()
     options = config.storage.options
@@ -77,7 +82,7 @@ def pipeline(
         return noop
 
     # Mix the pool into a new version.
-    mixed = mix(spec=mixture_spec(pool, output, mixture, name, options))
+    mixed = mix(spec=mixture_spec(pool, output, mixture, name, options), export=export)
     logger.info(
         "mixture %s %s over %d pool folder(s): data card %s", mixed["name"], mixed["version"], len(pool), mixed["card"]
     )

@@ -242,20 +242,23 @@ def _print_model(summary: dict, as_json: bool) -> None:
 
 
 def preflight_mix(args: argparse.Namespace):
+    from mixforge.export.cli_commands import export_option
     from mixforge.mixtures.preflight import check_spec
     from mixforge.mixtures.spec import load_spec
 
     spec = load_spec(args.spec)
     for warning in check_spec(spec, origin=args.spec):
         print(f"mixforge: warning: {warning}", file=sys.stderr)
+    export_option(getattr(args, "export", None))  # a bad --export fails here, before the mixture is built
     return spec
 
 
 def cmd_mix(args: argparse.Namespace) -> dict:
     from flows.mix import mix
+    from mixforge.export.cli_commands import export_option
     from mixforge.mixtures.spec import load_spec
 
-    return mix(spec=load_spec(args.spec))
+    return mix(spec=load_spec(args.spec), export=export_option(args.export))
 
 
 def cmd_mixtures_takedown(args: argparse.Namespace) -> dict:
@@ -263,6 +266,28 @@ def cmd_mixtures_takedown(args: argparse.Namespace) -> dict:
     from mixforge.mixtures.cli_commands import takedown_arguments
 
     return mix_takedown(**takedown_arguments(args))
+
+
+def preflight_export(args: argparse.Namespace):
+    """The export's plan: the version, format, tokenizer, template and any earlier export, checked before
+    Prefect or Ray start (exit 2 naming what is wrong)."""
+    from mixforge.export.build import check_export
+    from mixforge.export.cli_commands import export_config
+
+    return check_export(args.store, args.name, args.version, export_config(args), _storage_options_arg(args))
+
+
+def cmd_export(args: argparse.Namespace) -> dict:
+    from flows.export import export_mixture
+    from mixforge.export.cli_commands import export_config
+
+    return export_mixture(
+        store=args.store,
+        name=args.name,
+        version=args.version,
+        config=export_config(args),
+        storage_options=_storage_options_arg(args) or None,
+    )
 
 
 def cmd_runs_unlock(args: argparse.Namespace) -> dict:
@@ -723,6 +748,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mixforge.mixtures import cli_commands
 
     cli_commands.register(sub, cmd_mix=cmd_mix, cmd_takedown=cmd_mixtures_takedown, preflight_mix=preflight_mix)
+
+    from mixforge.export import cli_commands as export_commands
+
+    export_commands.register(sub, cmd_export=cmd_export, preflight_export=preflight_export)
     return parser
 
 
@@ -989,6 +1018,8 @@ def _input_bytes(args: argparse.Namespace, plan: Any) -> int | None:
         return sum(f.stat().st_size for f in Path(demo_corpus_path()).iterdir())
     if args.command == "mix":
         return _pool_bytes(plan)
+    if args.command == "export":  # an ExportPlan: the version's data files
+        return sum(f.get("bytes") or 0 for ph in plan.phases for f in ph.files)
     return None
 
 

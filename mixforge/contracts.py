@@ -242,6 +242,7 @@ class MixSummary(Contract):
     takedown: TakedownSummary = optional("mixtures takedown: what it removed")
     seconds: dict[str, float] = optional()
     built: bool = optional("pipeline/demo: false when the night was a no-op")
+    export: ExportSummary = optional("mix with an export: the export's summary")
 
 
 class PlanGroup(Contract):

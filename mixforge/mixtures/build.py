@@ -182,7 +182,7 @@ def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> d
         "tokenizer": {
             "kind": spec.tokenizer.kind,
             "name": spec.tokenizer.name,
-            "cache_key": tokens.tokenizer_key(spec.tokenizer),
+            "cache_key": tokens.tokenizer_key(spec.tokenizer, spec.storage_options),
         },
         "pool": {
             "inputs": list(spec.pool),

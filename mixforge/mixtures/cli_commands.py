@@ -66,6 +66,10 @@ def print_mix(summary: dict, as_json: bool) -> None:
         print(f"  takedown: {t['removed_rows']:,} rows ({t['removed_unique_ids']:,} documents) removed: {t['reason']}")
     print(f"manifest:  {summary['manifest']}")
     print(f"data card: {summary['card']}")
+    if summary.get("export"):
+        from mixforge.export.report import format_summary
+
+        print(format_summary(summary["export"]))
 
 
 def _share(value: float | None) -> str:
@@ -277,6 +281,12 @@ def register(
         action="store_true",
         help="print the plan (per group: requested and effective share, documents and tokens available, tokens "
         "to draw, epochs) and write nothing; runs in this process, without Prefect or Ray",
+    )
+    p.add_argument(
+        "--export",
+        metavar="FORMAT|FILE",
+        help="also export the new version as training-ready token files: a format (megatron, npy; the "
+        "mixture's tokenizer) or a YAML file of export settings (configs/export.example.yaml)",
     )
     common(p)
 

@@ -96,6 +96,8 @@ def test_every_command_has_help_description_and_examples_that_parse(extra_stage)
         *(("runs", a) for a in ("list", "show", "clean", "unlock")),
         ("explain",),
         ("server",),
+        ("export",),
+        ("lineage",),
     }
     assert ("doc-check",) in expected
     assert expected <= set(commands), expected - set(commands)

@@ -298,6 +298,20 @@ def test_mix_and_mixtures_commands_json_match_their_schemas(store):
     assert diffed["docs_added"] == diffed["docs_removed"] == 0  # same spec, same seed: the same documents
 
 
+def test_export_and_lineage_commands_json_match_their_schemas(store):
+    s = store["store"]
+    exported = json_stdout(run_cli("export", "--store", s, "tiny", "v0001", "--format", "npy", "--json", "-q"))
+    assert_valid("export", exported)
+    assert exported["docs"] == store["mix"]["docs"] and exported["format"] == "npy"
+    assert_valid("export-manifest", json.loads(Path(exported["manifest"]).read_text()))
+    found = json_stdout(run_cli("lineage", "--store", s, "tiny", "v0001", "--file", "0", "--token", "0", "--json"))
+    assert_valid("lineage", found)
+    # a bad setting is a usage failure before any work: one JSON object naming it
+    bad = json_stdout(run_cli("export", "--store", s, "tiny", "--format", "safetensors", "--json"), exit_code=2)
+    assert_valid("failure", bad)
+    assert "safetensors" in bad["error"] and "megatron" in bad["error"]
+
+
 def test_runs_unlock_json_matches_its_schema(store):
     run_id = store["filter"]["run_id"]
     run_dir = str(Path(store["store"]) / "runs" / run_id)
@@ -392,6 +406,8 @@ def test_every_json_output_has_a_schema():
         "explain",
         "mix-plan",
         "demo",
+        "export",
+        "lineage",
     }
     assert outputs <= set(contracts.SCHEMAS)
     assert committed("demo").schema["properties"]["mixture"] == {"$ref": "#/$defs/MixSummary"}
