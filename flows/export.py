@@ -13,7 +13,7 @@ from mixforge.export.build import ExportConfig
 from mixforge.storage import StorageOptions  # credentials refused: flow parameters are stored in plain text
 from tasks.export import export_version, publish_export_artifacts
 
-__all__ = ["export_mixture", "EXPORT_EXAMPLE"]
+__all__ = ["export", "EXPORT_EXAMPLE"]
 
 EXPORT_EXAMPLE = {
     "format": "megatron",
@@ -24,7 +24,7 @@ EXPORT_EXAMPLE = {
 
 
 @flow(name="export", validate_parameters=True)
-def export_mixture(
+def export(
     store: StoreUri,
     name: Annotated[str, Field(examples=["web-books"])],
     version: Annotated[str | None, Field(examples=["v0003"])] = None,

@@ -7,7 +7,8 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.export import EXPORT_EXAMPLE, export_mixture
+from flows.export import EXPORT_EXAMPLE
+from flows.export import export as export_flow
 from flows.parameters import StoreUri
 from mixforge.config import RayConfig
 from mixforge.export.build import ExportConfig
@@ -76,7 +77,7 @@ def mix(
         summary["card"],
     )
     if export is not None:
-        summary["export"] = export_mixture(
+        summary["export"] = export_flow(
             store=spec.store,
             name=summary["name"],
             version=summary["version"],

@@ -278,10 +278,10 @@ def preflight_export(args: argparse.Namespace):
 
 
 def cmd_export(args: argparse.Namespace) -> dict:
-    from flows.export import export_mixture
+    from flows.export import export as export_flow
     from mixforge.export.cli_commands import export_config
 
-    return export_mixture(
+    return export_flow(
         store=args.store,
         name=args.name,
         version=args.version,

@@ -24,7 +24,7 @@ def local_pool(monkeypatch):
 
 
 def test_mix_with_export_then_a_second_export_with_metadata(tmp_path, local_pool):
-    from flows.export import export_mixture
+    from flows.export import export as export_flow
     from flows.mix import mix
 
     pool = write_pool(str(tmp_path), shards=2, per_shard=120)
@@ -41,7 +41,7 @@ def test_mix_with_export_then_a_second_export_with_metadata(tmp_path, local_pool
     assert len(lengths) == summary["docs"] and lengths.sum() == exported["tokens"]
 
     # a second export of the same version (npy, metadata conditioning): the `export` flow on its own
-    second = export_mixture(
+    second = export_flow(
         store=spec.store,
         name="flow-export",
         version="1",
