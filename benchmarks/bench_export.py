@@ -69,6 +69,7 @@ from benchmarks import harness  # noqa: E402
 
 EOS = "<|endoftext|>"
 CEILING_ROW = "ceiling:tokenizers"
+POOL_CEILING_ROW = "ceiling:tokenizers-pool"
 DATATROVE_ROW = "datatrove"
 DEFAULT_DT_PYTHON = "/tmp/dt-venv/bin/python"
 TOKENIZER_VERSION = 1  # bump when the trained tokenizer's recipe changes
@@ -77,6 +78,7 @@ CALLS = {
     CEILING_ROW: "tokenizers' encode_batch_fast",
     "bare:encode_batch": "tokenizers' encode_batch (with offsets)",
     "bare:load_tokenizer": "mixforge load_tokenizer().encode_batch",
+    POOL_CEILING_ROW: "tokenizers' encode_batch_fast",
 }
 
 
@@ -146,6 +148,18 @@ def build_version(work: Path, pool_dir: str, scale: int, tokenizer: Path, mix_fi
     store.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"recipe": recipe, "manifest": out["manifest"]}))
     return version_info(str(store), read_json(out["manifest"]))
+
+
+def pool_tokens(pool_dir: str, tokenizer: Path, executor) -> int:
+    """Tokens of the pool (the 1x version's), from the mixture's own cached counts."""
+    import pyarrow.parquet as pq
+
+    from mixforge.mixtures.build import count_tokens, spec_for_pool
+    from mixforge.mixtures.pool import resolve_pool
+
+    spec = spec_for_pool(pool_dir, pool_dir, tokenizer={"kind": "huggingface", "name": str(tokenizer)})
+    sidecars = count_tokens(spec, resolve_pool(spec.pool), executor)
+    return sum(pq.read_table(s, columns=["n_tokens"]).column(0).to_numpy().sum() for s in sidecars)
 
 
 def version_info(store: str, manifest: dict) -> dict:
@@ -267,6 +281,41 @@ def measure_ceiling(texts: list[str], tokenizer: Path) -> list[dict]:
     ]
 
 
+def _encode_file(uri: str, tokenizer: str) -> tuple[int, float, int]:
+    """In a pool worker: one data file's texts read first, then encoded bare (encode_batch_fast, one
+    thread); (tokens + one EOS per document, CPU seconds of the encode calls, documents)."""
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    texts = pq.read_table(uri, columns=["text"]).column("text").to_pylist()
+    tok = Tokenizer.from_file(tokenizer)
+    tok.encode_batch_fast(texts[:8], add_special_tokens=False)  # warm
+    n, started = 0, time.process_time()
+    for i in range(0, len(texts), ENCODE_BATCH):
+        n += sum(len(e.ids) for e in tok.encode_batch_fast(texts[i : i + ENCODE_BATCH], add_special_tokens=False))
+    return n + len(texts), time.process_time() - started, len(texts)
+
+
+def measure_pool_ceiling(manifest: dict, tokenizer: Path, pool: harness.BarePool) -> dict:
+    """The bare encode in the pool's worker processes at once (one data file per call, its texts read
+    before the timed encode): the per-core ceiling under the same parallelism as ours and datatrove."""
+    with harness.timed() as t:
+        done = list(pool.imap_unordered(_encode_task, [(f["uri"], str(tokenizer)) for f in manifest["files"]]))
+    tokens, cpu, docs = (sum(x) for x in zip(*done))
+    return per_core_row(
+        POOL_CEILING_ROW,
+        tokens,
+        cpu,
+        docs,
+        wall_seconds=round(t["seconds"], 3),
+        others_busy_cores=t["others_busy_cores"],
+    )
+
+
+def _encode_task(task: tuple[str, str]) -> tuple[int, float, int]:
+    return _encode_file(*task)
+
+
 # ----------------------------------------------------------------------------- ours
 
 
@@ -290,16 +339,69 @@ def clear_exports(manifest: dict) -> None:
     shutil.rmtree(os.path.join(version_dir, "export"), ignore_errors=True)
 
 
+def _step_of(fn, calls) -> str:
+    # a composite may wrap its steps (export's `_indexed_call(i, step, job, options)`): name the step
+    step = next((a for a in calls[0].args if callable(a)), fn) if calls else fn
+    return step.__name__
+
+
+def _measured_call(fn, *args):
+    """In a pool worker: the call with this process's peak RSS reset before it (as executor.call_on_worker
+    does, so the peak is the call's own) and its CPU seconds."""
+    from mixforge.executor import reset_peak_rss
+
+    reset_peak_rss()
+    cpu = time.process_time()
+    result = fn(*args)
+    # VmHWM, not ru_maxrss: the latter also keeps the high-water marks that exited threads recorded before the reset
+    return result, {"cpu_seconds": time.process_time() - cpu, "peak_rss_mb": _vm_hwm_mb(os.getpid())}
+
+
+def measuring_executor(pool, log: dict):
+    """An `Executor` over the pool's processes that logs, per step, its calls, their CPU seconds and the
+    largest peak RSS of one call (`log[step]`)."""
+    import concurrent.futures as cf
+
+    from mixforge.executor import Executor, format_error
+
+    class MeasuringExecutor(Executor):
+        def run(self, fn, calls, **kw):
+            entry = log.setdefault(_step_of(fn, calls), {"calls": 0, "cpu_seconds": 0.0, "call_peak_rss_mb": 0.0})
+            futures = {pool.submit(_measured_call, fn, *c.args): c.label for c in calls}
+            for f in cf.as_completed(futures):  # yielded as they finish, for the executor's fold
+                error = f.exception()
+                if error is not None:
+                    yield futures[f], None, format_error(error)
+                    continue
+                result, m = f.result()
+                entry["calls"] += 1
+                entry["cpu_seconds"] = round(entry["cpu_seconds"] + m["cpu_seconds"], 3)
+                entry["call_peak_rss_mb"] = round(max(entry["call_peak_rss_mb"], m["peak_rss_mb"]), 1)
+                yield futures[f], result, None
+
+    return MeasuringExecutor()
+
+
 def run_ours(manifest: dict, tokenizer: Path, file_tokens: int, pool: harness.BarePool) -> dict:
     """One full export of the version (its export folder removed first) in the pool's workers."""
     from mixforge.export.build import run_export
 
     clear_exports(manifest)
     config = export_config(tokenizer, file_tokens)
+    steps: dict = {}
     reset_peaks(pool.pids)
     harness.PeakRSS.reset()
+    driver = resource.getrusage(resource.RUSAGE_SELF)
     with cpu_timed() as t:
-        out = run_export(manifest["store"], manifest["name"], manifest["version"], config, executor=pool.executor())
+        out = run_export(
+            manifest["store"],
+            manifest["name"],
+            manifest["version"],
+            config,
+            executor=measuring_executor(pool.pool, steps),
+        )
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    driver_cpu = after.ru_utime + after.ru_stime - driver.ru_utime - driver.ru_stime
     workers = {str(pid): _vm_hwm_mb(pid) for pid in pool.pids}
     return {
         "tokens": out["tokens"],
@@ -310,6 +412,16 @@ def run_ours(manifest: dict, tokenizer: Path, file_tokens: int, pool: harness.Ba
         "cpu_seconds": t["cpu_seconds"],
         "others_busy_cores": t["others_busy_cores"],
         "driver_peak_rss_mb": harness.PeakRSS.mb(),
+        # per step: calls, their CPU, the largest peak RSS of one call (each call's peak is its own)
+        "steps": steps,
+        # where the CPU went: the driver (planning, checks, manifest), the step calls, the rest (pool IPC)
+        "cpu_breakdown": {
+            "driver": round(driver_cpu, 3),
+            "step_calls": round(sum(v["cpu_seconds"] for v in steps.values()), 3),
+            "other": round(t["cpu_seconds"] - driver_cpu - sum(v["cpu_seconds"] for v in steps.values()), 3),
+        },
+        "worker_call_peak_rss_mb": max(v["call_peak_rss_mb"] for v in steps.values()),
+        # each worker process's high-water mark over the whole run (all its calls: allocator growth included)
         "worker_peak_rss_mb": max(workers.values()),
         "worker_peak_rss_by_pid_mb": workers,
     }
@@ -326,9 +438,8 @@ class ProfilingExecutor:
 
         class _Profiling(Executor):
             def run(self, fn, calls, **kw):
-                # a composite may wrap its steps (export's `_indexed_call(i, step, job, options)`): name the step
                 step = next((a for a in calls[0].args if callable(a)), fn) if calls else fn
-                label = next((n for n in names if n in step.__name__ and n not in profiles), None)
+                label = next((n for n in names if n in _step_of(fn, calls) and n not in profiles), None)
                 if label is None:
                     yield from SerialExecutor().run(fn, calls, **kw)
                     return
@@ -500,7 +611,7 @@ def per_core_section(rows: list[dict]) -> str:
     lines = [
         "tokens/s per core (tokens written / CPU-seconds of the process tree; one tokenizer thread everywhere):",
         f"  {'variant':24s}{'tokens':>12s}{'docs':>8s}{'CPU s':>9s}{'tok/s/core':>12s}"
-        f"{'vs datatrove':>14s}{'vs ceiling':>12s}",
+        f"{'vs datatrove':>14s}{'vs ceiling':>12s}{'vs pool ceiling':>17s}",
     ]
     for r in rows:
         lines.append(
@@ -508,6 +619,7 @@ def per_core_section(rows: list[dict]) -> str:
             f"{r['tokens_per_cpu_s'] or 0:>12,}"
             f"{_x(ratio(r['tokens_per_cpu_s'], by.get(DATATROVE_ROW))):>14s}"
             f"{_x(ratio(r['tokens_per_cpu_s'], by.get(CEILING_ROW))):>12s}"
+            f"{_x(ratio(r['tokens_per_cpu_s'], by.get(POOL_CEILING_ROW))):>17s}"
         )
     return "\n".join(lines)
 
@@ -518,15 +630,26 @@ def _x(value: float | None) -> str:
 
 def scale_section(scales: list[dict]) -> str:
     lines = [
-        "ours at each scale (same --file-tokens): peak RSS per worker should stay flat",
+        "ours at each scale (same --file-tokens): peak RSS per worker should stay flat. call peak: the largest "
+        "peak of one step call (reset before each, as the pool and Ray workers do); process peak: a worker's "
+        "high-water mark over the whole run",
         f"  {'scale':>5s}{'docs':>8s}{'tokens':>12s}{'parts':>7s}{'seconds':>9s}{'CPU s':>8s}"
-        f"{'tok/s/core':>12s}{'worker peak MB':>16s}{'driver MB':>11s}{'others':>8s}",
+        f"{'tok/s/core':>12s}{'call peak MB':>14s}{'process peak MB':>17s}{'others':>8s}",
     ]
     for s in scales:
         lines.append(
             f"  {s['scale']:>4d}x{s['docs']:>8,}{s['tokens']:>12,}{sum(s['partitions'].values()):>7d}"
             f"{s['seconds']:>9.2f}{s['cpu_seconds']:>8.2f}{s['tokens_per_cpu_s']:>12,}"
-            f"{s['worker_peak_rss_mb']:>16.0f}{s['driver_peak_rss_mb']:>11.0f}{s['others_busy_cores'] or 0:>8.2f}"
+            f"{s['worker_call_peak_rss_mb']:>14.0f}{s['worker_peak_rss_mb']:>17.0f}{s['others_busy_cores'] or 0:>8.2f}"
+        )
+        steps = ", ".join(
+            f"{k} {v['calls']} calls {v['cpu_seconds']:.2f} CPU s peak {v['call_peak_rss_mb']:.0f} MB"
+            for k, v in s["steps"].items()
+        )
+        cpu = s["cpu_breakdown"]
+        lines.append(
+            f"         CPU: driver {cpu['driver']:.2f}s, steps {cpu['step_calls']:.2f}s ({steps}), "
+            f"other {cpu['other']:.2f}s"
         )
     return "\n".join(lines)
 
@@ -556,8 +679,15 @@ def main() -> None:
     p.add_argument("--mb", type=float, default=16.0, help="MB of text in the pool = the 1x version (default 16)")
     p.add_argument("--scale", default="1,2,4", help="version sizes as multiples of the pool; the first is compared")
     p.add_argument("--vocab", type=int, default=32000, help="vocabulary of the trained BPE tokenizer")
-    p.add_argument("--file-tokens", type=int, default=1 << 20, help="ExportConfig.file_tokens (and datatrove's)")
-    p.add_argument("--mix-file-tokens", type=int, default=1 << 20, help="tokens per data file of the versions")
+    p.add_argument(
+        "--parts",
+        type=int,
+        default=4,
+        help="data files of the 1x version and parts of its export (default 4): --mix-file-tokens and --file-tokens "
+        "default to 1/parts of the pool's tokens, so every scale's files and parts have the same size",
+    )
+    p.add_argument("--file-tokens", type=int, default=None, help="ExportConfig.file_tokens (and datatrove's)")
+    p.add_argument("--mix-file-tokens", type=int, default=None, help="tokens per data file of the versions")
     p.add_argument("--datatrove-python", default=DEFAULT_DT_PYTHON, help="python of a venv with datatrove")
     p.add_argument("--skip-datatrove", action="store_true")
     p.add_argument("--profile", action="store_true", help="cProfile one scatter and one gather call (1x)")
@@ -574,20 +704,32 @@ def main() -> None:
     corpus = harness.make_corpus(work / "pool", shards, args.mb / shards, corpus_dir=args.corpus_dir)
 
     with harness.BarePool(args.workers, imports=("mixforge.export.build", "tokenizers")) as pool:
+        # every size in units of the 1x version, so a unit of work (a data file, a part) is the same at every scale
+        unit = int(pool_tokens(corpus.dir, tokenizer, pool.executor())) // args.parts + 1
+        args.mix_file_tokens = args.mix_file_tokens or unit
+        args.file_tokens = args.file_tokens or unit
         versions = {
             s: build_version(work, corpus.dir, s, tokenizer, args.mix_file_tokens, pool.executor()) for s in scales
         }
         base = versions[scales[0]]
         sizes = ", ".join(f"{s}x: {v['docs']:,} docs, {v['tokens']:,} tokens" for s, v in versions.items())
         print(f"versions: {sizes}", file=sys.stderr)
-        ours = {}
-        for s in scales:  # --repeat runs at the compared scale, the least CPU reported
-            runs = [
-                run_ours(versions[s], tokenizer, args.file_tokens, pool)
-                for _ in range(args.repeat if s == scales[0] else 1)
-            ]
-            ours[s] = min(runs, key=lambda r: r["cpu_seconds"])
-            ours[s]["runs_cpu_seconds"] = [r["cpu_seconds"] for r in runs]
+        # --repeat rounds of ours and the pool ceiling at the compared scale, interleaved (the machine's load
+        # moves between them), the least CPU of each reported; then one export at every other scale
+        rounds = []
+        for _ in range(args.repeat):
+            rounds.append(
+                (run_ours(base, tokenizer, args.file_tokens, pool), measure_pool_ceiling(base, tokenizer, pool))
+            )
+        ours = {scales[0]: min((r[0] for r in rounds), key=lambda r: r["cpu_seconds"])}
+        pool_ceiling = min((r[1] for r in rounds), key=lambda r: r["cpu_seconds"])
+        for key, rows in (("ours", [r[0] for r in rounds]), ("pool", [r[1] for r in rounds])):
+            (ours[scales[0]] if key == "ours" else pool_ceiling)["runs_cpu_seconds"] = [r["cpu_seconds"] for r in rows]
+        paired = sorted(p["cpu_seconds"] / o["cpu_seconds"] for o, p in rounds)  # ours/pool in tok/s per core
+        pool_ceiling["paired_ours_ratio_median"] = round(paired[len(paired) // 2], 3)
+        for s in scales[1:]:
+            ours[s] = run_ours(versions[s], tokenizer, args.file_tokens, pool)
+        for s in scales:
             print(f"ours {s}x: {json.dumps({k: v for k, v in ours[s].items() if 'by_pid' not in k})}", file=sys.stderr)
 
     texts = version_texts(base)
@@ -596,6 +738,7 @@ def main() -> None:
     per_core = [min(rows, key=lambda r: r["cpu_seconds"]) for rows in zip(*ceilings)]
     for row, rows in zip(per_core, zip(*ceilings)):
         row["runs_cpu_seconds"] = [r["cpu_seconds"] for r in rows]
+    per_core.insert(1, pool_ceiling)
     del texts
     print(f"ceiling: {json.dumps(per_core)}", file=sys.stderr)
     dt = None
@@ -627,6 +770,7 @@ def main() -> None:
     per_core.append(
         per_core_row("ours", o["tokens"], o["cpu_seconds"], o["docs"], runs_cpu_seconds=o["runs_cpu_seconds"])
     )
+    ours_vs_pool = ratio(o["tokens"] / o["cpu_seconds"], pool_ceiling["tokens_per_cpu_s"])
     # every side writes the same tokens: the version's texts, one EOS each (a cheap check that they did the same work)
     same_tokens = len({r["tokens"] for r in per_core if r["variant"] != "datatrove+merge"}) == 1
     for s in scales:
@@ -652,13 +796,18 @@ def main() -> None:
             text_bytes,
             r.get("wall_seconds", float("nan")),
             float("nan"),
-            description=f"{CALLS[r['variant']]} in this process, one thread, texts in memory",
+            description=f"{CALLS[r['variant']]}, one thread, texts in memory, "
+            + (
+                f"in {args.workers} worker processes at once"
+                if r["variant"] == POOL_CEILING_ROW
+                else "in this process"
+            ),
             cpu_seconds=r["cpu_seconds"],
             baseline="-",
             ceiling="-",
         )
         for r in per_core
-        if r["variant"] == CEILING_ROW or r["variant"].startswith("bare:")
+        if r["variant"] in CALLS
     ]
     if dt is not None:
         results.append(
@@ -695,7 +844,7 @@ def main() -> None:
             text_bytes,
             o["seconds"],
             o["driver_peak_rss_mb"],
-            o["worker_peak_rss_mb"],
+            o["worker_call_peak_rss_mb"],
             description=f"run_export (megatron, global shuffle, lineage) on {args.workers} bare worker processes",
             others_busy_cores=o["others_busy_cores"],
             cpu_seconds=o["cpu_seconds"],
@@ -711,11 +860,18 @@ def main() -> None:
         sections.append(profile_section(profiles))
     extra = {
         "tokens_per_cpu_s": per_core,
-        "ratios": {"ours/datatrove": ours_vs_dt, "ours/ceiling": ours_vs_ceiling, "datatrove/ceiling": dt_vs_ceiling},
+        "ratios": {
+            "ours/datatrove": ours_vs_dt,
+            "ours/ceiling": ours_vs_ceiling,
+            "datatrove/ceiling": dt_vs_ceiling,
+            "ours/pool_ceiling": ours_vs_pool,
+            "ours/pool_ceiling_paired_median": pool_ceiling["paired_ours_ratio_median"],
+        },
         "goal": {"applicable": applicable, "met": met},
         "same_tokens_everywhere": same_tokens,
         "scales": [ours[s] for s in scales],
-        "worker_peak_rss_mb_by_scale": {f"{s}x": ours[s]["worker_peak_rss_mb"] for s in scales},
+        "worker_call_peak_rss_mb_by_scale": {f"{s}x": ours[s]["worker_call_peak_rss_mb"] for s in scales},
+        "worker_process_peak_rss_mb_by_scale": {f"{s}x": ours[s]["worker_peak_rss_mb"] for s in scales},
         "datatrove": dt,
         "tokenizer": {"path": str(tokenizer), "vocab": args.vocab, "eos": EOS},
         "version": {
