@@ -42,7 +42,11 @@ class ProxyConfig(StrictModel):
     heads: int = Field(4, ge=1, description="Attention heads (must divide hidden_size).")
     intermediate_size: int | None = Field(None, ge=1, description="MLP width (default 4 x hidden_size).")
     vocab_size: int | None = Field(
-        None, ge=2, description="Embedding rows: the tokeniser's vocabulary (default: the largest token id + 1)."
+        8192,
+        ge=2,
+        description="Embedding rows. A search maps token ids to its vocab_size - 1 most frequent ones plus one "
+        "id for the rest (vocab_table), the same map for every proxy: a 100k-row LM head costs a CPU ~30x the "
+        "time and GBs of logits. null: no map, the largest token id + 1.",
     )
     seq_len: int = Field(128, ge=2, description="Tokens per training sequence and evaluation window.")
     batch_size: int = Field(16, ge=1, description="Sequences per optimiser step.")
@@ -250,6 +254,29 @@ def train_proxy(
             "vocab_size": vocab,
         },
     )
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def vocab_table(token_arrays: Sequence[np.ndarray], vocab_size: int) -> np.ndarray:
+    """Tokeniser id -> proxy id: the vocab_size - 1 most frequent ids over the arrays (ties: the lower
+    id first) get 0, 1, ...; every other id gets vocab_size - 1 (out of vocabulary). Built once per
+    search (from the pool sample and the targets), so every proxy's losses are over the same ids."""
+    size = 1 + max((int(np.max(a)) for a in token_arrays if len(a)), default=0)
+    counts = np.zeros(size, dtype=np.int64)
+    for a in token_arrays:
+        counts += np.bincount(np.asarray(a, dtype=np.int64), minlength=size)
+    kept = np.argsort(-counts, kind="stable")[: vocab_size - 1]
+    kept = kept[counts[kept] > 0]
+    table = np.full(size + 1, vocab_size - 1, dtype=np.uint32)  # the last entry: any id beyond these arrays'
+    table[kept] = np.arange(len(kept), dtype=np.uint32)
+    return table
+
+
+def apply_vocab(tokens: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """`tokens` in proxy ids (an id the table was not built from is out of vocabulary)."""
+    return table[np.minimum(np.asarray(tokens, dtype=np.int64), len(table) - 1)]
 
 
 # ----------------------------------------------------------------------------- token samples

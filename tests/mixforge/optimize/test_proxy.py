@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixforge.optimize.proxy import ProxyConfig, build_model, evaluate, lr_at, sample_tokens, train_proxy
+from mixforge.optimize.proxy import (
+    ProxyConfig,
+    apply_vocab,
+    build_model,
+    evaluate,
+    lr_at,
+    sample_tokens,
+    train_proxy,
+    vocab_table,
+)
 
 VOCAB = 64
 
@@ -90,3 +99,12 @@ def test_sample_tokens_takes_each_group_by_weight():
         sample_tokens({"b": b}, {"b": 1}, n_tokens=1203, seed=0, max_repeats=4)
     with pytest.raises(ValueError, match="no documents"):
         sample_tokens({"b": b}, {"c": 1}, n_tokens=10, seed=0)
+
+
+def test_vocab_table_keeps_the_most_frequent_ids_the_same_for_every_array():
+    pool = np.array([5, 5, 5, 9, 9, 2, 7, 1000], dtype=np.uint32)
+    target = np.array([9, 3], dtype=np.uint32)
+    table = vocab_table([pool, target], vocab_size=4)  # 3 kept ids + 1 for the rest
+    # 5 and 9 (3 times each; ties: the lower id first), then 2 (the lowest of the ids seen once).
+    np.testing.assert_array_equal(apply_vocab(np.array([5, 9, 2, 7, 3, 1000, 123456]), table), [0, 1, 2, 3, 3, 3, 3])
+    assert apply_vocab(pool, table).dtype == np.uint32 and apply_vocab(pool, table).max() < 4
