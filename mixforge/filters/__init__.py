@@ -54,6 +54,7 @@ from mixforge.filters.gopher_quality import GopherQuality
 from mixforge.filters.c4 import C4Quality
 from mixforge.filters.fineweb import FineWebQuality
 from mixforge.filters.url import URLFilter
+from mixforge.filters.c4_paragraph import C4Paragraph  # noqa: F401 - registers the c4_paragraph rule set
 
 # isort: on
 from mixforge.filters.language import LanguageID, default_lid_model_path
