@@ -7,6 +7,7 @@ stage commands all come from there.
 from __future__ import annotations
 
 import mixforge.decontam  # noqa: F401 - registers the decontaminate stage
+import mixforge.pii  # noqa: F401 - registers the pii stage (directly after dedup)
 from mixforge.stages.registry import CurationStage, get_stage, plain_stage, register_stage, stage_names
 
 __all__ = ["CurationStage", "get_stage", "plain_stage", "register_stage", "stage_names"]
