@@ -48,6 +48,10 @@ class DecontamConfig(StrictModel):
         "contaminated documents go to _removed/; cut: matching spans are cut out (GPT-3 rule), pieces kept.",
     )
     ngram: int = Field(13, ge=1, le=64, description="Words per n-gram (GPT-3: 13; datatrove: 12).")
+    normalize_numbers: bool = Field(
+        True,
+        description="Every number becomes 0 before n-grams are taken (as datatrove): '2009-2011' matches '2010-2013'.",
+    )
     min_matches: int = Field(1, ge=1, description="A document is contaminated when this many of its n-grams match.")
     max_benchmark_items: int | None = Field(
         10,
@@ -81,7 +85,7 @@ class DecontamConfig(StrictModel):
     def _stop_ngrams_are_ngrams(self) -> DecontamConfig:
         from mixforge.decontam.ngrams import normalized_words
 
-        short = [s for s in self.stop_ngrams if len(normalized_words(s)) != self.ngram]
+        short = [s for s in self.stop_ngrams if len(normalized_words(s, self.normalize_numbers)) != self.ngram]
         if short:
             raise ValueError(f"stop_ngrams must be {self.ngram} words each after normalisation: {short[:3]}")
         return self

@@ -59,6 +59,7 @@ class IndexPlan:
     files: tuple[BenchmarkFile, ...]
     benchmarks: tuple[str, ...]
     ngram: int
+    numbers: bool
     partitions: int
     max_items: int | None
     stop_hashes: np.ndarray
@@ -97,6 +98,7 @@ def plan_index(config: DecontamConfig, store: str, storage_options: Mapping[str,
         "format": FORMAT,
         "normalization": NORMALIZATION,
         "ngram": config.ngram,
+        "normalize_numbers": config.normalize_numbers,
         "max_benchmark_items": config.max_benchmark_items,
         "stop_ngrams": sorted(config.stop_ngrams),
         "partitions": config.index_partitions,
@@ -116,9 +118,10 @@ def plan_index(config: DecontamConfig, store: str, storage_options: Mapping[str,
         files=tuple(files),
         benchmarks=tuple(b.name for b in config.benchmarks),
         ngram=config.ngram,
+        numbers=config.normalize_numbers,
         partitions=config.index_partitions,
         max_items=config.max_benchmark_items,
-        stop_hashes=np.unique(hash_ngram_texts(list(config.stop_ngrams), config.ngram)),
+        stop_hashes=np.unique(hash_ngram_texts(list(config.stop_ngrams), config.ngram, config.normalize_numbers)),
     )
 
 
@@ -185,7 +188,7 @@ def index_file(plan: IndexPlan, number: int, storage_options: Mapping[str, Any] 
     started = time.perf_counter()
     bf = plan.files[number]
     items = read_items(bf.uri, bf.fields, storage_options)
-    words = normalized_word_lists(pa.array(items, pa.string()))
+    words = normalized_word_lists(pa.array(items, pa.string()), plan.numbers)
     hashes, offsets = ngram_table(words, plan.ngram)
     counts = np.diff(offsets)
     item_of = np.repeat(np.arange(len(items), dtype=np.uint64), counts)
@@ -282,6 +285,7 @@ def build_index(
         "uri": plan.uri,
         "normalization": NORMALIZATION,
         "ngram": plan.ngram,
+        "normalize_numbers": plan.numbers,
         "partitions": plan.partitions,
         "max_benchmark_items": plan.max_items,
         "stop_ngrams": len(plan.stop_hashes),

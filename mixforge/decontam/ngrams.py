@@ -3,11 +3,12 @@
 Normalisation (documents and benchmark items alike), in this order:
 1. Unicode NFKC (compatibility forms folded: ligatures, full-width letters, superscripts);
 2. lowercase (Unicode);
-3. every run of characters that are not letters, digits or combining marks (Unicode categories L*, N*, M*)
+3. with `numbers` (the default, as datatrove's): every number, a run of decimal digits with at most one
+   decimal part (`3`, `2013`, `3.14`, `1,000`), becomes `0`, so "2009-2011" and "2010-2013" match;
+4. every run of characters that are not letters, digits or combining marks (Unicode categories L*, N*, M*)
    becomes one space: punctuation, symbols and whitespace all separate words;
-4. split on whitespace.
-Digits are kept as they are (datatrove maps every number to 0; here "1999" and "2001" differ), and accents
-are kept (NFKC composes them; it does not strip them).
+5. split on whitespace.
+Accents are kept (NFKC composes them; datatrove strips them).
 
 A word's hash is `mixforge.dedup.hashing.hash_strings` of its UTF-8 bytes and an n-gram's is
 `mixforge.dedup.minhash.ngram_hashes` of its words' hashes (salted): both defined on bytes only, so
@@ -30,17 +31,21 @@ import pyarrow.compute as pc
 from mixforge.dedup.hashing import hash_strings
 from mixforge.dedup.minhash import ngram_hashes
 
-NORMALIZATION = "nfkc-lower-lnm-words-v1"  # goes into the index key: change it when the rule above changes
+NORMALIZATION = "nfkc-lower-numbers-lnm-words-v1"  # goes into the index key: change it when the rule above changes
 NGRAM_SALT = 0x6465636F6E74616D  # "decontam"
 _SEPARATORS = r"[^\p{L}\p{N}\p{M}]+"  # RE2
+_DECIMAL_MARKS = ".,،٫⎖⎗⎘"  # datatrove's
+_NUMBER = r"\p{Nd}+(?:[" + _DECIMAL_MARKS + r"]\p{Nd}+)?"
 
 
-def normalized_word_lists(text: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+def normalized_word_lists(text: pa.Array | pa.ChunkedArray, numbers: bool = True) -> pa.ListArray:
     """Each text's words after the normalisation (a list<string> array; null text: no words)."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
     text = pc.fill_null(text, "") if text.null_count else text
     norm = pc.utf8_lower(pc.utf8_normalize(text, "NFKC"))
+    if numbers:
+        norm = pc.replace_substring_regex(norm, _NUMBER, "0")
     words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, _SEPARATORS, " ")))
     flat, offsets = _flat(words)
     empty = pc.equal(pc.utf8_length(flat), 0)
@@ -54,8 +59,8 @@ def normalized_word_lists(text: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(kept, pa.int32()), flat.filter(keep))
 
 
-def normalized_words(text: str) -> list[str]:
-    return normalized_word_lists(pa.array([text], pa.string()))[0].as_py()
+def normalized_words(text: str, numbers: bool = True) -> list[str]:
+    return normalized_word_lists(pa.array([text], pa.string()), numbers)[0].as_py()
 
 
 def _flat(words: pa.ListArray) -> tuple[pa.Array, np.ndarray]:
@@ -82,41 +87,53 @@ def ngram_table(words: pa.ListArray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ngram_hashes(hash_strings(flat), offsets, n, NGRAM_SALT)
 
 
-def hash_ngram_texts(texts: list[str], n: int) -> np.ndarray:
+def hash_ngram_texts(texts: list[str], n: int, numbers: bool = True) -> np.ndarray:
     """The n-gram hashes of texts that are one n-gram each (stop lists)."""
-    hashes, offsets = ngram_table(normalized_word_lists(pa.array(list(texts), pa.string())), n)
+    hashes, offsets = ngram_table(normalized_word_lists(pa.array(list(texts), pa.string()), numbers), n)
     return hashes[offsets[:-1][np.diff(offsets) == 1]] if len(texts) else np.zeros(0, np.uint64)
 
 
 @lru_cache(maxsize=65536)
-def _is_word_char(ch: str) -> bool:
-    return any(unicodedata.category(c)[0] in "LNM" for c in unicodedata.normalize("NFKC", ch))
+def _char_class(ch: str) -> int:
+    """2: a digit (after NFKC), 1: another word character (letter, digit or mark after NFKC), 0: a separator."""
+    cats = [unicodedata.category(c) for c in unicodedata.normalize("NFKC", ch)]
+    if any(c == "Nd" for c in cats):
+        return 2
+    return 1 if any(c[0] in "LNM" for c in cats) else 0
 
 
-def word_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+def word_spans(text: str, numbers: bool = True) -> tuple[list[str], list[tuple[int, int]]]:
     """The normalised words of `text` and each word's (start, end) character span in `text` itself.
 
-    Runs of characters whose NFKC form holds a letter, digit or mark are normalised together and split
-    where the normalisation puts separators; each word gets its run's span (a run is nearly always one word).
+    Runs of word characters (with `numbers`, a decimal mark between two digits too) are normalised
+    together and split where the normalisation puts separators; each word gets its run's span (a run is
+    nearly always one word).
     """
     words: list[str] = []
     spans: list[tuple[int, int]] = []
+    classes = [_char_class(ch) for ch in text] + [0]
     start = None
-    for i, ch in enumerate(text + " "):
-        if i < len(text) and _is_word_char(ch):
+    for i in range(len(text) + 1):
+        inside = classes[i] > 0 or (
+            numbers
+            and i < len(text)
+            and text[i] in _DECIMAL_MARKS
+            and i > 0
+            and classes[i - 1] == 2
+            and classes[i + 1] == 2
+        )
+        if inside:
             if start is None:
                 start = i
             continue
         if start is not None:
-            for word in normalized_words(text[start:i]) if not text[start:i].isascii() else _ascii(text[start:i]):
+            run = text[start:i]
+            plain = run.isascii() and run.isalnum() and not (numbers and any(c.isdigit() for c in run))
+            for word in [run.lower()] if plain else normalized_words(run, numbers):
                 words.append(word)
                 spans.append((start, i))
             start = None
     return words, spans
-
-
-def _ascii(run: str) -> list[str]:
-    return [run.lower()]  # ASCII letters/digits only: the normalisation is lowercase
 
 
 def ngrams_of_words(words: list[str], n: int) -> np.ndarray:

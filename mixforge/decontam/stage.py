@@ -52,8 +52,8 @@ CUT, TOO_MANY_SPLITS, NO_PIECE_LEFT, UNLOCATED = (
 class Matches:
     """What the index says about one batch."""
 
-    def __init__(self, index: LoadedIndex, texts: pa.Array, n: int, min_matches: int) -> None:
-        self.words = normalized_word_lists(texts)
+    def __init__(self, index: LoadedIndex, texts: pa.Array, n: int, min_matches: int, numbers: bool) -> None:
+        self.words = normalized_word_lists(texts, numbers)
         hashes, offsets = ngram_table(self.words, n)
         n_docs = len(offsets) - 1
         doc_of = np.repeat(np.arange(n_docs), np.diff(offsets))
@@ -119,7 +119,7 @@ class DecontamStage(Stage):
         if self._index is None:
             self.setup()
         cfg = self.config
-        m = Matches(self._index, batch.column(S.TEXT), cfg.ngram, cfg.min_matches)
+        m = Matches(self._index, batch.column(S.TEXT), cfg.ngram, cfg.min_matches, cfg.normalize_numbers)
         rows = np.flatnonzero(m.contaminated).tolist()
         found = {r: m.benchmarks(r, self.benchmarks) for r in rows}
         self._record(batch, ctx, m, rows, found)
@@ -159,7 +159,7 @@ class DecontamStage(Stage):
         piece_rows, piece_texts = [], []
         for r in rows:
             text = texts[r].as_py()
-            spans = matched_spans(text, n, self._index)
+            spans = matched_spans(text, n, self._index, self.config.normalize_numbers)
             if not spans:
                 reasons[r] = UNLOCATED
                 continue
@@ -252,9 +252,9 @@ def _with_parent(table: pa.Table) -> pa.Table:
     return table.append_column(pa.field(S.PARENT_ID, pa.string()), pa.nulls(table.num_rows, pa.string()))
 
 
-def matched_spans(text: str, n: int, index: LoadedIndex) -> list[tuple[int, int]]:
+def matched_spans(text: str, n: int, index: LoadedIndex, numbers: bool = True) -> list[tuple[int, int]]:
     """(start, end) character spans in `text` of its n-grams found in `index`."""
-    words, spans = word_spans(text)
+    words, spans = word_spans(text, numbers)
     hashes = ngrams_of_words(words, n)
     if not len(hashes) or not len(index.hashes):
         return []

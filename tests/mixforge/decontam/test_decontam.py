@@ -242,6 +242,17 @@ def test_span_tokeniser_agrees_with_the_vectorised_normalisation():
     text = "Ｔｈｅ ﬁnal—answer: café, naïve x² ½ don’t e\u0301te İstanbul हिन्दी भाषा 3.14!"
     words, spans = word_spans(text)
     assert words == normalized_words(text)
+    assert word_spans(text, numbers=False)[0] == normalized_words(text, numbers=False)
+    # numbers become 0 (as datatrove's), decimal parts included; or are kept as they are
+    assert normalized_words("Copyright 2009-2011, pi = 3.14") == ["copyright", "0", "0", "pi", "0"]
+    assert normalized_words("Copyright 2009-2011, pi = 3.14", numbers=False) == [
+        "copyright",
+        "2009",
+        "2011",
+        "pi",
+        "3",
+        "14",
+    ]
     assert [text[a:b] for a, b in spans][:3] == ["Ｔｈｅ", "ﬁnal", "answer"]
     assert merge_spans([(50, 60), (10, 20), (25, 30)], 5, 58) == [(5, 35), (45, 58)]
     assert split_text("abc  def ghi", [(3, 5), (8, 9)]) == ["abc", "def", "ghi"]
