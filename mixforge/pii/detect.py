@@ -38,27 +38,35 @@ _SENTINEL, _SENTINEL_ALT = "\ufdd0", "\ufdd1"  # noncharacters: no pattern match
 
 _EMAIL = (
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\b"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?-u:\b)"
 )
-_VERSION_WORD = r"(?i:\b(?:version|release|build|ver|rev|v)\.?\s*)"
-_IPV4 = _VERSION_WORD + r"?\b\d{1,3}(?:\.\d{1,3}){3,}(?:\.\d+)*(?:-[A-Za-z]\w*)?"
-_IPV6 = r"\b[0-9A-Fa-f]{1,4}(?::{1,2}[0-9A-Fa-f]{0,4}){2,7}"
+_VERSION_WORD = r"(?i:(?-u:\b)(?:version|release|build|ver|rev|v)\.?\s*)"
+# a line's start before and a full stop after: "6.2.4.3. Basic MTA operation" is a section number
+_SECTION_START, _SECTION_END = r"\n[ \t]*", r"\.(?:[ \t]|$)"
+_IPV4 = (
+    f"(?:{_SECTION_START})?{_VERSION_WORD}?"
+    r"(?-u:\b)[0-9]{1,3}(?:\.[0-9]{1,3}){3,}(?:\.[0-9]+)*(?:-[A-Za-z]\w*)?"
+    f"(?:{_SECTION_END})?"
+)
+_IPV6 = r"(?-u:\b)[0-9A-Fa-f]{1,4}(?::{1,2}[0-9A-Fa-f]{0,4}){2,7}"
 _IP = f"{_IPV4}|{_IPV6}"
-_CARD = r"\b\d(?:[ -]?\d){12,18}\b"
-_IBAN = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"
+# the integer part before: the digits of a decimal fraction ("1.2511263318488451") are no card
+_DECIMAL_LEAD = r"[0-9]+[.,]"
+_CARD = f"(?:{_DECIMAL_LEAD})?" + r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)"
+_IBAN = r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)"
 _PHONE_WORD = (
-    r"(?i:\b(?:isbn(?:-1[03])?|order|invoice|ref|reference|serial|ticket|tracking|account|no|number|code)"
-    r"\b[\s.:#-]*(?:no\.?|number|code)?[\s.:#]*|#\s*)"
+    r"(?i:(?-u:\b)(?:isbn(?:-1[03])?|order|invoice|ref|reference|serial|ticket|tracking|account|no|number|code)"
+    r"(?-u:\b)[\s.:#-]*(?:no\.?|number|code)?[\s.:#]*|#\s*)"
 )
 # an IBAN's first groups just before: a phone-shaped run inside a (mistyped) IBAN is not a phone
-_NUMBER_LEAD = r"(?:\b[A-Z]{2}\d{2} (?:[A-Z0-9]{4} )*)"
+_NUMBER_LEAD = r"(?:(?-u:\b)[A-Z]{2}[0-9]{2} (?:[A-Z0-9]{4} )*)"
 _PHONE_CONTEXT = f"(?:{_PHONE_WORD}|{_NUMBER_LEAD})"
 _PHONE = (
     _PHONE_CONTEXT + r"?(?:"
-    r"\+\d{1,3}(?:[ .-]?(?:\(0\)|\(\d{1,4}\)|\d{1,8})){1,6}"  # international
-    r"|\(\d{2,5}\)[ .-]?\d{2,5}(?:[ .-]\d{2,5}){0,3}"  # (area) local
-    r"|\b0\d{1,4}(?:[ .-]\d{2,8}){1,4}\b"  # national with the trunk 0
-    r"|\b\d{3}[ .-]\d{3}[ .-]\d{4}\b"  # North American
+    r"\+[0-9]{1,3}(?:[ .-]?(?:\(0\)|\([0-9]{1,4}\)|[0-9]{1,8})){1,6}"  # international
+    r"|\([0-9]{2,5}\)[ .-]?[0-9]{2,5}(?:[ .-][0-9]{2,5}){0,3}"  # (area) local
+    r"|(?-u:\b)0[0-9]{1,4}(?:[ .-][0-9]{2,8}){1,4}(?-u:\b)"  # national with the trunk 0
+    r"|(?-u:\b)[0-9]{3}[ .-][0-9]{3}[ .-][0-9]{4}(?-u:\b)"  # North American
     r")"
 )
 PATTERNS = {"email": _EMAIL, "ip_address": _IP, "phone": _PHONE, "credit_card": _CARD, "iban": _IBAN}
@@ -68,6 +76,17 @@ PATTERNS = {"email": _EMAIL, "ip_address": _IP, "phone": _PHONE, "credit_card": 
 # it, or None: not this entity.
 
 Check = Callable[[str], "tuple[int, int] | None"]
+
+
+def _python(pattern: str) -> re.Pattern:
+    """A pattern above for Python's `re` (which has no `(?-u:...)`), to read what a match captured."""
+    return re.compile(pattern.replace(r"(?-u:\b)", r"\b"))
+
+
+_VERSION_WORD_PY = _python(_VERSION_WORD)
+_PHONE_CONTEXT_PY = _python(_PHONE_CONTEXT)
+_SECTION_START_PY, _SECTION_END_PY = _python(_SECTION_START), _python(_SECTION_END + "$")
+_DECIMAL_LEAD_PY = _python(_DECIMAL_LEAD)
 _IMAGE_SUFFIXES = {"png", "jpg", "jpeg", "gif", "svg", "webp", "css", "js", "ico"}  # "logo@2x.png" is no address
 
 
@@ -81,7 +100,14 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def check_ip(m: str, public_only: bool = True) -> tuple[int, int] | None:
     if "." in m and ":" not in m:
-        if re.match(_VERSION_WORD, m) or "-" in m:  # a version, not an address
+        section = _SECTION_START_PY.match(m)
+        lead = section.end() if section else 0
+        tail = _SECTION_END_PY.search(m)
+        trail = len(m) - tail.start() if tail else 0
+        if section and tail:
+            return None
+        m = m[lead : len(m) - trail]
+        if _VERSION_WORD_PY.match(m) or "-" in m:  # a version, not an address
             return None
         parts = m.split(".")
         if len(parts) != 4 or any(len(p) > 1 and p[0] == "0" for p in parts):
@@ -90,8 +116,10 @@ def check_ip(m: str, public_only: bool = True) -> tuple[int, int] | None:
             ip = ipaddress.IPv4Address(m)
         except ValueError:
             return None
-        return (0, 0) if not public_only or _public(ip) else None
+        return (lead, trail) if not public_only or _public(ip) else None
     trail = 1 if m.endswith(":") and not m.endswith("::") else 0
+    if sum(1 for g in m.split(":") if g) < 3:  # "B::Lint", "a::b": Perl and C++ names, not addresses
+        return None
     try:
         ip6 = ipaddress.IPv6Address(m[: len(m) - trail])
     except ValueError:
@@ -123,6 +151,8 @@ def _card_ok(groups: Sequence[str]) -> bool:
 
 
 def check_card(m: str) -> tuple[int, int] | None:
+    if _DECIMAL_LEAD_PY.match(m):
+        return None
     seps = set(re.findall(r"[ -]", m))
     if len(seps) > 1:
         return None
@@ -172,7 +202,7 @@ def check_iban(m: str) -> tuple[int, int] | None:
 
 
 def check_phone(m: str) -> tuple[int, int] | None:
-    word = re.match(_PHONE_CONTEXT, m)
+    word = _PHONE_CONTEXT_PY.match(m)
     if word and word.end():  # "order no. ...", "ISBN ...", "DE32 2052 ...": a number with a name, not a phone
         return None
     digits = re.sub(r"\D", "", m)
@@ -241,7 +271,11 @@ def detect(text: pl.Series, entities: Sequence[str] = ENTITIES, public_ips_only:
     check_of = checks(public_ips_only)
     frames = []
     for entity in entities:
-        found = candidates(text, PATTERNS[entity])
+        if entity == "ip_address":  # a line break first: a section number opening the text starts a line too
+            lined = pl.DataFrame({"t": text}).select(pl.concat_str(pl.lit("\n"), pl.col("t"))).to_series()
+            found = candidates(lined, PATTERNS[entity]).with_columns(pl.col("start") - 1, pl.col("end") - 1)
+        else:
+            found = candidates(text, PATTERNS[entity])
         if found.height == 0:
             continue
         check = _cached(check_of[entity], entity, public_ips_only)

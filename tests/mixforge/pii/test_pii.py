@@ -246,3 +246,15 @@ def test_presidio_backend_with_a_local_spacy_pipeline(tmp_path, monkeypatch):
     assert result.kept.column("pii_location").to_pylist() == [1, 0]
     with pytest.raises(PresidioMissing, match="not installed"):
         PIIStage(PIIConfig(ner=PresidioConfig(spacy_model="no_such_pipeline_xx"))).setup()
+
+
+def test_lookalikes_from_real_text_are_left_alone():
+    """Shapes seen in the dev corpus: numbered sections, decimal fractions, Perl names; the real ones next to them
+    are still found."""
+    texts = [
+        "12.6.2.1. Compiling\n6.2.4.3. Basic MTA operation",
+        "1.2511263318488451 │ 7.415540334817821",
+        "B::Lint(3perl) checks code; ping 130.89.148.77. Done.",
+    ]
+    found = detect(pl.Series(texts))
+    assert found.select("doc", "entity", "value").rows() == [(2, "ip_address", "130.89.148.77")]
