@@ -3,7 +3,10 @@ stored, the stage run by the shard runner (SerialExecutor), every mode, counts r
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -256,3 +259,31 @@ def test_span_tokeniser_agrees_with_the_vectorised_normalisation():
     assert [text[a:b] for a, b in spans][:3] == ["Ｔｈｅ", "ﬁnal", "answer"]
     assert merge_spans([(50, 60), (10, 20), (25, 30)], 5, 58) == [(5, 35), (45, 58)]
     assert split_text("abc  def ghi", [(3, 5), (8, 9)]) == ["abc", "def", "ghi"]
+
+
+def test_curate_runs_it_after_dedup_from_the_command_line(setup, tmp_path):
+    """`mixforge curate` with decontaminate listed: raw JSONL in, the stage's folder is the run's output."""
+    _, bench, _, _ = setup
+    raw = tmp_path / "raw" / "part-0.jsonl"
+    raw.parent.mkdir()
+    rows = [{k: v for k, v in d.items() if k in ("id", "text", "source")} for d in _corpus()]
+    raw.write_bytes(jsonl_bytes(rows + [rows[0]]))  # a repeated document: dedup's
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "stages: [normalize, dedup, decontaminate]\n"
+        "extra_stages:\n  decontaminate:\n    mode: drop\n"
+        f"    benchmarks:\n      - {{name: quiz, uri: '{bench}', fields: [question, choices, answer]}}\n"
+    )
+    store = tmp_path / "store"
+    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_AUTH_MODE": "disabled"}
+    args = ["curate", "--input", str(raw), "--output", str(store), "--config", str(cfg), "--json", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mixforge.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert [s["name"] for s in summary["stages"]] == ["normalize", "dedup", "decontaminate"]
+    stage = summary["stages"][-1]
+    assert summary["output"] == stage["output"] and stage["output"].endswith("/decontaminate")
+    assert stage["docs_in"] == 10 and stage["docs_dropped"] == {"decontaminate.quiz": 3}
+    assert stage["decontaminate"]["by_benchmark"]["quiz"]["docs"] == 3
