@@ -47,7 +47,9 @@ class PIIConfig(StrictModel):
         description="Only public IP addresses are PII: private, loopback, link-local, reserved and "
         "documentation ranges are left as they are.",
     )
-    spans: bool = Field(True, description="Write `pii_spans` (the annotated entities' spans, as JSON).")
+    spans: bool = Field(
+        True, description="Write `pii_spans` (list of {entity, start, end}: the annotated entities' spans)."
+    )
     ner: PresidioConfig | None = Field(None, description="Names and places through Presidio (optional extra).")
 
     def modes(self) -> dict[str, str]:

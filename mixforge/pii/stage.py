@@ -11,9 +11,9 @@ Detection is `mixforge.pii.detect` (vectorised candidates, Python checks on the 
 
 The stage's `_stats.json` gets a `pii` section: found and documents per entity, and per source.
 
-Where it runs: after dedup (registered before rephrase). Redacting before dedup would change the duplicate
-clusters: two copies of a page that differ only in an address would become exact duplicates, and
-documents would be compared on placeholders. Put it earlier only knowing that.
+Where it runs: directly after dedup (before decontaminate and rephrase). Redacting before dedup would change
+the duplicate clusters: two copies of a page that differ only in an address would become exact duplicates,
+and documents would be compared on placeholders. Put it earlier only knowing that.
 """
 
 from __future__ import annotations
