@@ -110,6 +110,7 @@ class StageSummary(Contract):
     dedup: dict[str, Any] = optional("dedup: its steps' figures")
     index: dict[str, Any] = optional("dedup: what was appended to the persistent index")
     classify: dict[str, Any] = optional("classify: the score report")
+    pii: dict[str, Any] = optional("pii: entities found, per entity and per source")
     shard_results: list[ShardResult] = optional("in `_stats.json` only")
 
 

@@ -173,12 +173,14 @@ def test_curate_yaml_names_every_field_with_its_default():
         assert name in rules, f"configs/curate.yaml: filter.rules has no {name!r}"
         assert set(rules[name]) == set(model.model_fields), name
 
-    # the values are the defaults: the one addition is the url rule set, a no-op without lists
+    # the values are the defaults: the additions are the url rule set (a no-op without lists) and the C4
+    # paragraph rule (annotate: it adds columns, drops nothing), each with its own defaults
     dumped, default = config.model_dump(mode="json"), CurateConfig().model_dump(mode="json")
     extra = [r for r in dumped["filter"]["rules"] if r not in default["filter"]["rules"]]
-    assert [r["name"] for r in extra] == ["url"]
+    assert [r["name"] for r in extra] == ["url", "c4_paragraph"]
     assert extra[0] == _builtin_rule_sets()["url"]().model_dump(mode="json")
-    dumped["filter"]["rules"] = [r for r in dumped["filter"]["rules"] if r["name"] != "url"]
+    assert extra[1] == _builtin_rule_sets()["c4_paragraph"](mode="annotate").model_dump(mode="json")
+    dumped["filter"]["rules"] = [r for r in dumped["filter"]["rules"] if r["name"] not in ("url", "c4_paragraph")]
     assert dumped == default
 
 

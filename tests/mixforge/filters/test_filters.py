@@ -1161,7 +1161,7 @@ def test_rule_set_registration_errors_name_the_class():
         pass
 
     assert RULE_SETS["gopher_quality"] is GopherQuality and "digits" not in RULE_SETS
-    assert list(RULE_SETS) == [*BUILT_IN_RULE_SETS, "max_digit_fraction"]
+    assert list(RULE_SETS) == [*BUILT_IN_RULE_SETS, "c4_paragraph", "max_digit_fraction"]
 
 
 def test_threshold_helper_null_disables_each_side():

@@ -68,7 +68,16 @@ def registered():
 
 @pytest.mark.usefixtures("registered")
 def test_a_stage_defined_in_a_test_module_runs_in_the_pipeline(tmp_path):
-    assert stage_names() == ("normalize", "filter", "classify", "min-words", "dedup", "rephrase")
+    assert stage_names() == (
+        "normalize",
+        "filter",
+        "classify",
+        "min-words",
+        "dedup",
+        "pii",
+        "decontaminate",
+        "rephrase",
+    )
     config = load_model(
         CurateConfig,
         {"stages": ["normalize", "min-words", "dedup"], "extra_stages": {"min-words": {"min_words": 30}}},
