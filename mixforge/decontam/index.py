@@ -191,10 +191,17 @@ def index_file(plan: IndexPlan, number: int, storage_options: Mapping[str, Any] 
     words = normalized_word_lists(pa.array(items, pa.string()), plan.numbers)
     hashes, offsets = ngram_table(words, plan.ngram)
     counts = np.diff(offsets)
-    item_of = np.repeat(np.arange(len(items), dtype=np.uint64), counts)
-    # distinct (n-gram, item) pairs, then items per n-gram
-    pairs = np.unique(np.stack([hashes, item_of], axis=1), axis=0) if len(hashes) else np.zeros((0, 2), np.uint64)
-    unique, per_item = np.unique(pairs[:, 0], return_counts=True)
+    item_of = np.repeat(np.arange(len(items), dtype=np.int64), counts)
+    # items per n-gram, each item once: a stable sort keeps each hash's items in order, so a pair is new
+    # where the hash or the item changes (a 2-D np.unique of the pairs is 5x slower)
+    order = np.argsort(hashes, kind="stable")
+    h, it = hashes[order], item_of[order]
+    new_pair = np.ones(len(h), bool)
+    new_pair[1:] = (h[1:] != h[:-1]) | (it[1:] != it[:-1])
+    h = h[new_pair]
+    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]]) if len(h) else np.zeros(0, np.int64)
+    unique = h[starts]
+    per_item = np.diff(np.r_[starts, len(h)])
     part = partition_of(unique, plan.partitions)
     bounds = np.searchsorted(part, np.arange(plan.partitions + 1))
     for p in range(plan.partitions):
