@@ -36,7 +36,6 @@ from mixforge.dedup.boilerplate import (
 )
 from mixforge.dedup.clusters import candidate_edges, choose_keepers, connected_components
 from mixforge.dedup.config import DedupConfig
-from mixforge.dedup.hashing import exact_hashes
 from mixforge.dedup.keys import doc_keys, is_index_key, key_group, key_row, key_shard
 from mixforge.dedup.layouts import (
     ASSIGN_SCHEMA,
@@ -134,6 +133,8 @@ def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
     layout, cfg, storage_options, boilerplate = run.work, run.cfg, run.storage_options, run.boilerplate
     if storage.exists(layout.signed(shard), storage_options):
         return storage.read_json(layout.signed(shard), storage_options)
+    from mixforge.dedup.kernel import sign  # numba: imported by the workers that sign, not by every command
+
     hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
     buckets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     nodes, sigs = [], []
@@ -149,7 +150,7 @@ def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
         text = batch.column(S.TEXT)
         if boilerplate is not None and len(boilerplate):
             text, _ = remove_lines(text, boilerplate, cfg.boilerplate)
-        exact = exact_hashes(text, cfg.exact)
+        sig, exact = sign(text, hasher, cfg.exact)  # one compiled pass: signatures and exact hashes
         nodes.append(
             pa.table({"doc": keys, "id": batch.column(S.ID), "exact": exact, "value": _keep_value(batch, cfg)})
         )
@@ -157,7 +158,6 @@ def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
             nonempty = pc.fill_null(pc.greater(pc.utf8_length(text), 0), False).to_numpy(zero_copy_only=False)
             buckets.append((np.full(int(nonempty.sum()), EXACT_BAND, np.uint16), exact[nonempty], keys[nonempty]))
         if hasher is not None:
-            sig = hasher.signatures(text)
             band, band_hash, doc = hasher.bucket_entries(sig, keys)
             buckets.append((band.astype(np.uint16), band_hash, doc))
             if cfg.minhash.verify:
