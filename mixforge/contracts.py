@@ -1056,5 +1056,145 @@ class Lineage(Contract):
 SCHEMAS["lineage"] = (Lineage, "--json of lineage")
 
 
+# ----------------------------------------------------------------------------- mixture optimisation (optimize)
+
+
+class OptimizeGroupSpace(Contract):
+    prior: float = Field(description="share the swarm is sampled around (natural token share by default)")
+    min: float
+    max: float = Field(description="largest share: the bound, lowered by the epoch cap at the budget")
+    available_tokens: int
+
+
+class OptimizeProxyInfo(Contract):
+    config: dict[str, Any] = Field(description="the proxy model and training settings (ProxyConfig)")
+    tokens: int = Field(description="tokens each proxy reads")
+    params: int
+    device: str
+    max_epochs: float = Field(description="no group of a proxy's sample is taken more often than this")
+
+
+class OptimizeTarget(Contract):
+    name: str
+    uri: str
+    weight: float
+    tokens: str = Field(description="its tokens (.npy, tokenizer ids, EOS after each document)")
+
+
+class OptimizeProxies(Contract):
+    table: str = Field(description="proxies.parquet: one row per proxy (weights, losses, objective, tokens, seconds)")
+    count: int
+    swarm: int = Field(description="proxies of the swarm and its rounds (the ones fitted)")
+    seconds: float
+
+
+class OptimizeRound(Contract):
+    round: int
+    proxies: int
+    proposal: dict[str, float]
+    predicted: float
+
+
+class OptimizeCV(Contract):
+    regressor: str
+    spearman: float | None = Field(description="of the pooled out-of-fold predictions (null: no ranking)")
+    mae: float | None
+
+
+class OptimizeTargetFit(Contract):
+    target: str
+    chosen: str = Field(description="the regressor kept (best CV Spearman, then MAE), refitted on every proxy")
+    model: str = Field(description="the saved regressor: LightGBM model text or log-linear parameters (JSON)")
+    spearman: float | None
+    mae: float
+    cv: list[OptimizeCV]
+
+
+class OptimizeFit(Contract):
+    card: str
+    swarm: int
+    targets: list[OptimizeTargetFit]
+
+
+class OptimizeProposal(Contract):
+    method: str
+    weights: dict[str, float]
+    predicted: float = Field(description="the weighted objective the regressors predict at the weights")
+    alternatives: dict[str, dict[str, Any]] = Field(description="method -> {weights, predicted}")
+    spec: str = Field(description="proposal.yaml: the mixture spec with these weights (mix --spec)")
+
+
+class OptimizeVerified(Contract):
+    id: str
+    weights: dict[str, float]
+    losses: dict[str, float]
+    objective: float = Field(description="the target-weighted loss the proxy reached")
+    predicted: float
+
+
+class OptimizeBest(Contract):
+    id: str
+    weights: dict[str, float]
+    objective: float
+
+
+class OptimizationManifest(Contract):
+    """`optimize/<name>/<run_id>/manifest.json`: a complete mixture optimisation run (written last, create-only)."""
+
+    format: str
+    name: str
+    run_id: str
+    uri: str = Field(description="the run's folder")
+    manifest: str
+    search: str = Field(description="search.json: the resolved search spec")
+    mixture: dict[str, Any] = Field(description="name, store and spec_hash of the mixture searched")
+    groups: list[str]
+    space: dict[str, OptimizeGroupSpace]
+    budget_tokens: int
+    epoch_cap: float
+    proxy: OptimizeProxyInfo
+    targets: list[OptimizeTarget]
+    vocab: str | None = Field(description="vocab.npy: tokenizer id -> proxy id (null: no map)")
+    proxies: OptimizeProxies
+    rounds: list[OptimizeRound]
+    fit: OptimizeFit
+    proposal: OptimizeProposal
+    best_swarm: OptimizeBest
+    verify: dict[str, OptimizeVerified] | None = Field(
+        description="proposal, prior, uniform and best_swarm (null: verify off)"
+    )
+    code_version: str
+    timestamps: ManifestTimestamps
+    seconds: float
+
+
+class OptimizeSummaryFit(Contract):
+    target: str
+    chosen: str
+    spearman: float | None
+    mae: float
+
+
+class OptimizeSummary(Contract):
+    """`--json` of `optimize`."""
+
+    name: str
+    run_id: str
+    uri: str
+    manifest: str
+    proposal: dict[str, float] = Field(description="the proposed share of each searched group")
+    predicted: float
+    spec: str = Field(description="proposal.yaml")
+    proxies: int
+    fit: list[OptimizeSummaryFit]
+    verify: dict[str, float] | None = Field(description="role -> objective reached (null: verify off)")
+    seconds: float
+    materialized: MixSummary = optional("--materialize: the new mixture version")
+
+
+SCHEMAS["optimize"] = (OptimizeSummary, "--json of optimize")
+SCHEMAS["optimize-manifest"] = (OptimizationManifest, "optimize/<name>/<run_id>/manifest.json")
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -154,8 +154,11 @@ def write_data(
     ]
 
 
-def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> dict[str, Any]:
-    """Everything in the manifest except `version`, the commit time and the data card."""
+def manifest_body(
+    plan: MixPlan, files: list[dict[str, Any]], started: str, provenance: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything in the manifest except `version`, the commit time and the data card. `provenance`:
+    where the spec came from (e.g. `{"optimization": {...}}`, the run that chose its weights)."""
     spec = plan.spec
     phases = []
     for p in plan.phases:
@@ -197,14 +200,17 @@ def manifest_body(plan: MixPlan, files: list[dict[str, Any]], started: str) -> d
         "derived_from": None,
         "takedown": None,
         "timestamps": {"started": started},
-    }
+    } | ({"provenance": provenance} if provenance else {})
 
 
 # ----------------------------------------------------------------------------- all in one
 
 
-def build_mixture(spec: MixSpec, executor: Executor | None = None) -> dict[str, Any]:
-    """Build a new version of `spec`'s mixture; returns the `mix` summary (plus timings)."""
+def build_mixture(
+    spec: MixSpec, executor: Executor | None = None, provenance: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build a new version of `spec`'s mixture; returns the `mix` summary (plus timings). `provenance`
+    goes into the manifest as it is (and the data card says it: see card.markdown)."""
     executor = executor or SerialExecutor()
     started, t0 = now(), time.perf_counter()
     for warning in check_spec(spec):  # as the flow does: what metadata can tell fails here, before any work
@@ -217,7 +223,9 @@ def build_mixture(spec: MixSpec, executor: Executor | None = None) -> dict[str, 
     t2 = time.perf_counter()
     files = write_data(mix_plan, executor)
     t3 = time.perf_counter()
-    version, manifest = commit(spec.store, spec.name, manifest_body(mix_plan, files, started), spec.storage_options)
+    version, manifest = commit(
+        spec.store, spec.name, manifest_body(mix_plan, files, started, provenance), spec.storage_options
+    )
     out = summary(manifest, spec.store)
     out["seconds"] = {
         "tokens": round(t1 - t0, 3),

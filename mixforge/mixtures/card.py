@@ -202,6 +202,18 @@ def markdown(
             f"- derived from {d['version']} minus a takedown: {t['removed_rows']:,} rows "
             f"({t['removed_unique_ids']:,} documents) removed; reason: {t['reason']}"
         ]
+    optimization = (manifest.get("provenance") or {}).get("optimization")
+    if optimization:
+        fits = ", ".join(
+            f"{t}: {r}, CV Spearman "
+            + ("n/a" if (rho := optimization["cv_spearman"].get(t)) is None else f"{rho:.3f}")
+            for t, r in optimization["regressors"].items()
+        )
+        lines += [
+            f"- weights chosen by optimisation run `{optimization['run_id']}` ({optimization['name']}): "
+            f"{optimization['swarm']} proxies, regressor per target ({fits}); run manifest: "
+            f"`{optimization['manifest']}`"
+        ]
     for phase in manifest["phases"]:
         lines += [
             "",
