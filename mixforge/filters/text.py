@@ -160,55 +160,97 @@ def _split_unspaced(
     return out, np.bincount(chunk_doc, weights=n_out, minlength=n_docs).astype(np.int64), whole
 
 
-def _tokenize_chunks(
-    flat: pl.Series, chunk_counts: np.ndarray, whole: np.ndarray | None
-) -> tuple[pl.Series, np.ndarray]:
-    """spaCy English words of whitespace-free chunks (`whole`: chunks kept as one word), grouped
-    per document by `chunk_counts`: (flat words, words per document)."""
-    n_docs = len(chunk_counts)
+def _distinct(flat: pl.Series, whole: np.ndarray | None) -> tuple[np.ndarray, pl.Series, np.ndarray | None]:
+    """Group equal chunks: (distinct id of each chunk, the distinct chunks, their `whole` flag). Grouped
+    by 64-bit hash (fast), checked string by string; on a hash collision, grouped by the strings."""
+    key = flat.hash(seed=0x5EED).to_numpy()
+    if whole is not None:
+        key = key ^ (whole.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    groups = pl.DataFrame({"k": key}).with_row_index("i").group_by("k").agg(pl.col("i"))
+    ids = np.empty(len(flat), dtype=np.int64)
+    members = groups["i"]
+    ids[members.explode().to_numpy()] = np.repeat(
+        np.arange(len(groups), dtype=np.int64), members.list.len().to_numpy().astype(np.int64)
+    )
+    first = members.list.first().to_numpy()
+    uniq = flat.gather(first)
+    if not (uniq.gather(ids) == flat).all():  # a collision (about 1 in 10^8 batches): exact grouping
+        frame = pl.DataFrame({"c": flat, "w": whole if whole is not None else np.zeros(len(flat), dtype=bool)})
+        groups = frame.with_row_index("i").group_by("c", "w").agg(pl.col("i"))
+        members = groups["i"]
+        ids[members.explode().to_numpy()] = np.repeat(
+            np.arange(len(groups), dtype=np.int64), members.list.len().to_numpy().astype(np.int64)
+        )
+        first = members.list.first().to_numpy()
+        uniq = groups["c"]
+    return ids, uniq, (whole[first] if whole is not None else None)
+
+
+def _chunk_tokens(uniq: pl.Series, whole: np.ndarray | None) -> tuple[pl.Series, np.ndarray]:
+    """spaCy English tokens of distinct whitespace-free chunks (`whole`: kept as one word):
+    (flat tokens, tokens per chunk). A plain letter or digit run is one token, "word," two (a
+    vectorised split); the rest go through the ported algorithm (cached across batches)."""
     specials = _simple_specials()
-    simple = (flat.str.contains(SIMPLE_CHUNK) & ~flat.is_in(specials)).to_numpy()
+    simple = (uniq.str.contains(SIMPLE_CHUNK) & ~uniq.is_in(specials)).to_numpy()
     if whole is not None:
         simple |= whole
     if simple.all():
-        return flat, chunk_counts
-    # An output word is a simple chunk (index into `flat`), one of the two parts of a "fast" chunk
-    # (vectorised split), or a token of a complex chunk (distinct chunks tokenized in Python,
-    # cached): indices into the concatenation [flat, fast parts, complex tokens].
+        return uniq, np.ones(len(uniq), dtype=np.int64)
+    # An output token is a simple chunk (index into `uniq`), one of the two parts of a "fast" chunk
+    # (vectorised split), or a token of a complex chunk: indices into [uniq, fast parts, complex tokens].
     rest = np.flatnonzero(~simple)
-    rest_chunks = flat.gather(rest)
+    rest_chunks = uniq.gather(rest)
     head = rest_chunks.str.slice(0, rest_chunks.str.len_chars() - 1)
     fast_mask = (
         rest_chunks.str.contains(FAST_CHUNK) & ~head.is_in(specials) & ~rest_chunks.is_in(_all_specials())
     ).to_numpy()
     fast_idx, complex_idx = rest[fast_mask], rest[~fast_mask]
-    fast_chunks = rest_chunks.filter(pl.Series(fast_mask))
     fast_parts = (
-        pl.DataFrame({"a": head.filter(pl.Series(fast_mask)), "b": fast_chunks.str.slice(-1)})
+        pl.DataFrame(
+            {"a": head.filter(pl.Series(fast_mask)), "b": rest_chunks.filter(pl.Series(fast_mask)).str.slice(-1)}
+        )
         .select(pl.concat_list("a", "b").alias("p"))["p"]
         .explode()
     )
-    frame = pl.DataFrame({"c": flat.gather(complex_idx)}).with_columns(u=pl.col("c").rank("dense").cast(pl.Int64) - 1)
-    u = frame["u"].to_numpy()
-    uniq = frame.unique("u").sort("u")["c"]
-    tok_flat, tok_counts = _tokens_of(uniq.to_list())
-    tok_off = np.concatenate([[0], np.cumsum(tok_counts)])
-    n_tok = np.ones(len(flat), dtype=np.int64)
+    tok_flat, tok_counts = _tokens_of(uniq.gather(complex_idx).to_list())
+    n_tok = np.ones(len(uniq), dtype=np.int64)
     n_tok[fast_idx] = 2
-    n_tok[complex_idx] = tok_counts[u]
-    base = np.arange(len(flat), dtype=np.int64)
-    base[fast_idx] = len(flat) + 2 * np.arange(len(fast_idx), dtype=np.int64)
-    base[complex_idx] = len(flat) + len(fast_parts) + tok_off[u]
-    out_off = np.concatenate([[0], np.cumsum(n_tok)])
-    total = int(out_off[-1])
-    step = np.zeros(len(flat), dtype=np.int64)
+    n_tok[complex_idx] = tok_counts
+    base = np.arange(len(uniq), dtype=np.int64)
+    base[fast_idx] = len(uniq) + 2 * np.arange(len(fast_idx), dtype=np.int64)
+    base[complex_idx] = (
+        len(uniq) + len(fast_parts) + np.concatenate([[0], np.cumsum(tok_counts)[:-1]]).astype(np.int64)
+    )
+    step = np.zeros(len(uniq), dtype=np.int64)
     step[rest] = 1
-    within = np.arange(total, dtype=np.int64) - np.repeat(out_off[:-1], n_tok)
-    idx = np.repeat(base, n_tok) + within * np.repeat(step, n_tok)
-    words = pl.concat([flat, fast_parts.rename("words"), pl.Series("words", tok_flat, dtype=pl.String)]).gather(idx)
+    idx = _expand(base, step, n_tok)
+    parts = [uniq.rename("words"), fast_parts.rename("words"), pl.Series("words", tok_flat, dtype=pl.String)]
+    return pl.concat(parts).gather(idx), n_tok
+
+
+def _expand(base: np.ndarray, step: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Concatenated ranges: for each i, `n[i]` indices base[i], base[i] + step[i], ..."""
+    off = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+    within = np.arange(int(off[-1]), dtype=np.int64) - np.repeat(off[:-1], n)
+    return np.repeat(base, n) + within * np.repeat(step, n)
+
+
+def _tokenize_chunks(
+    flat: pl.Series, chunk_counts: np.ndarray, whole: np.ndarray | None
+) -> tuple[pl.Series, np.ndarray]:
+    """spaCy English words of whitespace-free chunks (`whole`: chunks kept as one word), grouped
+    per document by `chunk_counts`: (flat words, words per document). Every test and split runs once
+    per distinct chunk (natural text repeats its words), then the tokens are gathered per chunk."""
+    n_docs = len(chunk_counts)
+    ids, uniq, uniq_whole = _distinct(flat, whole)
+    tokens, n_tok = _chunk_tokens(uniq, uniq_whole)
+    if len(tokens) == len(uniq):  # one token per chunk: the chunks are the words
+        return flat.rename("words"), chunk_counts
+    tok_off = np.concatenate([[0], np.cumsum(n_tok)[:-1]]).astype(np.int64)
+    per_chunk = n_tok[ids]
+    words = tokens.gather(_expand(tok_off[ids], np.ones(len(ids), dtype=np.int64), per_chunk))
     chunk_doc = np.repeat(np.arange(n_docs, dtype=np.int64), chunk_counts)
-    counts = np.bincount(chunk_doc, weights=n_tok, minlength=n_docs).astype(np.int64)
-    return words, counts
+    return words, np.bincount(chunk_doc, weights=per_chunk, minlength=n_docs).astype(np.int64)
 
 
 # Python's str.splitlines() boundaries.
@@ -244,6 +286,27 @@ class Segments:
             doc,
             np.bincount(doc, minlength=self.n_docs).astype(np.int64),
             self.n_docs,
+        )
+
+    def take(self, docs: np.ndarray) -> Segments:
+        """The segments of documents `docs` (increasing indices), renumbered 0..len(docs)-1."""
+        keep = np.zeros(self.n_docs, dtype=bool)
+        keep[docs] = True
+        m = keep[self.doc]
+        rank = np.cumsum(keep) - 1
+        return Segments(self.values.filter(pl.Series(m)), rank[self.doc[m]], self.counts[docs], len(docs))
+
+    def replace(self, rows: np.ndarray, new: Segments) -> Segments:
+        """These segments with those of documents `rows` (increasing) replaced by `new` (numbered as `rows`)."""
+        changed = np.zeros(self.n_docs, dtype=bool)
+        changed[rows] = True
+        m = ~changed[self.doc]
+        doc = np.concatenate([self.doc[m], rows[new.doc]])
+        order = np.argsort(doc, kind="stable")
+        counts = self.counts.copy()
+        counts[rows] = new.counts
+        return Segments(
+            pl.concat([self.values.filter(pl.Series(m)), new.values]).gather(order), doc[order], counts, self.n_docs
         )
 
     def duplicates(self) -> tuple[np.ndarray, np.ndarray]:
@@ -305,6 +368,73 @@ class TextBatch:
                 "url",
                 pa.array(url, pa.large_string()) if not isinstance(url, pa.Array) else url.cast(pa.large_string()),
             )
+
+    # Computed once and shared by every rule set: `take` and `replace` carry them over by index.
+    _PER_DOC = ("char_len", "unspaced", "newline_count")
+    _SEGMENTS = ("words", "lines", "newline_lines")
+    _PER_WORD = ("word_len", "word_hash")
+
+    def _derived(self, text: pa.Array, lang, url) -> TextBatch:
+        out = TextBatch.__new__(TextBatch)
+        out.text_arrow, out.text, out.n_docs = text, pl.Series("text", text), len(text)
+        out.lang, out.url = lang, url
+        out.default_language, out.unspaced_languages = self.default_language, self.unspaced_languages
+        return out
+
+    def take(self, docs) -> TextBatch:
+        """The batch of documents `docs` (increasing indices: the survivors of a drop-mode rule set), with
+        every segmentation already computed here cut down to them by index, not computed again."""
+        docs = np.asarray(docs, dtype=np.int64)
+        if len(docs) == self.n_docs:
+            return self
+        idx = pa.array(docs)
+        out = self._derived(
+            self.text_arrow.take(idx),
+            None if self.lang is None else self.lang.gather(docs),
+            None if self.url is None else self.url.gather(docs),
+        )
+        done = self.__dict__
+        for name in self._PER_DOC:
+            if name in done:
+                out.__dict__[name] = None if done[name] is None else done[name][docs]
+        for name in self._SEGMENTS:
+            if name in done:
+                out.__dict__[name] = done[name].take(docs)
+        if "words" in done:
+            keep = np.zeros(self.n_docs, dtype=bool)
+            keep[docs] = True
+            m = keep[self.words.doc]
+            for name in self._PER_WORD:
+                if name in done:
+                    out.__dict__[name] = done[name][m]
+        return out
+
+    def replace(self, rows, text: pa.Array) -> TextBatch:
+        """This batch with the text of documents `rows` (increasing) replaced by `text` (an editing rule
+        set's output, one per row): their segmentations are computed again, the others' kept."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return self
+        text = as_string_array(text)
+        mask = np.zeros(self.n_docs, dtype=bool)
+        mask[rows] = True
+        full = np.zeros(self.n_docs, dtype=np.int64)
+        full[rows] = np.arange(len(rows))
+        merged = pc.if_else(pa.array(mask), pc.take(text, pa.array(full)), self.text_arrow)
+        out = self._derived(merged, self.lang, self.url)
+        fresh = self._derived(text, None if self.lang is None else self.lang.gather(rows), None)
+        done = self.__dict__
+        for name in self._PER_DOC:
+            if name in done and done[name] is not None:
+                values = done[name].copy()
+                values[rows] = getattr(fresh, name)
+                out.__dict__[name] = values
+            elif name in done:
+                out.__dict__[name] = None
+        for name in self._SEGMENTS:
+            if name in done:
+                out.__dict__[name] = done[name].replace(rows, getattr(fresh, name))
+        return out
 
     @cached_property
     def char_len(self) -> np.ndarray:
