@@ -111,6 +111,9 @@ class StageSummary(Contract):
     index: dict[str, Any] = optional("dedup: what was appended to the persistent index")
     classify: dict[str, Any] = optional("classify: the score report")
     pii: dict[str, Any] = optional("pii: entities found, per entity and per source")
+    decontaminate: dict[str, Any] = optional(
+        "decontaminate: contamination per benchmark and source, with examples, and the index used"
+    )
     shard_results: list[ShardResult] = optional("in `_stats.json` only")
 
 

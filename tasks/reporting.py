@@ -185,10 +185,32 @@ def publish_run_artifacts(flow_name: str, summary: dict) -> None:
 
 def publish_stage_report(run_id: str, summary: dict, storage_options: Mapping[str, Any] | None = None) -> None:
     """A stage's own report as a markdown artifact, for stages that write one (classify's
-    `_report.md`: score histograms per source, domain/cluster distribution, its plots)."""
+    `_report.md`: score histograms per source, domain/cluster distribution, its plots;
+    decontaminate's: contamination per benchmark and source, with examples)."""
     info = summary.get("classify") or {}
     if info.get("markdown"):
         publish_classify_report(run_id, info["markdown"], info.get("plots") or [], storage_options)
+    decontam = summary.get("decontaminate") or {}
+    if decontam.get("markdown"):
+        publish_markdown_report(
+            "decontaminate",
+            run_id,
+            decontam["markdown"],
+            "contaminated documents and tokens per benchmark and source, with examples",
+            storage_options,
+        )
+
+
+@task(name="publish-markdown-report", cache_policy=NO_CACHE)
+def publish_markdown_report(
+    stage: str, run_id: str, markdown_uri: str, description: str, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """A stage's `_report.md` as it is (no plots) as the markdown artifact `<stage>-<run id>`."""
+    create_markdown_artifact(
+        key=artifact_key(stage, run_id),
+        markdown=_read(markdown_uri, storage_options).decode(),
+        description=f"{stage} {run_id}: {description}",
+    )
 
 
 def classify_report_markdown(
