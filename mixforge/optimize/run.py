@@ -24,21 +24,19 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import yaml
 
 from mixforge import __version__, storage
-from mixforge.config import load_model
 from mixforge.config_errors import ConfigError
 from mixforge.executor import Executor, Resources, SerialExecutor
 from mixforge.mixtures.spec import MixSpec
-from mixforge.names import validate_name
+from mixforge.optimize import results as R
 from mixforge.optimize import steps as S
 from mixforge.optimize.fit import TargetFit, fit_targets
 from mixforge.optimize.propose import propose, weighted_objective
+from mixforge.optimize.results import OptimizeLayout, materialize, optimize_summary
 from mixforge.optimize.search import SearchSpec
 from mixforge.optimize.swarm import Space, project, sample_space
 from mixforge.runs import sha256_json
@@ -51,30 +49,6 @@ FORMAT = "mixforge.optimize/1"
 Progress = Callable[[str, int, int], None]  # (step, units done, units in all), as the export's
 
 
-@dataclass(frozen=True)
-class OptimizeLayout:
-    store: str
-    name: str
-    run_id: str
-
-    def __post_init__(self) -> None:
-        validate_name(self.name, "optimisation name")
-        validate_name(self.run_id, "run id")
-
-    @property
-    def dir(self) -> str:
-        return storage.join(self.store, "optimize", self.name, self.run_id)
-
-    def path(self, *parts: str) -> str:
-        return storage.join(self.dir, *parts)
-
-    def target(self, name: str) -> str:
-        return self.path("targets", f"{name}.npy")
-
-    def proxy(self, proxy_id: str) -> str:
-        return self.path("proxies", proxy_id)
-
-
 def default_run_id(search: SearchSpec, pool_fingerprint: list | None = None) -> str:
     """`opt-` + a hash of the resolved search spec, the pool's shards and the code version."""
     spec = search.model_dump(mode="json")
@@ -84,27 +58,14 @@ def default_run_id(search: SearchSpec, pool_fingerprint: list | None = None) -> 
 # ----------------------------------------------------------------------------- the pool's groups
 
 
-def _spec_with(base: MixSpec, **changes: Any) -> MixSpec:
-    return MixSpec.model_validate({**base.model_dump(mode="json"), **changes})
-
-
-def _groups_with(base: MixSpec, weights: Mapping[str, float], max_epochs: Mapping[str, float]) -> list[dict]:
-    groups = []
-    for g in base.model_dump(mode="json")["groups"]:
-        g["weight"] = float(weights.get(g["name"], 0.0))
-        g["max_epochs"] = float(max_epochs.get(g["name"], g["max_epochs"]))
-        groups.append(g)
-    return groups
-
-
 def available_tokens(mixture: MixSpec, shards, executor: Executor) -> dict[str, int]:
     """Every group's tokens in the pool (counted as `mix` counts them; the counts are cached)."""
     from mixforge.mixtures.build import count_tokens
     from mixforge.mixtures.plan import plan_mixture
 
-    probe = _spec_with(
+    probe = R.spec_with(
         mixture,
-        groups=_groups_with(mixture, {g.name: 1.0 for g in mixture.groups}, {}),
+        groups=R.groups_with(mixture, {g.name: 1.0 for g in mixture.groups}, {}),
         budget_tokens=1,
         budget_fraction=None,
         temperature=None,
@@ -115,11 +76,6 @@ def available_tokens(mixture: MixSpec, shards, executor: Executor) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------- proxies
-
-
-def _objective(losses: Mapping[str, float], target_weights: Mapping[str, float]) -> float:
-    total = sum(target_weights.values())
-    return float(sum(w / total * losses[t] for t, w in target_weights.items()))
 
 
 def _run_proxies(
@@ -149,90 +105,6 @@ def _run_proxies(
 def _fit(records: list[dict], groups: tuple[str, ...], search: SearchSpec) -> dict[str, TargetFit]:
     X = np.array([[r["weights"][g] for g in groups] for r in records])
     return fit_targets(X, {t.name: [r["losses"][t.name] for r in records] for t in search.targets}, search.fit)
-
-
-def _write_fit(layout: OptimizeLayout, fits: dict[str, TargetFit], search: SearchSpec, n: int, opts) -> dict:
-    targets = []
-    for name, fit in fits.items():
-        state = fit.model.state()
-        if state["kind"] == "lightgbm":
-            uri = layout.path("fit", f"{name}.lightgbm.txt")
-            storage.write_bytes(uri, state["model"].encode(), opts)
-        else:
-            uri = layout.path("fit", f"{name}.{state['kind']}.json")
-            storage.write_json(uri, state, opts)
-        chosen = fit.scores[fit.chosen]
-        targets.append(
-            {
-                "target": name,
-                "chosen": fit.chosen,
-                "model": uri,
-                "spearman": None if chosen.spearman != chosen.spearman else round(chosen.spearman, 6),
-                "mae": round(chosen.mae, 6),
-                "cv": [s.report() for s in fit.scores.values()],
-            }
-        )
-    card = {
-        "swarm": n,
-        "regressors": list(search.fit.regressors),
-        "folds": min(search.fit.folds, n),
-        "targets": targets,
-        "uri": layout.path("fit", "card.json"),
-    }
-    storage.write_json(card["uri"], card, opts)
-    return card
-
-
-def _proposal_spec(search: SearchSpec, weights: Mapping[str, float], available: Mapping[str, int]) -> MixSpec:
-    """The search's mixture spec with the proposed shares: searched groups share what the spec's own
-    weights leave to them, at the search's budget and epoch cap; other groups keep their shares."""
-    from mixforge.mixtures.plan import phase_shares
-
-    mixture = search.mixture_spec()
-    requested = phase_shares(mixture, mixture.effective_phases()[0], dict(available))
-    searched = search.group_names()
-    mass = 1.0 - sum(s for g, s in requested.items() if g not in searched)
-    shares = {g: round(requested.get(g, 0.0), 9) for g in (x.name for x in mixture.groups) if g not in searched}
-    shares |= {g: round(mass * weights[g], 9) for g in searched}
-    return _spec_with(
-        mixture,
-        groups=_groups_with(mixture, shares, {g: search.epoch_cap for g in searched}),
-        budget_tokens=search.budget(),
-        budget_fraction=None,
-        temperature=None,
-    )
-
-
-def _write_proposal(layout: OptimizeLayout, spec: MixSpec, opts) -> str:
-    uri = layout.path("proposal.yaml")
-    header = (
-        f"# Proposed by mixforge optimize: {layout.name} run {layout.run_id} ({layout.dir}).\n"
-        "# Build it with `mixforge mix --spec proposal.yaml`, or materialize the run.\n"
-    )
-    body = yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
-    storage.write_bytes(uri, (header + body).encode(), opts)
-    return uri
-
-
-def _write_table(layout: OptimizeLayout, records: list[dict], groups, search: SearchSpec, opts) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns: dict[str, list] = {"id": [], "round": [], "role": []}
-    columns |= {f"weight_{g}": [] for g in groups} | {f"loss_{t.name}": [] for t in search.targets}
-    columns |= {"objective": [], "tokens": [], "seconds": [], "params": [], "device": []}
-    for r in records:
-        for key in ("id", "round", "role", "tokens", "seconds", "params", "device"):
-            columns[key].append(r[key])
-        for g in groups:
-            columns[f"weight_{g}"].append(r["weights"][g])
-        for t in search.targets:
-            columns[f"loss_{t.name}"].append(r["losses"][t.name])
-        columns["objective"].append(_objective(r["losses"], search.target_weights()))
-    uri = layout.path("proxies.parquet")
-    with storage.atomic_open(uri, opts) as f:
-        pq.write_table(pa.table(columns), f)
-    return uri
 
 
 # ----------------------------------------------------------------------------- the composite
@@ -295,10 +167,10 @@ def run_optimization(
     def job(proxy_id: str, round_: int, role: str, w: np.ndarray) -> S.ProxyJob:
         weights = space.as_dict(w)
         store = storage.join(layout.proxy(proxy_id), "store")
-        spec = _spec_with(
+        spec = R.spec_with(
             mixture,
             store=store,
-            groups=_groups_with(mixture, weights, {g: cap for g in groups}),
+            groups=R.groups_with(mixture, weights, {g: cap for g in groups}),
             budget_tokens=P,
             budget_fraction=None,
             temperature=None,
@@ -339,7 +211,7 @@ def run_optimization(
 
     tw = search.target_weights()
     objective = weighted_objective(fits, tw)
-    best = min(records, key=lambda rec: _objective(rec["losses"], tw))
+    best = min(records, key=lambda rec: R.objective_of(rec["losses"], tw))
     verify = None
     verified: list[dict] = []
     if search.verify:
@@ -353,15 +225,15 @@ def run_optimization(
         verify = {}
         for rec in verified:
             w = np.array([rec["weights"][g] for g in groups])
-            verify[rec["role"]] = _verified(rec, tw, float(objective(w[None, :])[0]))
-        verify["best_swarm"] = _verified(
+            verify[rec["role"]] = R.verified(rec, tw, float(objective(w[None, :])[0]))
+        verify["best_swarm"] = R.verified(
             best, tw, float(objective(np.array([[best["weights"][g] for g in groups]]))[0])
         )
 
     all_records = records + verified
-    table_uri = _write_table(layout, all_records, groups, search, opts)
-    card = _write_fit(layout, fits, search, len(records), opts)
-    proposal_uri = _write_proposal(layout, _proposal_spec(search, proposal.weights, available), opts)
+    table_uri = R.write_table(layout, all_records, groups, search, opts)
+    card = R.write_fit(layout, fits, search, len(records), opts)
+    proposal_uri = R.write_proposal(layout, R.proposal_spec(search, proposal.weights, available), opts)
     manifest = {
         "format": FORMAT,
         "name": search.name,
@@ -402,7 +274,7 @@ def run_optimization(
         "rounds": rounds,
         "fit": {"card": card["uri"], "swarm": card["swarm"], "targets": card["targets"]},
         "proposal": {**proposal.report(), "spec": proposal_uri},
-        "best_swarm": {"id": best["id"], "weights": best["weights"], "objective": _objective(best["losses"], tw)},
+        "best_swarm": {"id": best["id"], "weights": best["weights"], "objective": R.objective_of(best["losses"], tw)},
         "verify": verify,
         "code_version": __version__,
         "timestamps": {"started": started, "committed": storage.utc_timestamp()},
@@ -413,65 +285,3 @@ def run_optimization(
     if not storage.create_only(manifest_uri, body, opts):
         manifest = storage.read_json(manifest_uri, opts)  # a concurrent identical run finished first
     return manifest
-
-
-def _verified(rec: dict, target_weights: Mapping[str, float], predicted: float) -> dict[str, Any]:
-    return {
-        "id": rec["id"],
-        "weights": rec["weights"],
-        "losses": rec["losses"],
-        "objective": _objective(rec["losses"], target_weights),
-        "predicted": predicted,
-    }
-
-
-# ----------------------------------------------------------------------------- after the run
-
-
-def optimize_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The `--json` summary of an optimisation run (OptimizeSummary), from its manifest."""
-    verify = manifest.get("verify")
-    return {
-        "name": manifest["name"],
-        "run_id": manifest["run_id"],
-        "uri": manifest["uri"],
-        "manifest": manifest["manifest"],
-        "proposal": manifest["proposal"]["weights"],
-        "predicted": manifest["proposal"]["predicted"],
-        "spec": manifest["proposal"]["spec"],
-        "proxies": manifest["proxies"]["count"],
-        "fit": [
-            {"target": t["target"], "chosen": t["chosen"], "spearman": t["spearman"], "mae": t["mae"]}
-            for t in manifest["fit"]["targets"]
-        ],
-        "verify": None if verify is None else {role: v["objective"] for role, v in verify.items()},
-        "seconds": manifest["seconds"],
-    }
-
-
-def provenance(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """What a materialised version's manifest says about the run that chose its weights."""
-    targets = manifest["fit"]["targets"]
-    return {
-        "optimization": {
-            "manifest": manifest["manifest"],
-            "name": manifest["name"],
-            "run_id": manifest["run_id"],
-            "swarm": manifest["fit"]["swarm"],
-            "regressors": {t["target"]: t["chosen"] for t in targets},
-            "cv_spearman": {t["target"]: t["spearman"] for t in targets},
-            "predicted": manifest["proposal"]["predicted"],
-        }
-    }
-
-
-def materialize(
-    manifest: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None, executor: Executor | None = None
-) -> dict[str, Any]:
-    """Build the run's proposal (proposal.yaml) as a new version of its mixture, whose manifest links the
-    run (`provenance.optimization`); returns the `mix` summary of that version."""
-    from mixforge.mixtures.build import build_mixture
-
-    uri = manifest["proposal"]["spec"]
-    spec = load_model(MixSpec, yaml.safe_load(storage.read_bytes(uri, storage_options)), uri)
-    return build_mixture(spec, executor, provenance=provenance(manifest))
