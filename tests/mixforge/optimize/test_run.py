@@ -103,7 +103,11 @@ def root(tmp_path) -> str:
 
 def test_a_swarm_end_to_end_in_worker_processes_then_materialised(root):
     search = load_search_spec(write_search(root, rounds=[3], verify=True))
-    manifest = run_optimization(search, LocalPoolExecutor(2))
+    progress: list[tuple] = []
+    manifest = run_optimization(search, LocalPoolExecutor(2), progress=lambda *a: progress.append(a))
+    # Per proxy as it finishes: the swarm (6), the round (3), the verification (3).
+    finished = [("optimize-proxy", 6, 6), ("optimize-proxy", 3, 3), ("optimize-proxy", 3, 3)]
+    assert [p for p in progress if p[1] == p[2]] == finished and len(progress) == 12
     contracts.validate(manifest, contracts.OptimizationManifest)
     run = manifest["uri"]
     assert run == storage.join(root, "store", "optimize", "find-mix", manifest["run_id"])
