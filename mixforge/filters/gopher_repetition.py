@@ -128,9 +128,13 @@ class GopherRepetition(RuleSet):
             return top, dup
         h, wl, d = batch.word_hash, batch.word_len, batch.words.doc
         n_total = len(h)
+        word_start = batch.words.offsets[:-1]
+        cum_len = np.concatenate([[0], np.cumsum(wl)])
         dmix = d.astype(np.uint64) * _DOC_MIX
-        g, glen = h.copy(), wl.copy()
-        rep = _group(g ^ dmix)[0]  # per start position: the (n-1)-gram there occurs more than once in its document
+        # The (n-1)-grams that occur more than once in their document: positions (increasing), hashes,
+        # characters. Only they are extended to n-grams (sparse: no pass over every position).
+        rpos = np.flatnonzero(_group(h ^ dmix)[0])
+        rg, rlen = h[rpos], wl[rpos]
         for n in range(2, max(wanted) + 1):
             m = n_total - n + 1
             if m <= 0:
@@ -140,56 +144,56 @@ class GopherRepetition(RuleSet):
                     if n_ in c.dup_n_grams:
                         dup[n_] = np.zeros(n_docs)
                 break
+            is_rep = np.zeros(n_total + 1, dtype=bool)
+            is_rep[rpos] = True
+            k = np.flatnonzero(is_rep[rpos + 1] & (rpos < m))  # both (n-1)-grams of the n-gram repeated
+            k = k[d[rpos[k]] == d[rpos[k] + n - 1]]  # within one document
+            pos = rpos[k]
             with np.errstate(over="ignore"):
-                g = g[:m] * _MIX + h[n - 1 :]
-            glen = glen[:m] + wl[n - 1 :]
-            valid = d[:m] == d[n - 1 :]
-            pos = np.flatnonzero(valid & rep[:m] & rep[1 : m + 1])
-            key = g[pos] ^ dmix[pos]
+                g = rg[k] * _MIX + h[pos + n - 1]
+            glen = rlen[k] + wl[pos + n - 1]
+            key = g ^ dmix[pos]
             repeated, cnt, first = _group(key, counts=n in c.top_n_grams, first=True)
-            rep = np.zeros(m, dtype=bool)
-            rep[pos[repeated]] = True
             if n in c.top_n_grams:
-                top[n] = safe_div(self._top_chars(n, d, valid, glen, pos, cnt, first, n_docs), text_len)
+                # no repeated n-gram: the document's first n-gram (Counter.most_common(1))
+                long_enough = batch.words.counts >= n
+                first_len = np.zeros(n_docs)
+                s0 = word_start[long_enough]
+                first_len[long_enough] = cum_len[s0 + n] - cum_len[s0] + (n - 1)
+                top[n] = safe_div(self._top_chars(n, d, first_len, glen, pos, cnt, first), text_len)
             if n in c.dup_n_grams:
-                keep = repeated
                 dup[n] = self._dup_fraction(
-                    n, wl, d, m, pos[keep], key[keep], ~first[keep], glen, text_len, c.dup_n_grams[n]
-                )
+                    n, wl, d, pos[repeated], key[repeated], ~first[repeated], glen[repeated], text_len,
+                    c.dup_n_grams[n],
+                )  # fmt: skip
+            rpos, rg, rlen = pos[repeated], g[repeated], glen[repeated]
         return top, dup
 
     @staticmethod
-    def _top_chars(n, d, valid, glen, pos, cnt, first, n_docs) -> np.ndarray:
+    def _top_chars(n, d, first_len, glen, pos, cnt, first) -> np.ndarray:
         """Characters of the most frequent n-gram (" ".join) times its count; ties: first seen;
-        no repeated n-gram: the document's first n-gram (Counter.most_common(1))."""
-        out = np.zeros(n_docs)
-        vpos = np.flatnonzero(valid)
-        if len(vpos):
-            vd = d[vpos]
-            is_first = np.r_[True, vd[1:] != vd[:-1]]
-            out[vd[is_first]] = glen[vpos[is_first]] + (n - 1)
+        no repeated n-gram: `first_len`, the document's first n-gram (Counter.most_common(1))."""
+        out = first_len.copy()
         sel = first & (cnt > 1)  # one entry per repeated n-gram, at its first position
         if sel.any():
-            p, c_ = pos[sel], cnt[sel]
+            p, c_, gl = pos[sel], cnt[sel], glen[sel]
             pd = d[p]
             order = np.lexsort((p, -c_, pd))  # per document: highest count, then earliest
-            p, c_, pd = p[order], c_[order], pd[order]
+            c_, gl, pd = c_[order], gl[order], pd[order]
             best = np.r_[True, pd[1:] != pd[:-1]]
-            out[pd[best]] = c_[best] * (glen[p[best]] + (n - 1))
+            out[pd[best]] = c_[best] * (gl[best] + (n - 1))
         return out
 
-    def _dup_fraction(self, n, wl, d, m, rpos, rgid, is_repeat, glen, text_len, threshold) -> np.ndarray:
+    def _dup_fraction(self, n, wl, d, rpos, rgid, is_repeat, rlen, text_len, threshold) -> np.ndarray:
         """`rpos`: positions (increasing) of n-grams occurring more than once in their document,
-        `rgid`: their n-gram keys, `is_repeat`: not the first occurrence."""
+        `rgid`: their n-gram keys, `is_repeat`: not the first occurrence, `rlen`: their characters."""
         n_docs = len(text_len)
         if not is_repeat.any():
             return np.zeros(n_docs)
         # Upper bound: characters of words covered by some non-first occurrence window.
         starts = rpos[is_repeat]
-        cover = np.zeros(len(wl) + 1, dtype=np.int64)
-        np.add.at(cover, starts, 1)
-        np.add.at(cover, starts + n, -1)
-        covered = np.cumsum(cover[:-1]) > 0
+        cover = np.bincount(starts, minlength=len(wl) + n) - np.bincount(starts + n, minlength=len(wl) + n)
+        covered = np.cumsum(cover[: len(wl)]) > 0
         bound = safe_div(np.bincount(d, weights=np.where(covered, wl, 0), minlength=n_docs), text_len)
         exact = self.config.exact_dup_n_gram_features
         exact_docs = np.flatnonzero(bound > 0) if exact else np.flatnonzero(bound > threshold)
@@ -199,7 +203,6 @@ class GopherRepetition(RuleSet):
         rd = d[rpos]
         lo = np.searchsorted(rd, exact_docs, side="left")
         hi = np.searchsorted(rd, exact_docs, side="right")
-        rlen = glen[rpos]
         for doc, s, e in zip(exact_docs.tolist(), lo.tolist(), hi.tolist()):
             stop = float("inf") if exact else threshold * text_len[doc]
             result[doc] = greedy_duplicate_chars(rpos[s:e], rgid[s:e], rlen[s:e], n, stop) / text_len[doc]

@@ -13,7 +13,7 @@ import pytest
 from mixforge.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
 from mixforge.filters.text import TextBatch, split_words
 from tests.helpers import prose
-from tests.mixforge.filters import previous_text
+from tests.mixforge.filters import previous_gopher_repetition, previous_text
 
 # Public-domain prose (Pride and Prejudice) and the shapes web and documentation text is made of.
 AUSTEN = (
@@ -95,6 +95,24 @@ def test_features_and_decisions_equal_the_previous_implementation(rule_set):
         np.testing.assert_array_equal(ev_new.fails[name], ev_old.fails[name], err_msg=name)
     assert ev_new.fails and any(f.any() for f in ev_new.fails.values())  # the text exercises the rules
     assert (ev_new.first_failure() == ev_old.first_failure()).all()
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_sparse_n_grams_equal_the_previous_gopher_repetition(exact):
+    from mixforge.filters.config import GopherRepetitionConfig
+
+    docs = _documents(300, seed=3)
+    # long repetitive documents: dup_<n>_gram above its threshold, greedy scans
+    docs += [" ".join(["the cat sat on the mat"] * k + [prose(k)]) for k in range(1, 40, 3)]
+    batch = TextBatch(pa.array(docs, pa.large_string()), lang=None)
+    config = GopherRepetitionConfig(exact_dup_n_gram_features=exact)
+    ev_new = GopherRepetition(config).evaluate_batch(batch)
+    ev_old = previous_gopher_repetition.GopherRepetition(config).evaluate_batch(batch)
+    for name in ev_old.features:
+        np.testing.assert_array_equal(ev_new.features[name], ev_old.features[name], err_msg=name)
+    for name in ev_old.fails:
+        np.testing.assert_array_equal(ev_new.fails[name], ev_old.fails[name], err_msg=name)
+    assert ev_new.fails["gopher_repetition.dup_5_gram"].any() and ev_new.fails["gopher_repetition.top_2_gram"].any()
 
 
 def _assert_same_segmentations(a: TextBatch, b: TextBatch) -> None:
