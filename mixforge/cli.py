@@ -290,6 +290,24 @@ def cmd_export(args: argparse.Namespace) -> dict:
     )
 
 
+def preflight_optimize(args: argparse.Namespace):
+    """The search spec, its mixture spec and its targets, checked before Prefect or Ray start."""
+    from mixforge.mixtures.preflight import check_spec
+    from mixforge.optimize.search import load_search_spec
+
+    search = load_search_spec(args.spec)
+    for warning in check_spec(search.mixture_spec(), origin=args.spec):
+        print(f"mixforge: warning: {warning}", file=sys.stderr)
+    return search
+
+
+def cmd_optimize(args: argparse.Namespace) -> dict:
+    from flows.optimize import optimize
+    from mixforge.optimize.search import load_search_spec
+
+    return optimize(search=load_search_spec(args.spec), materialize=args.materialize)
+
+
 def cmd_runs_unlock(args: argparse.Namespace) -> dict:
     """Release a run's lease by hand (its holder is gone but its heartbeat has not yet expired)."""
     from mixforge import lease
@@ -752,6 +770,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mixforge.export import cli_commands as export_commands
 
     export_commands.register(sub, cmd_export=cmd_export, preflight_export=preflight_export)
+
+    from mixforge.optimize import cli_commands as optimize_commands
+
+    optimize_commands.register(sub, cmd_optimize=cmd_optimize, preflight_optimize=preflight_optimize)
     return parser
 
 
@@ -1002,6 +1024,8 @@ def _ray_config(plan: Any):
     a mixture spec; the defaults for a command with none (train-classifier)."""
     from mixforge.config import RayConfig
 
+    if hasattr(plan, "mixture_spec"):  # a search spec: its mixture's
+        plan = plan.mixture_spec()
     ray = getattr(getattr(plan, "config", plan), "ray", None)
     return ray if isinstance(ray, RayConfig) else RayConfig()
 
@@ -1018,6 +1042,8 @@ def _input_bytes(args: argparse.Namespace, plan: Any) -> int | None:
         return sum(f.stat().st_size for f in Path(demo_corpus_path()).iterdir())
     if args.command == "mix":
         return _pool_bytes(plan)
+    if args.command == "optimize":
+        return _pool_bytes(plan.mixture_spec())
     if args.command == "export":  # an ExportPlan: the version's data files
         return sum(f.get("bytes") or 0 for ph in plan.phases for f in ph.files)
     return None

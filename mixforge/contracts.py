@@ -457,6 +457,10 @@ class MixManifest(Contract):
     derived_from: DerivedFrom | None = optional()
     takedown: dict[str, Any] | None = optional("ids, URL patterns and what was removed")
     card: dict[str, Any] = optional("the data card's statistics and plots")
+    provenance: dict[str, Any] = optional(
+        "where the weights came from: optimization -> {manifest, name, run_id, swarm, regressors, cv_spearman, "
+        "predicted} (mixforge optimize --materialize)"
+    )
 
 
 # ----------------------------------------------------------------------------- models

@@ -129,12 +129,19 @@ def write_proposal(layout: OptimizeLayout, spec: MixSpec, opts) -> str:
     return uri
 
 
-def write_table(layout: OptimizeLayout, records: list[dict], groups, search: SearchSpec, opts) -> str:
+def write_table(
+    layout: OptimizeLayout, records: list[dict], groups, search: SearchSpec, opts, fits: Mapping[str, TargetFit]
+) -> str:
+    """proxies.parquet: one row per proxy; `predicted_<target>`: the chosen regressor's out-of-fold
+    prediction for the fitted (swarm) proxies, the first rows (null for the verification proxies)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     columns: dict[str, list] = {"id": [], "round": [], "role": []}
     columns |= {f"weight_{g}": [] for g in groups} | {f"loss_{t.name}": [] for t in search.targets}
+    for t in search.targets:
+        oof = fits[t.name].scores[fits[t.name].chosen].oof.tolist()
+        columns[f"predicted_{t.name}"] = oof + [None] * (len(records) - len(oof))
     columns |= {"objective": [], "tokens": [], "seconds": [], "params": [], "device": []}
     for r in records:
         for key in ("id", "round", "role", "tokens", "seconds", "params", "device"):

@@ -231,7 +231,7 @@ def run_optimization(
         )
 
     all_records = records + verified
-    table_uri = R.write_table(layout, all_records, groups, search, opts)
+    table_uri = R.write_table(layout, all_records, groups, search, opts, fits)
     card = R.write_fit(layout, fits, search, len(records), opts)
     proposal_uri = R.write_proposal(layout, R.proposal_spec(search, proposal.weights, available), opts)
     manifest = {

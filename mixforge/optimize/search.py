@@ -245,3 +245,21 @@ def load_search_spec(path: str | os.PathLike) -> SearchSpec:
     """Load and validate a search spec YAML; its paths (the mixture spec, targets, an inline mixture's
     pool and store) are relative to its folder, never to the working directory."""
     return resolve_mixture(load_yaml(path, SearchSpec), os.path.dirname(os.path.abspath(path)), str(path))
+
+
+def resolve_mapping(spec: SearchSpec, origin: str = "search") -> SearchSpec:
+    """A search spec given as a mapping (Prefect UI, deployment, API): its paths must be absolute or URIs
+    (only a spec file resolves relative paths, against its own folder); then resolved as a file's is."""
+    from mixforge.mixtures.spec import is_relative_path, relative_paths
+
+    relative = (
+        [f"mixture: {spec.mixture!r}"] if isinstance(spec.mixture, str) and is_relative_path(spec.mixture) else []
+    )
+    if isinstance(spec.mixture, MixSpec):
+        relative += [f"mixture.{field}: {value!r}" for field, value in relative_paths(spec.mixture).items()]
+    relative += [f"targets[{i}].uri: {t.uri!r}" for i, t in enumerate(spec.targets) if is_relative_path(t.uri)]
+    if relative:
+        raise ConfigError(
+            f"{origin}: a search spec given as a mapping needs absolute paths or URIs; relative: {'; '.join(relative)}"
+        )
+    return resolve_mixture(spec, os.getcwd(), origin)

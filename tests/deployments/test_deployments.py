@@ -51,7 +51,15 @@ def test_every_deployment_names_a_flow_and_its_parameters_fit_it():
     from prefect.utilities.callables import parameter_schema
 
     deployments = prefect_deployments()
-    assert {d["name"] for d in deployments} == {"nightly", "curate", "mix", "export", "train-classifier", "gpu"}
+    assert {d["name"] for d in deployments} == {
+        "nightly",
+        "curate",
+        "mix",
+        "export",
+        "optimize",
+        "train-classifier",
+        "gpu",
+    }
     missing = set()
     for d in deployments:
         path, func = d["entrypoint"].split(":")

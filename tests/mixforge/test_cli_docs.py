@@ -98,6 +98,7 @@ def test_every_command_has_help_description_and_examples_that_parse(extra_stage)
         ("server",),
         ("export",),
         ("lineage",),
+        ("optimize",),
     }
     assert ("doc-check",) in expected
     assert expected <= set(commands), expected - set(commands)

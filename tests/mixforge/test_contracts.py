@@ -408,6 +408,7 @@ def test_every_json_output_has_a_schema():
         "demo",
         "export",
         "lineage",
+        "optimize",
     }
     assert outputs <= set(contracts.SCHEMAS)
     assert committed("demo").schema["properties"]["mixture"] == {"$ref": "#/$defs/MixSummary"}
