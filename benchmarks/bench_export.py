@@ -1,8 +1,8 @@
 """Export benchmark (issue #17): tokens/s per core of the whole export against datatrove and bare `tokenizers`.
 
-    .venv/bin/python -m benchmarks.bench_export                                  # 16 MB version, scales 1,2,4
-    .venv/bin/python -m benchmarks.bench_export --mb 4 --scale 1 --skip-datatrove   # quick check
-    .venv/bin/python -m benchmarks.bench_export --profile --json-out /tmp/export.json
+    .venv/bin/python -m benchmarks.bench_export --repeat 3 --profile              # 16 MB version, scales 1,2,4
+    .venv/bin/python -m benchmarks.bench_export --mb 2 --scale 1,2 --skip-datatrove  # quick check
+    .venv/bin/python -m benchmarks.bench_export --json-out /tmp/export.json
 
 Set-up (untimed, cached in --work-dir):
 1. a Hugging Face byte-level BPE tokenizer (--vocab, 32k) trained on the text of --corpus-dir
@@ -11,15 +11,20 @@ Set-up (untimed, cached in --work-dir):
 2. a pool of ~--mb MB of that text (`harness.make_corpus`, 4 Parquet shards) and, per --scale s, a
    mixture version of it (`spec_for_pool`, one group per source, temperature 1) with budget s x the
    pool and max_epochs s: the 2x and 4x versions hold every document 2 and 4 times (repeats are
-   rows, as in any mixture), in data files of --mix-file-tokens each.
+   rows, as in any mixture). Data files and export parts are 1/--parts of the 1x version (default:
+   --mix-file-tokens = --file-tokens = pool tokens / 4), so every scale has units of the same size
+   (4, 8, 16 of them) and only their number grows.
 
-Measured, every process with RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=false (one tokenizer thread):
+Measured, every process with RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=false (one tokenizer thread),
+in --repeat rounds that each run every variant once (the machine's other load moves between rounds, and
+with it what a CPU-second buys: the goals use the median over rounds of ratios taken within a round):
 * `ceiling:tokenizers`: bare `tokenizers.Tokenizer.encode_batch_fast` (no offsets: the fastest
   batch call; 1 thread, batches of 1,024, no special tokens) over the version's texts, loaded in
   memory first; CPU = process time of the encode calls; tokens = the ids plus one EOS per document
-  (what the other rows write). `bare:encode_batch`: the same with `encode_batch` (offsets computed:
-  what datatrove calls); `bare:load_tokenizer`: through mixforge's `load_tokenizer(...).encode_batch`
-  (flat ids and offsets): the wrapper's own cost;
+  (what the other rows write). `ceiling:tokenizers-pool`: the same in the --workers pool processes at
+  once (one data file per call, read before the timed encode): the ceiling under the parallelism ours
+  and datatrove run with. `bare:encode_batch`: `encode_batch` (offsets computed: what datatrove
+  calls); `bare:load_tokenizer`: mixforge's `load_tokenizer(...).encode_batch` (flat ids + offsets);
 * `datatrove`: datatrove's `ParquetReader` (text and id columns) -> `DocumentTokenizer` (same
   tokenizer.json, eos_token `<|endoftext|>`, `shuffle_documents=True`, seed 0, max_tokens_per_file
   = --file-tokens) over the version's data files, one task per file, `LocalPipelineExecutor` with
@@ -34,9 +39,11 @@ Measured, every process with RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=fals
   tokenizer=huggingface tokenizer.json, eos_token, file_tokens=--file-tokens), executor=...)` with
   the executor over --workers bare worker processes (`harness.BarePool`, warmed, Arrow on one
   thread as in `executor.call_on_worker`): read, tokenise, global shuffle (scatter/gather), write
-  .bin/.idx and lineage sidecars, manifest; CPU = the benchmark's process tree (driver + workers).
-  Run at every --scale with the same --file-tokens: peak RSS per worker (the max over the workers
-  of VmHWM, reset before each run) should stay flat while the version grows.
+  .bin/.idx and lineage sidecars, manifest; CPU = the benchmark's process tree (driver + workers),
+  split into the driver, each step's calls (measured in the worker) and the rest.
+* memory: one export per --scale, each in a fresh pool, with the same unit sizes: the largest peak
+  RSS of one step call (reset before each call, as the pool and Ray workers do) and each worker's
+  high-water mark over the run should stay flat while the version grows.
 
 tokens/s per core = tokens written / CPU-seconds. Goal (issue #17): ours >= 1.5x datatrove, or
 >= 0.9x the ceiling when datatrove is already within 1.5x of it (both are checked and shown).
@@ -217,10 +224,16 @@ def _vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def reset_peaks(pids) -> None:
-    for pid in pids:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
+def worker_rss_mb(pid: int) -> float:
+    """A process's resident memory now (VmRSS), MB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
 
 
 @contextlib.contextmanager
@@ -351,10 +364,11 @@ def _measured_call(fn, *args):
     from mixforge.executor import reset_peak_rss
 
     reset_peak_rss()
-    cpu = time.process_time()
+    start_mb, cpu = harness.current_rss_mb(), time.process_time()
     result = fn(*args)
     # VmHWM, not ru_maxrss: the latter also keeps the high-water marks that exited threads recorded before the reset
-    return result, {"cpu_seconds": time.process_time() - cpu, "peak_rss_mb": _vm_hwm_mb(os.getpid())}
+    peak = _vm_hwm_mb(os.getpid())
+    return result, {"cpu_seconds": time.process_time() - cpu, "peak_rss_mb": peak, "start_rss_mb": start_mb}
 
 
 def measuring_executor(pool, log: dict):
@@ -366,7 +380,9 @@ def measuring_executor(pool, log: dict):
 
     class MeasuringExecutor(Executor):
         def run(self, fn, calls, **kw):
-            entry = log.setdefault(_step_of(fn, calls), {"calls": 0, "cpu_seconds": 0.0, "call_peak_rss_mb": 0.0})
+            entry = log.setdefault(
+                _step_of(fn, calls), {"calls": 0, "cpu_seconds": 0.0, "call_peak_rss_mb": 0.0, "call_growth_mb": 0.0}
+            )
             futures = {pool.submit(_measured_call, fn, *c.args): c.label for c in calls}
             for f in cf.as_completed(futures):  # yielded as they finish, for the executor's fold
                 error = f.exception()
@@ -377,6 +393,9 @@ def measuring_executor(pool, log: dict):
                 entry["calls"] += 1
                 entry["cpu_seconds"] = round(entry["cpu_seconds"] + m["cpu_seconds"], 3)
                 entry["call_peak_rss_mb"] = round(max(entry["call_peak_rss_mb"], m["peak_rss_mb"]), 1)
+                # what the call itself added over the worker's resident memory when it started
+                growth = m["peak_rss_mb"] - m["start_rss_mb"]
+                entry["call_growth_mb"] = round(max(entry["call_growth_mb"], growth), 1)
                 yield futures[f], result, None
 
     return MeasuringExecutor()
@@ -389,7 +408,6 @@ def run_ours(manifest: dict, tokenizer: Path, file_tokens: int, pool: harness.Ba
     clear_exports(manifest)
     config = export_config(tokenizer, file_tokens)
     steps: dict = {}
-    reset_peaks(pool.pids)
     harness.PeakRSS.reset()
     driver = resource.getrusage(resource.RUSAGE_SELF)
     with cpu_timed() as t:
@@ -402,7 +420,7 @@ def run_ours(manifest: dict, tokenizer: Path, file_tokens: int, pool: harness.Ba
         )
     after = resource.getrusage(resource.RUSAGE_SELF)
     driver_cpu = after.ru_utime + after.ru_stime - driver.ru_utime - driver.ru_stime
-    workers = {str(pid): _vm_hwm_mb(pid) for pid in pool.pids}
+    workers = {str(pid): worker_rss_mb(pid) for pid in pool.pids}
     return {
         "tokens": out["tokens"],
         "docs": out["docs"],
@@ -421,9 +439,10 @@ def run_ours(manifest: dict, tokenizer: Path, file_tokens: int, pool: harness.Ba
             "other": round(t["cpu_seconds"] - driver_cpu - sum(v["cpu_seconds"] for v in steps.values()), 3),
         },
         "worker_call_peak_rss_mb": max(v["call_peak_rss_mb"] for v in steps.values()),
-        # each worker process's high-water mark over the whole run (all its calls: allocator growth included)
-        "worker_peak_rss_mb": max(workers.values()),
-        "worker_peak_rss_by_pid_mb": workers,
+        "worker_call_growth_mb": max(v["call_growth_mb"] for v in steps.values()),
+        # each worker's resident memory after the run: what it keeps between calls (imports, caches, its heap)
+        "worker_rss_after_mb": max(workers.values()),
+        "worker_rss_after_by_pid_mb": workers,
     }
 
 
@@ -630,20 +649,22 @@ def _x(value: float | None) -> str:
 
 def scale_section(scales: list[dict]) -> str:
     lines = [
-        "ours at each scale (same --file-tokens): peak RSS per worker should stay flat. call peak: the largest "
-        "peak of one step call (reset before each, as the pool and Ray workers do); process peak: a worker's "
-        "high-water mark over the whole run",
+        "ours at each scale (same unit sizes, a fresh pool each): peak RSS per worker should stay flat. call peak: "
+        "the largest peak RSS of one step call (reset before each, as the pool and Ray workers do); call growth: "
+        "the most one call added over the worker's RSS when it started; RSS after: a worker's RSS after the run",
         f"  {'scale':>5s}{'docs':>8s}{'tokens':>12s}{'parts':>7s}{'seconds':>9s}{'CPU s':>8s}"
-        f"{'tok/s/core':>12s}{'call peak MB':>14s}{'process peak MB':>17s}{'others':>8s}",
+        f"{'tok/s/core':>12s}{'call peak MB':>14s}{'call growth MB':>16s}{'RSS after MB':>14s}{'others':>8s}",
     ]
     for s in scales:
         lines.append(
             f"  {s['scale']:>4d}x{s['docs']:>8,}{s['tokens']:>12,}{sum(s['partitions'].values()):>7d}"
             f"{s['seconds']:>9.2f}{s['cpu_seconds']:>8.2f}{s['tokens_per_cpu_s']:>12,}"
-            f"{s['worker_call_peak_rss_mb']:>14.0f}{s['worker_peak_rss_mb']:>17.0f}{s['others_busy_cores'] or 0:>8.2f}"
+            f"{s['worker_call_peak_rss_mb']:>14.0f}{s['worker_call_growth_mb']:>16.0f}{s['worker_rss_after_mb']:>14.0f}"
+            f"{s['others_busy_cores'] or 0:>8.2f}"
         )
         steps = ", ".join(
-            f"{k} {v['calls']} calls {v['cpu_seconds']:.2f} CPU s peak {v['call_peak_rss_mb']:.0f} MB"
+            f"{k} {v['calls']} calls {v['cpu_seconds']:.2f} CPU s, peak {v['call_peak_rss_mb']:.0f} MB "
+            f"(+{v['call_growth_mb']:.0f})"
             for k, v in s["steps"].items()
         )
         cpu = s["cpu_breakdown"]
@@ -788,7 +809,7 @@ def main() -> None:
 
     def paired(a: str, b: str) -> float | None:
         """The median over rounds of a's tokens/s per core over b's, both measured in the same round."""
-        if b not in rounds[0]:
+        if a not in rounds[0] or b not in rounds[0]:
             return None
         values = sorted(r[b]["cpu_seconds"] / r[a]["cpu_seconds"] for r in rounds)
         return round(values[len(values) // 2], 3)
@@ -893,7 +914,8 @@ def main() -> None:
         "same_tokens_everywhere": same_tokens,
         "scales": [ours[s] for s in scales],
         "worker_call_peak_rss_mb_by_scale": {f"{s}x": ours[s]["worker_call_peak_rss_mb"] for s in scales},
-        "worker_process_peak_rss_mb_by_scale": {f"{s}x": ours[s]["worker_peak_rss_mb"] for s in scales},
+        "worker_call_growth_mb_by_scale": {f"{s}x": ours[s]["worker_call_growth_mb"] for s in scales},
+        "worker_rss_after_mb_by_scale": {f"{s}x": ours[s]["worker_rss_after_mb"] for s in scales},
         "datatrove": dt,
         "tokenizer": {"path": str(tokenizer), "vocab": args.vocab, "eos": EOS},
         "version": {
