@@ -207,10 +207,14 @@ def manifest_body(
 
 
 def build_mixture(
-    spec: MixSpec, executor: Executor | None = None, provenance: dict[str, Any] | None = None
+    spec: MixSpec,
+    executor: Executor | None = None,
+    provenance: dict[str, Any] | None = None,
+    card_plots: bool = True,
 ) -> dict[str, Any]:
     """Build a new version of `spec`'s mixture; returns the `mix` summary (plus timings). `provenance`
-    goes into the manifest as it is (and the data card says it: see card.markdown)."""
+    goes into the manifest as it is (and the data card says it: see card.markdown); `card_plots=False`
+    leaves the card's plots out (an optimisation's proxy samples)."""
     executor = executor or SerialExecutor()
     started, t0 = now(), time.perf_counter()
     for warning in check_spec(spec):  # as the flow does: what metadata can tell fails here, before any work
@@ -224,7 +228,7 @@ def build_mixture(
     files = write_data(mix_plan, executor)
     t3 = time.perf_counter()
     version, manifest = commit(
-        spec.store, spec.name, manifest_body(mix_plan, files, started, provenance), spec.storage_options
+        spec.store, spec.name, manifest_body(mix_plan, files, started, provenance), spec.storage_options, card_plots
     )
     out = summary(manifest, spec.store)
     out["seconds"] = {

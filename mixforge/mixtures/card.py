@@ -161,13 +161,15 @@ def summary_stats(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_card(
-    body: dict[str, Any], data_prefix: str, storage_options: Mapping[str, Any] | None = None
+    body: dict[str, Any], data_prefix: str, storage_options: Mapping[str, Any] | None = None, plots: bool = True
 ) -> dict[str, Any]:
     """Before the commit: the card's statistics (for the manifest) and its plots, written under
-    the data prefix; returns the manifest's `card` entry."""
+    the data prefix; returns the manifest's `card` entry. `plots=False`: statistics only (a proxy's
+    sample in an optimisation: the plots cost more than the build)."""
     stats = file_stats(body, storage_options)
+    rendered = render_plots(body, stats) if plots else {}
     plots = {}
-    for name, png in render_plots(body, stats).items():
+    for name, png in rendered.items():
         uri = storage.join(data_prefix, "_card", name)
         storage.write_bytes(uri, png, storage_options)
         plots[name] = uri
@@ -261,7 +263,7 @@ def markdown(
                 "",
                 f"Phase `{name}` document length (tokens): p10 {q[0]:,.0f}, median {q[1]:,.0f}, p90 {q[2]:,.0f}.",
             ]
-    if plots:
+    if plots and manifest.get("card", {}).get("plots", True):  # a card built without plots links none
         lines += ["", "## Plots", ""] + [f"![{p[:-4]}]({image_base}{p})" for p in PLOTS]
     if manifest.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]

@@ -140,7 +140,11 @@ def commit_version(
 
 
 def commit(
-    store: str, name: str, body: dict[str, Any], storage_options: Mapping[str, Any] | None = None
+    store: str,
+    name: str,
+    body: dict[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+    card_plots: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Commit a new version of mixture `name` whose manifest is `body` (every field but `version`, the
     commit time and the data card): prepare the card under the data prefix (its statistics go into
@@ -150,7 +154,7 @@ def commit(
     layout = MixtureLayout(store, name)
     # computed figures tidied; the spec is kept as written (its hash is of those values)
     body = {**tidy_floats({k: v for k, v in body.items() if k != "spec"}), "spec": body["spec"]}
-    body = {**body, "card": card.prepare_card(body, layout.data_prefix(body["data_key"]), storage_options)}
+    body = {**body, "card": card.prepare_card(body, layout.data_prefix(body["data_key"]), storage_options, card_plots)}
 
     def make(version: str) -> dict[str, Any]:
         from mixforge import contracts

@@ -123,7 +123,7 @@ def sample_proxy(
     serial = SerialExecutor()  # the proxy is one unit of work: its sample is built where it runs
     t0 = time.perf_counter()
     if not list_versions(MixtureLayout(mixture.store, mixture.name), storage_options):
-        build_mixture(mixture, serial)
+        build_mixture(mixture, serial, card_plots=False)  # plots cost a tiny proxy more than its build
     manifest = read_manifest(mixture.store, mixture.name, None, storage_options)
     groups = {g["name"]: g for p in manifest["phases"] for g in p["groups"]}
     over = {n: g["epochs"] for n, g in groups.items() if g["epochs"] > max_epochs + _EPOCH_SLACK}
