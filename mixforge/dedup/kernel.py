@@ -216,6 +216,13 @@ def _sign(data, off, valid, lower, flags, a, b, k, opts, sig, exact):  # noqa: C
     return -1
 
 
+def _readonly(x: np.ndarray) -> np.ndarray:
+    """A read-only view: Arrow's buffers are read-only, numba types them apart from writable arrays."""
+    x = x.view()
+    x.flags.writeable = False
+    return x
+
+
 def sign(
     text: pa.Array | pa.ChunkedArray, hasher: MinHasher | None, exact: ExactConfig
 ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -226,6 +233,7 @@ def sign(
     n = len(offsets) - 1
     if valid is None:
         valid = np.ones(n, bool)
+    data, offsets, valid = (_readonly(x) for x in (data, offsets, valid))  # one compiled signature, not four
     lower, flags = char_tables()
     if hasher is not None:
         minhash = hasher.cfg

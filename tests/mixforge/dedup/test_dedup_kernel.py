@@ -79,6 +79,7 @@ def test_kernel_equals_definition_bit_for_bit(mh_cfg, ex_cfg):
     assert np.array_equal(s, want_sig[5:25]) and np.array_equal(e, want_exact[5:25])
     none, e = K.sign(arr, None, ex_cfg)
     assert none is None and np.array_equal(e, want_exact)
+    assert len(K._sign.signatures) == 1  # every layout, nulls or not, runs the same compiled code (no recompiles)
 
 
 def test_kernel_pinned_values_and_edges():
