@@ -113,6 +113,85 @@ def tokenize_chunk(substring: str) -> list[str]:
     return out
 
 
+def _top_level(pattern: str) -> list[str]:
+    """The alternatives of a pattern (split at the `|` outside groups and character classes)."""
+    out, cur, depth, in_class, i = [], "", 0, False, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            cur += pattern[i : i + 2]
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch in "()":
+            depth += 1 if ch == "(" else -1
+        elif ch == "|" and depth == 0:
+            out.append(cur)
+            cur, i = "", i + 1
+            continue
+        cur += ch
+        i += 1
+    return [*out, cur]
+
+
+def _literal_end(body: str) -> str | None:
+    """The last character of a literal alternative ("\\!", "……", "\\.\\.+"), checked against the pattern."""
+    base = body[:-1] if body.endswith("+") and not body.endswith("\\+") else body  # "\\.\\.+": ends with "."
+    text = re.sub(r"\\(.)", r"\1", base)
+    try:
+        return re.escape(text[-1]) if text and re.fullmatch(body, text) else None
+    except re.error:
+        return None
+
+
+@lru_cache(maxsize=1)
+def _suffix_end_check():
+    """`fullmatch` of one character against what can end a suffix match (every alternative of
+    spaCy's English suffix pattern is [lookbehind] + a literal, a character class or a group of
+    literals + `$`), or None when the pattern has another shape (then no pre-check)."""
+    atoms = []
+    for alt in _top_level(json.loads(_RESOURCE.read_text(encoding="utf-8"))["suffix"]):
+        if alt.startswith("(?<="):
+            alt = alt[len(_top_level_group(alt)) :]
+        if not alt.endswith("$") or len(alt) < 2:
+            return None
+        body = alt[:-1]
+        if body.startswith("[") and body.endswith("]") and body.count("[") == 1:
+            atoms.append(body)
+            continue
+        options = body[3:-1].split("|") if body.startswith("(?:") and body.endswith(")") else [body]
+        for option in options:
+            end = _literal_end(option)
+            if end is None:
+                return None
+            atoms.append(end)
+    return re.compile("|".join(atoms)).fullmatch
+
+
+def _top_level_group(pattern: str) -> str:
+    """The group `pattern` starts with, "(...)" (brackets inside classes and escapes skipped)."""
+    depth, in_class, i = 0, False, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch in "()":
+            depth += 1 if ch == "(" else -1
+            if depth == 0:
+                return pattern[: i + 1]
+        i += 1
+    return pattern
+
+
+_SUFFIX_END: dict[str, bool] = {}  # character -> whether a suffix match can end with it (filled lazily)
 _HAS_DIGIT = re.compile("[0-9]").search
 _SUFFIX_WINDOW = 16  # longer than any fixed-length suffix pattern (units, quotes, "'s" ...)
 
@@ -123,8 +202,17 @@ def _suffix_search(search, s: str):
     unless a match could start before the window (only repeated patterns such as "\\.\\.+" can be
     that long, and they then also match at the window start: fall back to the full search)."""
     n = len(s)
+    if not n:
+        return search(s)
     # A suffix ending in a letter is a unit after a digit ("5km") or "'s": none otherwise.
-    if n and s[-1].isalpha() and not _HAS_DIGIT(s) and s[-2:-1] not in ("'", "’"):
+    if s[-1].isalpha() and not _HAS_DIGIT(s) and s[-2:-1] not in ("'", "’"):
+        return None
+    # Every match ends at the last character: none where no alternative can end with it ("2021", "a/b").
+    end = _SUFFIX_END.get(s[-1])
+    if end is None:
+        check = _suffix_end_check()
+        end = _SUFFIX_END[s[-1]] = check is None or check(s[-1]) is not None
+    if not end:
         return None
     if n <= _SUFFIX_WINDOW:
         return search(s)

@@ -150,3 +150,21 @@ def test_a_batch_cut_down_to_survivors_and_edited_equals_a_fresh_one():
         shared = rs.evaluate_batch(out)
         for name in fresh.features:
             np.testing.assert_array_equal(shared.features[name], fresh.features[name], err_msg=name)
+
+
+def test_suffix_pre_check_keeps_the_tokens_of_the_previous_port():
+    from mixforge.filters import spacy_tokenizer
+    from tests.mixforge.filters import previous_spacy_tokenizer
+
+    end = spacy_tokenizer._suffix_end_check()
+    assert end is not None  # the English suffix pattern has the expected shape: the pre-check is on
+    assert end("9") is None and end("/") is None and end(")") and end(".") and end("²")
+    rng = random.Random(4)
+    pool = "aAzZ09.,;:!?'\"()[]{}-_/\\#$%&*+=<>@~`^|…’“”«»°²³km€£¥–—·。，ßé"
+    chunks = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 10))) for _ in range(6000)]
+    chunks += [
+        n + u for n in ("5", "3.5", "1990") for u in ("km", "km²", "kg", "%", "$", "US$", "°C.", "+", "'s", ".")
+    ]
+    chunks += [w for doc in _documents(60, seed=5) for w in doc.split()]
+    for chunk in chunks:
+        assert spacy_tokenizer.tokenize_chunk(chunk) == previous_spacy_tokenizer.tokenize_chunk(chunk), chunk
