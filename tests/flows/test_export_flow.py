@@ -51,9 +51,9 @@ def test_mix_with_export_then_a_second_export_with_metadata(tmp_path, local_pool
     assert second["tokens"] > exported["tokens"]  # the prefixes
 
     # the Prefect UI: tokens per phase and group, and the files with the tokenizer, in one history per mixture
-    tables = artifacts_for("export-flow-export")
-    assert len(tables) == 2
-    rows = json.loads(tables[0].data) if isinstance(tables[0].data, str) else tables[0].data
+    tables = [json.loads(t.data) if isinstance(t.data, str) else t.data for t in artifacts_for("export-flow-export")]
+    assert sorted(t[0]["export"] for t in tables) == sorted([exported["key"], second["key"]])
+    rows = next(t for t in tables if t[0]["export"] == second["key"])
     assert {r["group"] for r in rows} == {g["group"] for g in second["groups"]}
     assert sum(r["tokens"] for r in rows) == second["tokens"]
     files = artifacts_for("export-flow-export-files")
