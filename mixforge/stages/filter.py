@@ -107,15 +107,12 @@ class Filter(Stage):
         elif LANG in batch.column_names:
             lang = batch.column(LANG).combine_chunks()
 
+        # One TextBatch for every rule set: words, lines, ... are computed once and cut down to the
+        # documents still alive by index (TextBatch.take); C4's edits re-segment the edited documents only.
+        whole = TextBatch(text, lang=lang, url=url, default_language=self.config.default_language)
         for rs, rc in zip(self.rule_sets, self.config.rules):
             idx = np.flatnonzero(alive)
-            sub = TextBatch(
-                text.take(pa.array(idx)),
-                lang=None if lang is None else lang.take(pa.array(idx)),
-                url=None if url is None else url.take(pa.array(idx)),
-                default_language=self.config.default_language,
-            )
-            ev = rs.evaluate_batch(sub)
+            ev = rs.evaluate_batch(whole.take(idx))
             if rc.mode == "drop":
                 self._order.extend(name for name in ev.fails if name not in self._order)
                 found = ev.failures()
@@ -128,6 +125,7 @@ class Filter(Stage):
                 if ev.text is not None:  # an editing rule set (C4 with remove_lines)
                     text, changed = self._apply_edits(text, idx, ~failing, ev, ctx, rs.name)
                     edited[changed] = True
+                    whole = whole.replace(changed, text.take(pa.array(changed)))
             else:
                 first = ev.first_failure()
                 col = np.full(n, None, dtype=object)
