@@ -5,7 +5,13 @@
 - `loglinear` (data-mixing laws, olmix): loss = c + k x exp(sum_j t_j w_j), fitted by least
   squares (scipy) from several starting offsets c; smooth, so it extrapolates and can be optimised
   directly. A small ridge on t keeps it identifiable (the weights sum to 1, so t + a and k x e^-a
-  are the same law).
+  are the same law). Monotone along every line of the simplex, so its optimum is always a
+  corner: right for a target that is one group's kind of text, wrong for one that mixes several.
+- `logshare`: loss = c + sum_j a_j x -log(w_j + eps), a_j >= 0 (non-negative least squares, eps
+  from a small grid): the cross-entropy shape of a target that mixes the groups, each group's
+  share lowering the loss on its part of the target with diminishing returns (the log form of
+  BiMix's per-domain power law). Its optimum is inside the simplex, at w_j + eps proportional to
+  a_j where the bounds allow: the regressor for mixed targets, whose optimum `loglinear` cannot express.
 
 `fit_target` scores every regressor on the same folds by pooled out-of-fold predictions
 (Spearman, the ranking that choosing a mixture needs; MAE beside it), keeps the best by Spearman
@@ -23,12 +29,15 @@ from pydantic import Field
 
 from mixforge.strict import StrictModel
 
-RegressorName = Literal["lightgbm", "loglinear"]
+RegressorName = Literal["lightgbm", "loglinear", "logshare"]
 
 
 class FitOptions(StrictModel):
     regressors: list[RegressorName] = Field(
-        ["lightgbm", "loglinear"], min_length=1, description="Regressors tried per target; the best by CV is kept."
+        ["lightgbm", "loglinear"],
+        min_length=1,
+        description="Regressors tried per target; the best by CV is kept. Add `logshare` for a target that mixes "
+        "several groups' kinds of text (loglinear's optimum is always a corner of the space).",
     )
     folds: int = Field(5, ge=2, description="k of the k-fold cross-validation (at most the number of proxies).")
     seed: int = Field(0, ge=0, description="Seed of the fold split and of LightGBM.")
@@ -125,12 +134,48 @@ class LogLinearRegressor:
         return {"kind": self.name, "c": self.c, "k": float(np.exp(self.log_k)), "t": self.t.tolist()}
 
 
+class LogShareRegressor:
+    """loss = c + sum_j a_j x -log(w_j + eps), a >= 0."""
+
+    name = "logshare"
+    smooth = True
+    EPSILONS = (1e-3, 1e-2, 3e-2, 1e-1)  # the floor of a share: how hard a group's absence is penalised
+
+    def __init__(self) -> None:
+        self.c, self.a, self.eps = 0.0, np.zeros(0), self.EPSILONS[0]
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LogShareRegressor:
+        from scipy.optimize import nnls
+
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        ones = np.ones((len(y), 1))
+        best = None
+        for eps in self.EPSILONS:
+            # c = c+ - c-, both >= 0, so that NNLS leaves the offset free and only a non-negative
+            A = np.hstack([ones, -ones, -np.log(X + eps)])
+            coef, residual = nnls(A, y, maxiter=50 * A.shape[1])
+            if best is None or residual < best[0]:
+                best = (residual, eps, coef)
+        _, self.eps, coef = best
+        self.c, self.a = float(coef[0] - coef[1]), coef[2:]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        return self.c - np.log(X + self.eps) @ self.a
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "c": self.c, "a": self.a.tolist(), "eps": self.eps}
+
+
 def make_regressor(name: RegressorName, seed: int = 0) -> Regressor:
     if name == "lightgbm":
         return LightGBMRegressor(seed)
     if name == "loglinear":
         return LogLinearRegressor()
-    raise ValueError(f"unknown regressor {name!r} (lightgbm or loglinear)")
+    if name == "logshare":
+        return LogShareRegressor()
+    raise ValueError(f"unknown regressor {name!r} (lightgbm, loglinear or logshare)")
 
 
 @dataclass
