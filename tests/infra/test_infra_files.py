@@ -282,9 +282,10 @@ def test_cluster_extras_agree_with_the_lock():
 
 
 # The GPU set differs from the project's pins only where vLLM pins its own versions (torch==2.14.0,
-# transformers<5.21, numpy<2.4), and it has no Prefect: Prefect 3.9.1 needs fastapi>=0.139, vLLM
-# 0.33.0 fastapi<0.137 (Ray GPU nodes never import Prefect).
-GPU_OVERRIDES = {"torch", "transformers", "numpy"}
+# transformers<5.21, numpy<2.4, numba==0.65.0), and it has no Prefect: Prefect 3.9.1 needs
+# fastapi>=0.139, vLLM 0.33.0 fastapi<0.137 (Ray GPU nodes never import Prefect). The dedup kernel's
+# bit-identity tests pass under numba 0.65.0 too (a dedup step may be scheduled on a GPU node).
+GPU_OVERRIDES = {"torch", "transformers", "numpy", "numba"}
 NOT_ON_GPU_NODES = {"prefect"}
 
 

@@ -146,13 +146,21 @@ def test_config_errors_name_the_field(tmp_path, yaml_text, message):
 def test_shipped_configs_validate():
     import glob
 
+    from mixforge.export.build import ExportConfig
+    from mixforge.optimize.search import load_search_spec
+
     paths = glob.glob(str(REPO / "configs" / "*.yaml"))
     assert paths, "configs/ should ship example configs"
     for path in paths:
         name = os.path.basename(path)
         if name.startswith(("mixture", "rephrase")):
             continue  # mixture specs: test_mixtures.py; rephrase configs: test_rephrase_flow.py
-        load_yaml(path)
+        if name.startswith("export"):
+            load_yaml(path, ExportConfig)
+        elif name.startswith("optimize"):
+            assert load_search_spec(path).group_names() == ["web", "books", "code"]
+        else:
+            load_yaml(path)
 
 
 def test_every_drop_names_shard_and_line(tmp_path):
