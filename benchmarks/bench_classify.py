@@ -59,7 +59,7 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/bench_classify
 from benchmarks import harness  # noqa: E402
 
 GOAL_PER_CORE = 0.85
-BATCH_ROWS = 4096  # = mixforge ReadOptions().batch_rows
+BATCH_ROWS = 4096  # = mixforge ReadConfig().batch_rows
 
 
 def train_model(store: str, corpus: harness.Corpus, train_docs: int) -> str:

@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/bench_passthro
 from benchmarks import harness  # noqa: E402
 
 GOAL_RATIO = 1.6
-BATCH_ROWS = 4096  # = mixforge ReadOptions().batch_rows, what `ours` reads with
+BATCH_ROWS = 4096  # = mixforge ReadConfig().batch_rows, what `ours` reads with
 
 
 def baseline_shard(task: tuple[str, str, int]) -> int:

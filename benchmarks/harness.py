@@ -701,7 +701,7 @@ def _stage_flow_factory():
 
     from mixforge.config import RayConfig
     from mixforge.runs import StageLayout
-    from mixforge.shards import ReadOptions
+    from mixforge.shards import ReadConfig
     from tasks.stage_runner import run_stage
 
     @task(name="bench-stage", cache_policy=NONE, persist_result=False)
@@ -709,7 +709,7 @@ def _stage_flow_factory():
         stage = _STAGE_REGISTRY[stage_key]
         ray_config = RayConfig(num_cpus=workers, max_shards_in_flight=in_flight)
         started = time.perf_counter()
-        summary = run_stage(stage, StageLayout(out_dir), inputs, ray_config, ReadOptions(), None)
+        summary = run_stage(stage, StageLayout(out_dir), inputs, ray_config, ReadConfig(), None)
         return {"summary": summary, "run_stage_seconds": time.perf_counter() - started}
 
     @flow(name="bench-stage-flow", persist_result=False, validate_parameters=False)

@@ -30,6 +30,7 @@ from mixforge.dedup.config import DedupConfig
 from mixforge.filters.config import FilterConfig
 from mixforge.forms import keyed_list
 from mixforge.names import validate_name
+from mixforge.shards import ReadConfig  # noqa: F401 - re-exported: the config's `read:` section
 from mixforge.storage import SECRET_BLOCK_OPTION, RuntimeEnv, StorageOptions
 from mixforge.strict import StrictModel
 
@@ -43,21 +44,6 @@ def _stages_schema(schema: dict[str, Any]) -> None:
     from mixforge.stages.registry import stage_names
 
     schema["items"] = {"type": "string", "enum": list(stage_names())}
-
-
-class ReadConfig(StrictModel):
-    """How raw input rows are read into the document contract."""
-
-    text_field: str = Field("text", description="Input field holding the document text.")
-    id_field: str = Field("id", description="Input field holding a unique id; derived when absent.")
-    source: str | None = Field(
-        None, description="Source name for rows without a `source` field (default: the shard's file name)."
-    )
-    batch_rows: int = Field(4096, ge=1, description="Rows per Arrow batch.")
-    batch_bytes: int = Field(32 << 20, ge=1 << 10, description="Approximate bytes per Arrow batch.")
-    max_doc_bytes: int = Field(
-        8 << 20, ge=1, description="Documents larger than this (UTF-8 bytes) are dropped as `oversized`."
-    )
 
 
 class NormalizeConfig(StrictModel):
@@ -268,20 +254,6 @@ class CurateConfig(StrictModel):
                 problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
                 raise ValueError(f"extra_stages.{name}: {problems}") from None
         return self
-
-    def read_options(self):
-        """The shard reader's options (mixforge.shards.ReadOptions) from `read`."""
-        from mixforge.shards import ReadOptions
-
-        r = self.read
-        return ReadOptions(
-            text_field=r.text_field,
-            id_field=r.id_field,
-            batch_rows=r.batch_rows,
-            batch_bytes=r.batch_bytes,
-            max_doc_bytes=r.max_doc_bytes,
-            default_source=r.source,
-        )
 
     def run_fingerprint(self) -> dict[str, Any]:
         """The part of the config that determines outputs (goes into the run id).

@@ -27,7 +27,7 @@ from mixforge import contracts, progress, storage
 from mixforge import schema as S
 from mixforge.executor import Call, Executor, SerialExecutor
 from mixforge.runs import StageLayout
-from mixforge.shards import ReadOptions, ShardUnreadable, ShardWriter, read_documents, read_raw
+from mixforge.shards import ReadConfig, ShardUnreadable, ShardWriter, read_documents, read_raw
 from mixforge.stage import ShardContext, Stage, add_figures, locate_drops, locate_rejects
 
 log = logging.getLogger("mixforge")
@@ -136,7 +136,7 @@ class _Batch:
         return self.docs.num_rows + (self.rejects.num_rows if self.rejects is not None else 0)
 
 
-def _batches(stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options) -> Iterator[_Batch]:
+def _batches(stage: Stage, job: ShardJob, read_options: ReadConfig, storage_options) -> Iterator[_Batch]:
     if stage.batch_rows is not None:
         read_options = replace(read_options, batch_rows=stage.batch_rows)
     if stage.reads_raw:
@@ -204,7 +204,7 @@ def _process_batch(stage: Stage, batch: _Batch, ctx: ShardContext, tally: _Tally
 
 
 def _run_batches(
-    stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext, tally: _Tally
+    stage: Stage, job: ShardJob, read_options: ReadConfig, storage_options, ctx: ShardContext, tally: _Tally
 ) -> None:
     out = _Outputs(job.layout.part(job.index), job.layout.removed(job.index), storage_options)
     try:
@@ -217,7 +217,7 @@ def _run_batches(
 
 
 def _run_checkpointed(
-    stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options, ctx: ShardContext, tally: _Tally
+    stage: Stage, job: ShardJob, read_options: ReadConfig, storage_options, ctx: ShardContext, tally: _Tally
 ) -> None:
     """Like `_run_batches`, but every batch's outputs and counts are saved as it finishes.
 
@@ -277,7 +277,7 @@ def _run_checkpointed(
 def run_shard(
     stage: Stage,
     job: ShardJob,
-    read_options: ReadOptions = ReadOptions(),
+    read_options: ReadConfig = ReadConfig(),
     storage_options: Mapping[str, Any] | None = None,
 ) -> dict:
     """Process one shard; returns its stats (also written as the `_done` marker).
@@ -382,7 +382,7 @@ _WORKER_STAGE: dict[str, Stage] = {}
 
 
 def run_shard_in_worker(
-    token: str, stage: Stage, job: ShardJob, read_options: ReadOptions, storage_options: Mapping[str, Any] | None
+    token: str, stage: Stage, job: ShardJob, read_options: ReadConfig, storage_options: Mapping[str, Any] | None
 ) -> dict:
     """`run_shard` with the worker's copy of `stage` (set up once per worker and stage run)."""
     if token not in _WORKER_STAGE:
@@ -404,7 +404,7 @@ def run_stage(
     layout: StageLayout,
     inputs: Sequence[tuple[int, str]],
     executor: Executor | None = None,
-    read_options: ReadOptions = ReadOptions(),
+    read_options: ReadConfig = ReadConfig(),
     storage_options: Mapping[str, Any] | None = None,
     *,
     write_stats: bool = True,

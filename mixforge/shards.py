@@ -32,9 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
+from pydantic import Field
 
 from mixforge import schema as S
 from mixforge.storage import SHARD_SUFFIXES, atomic_open, filesystem, is_local, write_bytes
+from mixforge.strict import StrictModel
 
 PARQUET_COMPRESSION = "zstd"
 REJECT_PREVIEW_CHARS = 4096  # text kept in the audit for rows that could not be used
@@ -64,14 +66,20 @@ class ShardUnreadable(Exception):
         return (type(self), (str(self), self.rows_decoded, self.rows_declared))
 
 
-@dataclass(frozen=True)
-class ReadOptions:
-    text_field: str = "text"
-    id_field: str = "id"
-    batch_rows: int = 4096
-    batch_bytes: int = 32 << 20
-    max_doc_bytes: int = 8 << 20
-    default_source: str | None = None  # used when a row has no `source`; else the shard's name
+class ReadConfig(StrictModel):
+    """How raw input rows are read into the document contract (the config's `read:` section, and
+    every reader's options: one model for both)."""
+
+    text_field: str = Field("text", description="Input field holding the document text.")
+    id_field: str = Field("id", description="Input field holding a unique id; derived when absent.")
+    source: str | None = Field(
+        None, description="Source name for rows without a `source` field (default: the shard's file name)."
+    )
+    batch_rows: int = Field(4096, ge=1, description="Rows per Arrow batch.")
+    batch_bytes: int = Field(32 << 20, ge=1 << 10, description="Approximate bytes per Arrow batch.")
+    max_doc_bytes: int = Field(
+        8 << 20, ge=1, description="Documents larger than this (UTF-8 bytes) are dropped as `oversized`."
+    )
 
 
 @dataclass
@@ -647,14 +655,14 @@ def _quote_id(value: str) -> str:
 
 
 def read_raw(
-    uri: str, options: ReadOptions = ReadOptions(), storage_options: Mapping[str, Any] | None = None
+    uri: str, options: ReadConfig = ReadConfig(), storage_options: Mapping[str, Any] | None = None
 ) -> Iterator[RawBatch]:
     """Stream a raw input shard as contract documents plus rejected rows.
 
     Raises ShardUnreadable when the shard itself cannot be read; rows already yielded
     are then discarded by the caller (the shard is quarantined whole).
     """
-    source = options.default_source or shard_stem(uri)
+    source = options.source or shard_stem(uri)
     progress = _Progress()
     reader = _read_raw_jsonl if shard_format(uri) == "jsonl" else _read_raw_parquet
     return _wrap_read_errors(uri, reader(uri, options, source, storage_options, progress), progress)
@@ -721,7 +729,7 @@ _UTF16_32_BOMS = (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00", b"\xff\xfe", b"\xfe\
 
 
 def _read_raw_jsonl(
-    uri: str, opt: ReadOptions, default_source: str, storage_options, progress: _Progress
+    uri: str, opt: ReadConfig, default_source: str, storage_options, progress: _Progress
 ) -> Iterator[RawBatch]:
     ids = _ShardIds(uri)
     line_cap = 2 * opt.max_doc_bytes + 4096  # a JSON line can be at most ~2x its text (escapes)
@@ -773,7 +781,7 @@ def _read_raw_jsonl(
 
 
 def _parse_jsonl_row(
-    uri: str, line: bytes, lineno: int, opt: ReadOptions, default_source: str, batch: _JsonlBatch, reject
+    uri: str, line: bytes, lineno: int, opt: ReadConfig, default_source: str, batch: _JsonlBatch, reject
 ) -> None:
     try:
         decoded = line.decode("utf-8")
@@ -833,7 +841,7 @@ def _parse_jsonl_row(
 
 
 def _read_raw_parquet(
-    uri: str, opt: ReadOptions, default_source: str, storage_options, progress: _Progress
+    uri: str, opt: ReadConfig, default_source: str, storage_options, progress: _Progress
 ) -> Iterator[RawBatch]:
     ids = _ShardIds(uri)
     with _open_shard(uri, storage_options) as f:
@@ -855,7 +863,7 @@ def _read_raw_parquet(
 
 
 def _raw_table_to_docs(
-    uri: str, table: pa.Table, first_row: int, opt: ReadOptions, default_source: str, ids: _ShardIds
+    uri: str, table: pa.Table, first_row: int, opt: ReadConfig, default_source: str, ids: _ShardIds
 ) -> RawBatch:
     """Vectorised validation and normalisation of one raw Parquet batch into the contract."""
     n = table.num_rows

@@ -11,7 +11,7 @@ from mixforge.config import RayConfig
 from mixforge.runner import StageFailed, completed_outputs  # noqa: F401 - re-exported
 from mixforge.runner import run_stage as run_stage_with
 from mixforge.runs import StageLayout
-from mixforge.shards import ReadOptions
+from mixforge.shards import ReadConfig
 from mixforge.stage import Stage
 from tasks.executor import executor_for
 
@@ -21,7 +21,7 @@ def run_stage(
     layout: StageLayout,
     inputs: Sequence[tuple[int, str]],
     ray_config: RayConfig,
-    read_options: ReadOptions = ReadOptions(),
+    read_options: ReadConfig = ReadConfig(),
     storage_options: Mapping[str, Any] | None = None,
 ) -> dict:
     """Process every (index, input URI) with `stage`; the stage summary (also `_stats.json`)."""

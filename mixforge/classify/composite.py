@@ -30,7 +30,7 @@ from mixforge.config import CurateConfig
 from mixforge.executor import ONE_CPU, Call, Executor, Resources
 from mixforge.runner import StageFailed, completed_outputs, run_stage
 from mixforge.runs import RunLayout, StageLayout
-from mixforge.shards import ReadOptions
+from mixforge.shards import ReadConfig
 from mixforge.stage import add_figures
 from mixforge.stages.classify import ClassifyStage
 
@@ -53,7 +53,7 @@ def run_classify(
         inputs,
         config.classify,
         executor,
-        config.read_options(),
+        config.read,
         config.storage.options,
         embedding,
     )
@@ -81,7 +81,7 @@ def classify(
     inputs: Sequence[tuple[int, str]],
     config: ClassifyConfig,
     executor: Executor,
-    read_options: ReadOptions = ReadOptions(),
+    read_options: ReadConfig = ReadConfig(),
     storage_options: Mapping[str, Any] | None = None,
     embedding: Resources | None = None,
 ) -> dict:

@@ -52,7 +52,7 @@ from mixforge.classify.fasttext_model import LABEL_PREFIX, MODEL_FILE, FastTextC
 from mixforge.classify.metrics import binary_metrics, multiclass_metrics
 from mixforge.classify.preprocess import preprocess
 from mixforge.names import validate_name
-from mixforge.shards import ReadOptions, read_raw
+from mixforge.shards import ReadConfig, read_raw
 from mixforge.storage import discover_shards
 
 log = logging.getLogger("mixforge")
@@ -124,7 +124,7 @@ def _write_examples(
     test_f,
 ) -> None:
     cap = cfg.max_docs_per_label
-    opts = ReadOptions(text_field=cfg.text_field)
+    opts = ReadConfig(text_field=cfg.text_field)
     for shard in discover_shards(record.pattern, storage_options):
         digest = hashlib.sha256()
         used = 0

@@ -21,7 +21,7 @@ from mixforge.decontam.stage import DecontamStage
 from mixforge.executor import Executor
 from mixforge.runner import run_stage
 from mixforge.runs import RunLayout, StageLayout
-from mixforge.shards import ReadOptions
+from mixforge.shards import ReadConfig
 
 
 def run_decontaminate(run: RunLayout, inputs: Sequence[tuple[int, str]], config: Any, executor: Executor) -> dict:
@@ -34,7 +34,7 @@ def run_decontaminate(run: RunLayout, inputs: Sequence[tuple[int, str]], config:
         inputs,
         extra_settings(config, "decontaminate"),
         executor,
-        config.read_options(),
+        config.read,
         config.storage.options,
     )
 
@@ -45,7 +45,7 @@ def decontaminate(
     inputs: Sequence[tuple[int, str]],
     config: DecontamConfig,
     executor: Executor,
-    read_options: ReadOptions = ReadOptions(),
+    read_options: ReadConfig = ReadConfig(),
     storage_options: Mapping[str, Any] | None = None,
 ) -> dict:
     """`run_decontaminate` with its parts spelled out: the `store` root (the index goes to its

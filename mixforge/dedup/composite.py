@@ -119,9 +119,7 @@ def run_dedup(
     verified = VERIFY.map(executor, run, shard_units) if run.verify else None
     (cluster_stats,) = CLUSTERS.map(executor, run, {"all": ()})
 
-    summary = run_stage(
-        ApplyDedup(run), stage_layout, inputs, executor, config.read_options(), opts, write_stats=False
-    )
+    summary = run_stage(ApplyDedup(run), stage_layout, inputs, executor, config.read, opts, write_stats=False)
 
     appended = _index_run(run, run_id, executor) if run.index is not None and run.cfg.update_index else None
     if appended is not None:

@@ -191,7 +191,7 @@ def run_pii(run, inputs: Sequence[tuple[int, str]], config, executor) -> dict:
     stage = PIIStage(extra_settings(config, "pii"))
     layout = run.stage("pii")
     options = config.storage.options
-    summary = run_stage(stage, layout, inputs, executor, config.read_options(), options, write_stats=False)
+    summary = run_stage(stage, layout, inputs, executor, config.read, options, write_stats=False)
     summary["pii"] = report(stage, summary)
     summary.pop("figures", None)  # restated in `pii`
     summary.pop("figures_missing", None)

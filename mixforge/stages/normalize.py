@@ -86,7 +86,7 @@ def run_normalize(stage_layout, inputs, config, executor=None) -> dict:
 
     opts = config.storage.options
     summary = run_stage(
-        Normalize(config.normalize), stage_layout, inputs, executor, config.read_options(), opts, write_stats=False
+        Normalize(config.normalize), stage_layout, inputs, executor, config.read, opts, write_stats=False
     )
     started = time.perf_counter()
     finished = [s for s in summary["shard_results"] if not s.get("quarantined")]

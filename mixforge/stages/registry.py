@@ -87,9 +87,7 @@ def plain_stage(name: str, build: Callable[[CurateConfig], Stage]) -> StageRun:
     def run(run: RunLayout, inputs: Sequence[tuple[int, str]], config: CurateConfig, executor: Executor) -> dict:
         from mixforge.runner import run_stage
 
-        return run_stage(
-            build(config), run.stage(name), inputs, executor, config.read_options(), config.storage.options
-        )
+        return run_stage(build(config), run.stage(name), inputs, executor, config.read, config.storage.options)
 
     return run
 
@@ -123,7 +121,7 @@ def _rephrase(run, inputs, config, executor) -> dict:
     from mixforge.stages.rephrase import RephraseStage
 
     stage = RephraseStage(extra_settings(config, "rephrase"), shards=max(1, len(inputs)))
-    return run_stage(stage, run.stage("rephrase"), inputs, executor, config.read_options(), config.storage.options)
+    return run_stage(stage, run.stage("rephrase"), inputs, executor, config.read, config.storage.options)
 
 
 def _rephrase_config() -> type:

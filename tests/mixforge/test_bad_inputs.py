@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mixforge import schema as S
-from mixforge.shards import ReadOptions, ShardUnreadable, read_raw
+from mixforge.shards import ReadConfig, ShardUnreadable, read_raw
 from tests.badinputs import KEPT, MAX_DOC_BYTES, QUARANTINED, TAG_PATTERN, Corpus, generate
 
 NORMALIZE_REASONS = {"empty_text"}  # drops made by the normalize stage itself, after the reader
@@ -65,9 +65,7 @@ def test_the_generator_covers_at_least_30_kinds(corpus):
 def test_the_reader_accounts_for_every_row(corpus):
     """read_raw over each shard: documents and rejects hold exactly the rows the generator wrote,
     each with its outcome and position; unreadable shards raise with the byte offset and the ledger."""
-    options = ReadOptions(
-        max_doc_bytes=MAX_DOC_BYTES, batch_rows=5
-    )  # small batches: ids and duplicates across batches
+    options = ReadConfig(max_doc_bytes=MAX_DOC_BYTES, batch_rows=5)  # small batches: ids and duplicates across batches
     accounted = Counter()
     for shard in corpus.shards:
         expected = {r.tag: r for r in shard.rows}

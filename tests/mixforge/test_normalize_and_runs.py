@@ -14,7 +14,7 @@ from mixforge import schema as S
 from mixforge.config import ConfigError, CurateConfig, NormalizeConfig, load_yaml
 from mixforge.runner import ShardJob, run_shard
 from mixforge.runs import RunConfigMismatch, RunLayout, compute_run_id, open_run
-from mixforge.shards import ReadOptions
+from mixforge.shards import ReadConfig
 from mixforge.stage import ShardContext, Stage, StageResult, split_by_reason
 from mixforge.stages.normalize import Normalize
 from mixforge.storage import InputShard
@@ -201,7 +201,7 @@ class DropOdd(Stage):
 def test_the_runner_names_shard_and_row_of_drops_without_detail(tmp_path, by_hand):
     src = write_shard(str(tmp_path / "in" / "a.parquet"), docs(9))
     layout = RunLayout(str(tmp_path / "store"), "r1").stage("drop-odd")
-    stats = run_shard(DropOdd(by_hand), ShardJob(0, src, layout), ReadOptions(batch_rows=4))
+    stats = run_shard(DropOdd(by_hand), ShardJob(0, src, layout), ReadConfig(batch_rows=4))
     assert stats["docs_dropped"] == {"odd": 4}
     removed = pq.read_table(layout.removed(0))
     assert removed.column("id").to_pylist() == ["d-1", "d-3", "d-5", "d-7"]

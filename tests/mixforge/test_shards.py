@@ -14,11 +14,11 @@ import pytest
 
 from mixforge import schema as S
 from mixforge import storage
-from mixforge.shards import ReadOptions, ShardUnreadable, ShardWriter, read_documents, read_raw
+from mixforge.shards import ReadConfig, ShardUnreadable, ShardWriter, read_documents, read_raw
 from tests.helpers import docs, write_shard
 
 
-def collect(uri, options=ReadOptions(), storage_options=None):
+def collect(uri, options=ReadConfig(), storage_options=None):
     batches = list(read_raw(uri, options, storage_options))
     kept = pa.concat_tables([b.docs for b in batches])
     rejects = pa.concat_tables([b.rejects for b in batches])
@@ -42,7 +42,7 @@ def test_every_format_reads_into_the_contract(tmp_path, suffix):
 
 def test_batches_are_bounded(tmp_path):
     path = write_shard(str(tmp_path / "s.jsonl"), docs(1000))
-    sizes = [b.docs.num_rows for b in read_raw(path, ReadOptions(batch_rows=128))]
+    sizes = [b.docs.num_rows for b in read_raw(path, ReadConfig(batch_rows=128))]
     assert max(sizes) <= 128 and sum(sizes) == 1000
 
 
@@ -71,7 +71,7 @@ def test_occurrences_count_across_batches(tmp_path):
     path = write_shard(str(tmp_path / "x.parquet"), rows)
     one = collect(path)[0].column("id").to_pylist()
     for batch_rows in (1, 3, 7):
-        assert collect(path, ReadOptions(batch_rows=batch_rows))[0].column("id").to_pylist() == one
+        assert collect(path, ReadConfig(batch_rows=batch_rows))[0].column("id").to_pylist() == one
     assert len(set(one)) == 40
     expected, seen = [], {}
     for r in rows:
@@ -84,7 +84,7 @@ def test_occurrences_count_across_batches(tmp_path):
 def test_source_from_config_when_absent(tmp_path):
     kept, _ = collect(
         write_shard(str(tmp_path / "x.jsonl"), [{"text": "a"}, {"text": "b", "source": "own"}]),
-        ReadOptions(default_source="books"),
+        ReadConfig(source="books"),
     )
     assert kept.column("source").to_pylist() == ["books", "own"]
 
@@ -119,7 +119,7 @@ def test_bad_rows_are_dropped_with_reason_naming_shard_and_line(tmp_path):
 def test_parquet_bad_rows_name_the_row(tmp_path):
     rows = [{"id": "a", "text": "ok"}, {"id": "b", "text": None}, {"id": "c", "text": "x" * 100}]
     path = write_shard(str(tmp_path / "p.parquet"), rows)
-    kept, rejects = collect(path, ReadOptions(max_doc_bytes=50))
+    kept, rejects = collect(path, ReadConfig(max_doc_bytes=50))
     assert kept.column("id").to_pylist() == ["a"]
     assert rejects.column("id").to_pylist() == ["b", "c"]
     assert rejects.column(S.DROP_REASON).to_pylist() == ["missing_text", "oversized"]
@@ -143,7 +143,7 @@ def test_a_50mb_document_is_dropped_without_holding_it(tmp_path):
         f.write(b'{"text": "' + b"a" * (50 << 20) + b'"}\n')
         f.write(b'{"text": "after"}\n')
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kept, rejects = collect(path, ReadOptions(max_doc_bytes=1 << 20))
+    kept, rejects = collect(path, ReadConfig(max_doc_bytes=1 << 20))
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert kept.column("text").to_pylist() == ["before", "after"]
     assert rejects.column(S.DROP_REASON).to_pylist() == ["oversized"]
@@ -423,7 +423,7 @@ def test_fields_that_cannot_fill_their_column_stay_in_meta(tmp_path):
 def test_repeated_input_ids_in_a_shard_are_dropped_naming_the_first(tmp_path):
     rows = [{"id": i, "text": f"t{n}"} for n, i in enumerate(["a", "b", "a", 7, "7", "c", "b"])]
     path = write_shard(str(tmp_path / "d.jsonl"), rows)
-    kept, rejects = collect(path, ReadOptions(batch_rows=2))  # across batches too
+    kept, rejects = collect(path, ReadConfig(batch_rows=2))  # across batches too
     assert kept.column("id").to_pylist() == ["a", "b", "7", "c"]
     assert rejects.column(S.DROP_REASON).to_pylist() == ["duplicate_id"] * 3
     assert rejects.column(S.DROP_DETAIL).to_pylist() == [
@@ -434,7 +434,7 @@ def test_repeated_input_ids_in_a_shard_are_dropped_naming_the_first(tmp_path):
     assert rejects.column("text").to_pylist() == ["t2", "t4", "t6"]  # the whole document is in the audit
 
     pq_path = write_shard(str(tmp_path / "d.parquet"), [{"id": f"p{n % 3}", "text": f"t{n}"} for n in range(8)])
-    kept, rejects = collect(pq_path, ReadOptions(batch_rows=3))
+    kept, rejects = collect(pq_path, ReadConfig(batch_rows=3))
     assert kept.column("id").to_pylist() == ["p0", "p1", "p2"]
     assert rejects.column(S.DROP_DETAIL).to_pylist()[:2] == [
         f"{pq_path} row 3: id 'p0' already used at row 0",

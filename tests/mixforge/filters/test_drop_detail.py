@@ -14,7 +14,7 @@ from mixforge import schema as S
 from mixforge.filters import Evaluation, FilterConfig, GopherQualityConfig, Measure
 from mixforge.runner import run_stage
 from mixforge.runs import StageLayout
-from mixforge.shards import ReadOptions
+from mixforge.shards import ReadConfig
 from mixforge.stages.filter import Filter
 from mixforge.stages.normalize import Normalize
 from tests.helpers import prose, write_shard
@@ -111,7 +111,7 @@ def test_normalize_reader_and_stage_drops_share_the_schema(tmp_path):
     raw.parent.mkdir()
     raw.write_text('{"id": "ok", "text": "Fine text."}\n{not json\n\n{"id": "blank", "text": "   "}\n')
     out = str(tmp_path / "normalize")
-    run_stage(Normalize(), StageLayout(out), [(0, str(raw))], read_options=ReadOptions())
+    run_stage(Normalize(), StageLayout(out), [(0, str(raw))], read_options=ReadConfig())
     rows = {r[S.DROP_REASON]: r for r in removed_rows(out)}
     bad, blank = rows["invalid_json"], rows["empty_text"]
     assert (bad[S.DROP_SHARD], bad[S.DROP_ROW], bad[S.DROP_UNIT], bad[S.DROP_RULE]) == (

@@ -1073,9 +1073,7 @@ def test_rule_set_defined_in_a_test_module_runs_through_the_filter_stage_from_ya
         align_to_schema(pa.table({"id": [str(i) for i in range(len(docs))], "text": docs}), CORE_SCHEMA), shard
     )
     layout = StageLayout(str(tmp_path / "filter"))
-    summary = run_stage(
-        Filter(config.filter), layout, [(0, str(shard))], SerialExecutor(), read_options=config.read_options()
-    )
+    summary = run_stage(Filter(config.filter), layout, [(0, str(shard))], SerialExecutor(), read_options=config.read)
 
     kept, removed = pq.read_table(layout.part(0)), pq.read_table(layout.removed(0))
     assert kept.column("id").to_pylist() == ["0"]
