@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: mixture optimisation (issue #18, "Measured") on a ../shared/corpus-sized pool.
 
-    .venv/bin/python -m benchmarks.bench_optimize --json-out /tmp/optimize.json     # ~20-25 min on 2 busy cores
+    .venv/bin/python -m benchmarks.bench_optimize --json-out /tmp/optimize.json     # ~16 min on 2 busy cores
     .venv/bin/python -m benchmarks.bench_optimize --train-tokens 100000 --swarm 8 --skip-throughput  # quick
     .venv/bin/python -m benchmarks.bench_optimize --reuse --skip-throughput          # re-analyse a finished run
 
