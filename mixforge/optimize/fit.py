@@ -34,10 +34,11 @@ RegressorName = Literal["lightgbm", "loglinear", "logshare"]
 
 class FitOptions(StrictModel):
     regressors: list[RegressorName] = Field(
-        ["lightgbm", "loglinear"],
+        ["lightgbm", "loglinear", "logshare"],
         min_length=1,
-        description="Regressors tried per target; the best by CV is kept. Add `logshare` for a target that mixes "
-        "several groups' kinds of text (loglinear's optimum is always a corner of the space).",
+        description="Regressors tried per target; the best by CV is kept. `logshare` (c + sum a_j -log(w_j + eps)) "
+        "is the one whose optimum can lie inside the space: a target that mixes several groups' text needs it "
+        "(loglinear's optimum is always a corner).",
     )
     folds: int = Field(5, ge=2, description="k of the k-fold cross-validation (at most the number of proxies).")
     seed: int = Field(0, ge=0, description="Seed of the fold split and of LightGBM.")

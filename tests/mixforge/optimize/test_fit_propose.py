@@ -38,7 +38,7 @@ def proposal_error(W: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
 def test_known_answer_fit_ranks_held_out_proxies_and_proposes_the_optimum():
     W, y = swarm(128, seed=0)
     fit = fit_target(W, y, "t")
-    assert set(fit.scores) == {"lightgbm", "loglinear"}
+    assert set(fit.scores) == {"lightgbm", "loglinear", "logshare"}
     assert fit.chosen == max(fit.scores.values(), key=lambda s: s.spearman).regressor
     assert all(s.mae > 0 and -1 <= s.spearman <= 1 for s in fit.scores.values())
     held_out = sample_weights(PRIOR, 64, seed=100)

@@ -145,8 +145,8 @@ def test_a_swarm_end_to_end_in_worker_processes_then_materialised(root):
 
     # Fit, card, targets, vocabulary.
     card = storage.read_json(storage.join(run, "fit", "card.json"))
-    assert card["swarm"] == 9 and card["regressors"] == ["lightgbm", "loglinear"]
-    assert {c["regressor"] for c in card["targets"][0]["cv"]} == {"lightgbm", "loglinear"}
+    assert card["swarm"] == 9 and card["regressors"] == ["lightgbm", "loglinear", "logshare"]
+    assert {c["regressor"] for c in card["targets"][0]["cv"]} == {"lightgbm", "loglinear", "logshare"}
     assert os.path.exists(card["targets"][0]["model"])
     target = S.load_array(storage.join(run, "targets", "held-out.npy"))
     assert len(target) == PROXY["eval_tokens"] + 1 and target.dtype == np.uint32
