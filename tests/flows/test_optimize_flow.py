@@ -1,6 +1,7 @@
-"""The optimize flow as people run it (the `optimize` deployment, `mixforge optimize`): a tiny swarm in
-worker processes with real Prefect, its artifacts (proxies table, report with plots) and the proposal
-materialised as a new mixture version; a spec from the UI with relative paths is refused."""
+"""The optimize flow as people run it (the `optimize` deployment, `mixforge optimize`): a tiny swarm of
+proxies as Ray tasks (a real local Ray) in a real Prefect flow, its artifacts (proxies table, report with
+plots) and the proposal materialised as a new mixture version; a spec from the UI with relative paths
+is refused. Resume after a kill: tests/mixforge/optimize/test_run.py."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from tests.mixforge.optimize.test_run import write_pool, write_search, write_tar
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+@pytest.mark.usefixtures("ray_local")
 def test_optimize_flow_publishes_its_report_and_materializes_the_proposal(tmp_path, monkeypatch):
     from flows.optimize import optimize
 
-    monkeypatch.setenv("MIXFORGE_EXECUTOR", "local")  # a small job: the local process pool, as the CLI picks
+    monkeypatch.delenv("MIXFORGE_EXECUTOR", raising=False)  # the flow's executor: Ray (a cluster's way)
     root = str(tmp_path)
     write_pool(root, {"prose": 120, "code": 60, "numbers": 30})
     write_target(root, "held-out", {"prose": 12, "code": 4})
