@@ -17,7 +17,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -138,7 +138,7 @@ class _Batch:
 
 def _batches(stage: Stage, job: ShardJob, read_options: ReadConfig, storage_options) -> Iterator[_Batch]:
     if stage.batch_rows is not None:
-        read_options = replace(read_options, batch_rows=stage.batch_rows)
+        read_options = read_options.model_copy(update={"batch_rows": stage.batch_rows})
     if stage.reads_raw:
         for raw in read_raw(job.input_uri, read_options, storage_options):
             yield _Batch(raw.docs, raw.rejects, raw.positions, raw.unit)
