@@ -129,15 +129,12 @@ def complete_exports(
     store: str, name: str, version: str, storage_options: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """The manifests of the version's complete exports (a manifest is written last)."""
-    import json
-
     root = storage.join(MixtureLayout(store, name).version_dir(version), "export")
     fs, path = storage.filesystem(root, storage_options)
-    found = []
-    for manifest_path in sorted(fs.glob(posixpath.join(path, "*", "manifest.json"))):
-        with fs.open(manifest_path, "rb") as f:
-            found.append(json.loads(f.read()))
-    return found
+    names = sorted(
+        posixpath.basename(posixpath.dirname(p)) for p in fs.glob(posixpath.join(path, "*", "manifest.json"))
+    )
+    return [storage.read_json(storage.join(root, n, "manifest.json"), storage_options) for n in names]
 
 
 def update_version_card(store: str, name: str, version: str, storage_options: Mapping[str, Any] | None = None) -> str:
