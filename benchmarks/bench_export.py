@@ -332,6 +332,10 @@ def _encode_task(task: tuple[str, str]) -> tuple[int, float, int]:
 # ----------------------------------------------------------------------------- ours
 
 
+# --metadata-template: every export of the run conditions on it (the per-row prefix is the path it measures)
+METADATA_TEMPLATE: str | None = None
+
+
 def export_config(tokenizer: Path, file_tokens: int):
     from mixforge.export.build import ExportConfig
     from mixforge.mixtures.spec import TokenizerSpec
@@ -342,6 +346,7 @@ def export_config(tokenizer: Path, file_tokens: int):
         eos_token=EOS,
         file_tokens=file_tokens,
         seed=0,
+        metadata={"template": METADATA_TEMPLATE} if METADATA_TEMPLATE else None,
     )
 
 
@@ -712,10 +717,18 @@ def main() -> None:
     p.add_argument("--datatrove-python", default=DEFAULT_DT_PYTHON, help="python of a venv with datatrove")
     p.add_argument("--skip-datatrove", action="store_true")
     p.add_argument("--profile", action="store_true", help="cProfile one scatter and one gather call (1x)")
+    p.add_argument(
+        "--metadata-template",
+        default=None,
+        help="metadata conditioning of our export, e.g. '{source} {domain}\\n\\n' (escapes decoded; default off)",
+    )
     p.add_argument("--datatrove-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.datatrove_worker:
         return datatrove_worker_main(args.datatrove_worker)
+    global METADATA_TEMPLATE
+    if args.metadata_template:
+        METADATA_TEMPLATE = args.metadata_template.encode().decode("unicode_escape")
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -939,6 +952,7 @@ def main() -> None:
             "file_tokens": args.file_tokens,
             "mix_file_tokens": args.mix_file_tokens,
             "vocab": args.vocab,
+            "metadata_template": METADATA_TEMPLATE,
         },
         corpus=corpus,
         goals=goals,
