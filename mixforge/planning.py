@@ -158,6 +158,16 @@ def _check_models(config: CurateConfig, stages: Sequence[str], storage_options) 
         raise ConfigError(f"classify.embedding_clusters.model: {clusters.model!r} is not a local model directory")
 
 
+def _check_benchmarks(config: CurateConfig, stages: Sequence[str], storage_options) -> None:
+    """The decontaminate stage's benchmark files must exist, be readable and have the configured fields."""
+    if "decontaminate" not in stages:
+        return
+    from mixforge.decontam.index import check_benchmarks
+    from mixforge.stages.registry import extra_settings
+
+    check_benchmarks(extra_settings(config, "decontaminate"), storage_options)
+
+
 def is_contract_shard(uri: str, storage_options) -> bool:
     """A Parquet shard with the contract's core columns (a stage's output) needs no normalize."""
     if not uri.lower().endswith(".parquet"):
@@ -218,6 +228,7 @@ def plan_curate(
         stages = ("normalize", *stages)
     config = config.model_copy(update={"stages": stages})
     _check_models(config, stages, options)
+    _check_benchmarks(config, stages, options)
     run, exists = _check_run_free(output, shards, config.run_fingerprint(), run_id, options)
     return RunPlan(run, list(enumerate(s.uri for s in shards)), stages, exists, config, info, inputs, tuple(shards))
 

@@ -32,11 +32,12 @@ import orjson
 import pyarrow as pa
 
 from mixforge import storage
+from mixforge.config_errors import ConfigError
 from mixforge.decontam.config import DecontamConfig
 from mixforge.decontam.ngrams import NORMALIZATION, hash_ngram_texts, ngram_table, normalized_word_lists
 from mixforge.executor import Call, Executor
 from mixforge.runs import sha256_json
-from mixforge.shards import _open_shard, read_parquet, shard_format
+from mixforge.shards import _open_shard, parquet_file, read_parquet, shard_format
 
 log = logging.getLogger("mixforge")
 
@@ -85,15 +86,71 @@ def _sha256(uri: str, storage_options: Mapping[str, Any] | None) -> str:
     return digest.hexdigest()
 
 
+def benchmark_files(config: DecontamConfig, storage_options: Mapping[str, Any] | None = None) -> list[tuple[int, str]]:
+    """(position of its set, URI) of every benchmark file; FileNotFoundError naming a set that has none."""
+    files = []
+    for b, bench in enumerate(config.benchmarks):
+        try:
+            found = storage.discover_inputs(bench.uri, storage_options)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"benchmark {bench.name!r}: {e.args[0] if e.args else e}") from None
+        if not found.shards:
+            skipped = "".join(f"; skipped {s['uri']} ({s['reason']})" for s in found.skipped[:3])
+            raise FileNotFoundError(
+                f"benchmark {bench.name!r}: no Parquet or JSONL file (.parquet, .jsonl, .jsonl.gz, .jsonl.zst) "
+                f"at {bench.uri!r}{skipped}"
+            )
+        files += [(b, s.uri) for s in found.shards]
+    return files
+
+
+def check_benchmarks(config: DecontamConfig, storage_options: Mapping[str, Any] | None = None) -> None:
+    """The pre-flight of the stage (before Prefect or Ray start; reads footers and first lines only): every
+    benchmark has a file, each file can be read and has the configured fields (a Parquet file's columns, a
+    JSONL file's first row). ConfigError naming the benchmark, the file and what is wrong."""
+    try:
+        files = benchmark_files(config, storage_options)
+    except (FileNotFoundError, PermissionError) as e:
+        raise ConfigError(f"extra_stages.decontaminate.benchmarks: {e}") from None
+    for b, uri in files:
+        bench = config.benchmarks[b]
+        where = f"extra_stages.decontaminate.benchmarks[{b}] ({bench.name!r}): {uri}"
+        try:
+            fields = _first_fields(uri, storage_options)
+        except Exception as e:  # noqa: BLE001 - any read failure is a file to fix, said before any work
+            raise ConfigError(f"{where} cannot be read ({type(e).__name__}: {e})") from None
+        if fields is None:
+            raise ConfigError(f"{where} holds no rows")
+        missing = [f for f in bench.fields if f not in fields]
+        if missing:
+            raise ConfigError(
+                f"{where} has no field {', '.join(map(repr, missing))} (fields: {', '.join(sorted(fields)[:20])}); "
+                "set the benchmark's fields"
+            )
+
+
+def _first_fields(uri: str, storage_options: Mapping[str, Any] | None) -> set[str] | None:
+    """A Parquet file's columns (from its footer) or the fields of a JSONL file's first row (None: no row)."""
+    if shard_format(uri) == "parquet":
+        with parquet_file(uri, storage_options) as pf:
+            return set(pf.schema_arrow.names)
+    with _open_shard(uri, storage_options) as f:
+        for line in f:
+            if line.strip():
+                row = orjson.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"line 1 is a JSON {type(row).__name__}, not an object")
+                return set(row)
+    return None
+
+
 def plan_index(config: DecontamConfig, store: str, storage_options: Mapping[str, Any] | None = None) -> IndexPlan:
     """Where the index of `config`'s benchmarks is: its files found and hashed (read once by the driver:
     benchmark sets are small), its key computed. FileNotFoundError naming a set that has no file."""
-    files = []
-    for b, bench in enumerate(config.benchmarks):
-        found = storage.discover_inputs(bench.uri, storage_options).shards
-        if not found:
-            raise FileNotFoundError(f"benchmark {bench.name!r}: no Parquet or JSONL file at {bench.uri!r}")
-        files += [BenchmarkFile(b, s.uri, bench.fields, _sha256(s.uri, storage_options)) for s in found]
+    files = [
+        BenchmarkFile(b, uri, config.benchmarks[b].fields, _sha256(uri, storage_options))
+        for b, uri in benchmark_files(config, storage_options)
+    ]
     settings = {
         "format": FORMAT,
         "normalization": NORMALIZATION,
