@@ -11,7 +11,7 @@ from flows.export import EXPORT_EXAMPLE
 from flows.export import export as export_flow
 from flows.parameters import StoreUri
 from mixforge.config import RayConfig
-from mixforge.export.build import ExportConfig
+from mixforge.export.build import ExportConfig, check_export_settings
 from mixforge.mixtures.spec import MixSpec
 from mixforge.mixtures.takedown import takedown_figures
 from mixforge.mixtures.versions import now
@@ -59,6 +59,8 @@ def mix(
     started = now()
     for warning in check_spec(spec):  # unknown columns, impossible values, empty groups: before any work
         logger.warning(warning)
+    if export is not None:
+        check_export_settings(export, spec)  # format, tokenizer, phases, template: no version built for a bad one
     spec = standing_takedowns(spec)
     shards = resolve_pool(spec)
     sidecars = count_tokens(spec, shards)

@@ -249,7 +249,11 @@ def preflight_mix(args: argparse.Namespace):
     spec = load_spec(args.spec)
     for warning in check_spec(spec, origin=args.spec):
         print(f"mixforge: warning: {warning}", file=sys.stderr)
-    export_option(getattr(args, "export", None))  # a bad --export fails here, before the mixture is built
+    export = export_option(getattr(args, "export", None))  # a bad --export fails here, before the mixture is built
+    if export is not None:
+        from mixforge.export.build import check_export_settings
+
+        check_export_settings(export, spec)  # its tokenizer loads, its phases are the spec's
     return spec
 
 

@@ -30,7 +30,7 @@ from mixforge.config_errors import ConfigError
 from mixforge.executor import Executor, SerialExecutor
 from mixforge.export import shuffle as X
 from mixforge.export.formats import FORMATS, ExportFormat, get_format
-from mixforge.mixtures.spec import TokenizerSpec
+from mixforge.mixtures.spec import MixSpec, TokenizerSpec
 from mixforge.mixtures.versions import MixtureLayout, now, read_manifest, spec_changes
 from mixforge.mixtures.write import MAX_BUCKETS, files_per_bucket, remove_scratch
 from mixforge.names import name_field
@@ -41,7 +41,15 @@ from mixforge.tokenizer import LoadedTokenizer
 
 log = logging.getLogger("mixforge")
 
-__all__ = ["MetadataConditioning", "ExportConfig", "ExportPlan", "export_dir", "check_export", "run_export"]
+__all__ = [
+    "MetadataConditioning",
+    "ExportConfig",
+    "ExportPlan",
+    "export_dir",
+    "check_export",
+    "check_export_settings",
+    "run_export",
+]
 
 EXPORT_FORMAT = "mixforge.export/1"
 Progress = Callable[[str, int, int], None]  # (step, units done, units in all), after each unit
@@ -158,11 +166,48 @@ def _load_tokenizer(config: ExportConfig, storage_options) -> LoadedTokenizer:
     return tok
 
 
-def _check_template(template: str, mixture: dict[str, Any], storage_options) -> None:
+def _check_settings(
+    config: ExportConfig, phase_names: list[str], what: str, storage_options
+) -> tuple[ExportFormat, LoadedTokenizer]:
+    """The settings that need no data: the format is known, the tokenizer (resolved) loads with its EOS/BOS,
+    the named phases are `what`'s, the metadata template parses."""
+    if config.format not in FORMATS:
+        raise ConfigError(f"unknown export format {config.format!r} (formats: {', '.join(sorted(FORMATS))})")
+    fmt = get_format(config.format)
+    tok = _load_tokenizer(config, storage_options)
+    for setting, wanted in (
+        ("phases", config.phases),
+        ("metadata.phases", config.metadata.phases if config.metadata else None),
+    ):
+        unknown = [p for p in wanted or [] if p not in phase_names]
+        if unknown:
+            raise ConfigError(
+                f"{setting}: {what} has no phase {', '.join(map(repr, unknown))} (phases: {', '.join(phase_names)})"
+            )
+    if config.metadata is not None:
+        _template_fields(config.metadata.template)
+    return fmt, tok
+
+
+def check_export_settings(config: ExportConfig, spec: MixSpec) -> LoadedTokenizer:
+    """`mix` with an export, before the version is built: everything about the export that the version's data
+    is not needed for (`_check_settings`, the tokenizer the spec's when the export names none), so a bad
+    setting fails with no new version. What needs the rows (template fields) is checked by `check_export`."""
+    if config.tokenizer is None:
+        config = config.model_copy(update={"tokenizer": spec.tokenizer})
+    phases = [p.name for p in spec.effective_phases()]
+    return _check_settings(config, phases, f"mixture spec {spec.name!r}", spec.storage_options)[1]
+
+
+def _template_fields(template: str) -> list[str]:
     try:
-        fields = X.template_fields(template)
+        return X.template_fields(template)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_template(template: str, mixture: dict[str, Any], storage_options) -> None:
+    fields = _template_fields(template)
     with parquet_file(mixture["files"][0]["uri"], storage_options) as pf:
         columns = set(pf.schema_arrow.names)
     missing = [f for f in fields if f not in columns and not (f == X.DOMAIN and "url" in columns)]
@@ -208,21 +253,7 @@ def check_export(
     mixture = read_manifest(store, name, version, storage_options)  # VersionNotFound names the versions
     version = mixture["version"]
     config = _resolved(config, mixture)
-    if config.format not in FORMATS:
-        raise ConfigError(f"unknown export format {config.format!r} (formats: {', '.join(sorted(FORMATS))})")
-    fmt = get_format(config.format)
-    tok = _load_tokenizer(config, storage_options)
-    phase_names = [p["name"] for p in mixture["phases"]]
-    for setting, wanted in (
-        ("phases", config.phases),
-        ("metadata.phases", config.metadata.phases if config.metadata else None),
-    ):
-        unknown = [p for p in wanted or [] if p not in phase_names]
-        if unknown:
-            raise ConfigError(
-                f"{setting}: {name} {version} has no phase {', '.join(map(repr, unknown))} "
-                f"(phases: {', '.join(phase_names)})"
-            )
+    fmt, tok = _check_settings(config, [p["name"] for p in mixture["phases"]], f"{name} {version}", storage_options)
     if config.metadata is not None and mixture["files"]:
         _check_template(config.metadata.template, mixture, storage_options)
     plan = ExportPlan(

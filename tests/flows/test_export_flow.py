@@ -63,3 +63,35 @@ def test_mix_with_export_then_a_second_export_with_metadata(tmp_path, local_pool
     assert card.count("## Training-ready exports") == 1
     assert f"`{exported['key']}`" in card and f"`{second['key']}`" in card
     assert "metadata conditioning" in card
+
+
+def test_mix_with_a_tokenizer_that_does_not_load_builds_no_version(tmp_path, local_pool, capsys):
+    """`mix --export FILE` and the `mix` flow with an export: the export's settings (tokenizer loadable, phases,
+    template) are checked before the version is built, so a bad one leaves no new version in the store."""
+    import yaml
+
+    from flows.mix import mix
+    from mixforge import cli
+    from mixforge.config_errors import ConfigError
+    from mixforge.mixtures.spec import TokenizerSpec
+
+    pool = write_pool(str(tmp_path), shards=1, per_shard=60)
+    spec = make_spec(pool, str(tmp_path / "store"), name="no-tokenizer", budget_tokens=2_000)
+    missing = str(tmp_path / "nowhere" / "tokenizer.json")
+    bad = ExportConfig(tokenizer=TokenizerSpec(kind="huggingface", name=missing))
+    versions = tmp_path / "store" / "mixtures" / "no-tokenizer"
+
+    with pytest.raises(ConfigError, match=f"tokenizer huggingface '{missing}' cannot be loaded: .*not found"):
+        mix(spec=spec, export=bad)
+    assert not versions.exists()  # nothing drawn, written or committed
+
+    spec_file, export_file = tmp_path / "mix.yaml", tmp_path / "export.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True)))
+    export_file.write_text(yaml.safe_dump(bad.model_dump(mode="json", exclude_unset=True)))
+    assert cli.main(["mix", str(spec_file), "--export", str(export_file), "-q"]) == 2  # the CLI's pre-flight
+    assert f"tokenizer huggingface '{missing}' cannot be loaded" in capsys.readouterr().err
+    assert not versions.exists()
+
+    with pytest.raises(ConfigError, match=r"metadata\.phases: mixture spec 'no-tokenizer' has no phase 'anneal'"):
+        mix(spec=spec, export=ExportConfig(metadata={"template": "{source}: ", "phases": ["anneal"]}))
+    assert not versions.exists()
