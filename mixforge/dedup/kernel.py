@@ -10,8 +10,9 @@ never copied, lowercased or split into Arrow arrays.
 The definitions are those of `hashing` (hash_strings, normalize_text, exact_hashes) and `minhash`
 (MinHasher.signatures), for every config; tests compare the two bit for bit, so the signatures and
 exact hashes stored in dedup indexes stay valid. Lowercasing, Unicode whitespace, punctuation
-(RE2's \\p{P}) and decimal digits (\\p{Nd}) are per-codepoint tables read off Arrow itself once per
-process (`char_tables`), so they agree with the Arrow kernels the definitions are written with.
+(RE2's \\p{P}) and decimal digits (\\p{Nd}) are per-codepoint tables read off Arrow itself
+(`chartables.char_tables`, cached on disk beside the compiled code), so they agree with the Arrow kernels
+the definitions are written with.
 
 Compiled code is cached on disk (numba `cache=True`: next to this file, or in the user's cache
 directory when that is read-only), so a worker process loads it instead of compiling it again.
@@ -19,18 +20,15 @@ directory when that is read-only), so a worker process loads it instead of compi
 
 from __future__ import annotations
 
-import functools
-
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from mixforge.dedup.chartables import DIGIT, PUNCT, WS, char_tables
 from mixforge.dedup.config import ExactConfig
 from mixforge.dedup.hashing import BASE, LEN_K, MASK64, NULL_HASH, P, _string_buffers
 from mixforge.dedup.minhash import _CHAR_SALT, _NGRAM_K, _WORD_SALT, MinHasher
 
-WS, PUNCT, DIGIT = 1, 2, 4  # bits of `char_tables` flags
 _STRATEGY = {"none": 0, "char": 1, "smaller_n": 2}
 
 _u64 = np.uint64
@@ -38,35 +36,6 @@ _P, _LEN_K, _BASE, _NULL, _MASK = _u64(P), _u64(LEN_K), _u64(BASE), _u64(NULL_HA
 _WSALT, _CSALT, _ONE, _SPACE = _u64(_WORD_SALT), _u64(_CHAR_SALT), _u64(1), _u64(32)
 _M1, _M2, _S30, _S27, _S31 = _u64(0xBF58476D1CE4E5B9), _u64(0x94D049BB133111EB), _u64(30), _u64(27), _u64(31)
 _K = np.array([x | 1 for x in _NGRAM_K], np.uint64)
-
-
-@functools.cache
-def char_tables() -> tuple[np.ndarray, np.ndarray]:
-    """lower[cp]: Arrow's utf8_lower (one codepoint to one); flags[cp]: WS (Arrow's Unicode whitespace),
-    PUNCT (RE2 \\p{P}), DIGIT (RE2 \\p{Nd}); for every codepoint but surrogates."""
-    cps = np.concatenate([np.arange(0xD800), np.arange(0xE000, 0x110000)]).astype(np.int64)
-    text = cps.astype("<u4").tobytes().decode("utf-32-le")
-    whole = pa.array([text], pa.large_string())  # every codepoint once, in one string
-
-    def each(out: pa.Array) -> np.ndarray:  # the codepoints of a one-string result
-        got = np.frombuffer(out[0].as_py().encode("utf-32-le"), np.uint32).astype(np.int64)
-        if len(got) != len(cps):
-            raise RuntimeError("this Arrow maps some codepoint to several; the compiled kernel assumes one")
-        return got
-
-    lower = np.arange(0x110000, dtype=np.int32)
-    lower[cps] = each(pc.utf8_lower(whole))
-    flags = np.zeros(0x110000, np.uint8)
-    for bit, pattern in ((PUNCT, r"\p{P}"), (DIGIT, r"\p{Nd}")):
-        flags[cps[(each(pc.replace_substring_regex(whole, pattern, "\x00")) == 0) & (cps != 0)]] |= bit
-    # whitespace: Arrow's own predicate (utf8_trim_whitespace), one string per codepoint
-    lengths = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
-    off = np.zeros(len(cps) + 1, np.int64)
-    np.cumsum(lengths, out=off[1:])
-    single = pa.Array.from_buffers(pa.large_string(), len(cps), [None, pa.py_buffer(off), pa.py_buffer(text.encode())])
-    trimmed = pc.utf8_length(pc.utf8_trim_whitespace(single)).to_numpy(zero_copy_only=False)
-    flags[cps[trimmed == 0]] |= WS
-    return lower, flags
 
 
 @numba.njit(inline="always")
