@@ -135,6 +135,7 @@ def template_fields(template: str) -> list[str]:
 
 
 def url_hosts(urls: Sequence[str | None]) -> list[str]:
+    """Each URL's host as `urlsplit(url).hostname` gives it ("" for none, a null or a malformed URL)."""
     out = []
     for url in urls:
         try:
@@ -144,10 +145,70 @@ def url_hosts(urls: Sequence[str | None]) -> list[str]:
     return out
 
 
+# The URLs whose host urlsplit takes as it is (lowercased): scheme://host[:port][/?#rest], printable ASCII, no
+# userinfo, brackets or escapes in the host. Every other URL goes through url_hosts itself.
+_PLAIN_URL = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?P<host>[A-Za-z0-9.\-]*)(?::[0-9]*)?(?:[/?#][!-~]*)?$"
+
+
+def url_host_array(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`url_hosts` over an Arrow column: plain URLs by one regex pass, the rest (nulls, userinfo, IPv6,
+    non-ASCII, malformed) by `url_hosts`."""
+    urls = pc.cast(urls, pa.large_string())
+    if isinstance(urls, pa.ChunkedArray):
+        urls = urls.combine_chunks()
+    hosts = pc.utf8_lower(pc.struct_field(pc.extract_regex(urls, _PLAIN_URL), [0]))
+    other = pc.is_null(hosts)
+    rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
+    if len(rows):
+        hosts = pc.replace_with_mask(hosts, other, pa.array(url_hosts(urls.take(rows).to_pylist()), pa.large_string()))
+    return hosts
+
+
+def _plain_fields(template: str) -> list[tuple[str, str | None]] | None:
+    """The template as (literal, field or None) pairs when every field is a bare name (`{source}`); None when
+    one has a conversion, a format spec, an attribute or an index (those are rendered row by row)."""
+    pieces = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        if name is not None and (spec or conversion or not name.isidentifier()):
+            return None
+        pieces.append((literal, name))
+    return pieces
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.Array | None:
+    """A string or integer column as the text str() gives each value, nulls as ""; None for other types."""
+    t = column.type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
+        if not pa.types.is_integer(t):
+            return None
+    return pc.fill_null(pc.cast(column, pa.large_string()), "").combine_chunks()
+
+
 def render_prefixes(template: str, table: pa.Table) -> list[str]:
     """The template filled in for each row: its fields from the row's columns (null: empty), `domain`
-    from its URL."""
+    from its URL; as `template.format_map(row)` gives it, done by column (Arrow) for bare `{name}` fields
+    over string and integer columns, row by row otherwise."""
     fields = template_fields(template)
+    values = {f: url_host_array(table.column(S.URL)) if f == DOMAIN else _as_text(table.column(f)) for f in fields}
+    pieces = _plain_fields(template)
+    if pieces is None or any(v is None for v in values.values()):
+        return _render_rows(template, table, fields)
+    parts = []
+    for literal, name in pieces:
+        if literal:
+            parts.append(pa.scalar(literal, pa.large_string()))
+        if name is not None:
+            parts.append(values[name])
+    if not parts:
+        return [""] * table.num_rows
+    if not any(isinstance(p, pa.Array) for p in parts):  # no field: the template is its text
+        return [template.format_map({})] * table.num_rows
+    return pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string())).to_pylist()
+
+
+def _render_rows(template: str, table: pa.Table, fields: list[str]) -> list[str]:
     values = {
         f: (url_hosts(table.column(S.URL).to_pylist()) if f == DOMAIN else table.column(f).to_pylist()) for f in fields
     }
@@ -298,15 +359,19 @@ class GatherJob:
     run_ids: tuple[str | None, ...]  # of the mixture manifest's pool shards, by index
 
 
-def _group_figures(groups: Sequence[str | None], n_tokens: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
-    """Tokens and documents per mix group, sorted by group name."""
-    tokens: dict[str, int] = {}
-    docs: dict[str, int] = {}
-    for g, t in zip(groups, n_tokens.tolist()):
-        g = g or ""
-        tokens[g] = tokens.get(g, 0) + t
-        docs[g] = docs.get(g, 0) + 1
-    return dict(sorted(tokens.items())), dict(sorted(docs.items()))
+def _group_figures(groups: pa.ChunkedArray | pa.Array, n_tokens: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
+    """Tokens and documents per mix group (null: ""), sorted by group name."""
+    figures = (
+        pa.table({"g": pc.fill_null(groups, ""), "t": pa.array(n_tokens, pa.int64())})
+        .group_by("g")
+        .aggregate([("t", "sum"), ("t", "count")])
+        .to_pydict()
+    )
+    order = sorted(range(len(figures["g"])), key=figures["g"].__getitem__)  # per group, not per document
+    return (
+        {figures["g"][i]: figures["t_sum"][i] for i in order},
+        {figures["g"][i]: figures["t_count"][i] for i in order},
+    )
 
 
 def write_part(
@@ -327,7 +392,7 @@ def write_part(
     written = fmt.write(target.stem, tokens.astype(fmt.dtype(vocab_size), copy=False), lengths, storage_options)
     data = parquet_bytes(sidecar, compression=SIDECAR_COMPRESSION)
     storage.write_bytes(target.lineage, data, storage_options)
-    group_tokens, group_docs = _group_figures(sidecar.column(S.MIX_GROUP).to_pylist(), lengths)
+    group_tokens, group_docs = _group_figures(sidecar.column(S.MIX_GROUP), lengths)
     entry = {
         "phase": target.phase,
         "part": target.part,
@@ -388,14 +453,14 @@ def gather(job: GatherJob, storage_options: Mapping[str, Any] | None = None) -> 
         flat = table.column(TOKENS).combine_chunks()
         lengths = pc.list_value_length(flat).to_numpy(zero_copy_only=False).astype(np.int64)
         tokens = flat.flatten().to_numpy(zero_copy_only=False) if len(flat) else np.zeros(0, np.uint32)
-        shard = table.column(S.POOL_SHARD).to_pylist()
-        run_ids = [None if s is None else job.run_ids[s] for s in shard]
+        # each row's run id by its pool shard (null: null), one take over the manifest's list
+        run_ids = pa.array(job.run_ids, pa.string()).take(table.column(S.POOL_SHARD).combine_chunks())
         sidecar = sidecar_table(table, lengths, run_ids)
         out.append(write_part(t, job.format, job.vocab_size, tokens, sidecar, storage_options))
     return sorted(out, key=lambda e: e["part"])
 
 
-def sidecar_table(table: pa.Table, lengths: np.ndarray, run_ids: Sequence[str | None]) -> pa.Table:
+def sidecar_table(table: pa.Table, lengths: np.ndarray, run_ids: pa.Array) -> pa.Table:
     starts = np.zeros(len(lengths), np.int64)
     if len(lengths):
         np.cumsum(lengths[:-1], out=starts[1:])
@@ -410,7 +475,7 @@ def sidecar_table(table: pa.Table, lengths: np.ndarray, run_ids: Sequence[str | 
             table.column(S.POOL_SHARD),
             table.column(S.POOL_ROW),
             table.column(S.POOL_COPY),
-            pa.array(run_ids, pa.string()),
+            run_ids,
             table.column(KEY),
         ],
         schema=SIDECAR_SCHEMA,
