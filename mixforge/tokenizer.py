@@ -66,6 +66,8 @@ class LoadedTokenizer:
         encoded = self._encoder.encode(list(texts))
         offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum(np.fromiter(map(len, encoded), np.int64, count=len(encoded)), out=offsets[1:])
+        # the encoders give Python lists: one fromiter over them all measured fastest (pa.array of the lists 6x,
+        # an array per document concatenated 2x slower), and tiktoken's encode_to_numpy saved under 10 %
         ids = np.fromiter(itertools.chain.from_iterable(encoded), np.uint32, count=int(offsets[-1]))
         return ids, offsets
 
