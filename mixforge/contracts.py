@@ -1100,6 +1100,7 @@ class OptimizeRound(Contract):
     proxies: int
     proposal: dict[str, float]
     predicted: float
+    temperatures: dict[str, float] = optional("QuaDMix: the round's proposed quality-sampling temperatures")
 
 
 class OptimizeCV(Contract):
@@ -1127,7 +1128,10 @@ class OptimizeProposal(Contract):
     method: str
     weights: dict[str, float]
     predicted: float = Field(description="the weighted objective the regressors predict at the weights")
-    alternatives: dict[str, dict[str, Any]] = Field(description="method -> {weights, predicted}")
+    temperatures: dict[str, float] = optional(
+        "QuaDMix (quality_temperature searched): group -> the proposed quality-sampling temperature"
+    )
+    alternatives: dict[str, dict[str, Any]] = Field(description="method -> {weights, predicted[, temperatures]}")
     spec: str = Field(description="proposal.yaml: the mixture spec with these weights (mix --spec)")
 
 
@@ -1137,12 +1141,21 @@ class OptimizeVerified(Contract):
     losses: dict[str, float]
     objective: float = Field(description="the target-weighted loss the proxy reached")
     predicted: float
+    temperatures: dict[str, float] = optional("QuaDMix: the quality-sampling temperatures of its sample")
 
 
 class OptimizeBest(Contract):
     id: str
     weights: dict[str, float]
     objective: float
+    temperatures: dict[str, float] = optional("QuaDMix: the quality-sampling temperatures of its sample")
+
+
+class OptimizeTemperatures(Contract):
+    groups: list[str] = Field(description="groups whose quality-sampling temperature was searched")
+    min: float
+    max: float
+    own: dict[str, float] = Field(description="the mixture spec's own temperatures (the prior and uniform proxies')")
 
 
 class OptimizationManifest(Contract):
@@ -1173,6 +1186,7 @@ class OptimizationManifest(Contract):
     code_version: str
     timestamps: ManifestTimestamps
     seconds: float
+    quality_temperature: OptimizeTemperatures = optional("QuaDMix: the temperatures searched (absent: none)")
 
 
 class OptimizeSummaryFit(Contract):
@@ -1190,6 +1204,7 @@ class OptimizeSummary(Contract):
     uri: str
     manifest: str
     proposal: dict[str, float] = Field(description="the proposed share of each searched group")
+    temperatures: dict[str, float] = optional("QuaDMix: the proposed quality-sampling temperature of each group")
     predicted: float
     spec: str = Field(description="proposal.yaml")
     proxies: int

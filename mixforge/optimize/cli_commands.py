@@ -17,6 +17,8 @@ def print_optimize(summary: dict, as_json: bool) -> None:
     print(f"  {'group':<20} {'proposed':>9}")
     for group, share in summary["proposal"].items():
         print(f"  {group:<20} {share:>9.2%}")
+    for group, temperature in (summary.get("temperatures") or {}).items():
+        print(f"  {group:<20} temperature {temperature:.3g} (searched)")
     print(f"  predicted objective: {summary['predicted']:.4f}")
     for fit in summary["fit"]:
         rho = "n/a" if fit["spearman"] is None else f"{fit['spearman']:.3f}"
@@ -29,6 +31,22 @@ def print_optimize(summary: dict, as_json: bool) -> None:
         from mixforge.mixtures.cli_commands import print_mix
 
         print_mix(summary["materialized"], as_json=False)
+
+
+def with_targets_checked(
+    preflight_optimize: Callable[[argparse.Namespace], Any],
+) -> Callable[[argparse.Namespace], Any]:
+    """The CLI's pre-flight of a search spec, then its targets' files (`search.check_targets`), all before
+    Prefect or Ray start."""
+
+    def preflight(args: argparse.Namespace) -> Any:
+        from mixforge.optimize.search import check_targets
+
+        search = preflight_optimize(args)
+        check_targets(search, origin=args.spec)
+        return search
+
+    return preflight
 
 
 def register(
@@ -48,7 +66,8 @@ def register(
             "on it and scores it on the targets; fits regressors from weights to target loss (LightGBM as "
             "RegMix, a log-linear law as olmix; chosen by cross-validation) and proposes the weights with the "
             "best predicted loss (RegMix's sample-and-average, or a constrained optimisation), with optional "
-            "CLIMB rounds around the proposal and a verification proxy. Everything lands under "
+            "CLIMB rounds around the proposal and a verification proxy; with `quality_temperature:` the "
+            "quality-sampled groups' sampling temperatures are searched too (QuaDMix). Everything lands under "
             "STORE/optimize/<name>/<run>/ (proxies table, regressors, proposal.yaml, report); a rerun resumes "
             "with its finished proxies kept. --materialize builds the proposal as a new mixture version whose "
             "manifest and data card link the run.",
@@ -66,4 +85,4 @@ def register(
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_optimize, printer=print_optimize, preflight=preflight_optimize)
+    p.set_defaults(func=cmd_optimize, printer=print_optimize, preflight=with_targets_checked(preflight_optimize))

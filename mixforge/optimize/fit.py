@@ -13,6 +13,13 @@
   BiMix's per-domain power law). Its optimum is inside the simplex, at w_j + eps proportional to
   a_j where the bounds allow: the regressor for mixed targets, whose optimum `loglinear` cannot express.
 
+QuaDMix (a search of quality-sampling temperatures too): X holds the G weights, then one column per
+searched temperature, its log (z = log T). LightGBM splits on them as on any feature; loglinear takes
+them inside its exponent (t . [w, z]); logshare adds them as free-sign linear terms, loss = c + sum_j
+a_j -log(w_j + eps) + sum_k b_k z_k, so its optimum in each temperature is one of its bounds (a
+monotone effect: favour high scores or not), which is the simple law; LightGBM is there for the rest.
+`n_weights` (default: every column) says where the weights end.
+
 `fit_target` scores every regressor on the same folds by pooled out-of-fold predictions
 (Spearman, the ranking that choosing a mixture needs; MAE beside it), keeps the best by Spearman
 (ties: lower MAE) and refits it on every proxy.
@@ -136,46 +143,59 @@ class LogLinearRegressor:
 
 
 class LogShareRegressor:
-    """loss = c + sum_j a_j x -log(w_j + eps), a >= 0."""
+    """loss = c + sum_j a_j x -log(w_j + eps) + sum_k b_k x_k, a >= 0: the first `n_weights` columns are
+    weights, any after them (log-temperatures) enter linearly with a free sign."""
 
     name = "logshare"
     smooth = True
     EPSILONS = (1e-3, 1e-2, 3e-2, 1e-1)  # the floor of a share: how hard a group's absence is penalised
 
-    def __init__(self) -> None:
-        self.c, self.a, self.eps = 0.0, np.zeros(0), self.EPSILONS[0]
+    def __init__(self, n_weights: int | None = None) -> None:
+        self.n_weights = n_weights
+        self.c, self.a, self.b, self.eps = 0.0, np.zeros(0), np.zeros(0), self.EPSILONS[0]
+
+    def _split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = X.shape[1] if self.n_weights is None else self.n_weights
+        return X[:, :g], X[:, g:]
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LogShareRegressor:
         from scipy.optimize import nnls
 
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        W, E = self._split(X)
         ones = np.ones((len(y), 1))
         best = None
         for eps in self.EPSILONS:
-            # c = c+ - c-, both >= 0, so that NNLS leaves the offset free and only a non-negative
-            A = np.hstack([ones, -ones, -np.log(X + eps)])
+            # c = c+ - c- (and b likewise), all >= 0, so that NNLS leaves them free and only a non-negative
+            A = np.hstack([ones, -ones, -np.log(W + eps), E, -E])
             coef, residual = nnls(A, y, maxiter=50 * A.shape[1])
             if best is None or residual < best[0]:
                 best = (residual, eps, coef)
         _, self.eps, coef = best
-        self.c, self.a = float(coef[0] - coef[1]), coef[2:]
+        g, k = W.shape[1], E.shape[1]
+        self.c, self.a = float(coef[0] - coef[1]), coef[2 : 2 + g]
+        self.b = coef[2 + g : 2 + g + k] - coef[2 + g + k :]
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        return self.c - np.log(X + self.eps) @ self.a
+        W, E = self._split(np.atleast_2d(np.asarray(X, dtype=np.float64)))
+        return self.c - np.log(W + self.eps) @ self.a + E @ self.b
 
     def state(self) -> dict[str, Any]:
-        return {"kind": self.name, "c": self.c, "a": self.a.tolist(), "eps": self.eps}
+        state = {"kind": self.name, "c": self.c, "a": self.a.tolist(), "eps": self.eps}
+        if len(self.b):
+            state["b"] = self.b.tolist()  # per log-temperature column
+        return state
 
 
-def make_regressor(name: RegressorName, seed: int = 0) -> Regressor:
+def make_regressor(name: RegressorName, seed: int = 0, n_weights: int | None = None) -> Regressor:
+    """`n_weights`: how many of X's columns are weights (the rest: log-temperatures); None: all."""
     if name == "lightgbm":
         return LightGBMRegressor(seed)
     if name == "loglinear":
         return LogLinearRegressor()
     if name == "logshare":
-        return LogShareRegressor()
+        return LogShareRegressor(n_weights)
     raise ValueError(f"unknown regressor {name!r} (lightgbm, loglinear or logshare)")
 
 
@@ -231,34 +251,46 @@ def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, name: RegressorName, folds: int, seed: int = 0) -> CVScore:
+def cross_validate(
+    X: np.ndarray, y: np.ndarray, name: RegressorName, folds: int, seed: int = 0, n_weights: int | None = None
+) -> CVScore:
     ids = fold_ids(len(y), folds, seed)
     oof = np.empty(len(y))
     for f in np.unique(ids):
         test = ids == f
-        oof[test] = make_regressor(name, seed).fit(X[~test], y[~test]).predict(X[test])
+        oof[test] = make_regressor(name, seed, n_weights).fit(X[~test], y[~test]).predict(X[test])
     return CVScore(name, spearman(oof, y), float(np.mean(np.abs(oof - y))), oof)
 
 
-def fit_target(X: np.ndarray, y: np.ndarray, target: str = "target", options: FitOptions = FitOptions()) -> TargetFit:
-    """Cross-validate each of options.regressors on the proxies' weights X (n, G) and losses y (n,),
-    keep the best by Spearman (ties, or no ranking at all: lower MAE) and refit it on all of them."""
+def fit_target(
+    X: np.ndarray,
+    y: np.ndarray,
+    target: str = "target",
+    options: FitOptions = FitOptions(),
+    n_weights: int | None = None,
+) -> TargetFit:
+    """Cross-validate each of options.regressors on the proxies' weights X (n, G) (then their log-temperatures,
+    if any: `n_weights` = G) and losses y (n,), keep the best by Spearman (ties, or no ranking at all: lower
+    MAE) and refit it on all of them."""
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"X must be (n, groups) and y (n,), got {X.shape} and {y.shape}")
     if len(y) < 3:
         raise ValueError(f"fitting needs at least 3 proxies, got {len(y)}")
-    scores = {name: cross_validate(X, y, name, options.folds, options.seed) for name in options.regressors}
+    scores = {name: cross_validate(X, y, name, options.folds, options.seed, n_weights) for name in options.regressors}
 
     def rank(s: CVScore) -> tuple[float, float]:
         return (-(s.spearman if s.spearman == s.spearman else -2.0), s.mae)
 
     chosen = min(scores.values(), key=rank).regressor
-    return TargetFit(target, chosen, make_regressor(chosen, options.seed).fit(X, y), scores)
+    return TargetFit(target, chosen, make_regressor(chosen, options.seed, n_weights).fit(X, y), scores)
 
 
 def fit_targets(
-    X: np.ndarray, losses: Mapping[str, Sequence[float]], options: FitOptions = FitOptions()
+    X: np.ndarray,
+    losses: Mapping[str, Sequence[float]],
+    options: FitOptions = FitOptions(),
+    n_weights: int | None = None,
 ) -> dict[str, TargetFit]:
     """One `fit_target` per target: losses maps a target's name to each proxy's loss on it (rows of X)."""
-    return {name: fit_target(X, np.asarray(y), name, options) for name, y in losses.items()}
+    return {name: fit_target(X, np.asarray(y), name, options, n_weights) for name, y in losses.items()}

@@ -7,6 +7,10 @@ Two ways, both always computed and reported:
 - `slsqp`: scipy's SLSQP on the simplex with the bounds, from the sample-average point and the best
   candidates; it follows smooth regressors (log-linear) and stays put on a tree model's flat steps.
 `ProposeOptions.method` says which one is the proposal.
+
+With searched temperatures (QuaDMix, a `TemperatureBox`), a point is [weights, log-temperatures]: the
+candidates draw the log-temperatures uniformly within their bounds, SLSQP bounds them there too (the
+simplex constraint is on the weights only), and the proposal carries the temperatures.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import numpy as np
 from pydantic import Field
 
 from mixforge.optimize.fit import TargetFit
-from mixforge.optimize.swarm import Space, project, sample_space
+from mixforge.optimize.swarm import Space, TemperatureBox, project, sample_space
 from mixforge.strict import StrictModel
 
-Objective = Callable[[np.ndarray], np.ndarray]  # (n, G) weights -> (n,) predicted loss
+Objective = Callable[[np.ndarray], np.ndarray]  # (n, G) weights (then K log-temperatures) -> (n,) predicted loss
 
 
 class ProposeOptions(StrictModel):
@@ -43,14 +47,13 @@ class Proposal:
     predicted: float  # weighted predicted loss at `weights`
     method: str
     alternatives: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> {weights, predicted}
+    temperatures: dict[str, float] | None = None  # searched group -> quality-sampling temperature (QuaDMix)
 
     def report(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "weights": self.weights,
-            "predicted": self.predicted,
-            "alternatives": self.alternatives,
-        }
+        out = {"method": self.method, "weights": self.weights, "predicted": self.predicted}
+        if self.temperatures is not None:  # the key only where searched: outputs without it are unchanged
+            out["temperatures"] = self.temperatures
+        return {**out, "alternatives": self.alternatives}
 
 
 def weighted_objective(fits: Mapping[str, TargetFit], target_weights: Mapping[str, float]) -> Objective:
@@ -70,37 +73,51 @@ def sample_average(
     space: Space,
     options: ProposeOptions = ProposeOptions(),
     concentration: float | tuple[float, float] = (0.1, 5.0),
+    temperatures: TemperatureBox | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The mean of the top_k candidates by predicted loss, and the candidates sorted best first."""
     cands = sample_space(space, options.candidates, options.seed, concentration)
+    if temperatures is not None:
+        cands = np.hstack([cands, temperatures.sample(options.candidates, options.seed)])
     pred = np.asarray(objective(cands))
     order = np.argsort(pred, kind="stable")
     best = cands[order[: options.top_k]].mean(axis=0)
-    return best / best.sum(), cands[order]
+    g = len(space.groups)
+    best[:g] /= best[:g].sum()
+    return best, cands[order]
 
 
-def slsqp(objective: Objective, space: Space, starts: np.ndarray) -> np.ndarray:
-    """The best SLSQP result over `starts` (rows) on {sum w = 1, lower <= w <= upper}."""
+def slsqp(
+    objective: Objective, space: Space, starts: np.ndarray, temperatures: TemperatureBox | None = None
+) -> np.ndarray:
+    """The best SLSQP result over `starts` (rows) on {sum w = 1, lower <= w <= upper} (and the
+    log-temperatures, if any, within their bounds)."""
     from scipy.optimize import minimize
 
-    def f(w: np.ndarray) -> float:
-        return float(objective(w[None, :])[0])
+    g = len(space.groups)
+    lower, upper = space.lower, space.upper
+    if temperatures is not None:
+        lower, upper = np.concatenate([lower, temperatures.lower]), np.concatenate([upper, temperatures.upper])
 
-    best_w, best_f = None, np.inf
+    def f(x: np.ndarray) -> float:
+        return float(objective(x[None, :])[0])
+
+    best_x, best_f = None, np.inf
     for x0 in np.atleast_2d(starts):
         res = minimize(
             f,
             x0,
             method="SLSQP",
-            bounds=list(zip(space.lower, space.upper)),
-            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+            bounds=list(zip(lower, upper)),
+            constraints=[{"type": "eq", "fun": lambda x: x[:g].sum() - 1.0}],
             options={"maxiter": 200, "ftol": 1e-10},
         )
-        w = project(res.x, space.lower, space.upper)[0]  # exactly feasible after the solver's tolerance
-        fw = f(w)
-        if fw < best_f:
-            best_w, best_f = w, fw
-    return best_w
+        # exactly feasible after the solver's tolerance
+        x = np.concatenate([project(res.x[:g], space.lower, space.upper)[0], np.clip(res.x[g:], lower[g:], upper[g:])])
+        fx = f(x)
+        if fx < best_f:
+            best_x, best_f = x, fx
+    return best_x
 
 
 def propose(
@@ -108,13 +125,16 @@ def propose(
     space: Space,
     options: ProposeOptions = ProposeOptions(),
     concentration: float | tuple[float, float] = (0.1, 5.0),
+    temperatures: TemperatureBox | None = None,
 ) -> Proposal:
-    """Both optima of `objective` within `space`; options.method picks the proposal."""
-    averaged, ranked = sample_average(objective, space, options, concentration)
-    direct = slsqp(objective, space, np.vstack([averaged, ranked[: max(0, options.starts - 1)]]))
-    found = {"sample-average": averaged, "slsqp": direct}
-    alternatives = {
-        m: {"weights": space.as_dict(w), "predicted": float(objective(w[None, :])[0])} for m, w in found.items()
-    }
+    """Both optima of `objective` within `space` (and `temperatures`); options.method picks the proposal."""
+    averaged, ranked = sample_average(objective, space, options, concentration, temperatures)
+    direct = slsqp(objective, space, np.vstack([averaged, ranked[: max(0, options.starts - 1)]]), temperatures)
+    g = len(space.groups)
+    alternatives = {}
+    for m, x in {"sample-average": averaged, "slsqp": direct}.items():
+        alternatives[m] = {"weights": space.as_dict(x[:g]), "predicted": float(objective(x[None, :])[0])}
+        if temperatures is not None:
+            alternatives[m]["temperatures"] = temperatures.as_dict(x[g:])
     chosen = alternatives[options.method]
-    return Proposal(chosen["weights"], chosen["predicted"], options.method, alternatives)
+    return Proposal(chosen["weights"], chosen["predicted"], options.method, alternatives, chosen.get("temperatures"))

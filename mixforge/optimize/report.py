@@ -37,20 +37,25 @@ def render_plots(manifest: Mapping[str, Any], storage_options: Mapping[str, Any]
     rows = proxy_rows(manifest, storage_options)
     swarm = [r for r in rows if r["role"] == "swarm"]
     groups, targets = manifest["groups"], [t["name"] for t in manifest["targets"]]
+    # one panel per group's weight, then (QuaDMix) one per searched temperature, on a log axis
+    columns = [f"weight_{g}" for g in groups]
+    columns += [f"temperature_{g}" for g in (manifest.get("quality_temperature") or {}).get("groups", [])]
     written = {}
 
-    fig, axes = plt.subplots(len(targets), len(groups), figsize=(3 * len(groups), 2.6 * len(targets)), squeeze=False)
+    fig, axes = plt.subplots(len(targets), len(columns), figsize=(3 * len(columns), 2.6 * len(targets)), squeeze=False)
     for i, t in enumerate(targets):
-        for j, g in enumerate(groups):
+        for j, c in enumerate(columns):
             ax = axes[i][j]
-            ax.scatter([r[f"weight_{g}"] for r in swarm], [r[f"loss_{t}"] for r in swarm], s=12, label="swarm")
+            ax.scatter([r[c] for r in swarm], [r[f"loss_{t}"] for r in swarm], s=12, label="swarm")
             for r in rows:
                 if r["role"] != "swarm":
-                    ax.scatter([r[f"weight_{g}"]], [r[f"loss_{t}"]], marker="*", s=60, label=r["role"])
-            ax.set_xlabel(f"weight of {g}")
+                    ax.scatter([r[c]], [r[f"loss_{t}"]], marker="*", s=60, label=r["role"])
+            if c.startswith("temperature_"):
+                ax.set_xscale("log")
+            ax.set_xlabel(c.replace("_", " of ", 1))
             ax.set_ylabel(f"loss on {t}" if j == 0 else "")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{manifest['name']} {manifest['run_id']}: proxy loss against each group's weight")
+    fig.suptitle(f"{manifest['name']} {manifest['run_id']}: proxy loss against each searched parameter")
     written["loss_vs_weight.png"] = _png(fig)
     plt.close(fig)
 
@@ -96,6 +101,16 @@ def markdown(manifest: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         f"{proposal['weights'][g]:.3f} |"
         for g in manifest["groups"]
     ]
+    qt = manifest.get("quality_temperature")
+    if qt:
+        lines += [
+            "",
+            f"Quality-sampling temperatures searched (QuaDMix), within [{qt['min']:g}, {qt['max']:g}]:",
+            "",
+            "| group | spec's own | proposed |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {g} | {qt['own'][g]:.3g} | {proposal['temperatures'][g]:.3g} |" for g in qt["groups"]]
     lines += ["", "| target | regressor | CV Spearman | CV MAE |", "|---|---|---:|---:|"]
     for t in manifest["fit"]["targets"]:
         rho = "n/a" if t["spearman"] is None else f"{t['spearman']:.3f}"

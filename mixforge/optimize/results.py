@@ -51,14 +51,31 @@ def spec_with(base: MixSpec, **changes: Any) -> MixSpec:
     return MixSpec.model_validate({**base.model_dump(mode="json"), **changes})
 
 
-def groups_with(base: MixSpec, weights: Mapping[str, float], max_epochs: Mapping[str, float]) -> list[dict]:
-    """`base`'s groups (dumped) with these weights (a group left out: 0) and epoch caps (left out: its own)."""
+def groups_with(
+    base: MixSpec,
+    weights: Mapping[str, float],
+    max_epochs: Mapping[str, float],
+    temperatures: Mapping[str, float] | None = None,
+) -> list[dict]:
+    """`base`'s groups (dumped) with these weights (a group left out: 0), epoch caps (left out: its own) and
+    quality-sampling temperatures (QuaDMix; left out: its own)."""
     groups = []
     for g in base.model_dump(mode="json")["groups"]:
         g["weight"] = float(weights.get(g["name"], 0.0))
         g["max_epochs"] = float(max_epochs.get(g["name"], g["max_epochs"]))
+        if temperatures and g["name"] in temperatures:  # the search checked that the group samples by quality
+            g["sampling"]["temperature"] = float(temperatures[g["name"]])
         groups.append(g)
     return groups
+
+
+def own_temperatures(search: SearchSpec) -> dict[str, float] | None:
+    """The mixture spec's own temperature of each searched-temperature group (None: no temperature searched)."""
+    groups = search.temperature_groups()
+    if not groups:
+        return None
+    mixture = search.mixture_spec()
+    return {g: float(mixture.group(g).sampling.temperature) for g in groups}
 
 
 def objective_of(losses: Mapping[str, float], target_weights: Mapping[str, float]) -> float:
@@ -98,9 +115,15 @@ def write_fit(layout: OptimizeLayout, fits: dict[str, TargetFit], search: Search
     return card
 
 
-def proposal_spec(search: SearchSpec, weights: Mapping[str, float], available: Mapping[str, int]) -> MixSpec:
+def proposal_spec(
+    search: SearchSpec,
+    weights: Mapping[str, float],
+    available: Mapping[str, int],
+    temperatures: Mapping[str, float] | None = None,
+) -> MixSpec:
     """The search's mixture spec with the proposed shares: searched groups share what the spec's own
-    weights leave to them, at the search's budget and epoch cap; other groups keep their shares."""
+    weights leave to them, at the search's budget and epoch cap; other groups keep their shares. With
+    searched temperatures, those groups' quality sampling takes the proposed ones."""
     from mixforge.mixtures.plan import phase_shares
 
     mixture = search.mixture_spec()
@@ -111,7 +134,7 @@ def proposal_spec(search: SearchSpec, weights: Mapping[str, float], available: M
     shares |= {g: round(mass * weights[g], 9) for g in searched}
     return spec_with(
         mixture,
-        groups=groups_with(mixture, shares, {g: search.epoch_cap for g in searched}),
+        groups=groups_with(mixture, shares, {g: search.epoch_cap for g in searched}, temperatures),
         budget_tokens=search.budget(),
         budget_fraction=None,
         temperature=None,
@@ -124,7 +147,11 @@ def write_proposal(layout: OptimizeLayout, spec: MixSpec, opts) -> str:
         f"# Proposed by mixforge optimize: {layout.name} run {layout.run_id} ({layout.dir}).\n"
         "# Build it with `mixforge mix --spec proposal.yaml`, or materialize the run.\n"
     )
-    body = yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    for dumped, group in zip(data["groups"], spec.groups):
+        if "sampling" in dumped:  # exclude_defaults drops a sampler's `method` (its default): the key that picks it
+            dumped["sampling"] = {"method": group.sampling.method, **dumped["sampling"]}
+    body = yaml.safe_dump(data, sort_keys=False)
     storage.write_bytes(uri, (header + body).encode(), opts)
     return uri
 
@@ -132,13 +159,16 @@ def write_proposal(layout: OptimizeLayout, spec: MixSpec, opts) -> str:
 def write_table(
     layout: OptimizeLayout, records: list[dict], groups, search: SearchSpec, opts, fits: Mapping[str, TargetFit]
 ) -> str:
-    """proxies.parquet: one row per proxy; `predicted_<target>`: the chosen regressor's out-of-fold
-    prediction for the fitted (swarm) proxies, the first rows (null for the verification proxies)."""
+    """proxies.parquet: one row per proxy; `temperature_<group>` for searched temperatures (QuaDMix);
+    `predicted_<target>`: the chosen regressor's out-of-fold prediction for the fitted (swarm) proxies,
+    the first rows (null for the verification proxies)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     columns: dict[str, list] = {"id": [], "round": [], "role": []}
-    columns |= {f"weight_{g}": [] for g in groups} | {f"loss_{t.name}": [] for t in search.targets}
+    temperature_groups = search.temperature_groups()
+    columns |= {f"weight_{g}": [] for g in groups} | {f"temperature_{g}": [] for g in temperature_groups}
+    columns |= {f"loss_{t.name}": [] for t in search.targets}
     for t in search.targets:
         oof = fits[t.name].scores[fits[t.name].chosen].oof.tolist()
         columns[f"predicted_{t.name}"] = oof + [None] * (len(records) - len(oof))
@@ -148,6 +178,8 @@ def write_table(
             columns[key].append(r[key])
         for g in groups:
             columns[f"weight_{g}"].append(r["weights"][g])
+        for g in temperature_groups:
+            columns[f"temperature_{g}"].append(r["temperatures"][g])
         for t in search.targets:
             columns[f"loss_{t.name}"].append(r["losses"][t.name])
         columns["objective"].append(objective_of(r["losses"], search.target_weights()))
@@ -158,13 +190,16 @@ def write_table(
 
 
 def verified(rec: dict, target_weights: Mapping[str, float], predicted: float) -> dict[str, Any]:
-    return {
+    out = {
         "id": rec["id"],
         "weights": rec["weights"],
         "losses": rec["losses"],
         "objective": objective_of(rec["losses"], target_weights),
         "predicted": predicted,
     }
+    if "temperatures" in rec:
+        out["temperatures"] = rec["temperatures"]
+    return out
 
 
 # ----------------------------------------------------------------------------- after the run
@@ -173,7 +208,7 @@ def verified(rec: dict, target_weights: Mapping[str, float], predicted: float) -
 def optimize_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The `--json` summary of an optimisation run (OptimizeSummary), from its manifest."""
     verify = manifest.get("verify")
-    return {
+    summary = {
         "name": manifest["name"],
         "run_id": manifest["run_id"],
         "uri": manifest["uri"],
@@ -189,6 +224,9 @@ def optimize_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "verify": None if verify is None else {role: v["objective"] for role, v in verify.items()},
         "seconds": manifest["seconds"],
     }
+    if "temperatures" in manifest["proposal"]:  # QuaDMix: the key only where temperatures were searched
+        summary["temperatures"] = manifest["proposal"]["temperatures"]
+    return summary
 
 
 def provenance(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,6 +241,8 @@ def provenance(manifest: Mapping[str, Any]) -> dict[str, Any]:
             "regressors": {t["target"]: t["chosen"] for t in targets},
             "cv_spearman": {t["target"]: t["spearman"] for t in targets},
             "predicted": manifest["proposal"]["predicted"],
+            # QuaDMix: the quality-sampling temperatures chosen by the search (absent: the spec's own)
+            **({"temperatures": t} if (t := manifest["proposal"].get("temperatures")) is not None else {}),
         }
     }
 

@@ -16,6 +16,11 @@ version, so rerunning the same spec resumes the same run: proxies with a `result
 trained again, and a complete run returns its manifest. Each proxy is one step on the executor
 (`steps.proxy_step`), declaring one GPU when the driver sees one. The vocabulary map is built from
 the prior's sample (the `verify-prior` proxy's, built first) and the targets.
+
+QuaDMix (`quality_temperature:` in the search spec): each proxy also draws a temperature per searched
+quality-sampled group (log-uniform, seeded), its sample is drawn with them, the proxies table records
+them (`temperature_<group>`), the fit sees their logs after the weights, the proposal and its
+mixture spec carry the chosen ones; the prior and uniform proxies keep the spec's own temperatures.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from mixforge.optimize import steps as S
 from mixforge.optimize.fit import TargetFit, fit_targets
 from mixforge.optimize.propose import propose, weighted_objective
 from mixforge.optimize.results import OptimizeLayout, materialize, optimize_summary
-from mixforge.optimize.search import SearchSpec
-from mixforge.optimize.swarm import Space, project, sample_space
+from mixforge.optimize.search import SearchSpec, check_targets
+from mixforge.optimize.swarm import Space, TemperatureBox, project, sample_space
 from mixforge.runs import sha256_json
 
 log = logging.getLogger("mixforge")
@@ -51,7 +56,7 @@ Progress = Callable[[str, int, int], None]  # (step, units done, units in all), 
 
 def default_run_id(search: SearchSpec, pool_fingerprint: list | None = None) -> str:
     """`opt-` + a hash of the resolved search spec, the pool's shards and the code version."""
-    spec = search.model_dump(mode="json")
+    spec = search.dump()
     return "opt-" + sha256_json({"search": spec, "pool": pool_fingerprint, "code": __version__})[:16]
 
 
@@ -102,9 +107,18 @@ def _run_proxies(
     return [storage.read_json(j.result_uri, opts) for j in jobs]
 
 
-def _fit(records: list[dict], groups: tuple[str, ...], search: SearchSpec) -> dict[str, TargetFit]:
-    X = np.array([[r["weights"][g] for g in groups] for r in records])
-    return fit_targets(X, {t.name: [r["losses"][t.name] for r in records] for t in search.targets}, search.fit)
+def features(record: Mapping[str, Any], groups: tuple[str, ...], box: TemperatureBox | None) -> np.ndarray:
+    """A proxy's point for the regressors: its weights, then the log of each searched temperature."""
+    w = np.array([record["weights"][g] for g in groups])
+    return w if box is None else np.concatenate([w, box.of_dict(record["temperatures"])])
+
+
+def _fit(
+    records: list[dict], groups: tuple[str, ...], search: SearchSpec, box: TemperatureBox | None
+) -> dict[str, TargetFit]:
+    X = np.array([features(r, groups, box) for r in records])
+    losses = {t.name: [r["losses"][t.name] for r in records] for t in search.targets}
+    return fit_targets(X, losses, search.fit, n_weights=len(groups))
 
 
 # ----------------------------------------------------------------------------- the composite
@@ -129,13 +143,14 @@ def run_optimization(
     if base.phases:
         raise ConfigError(f"mixture {base.name!r}: a search over a mixture with phases is not supported yet")
     opts = dict(base.storage_options if storage_options is None else storage_options)
+    check_targets(search, opts)  # the CLI's pre-flight did it too; a flow started elsewhere gets it here
     mixture = with_standing_takedowns(base)  # proxies never train on taken-down documents
     shards = resolve_pool(mixture.pool, opts)
     layout = OptimizeLayout(
         base.store, search.name, run_id or default_run_id(search, [[s.uri, s.sha256] for s in shards])
     )
     manifest_uri = layout.path("manifest.json")
-    claim = json.dumps(search.model_dump(mode="json"), indent=2, sort_keys=True).encode() + b"\n"
+    claim = json.dumps(search.dump(), indent=2, sort_keys=True).encode() + b"\n"
     if not storage.create_only(layout.path("search.json"), claim, opts):
         if storage.read_bytes(layout.path("search.json"), opts) != claim:
             raise ConfigError(f"run {layout.run_id!r} exists at {layout.dir} with another search spec")
@@ -163,14 +178,16 @@ def run_optimization(
         pass
     resources = Resources(cpus=1, gpus=gpus)
     vocab_uri = layout.path("vocab.npy") if search.proxy.vocab_size else None
+    qt, own = search.quality_temperature, R.own_temperatures(search)
+    box = None if own is None else TemperatureBox.of(own, qt.min, qt.max)
 
-    def job(proxy_id: str, round_: int, role: str, w: np.ndarray) -> S.ProxyJob:
+    def job(proxy_id: str, round_: int, role: str, w: np.ndarray, temps: dict[str, float] | None = own) -> S.ProxyJob:
         weights = space.as_dict(w)
         store = storage.join(layout.proxy(proxy_id), "store")
         spec = R.spec_with(
             mixture,
             store=store,
-            groups=R.groups_with(mixture, weights, {g: cap for g in groups}),
+            groups=R.groups_with(mixture, weights, {g: cap for g in groups}, temps),
             budget_tokens=P,
             budget_fraction=None,
             temperature=None,
@@ -178,7 +195,17 @@ def run_optimization(
             seed=search.seed,
         )
         return S.ProxyJob(
-            proxy_id, round_, role, weights, layout.proxy(proxy_id), spec, cap, search.proxy, target_uris, vocab_uri
+            proxy_id,
+            round_,
+            role,
+            weights,
+            layout.proxy(proxy_id),
+            spec,
+            cap,
+            search.proxy,
+            target_uris,
+            vocab_uri,
+            temperatures=temps,
         )
 
     prior_w = project(space.prior, space.lower, space.upper)[0]
@@ -197,17 +224,29 @@ def run_optimization(
     for r, n in enumerate([search.swarm.size, *search.rounds]):
         if r == 0:
             W = sample_space(space, n, search.seed, search.swarm.concentration)
+            Z = None if box is None else box.sample(n, search.seed)
         else:
             around = Space(groups, np.array([proposal.weights[g] for g in groups]), space.lower, space.upper)
             W = sample_space(around, n, search.seed + r, search.swarm.round_concentration)
-        jobs = [job(f"{r}-{k:03d}", r, "swarm", w) for k, w in enumerate(W)]
+            Z = None if box is None else box.around(box.of_dict(proposal.temperatures), n, search.seed + r)
+        temps = [own if box is None else box.as_dict(z) for z in (Z if Z is not None else [None] * n)]
+        jobs = [job(f"{r}-{k:03d}", r, "swarm", w, t) for k, (w, t) in enumerate(zip(W, temps))]
         records += _run_proxies(jobs, executor, resources, opts, progress)
-        fits = _fit(records, groups, search)
+        fits = _fit(records, groups, search, box)
         proposal = propose(
-            weighted_objective(fits, search.target_weights()), space, search.propose, search.swarm.concentration
+            weighted_objective(fits, search.target_weights()), space, search.propose, search.swarm.concentration, box
         )
         rounds.append({"round": r, "proxies": n, "proposal": proposal.weights, "predicted": proposal.predicted})
-        log.info("round %d: %d proxies, proposal %s (predicted %.4f)", r, n, proposal.weights, proposal.predicted)
+        if proposal.temperatures is not None:
+            rounds[-1]["temperatures"] = proposal.temperatures
+        log.info(
+            "round %d: %d proxies, proposal %s%s (predicted %.4f)",
+            r,
+            n,
+            proposal.weights,
+            "" if proposal.temperatures is None else f", temperatures {proposal.temperatures}",
+            proposal.predicted,
+        )
 
     tw = search.target_weights()
     objective = weighted_objective(fits, tw)
@@ -217,23 +256,28 @@ def run_optimization(
     if search.verify:
         uniform = project(np.full(len(groups), 1 / len(groups)), space.lower, space.upper)[0]
         vjobs = [
-            job("verify-proposal", -1, "proposal", np.array([proposal.weights[g] for g in groups])),
+            job(
+                "verify-proposal",
+                -1,
+                "proposal",
+                np.array([proposal.weights[g] for g in groups]),
+                proposal.temperatures,
+            ),
             prior_job,
             job("verify-uniform", -1, "uniform", uniform),
         ]
         verified = _run_proxies(vjobs, executor, resources, opts, progress)
         verify = {}
-        for rec in verified:
-            w = np.array([rec["weights"][g] for g in groups])
-            verify[rec["role"]] = R.verified(rec, tw, float(objective(w[None, :])[0]))
-        verify["best_swarm"] = R.verified(
-            best, tw, float(objective(np.array([[best["weights"][g] for g in groups]]))[0])
-        )
+        for rec in verified + [best]:
+            role = "best_swarm" if rec is best else rec["role"]
+            verify[role] = R.verified(rec, tw, float(objective(features(rec, groups, box)[None, :])[0]))
 
     all_records = records + verified
     table_uri = R.write_table(layout, all_records, groups, search, opts, fits)
     card = R.write_fit(layout, fits, search, len(records), opts)
-    proposal_uri = R.write_proposal(layout, R.proposal_spec(search, proposal.weights, available), opts)
+    proposal_uri = R.write_proposal(
+        layout, R.proposal_spec(search, proposal.weights, available, proposal.temperatures), opts
+    )
     manifest = {
         "format": FORMAT,
         "name": search.name,
@@ -274,12 +318,19 @@ def run_optimization(
         "rounds": rounds,
         "fit": {"card": card["uri"], "swarm": card["swarm"], "targets": card["targets"]},
         "proposal": {**proposal.report(), "spec": proposal_uri},
-        "best_swarm": {"id": best["id"], "weights": best["weights"], "objective": R.objective_of(best["losses"], tw)},
+        "best_swarm": {
+            "id": best["id"],
+            "weights": best["weights"],
+            "objective": R.objective_of(best["losses"], tw),
+            **({"temperatures": best["temperatures"]} if box is not None else {}),
+        },
         "verify": verify,
         "code_version": __version__,
         "timestamps": {"started": started, "committed": storage.utc_timestamp()},
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if box is not None:  # the key only where temperatures were searched: a manifest without it is unchanged
+        manifest["quality_temperature"] = {"groups": list(box.groups), "min": qt.min, "max": qt.max, "own": own}
     contracts.validate(manifest, contracts.OptimizationManifest)
     body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     if not storage.create_only(manifest_uri, body, opts):

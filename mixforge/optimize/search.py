@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from mixforge import storage
 from mixforge.config import load_model, load_yaml
 from mixforge.config_errors import ConfigError
 from mixforge.mixtures.spec import MixSpec, absolute_path, load_spec, with_paths_under
@@ -75,6 +76,27 @@ class SwarmOptions(StrictModel):
         return v
 
 
+class QualityTemperature(StrictModel):
+    """QuaDMix: the search also covers the temperature T of quality-weighted sampling (weights exp(score/T)
+    or score^(1/T)) of some groups, drawn log-uniformly within [min, max] per proxy."""
+
+    min: float = Field(0.25, gt=0, description="Lowest temperature searched (low T: high scores favoured).")
+    max: float = Field(4.0, gt=0, description="Highest temperature searched (high T: close to uniform).")
+    groups: list[str] | None = Field(
+        None,
+        description="Searched groups whose temperature is searched too; each must sample by `quality` "
+        "(default: every searched group whose sampling.method is quality).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualityTemperature:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        if self.groups is not None and len(set(self.groups)) != len(self.groups):
+            raise ValueError(f"groups: names must be distinct, got {self.groups}")
+        return self
+
+
 class SearchSpec(StrictModel):
     """A mixture optimisation: search space, targets, swarm, proxy, fit and proposal."""
 
@@ -119,6 +141,11 @@ class SearchSpec(StrictModel):
     )
     verify: bool = Field(
         False, description="Train one more proxy on the proposal and report it beside the best proxy, prior, uniform."
+    )
+    quality_temperature: QualityTemperature | None = Field(
+        None,
+        description="QuaDMix: also search the sampling temperature of quality-sampled groups, within [min, max] "
+        "(null: the mixture spec's temperatures are kept).",
     )
 
     @field_validator("rounds")
@@ -175,6 +202,22 @@ class SearchSpec(StrictModel):
         lower = sum(b.min for b in self.bounds.values())
         if lower > 1:
             raise ConfigError(f"bounds: the min shares add up to {lower:.4g} > 1")
+        qt = self.quality_temperature
+        if qt is not None:
+            for g in qt.groups or ():
+                if g not in searched:
+                    raise ConfigError(f"quality_temperature.groups: {g!r} is not among the searched groups {searched}")
+                method = mixture.group(g).sampling.method
+                if method != "quality":
+                    raise ConfigError(
+                        f"quality_temperature.groups: group {g!r} samples by {method!r}, not by quality "
+                        "(only a quality-sampled group has a temperature to search)"
+                    )
+            if not self.temperature_groups():
+                raise ConfigError(
+                    f"quality_temperature: no searched group of mixture {mixture.name!r} samples by quality "
+                    f"(searched: {searched})"
+                )
 
     # ------------------------------------------------------------------ derived
 
@@ -187,6 +230,26 @@ class SearchSpec(StrictModel):
         """The searched groups, in the mixture spec's order."""
         groups = [g.name for g in self.mixture_spec().groups]
         return [g for g in groups if self.groups is None or g in self.groups]
+
+    def temperature_groups(self) -> list[str]:
+        """The groups whose quality-sampling temperature is searched, in the mixture spec's order ([]: none)."""
+        qt = self.quality_temperature
+        if qt is None:
+            return []
+        mixture = self.mixture_spec()
+        return [
+            g
+            for g in self.group_names()
+            if (g in qt.groups if qt.groups is not None else mixture.group(g).sampling.method == "quality")
+        ]
+
+    def dump(self) -> dict[str, Any]:
+        """The spec as JSON, without `quality_temperature` when it is off: a run made before the option
+        existed keeps its claim (search.json) and its run id, so it still resumes."""
+        data = self.model_dump(mode="json")
+        if data.get("quality_temperature") is None:
+            data.pop("quality_temperature", None)
+        return data
 
     def budget(self) -> int:
         return int(self.budget_tokens or self.mixture_spec().budget_tokens)
@@ -218,6 +281,30 @@ class SearchSpec(StrictModel):
 
     def target_weights(self) -> dict[str, float]:
         return {t.name: t.weight for t in self.targets}
+
+
+def check_targets(
+    search: SearchSpec, storage_options: Mapping[str, Any] | None = None, origin: str = "search spec"
+) -> None:
+    """The pre-flight of the targets (before Prefect or Ray start, and again at the start of a run): each
+    target finds Parquet shards and its first shard has a `text` column; ConfigError naming the target and
+    its URI otherwise (without it, a missing target failed only after the pool was counted). Reads footers only."""
+    from mixforge.shards import parquet_file
+
+    opts = dict(search.mixture_spec().storage_options if storage_options is None else storage_options)
+    for i, t in enumerate(search.targets):
+        where = f"{origin}: targets[{i}] ({t.name}): {t.uri!r}"
+        try:
+            shards = storage.discover_shards(t.uri, opts)
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such file or folder") from None
+        parquet = [s for s in shards if s.uri.lower().endswith(".parquet")]
+        if not parquet:
+            raise ConfigError(f"{where}: no Parquet shards there (a target is Parquet with a `text` column)")
+        with parquet_file(parquet[0].uri, opts) as pf:
+            columns = pf.schema_arrow.names
+        if "text" not in columns:
+            raise ConfigError(f"{where}: {parquet[0].uri} has no `text` column (columns: {columns})")
 
 
 def resolve_mixture(spec: SearchSpec, base: str | os.PathLike, origin: str = "search spec") -> SearchSpec:

@@ -48,6 +48,7 @@ class ProxyJob:
     vocab: str | None  # the vocabulary map (.npy), None: the proxy uses tokenizer ids
     device: str = "auto"
     threads: int = 1
+    temperatures: dict[str, float] | None = None  # QuaDMix: group -> the quality-sampling temperature of its sample
 
     @property
     def result_uri(self) -> str:
@@ -185,5 +186,7 @@ def proxy_step(job: ProxyJob, storage_options: Mapping[str, Any] | None = None) 
         "sample": sample,
         "finished": storage.utc_timestamp(),
     }
+    if job.temperatures is not None:
+        record["temperatures"] = job.temperatures
     storage.write_json(job.result_uri, record, storage_options)  # the marker, written last
     return record

@@ -163,3 +163,49 @@ def sample_space(space: Space, n: int, seed: int, concentration: float | Sequenc
         kept.append(project(_dirichlet(rng, space.prior, n - have, concentration), space.lower, space.upper))
     out = np.concatenate(kept, axis=0) if kept else np.zeros((0, len(space.groups)))
     return out[:n]
+
+
+# ----------------------------------------------------------------------------- QuaDMix: sampling temperatures
+
+
+@dataclass(frozen=True)
+class TemperatureBox:
+    """The searched quality-sampling temperatures (QuaDMix): one per group, searched as z = log T within
+    [log min, log max] (the effect of T on a sample is multiplicative: exp(score/T)). Each is drawn from its
+    own seeded stream, so adding temperatures leaves the weights a seed gives unchanged."""
+
+    groups: tuple[str, ...]
+    low: float  # log of the lowest temperature
+    high: float  # log of the highest
+
+    @classmethod
+    def of(cls, groups, t_min: float, t_max: float) -> TemperatureBox:
+        return cls(tuple(groups), float(np.log(t_min)), float(np.log(t_max)))
+
+    @property
+    def lower(self) -> np.ndarray:
+        return np.full(len(self.groups), self.low)
+
+    @property
+    def upper(self) -> np.ndarray:
+        return np.full(len(self.groups), self.high)
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """(n, K) log-temperatures, log-uniform within the bounds."""
+        rng = np.random.default_rng([seed, 0x7E])  # not the weights' stream
+        return rng.uniform(self.low, self.high, size=(n, len(self.groups)))
+
+    def around(self, center: np.ndarray, n: int, seed: int, spread: float = 0.15) -> np.ndarray:
+        """(n, K) log-temperatures near `center` (CLIMB rounds): normal with sd `spread` x the log range, clipped."""
+        rng = np.random.default_rng([seed, 0x7E])
+        sd = spread * (self.high - self.low)
+        return np.clip(
+            np.asarray(center)[None, :] + rng.normal(0, sd, size=(n, len(self.groups))), self.low, self.high
+        )
+
+    def as_dict(self, z: np.ndarray) -> dict[str, float]:
+        """group -> temperature (not its log)."""
+        return {g: float(np.exp(v)) for g, v in zip(self.groups, np.atleast_1d(z))}
+
+    def of_dict(self, temperatures: Mapping[str, float]) -> np.ndarray:
+        return np.log(np.array([float(temperatures[g]) for g in self.groups]))
