@@ -21,8 +21,8 @@ from mixforge.config_errors import ConfigError
 from mixforge.executor import LocalPoolExecutor, SerialExecutor
 from mixforge.mixtures import versions as V
 from mixforge.mixtures.spec import load_spec
-from mixforge.optimize.fit import fit_targets
-from mixforge.optimize.propose import propose, weighted_objective
+from mixforge.optimize.fit import FitOptions, fit_targets
+from mixforge.optimize.propose import ProposeOptions, propose, weighted_objective
 from mixforge.optimize.run import default_run_id, materialize, optimize_summary, run_optimization
 from mixforge.optimize.search import check_targets, load_search_spec
 from mixforge.optimize.swarm import Space, TemperatureBox
@@ -229,3 +229,26 @@ def test_known_answer_a_score_high_on_target_like_text_gets_a_low_temperature(ro
     assert version["provenance"]["optimization"]["temperatures"] == pytest.approx(proposal["temperatures"])
     (mixed,) = [g for g in version["spec"]["groups"] if g["name"] == "mixed"]
     assert mixed["sampling"]["temperature"] == pytest.approx(proposal["temperatures"]["mixed"])
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_fit_and_proposal_follow_a_known_temperature_effect(sign):
+    # loss falls with w_mixed (logshare's shape) and moves with log T by `sign`: the proposal's T is the low
+    # bound when the loss rises with T, the high one when it falls; the weights are unaffected.
+    rng = np.random.default_rng(0)
+    space = Space(("mixed", "b"), np.array([0.5, 0.5]), np.array([0.1, 0.1]), np.array([0.9, 0.9]))
+    box = TemperatureBox.of(["mixed"], 0.25, 4.0)
+    W = rng.dirichlet([2, 2], size=40)
+    Z = box.sample(40, seed=1)
+    y = 3 - 0.7 * np.log(W[:, 0] + 0.01) - 0.3 * np.log(W[:, 1] + 0.01) + sign * 0.2 * Z[:, 0]
+    y += rng.normal(0, 0.005, len(y))
+    fits = fit_targets(np.hstack([W, Z]), {"t": y}, FitOptions(regressors=["logshare"], folds=4), n_weights=2)
+    assert fits["t"].model.state()["b"] == pytest.approx([sign * 0.2], abs=0.03)
+    objective = weighted_objective(fits, {"t": 1.0})
+    for method in ("sample-average", "slsqp"):
+        found = propose(objective, space, ProposeOptions(candidates=4000, top_k=20, method=method), temperatures=box)
+        assert low_temperature(found.temperatures) == (sign > 0), (method, found.report())
+        assert found.weights["mixed"] == pytest.approx(0.7, abs=0.12)
+    # LightGBM and loglinear take the extra column too.
+    both = fit_targets(np.hstack([W, Z]), {"t": y}, FitOptions(regressors=["lightgbm", "loglinear"], folds=4), 2)
+    assert both["t"].predict(np.hstack([W, Z])).shape == (40,)
