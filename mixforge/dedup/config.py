@@ -162,7 +162,8 @@ class DedupConfig(StrictModel):
         ge=1,
         le=65536,
         description="Partitions of the band-bucket shuffle (bucket = band_hash % partitions). "
-        "Default (null): the index's setting when `index` exists, else one per 64 MiB of input shards (16 to 4096). "
+        "Default (null): the index's setting when `index` exists, else one per 64 MiB of input shards "
+        "(1 to 4096; 16 to 4096 when the run creates the index, which keeps its count). "
         "Changes speed and memory per task, never the result.",
     )
     boilerplate: BoilerplateConfig = Field(default_factory=BoilerplateConfig, description="Boilerplate line removal.")

@@ -18,9 +18,9 @@ from mixforge.dedup.config import DedupConfig
 from mixforge.dedup.keys import MAX_SEGMENTS, index_keys, key_row
 from mixforge.dedup.layouts import (
     BUCKET_SCHEMA,
-    SIGNATURE_ROW_GROUP,
     DedupLayout,
     IndexLayout,
+    write_signatures,
     write_table,
 )
 from mixforge.dedup.run import DedupRun
@@ -99,7 +99,7 @@ def index_shard(run: DedupRun, seg: int, shard: int) -> dict:
         sigs = read_parquet(layout.signatures(shard), storage_options)
         sigs = sigs.filter(pa.array(~np.isin(key_row(sigs.column("doc").to_numpy()), removed)))
         sigs = sigs.set_column(0, "doc", pa.array(index_keys(seg, sigs.column("doc").to_numpy())))
-        write_table(index.signatures(seg, shard), sigs, storage_options, SIGNATURE_ROW_GROUP)
+        write_signatures(index.signatures(seg, shard), sigs, storage_options)
     return {"shard": shard, "docs": nodes.num_rows}
 
 

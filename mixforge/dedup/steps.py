@@ -41,8 +41,8 @@ from mixforge.dedup.layouts import (
     ASSIGN_SCHEMA,
     BUCKET_SCHEMA,
     EDGE_SCHEMA,
-    SIGNATURE_ROW_GROUP,
     Sources,
+    write_signatures,
     write_table,
 )
 from mixforge.dedup.minhash import MinHasher, estimated_jaccard
@@ -198,7 +198,7 @@ def sign_shard(run: DedupRun, shard: int, uri: str) -> dict:
     )
     write_table(layout.nodes(shard), node_table, storage_options)
     if sigs:
-        write_table(layout.signatures(shard), pa.concat_tables(sigs), storage_options, SIGNATURE_ROW_GROUP)
+        write_signatures(layout.signatures(shard), pa.concat_tables(sigs), storage_options)
     stats = {"shard": shard, "docs": row, "bucket_rows": int(len(doc))}
     storage.write_json(layout.signed(shard), stats, storage_options)
     return stats

@@ -17,7 +17,15 @@ from mixforge.dedup import keys, steps
 from mixforge.dedup.composite import plan_dedup, run_dedup
 from mixforge.dedup.config import DedupConfig, MinHashConfig
 from mixforge.dedup.index import check_index, settings_fingerprint
-from mixforge.dedup.layouts import EDGE_SCHEMA, SIGNATURE_ROW_GROUP, DedupLayout, IndexLayout, Sources, write_table
+from mixforge.dedup.layouts import (
+    EDGE_SCHEMA,
+    SIGNATURE_ROW_GROUP,
+    DedupLayout,
+    IndexLayout,
+    Sources,
+    write_signatures,
+    write_table,
+)
 from mixforge.dedup.minhash import estimated_jaccard
 from mixforge.dedup.partitions import (
     MAX_AUTO_PARTITIONS,
@@ -154,11 +162,13 @@ def test_signing_reads_only_id_text_and_the_keep_column(tmp_path):
 
 def test_partitions_grow_with_the_input_unless_set(tmp_path):
     assert auto_partitions(0) == MIN_PARTITIONS == 16
+    assert auto_partitions(0, minimum=1) == 1 and auto_partitions(3 * PARTITION_INPUT_BYTES, minimum=1) == 3
     assert auto_partitions(40 * PARTITION_INPUT_BYTES) == 40
     assert auto_partitions(40 * PARTITION_INPUT_BYTES + 1) == 41
     assert auto_partitions(1 << 50) == MAX_AUTO_PARTITIONS
     uris, _ = _shards(tmp_path)
-    assert resolve_partitions(DedupConfig(), uris).partitions == 16  # tiny input
+    # tiny input without an index: one partition (each (partition, shard) pair costs files; nothing grows later)
+    assert resolve_partitions(DedupConfig(), uris).partitions == 1
     assert resolve_partitions(DedupConfig(partitions=5), uris).partitions == 5  # explicit wins
     index = IndexLayout(str(tmp_path / "index"))
     assert resolve_partitions(DedupConfig(), uris, index).partitions == 16  # no index yet: auto
@@ -196,11 +206,12 @@ def test_partner_signatures_are_read_by_row_group(tmp_path, flag):
     sig = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(keys), [None, pa.py_buffer(sigs.tobytes())])
     table = pa.table({"doc": keys, "sig": sig})
     uri = str(tmp_path / "sig.parquet")
-    write_table(uri, table, None, SIGNATURE_ROW_GROUP)
+    write_signatures(uri, table, None)
     meta = pq.ParquetFile(uri).metadata
-    assert meta.num_row_groups == 5
+    assert meta.num_row_groups == -(-5000 // SIGNATURE_ROW_GROUP) > 5
+    assert meta.row_group(0).column(1).compression == "UNCOMPRESSED"  # random bits: not worth zstd's time
     wanted = np.sort(keys[[3000, 3001, 4999]])
-    assert steps._row_groups_holding(meta, wanted) == [2, 4]
+    assert steps._row_groups_holding(meta, wanted) == [3000 // SIGNATURE_ROW_GROUP, 4999 // SIGNATURE_ROW_GROUP]
     assert steps._row_groups_holding(meta, np.zeros(0, np.uint64)) == []
     got_keys, got_sigs = steps._signature_rows(uri, wanted, None)
     assert got_keys.tolist() == wanted.tolist() and (got_sigs[:, 1] == wanted + np.uint64(1)).all()
