@@ -30,7 +30,7 @@ import pyarrow as pa
 from mixforge.filters.base import Evaluation, RuleSet
 from mixforge.filters.config import C4Config
 from mixforge.filters.spacy_tokenizer import sentencizer_punct_chars
-from mixforge.filters.text import TextBatch, split_words
+from mixforge.filters.text import TextBatch, load_tokenizer, split_words
 
 CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 POLICY_SUBSTRINGS = [
@@ -84,6 +84,9 @@ def negative_is_off(limit):
 class C4Quality(RuleSet):
     name = "c4"
     config_class = C4Config
+
+    def setup(self) -> None:
+        load_tokenizer()
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, name = self.config, self.name

@@ -16,7 +16,7 @@ import numpy as np
 from mixforge.filters._punctuation import TERMINAL_PUNCTUATION
 from mixforge.filters.base import Evaluation, RuleSet, safe_div
 from mixforge.filters.config import FineWebQualityConfig
-from mixforge.filters.text import TextBatch
+from mixforge.filters.text import TextBatch, load_tokenizer
 
 _TERMINAL = sorted(TERMINAL_PUNCTUATION)
 
@@ -24,6 +24,9 @@ _TERMINAL = sorted(TERMINAL_PUNCTUATION)
 class FineWebQuality(RuleSet):
     name = "fineweb_quality"
     config_class = FineWebQualityConfig
+
+    def setup(self) -> None:
+        load_tokenizer()
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, name = self.config, self.name

@@ -26,7 +26,7 @@ import polars as pl
 from mixforge.filters._punctuation import PUNCTUATION_SET
 from mixforge.filters.base import Evaluation, RuleSet, safe_div, zero_is_off
 from mixforge.filters.config import GopherQualityConfig
-from mixforge.filters.text import TextBatch
+from mixforge.filters.text import TextBatch, load_tokenizer
 
 
 def _char_class(chars) -> str:
@@ -40,6 +40,9 @@ ALPHA = r"\p{L}"
 class GopherQuality(RuleSet):
     name = "gopher_quality"
     config_class = GopherQualityConfig
+
+    def setup(self) -> None:
+        load_tokenizer()
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, n = self.config, self.name

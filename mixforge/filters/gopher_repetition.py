@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from mixforge.filters.base import Evaluation, RuleSet, safe_div, zero_is_off
 from mixforge.filters.config import GopherRepetitionConfig
-from mixforge.filters.text import Segments, TextBatch, _segments_from_lists
+from mixforge.filters.text import Segments, TextBatch, _segments_from_lists, load_tokenizer
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _DOC_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -83,6 +83,9 @@ def _group(keys: np.ndarray, counts: bool = False, first: bool = False):
 class GopherRepetition(RuleSet):
     name = "gopher_repetition"
     config_class = GopherRepetitionConfig
+
+    def setup(self) -> None:
+        load_tokenizer()
 
     def evaluate_batch(self, batch: TextBatch) -> Evaluation:
         c, name = self.config, self.name

@@ -11,9 +11,9 @@ spaCy's second "special matcher" pass, which finds special cases containing affi
 inside the tokens of a chunk (e.g. "Inc." in "Inc.," or the emoticon ";)" in ";))") and
 re-joins them, is applied within each chunk (its matches can never span whitespace).
 
-`mixforge.filters.text` calls `tokenize_chunk` only for the distinct chunks of a batch that are not
-plain letter or digit runs (those are one token, which the caller checks with a regex), and caches
-results across batches, so this Python code is off the per-word hot path.
+This port is the definition: `mixforge.filters.tokenizer_kernel` runs the same loop compiled over the
+distinct chunks of a batch that are not plain letter or digit runs, and leaves to `tokenize_chunk` (cached
+across batches by `mixforge.filters.text`) only the chunks where a special case could apply.
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ _RESOURCE = Path(__file__).parent / "resources" / "spacy_en_tokenizer.json"
 
 
 @lru_cache(maxsize=1)
+def _spec() -> dict:
+    return json.loads(_RESOURCE.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
 def _rules():
-    spec = json.loads(_RESOURCE.read_text(encoding="utf-8"))
+    spec = _spec()
     never = re.compile("a^").match
     return (
         re.compile(spec["prefix"]).search,
@@ -56,7 +61,7 @@ def _infix_precheck(infix: str):
 @lru_cache(maxsize=1)
 def sentencizer_punct_chars() -> list[str]:
     """spaCy's `Sentencizer.default_punct_chars` (datatrove's `split_into_sentences`)."""
-    return sorted(json.loads(_RESOURCE.read_text(encoding="utf-8"))["sentencizer_punct_chars"])
+    return sorted(_spec()["sentencizer_punct_chars"])
 
 
 def special_case_keys() -> frozenset[str]:
@@ -153,7 +158,7 @@ def _suffix_end_check():
     spaCy's English suffix pattern is [lookbehind] + a literal, a character class or a group of
     literals + `$`), or None when the pattern has another shape (then no pre-check)."""
     atoms = []
-    for alt in _top_level(json.loads(_RESOURCE.read_text(encoding="utf-8"))["suffix"]):
+    for alt in _top_level(_spec()["suffix"]):
         if alt.startswith("(?<="):
             alt = alt[len(_top_level_group(alt)) :]
         if not alt.endswith("$") or len(alt) < 2:

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mixforge.filters.spacy_tokenizer import special_case_keys, tokenize_chunk
+from mixforge.filters.tokenizer_kernel import tokenize_chunks, warm_up
 
 # Whitespace as Python's str.isspace() (Unicode White_Space plus the separators \x1c-\x1f).
 CHUNK_PATTERN = r"[^\s\x{1C}-\x{1F}]+"
@@ -79,7 +80,7 @@ UNSPACED_CHAR = "[" + _UNSPACED_CHAR + "]"
 # A word of such a document: one such character with its combining marks, or a run of others.
 UNSPACED_WORD_PART = UNSPACED_CHAR + r"\p{M}*|[^" + _UNSPACED_CHAR + "]+"
 _TOKEN_CACHE: dict[str, list[str]] = {}
-_TOKEN_CACHE_MAX = 200_000  # distinct complex chunks kept across batches (~50 MB)
+_TOKEN_CACHE_MAX = 200_000  # distinct chunks left to the Python port, kept across batches
 
 
 @lru_cache(maxsize=1)
@@ -93,20 +94,42 @@ def _all_specials() -> list[str]:
     return sorted(special_case_keys())
 
 
-def _tokens_of(chunks: list[str]) -> tuple[list[str], np.ndarray]:
-    """Tokens of each chunk, flattened, and the number of tokens per chunk."""
+def _tokens_of(chunks: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """Tokens of each chunk, flattened, and the number of tokens per chunk: the compiled loop
+    (`tokenizer_kernel`) for most chunks, the Python port (cached across batches) for those it leaves."""
+    listed = chunks.to_list()
+    back, counts, chunk, start, end = tokenize_chunks(listed)
+    spans = pl.DataFrame({"c": chunks.gather(chunk), "a": start, "n": end - start})
+    flat = spans.select(pl.col("c").str.slice(pl.col("a"), pl.col("n")))["c"]
+    if not back:
+        return flat.rename("words"), counts
     cache = _TOKEN_CACHE
     if len(cache) > _TOKEN_CACHE_MAX:
         cache.clear()
-    flat: list[str] = []
-    counts = np.empty(len(chunks), dtype=np.int64)
-    for i, c in enumerate(chunks):
+    slow: list[str] = []
+    for k in back:
+        c = listed[k]
         t = cache.get(c)
         if t is None:
             t = cache[c] = tokenize_chunk(c)
-        flat.extend(t)
-        counts[i] = len(t)
-    return flat, counts
+        slow.extend(t)
+        counts[k] = len(t)
+    # kernel tokens and port tokens back in chunk order: indices into [flat, slow]
+    is_back = np.zeros(len(listed), dtype=bool)
+    is_back[back] = True
+    n_kernel = len(flat)
+    base = np.zeros(len(listed), dtype=np.int64)
+    kernel_counts = np.where(is_back, 0, counts)
+    slow_counts = np.where(is_back, counts, 0)
+    base[~is_back] = (np.cumsum(kernel_counts) - kernel_counts)[~is_back]
+    base[is_back] = n_kernel + (np.cumsum(slow_counts) - slow_counts)[is_back]
+    idx = _expand(base, np.ones(len(listed), dtype=np.int64), counts)
+    return pl.concat([flat.rename("words"), pl.Series("words", slow, dtype=pl.String)]).gather(idx), counts
+
+
+def load_tokenizer() -> None:
+    """Load the word splitter's compiled code and tables (a rule set's `setup`: once per worker)."""
+    warm_up()
 
 
 def split_words(text: pl.Series, unspaced=None) -> tuple[pl.Series, np.ndarray]:
@@ -212,7 +235,7 @@ def _chunk_tokens(uniq: pl.Series, whole: np.ndarray | None) -> tuple[pl.Series,
         .select(pl.concat_list("a", "b").alias("p"))["p"]
         .explode()
     )
-    tok_flat, tok_counts = _tokens_of(uniq.gather(complex_idx).to_list())
+    tok_flat, tok_counts = _tokens_of(uniq.gather(complex_idx))
     n_tok = np.ones(len(uniq), dtype=np.int64)
     n_tok[fast_idx] = 2
     n_tok[complex_idx] = tok_counts
@@ -224,7 +247,7 @@ def _chunk_tokens(uniq: pl.Series, whole: np.ndarray | None) -> tuple[pl.Series,
     step = np.zeros(len(uniq), dtype=np.int64)
     step[rest] = 1
     idx = _expand(base, step, n_tok)
-    parts = [uniq.rename("words"), fast_parts.rename("words"), pl.Series("words", tok_flat, dtype=pl.String)]
+    parts = [uniq.rename("words"), fast_parts.rename("words"), tok_flat]
     return pl.concat(parts).gather(idx), n_tok
 
 
