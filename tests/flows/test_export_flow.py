@@ -88,7 +88,7 @@ def test_mix_with_a_tokenizer_that_does_not_load_builds_no_version(tmp_path, loc
     spec_file, export_file = tmp_path / "mix.yaml", tmp_path / "export.yaml"
     spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True)))
     export_file.write_text(yaml.safe_dump(bad.model_dump(mode="json", exclude_unset=True)))
-    assert cli.main(["mix", str(spec_file), "--export", str(export_file), "-q"]) == 2  # the CLI's pre-flight
+    assert cli.main(["mix", "--spec", str(spec_file), "--export", str(export_file), "-q"]) == 2  # the CLI's pre-flight
     assert f"tokenizer huggingface '{missing}' cannot be loaded" in capsys.readouterr().err
     assert not versions.exists()
 
