@@ -12,10 +12,18 @@ and the whole dedup against datatrove, on the realistic corpus (benchmarks/reali
    Arrow/numpy` (the definition it replaced: MinHasher.signatures + exact_hashes), `lean numpy`,
    `lean numba` (benchmarks/lean_minhash.py). Reading the Parquet shards is not counted.
 2. Whole dedup (the composite's steps in `--workers` bare processes, no Ray/Prefect: CPU of the whole
-   process tree) against datatrove's MinHash (bench_dedup.run_datatrove), scored on the planted
-   near-copies: a removed document is right when it was removed in favour of a document of its own
-   planted group; recall = right removals / planted copies.
-3. At each of --scales: whole dedup CPU seconds per shard and per MB, and the peak RSS per worker.
+   process tree, the driver and each worker apart) against datatrove's MinHash (bench_dedup.run_datatrove)
+   at each of --datatrove-scales (default: every scale), scored on the planted near-copies: a removed
+   document is right when it was removed in favour of a document of its own planted group; recall = right
+   removals / planted copies. The workers are fresh processes (only `mixforge.dedup.composite` imported
+   before the clock starts), so what a worker pays once (pandas, numba, the compiled kernel's load, the
+   character tables) is counted in each of them.
+3. At each of --scales: whole dedup CPU seconds per shard and per MB, and the peak RSS per worker (each
+   worker's VmHWM after the run; no sampling thread, whose CPU would be counted as ours).
+4. `--breakdown`: at each scale, in a fresh interpreter with the steps run serially, where the CPU goes:
+   the one-off start-up costs one at a time (pandas, the numba import, the tables, the kernel's load; the
+   import of the composite, which the pool's workers do before the clock starts, is shown apart),
+   each step's CPU seconds, and the work files each step leaves (`_work/`, kept for the count).
 """
 
 from __future__ import annotations
@@ -74,6 +82,76 @@ for _ in range(2):
     t1 = time.process_time(); one_pass(); warm.append(time.process_time() - t1)
 print("RESULT " + json.dumps({"cold": cold, "warm": min(warm)}))
 """
+
+
+# The whole dedup run serially in a fresh interpreter: the one-off start-up costs one at a time, then each step.
+_BREAKDOWN = r"""
+import json, shutil, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+import numpy as np, pyarrow as pa
+startup = {}
+def clock(name, fn):
+    t = time.process_time(); r = fn(); startup[name] = round(time.process_time() - t, 3); return r
+clock("pandas (pyarrow's first conversion)", lambda: pa.array(np.zeros(1)))
+clock("numba import", lambda: __import__("numba"))
+# what the benchmark's pool workers import before the clock starts (numba too, when mixforge.config imports it)
+comp = clock("[before the clock] mixforge.dedup.composite import", lambda: __import__("mixforge.dedup.composite",
+                                                                                   fromlist=["run_dedup"]))
+from mixforge.config import CurateConfig
+from mixforge.executor import SerialExecutor
+from mixforge.runs import RunLayout
+shards, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+kernel = clock("kernel module import", lambda: __import__("mixforge.dedup.kernel", fromlist=["sign"]))
+clock("character tables", kernel.char_tables)
+from mixforge.dedup.config import ExactConfig
+from mixforge.dedup.minhash import MinHasher
+tiny = pa.array(["a b c d e f"])
+clock("compiled kernel load (numba registries, scipy)", lambda: kernel.sign(tiny, MinHasher(), ExactConfig()))
+steps = {}
+def timed_step(name, fn):
+    def run(*a, **k):
+        t = time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            steps[name] = steps.get(name, 0.0) + time.process_time() - t
+    return run
+for attr in ("SIGNATURES", "EDGES", "VERIFY", "CLUSTERS"):
+    step = getattr(comp, attr)
+    setattr(comp, attr, comp.Step(step.name, timed_step(step.name, step.fn), step.resources))
+comp.run_stage = timed_step("apply (kept, _removed, markers, stats)", comp.run_stage)
+shutil.rmtree(out, ignore_errors=True)
+layout = RunLayout(str(out), "run")
+t = time.process_time()
+summary = comp.run_dedup(
+    layout.stage("dedup"), "run", list(enumerate(sorted(shards))), CurateConfig(stages=["dedup"]), SerialExecutor(),
+    keep_work=True,
+)
+total = time.process_time() - t
+work = Path(layout.stage("dedup").dir) / "_work"
+files = {d.name: sum(1 for f in d.rglob("*") if f.is_file()) for d in sorted(work.iterdir()) if d.is_dir()}
+steps["driver (plan, hand-out, summary)"] = total - sum(steps.values())
+print("RESULT " + json.dumps({
+    "startup_cpu_s": startup,
+    "startup_total_cpu_s": round(sum(v for k, v in startup.items() if not k.startswith("[")), 3),
+    "step_cpu_s": {k: round(v, 3) for k, v in steps.items()}, "steps_total_cpu_s": round(total, 3),
+    "partitions": summary["dedup"]["partitions"], "work_files": files,
+}))
+"""
+
+
+def breakdown(shards: list[str], out_dir: Path) -> dict:
+    """Where a serial whole dedup's CPU goes, in a fresh interpreter (module docstring, 4)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _BREAKDOWN, json.dumps(shards), str(out_dir), str(harness.REPO)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    return json.loads(next(x for x in out.splitlines() if x.startswith("RESULT ")).split(" ", 1)[1])
 
 
 def signature_rates(shards: list[str], text_bytes: int) -> list[dict]:
@@ -141,12 +219,14 @@ def score(groups: dict[str, str], removed: dict[str, str]) -> dict:
 
 
 def run_ours(shards: list[str], out_root: Path, workers: int) -> dict:
-    """The dedup composite in bare processes; CPU of the tree, peak RSS per worker, removals."""
+    """The dedup composite in bare processes; CPU of the tree (and of the driver and each worker), peak RSS
+    per worker, removals."""
     import shutil
+    import time
 
     import pyarrow.parquet as pq
 
-    from benchmarks.bench_dedup import ProcSampler, descendants_selector
+    from benchmarks.bench_dedup import _proc_status
     from mixforge.config import CurateConfig
     from mixforge.runs import RunLayout
     from mixforge.stages.registry import get_stage
@@ -155,9 +235,13 @@ def run_ours(shards: list[str], out_root: Path, workers: int) -> dict:
     config = CurateConfig(stages=["dedup"], ray={"num_cpus": workers})
     inputs = list(enumerate(sorted(shards)))
     with harness.BarePool(workers, imports=("mixforge.dedup.composite",)) as pool:
-        with ProcSampler(descendants_selector(os.getpid())) as sampler, harness.timed() as t:
+        workers_before = {pid: harness.pids_cpu_seconds([pid]) for pid in pool.pids}
+        driver_before = time.process_time()
+        with harness.timed() as t:
             summary = get_stage("dedup").run(RunLayout(str(out_root), "run"), inputs, config, pool.executor())
-        worker_hwm = {pid: v for pid, v in sampler.hwm.items() if pid in pool.pids}
+        driver_cpu = time.process_time() - driver_before
+        worker_cpu = [round(harness.pids_cpu_seconds([pid]) - workers_before[pid], 2) for pid in pool.pids]
+        worker_hwm = {pid: _proc_status(pid).get("VmHWM", 0) for pid in pool.pids}  # the peak of each, in kB
     removed = {}
     for p in sorted(out_root.rglob("_removed/*.parquet")):
         r = pq.read_table(p, columns=["id", "duplicate_of"]).to_pydict()
@@ -165,6 +249,9 @@ def run_ours(shards: list[str], out_root: Path, workers: int) -> dict:
     return {
         "seconds": round(t["seconds"], 2),
         "cpu_seconds": t["cpu_seconds"],
+        "driver_cpu_s": round(driver_cpu, 2),
+        "worker_cpu_s": worker_cpu,
+        "partitions": summary["dedup"]["partitions"],
         "others_busy_cores": t["others_busy_cores"],
         "docs_in": summary["docs_in"],
         "docs_kept": summary["docs_kept"],
@@ -184,6 +271,8 @@ def main() -> None:
     ap.add_argument("--datatrove-python", default="/tmp/dt-venv/bin/python")
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--skip-signatures", action="store_true")
+    ap.add_argument("--datatrove-scales", default=None, help="scales datatrove runs at (default: every scale)")
+    ap.add_argument("--breakdown", action="store_true", help="also each scale's serial CPU breakdown by step")
     ap.add_argument("--json-out", default=str(harness.REPO / "benchmarks" / "out" / "minhash" / "result.json"))
     args = ap.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
@@ -202,6 +291,8 @@ def main() -> None:
         groups = truth_groups(c.shards)
         res = run_ours(c.shards, work / f"ours-{s}x", args.workers)
         res["score"] = score(groups, res.pop("_removed"))
+        if args.breakdown:
+            res["breakdown"] = breakdown(c.shards, work / f"breakdown-{s}x")
         res.update(
             scale=s,
             shards=len(c.shards),
@@ -215,15 +306,26 @@ def main() -> None:
     if not args.skip_datatrove:
         from benchmarks.bench_dedup import run_datatrove
 
-        corpus = {"shards": c1.shards}
-        dt = run_datatrove(args.datatrove_python, corpus, work / "datatrove", args.workers)
-        dt.pop("_clusters")
-        dt["score"] = score(truth_groups(c1.shards), dt.pop("_removed"))
-        dt["load"] = harness.loadavg()
-        doc["datatrove"] = dt
-        ours = doc["dedup"][0]
-        doc["datatrove_over_ours_cpu"] = round(dt["cpu_seconds"] / ours["cpu_seconds"], 2)
-        doc["datatrove_over_ours_wall"] = round(dt["seconds"] / ours["seconds"], 2)
+        dt_scales = [int(x) for x in args.datatrove_scales.split(",")] if args.datatrove_scales else scales
+        doc["datatrove_by_scale"] = []
+        for s in dt_scales:
+            c = corpora[s]
+            dt = run_datatrove(args.datatrove_python, {"shards": c.shards}, work / f"datatrove-{s}x", args.workers)
+            dt.pop("_clusters")
+            dt["score"] = score(truth_groups(c.shards), dt.pop("_removed"))
+            ours = next(r for r in doc["dedup"] if r["scale"] == s)
+            dt.update(
+                scale=s,
+                load=harness.loadavg(),
+                datatrove_over_ours_cpu=round(dt["cpu_seconds"] / ours["cpu_seconds"], 2),
+                datatrove_over_ours_wall=round(dt["seconds"] / ours["seconds"], 2),
+            )
+            print(json.dumps(dt), file=sys.stderr, flush=True)
+            doc["datatrove_by_scale"].append(dt)
+        first = doc["datatrove_by_scale"][0]  # the figures of earlier reports: the first scale
+        doc["datatrove"] = first
+        doc["datatrove_over_ours_cpu"] = first["datatrove_over_ours_cpu"]
+        doc["datatrove_over_ours_wall"] = first["datatrove_over_ours_wall"]
     doc["load_at_end"] = harness.loadavg()
     print(format_report(doc))
     Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -246,16 +348,22 @@ def format_report(doc: dict) -> str:
     for r in doc.get("dedup", []):
         out.append(
             f"whole dedup {r['scale']}x: {r['shards']} shards {r['text_mb']} MB  {r['cpu_seconds']} CPU-s "
-            f"({r['cpu_s_per_shard']} per shard, {r['mb_per_cpu_s']} MB/CPU-s)  wall {r['seconds']} s  "
+            f"({r['cpu_s_per_shard']} per shard, {r['mb_per_cpu_s']} MB/CPU-s; driver {r['driver_cpu_s']}, "
+            f"workers {r['worker_cpu_s']})  wall {r['seconds']} s  {r['partitions']} partition(s)  "
             f"worker peak RSS {r['worker_peak_rss_mb']} MB  P {r['score']['precision']} R {r['score']['recall']}  "
             f"load {r['load']}"
         )
-    if doc.get("datatrove"):
-        d = doc["datatrove"]
+        b = r.get("breakdown")
+        if b:
+            out.append(f"  serial, start-up {b['startup_total_cpu_s']} CPU-s: {b['startup_cpu_s']}")
+            out.append(
+                f"  serial, steps {b['steps_total_cpu_s']} CPU-s: {b['step_cpu_s']}  work files {b['work_files']}"
+            )
+    for d in doc.get("datatrove_by_scale", []):
         out.append(
-            f"datatrove 1x: {d['cpu_seconds']} CPU-s  wall {d['seconds']} s  P {d['score']['precision']} "
-            f"R {d['score']['recall']}  -> datatrove/ours CPU {doc['datatrove_over_ours_cpu']}x, "
-            f"wall {doc['datatrove_over_ours_wall']}x  load {d['load']}"
+            f"datatrove {d['scale']}x: {d['cpu_seconds']} CPU-s  wall {d['seconds']} s  P {d['score']['precision']} "
+            f"R {d['score']['recall']}  -> datatrove/ours CPU {d['datatrove_over_ours_cpu']}x, "
+            f"wall {d['datatrove_over_ours_wall']}x  load {d['load']}"
         )
     return "\n".join(out)
 
