@@ -139,33 +139,14 @@ def _check_run_free(
     return run, exists
 
 
-def _check_models(config: CurateConfig, stages: Sequence[str], storage_options) -> None:
-    """The classify stage's models and centroids must exist (resolved as the stage will resolve them)."""
-    if "classify" not in stages:
-        return
-    from mixforge.classify import store
+def _check_stage_inputs(config: CurateConfig, stages: Sequence[str], storage_options) -> None:
+    """Each stage's own pre-flight (its models, benchmark files: `CurationStage.preflight`)."""
+    from mixforge.stages.registry import get_stage
 
-    refs = [(f"classify.classifiers[{i}].model", c.model) for i, c in enumerate(config.classify.classifiers)]
-    clusters = config.classify.embedding_clusters
-    if clusters.enabled and clusters.centroids:
-        refs.append(("classify.embedding_clusters.centroids", clusters.centroids))
-    for where, uri in refs:
-        try:
-            store.resolve(uri, storage_options)
-        except FileNotFoundError as e:
-            raise ConfigError(f"{where}: {e}") from None
-    if clusters.enabled and clusters.model and not os.path.isdir(clusters.model):
-        raise ConfigError(f"classify.embedding_clusters.model: {clusters.model!r} is not a local model directory")
-
-
-def _check_benchmarks(config: CurateConfig, stages: Sequence[str], storage_options) -> None:
-    """The decontaminate stage's benchmark files must exist, be readable and have the configured fields."""
-    if "decontaminate" not in stages:
-        return
-    from mixforge.decontam.index import check_benchmarks
-    from mixforge.stages.registry import extra_settings
-
-    check_benchmarks(extra_settings(config, "decontaminate"), storage_options)
+    for name in stages:
+        check = get_stage(name).preflight
+        if check is not None:
+            check(config, storage_options)
 
 
 def is_contract_shard(uri: str, storage_options) -> bool:
@@ -227,8 +208,7 @@ def plan_curate(
         log.info("input %s is raw (not contract Parquet): running normalize first", shards[0].uri)
         stages = ("normalize", *stages)
     config = config.model_copy(update={"stages": stages})
-    _check_models(config, stages, options)
-    _check_benchmarks(config, stages, options)
+    _check_stage_inputs(config, stages, options)
     run, exists = _check_run_free(output, shards, config.run_fingerprint(), run_id, options)
     return RunPlan(run, list(enumerate(s.uri for s in shards)), stages, exists, config, info, inputs, tuple(shards))
 

@@ -23,12 +23,21 @@ def _run(run, inputs, config, executor) -> dict:
     return run_decontaminate(run, inputs, config, executor)
 
 
+def _preflight(config, storage_options) -> None:
+    """The benchmark files must exist, be readable and have the configured fields."""
+    from mixforge.decontam.index import check_benchmarks
+    from mixforge.stages.registry import extra_settings
+
+    check_benchmarks(extra_settings(config, "decontaminate"), storage_options)
+
+
 register_stage(
     CurationStage(
         "decontaminate",
         _run,
         "benchmark decontamination: word n-gram overlap with the configured benchmark sets (annotate, drop or cut)",
         config_model=DecontamConfig,
+        preflight=_preflight,
     ),
     before="rephrase",  # after dedup; rephrasings are then made from decontaminated text
 )

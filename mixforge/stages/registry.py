@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 # run(run, inputs, config, executor) -> the stage summary (also written as the stage's _stats.json)
 StageRun = Callable[["RunLayout", Sequence[tuple[int, str]], "CurateConfig", "Executor"], dict]
+# preflight(config, storage_options): raise ConfigError for what would fail the stage (a missing model
+# or benchmark file), so a run fails before Prefect, Ray or any stage starts
+StagePreflight = Callable[["CurateConfig", Any], None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class CurationStage:
     generates: bool = False
     # Whether it must run on Ray whatever the job chose (GPUs or a runtime_env, which the local pool ignores).
     needs_ray: Callable[[CurateConfig], bool] | None = None
+    # Checks of the stage's own inputs (models, benchmark files) that `plan_curate` runs before any work.
+    preflight: StagePreflight | None = None
 
 
 _STAGES: dict[str, CurationStage] = {}
@@ -130,6 +135,26 @@ def _rephrase_config() -> type:
     return RephraseConfig
 
 
+def _classify_preflight(config: CurateConfig, storage_options: Any) -> None:
+    """The classify stage's models and centroids must exist (resolved as the stage will resolve them)."""
+    import os
+
+    from mixforge.classify import store
+    from mixforge.config_errors import ConfigError
+
+    refs = [(f"classify.classifiers[{i}].model", c.model) for i, c in enumerate(config.classify.classifiers)]
+    clusters = config.classify.embedding_clusters
+    if clusters.enabled and clusters.centroids:
+        refs.append(("classify.embedding_clusters.centroids", clusters.centroids))
+    for where, uri in refs:
+        try:
+            store.resolve(uri, storage_options)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if clusters.enabled and clusters.model and not os.path.isdir(clusters.model):
+        raise ConfigError(f"classify.embedding_clusters.model: {clusters.model!r} is not a local model directory")
+
+
 def _load_builtins() -> None:
     """The built-in stages, in pipeline order (their code is imported when they run, so listing the
     stages, for the config or the CLI's help, stays cheap)."""
@@ -151,6 +176,7 @@ def _load_builtins() -> None:
             _classify,
             "apply the configured fastText classifiers and embedding clusters "
             "(scores only: quality_*, domain, cluster_id)",
+            preflight=_classify_preflight,
         ),
         CurationStage("dedup", _dedup, "exact and MinHash-LSH fuzzy deduplication, keeping dup_cluster/dup_count"),
         CurationStage(
