@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.bench_optimize --json-out /tmp/optimize.json     # ~16 min on 2 busy cores
     .venv/bin/python -m benchmarks.bench_optimize --train-tokens 100000 --swarm 8 --skip-throughput  # quick
     .venv/bin/python -m benchmarks.bench_optimize --reuse --skip-throughput          # re-analyse a finished run
+    .venv/bin/python -m benchmarks.bench_optimize --quadmix --swarm 12 --train-tokens 100000 --json-out /tmp/q.json
 
 The pool: three groups of clearly different real text from --corpus-dir, each document cut into
 passages (paragraph boundaries, <= --passage-chars) and capped at --group-mb MB of text:
@@ -28,6 +29,13 @@ known token ratio (--ratio, default 0.7/0.3), shuffled; the proxies are scored o
    thread as each swarm worker has) and the wall time of a small swarm (--scaling-swarm proxies of
    --scaling-tokens tokens, verify off) at LocalPoolExecutor(1) and (2).
 Every figure has the load average (1/5/15 min) and the other processes' busy cores beside it.
+
+--quadmix (QuaDMix, the search's `quality_temperature:`), instead of 1-3: the same pool with a `score`
+column, 1.0 on books and 0.0 on web passages, and two groups: `mixed` (books and web together, sampled
+by quality on `score`) and `tech`; the same books/tech target. A low temperature draws the mixed
+group's books and leaves its web out, so the proposal's temperature must be below the geometric
+middle of the bounds, its verified loss must beat the prior's and uniform's (spec temperature 1), and
+the same check on shuffled losses (--shuffles refits, no retraining) must not reliably pass.
 """
 
 from __future__ import annotations
@@ -343,6 +351,153 @@ def prediction(records, verified, groups, search) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------- QuaDMix
+
+
+def write_quadmix(root: str, args) -> str:
+    """pool-q/: the pool with score = 1 on books, 0 elsewhere; a search of mixed (books + web, quality-sampled)
+    and tech, with their temperature searched."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import yaml
+
+    os.makedirs(os.path.join(root, "pool-q"), exist_ok=True)
+    for group in GROUPS:
+        table = pq.read_table(os.path.join(root, "pool", f"{group}.parquet"))
+        score = pc.cast(pc.equal(table.column("source"), "books"), pa.float64())
+        pq.write_table(table.append_column("score", score), os.path.join(root, "pool-q", f"{group}.parquet"))
+    mixture = {
+        "name": "pool-q",
+        "pool": "pool-q/",
+        "store": "store",
+        "budget_tokens": args.budget_tokens,
+        "groups": [
+            {
+                "name": "mixed",
+                "where": {"source": ["books", "web"]},
+                "weight": 1,
+                "sampling": {"method": "quality", "column": "score"},
+            },
+            {"name": "tech", "where": {"source": "tech"}, "weight": 1},
+        ],
+    }
+    with open(os.path.join(root, "mix-q.yaml"), "w") as f:
+        yaml.safe_dump(mixture, f)
+    search = {
+        "name": "bench-quadmix",
+        "mixture": "mix-q.yaml",
+        "seed": args.seed,
+        "swarm": {"size": args.swarm},
+        "targets": [{"name": TARGET, "uri": "targets/target.parquet"}],
+        "proxy": proxy_config(args, args.train_tokens),
+        "fit": {"regressors": args.regressors},
+        "verify": True,
+        "quality_temperature": {"min": args.t_min, "max": args.t_max},
+    }
+    path = os.path.join(root, "bench-quadmix.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(search, f)
+    return path
+
+
+def ablation_proxy(search, manifest, temperatures: dict[str, float]) -> dict[str, Any]:
+    """One more proxy of the run: the proposal's weights with these temperatures (built as the run builds its own)."""
+    from mixforge import storage
+    from mixforge.optimize import results as R
+    from mixforge.optimize import steps as S
+
+    mixture = search.mixture_spec()
+    cap = manifest["proxy"]["max_epochs"]
+    pid = "ablation-" + "-".join(f"{g}-{t:g}".replace(".", "p") for g, t in temperatures.items())
+    folder = storage.join(manifest["uri"], "proxies", pid)
+    spec = R.spec_with(
+        mixture,
+        store=storage.join(folder, "store"),
+        groups=R.groups_with(
+            mixture, manifest["proposal"]["weights"], {g: cap for g in manifest["groups"]}, temperatures
+        ),
+        budget_tokens=manifest["proxy"]["tokens"],
+        budget_fraction=None,
+        temperature=None,
+        on_short="fail",
+        seed=search.seed,
+    )
+    targets = {t["name"]: t["tokens"] for t in manifest["targets"]}
+    job = S.ProxyJob(pid, -1, "ablation", manifest["proposal"]["weights"], folder, spec, cap, search.proxy, targets,
+                     manifest["vocab"], temperatures=dict(temperatures))  # fmt: skip
+    record = S.proxy_step(job)
+    return {
+        "id": pid,
+        "temperatures": temperatures,
+        "objective": R.objective_of(record["losses"], search.target_weights()),
+    }
+
+
+def quadmix(args, root: str) -> dict[str, Any]:
+    """The QuaDMix known answer (see the module's docstring) and its shuffled refits."""
+    import math
+
+    import numpy as np
+
+    from mixforge.optimize.fit import fit_targets, spearman
+    from mixforge.optimize.propose import propose, weighted_objective
+    from mixforge.optimize.run import features
+    from mixforge.optimize.swarm import Space, TemperatureBox
+
+    search, manifest, t = run_search(write_quadmix(root, args), args.workers)
+    records, _ = records_of(manifest)
+    groups = tuple(manifest["groups"])
+    middle = math.sqrt(args.t_min * args.t_max)
+    box = TemperatureBox.of(["mixed"], args.t_min, args.t_max)
+    space = Space(
+        groups,
+        *(np.array([manifest["space"][g][k] for g in groups]) for k in ("prior", "min", "max")),
+    )
+    X = np.array([features(r, groups, box) for r in records])
+    y = np.array([r["losses"][TARGET] for r in records])
+    rng = np.random.default_rng(args.seed + 1000)
+    shuffled = []
+    for _ in range(args.shuffles):
+        fits = fit_targets(X, {TARGET: rng.permutation(y)}, search.fit, n_weights=len(groups))
+        p = propose(weighted_objective(fits, search.target_weights()), space, search.propose, temperatures=box)
+        shuffled.append({"chosen": fits[TARGET].chosen, "temperature": round(p.temperatures["mixed"], 4)})
+    low_rate = sum(s["temperature"] < middle for s in shuffled) / max(1, len(shuffled))
+    verify = {role: round(v["objective"], 5) for role, v in manifest["verify"].items()}
+    proposed = manifest["proposal"]["temperatures"]["mixed"]
+    # Ablation: the proposal's weights with the spec's own temperature (1), so the temperature's part is seen.
+    own = ablation_proxy(search, manifest, manifest["quality_temperature"]["own"])
+    verify["proposal_weights_own_temperature"] = round(own["objective"], 5)
+    return {
+        "proposal": {
+            "weights": {g: round(w, 4) for g, w in manifest["proposal"]["weights"].items()},
+            "temperature": round(proposed, 4),
+            "geometric_middle": round(middle, 4),
+            "low": proposed < middle,
+        },
+        "fit": {
+            t_["target"]: {"chosen": t_["chosen"], "oof_spearman": t_["spearman"]} for t_ in manifest["fit"]["targets"]
+        },
+        "swarm_spearman_logT_loss": round(spearman(X[:, -1], y), 4),
+        "verified_objective": verify,
+        "verified_temperatures": {r: v.get("temperatures") for r, v in manifest["verify"].items()},
+        "beats_prior_and_uniform": verify["proposal"] < min(verify["prior"], verify["uniform"]),
+        "shuffled": shuffled,
+        "shuffled_low_rate": round(low_rate, 3),
+        "run": {
+            "manifest": manifest["manifest"],
+            "wall_seconds": round(t["seconds"], 2),
+            "proxies": manifest["proxies"]["count"],
+            "params": manifest["proxy"]["params"],
+            "tokens_per_proxy": manifest["proxy"]["tokens"] - 1,
+            "workers": args.workers,
+            "others_busy_cores": t["others_busy_cores"],
+            "loadavg_before": t["loadavg_before"],
+            "loadavg_after": t["loadavg_after"],
+        },
+    }
+
+
 # ----------------------------------------------------------------------------- runs
 
 
@@ -478,6 +633,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scaling-workers", type=int, nargs="+", default=[1, 2], help="pool sizes (default 1 2)")
     parser.add_argument("--skip-throughput", action="store_true", help="skip section 3")
     parser.add_argument("--reuse", action="store_true", help="keep the work dir: a finished run is re-analysed")
+    parser.add_argument("--quadmix", action="store_true", help="the QuaDMix known answer instead of sections 1-3")
+    parser.add_argument("--t-min", type=float, default=0.25, help="--quadmix: lowest temperature (default 0.25)")
+    parser.add_argument("--t-max", type=float, default=4.0, help="--quadmix: highest temperature (default 4)")
     args = parser.parse_args(argv)
     harness.configure_environment()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -505,6 +663,41 @@ def main(argv: list[str] | None = None) -> dict:
         with open(info_path, "w") as f:
             json.dump(info, f, indent=2)
     known = {g: info["target"]["known_ratio"][g] for g in TARGET_GROUPS}
+    params = {k: v for k, v in vars(args).items() if k not in ("json", "json_out")}
+
+    if args.quadmix:
+        q = quadmix(args, root)
+        goals = [
+            ("quadmix", 0.0, "geometric middle - proposed temperature of mixed (books score 1, web 0)",
+             round(q["proposal"]["geometric_middle"] - q["proposal"]["temperature"], 4)),
+            ("quadmix", 0.0, "min(prior, uniform) - proposal verified loss (nats)",
+             round(min(q["verified_objective"]["prior"], q["verified_objective"]["uniform"])
+                   - q["verified_objective"]["proposal"], 5)),
+            ("quadmix", 0.0, "proposal's weights at the spec's T=1 - at the proposed T, verified loss (nats)",
+             round(q["verified_objective"]["proposal_weights_own_temperature"] - q["verified_objective"]["proposal"],
+                   5)),
+            ("shuffled", 0.2, f"share of {args.shuffles} shuffled refits NOT proposing a low temperature",
+             round(1 - q["shuffled_low_rate"], 3)),
+        ]  # fmt: skip
+        notes = [
+            f"proxy: {q['run']['params']:,} parameters, {q['run']['tokens_per_proxy']:,} tokens each; "
+            f"{q['run']['proxies']} proxies in {q['run']['wall_seconds']} s at {args.workers} workers "
+            f"(load {q['run']['loadavg_before']} -> {q['run']['loadavg_after']})",
+            f"proposal {q['proposal']}; verified {q['verified_objective']}",
+            f"shuffled refits proposing a low temperature: {q['shuffled_low_rate']:.0%}",
+            f"total {round(time.perf_counter() - started)} s",
+        ]
+        return harness.report(
+            [],
+            None,
+            benchmark="optimize-quadmix",
+            params=params,
+            goals=goals,
+            notes=notes,
+            extra={"pool": info, "quadmix": q},
+            json_out=args.json_out,
+            print_json=args.json,
+        )
 
     # 1. Known answer
     path = write_search(root, args, name="bench-known-answer", swarm=args.swarm, train_tokens=args.train_tokens,
@@ -589,7 +782,6 @@ def main(argv: list[str] | None = None) -> dict:
     if section3:
         goals.append(("proxy-training", GOAL_THROUGHPUT, "train_proxy tokens/s vs bare loop (bench_proxy)",
                       section3["proxy_training"]["ratio_vs_bare"]))  # fmt: skip
-    params = {k: v for k, v in vars(args).items() if k not in ("json", "json_out")}
     notes = [
         f"proxy: {section1['proxy']['params']:,} parameters (embeddings included), "
         f"{section1['proxy']['tokens_per_proxy']:,} tokens each; target realised ratio "
