@@ -21,6 +21,7 @@ from mixforge.config_errors import ConfigError
 from mixforge.executor import LocalPoolExecutor, SerialExecutor
 from mixforge.mixtures import versions as V
 from mixforge.mixtures.spec import load_spec
+from mixforge.optimize import report
 from mixforge.optimize.fit import FitOptions, fit_targets
 from mixforge.optimize.propose import ProposeOptions, propose, weighted_objective
 from mixforge.optimize.run import default_run_id, materialize, optimize_summary, run_optimization
@@ -221,6 +222,11 @@ def test_known_answer_a_score_high_on_target_like_text_gets_a_low_temperature(ro
         found = propose(weighted_objective(shuffled, {"prose": 1.0}), space, search.propose, temperatures=box)
         lows.append(low_temperature(found.temperatures))
     assert not all(lows), lows
+
+    # The report shows the searched temperature beside the spec's own; its plots have a panel for it.
+    text, _ = report.write_report(manifest)
+    assert f"| mixed | 1 | {proposal['temperatures']['mixed']:.3g} |" in text
+    assert {"temperature_mixed", "weight_mixed"} <= set(report.proxy_rows(manifest)[0])
 
     # A rerun is the same complete run; the materialised version carries the temperatures and says so.
     assert run_optimization(load_search_spec(os.path.join(root, "search.yaml")), SerialExecutor()) == manifest
