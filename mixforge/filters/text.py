@@ -9,8 +9,9 @@ Words are exactly datatrove's `split_into_words` for English, i.e. spaCy's rule-
 tokenizer with whitespace tokens dropped (see `mixforge.filters.spacy_tokenizer`): the text is cut
 into whitespace-separated chunks (vectorised); chunks that are a plain run of letters or of ASCII
 digits (most of them) are one word; the distinct remaining chunks of the batch ("her;--but",
-"Mr.", "don't", "(e.g.", "3.5%", URLs ...) go through the ported spaCy algorithm once each, with a
-cache shared across batches. Like datatrove with its default language, this applies to every
+"Mr.", "don't", "(e.g.", "3.5%", URLs ...) go once each through the ported spaCy algorithm compiled
+(`mixforge.filters.tokenizer_kernel`), and the few where a special case could apply through the Python
+port itself, with a cache shared across batches. Like datatrove with its default language, this applies to every
 script: without a language, a run of Han/Kana/Thai characters without spaces is one word.
 
 Character-based fallback for unspaced scripts: in documents whose `lang` label is in
@@ -212,7 +213,7 @@ def _distinct(flat: pl.Series, whole: np.ndarray | None) -> tuple[np.ndarray, pl
 def _chunk_tokens(uniq: pl.Series, whole: np.ndarray | None) -> tuple[pl.Series, np.ndarray]:
     """spaCy English tokens of distinct whitespace-free chunks (`whole`: kept as one word):
     (flat tokens, tokens per chunk). A plain letter or digit run is one token, "word," two (a
-    vectorised split); the rest go through the ported algorithm (cached across batches)."""
+    vectorised split); the rest go through the ported algorithm (`_tokens_of`)."""
     specials = _simple_specials()
     simple = (uniq.str.contains(SIMPLE_CHUNK) & ~uniq.is_in(specials)).to_numpy()
     if whole is not None:
