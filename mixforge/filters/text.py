@@ -40,7 +40,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mixforge.filters.spacy_tokenizer import special_case_keys, tokenize_chunk
-from mixforge.filters.tokenizer_kernel import tokenize_chunks, warm_up
 
 # Whitespace as Python's str.isspace() (Unicode White_Space plus the separators \x1c-\x1f).
 CHUNK_PATTERN = r"[^\s\x{1C}-\x{1F}]+"
@@ -98,6 +97,8 @@ def _all_specials() -> list[str]:
 def _tokens_of(chunks: pl.Series) -> tuple[pl.Series, np.ndarray]:
     """Tokens of each chunk, flattened, and the number of tokens per chunk: the compiled loop
     (`tokenizer_kernel`) for most chunks, the Python port (cached across batches) for those it leaves."""
+    from mixforge.filters.tokenizer_kernel import tokenize_chunks  # numba: imported where words are split
+
     listed = chunks.to_list()
     back, counts, chunk, start, end = tokenize_chunks(listed)
     spans = pl.DataFrame({"c": chunks.gather(chunk), "a": start, "n": end - start})
@@ -130,6 +131,8 @@ def _tokens_of(chunks: pl.Series) -> tuple[pl.Series, np.ndarray]:
 
 def load_tokenizer() -> None:
     """Load the word splitter's compiled code and tables (a rule set's `setup`: once per worker)."""
+    from mixforge.filters.tokenizer_kernel import warm_up
+
     warm_up()
 
 
