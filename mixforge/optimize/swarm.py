@@ -196,12 +196,14 @@ class TemperatureBox:
         return rng.uniform(self.low, self.high, size=(n, len(self.groups)))
 
     def around(self, center: np.ndarray, n: int, seed: int, spread: float = 0.15) -> np.ndarray:
-        """(n, K) log-temperatures near `center` (CLIMB rounds): normal with sd `spread` x the log range, clipped."""
+        """(n, K) log-temperatures near `center` (CLIMB rounds): normal with sd `spread` x the log range,
+        reflected at the bounds (a center on a bound, where a monotone effect puts the proposal, still gets
+        distinct draws; clipping would pile them on the bound)."""
         rng = np.random.default_rng([seed, 0x7E])
-        sd = spread * (self.high - self.low)
-        return np.clip(
-            np.asarray(center)[None, :] + rng.normal(0, sd, size=(n, len(self.groups))), self.low, self.high
-        )
+        z = np.asarray(center)[None, :] + rng.normal(0, spread * (self.high - self.low), size=(n, len(self.groups)))
+        z = np.where(z < self.low, 2 * self.low - z, z)
+        z = np.where(z > self.high, 2 * self.high - z, z)
+        return np.clip(z, self.low, self.high)
 
     def as_dict(self, z: np.ndarray) -> dict[str, float]:
         """group -> temperature (not its log)."""

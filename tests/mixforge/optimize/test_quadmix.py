@@ -134,6 +134,8 @@ def test_the_section_is_checked_against_the_mixture_and_absent_changes_nothing(r
     z = box.sample(200, seed=0)
     assert np.all((z >= math.log(0.25)) & (z <= math.log(4.0))) and abs(np.median(z)) < 0.3
     np.testing.assert_array_equal(z, box.sample(200, seed=0))
+    near = box.around(np.array([math.log(0.25)]), 200, seed=1)  # on a bound: reflected, not piled on it
+    assert np.all(near >= math.log(0.25)) and len(np.unique(near)) == 200 and np.median(near) < math.log(0.5)
     assert box.as_dict(np.array([0.0])) == {"mixed": 1.0}
 
 
@@ -162,7 +164,7 @@ def low_temperature(temperatures: dict[str, float]) -> bool:
 
 
 def test_known_answer_a_score_high_on_target_like_text_gets_a_low_temperature(root):
-    search = load_search_spec(write_search(root))
+    search = load_search_spec(write_search(root, rounds=[2]))
     manifest = run_optimization(search, LocalPoolExecutor(2))
     contracts.validate(manifest, contracts.OptimizationManifest)
     run = manifest["uri"]
@@ -171,7 +173,10 @@ def test_known_answer_a_score_high_on_target_like_text_gets_a_low_temperature(ro
     # Each proxy drew its temperature, recorded in the table, and its sample was drawn with it.
     table = pq.read_table(storage.join(run, "proxies.parquet")).to_pydict()
     swarm_t = [t for t, role in zip(table["temperature_mixed"], table["role"]) if role == "swarm"]
-    assert len(swarm_t) == 8 and all(0.25 <= t <= 4.0 for t in swarm_t) and len(set(swarm_t)) == 8
+    assert len(swarm_t) == 10 and all(0.25 <= t <= 4.0 for t in swarm_t) and len(set(swarm_t)) == 10
+    # The CLIMB round resampled the temperature around round 0's proposal (sd 0.15 of the log range).
+    first = manifest["rounds"][0]["temperatures"]["mixed"]
+    assert all(abs(math.log(t / first)) < 4 * 0.15 * math.log(16) for t in table["temperature_mixed"][8:10])
     for pid, t in zip(table["id"], table["temperature_mixed"]):
         result = storage.read_json(storage.join(run, "proxies", pid, "result.json"))
         assert result["temperatures"] == {"mixed": t}
@@ -198,7 +203,7 @@ def test_known_answer_a_score_high_on_target_like_text_gets_a_low_temperature(ro
     # The fit says why: at the proposed weights the predicted loss falls as the temperature falls.
     from mixforge.optimize.run import _fit
 
-    records = [storage.read_json(storage.join(run, "proxies", pid, "result.json")) for pid in table["id"][:8]]
+    records = [storage.read_json(storage.join(run, "proxies", pid, "result.json")) for pid in table["id"]]
     groups = tuple(manifest["groups"])
     box = TemperatureBox.of(["mixed"], 0.25, 4.0)
     fits = _fit(records, groups, search, box)
