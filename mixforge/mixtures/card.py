@@ -216,6 +216,11 @@ def markdown(
             f"{optimization['swarm']} proxies, regressor per target ({fits}); run manifest: "
             f"`{optimization['manifest']}`"
         ]
+        if optimization.get("temperatures"):
+            lines.append(
+                "- quality-sampling temperatures chosen by the same search (QuaDMix): "
+                + ", ".join(f"{g}: T={t:.3g}" for g, t in optimization["temperatures"].items())
+            )
     for phase in manifest["phases"]:
         lines += [
             "",

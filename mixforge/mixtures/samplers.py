@@ -137,13 +137,15 @@ class _Registered:
             return cls.model_validate(value)
 
         def serialize(value: Sampler, info: Any) -> Any:
-            return value.model_dump(
+            out = value.model_dump(
                 mode=info.mode,
                 by_alias=info.by_alias,
                 exclude_unset=info.exclude_unset,
                 exclude_defaults=info.exclude_defaults,
                 exclude_none=info.exclude_none,
             )
+            # `method` picks the sampler when the dump is read back: never dropped as a default
+            return out if "method" in out else {"method": value.method, **out}
 
         return core_schema.no_info_plain_validator_function(
             validate, serialization=core_schema.plain_serializer_function_ser_schema(serialize, info_arg=True)

@@ -148,9 +148,6 @@ def write_proposal(layout: OptimizeLayout, spec: MixSpec, opts) -> str:
         "# Build it with `mixforge mix --spec proposal.yaml`, or materialize the run.\n"
     )
     data = spec.model_dump(mode="json", exclude_defaults=True)
-    for dumped, group in zip(data["groups"], spec.groups):
-        if "sampling" in dumped:  # exclude_defaults drops a sampler's `method` (its default): the key that picks it
-            dumped["sampling"] = {"method": group.sampling.method, **dumped["sampling"]}
     body = yaml.safe_dump(data, sort_keys=False)
     storage.write_bytes(uri, (header + body).encode(), opts)
     return uri

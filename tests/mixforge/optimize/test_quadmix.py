@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -240,6 +241,13 @@ def test_known_answer_a_score_high_on_target_like_text_gets_a_low_temperature(ro
     assert version["provenance"]["optimization"]["temperatures"] == pytest.approx(proposal["temperatures"])
     (mixed,) = [g for g in version["spec"]["groups"] if g["name"] == "mixed"]
     assert mixed["sampling"]["temperature"] == pytest.approx(proposal["temperatures"]["mixed"])
+    card = Path(built["card"]).read_text()
+    assert (
+        f"temperatures chosen by the same search (QuaDMix): mixed: T={proposal['temperatures']['mixed']:.3g}" in card
+    )
+    # proposal.yaml loads back as the proposal (a quality sampler keeps its `method` in the dump)
+    reloaded = load_spec(os.path.join(run, "proposal.yaml"))
+    assert reloaded.group("mixed").sampling.method == "quality"
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
