@@ -297,11 +297,12 @@ def cmd_export(args: argparse.Namespace) -> dict:
 def preflight_optimize(args: argparse.Namespace):
     """The search spec, its mixture spec and its targets, checked before Prefect or Ray start."""
     from mixforge.mixtures.preflight import check_spec
-    from mixforge.optimize.search import load_search_spec
+    from mixforge.optimize.search import check_targets, load_search_spec
 
     search = load_search_spec(args.spec)
     for warning in check_spec(search.mixture_spec(), origin=args.spec):
         print(f"mixforge: warning: {warning}", file=sys.stderr)
+    check_targets(search, origin=args.spec)
     return search
 
 

@@ -33,22 +33,6 @@ def print_optimize(summary: dict, as_json: bool) -> None:
         print_mix(summary["materialized"], as_json=False)
 
 
-def with_targets_checked(
-    preflight_optimize: Callable[[argparse.Namespace], Any],
-) -> Callable[[argparse.Namespace], Any]:
-    """The CLI's pre-flight of a search spec, then its targets' files (`search.check_targets`), all before
-    Prefect or Ray start."""
-
-    def preflight(args: argparse.Namespace) -> Any:
-        from mixforge.optimize.search import check_targets
-
-        search = preflight_optimize(args)
-        check_targets(search, origin=args.spec)
-        return search
-
-    return preflight
-
-
 def register(
     sub: argparse._SubParsersAction,
     cmd_optimize: Callable[[argparse.Namespace], dict],
@@ -85,4 +69,4 @@ def register(
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_optimize, printer=print_optimize, preflight=with_targets_checked(preflight_optimize))
+    p.set_defaults(func=cmd_optimize, printer=print_optimize, preflight=preflight_optimize)
