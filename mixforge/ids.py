@@ -312,10 +312,6 @@ def _rows(uri: str, storage_options) -> int | None:
     return None if md is None else md.num_rows
 
 
-def _chars(table: pa.Table) -> int:
-    return int(pc.sum(pc.fill_null(pc.utf8_length(table.column(S.TEXT)), 0)).as_py() or 0) if table.num_rows else 0
-
-
 def _write_dropped(
     round_no: int,
     shard: int,
@@ -366,7 +362,7 @@ def _write_dropped(
                 writer.write(
                     S.align_to_schema(complete_drops(labelled, stage.part(shard), "row", rows_at), S.REMOVED_SCHEMA)
                 )
-                chars += _chars(rows)
+                chars += S.text_chars(rows.column(S.TEXT))
             first_row += batch.num_rows
     except BaseException:
         writer.abort()

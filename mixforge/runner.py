@@ -41,9 +41,7 @@ class ShardJob:
 
 
 def _chars(table: pa.Table) -> int:
-    if S.TEXT not in table.column_names or table.num_rows == 0:
-        return 0
-    return int(pc.sum(pc.utf8_length(table.column(S.TEXT))).as_py() or 0)
+    return S.text_chars(table.column(S.TEXT)) if S.TEXT in table.column_names else 0
 
 
 def _same_text(kept: pa.Table, docs: pa.Table) -> bool:

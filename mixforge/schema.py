@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -59,6 +60,33 @@ N_TOKENS, MIX_GROUP = "n_tokens", "mix_group"  # mixtures: tokens per row, the g
 # mixtures: where a mixture row came from (lineage): the pool shard (an index into the manifest's
 # pool.shards), its row there, and which copy of that document it is (0 unless repeated)
 POOL_SHARD, POOL_ROW, POOL_COPY = "pool_shard", "pool_row", "pool_copy"
+
+
+_COUNT_BLOCK = 1 << 20  # bytes per count: the comparison's temporary stays in cache
+
+
+def text_chars(text: pa.Array | pa.ChunkedArray) -> int:
+    """Characters (code points) in a string column, nulls counting 0: the stats' `chars_*` figures.
+
+    Every byte that is not a UTF-8 continuation byte (0b10xxxxxx) starts a character, so the total is
+    counted over the data buffer in cache-sized blocks, about 5x faster than summing `utf8_length`
+    (which the runner did for every batch). Chunks with nulls (whose slots may span data) or other
+    layouts take `utf8_length`."""
+    total = 0
+    for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
+        if not len(chunk):
+            continue
+        if chunk.null_count or not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            total += int(pc.sum(pc.utf8_length(chunk)).as_py() or 0)
+            continue
+        offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=offset_type)
+        start, end = int(offsets[chunk.offset]), int(offsets[chunk.offset + len(chunk)])
+        data = np.frombuffer(chunk.buffers()[2], dtype=np.int8) if end > start else np.zeros(0, np.int8)
+        total += end - start
+        for at in range(start, end, _COUNT_BLOCK):
+            total -= int(np.count_nonzero(data[at : min(end, at + _COUNT_BLOCK)] < -64))  # 0x80..0xBF
+    return total
 
 
 def set_column(table: pa.Table, name: str, values) -> pa.Table:

@@ -60,7 +60,7 @@ class ApplyDedup(Stage):
             text = batch.column(S.TEXT)
             edited, lines = remove_lines(text, self.boilerplate, self.cfg.boilerplate)
             ctx.count("boilerplate.lines_removed", int(lines.sum()))
-            ctx.count("boilerplate.chars_removed", _chars(text) - _chars(edited))
+            ctx.count("boilerplate.chars_removed", S.text_chars(text) - S.text_chars(edited))
             ctx.count("boilerplate.docs_edited", int((lines > 0).sum()))
             out = out.set_column(out.column_names.index(S.TEXT), S.TEXT, edited)
         for name, values in ((DUP_CLUSTER, cluster), (DUP_COUNT, pa.array(count))):
@@ -86,7 +86,3 @@ class ApplyDedup(Stage):
         removed = removed.append_column(DUPLICATE_OF, kept)
         removed = removed.append_column(S.DROP_REASON, reason).append_column(S.DROP_DETAIL, detail)
         return StageResult(out.filter(pa.array(~removed_mask)), removed, removed_rows=rows)
-
-
-def _chars(text: pa.ChunkedArray) -> int:
-    return int(pc.sum(pc.utf8_length(text)).as_py() or 0)
