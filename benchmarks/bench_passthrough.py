@@ -110,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     harness.add_common_args(parser, repeat=3)
     parser.add_argument("--no-reference", action="store_true", help=f"skip the {harness.CEILING} variant")
     parser.add_argument(
-        "--in-flight", type=int, default=None, help="shards scheduled on Ray at once (default: --workers)"
+        "--in-flight",
+        type=int,
+        default=None,
+        help="shards scheduled on Ray at once (default: the product's, 2 per worker CPU)",
     )
     args = parser.parse_args(argv)
 
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "shards": args.shards,
             "shard_mb": args.shard_mb,
             "workers": args.workers,
-            "in_flight": args.in_flight or args.workers,
+            "in_flight": args.in_flight or f"{2 * args.workers} (RayConfig default: 2 per CPU)",
             "repeat": args.repeat,
             "batch_rows": BATCH_ROWS,
         },

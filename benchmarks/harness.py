@@ -705,7 +705,9 @@ def _stage_flow_factory():
     from tasks.stage_runner import run_stage
 
     @task(name="bench-stage", cache_policy=NONE, persist_result=False)
-    def bench_stage(stage_key: str, inputs: list[tuple[int, str]], out_dir: str, workers: int, in_flight: int) -> dict:
+    def bench_stage(
+        stage_key: str, inputs: list[tuple[int, str]], out_dir: str, workers: int, in_flight: int | None
+    ) -> dict:
         stage = _STAGE_REGISTRY[stage_key]
         ray_config = RayConfig(num_cpus=workers, max_shards_in_flight=in_flight)
         started = time.perf_counter()
@@ -714,7 +716,7 @@ def _stage_flow_factory():
 
     @flow(name="bench-stage-flow", persist_result=False, validate_parameters=False)
     def bench_stage_flow(
-        stage_key: str, inputs: list[tuple[int, str]], out_dir: str, workers: int, in_flight: int
+        stage_key: str, inputs: list[tuple[int, str]], out_dir: str, workers: int, in_flight: int | None
     ) -> dict:
         started = time.perf_counter()
         out = bench_stage(stage_key, inputs, out_dir, workers, in_flight)
@@ -735,7 +737,9 @@ class Orchestration:
 
     def __init__(self, workers: int, in_flight: int | None = None) -> None:
         self.workers = workers
-        self.in_flight = in_flight or workers  # shards scheduled at once (RayConfig.max_shards_in_flight)
+        # shards scheduled at once (RayConfig.max_shards_in_flight); None: the product's default, 2 per CPU, so
+        # a worker finds its next shard queued instead of waiting a driver round trip after each one
+        self.in_flight = in_flight
         self.startup: dict[str, float] = {}
         self.flow_run_overhead = 0.0
         self._stack = contextlib.ExitStack()
