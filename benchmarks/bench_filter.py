@@ -252,6 +252,23 @@ def build_corpus(args) -> tuple[list[Path], list[Path], list[int], list[int], li
 # ----------------------------------------------------------------------------- our side
 
 
+def heuristics_config():
+    """The four heuristic rule sets (Gopher repetition and quality, FineWeb, C4) annotating, language ID off:
+    what `heuristics` measures here and `bench_filter_kernels` measures on the realistic corpus."""
+    from mixforge.filters import FilterConfig, LanguageIDConfig
+    from mixforge.filters.config import C4Config, FineWebQualityConfig, GopherQualityConfig, GopherRepetitionConfig
+
+    return FilterConfig(
+        language_id=LanguageIDConfig(enabled=False),
+        rules=(
+            GopherRepetitionConfig(mode="annotate"),
+            GopherQualityConfig(mode="annotate"),
+            FineWebQualityConfig(mode="annotate"),
+            C4Config(mode="annotate"),
+        ),
+    )
+
+
 def _ours_shard(task):
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     path, verdict_path, blocked_file, with_lid = task
@@ -260,10 +277,6 @@ def _ours_shard(task):
 
     from mixforge.filters import FilterConfig, LanguageIDConfig, TextBatch
     from mixforge.filters.config import (
-        C4Config,
-        FineWebQualityConfig,
-        GopherQualityConfig,
-        GopherRepetitionConfig,
         URLFilterConfig,
     )
     from mixforge.filters.language import LanguageID
@@ -272,15 +285,7 @@ def _ours_shard(task):
 
     global _STAGES
     if "_STAGES" not in globals():
-        annotate = FilterConfig(
-            language_id=LanguageIDConfig(enabled=False),
-            rules=(
-                GopherRepetitionConfig(mode="annotate"),
-                GopherQualityConfig(mode="annotate"),
-                FineWebQualityConfig(mode="annotate"),
-                C4Config(mode="annotate"),
-            ),
-        )
+        annotate = heuristics_config()
         url_only = FilterConfig(
             language_id=LanguageIDConfig(enabled=False),
             rules=(URLFilterConfig(mode="annotate", blocked_domains=blocked_file),),

@@ -89,7 +89,6 @@ def _kernel_shard(task) -> dict:
     from benchmarks.lean_filters import lean_features
     from mixforge.filters import (
         C4Quality,
-        FilterConfig,
         FineWebQuality,
         GopherQuality,
         GopherRepetition,
@@ -97,7 +96,6 @@ def _kernel_shard(task) -> dict:
         LanguageIDConfig,
         TextBatch,
     )
-    from mixforge.filters.config import C4Config, FineWebQualityConfig, GopherQualityConfig, GopherRepetitionConfig
     from mixforge.stage import ShardContext
     from mixforge.stages.filter import Filter
 
@@ -109,18 +107,9 @@ def _kernel_shard(task) -> dict:
         t0 = time.process_time()
         load_tokenizer()  # once per worker (numba's disk cache and the pattern tables): reported, not in `cold`
         load_s = time.process_time() - t0
-        stage = Filter(
-            FilterConfig(
-                language_id=LanguageIDConfig(enabled=False),
-                rules=(
-                    GopherRepetitionConfig(mode="annotate"),
-                    GopherQualityConfig(mode="annotate"),
-                    FineWebQualityConfig(mode="annotate"),
-                    C4Config(mode="annotate"),
-                ),
-            ),
-            write_features=False,
-        )
+        from benchmarks.bench_filter import heuristics_config
+
+        stage = Filter(heuristics_config(), write_features=False)
         stage.setup()
         lid = LanguageID(LanguageIDConfig())
         lid.setup()

@@ -118,28 +118,31 @@ def tokenize_chunk(substring: str) -> list[str]:
     return out
 
 
-def _top_level(pattern: str) -> list[str]:
-    """The alternatives of a pattern (split at the `|` outside groups and character classes)."""
-    out, cur, depth, in_class, i = [], "", 0, False, 0
+def _structure(pattern: str):
+    """(position, character, group depth after it) of each character of a regex outside escapes and
+    character classes: the one walk that splitting alternatives and finding a group's end share."""
+    depth, in_class, i = 0, False, 0
     while i < len(pattern):
         ch = pattern[i]
         if ch == "\\":
-            cur += pattern[i : i + 2]
             i += 2
             continue
         if in_class:
             in_class = ch != "]"
         elif ch == "[":
             in_class = True
-        elif ch in "()":
-            depth += 1 if ch == "(" else -1
-        elif ch == "|" and depth == 0:
-            out.append(cur)
-            cur, i = "", i + 1
-            continue
-        cur += ch
+        else:
+            if ch in "()":
+                depth += 1 if ch == "(" else -1
+            yield i, ch, depth
         i += 1
-    return [*out, cur]
+
+
+def _top_level(pattern: str) -> list[str]:
+    """The alternatives of a pattern (split at the `|` outside groups and character classes)."""
+    bars = [i for i, ch, depth in _structure(pattern) if ch == "|" and depth == 0]
+    bounds = [-1, *bars, len(pattern)]
+    return [pattern[start + 1 : end] for start, end in zip(bounds, bounds[1:])]
 
 
 def _literal_end(body: str) -> str | None:
@@ -178,21 +181,9 @@ def _suffix_end_check():
 
 def _top_level_group(pattern: str) -> str:
     """The group `pattern` starts with, "(...)" (brackets inside classes and escapes skipped)."""
-    depth, in_class, i = 0, False, 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-        elif ch in "()":
-            depth += 1 if ch == "(" else -1
-            if depth == 0:
-                return pattern[: i + 1]
-        i += 1
+    for i, ch, depth in _structure(pattern):
+        if ch == ")" and depth == 0:
+            return pattern[: i + 1]
     return pattern
 
 

@@ -29,26 +29,7 @@ from mixforge.optimize.run import default_run_id, materialize, optimize_summary,
 from mixforge.optimize.search import check_targets, load_search_spec
 from mixforge.optimize.swarm import Space, TemperatureBox
 from tests.helpers import prose
-
-PROXY = {
-    "hidden_size": 16,
-    "layers": 1,
-    "heads": 2,
-    "seq_len": 32,
-    "batch_size": 4,
-    "train_tokens": 6144,
-    "vocab_size": 256,
-    "lr": 1e-2,
-    "eval_tokens": 512,
-}
-
-
-def numbers(i: int) -> str:
-    return " ".join(str(int(v)) for v in np.random.default_rng(i).integers(0, 1000, 24))
-
-
-def code(i: int) -> str:
-    return "\n".join(f"def f{i}_{k}(x):\n    return x * {k + i % 7} + {(i * k) % 13}" for k in range(4))
+from tests.mixforge.optimize.test_run import PROXY, code, numbers  # the same tiny proxy and texts
 
 
 def write_pool(root: str, n: int = 160) -> None:
