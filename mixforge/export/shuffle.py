@@ -191,20 +191,20 @@ def render_prefixes(template: str, table: pa.Table) -> list[str]:
     from its URL; as `template.format_map(row)` gives it, done by column (Arrow) for bare `{name}` fields
     over string and integer columns, row by row otherwise."""
     fields = template_fields(template)
-    values = {f: url_host_array(table.column(S.URL)) if f == DOMAIN else _as_text(table.column(f)) for f in fields}
     pieces = _plain_fields(template)
-    if pieces is None or any(v is None for v in values.values()):
+    if pieces is None:
         return _render_rows(template, table, fields)
+    values = {f: url_host_array(table.column(S.URL)) if f == DOMAIN else _as_text(table.column(f)) for f in fields}
+    if any(v is None for v in values.values()):
+        return _render_rows(template, table, fields)
+    if not fields:  # no field: every row is the template's text
+        return [template.format_map({})] * table.num_rows
     parts = []
     for literal, name in pieces:
         if literal:
             parts.append(pa.scalar(literal, pa.large_string()))
         if name is not None:
             parts.append(values[name])
-    if not parts:
-        return [""] * table.num_rows
-    if not any(isinstance(p, pa.Array) for p in parts):  # no field: the template is its text
-        return [template.format_map({})] * table.num_rows
     return pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string())).to_pylist()
 
 
