@@ -135,11 +135,11 @@ def _first_fields(uri: str, storage_options: Mapping[str, Any] | None) -> set[st
         with parquet_file(uri, storage_options) as pf:
             return set(pf.schema_arrow.names)
     with _open_shard(uri, storage_options) as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if line.strip():
                 row = orjson.loads(line)
                 if not isinstance(row, dict):
-                    raise ValueError(f"line 1 is a JSON {type(row).__name__}, not an object")
+                    raise ValueError(f"line {number} is a JSON {type(row).__name__}, not an object")
                 return set(row)
     return None
 
