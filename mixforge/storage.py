@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import posixpath
@@ -587,6 +588,48 @@ def file_sizes(
     return sizes
 
 
+# Local writes hand their dirty pages to the kernel's writeback every this many bytes, without waiting:
+# the fsync that makes the file durable before it is renamed into place then waits only for the tail,
+# instead of stalling the worker while the whole file goes to disk (RocksDB's `bytes_per_sync`).
+WRITEBACK_BYTES = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
+
+
+def _load_sync_file_range() -> Callable[[int], None] | None:
+    """`start_writeback(fd)` through Linux's sync_file_range(2); None where the C library lacks it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return lambda fd: fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # 0, 0: from the start to the end of the file
+
+
+_start_writeback = _load_sync_file_range()
+
+
+class _EarlyWritebackFile(io.BufferedWriter):
+    """A buffered local file that starts the kernel's writeback of what it has written every
+    WRITEBACK_BYTES (a no-op where sync_file_range is missing): a hint, never a wait."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(io.FileIO(path, "wb"))
+        self._since_writeback = 0
+
+    def write(self, data) -> int:
+        n = super().write(data)
+        self._since_writeback += n
+        if self._since_writeback >= WRITEBACK_BYTES and _start_writeback is not None:
+            self._since_writeback = 0
+            _start_writeback(self.raw.fileno())  # what is still in this object's buffer goes at fsync
+        return n
+
+
 @contextlib.contextmanager
 def atomic_open(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[Any]:
     """Open `uri` for binary writing so that no reader ever sees a partial file.
@@ -601,7 +644,7 @@ def atomic_open(uri: str, storage_options: Mapping[str, Any] | None = None) -> I
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
         try:
-            with open(tmp, "wb") as f:
+            with _EarlyWritebackFile(tmp) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
