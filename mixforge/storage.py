@@ -595,7 +595,7 @@ WRITEBACK_BYTES = 8 << 20
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
 
 
-def _load_sync_file_range() -> Callable[[int], None] | None:
+def _load_sync_file_range() -> Callable[[int], int] | None:
     """`start_writeback(fd)` through Linux's sync_file_range(2); None where the C library lacks it."""
     if not sys.platform.startswith("linux"):
         return None
@@ -615,7 +615,7 @@ _start_writeback = _load_sync_file_range()
 
 class _EarlyWritebackFile(io.BufferedWriter):
     """A buffered local file that starts the kernel's writeback of what it has written every
-    WRITEBACK_BYTES (a no-op where sync_file_range is missing): a hint, never a wait."""
+    WRITEBACK_BYTES (nothing where sync_file_range is missing): a hint that does not wait for the disk."""
 
     def __init__(self, path: str) -> None:
         super().__init__(io.FileIO(path, "wb"))
