@@ -40,8 +40,11 @@ from mixforge.strict import StrictModel
 
 PARQUET_COMPRESSION = "zstd"
 REJECT_PREVIEW_CHARS = 4096  # text kept in the audit for rows that could not be used
+# A reader's rejected rows: the document as far as it could be read, why, and where (drop_row: the row from 0
+# or the JSONL line from 1, as the RawBatch's unit says); the runner completes the other drop columns.
 REJECT_SCHEMA = pa.schema(
-    list(S.CORE_SCHEMA) + [pa.field(S.DROP_REASON, pa.string()), pa.field(S.DROP_DETAIL, pa.string())]
+    list(S.CORE_SCHEMA)
+    + [pa.field(S.DROP_REASON, pa.string()), pa.field(S.DROP_DETAIL, pa.string()), pa.field(S.DROP_ROW, pa.int64())]
 )
 DUPLICATE_ID = "duplicate_id"  # drop reason: an input id already used earlier in the same shard
 _READ_CHUNK = 1 << 14  # compressed bytes per read: also the precision of "detected by byte N"
@@ -641,8 +644,10 @@ def _split_repeated_ids(
         f"{uri} {unit} {p}: id {_quote_id(i)} already used at {unit} {e}"
         for p, e, i in zip(positions[repeated], earlier[repeated], dropped.column(S.ID).to_pylist())
     ]
-    dropped = dropped.append_column(S.DROP_REASON, pa.array([DUPLICATE_ID] * len(details), pa.string())).append_column(
-        S.DROP_DETAIL, pa.array(details, pa.string())
+    dropped = (
+        dropped.append_column(S.DROP_REASON, pa.array([DUPLICATE_ID] * len(details), pa.string()))
+        .append_column(S.DROP_DETAIL, pa.array(details, pa.string()))
+        .append_column(S.DROP_ROW, pa.array(positions[repeated], pa.int64()))
     )
     return docs.filter(pc.invert(mask)), positions[~repeated], dropped
 
@@ -680,11 +685,12 @@ class _JsonlBatch:
     metas: list = field(default_factory=list)
     lines: list = field(default_factory=list)
     nbytes: int = 0
-    # rejected rows: digest of the raw line, text preview, reason, detail
+    # rejected rows: digest of the raw line, text preview, reason, detail, line number
     bad_digests: list = field(default_factory=list)
     bad_texts: list = field(default_factory=list)
     reasons: list = field(default_factory=list)
     details: list = field(default_factory=list)
+    bad_lines: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.texts) + len(self.bad_texts)
@@ -717,6 +723,7 @@ class _JsonlBatch:
                 pa.nulls(n, pa.string()),
                 pa.array(self.reasons, pa.string()),
                 pa.array(self.details, pa.string()),
+                pa.array(self.bad_lines, pa.int64()),
             ],
             schema=REJECT_SCHEMA,
         )
@@ -742,6 +749,7 @@ def _read_raw_jsonl(
             batch.bad_texts.append(text[:REJECT_PREVIEW_CHARS] if text else None)
             batch.reasons.append(reason)
             batch.details.append(f"{uri} line {lineno}: {detail}")
+            batch.bad_lines.append(lineno)
 
         while True:
             line = f.readline(line_cap)
@@ -942,14 +950,16 @@ def _raw_table_to_docs(
     if pc.any(bad).as_py():
         good = pc.invert(bad)
         rejected = docs.filter(bad)
+        bad_rows = pa.array(row_numbers, pa.int64()).filter(bad)
         where = pc.binary_join_element_wise(
-            f"{uri} row ", pc.cast(pa.array(row_numbers).filter(bad), pa.string()), ": ", detail.filter(bad), ""
+            f"{uri} row ", pc.cast(bad_rows, pa.string()), ": ", detail.filter(bad), ""
         )
         preview = pc.utf8_slice_codeunits(rejected.column(S.TEXT), 0, REJECT_PREVIEW_CHARS)
         rejected = (
             rejected.set_column(1, S.TEXT, preview)
             .append_column(S.DROP_REASON, reason.filter(bad))
             .append_column(S.DROP_DETAIL, where)
+            .append_column(S.DROP_ROW, bad_rows)
         )
         keep = np.asarray(good.to_numpy(zero_copy_only=False), bool)
         docs, supplied, row_numbers = docs.filter(good), supplied[keep], row_numbers[keep]

@@ -11,7 +11,6 @@ Stages declare what they need (CPUs, GPUs) and what they read and write, as NeMo
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
@@ -210,12 +209,9 @@ def locate_drops(result: StageResult, batch: pa.Table, ctx: ShardContext) -> pa.
 
 
 def locate_rejects(rejects: pa.Table, ctx: ShardContext) -> pa.Table:
-    """Rows a raw reader could not use (`shards.read_raw`), completed with the drop columns: the reader
-    names shard and line/row at the start of each drop_detail ("<shard> line <n>: ..."), read back here."""
-    prefix = re.escape(f"{ctx.shard_uri} {ctx.position_unit} ")
-    found = pc.extract_regex(pc.fill_null(rejects.column(S.DROP_DETAIL), ""), f"^{prefix}(?P<row>[0-9]+):")
-    rows = pc.cast(pc.struct_field(found, "row"), pa.int64())
-    return complete_drops(rejects, ctx.shard_uri, ctx.position_unit, rows)
+    """Rows a raw reader could not use (`shards.read_raw`, which gives each its line/row as `drop_row`),
+    completed with the other drop columns."""
+    return complete_drops(rejects, ctx.shard_uri, ctx.position_unit, rejects.column(S.DROP_ROW).combine_chunks())
 
 
 class PassThrough(Stage):

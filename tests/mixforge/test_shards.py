@@ -127,6 +127,7 @@ def test_parquet_bad_rows_name_the_row(tmp_path):
         f"{path} row 1: 'text' is null",
         f"{path} row 2: text of 100 bytes exceeds max_doc_bytes=50",
     ]
+    assert rejects.column(S.DROP_ROW).to_pylist() == [1, 2]  # where, as data: the runner never parses the detail
 
 
 def test_parquet_text_of_wrong_type(tmp_path):
@@ -432,6 +433,7 @@ def test_repeated_input_ids_in_a_shard_are_dropped_naming_the_first(tmp_path):
         f"{path} line 7: id 'b' already used at line 2",
     ]
     assert rejects.column("text").to_pylist() == ["t2", "t4", "t6"]  # the whole document is in the audit
+    assert rejects.column(S.DROP_ROW).to_pylist() == [3, 5, 7]
 
     pq_path = write_shard(str(tmp_path / "d.parquet"), [{"id": f"p{n % 3}", "text": f"t{n}"} for n in range(8)])
     kept, rejects = collect(pq_path, ReadConfig(batch_rows=3))
@@ -440,6 +442,7 @@ def test_repeated_input_ids_in_a_shard_are_dropped_naming_the_first(tmp_path):
         f"{pq_path} row 3: id 'p0' already used at row 0",
         f"{pq_path} row 4: id 'p1' already used at row 1",
     ]
+    assert rejects.column(S.DROP_ROW).to_pylist() == [3, 4, 5, 6, 7]
 
 
 def test_bom_lone_surrogates_and_raw_nuls(tmp_path):
