@@ -656,11 +656,10 @@ def main() -> None:
 
     # Both sides over the same documents: with datatrove on a subsample of the shards, ours is timed over those
     # shards too (a subsample's documents may be shorter or longer than the corpus's, and the cost is per byte).
+    compared = summed([ours_per_shard[k] for k in dt_shards])
     if len(dt_shards) < len(parquet_paths):
-        extra["ours_timings_on_datatrove_subsample"] = summed([ours_per_shard[k] for k in dt_shards])
-        results = rows_of("ours", extra["ours_timings_on_datatrove_subsample"], dt_shards)
-    else:
-        results = rows_of("ours", ours, range(len(parquet_paths)))
+        extra["ours_timings_on_datatrove_subsample"] = compared
+    results = rows_of("ours", compared, dt_shards)
     results[-1].description = "ours, default pipeline (drop mode), compute only"
     if dt is not None:
         results = rows_of("datatrove", dt, dt_shards) + results
